@@ -1,0 +1,22 @@
+//! Tailor's learning code: the [`Featurizer`] that turns namespaced features into sparse vectors,
+//! the bandit [`Policy`] runtimes built from validated [`PolicyConfig`]s, and the [`Choice`]s
+//! (with propensities) they make.
+//!
+//! * [`features`]: namespaced signed feature hashing ([`FeaturizerConfig`], [`SparseFeatures`],
+//!   [`SparseVec`]).
+//! * [`policy`]: configurations, runtimes, slates and exploration mixing.
+//! * [`propensity`]: how sampling policies report honest propensities, and how accurate they are.
+//! * [`linear`]: the ridge model behind LinUCB, linear Thompson sampling and epsilon-greedy.
+//!
+//! Architecture invariant: nothing here touches the network, the disk or the clock, and every
+//! random draw comes from an RNG passed in by the caller, so decisions are reproducible from a seed.
+
+mod error;
+pub mod features;
+pub mod linear;
+pub mod policy;
+pub mod propensity;
+
+pub use error::PolicyError;
+pub use features::{Featurizer, FeaturizerConfig, SparseFeatures, SparseVec};
+pub use policy::{Arm, Choice, Estimator, Policy, PolicyConfig};

@@ -1,0 +1,298 @@
+//! Ridge regression over sparse hashed vectors, shared by LinUCB, linear Thompson sampling and
+//! the ridge estimator of epsilon-greedy.
+//!
+//! The model keeps `A = λI + Σ γ^age x xᵀ`, `b = Σ γ^age r x`, `A⁻¹` and `θ = A⁻¹ b`. An update
+//! costs `O(d·nnz)` for `A⁻¹x`, `O(d²)` for the Sherman–Morrison correction of `A⁻¹` (computed on
+//! the upper triangle and mirrored, so `A⁻¹` is exactly symmetric) and `O(d)` for `θ`. Scoring a
+//! candidate only touches its nonzero indices: `θᵀx` is `O(nnz)` and `xᵀA⁻¹x` is `O(nnz²)`.
+//!
+//! Forgetting (`γ < 1`) discounts toward the prior: `A ← γA + (1-γ)λI`, `b ← γb`, so old evidence
+//! fades but `A` never drops below `λI`. The incremental `A⁻¹` applies `A⁻¹/γ` and ignores the
+//! `(1-γ)λI` term, which only overstates uncertainty slightly. Every `max(d, 16)` updates `A⁻¹`,
+//! `θ` and (for Thompson) the Cholesky factor are recomputed exactly from `A`, which both restores
+//! that term and removes floating-point drift, at an amortized `O(d²)` per update.
+
+use nalgebra::DMatrix;
+use rand::Rng;
+use rand_distr::StandardNormal;
+use serde::{Deserialize, Serialize};
+
+use crate::SparseVec;
+
+/// Ridge regression state in dimension `d` (matrices row-major).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Ridge {
+    d: usize,
+    lambda: f64,
+    a: Vec<f64>,
+    a_inv: Vec<f64>,
+    b: Vec<f64>,
+    theta: Vec<f64>,
+    /// Lower Cholesky factor of `A`, kept only for Thompson sampling (empty otherwise).
+    chol: Vec<f64>,
+    since_refresh: u32,
+}
+
+impl Ridge {
+    pub(crate) fn new(d: usize, lambda: f64, with_cholesky: bool) -> Self {
+        let mut a = vec![0.0; d * d];
+        let mut a_inv = vec![0.0; d * d];
+        let mut chol = if with_cholesky {
+            vec![0.0; d * d]
+        } else {
+            Vec::new()
+        };
+        for i in 0..d {
+            a[i * d + i] = lambda;
+            a_inv[i * d + i] = 1.0 / lambda;
+            if with_cholesky {
+                chol[i * d + i] = lambda.sqrt();
+            }
+        }
+        Self {
+            d,
+            lambda,
+            a,
+            a_inv,
+            b: vec![0.0; d],
+            theta: vec![0.0; d],
+            chol,
+            since_refresh: 0,
+        }
+    }
+
+    /// `θᵀx`.
+    pub(crate) fn mean(&self, x: &SparseVec) -> f64 {
+        x.dot(&self.theta)
+    }
+
+    /// `xᵀA⁻¹x` over the nonzero indices of `x` (indices beyond `d` are ignored).
+    pub(crate) fn variance(&self, x: &SparseVec) -> f64 {
+        let d = self.d;
+        let n = x.idx.partition_point(|&i| (i as usize) < d);
+        let mut q = 0.0;
+        for k in 0..n {
+            let i = x.idx[k] as usize;
+            let row = &self.a_inv[i * d..i * d + d];
+            let xi = x.val[k];
+            let mut off = 0.0;
+            for l in 0..k {
+                off += row[x.idx[l] as usize] * x.val[l];
+            }
+            q += xi * (row[i] * xi + 2.0 * off);
+        }
+        q.max(0.0)
+    }
+
+    /// A draw of `θ̃ ~ N(θ, scale² A⁻¹)`: `θ + scale·L⁻ᵀz` with `A = LLᵀ`, one `O(d²)` triangular
+    /// solve. Requires the model to be built `with_cholesky`.
+    pub(crate) fn sample_theta<R: Rng + ?Sized>(&self, scale: f64, rng: &mut R) -> Vec<f64> {
+        let d = self.d;
+        let mut w: Vec<f64> = (0..d).map(|_| rng.sample(StandardNormal)).collect();
+        // Back substitution for Lᵀw = z (Lᵀ is upper triangular; L[j][i] = Lᵀ[i][j]).
+        for i in (0..d).rev() {
+            let mut s = w[i];
+            for j in i + 1..d {
+                s -= self.chol[j * d + i] * w[j];
+            }
+            w[i] = s / self.chol[i * d + i];
+        }
+        for (wi, t) in w.iter_mut().zip(&self.theta) {
+            *wi = t + scale * *wi;
+        }
+        w
+    }
+
+    /// Learn `reward` at `x`, after discounting old evidence by `gamma` (1 = no forgetting).
+    pub(crate) fn update(&mut self, x: &SparseVec, reward: f64, gamma: f64) {
+        let d = self.d;
+        let n = x.idx.partition_point(|&i| (i as usize) < d);
+        let (idx, val) = (&x.idx[..n], &x.val[..n]);
+        if gamma < 1.0 {
+            for i in 0..d {
+                for j in 0..d {
+                    self.a[i * d + j] *= gamma;
+                }
+                self.a[i * d + i] += (1.0 - gamma) * self.lambda;
+                self.b[i] *= gamma;
+            }
+            let inv = 1.0 / gamma;
+            self.a_inv.iter_mut().for_each(|v| *v *= inv);
+            let s = gamma.sqrt();
+            self.chol.iter_mut().for_each(|v| *v *= s);
+        }
+        for (k, &i) in idx.iter().enumerate() {
+            for (l, &j) in idx.iter().enumerate() {
+                self.a[i as usize * d + j as usize] += val[k] * val[l];
+            }
+            self.b[i as usize] += reward * val[k];
+        }
+        // Sherman–Morrison: A⁻¹ ← A⁻¹ - (A⁻¹x)(A⁻¹x)ᵀ / (1 + xᵀA⁻¹x).
+        let mut u = vec![0.0; d];
+        for (r, ui) in u.iter_mut().enumerate() {
+            let row = &self.a_inv[r * d..r * d + d];
+            *ui = idx
+                .iter()
+                .zip(val)
+                .map(|(&j, &v)| row[j as usize] * v)
+                .sum();
+        }
+        let xu: f64 = idx.iter().zip(val).map(|(&j, &v)| u[j as usize] * v).sum();
+        let denom = 1.0 + xu;
+        if denom.is_finite() && denom > 0.0 {
+            for i in 0..d {
+                let ui = u[i] / denom;
+                for j in i..d {
+                    let v = self.a_inv[i * d + j] - ui * u[j];
+                    self.a_inv[i * d + j] = v;
+                    self.a_inv[j * d + i] = v;
+                }
+            }
+            // θ' = θ + A⁻¹x (r - xᵀθ) / (1 + xᵀA⁻¹x); scaling A⁻¹ and b by 1/γ and γ leaves θ.
+            let err = (reward - x.dot(&self.theta)) / denom;
+            for (t, ui) in self.theta.iter_mut().zip(&u) {
+                *t += ui * err;
+            }
+        }
+        if !self.chol.is_empty() {
+            let mut dense = vec![0.0; d];
+            for (&i, &v) in idx.iter().zip(val) {
+                dense[i as usize] = v;
+            }
+            chol_rank_one_update(&mut self.chol, d, &mut dense);
+        }
+        self.since_refresh += 1;
+        if self.since_refresh as usize >= d.max(16) {
+            self.refresh();
+        }
+    }
+
+    /// Recompute `A⁻¹`, `θ` and the Cholesky factor exactly from `A` and `b`.
+    pub(crate) fn refresh(&mut self) {
+        let d = self.d;
+        self.since_refresh = 0;
+        let a = DMatrix::from_row_slice(d, d, &self.a);
+        let Some(ch) = a.cholesky() else {
+            // A = λI + PSD terms is positive definite; failing here means it was poisoned, and
+            // the incremental state is the best we have.
+            return;
+        };
+        let inv = ch.inverse();
+        for i in 0..d {
+            for j in i..d {
+                let v = 0.5 * (inv[(i, j)] + inv[(j, i)]);
+                self.a_inv[i * d + j] = v;
+                self.a_inv[j * d + i] = v;
+            }
+        }
+        let b = nalgebra::DVector::from_column_slice(&self.b);
+        let theta = ch.solve(&b);
+        self.theta.copy_from_slice(theta.as_slice());
+        if !self.chol.is_empty() {
+            let l = ch.l();
+            for i in 0..d {
+                for j in 0..d {
+                    self.chol[i * d + j] = l[(i, j)];
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn a_matrix(&self) -> DMatrix<f64> {
+        DMatrix::from_row_slice(self.d, self.d, &self.a)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn a_inv_matrix(&self) -> DMatrix<f64> {
+        DMatrix::from_row_slice(self.d, self.d, &self.a_inv)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn theta(&self) -> &[f64] {
+        &self.theta
+    }
+}
+
+/// `L ← chol(LLᵀ + xxᵀ)` in place (`x` is consumed as workspace).
+fn chol_rank_one_update(l: &mut [f64], d: usize, x: &mut [f64]) {
+    for k in 0..d {
+        if x[k] == 0.0 {
+            continue;
+        }
+        let lkk = l[k * d + k];
+        let r = lkk.hypot(x[k]);
+        let c = r / lkk;
+        let s = x[k] / lkk;
+        l[k * d + k] = r;
+        for i in k + 1..d {
+            let lik = (l[i * d + k] + s * x[i]) / c;
+            l[i * d + k] = lik;
+            x[i] = c * x[i] - s * lik;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_pcg::Pcg64Mcg;
+
+    fn random_x(rng: &mut Pcg64Mcg, d: usize) -> SparseVec {
+        let nnz = rng.gen_range(1..=d.min(6));
+        SparseVec::from_pairs(
+            (0..nnz)
+                .map(|_| (rng.gen_range(0..d as u32), rng.gen_range(-1.5..1.5)))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn inverse_and_theta_match_direct_solution() {
+        let d = 12;
+        let mut rng = Pcg64Mcg::seed_from_u64(7);
+        let mut m = Ridge::new(d, 0.5, true);
+        let mut a = DMatrix::<f64>::identity(d, d) * 0.5;
+        let mut b = nalgebra::DVector::<f64>::zeros(d);
+        for step in 0..37 {
+            let x = random_x(&mut rng, d);
+            let r = rng.gen_range(0.0..1.0);
+            m.update(&x, r, 1.0);
+            let mut dense = nalgebra::DVector::<f64>::zeros(d);
+            for (i, v) in x.iter() {
+                dense[i] = v;
+            }
+            a += &dense * dense.transpose();
+            b += &dense * r;
+            let inv = a.clone().try_inverse().unwrap();
+            assert!((m.a_inv_matrix() - &inv).amax() < 1e-9, "step {step}");
+            let theta = &inv * &b;
+            for i in 0..d {
+                assert!((m.theta()[i] - theta[i]).abs() < 1e-9);
+            }
+            let l = DMatrix::from_row_slice(d, d, &m.chol);
+            assert!((&l * l.transpose() - &a).amax() < 1e-9);
+            let q = dense.dot(&(&inv * &dense));
+            assert!((m.variance(&x) - q).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn forgetting_discounts_toward_the_prior() {
+        let d = 4;
+        let gamma = 0.9;
+        let mut m = Ridge::new(d, 2.0, false);
+        let x = SparseVec::from_pairs(vec![(1, 1.0)]);
+        for _ in 0..200 {
+            m.update(&x, 1.0, gamma);
+        }
+        // Stationary A[1][1] = λ + 1/(1-γ) and θ = 1/(1 + λ(1-γ)).
+        m.refresh();
+        let a = m.a_matrix();
+        assert!((a[(1, 1)] - (2.0 + 1.0 / (1.0 - gamma))).abs() < 1e-6);
+        assert!((a[(0, 0)] - 2.0).abs() < 1e-9);
+        let want = (1.0 / (1.0 - gamma)) / (2.0 + 1.0 / (1.0 - gamma));
+        assert!((m.theta()[1] - want).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,1051 @@
+//! Policy configurations (what an admin sends) and runtimes (what chooses and learns).
+//!
+//! | `type` | learns | chooses | propensity |
+//! |---|---|---|---|
+//! | `thompson` | Beta-Bernoulli per action id | argmax of posterior draws | exact max-probability by quadrature ([`crate::propensity`]) |
+//! | `gaussian_thompson` | Normal-Inverse-Gamma per action id | argmax of draws of the mean | same, over Student-t marginals |
+//! | `linucb` | one ridge model over the featurizer's vectors | argmax of `θᵀx + α·sqrt(xᵀA⁻¹x)` | 1 (split over exact ties) |
+//! | `linucb_disjoint` | one ridge model per action id | same, per-arm | 1 (split over exact ties) |
+//! | `linear_thompson` | one ridge model | argmax of `θ̃ᵀx`, `θ̃ ~ N(θ, v²A⁻¹)` | quadrature over per-candidate normal marginals (ignores the correlation between candidates' scores: approximate) |
+//! | `epsilon_greedy` | per-arm mean or ridge model | greedy, uniform with probability ε | `(1-ε)/ties + ε/n` |
+//! | `uniform` | nothing | uniform | `1/n` |
+//! | `fixed` | nothing | candidates in the order sent | 1 |
+//!
+//! Slots are filled without replacement; each slot's probability is conditional on the slots
+//! above it (for sampling policies: the probability that the chosen candidate's draw is the
+//! largest among the remaining candidates). With `explore == false` every policy serves greedily
+//! (posterior mean or `θᵀx`) with propensity 1 split over exact ties. With `exploration = ε > 0`
+//! ([`Policy::choose_with_exploration`]) each slot is uniform over the remaining candidates with
+//! probability ε and the reported propensity is the exact mixture `(1-ε)·p_policy + ε/n`.
+//!
+//! Forgetting: every learning policy takes an optional `half_life` (in rewards). Each reward
+//! discounts older evidence by `γ = 2^(-1/half_life)` toward the prior: Beta and NIG statistics of
+//! every arm decay with the policy's reward count (lazily, on access); ridge models discount `A`
+//! toward `λI` and `b` toward 0 ([`crate::linear`]); disjoint per-arm models and per-arm means
+//! decay with their own arm's reward count.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+
+use rand::Rng;
+use rand_distr::{Distribution, Gamma, StandardNormal};
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use crate::linear::Ridge;
+use crate::propensity::{group, max_probability, BetaMarginal, StudentMarginal, MIN_PROPENSITY};
+use crate::{PolicyError, SparseVec};
+
+/// A candidate as a policy sees it: its id and its feature vector in this context.
+#[derive(Debug, Clone, Copy)]
+pub struct Arm<'a> {
+    /// The action id (per-arm state is keyed by it).
+    pub id: &'a str,
+    /// The featurizer's vector for this candidate in this context.
+    pub x: &'a SparseVec,
+}
+
+/// One chosen slot: the index into the candidate slice and the probability the policy had of
+/// choosing it at that moment (given the slots above it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Choice {
+    /// Index into the `arms` slice passed to `choose`.
+    pub index: usize,
+    /// Probability of this choice given the slots above, in `(0, 1]`.
+    pub probability: f64,
+}
+
+/// How epsilon-greedy estimates each candidate's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Estimator {
+    /// Running mean reward per action id (unseen ids estimate 0).
+    #[default]
+    Mean,
+    /// A shared ridge regression over the featurizer's vectors (uses `lambda`).
+    Ridge,
+}
+
+/// Declares [`PolicyConfig`] (internally tagged, for JSON) and a field-for-field externally
+/// tagged twin used inside the runtime, because postcard cannot read internally tagged enums.
+macro_rules! policy_configs {
+    ($(
+        $(#[$vmeta:meta])*
+        $variant:ident { $( $(#[$fmeta:meta])* $field:ident : $ty:ty ),* $(,)? }
+    ),* $(,)?) => {
+        /// Validated-on-build policy configuration, tagged by `type` on the wire, e.g.
+        /// `{"type":"thompson","prior_alpha":1,"prior_beta":1}` or
+        /// `{"type":"linucb","alpha":1.0,"lambda":1.0,"half_life":5000}`.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+        pub enum PolicyConfig {
+            $( $(#[$vmeta])* $variant { $( $(#[$fmeta])* $field: $ty ),* } ),*
+        }
+
+        #[derive(Serialize, Deserialize)]
+        enum ConfigRepr {
+            $( $variant { $( $field: $ty ),* } ),*
+        }
+
+        impl From<PolicyConfig> for ConfigRepr {
+            fn from(c: PolicyConfig) -> Self {
+                match c { $( PolicyConfig::$variant { $($field),* } => ConfigRepr::$variant { $($field),* } ),* }
+            }
+        }
+
+        impl From<ConfigRepr> for PolicyConfig {
+            fn from(c: ConfigRepr) -> Self {
+                match c { $( ConfigRepr::$variant { $($field),* } => PolicyConfig::$variant { $($field),* } ),* }
+            }
+        }
+    };
+}
+
+policy_configs! {
+    /// Beta-Bernoulli Thompson sampling per action id, for rewards in [0, 1] (clicks,
+    /// conversions). Rewards outside [0, 1] are clamped into it.
+    Thompson {
+        /// Prior successes (> 0).
+        #[serde(default = "one")]
+        prior_alpha: f64,
+        /// Prior failures (> 0).
+        #[serde(default = "one")]
+        prior_beta: f64,
+        /// Forget old evidence with this half-life, in rewards.
+        #[serde(default)]
+        half_life: Option<f64>,
+    },
+    /// Gaussian Thompson sampling per action id (Normal-Inverse-Gamma prior), for real-valued
+    /// rewards such as revenue.
+    GaussianThompson {
+        /// Prior mean reward.
+        #[serde(default)]
+        prior_mean: f64,
+        /// Pseudo-observations behind the prior mean (κ₀ > 0).
+        #[serde(default = "one")]
+        prior_count: f64,
+        /// Inverse-gamma shape of the noise variance (α₀ > 0).
+        #[serde(default = "one")]
+        prior_shape: f64,
+        /// Inverse-gamma scale of the noise variance (β₀ > 0).
+        #[serde(default = "one")]
+        prior_scale: f64,
+        /// Forget old evidence with this half-life, in rewards.
+        #[serde(default)]
+        half_life: Option<f64>,
+    },
+    /// LinUCB with one shared ridge model over the featurizer's vectors.
+    #[serde(rename = "linucb")]
+    LinUcb {
+        /// Width of the confidence bonus (> 0).
+        #[serde(default = "one")]
+        alpha: f64,
+        /// Ridge regularization (> 0).
+        #[serde(default = "one")]
+        lambda: f64,
+        /// Forget old evidence with this half-life, in rewards.
+        #[serde(default)]
+        half_life: Option<f64>,
+    },
+    /// LinUCB with one ridge model per action id (memory: 3·dimension² floats per arm).
+    #[serde(rename = "linucb_disjoint")]
+    LinUcbDisjoint {
+        /// Width of the confidence bonus (> 0).
+        #[serde(default = "one")]
+        alpha: f64,
+        /// Ridge regularization (> 0).
+        #[serde(default = "one")]
+        lambda: f64,
+        /// Forget old evidence with this half-life, in the arm's own rewards.
+        #[serde(default)]
+        half_life: Option<f64>,
+    },
+    /// Linear Thompson sampling with one shared ridge model.
+    LinearThompson {
+        /// Posterior scale `v`: draws are `θ̃ ~ N(θ, v²A⁻¹)` (> 0).
+        #[serde(default = "one")]
+        scale: f64,
+        /// Ridge regularization (> 0).
+        #[serde(default = "one")]
+        lambda: f64,
+        /// Forget old evidence with this half-life, in rewards.
+        #[serde(default)]
+        half_life: Option<f64>,
+    },
+    /// Epsilon-greedy: the best estimate, or a uniform candidate with probability `epsilon`.
+    EpsilonGreedy {
+        /// Share of uniform choices, in [0, 1].
+        #[serde(default = "default_epsilon")]
+        epsilon: f64,
+        /// How values are estimated.
+        #[serde(default)]
+        estimator: Estimator,
+        /// Ridge regularization for the `ridge` estimator (> 0).
+        #[serde(default = "one")]
+        lambda: f64,
+        /// Forget old evidence with this half-life, in rewards.
+        #[serde(default)]
+        half_life: Option<f64>,
+    },
+    /// Uniformly random order (a baseline; learns nothing).
+    Uniform {},
+    /// The candidates in the order they were sent (the retailer's own ranking; learns nothing).
+    Fixed {},
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn default_epsilon() -> f64 {
+    0.1
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig::Thompson {
+            prior_alpha: 1.0,
+            prior_beta: 1.0,
+            half_life: None,
+        }
+    }
+}
+
+fn positive(field: &'static str, v: f64) -> Result<f64, PolicyError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(PolicyError::InvalidConfig {
+            field,
+            message: format!("must be a finite number > 0, got {v}"),
+        })
+    }
+}
+
+/// Per-reward discount factor for an optional half-life.
+fn decay_of(half_life: Option<f64>) -> Result<f64, PolicyError> {
+    match half_life {
+        None => Ok(1.0),
+        Some(h) if h.is_finite() && h >= 1.0 => Ok(0.5f64.powf(1.0 / h)),
+        Some(h) => Err(PolicyError::InvalidConfig {
+            field: "half_life",
+            message: format!("must be a finite number of rewards >= 1, got {h}"),
+        }),
+    }
+}
+
+impl PolicyConfig {
+    /// Short name used in responses and logs (the `type` tag).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PolicyConfig::Thompson { .. } => "thompson",
+            PolicyConfig::GaussianThompson { .. } => "gaussian_thompson",
+            PolicyConfig::LinUcb { .. } => "linucb",
+            PolicyConfig::LinUcbDisjoint { .. } => "linucb_disjoint",
+            PolicyConfig::LinearThompson { .. } => "linear_thompson",
+            PolicyConfig::EpsilonGreedy { .. } => "epsilon_greedy",
+            PolicyConfig::Uniform {} => "uniform",
+            PolicyConfig::Fixed {} => "fixed",
+        }
+    }
+
+    /// Checks every field without building (no allocation of model state).
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        match *self {
+            PolicyConfig::Thompson {
+                prior_alpha,
+                prior_beta,
+                half_life,
+            } => {
+                positive("prior_alpha", prior_alpha)?;
+                positive("prior_beta", prior_beta)?;
+                decay_of(half_life)?;
+            }
+            PolicyConfig::GaussianThompson {
+                prior_mean,
+                prior_count,
+                prior_shape,
+                prior_scale,
+                half_life,
+            } => {
+                if !prior_mean.is_finite() {
+                    return Err(PolicyError::InvalidConfig {
+                        field: "prior_mean",
+                        message: format!("must be finite, got {prior_mean}"),
+                    });
+                }
+                positive("prior_count", prior_count)?;
+                positive("prior_shape", prior_shape)?;
+                positive("prior_scale", prior_scale)?;
+                decay_of(half_life)?;
+            }
+            PolicyConfig::LinUcb {
+                alpha,
+                lambda,
+                half_life,
+            }
+            | PolicyConfig::LinUcbDisjoint {
+                alpha,
+                lambda,
+                half_life,
+            } => {
+                positive("alpha", alpha)?;
+                positive("lambda", lambda)?;
+                decay_of(half_life)?;
+            }
+            PolicyConfig::LinearThompson {
+                scale,
+                lambda,
+                half_life,
+            } => {
+                positive("scale", scale)?;
+                positive("lambda", lambda)?;
+                decay_of(half_life)?;
+            }
+            PolicyConfig::EpsilonGreedy {
+                epsilon,
+                lambda,
+                half_life,
+                ..
+            } => {
+                if !(0.0..=1.0).contains(&epsilon) {
+                    return Err(PolicyError::InvalidConfig {
+                        field: "epsilon",
+                        message: format!("must be between 0 and 1, got {epsilon}"),
+                    });
+                }
+                positive("lambda", lambda)?;
+                decay_of(half_life)?;
+            }
+            PolicyConfig::Uniform {} | PolicyConfig::Fixed {} => {}
+        }
+        Ok(())
+    }
+
+    /// Validate and build the runtime for vectors of `dimension`.
+    pub fn build(&self, dimension: usize) -> Result<Policy, PolicyError> {
+        self.validate()?;
+        if dimension == 0 || dimension > crate::features::MAX_DIMENSION {
+            return Err(PolicyError::InvalidConfig {
+                field: "dimension",
+                message: format!(
+                    "must be between 1 and {}, got {dimension}",
+                    crate::features::MAX_DIMENSION
+                ),
+            });
+        }
+        let (state, decay) = match *self {
+            PolicyConfig::Thompson {
+                prior_alpha,
+                prior_beta,
+                half_life,
+            } => (
+                State::Beta(BetaArms {
+                    prior: (prior_alpha, prior_beta),
+                    arms: IdMap::default(),
+                }),
+                decay_of(half_life)?,
+            ),
+            PolicyConfig::GaussianThompson {
+                prior_mean,
+                prior_count,
+                prior_shape,
+                prior_scale,
+                half_life,
+            } => (
+                State::Gaussian(NigArms {
+                    prior: Nig {
+                        mean: prior_mean,
+                        count: prior_count,
+                        shape: prior_shape,
+                        scale: prior_scale,
+                    },
+                    arms: IdMap::default(),
+                }),
+                decay_of(half_life)?,
+            ),
+            PolicyConfig::LinUcb {
+                alpha,
+                lambda,
+                half_life,
+            } => (
+                State::LinUcb {
+                    alpha,
+                    model: Ridge::new(dimension, lambda, false),
+                },
+                decay_of(half_life)?,
+            ),
+            PolicyConfig::LinUcbDisjoint {
+                alpha,
+                lambda,
+                half_life,
+            } => (
+                State::LinUcbDisjoint {
+                    alpha,
+                    lambda,
+                    arms: IdMap::default(),
+                },
+                decay_of(half_life)?,
+            ),
+            PolicyConfig::LinearThompson {
+                scale,
+                lambda,
+                half_life,
+            } => (
+                State::LinTs {
+                    scale,
+                    model: Ridge::new(dimension, lambda, true),
+                },
+                decay_of(half_life)?,
+            ),
+            PolicyConfig::EpsilonGreedy {
+                epsilon,
+                estimator,
+                lambda,
+                half_life,
+            } => (
+                State::EpsilonGreedy {
+                    epsilon,
+                    estimates: match estimator {
+                        Estimator::Mean => Estimates::Mean(IdMap::default()),
+                        Estimator::Ridge => Estimates::Ridge(Ridge::new(dimension, lambda, false)),
+                    },
+                },
+                decay_of(half_life)?,
+            ),
+            PolicyConfig::Uniform {} => (State::Uniform, 1.0),
+            PolicyConfig::Fixed {} => (State::Fixed, 1.0),
+        };
+        Ok(Policy {
+            config: self.clone(),
+            dimension,
+            rewards: 0,
+            decay,
+            state,
+        })
+    }
+}
+
+/// Keys per-arm state by action id with a fast fixed-seed hash (ids come from the retailer's own
+/// catalog, so hash flooding is not a concern worth SipHash's cost on the decide path).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct IdHash;
+
+pub(crate) struct IdHasher(u64);
+
+impl BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0x7461_696c_6f72)
+    }
+}
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxh3_64_with_seed(bytes, self.0);
+    }
+    fn write_u8(&mut self, b: u8) {
+        self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type IdMap<V> = HashMap<String, V, IdHash>;
+
+/// Beta-Bernoulli evidence: `(successes, failures, reward clock at last update)` above the prior.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct BetaArms {
+    prior: (f64, f64),
+    arms: IdMap<(f64, f64, u64)>,
+}
+
+/// Normal-Inverse-Gamma parameters (prior, or posterior when built from statistics).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+struct Nig {
+    mean: f64,
+    count: f64,
+    shape: f64,
+    scale: f64,
+}
+
+/// Weighted reward statistics of one arm: `(weight, mean, sum of squared deviations, clock)`.
+type Welford = (f64, f64, f64, u64);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct NigArms {
+    prior: Nig,
+    arms: IdMap<Welford>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Estimates {
+    /// `(weight, mean)` per arm; the weight decays with the arm's own rewards.
+    Mean(IdMap<(f64, f64)>),
+    Ridge(Ridge),
+}
+
+/// Runtime state; externally tagged and free of `deserialize_any` so it round-trips through
+/// postcard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum State {
+    Beta(BetaArms),
+    Gaussian(NigArms),
+    LinUcb {
+        alpha: f64,
+        model: Ridge,
+    },
+    LinUcbDisjoint {
+        alpha: f64,
+        lambda: f64,
+        arms: IdMap<Ridge>,
+    },
+    LinTs {
+        scale: f64,
+        model: Ridge,
+    },
+    EpsilonGreedy {
+        epsilon: f64,
+        estimates: Estimates,
+    },
+    Uniform,
+    Fixed,
+}
+
+mod config_serde {
+    use super::{ConfigRepr, PolicyConfig};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(c: &PolicyConfig, s: S) -> Result<S::Ok, S::Error> {
+        ConfigRepr::from(c.clone()).serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PolicyConfig, D::Error> {
+        ConfigRepr::deserialize(d).map(PolicyConfig::from)
+    }
+}
+
+/// A runtime policy. Choosing takes `&self`; learning takes `&mut self`.
+///
+/// Serializable with any serde format, including postcard (the server's persistence format).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Policy {
+    #[serde(with = "config_serde")]
+    config: PolicyConfig,
+    dimension: usize,
+    /// Rewards learned so far: the clock that forgetting runs on.
+    rewards: u64,
+    /// Per-reward discount `γ` (1 = no forgetting).
+    decay: f64,
+    state: State,
+}
+
+const _: () = {
+    const fn assert_send_sync_clone<T: Send + Sync + Clone>() {}
+    assert_send_sync_clone::<Policy>();
+    assert_send_sync_clone::<PolicyConfig>();
+};
+
+/// How one `choose` call scores candidates, shared by all its slots.
+enum Scorer {
+    /// Independent draws with known marginals (Thompson-style).
+    Beta {
+        draws: Vec<f64>,
+        params: Vec<(f64, f64)>,
+    },
+    Student {
+        draws: Vec<f64>,
+        params: Vec<(f64, f64, f64)>,
+    },
+    /// Deterministic scores; argmax with random tie-break, uniform with probability `epsilon`.
+    Scores {
+        scores: Vec<f64>,
+        epsilon: f64,
+    },
+    Uniform,
+    Fixed,
+}
+
+impl Scorer {
+    fn pick<R: Rng + ?Sized>(&self, remaining: &[usize], rng: &mut R) -> usize {
+        match self {
+            Scorer::Beta { draws, .. } | Scorer::Student { draws, .. } => {
+                argmax_first(remaining, draws)
+            }
+            Scorer::Scores { scores, epsilon } => {
+                if *epsilon > 0.0 && rng.gen::<f64>() < *epsilon {
+                    return remaining[rng.gen_range(0..remaining.len())];
+                }
+                let best = remaining
+                    .iter()
+                    .map(|&i| scores[i])
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let ties = remaining.iter().filter(|&&i| scores[i] == best).count();
+                let nth = if ties > 1 { rng.gen_range(0..ties) } else { 0 };
+                *remaining
+                    .iter()
+                    .filter(|&&i| scores[i] == best)
+                    .nth(nth)
+                    .expect("nth < ties")
+            }
+            Scorer::Uniform => remaining[rng.gen_range(0..remaining.len())],
+            Scorer::Fixed => remaining[0],
+        }
+    }
+
+    /// Probability that `pick` over `remaining` returns `i`.
+    fn probability(&self, i: usize, remaining: &[usize]) -> f64 {
+        let n = remaining.len();
+        if n == 1 {
+            return 1.0;
+        }
+        match self {
+            Scorer::Beta { params, .. } => {
+                let mine = params[i];
+                let keys: Vec<(u64, u64)> = remaining
+                    .iter()
+                    .filter(|&&j| j != i)
+                    .map(|&j| (params[j].0.to_bits(), params[j].1.to_bits()))
+                    .collect();
+                if keys
+                    .iter()
+                    .all(|&k| k == (mine.0.to_bits(), mine.1.to_bits()))
+                {
+                    // Exchangeable: every candidate is equally likely to win.
+                    return 1.0 / n as f64;
+                }
+                let others = group(keys, |(a, b)| {
+                    BetaMarginal::new(f64::from_bits(a), f64::from_bits(b))
+                });
+                max_probability(&BetaMarginal::new(mine.0, mine.1), &others)
+            }
+            Scorer::Student { params, .. } => {
+                let mine = params[i];
+                let bits = |p: (f64, f64, f64)| (p.0.to_bits(), p.1.to_bits(), p.2.to_bits());
+                let keys: Vec<(u64, u64, u64)> = remaining
+                    .iter()
+                    .filter(|&&j| j != i)
+                    .map(|&j| bits(params[j]))
+                    .collect();
+                if keys.iter().all(|&k| k == bits(mine)) {
+                    return 1.0 / n as f64;
+                }
+                let others = group(keys, |(l, s, v)| {
+                    StudentMarginal::new(f64::from_bits(l), f64::from_bits(s), f64::from_bits(v))
+                });
+                max_probability(&StudentMarginal::new(mine.0, mine.1, mine.2), &others)
+            }
+            Scorer::Scores { scores, epsilon } => {
+                let best = remaining
+                    .iter()
+                    .map(|&j| scores[j])
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let ties = remaining.iter().filter(|&&j| scores[j] == best).count();
+                let greedy = if scores[i] == best {
+                    1.0 / ties as f64
+                } else {
+                    0.0
+                };
+                (1.0 - epsilon) * greedy + epsilon / n as f64
+            }
+            Scorer::Uniform => 1.0 / n as f64,
+            Scorer::Fixed => {
+                if remaining[0] == i {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
+
+/// First index of the maximum (draws from continuous distributions tie with probability 0).
+fn argmax_first(remaining: &[usize], values: &[f64]) -> usize {
+    let mut best = remaining[0];
+    for &i in &remaining[1..] {
+        if values[i] > values[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+impl Nig {
+    /// The posterior after weighted statistics `(w, mean, m2)`.
+    fn posterior(&self, w: f64, mean: f64, m2: f64) -> Nig {
+        if w <= 0.0 {
+            return *self;
+        }
+        let count = self.count + w;
+        let d = mean - self.mean;
+        Nig {
+            mean: (self.count * self.mean + w * mean) / count,
+            count,
+            shape: self.shape + 0.5 * w,
+            scale: self.scale + 0.5 * m2 + self.count * w * d * d / (2.0 * count),
+        }
+    }
+
+    /// The Student-t marginal of the mean: `(location, scale, degrees of freedom)`.
+    fn marginal(&self) -> (f64, f64, f64) {
+        (
+            self.mean,
+            (self.scale / (self.shape * self.count)).sqrt(),
+            2.0 * self.shape,
+        )
+    }
+}
+
+impl Policy {
+    /// The configuration this policy was built from.
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
+    }
+
+    /// The vector dimension this policy was built for.
+    pub fn dimension(&self) -> usize {
+        self.dimension
+    }
+
+    /// Number of rewards learned from.
+    pub fn rewards_seen(&self) -> u64 {
+        self.rewards
+    }
+
+    /// `γ^(now - then)`, the weight left on evidence stamped at `then`.
+    fn age_weight(&self, then: u64) -> f64 {
+        if self.decay == 1.0 {
+            1.0
+        } else {
+            self.decay.powf(self.rewards.saturating_sub(then) as f64)
+        }
+    }
+
+    fn beta_params(&self, b: &BetaArms, id: &str) -> (f64, f64) {
+        match b.arms.get(id) {
+            None => b.prior,
+            Some(&(s, f, t)) => {
+                let w = self.age_weight(t);
+                (b.prior.0 + w * s, b.prior.1 + w * f)
+            }
+        }
+    }
+
+    fn nig_posterior(&self, g: &NigArms, id: &str) -> Nig {
+        match g.arms.get(id) {
+            None => g.prior,
+            Some(&(w, mean, m2, t)) => {
+                let k = self.age_weight(t);
+                g.prior.posterior(w * k, mean, m2 * k)
+            }
+        }
+    }
+
+    /// Posterior `(alpha, beta)` of a Beta-Bernoulli arm (None for other policies).
+    pub fn beta_posterior(&self, id: &str) -> Option<(f64, f64)> {
+        match &self.state {
+            State::Beta(b) => Some(self.beta_params(b, id)),
+            _ => None,
+        }
+    }
+
+    /// Posterior `(mean, count κ, shape α, scale β)` of a Gaussian Thompson arm (None for other
+    /// policies).
+    pub fn normal_inverse_gamma_posterior(&self, id: &str) -> Option<(f64, f64, f64, f64)> {
+        match &self.state {
+            State::Gaussian(g) => {
+                let p = self.nig_posterior(g, id);
+                Some((p.mean, p.count, p.shape, p.scale))
+            }
+            _ => None,
+        }
+    }
+
+    /// The policy's point estimate of a candidate's reward (posterior mean, `θᵀx`, running
+    /// mean); None for policies that do not learn. Useful for reports and greedy serving.
+    pub fn estimate(&self, arm: Arm<'_>) -> Option<f64> {
+        match &self.state {
+            State::Beta(b) => {
+                let (a, bb) = self.beta_params(b, arm.id);
+                Some(a / (a + bb))
+            }
+            State::Gaussian(g) => Some(self.nig_posterior(g, arm.id).mean),
+            State::LinUcb { model, .. } | State::LinTs { model, .. } => Some(model.mean(arm.x)),
+            State::LinUcbDisjoint { arms, .. } => {
+                Some(arms.get(arm.id).map_or(0.0, |m| m.mean(arm.x)))
+            }
+            State::EpsilonGreedy { estimates, .. } => Some(match estimates {
+                Estimates::Mean(m) => m.get(arm.id).map_or(0.0, |e| e.1),
+                Estimates::Ridge(r) => r.mean(arm.x),
+            }),
+            State::Uniform | State::Fixed => None,
+        }
+    }
+
+    fn scorer<R: Rng + ?Sized>(&self, arms: &[Arm<'_>], explore: bool, rng: &mut R) -> Scorer {
+        let greedy = |scores: Vec<f64>| Scorer::Scores {
+            scores,
+            epsilon: 0.0,
+        };
+        match &self.state {
+            State::Beta(b) => {
+                let params: Vec<(f64, f64)> =
+                    arms.iter().map(|a| self.beta_params(b, a.id)).collect();
+                if !explore {
+                    return greedy(params.iter().map(|(a, b)| a / (a + b)).collect());
+                }
+                let draws = params
+                    .iter()
+                    .map(|&(a, b)| sample_beta(a, b, rng))
+                    .collect();
+                Scorer::Beta { draws, params }
+            }
+            State::Gaussian(g) => {
+                let post: Vec<Nig> = arms.iter().map(|a| self.nig_posterior(g, a.id)).collect();
+                if !explore {
+                    return greedy(post.iter().map(|p| p.mean).collect());
+                }
+                let draws = post
+                    .iter()
+                    .map(|p| {
+                        // σ² ~ InvGamma(α, β), μ ~ N(m, σ²/κ).
+                        let precision = Gamma::new(p.shape, 1.0 / p.scale)
+                            .map_or(1.0 / p.scale, |d| d.sample(rng));
+                        let z: f64 = rng.sample(StandardNormal);
+                        p.mean + z / (p.count * precision).sqrt()
+                    })
+                    .collect();
+                Scorer::Student {
+                    draws,
+                    params: post.iter().map(Nig::marginal).collect(),
+                }
+            }
+            State::LinUcb { alpha, model } => greedy(
+                arms.iter()
+                    .map(|a| {
+                        let m = model.mean(a.x);
+                        if explore {
+                            m + alpha * model.variance(a.x).sqrt()
+                        } else {
+                            m
+                        }
+                    })
+                    .collect(),
+            ),
+            State::LinUcbDisjoint {
+                alpha,
+                lambda,
+                arms: models,
+            } => greedy(
+                arms.iter()
+                    .map(|a| match models.get(a.id) {
+                        Some(m) => {
+                            m.mean(a.x)
+                                + if explore {
+                                    alpha * m.variance(a.x).sqrt()
+                                } else {
+                                    0.0
+                                }
+                        }
+                        // An unseen arm: θ = 0 and A⁻¹ = I/λ.
+                        None if explore => {
+                            alpha * (a.x.val.iter().map(|v| v * v).sum::<f64>() / lambda).sqrt()
+                        }
+                        None => 0.0,
+                    })
+                    .collect(),
+            ),
+            State::LinTs { scale, model } => {
+                if !explore {
+                    return greedy(arms.iter().map(|a| model.mean(a.x)).collect());
+                }
+                let theta = model.sample_theta(*scale, rng);
+                Scorer::Student {
+                    draws: arms.iter().map(|a| a.x.dot(&theta)).collect(),
+                    params: arms
+                        .iter()
+                        .map(|a| {
+                            (
+                                model.mean(a.x),
+                                scale * model.variance(a.x).sqrt(),
+                                f64::INFINITY,
+                            )
+                        })
+                        .collect(),
+                }
+            }
+            State::EpsilonGreedy { epsilon, estimates } => {
+                let scores = arms
+                    .iter()
+                    .map(|a| match estimates {
+                        Estimates::Mean(m) => m.get(a.id).map_or(0.0, |e| e.1),
+                        Estimates::Ridge(r) => r.mean(a.x),
+                    })
+                    .collect();
+                Scorer::Scores {
+                    scores,
+                    epsilon: if explore { *epsilon } else { 0.0 },
+                }
+            }
+            State::Uniform if explore => Scorer::Uniform,
+            // Greedy for a policy without estimates: the retailer's order.
+            State::Uniform | State::Fixed => Scorer::Fixed,
+        }
+    }
+
+    /// Fill `k` slots without replacement from `arms`. When `explore` is false the policy serves
+    /// greedily and reports the matching propensity. Same as
+    /// [`choose_with_exploration`](Self::choose_with_exploration) with `exploration = 0`.
+    pub fn choose<R: Rng + ?Sized>(
+        &self,
+        arms: &[Arm<'_>],
+        k: usize,
+        explore: bool,
+        rng: &mut R,
+    ) -> Result<Vec<Choice>, PolicyError> {
+        self.choose_with_exploration(arms, k, explore, 0.0, rng)
+    }
+
+    /// Fill `min(k, arms.len())` slots without replacement. With `explore`, each slot is uniform
+    /// over the remaining candidates with probability `exploration` (0..=1), otherwise the
+    /// policy's choice; the reported probability is the exact mixture
+    /// `(1-exploration)·p_policy + exploration/remaining`. Without `explore`, `exploration` is
+    /// ignored and the policy serves greedily.
+    pub fn choose_with_exploration<R: Rng + ?Sized>(
+        &self,
+        arms: &[Arm<'_>],
+        k: usize,
+        explore: bool,
+        exploration: f64,
+        rng: &mut R,
+    ) -> Result<Vec<Choice>, PolicyError> {
+        if arms.is_empty() {
+            return Err(PolicyError::NoCandidates);
+        }
+        if !(0.0..=1.0).contains(&exploration) {
+            return Err(PolicyError::InvalidConfig {
+                field: "exploration",
+                message: format!("must be between 0 and 1, got {exploration}"),
+            });
+        }
+        let eps = if explore { exploration } else { 0.0 };
+        let scorer = self.scorer(arms, explore, rng);
+        let k = k.min(arms.len());
+        let mut remaining: Vec<usize> = (0..arms.len()).collect();
+        let mut out = Vec::with_capacity(k);
+        for _ in 0..k {
+            let n = remaining.len() as f64;
+            // Draw the mixing coin only when mixing, so ε = 0 keeps the policy's random stream.
+            let chosen = if eps > 0.0 && rng.gen::<f64>() < eps {
+                remaining[rng.gen_range(0..remaining.len())]
+            } else {
+                scorer.pick(&remaining, rng)
+            };
+            let p = (1.0 - eps) * scorer.probability(chosen, &remaining) + eps / n;
+            out.push(Choice {
+                index: chosen,
+                probability: p.clamp(MIN_PROPENSITY, 1.0),
+            });
+            remaining.retain(|&i| i != chosen);
+        }
+        Ok(out)
+    }
+
+    /// The probability that the first slot of `choose_with_exploration(arms, _, explore,
+    /// exploration, _)` is each candidate, without drawing (for Thompson-style policies the
+    /// marginal over draws). Costs one propensity per candidate; meant for evaluation and tests.
+    pub fn first_slot_distribution(
+        &self,
+        arms: &[Arm<'_>],
+        explore: bool,
+        exploration: f64,
+    ) -> Result<Vec<f64>, PolicyError> {
+        if arms.is_empty() {
+            return Err(PolicyError::NoCandidates);
+        }
+        // The scorer's draws are not used by `probability`; a fixed seed keeps this pure.
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+        let scorer = self.scorer(arms, explore, &mut rng);
+        let eps = if explore { exploration } else { 0.0 };
+        let remaining: Vec<usize> = (0..arms.len()).collect();
+        let n = arms.len() as f64;
+        Ok((0..arms.len())
+            .map(|i| (1.0 - eps) * scorer.probability(i, &remaining) + eps / n)
+            .collect())
+    }
+
+    /// Learn from one joined reward for `arm`, served with `propensity`.
+    ///
+    /// Every configured policy learns from every reward whichever policy served it, so the
+    /// propensity is not used for weighting (it would make shadow policies learn differently
+    /// from the serving one). Non-finite rewards are ignored; Beta-Bernoulli clamps rewards into
+    /// [0, 1].
+    pub fn update(&mut self, arm: Arm<'_>, reward: f64, propensity: f64) {
+        let _ = propensity;
+        if !reward.is_finite() {
+            return;
+        }
+        let gamma = self.decay;
+        let now = self.rewards;
+        let age = |then: u64| {
+            if gamma == 1.0 {
+                1.0
+            } else {
+                gamma.powf(now.saturating_sub(then) as f64)
+            }
+        };
+        match &mut self.state {
+            State::Beta(b) => {
+                let r = reward.clamp(0.0, 1.0);
+                let e = b.arms.entry(arm.id.to_owned()).or_insert((0.0, 0.0, now));
+                let w = age(e.2) * gamma;
+                *e = (e.0 * w + r, e.1 * w + (1.0 - r), now + 1);
+            }
+            State::Gaussian(g) => {
+                let e = g
+                    .arms
+                    .entry(arm.id.to_owned())
+                    .or_insert((0.0, 0.0, 0.0, now));
+                let k = age(e.3) * gamma;
+                let (w, mean, m2) = (e.0 * k, e.1, e.2 * k);
+                // Weighted Welford: stable for large revenues where Σr² - (Σr)²/n would cancel.
+                let w1 = w + 1.0;
+                let d = reward - mean;
+                let mean1 = mean + d / w1;
+                *e = (w1, mean1, m2 + d * (reward - mean1), now + 1);
+            }
+            State::LinUcb { model, .. } | State::LinTs { model, .. } => {
+                model.update(arm.x, reward, gamma)
+            }
+            State::LinUcbDisjoint { lambda, arms, .. } => {
+                let dim = self.dimension;
+                let lambda = *lambda;
+                let m = arms
+                    .entry(arm.id.to_owned())
+                    .or_insert_with(|| Ridge::new(dim, lambda, false));
+                m.update(arm.x, reward, gamma);
+            }
+            State::EpsilonGreedy { estimates, .. } => match estimates {
+                Estimates::Mean(m) => {
+                    let e = m.entry(arm.id.to_owned()).or_insert((0.0, 0.0));
+                    let w = e.0 * gamma + 1.0;
+                    e.1 += (reward - e.1) / w;
+                    e.0 = w;
+                }
+                Estimates::Ridge(r) => r.update(arm.x, reward, gamma),
+            },
+            State::Uniform | State::Fixed => return,
+        }
+        self.rewards += 1;
+    }
+}
+
+fn sample_beta<R: Rng + ?Sized>(a: f64, b: f64, rng: &mut R) -> f64 {
+    match rand_distr::Beta::new(a, b) {
+        Ok(d) => d.sample(rng),
+        // Parameters are validated positive and only grow; fall back to the mean regardless.
+        Err(_) => a / (a + b),
+    }
+}

@@ -1,0 +1,3 @@
+//! Tailor's Rust SDK: the [`wire`] types the server and clients share.
+
+pub mod wire;

@@ -1,0 +1,139 @@
+//! Wire types shared by the server and the client. Field names here are the HTTP contract.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One candidate action offered to a decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Candidate {
+    /// The product or slot id, unique within the request.
+    pub id: String,
+    /// Features the policy learns from (a JSON object; nested objects are namespaces).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub features: Value,
+    /// Attributes plugins read (inventory, markdown count, category, ...).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub attributes: Value,
+}
+
+impl Candidate {
+    /// A candidate with only an id.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            features: Value::Null,
+            attributes: Value::Null,
+        }
+    }
+}
+
+/// `POST /v1/campaigns/{campaign}/decide`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecideRequest {
+    /// Context features (a JSON object).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub context: Value,
+    pub candidates: Vec<Candidate>,
+    /// Client-chosen event id; a repeat returns the recorded decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// Number of slots to fill (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<usize>,
+    /// The shopper, for holdouts, plugins and per-shopper state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shopper_id: Option<String>,
+    /// `false` serves greedily (still logged with the right propensity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explore: Option<bool>,
+}
+
+/// One served action and the probability the policy had of choosing it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChosenAction {
+    pub id: String,
+    pub probability: f64,
+}
+
+/// Answer to a decide.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecideResponse {
+    pub event_id: String,
+    pub actions: Vec<ChosenAction>,
+    /// Name of the policy that served.
+    pub policy: String,
+    /// The shopper is in the campaign's holdout and got the control order.
+    #[serde(default)]
+    pub holdout: bool,
+    /// True when an existing decision was returned for a repeated `event_id`.
+    #[serde(default)]
+    pub replayed: bool,
+}
+
+/// `POST /v1/events/{event_id}/reward`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardRequest {
+    pub value: f64,
+    /// For multi-slot decisions: the action the reward is for (default: the first slot's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_id: Option<String>,
+    /// Idempotency key for `sum` aggregation; a repeat with the same key is a duplicate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_id: Option<String>,
+}
+
+/// What happened to a reward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RewardStatus {
+    /// Recorded durably (and learned from, or held until the window closes for `sum`).
+    Accepted,
+    /// The same reward was already recorded; nothing changed.
+    Duplicate,
+    /// A different reward arrived after the first under `earliest` aggregation; not applied.
+    Ignored,
+}
+
+/// Answer to a reward.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RewardResponse {
+    pub event_id: String,
+    pub status: RewardStatus,
+}
+
+/// Error body of every 4xx/5xx: `{"error": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// Machine-readable code, human message, and the offending field when there is one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// Per-action statistics of a campaign.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionStats {
+    pub id: String,
+    pub exposures: u64,
+    pub rewards: u64,
+    pub reward_sum: f64,
+    pub mean: f64,
+}
+
+/// `GET /admin/v1/campaigns/{id}/stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignStats {
+    pub campaign: String,
+    pub decisions: u64,
+    pub rewards: u64,
+    pub actions: Vec<ActionStats>,
+}

@@ -1,0 +1,105 @@
+//! `/admin/v1`: campaigns and their statistics.
+
+use actix_web::{web, HttpResponse};
+use tailor_sdk::wire::{ActionStats, CampaignStats};
+
+use super::error::ApiError;
+use super::{body, AppState};
+use crate::campaign::CampaignConfig;
+use crate::engine::CampaignRuntime;
+use crate::error::EngineError;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/admin/v1/campaigns", web::post().to(create))
+        .route("/admin/v1/campaigns", web::get().to(list))
+        .route("/admin/v1/campaigns/{id}", web::get().to(get))
+        .route("/admin/v1/campaigns/{id}", web::put().to(update))
+        .route("/admin/v1/campaigns/{id}", web::delete().to(delete))
+        .route("/admin/v1/campaigns/{id}/stats", web::get().to(stats));
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let raw = body::read(payload, state.body_limit).await?;
+    let config: CampaignConfig = body::parse(&raw)?;
+    let rt = state.engine.create_campaign(config)?;
+    tracing::info!(campaign = %rt.config.id, policy = rt.config.policy.kind(), "campaign created");
+    Ok(HttpResponse::Created().json(&rt.config))
+}
+
+async fn list(state: web::Data<AppState>) -> HttpResponse {
+    let configs: Vec<CampaignConfig> = state
+        .engine
+        .campaigns()
+        .iter()
+        .map(|c| c.config.clone())
+        .collect();
+    HttpResponse::Ok().json(serde_json::json!({ "campaigns": configs }))
+}
+
+async fn get(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(&state.engine.campaign(&id)?.config))
+}
+
+async fn update(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let raw = body::read(payload, state.body_limit).await?;
+    let mut config: CampaignConfig = body::parse(&raw)?;
+    if config.id.is_empty() {
+        config.id = id.clone();
+    } else if config.id != *id {
+        return Err(EngineError::invalid("id", "does not match the campaign in the path").into());
+    }
+    let rt = state.engine.update_campaign(config)?;
+    tracing::info!(campaign = %rt.config.id, policy = rt.config.policy.kind(), "campaign updated");
+    Ok(HttpResponse::Ok().json(&rt.config))
+}
+
+async fn delete(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state.engine.delete_campaign(&id)?;
+    tracing::info!(campaign = %id, "campaign deleted");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Per-action counters of a campaign, most exposed first.
+pub fn campaign_stats(rt: &CampaignRuntime) -> CampaignStats {
+    let books = rt.books.lock();
+    let mut actions: Vec<ActionStats> = books
+        .counters
+        .iter()
+        .map(|(id, c)| ActionStats {
+            id: id.clone(),
+            exposures: c.exposures,
+            rewards: c.rewards,
+            reward_sum: c.reward_sum,
+            mean: if c.exposures == 0 {
+                0.0
+            } else {
+                c.reward_sum / c.exposures as f64
+            },
+        })
+        .collect();
+    actions.sort_by(|a, b| b.exposures.cmp(&a.exposures).then(a.id.cmp(&b.id)));
+    CampaignStats {
+        campaign: rt.config.id.clone(),
+        decisions: books.decisions,
+        rewards: books.rewards,
+        actions,
+    }
+}
+
+async fn stats(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let rt = state.engine.campaign(&id)?;
+    Ok(HttpResponse::Ok().json(campaign_stats(&rt)))
+}

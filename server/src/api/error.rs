@@ -1,0 +1,74 @@
+//! The one place where engine errors become HTTP status codes and JSON bodies.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use tailor_sdk::wire::{ErrorBody, ErrorDetail};
+
+use crate::error::EngineError;
+
+/// An [`EngineError`] on its way out as a response.
+#[derive(Debug)]
+pub struct ApiError(pub EngineError);
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        Self(e)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl ApiError {
+    fn code(&self) -> (StatusCode, &'static str) {
+        match &self.0 {
+            EngineError::Malformed { .. } => (StatusCode::BAD_REQUEST, "malformed_json"),
+            EngineError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_field"),
+            EngineError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            EngineError::CampaignNotFound { .. } => (StatusCode::NOT_FOUND, "campaign_not_found"),
+            EngineError::CampaignExists { .. } => (StatusCode::CONFLICT, "campaign_exists"),
+            EngineError::EventNotFound { .. } => (StatusCode::NOT_FOUND, "event_not_found"),
+            EngineError::EventConflict { .. } => (StatusCode::CONFLICT, "event_conflict"),
+            EngineError::RewardWindowClosed { .. } => (StatusCode::GONE, "reward_window_closed"),
+            EngineError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            EngineError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (status, code) = self.code();
+        if status.is_server_error() {
+            tracing::error!(error = %self.0, "request failed");
+        }
+        metrics::counter!("tailor_http_errors_total", "code" => code).increment(1);
+        HttpResponse::build(status).json(ErrorBody {
+            error: ErrorDetail {
+                code: code.to_string(),
+                message: self.0.to_string(),
+                field: self.0.field().map(str::to_string),
+            },
+        })
+    }
+}
+
+/// A JSON error for failures outside the engine (unknown route, wrong method).
+pub fn plain(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(ErrorBody {
+        error: ErrorDetail {
+            code: code.to_string(),
+            message: message.to_string(),
+            field: None,
+        },
+    })
+}

@@ -1,0 +1,232 @@
+//! The decide path: validate, featurize, choose, log.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use rand::SeedableRng;
+use rand_pcg::Pcg64Mcg;
+use tailor_policies::{Arm, Choice, SparseVec};
+use tailor_sdk::wire::{ChosenAction, DecideRequest, DecideResponse};
+
+use super::{featurize, now_ms, CampaignRuntime, Engine};
+use crate::campaign::CampaignStatus;
+use crate::error::EngineError;
+use crate::store::{DecisionRecord, EventRecord, LoggedAction, SlotState};
+
+/// Largest number of candidates in one decision.
+pub const MAX_CANDIDATES: usize = 10_000;
+/// Longest accepted id (event, candidate, shopper).
+const MAX_ID_LEN: usize = 256;
+
+/// A parsed decide request and its raw body (kept for the decision log).
+#[derive(Debug)]
+pub struct DecideInput {
+    pub request: DecideRequest,
+    pub raw: Vec<u8>,
+}
+
+/// The policy name reported when a paused campaign serves the order candidates were sent in.
+const BASELINE: &str = "baseline";
+
+fn check_id(field: &str, id: &str) -> Result<(), EngineError> {
+    if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(char::is_control) {
+        return Err(EngineError::invalid_owned(
+            field,
+            format!("must be 1-{MAX_ID_LEN} characters with no control characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Reconstruct the join state of a decision from its log record (crash recovery).
+pub(super) fn event_for(d: &DecisionRecord) -> EventRecord {
+    EventRecord {
+        event_id: d.event_id.clone(),
+        campaign: d.campaign.clone(),
+        decision_seq: d.seq,
+        at_ms: d.at_ms,
+        deadline_ms: d.deadline_ms,
+        policy: d.policy.clone(),
+        holdout: d.holdout,
+        slots: vec![SlotState::default(); d.actions.len()],
+        actions: d.actions.clone(),
+        closed: false,
+    }
+}
+
+fn response_of(event: &EventRecord, replayed: bool) -> DecideResponse {
+    DecideResponse {
+        event_id: event.event_id.clone(),
+        actions: event
+            .actions
+            .iter()
+            .map(|a| ChosenAction {
+                id: a.id.clone(),
+                probability: a.probability,
+            })
+            .collect(),
+        policy: event.policy.clone(),
+        holdout: event.holdout,
+        replayed,
+    }
+}
+
+impl Engine {
+    /// Choose action(s) for one request and log the decision.
+    pub fn decide(
+        &self,
+        campaign: &str,
+        input: DecideInput,
+    ) -> Result<DecideResponse, EngineError> {
+        let rt = self.campaign(campaign)?;
+        let req = &input.request;
+
+        // Validate everything before anything is written.
+        if req.candidates.is_empty() {
+            return Err(EngineError::invalid("candidates", "must not be empty"));
+        }
+        if req.candidates.len() > MAX_CANDIDATES {
+            return Err(EngineError::invalid_owned(
+                "candidates",
+                format!("at most {MAX_CANDIDATES} candidates per decision"),
+            ));
+        }
+        let k = req.k.unwrap_or(1);
+        if k == 0 || k > req.candidates.len() {
+            return Err(EngineError::invalid_owned(
+                "k",
+                format!(
+                    "must be between 1 and the number of candidates ({})",
+                    req.candidates.len()
+                ),
+            ));
+        }
+        if let Some(id) = &req.event_id {
+            check_id("event_id", id)?;
+        }
+        if let Some(id) = &req.shopper_id {
+            check_id("shopper_id", id)?;
+        }
+        let mut seen = HashSet::with_capacity(req.candidates.len());
+        for (i, c) in req.candidates.iter().enumerate() {
+            check_id(&format!("candidates[{i}].id"), &c.id)?;
+            if !seen.insert(c.id.as_str()) {
+                return Err(EngineError::invalid_owned(
+                    &format!("candidates[{i}].id"),
+                    format!("duplicate candidate id {:?}", c.id),
+                ));
+            }
+            if !(c.attributes.is_null() || c.attributes.is_object()) {
+                return Err(EngineError::invalid(
+                    &format!("candidates[{i}].attributes"),
+                    "must be a JSON object",
+                ));
+            }
+        }
+        let context = featurize::features("context", &req.context)?;
+        let mut vectors: Vec<SparseVec> = Vec::with_capacity(req.candidates.len());
+        for (i, c) in req.candidates.iter().enumerate() {
+            let f = featurize::features(&format!("candidates[{i}].features"), &c.features)?;
+            vectors.push(rt.featurizer.vector(&context, &c.id, &f));
+        }
+
+        // A retried request with a known event id gets the recorded decision back.
+        if let Some(id) = &req.event_id {
+            if let Some(existing) = self.store.event(id)? {
+                if existing.campaign != rt.config.id {
+                    return Err(EngineError::EventConflict {
+                        id: id.clone(),
+                        campaign: existing.campaign,
+                    });
+                }
+                return Ok(response_of(&existing, true));
+            }
+        }
+        let event_id = req
+            .event_id
+            .clone()
+            .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
+        let seed = xxhash_rust::xxh3::xxh3_64_with_seed(event_id.as_bytes(), rt.salt);
+        let explore = req.explore.unwrap_or(true);
+
+        let (policy, choices) = if rt.config.status == CampaignStatus::Paused {
+            let choices = (0..k)
+                .map(|index| Choice {
+                    index,
+                    probability: 1.0,
+                })
+                .collect();
+            (BASELINE.to_string(), choices)
+        } else {
+            let arms: Vec<Arm<'_>> = req
+                .candidates
+                .iter()
+                .zip(&vectors)
+                .map(|(c, x)| Arm { id: &c.id, x })
+                .collect();
+            let mut rng = Pcg64Mcg::seed_from_u64(seed);
+            let learner = rt.learner.read();
+            let (name, policy) = learner.serving();
+            let choices = policy
+                .choose(&arms, k, explore, &mut rng)
+                .map_err(|e| EngineError::policy("policy", e))?;
+            (name.to_string(), choices)
+        };
+
+        let at_ms = now_ms();
+        let actions: Vec<LoggedAction> = choices
+            .iter()
+            .map(|c| LoggedAction {
+                id: req.candidates[c.index].id.clone(),
+                probability: c.probability,
+                x: vectors[c.index].clone(),
+            })
+            .collect();
+        let deadline_ms = at_ms + rt.config.reward_wait_ms();
+        let seq = self.count_decision(rt, &actions)?;
+        let decision = DecisionRecord {
+            seq,
+            event_id,
+            campaign: campaign.to_string(),
+            at_ms,
+            deadline_ms,
+            policy,
+            seed,
+            holdout: false,
+            explore,
+            actions,
+            candidates: req.candidates.len() as u32,
+            request: if self.settings.log_candidates {
+                input.raw
+            } else {
+                Vec::new()
+            },
+            removed: Vec::new(),
+        };
+        let event = event_for(&decision);
+        self.store.log_decision(&decision, &event)?;
+        metrics::counter!("tailor_decisions_total", "campaign" => decision.campaign.clone())
+            .increment(1);
+        Ok(response_of(&event, false))
+    }
+
+    /// Take a decision sequence number and count the exposures, on the live runtime.
+    fn count_decision(
+        &self,
+        mut rt: Arc<CampaignRuntime>,
+        actions: &[LoggedAction],
+    ) -> Result<u64, EngineError> {
+        loop {
+            let mut books = rt.books.lock();
+            if rt.retired.load(Ordering::Acquire) {
+                drop(books);
+                rt = self.campaign(&rt.config.id)?;
+                continue;
+            }
+            let seq = self.store.next_seq()?;
+            books.count_decision(seq, actions.iter().map(|a| a.id.as_str()));
+            return Ok(seq);
+        }
+    }
+}

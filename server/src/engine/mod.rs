@@ -1,0 +1,453 @@
+//! The engine: every decision and reward passes through here, whichever API received it.
+//!
+//! Per campaign there is a [`CampaignRuntime`]: its validated config, featurizer, the learners
+//! (serving and shadow policies, behind a read-write lock: choosing reads, learning writes), and
+//! the books (counters and log watermarks, behind a mutex that also serializes reward joins of
+//! the campaign). Learned state is snapshotted periodically together with the log positions it
+//! covers; on start the logs past those positions are replayed, so a restart (or `kill -9`)
+//! loses nothing that was acknowledged.
+
+mod decide;
+mod durability;
+pub mod featurize;
+mod reward;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+use tailor_policies::{Arm, Featurizer, Policy};
+
+pub use decide::DecideInput;
+pub use durability::GroupCommit;
+
+use crate::campaign::CampaignConfig;
+use crate::config::EngineSettings;
+use crate::error::EngineError;
+use crate::store::{CampaignSnapshot, Counters, RewardRecord, Store, StoreError};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Serving and shadow policies of one campaign.
+#[derive(Debug, Clone)]
+pub(crate) struct Learner {
+    /// (name, runtime); the serving policy is first.
+    pub policies: Vec<(String, Policy)>,
+}
+
+impl Learner {
+    fn serving(&self) -> (&str, &Policy) {
+        let (n, p) = &self.policies[0];
+        (n, p)
+    }
+
+    fn learn(&mut self, r: &RewardRecord) {
+        for (_, p) in &mut self.policies {
+            p.update(
+                Arm {
+                    id: &r.action.id,
+                    x: &r.action.x,
+                },
+                r.value,
+                r.action.probability,
+            );
+        }
+    }
+}
+
+/// Counters and log watermarks of one campaign.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Books {
+    pub counters: HashMap<String, Counters>,
+    pub decisions: u64,
+    pub rewards: u64,
+    pub decision_seq: u64,
+    pub reward_seq: u64,
+}
+
+impl Books {
+    fn count_reward(&mut self, r: &RewardRecord) {
+        let c = self.counters.entry(r.action.id.clone()).or_default();
+        c.rewards += 1;
+        c.reward_sum += r.value;
+        self.rewards += 1;
+        self.reward_seq = self.reward_seq.max(r.seq);
+    }
+
+    fn count_decision<'a>(&mut self, seq: u64, actions: impl Iterator<Item = &'a str>) {
+        for id in actions {
+            match self.counters.get_mut(id) {
+                Some(c) => c.exposures += 1,
+                None => {
+                    self.counters.insert(
+                        id.to_string(),
+                        Counters {
+                            exposures: 1,
+                            ..Default::default()
+                        },
+                    );
+                }
+            }
+        }
+        self.decisions += 1;
+        self.decision_seq = self.decision_seq.max(seq);
+    }
+}
+
+/// A campaign as the engine runs it.
+pub struct CampaignRuntime {
+    pub config: CampaignConfig,
+    pub(crate) featurizer: Featurizer,
+    /// Per-campaign salt mixed into decision seeds.
+    pub(crate) salt: u64,
+    pub(crate) learner: RwLock<Learner>,
+    pub(crate) books: Mutex<Books>,
+    /// Set when a newer runtime replaced this one; writers then retry on the new one.
+    retired: AtomicBool,
+}
+
+impl std::fmt::Debug for CampaignRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CampaignRuntime")
+            .field("id", &self.config.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CampaignRuntime {
+    /// Build from a validated config, carrying over learned state of same-named policies.
+    fn build(
+        config: CampaignConfig,
+        previous: Option<(&Learner, Books)>,
+        previous_dimension: Option<usize>,
+    ) -> Result<Self, EngineError> {
+        config.validate()?;
+        let featurizer = config
+            .featurizer
+            .build()
+            .map_err(|e| EngineError::policy("featurizer", e))?;
+        let same_dim = previous_dimension == Some(featurizer.dimension());
+        let mut policies = Vec::new();
+        for pc in config.all_policies() {
+            let name = pc.kind().to_string();
+            let carried = previous.as_ref().and_then(|(l, _)| {
+                l.policies
+                    .iter()
+                    .find(|(n, p)| same_dim && *n == name && p.config() == pc)
+                    .map(|(_, p)| p.clone())
+            });
+            let p = match carried {
+                Some(p) => p,
+                None => pc
+                    .build(featurizer.dimension())
+                    .map_err(|e| EngineError::policy("policy", e))?,
+            };
+            policies.push((name, p));
+        }
+        let books = previous.map(|(_, b)| b).unwrap_or_default();
+        Ok(Self {
+            salt: xxhash_rust::xxh3::xxh3_64(config.id.as_bytes()),
+            featurizer,
+            learner: RwLock::new(Learner { policies }),
+            books: Mutex::new(books),
+            retired: AtomicBool::new(false),
+            config,
+        })
+    }
+
+    fn snapshot(&self) -> CampaignSnapshot {
+        let books = self.books.lock();
+        let learner = self.learner.read();
+        CampaignSnapshot {
+            reward_seq: books.reward_seq,
+            decision_seq: books.decision_seq,
+            policies: learner
+                .policies
+                .iter()
+                .map(|(n, p)| {
+                    (
+                        n.clone(),
+                        postcard::to_stdvec(p).expect("postcard encoding of a policy"),
+                    )
+                })
+                .collect(),
+            counters: books
+                .counters
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            decisions: books.decisions,
+            rewards: books.rewards,
+        }
+    }
+
+    fn restore(&self, snap: CampaignSnapshot) {
+        let mut books = self.books.lock();
+        let mut learner = self.learner.write();
+        for (name, bytes) in &snap.policies {
+            if let Some((_, slot)) = learner.policies.iter_mut().find(|(n, _)| n == name) {
+                match postcard::from_bytes::<Policy>(bytes) {
+                    Ok(p) if p.config() == slot.config() => *slot = p,
+                    Ok(_) => {
+                        tracing::info!(campaign = %self.config.id, policy = %name, "policy config changed since snapshot; starting it fresh")
+                    }
+                    Err(e) => {
+                        tracing::warn!(campaign = %self.config.id, policy = %name, error = %e, "policy state unreadable; starting it fresh")
+                    }
+                }
+            }
+        }
+        books.counters = snap.counters.into_iter().collect();
+        books.decisions = snap.decisions;
+        books.rewards = snap.rewards;
+        books.decision_seq = snap.decision_seq;
+        books.reward_seq = snap.reward_seq;
+    }
+}
+
+/// The decision engine. Cheap to share behind an `Arc`.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    commit: GroupCommit,
+    campaigns: RwLock<HashMap<String, Arc<CampaignRuntime>>>,
+    /// Serializes campaign create/update/delete.
+    admin: Mutex<()>,
+    settings: EngineSettings,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Engine>();
+    assert_send_sync::<CampaignRuntime>();
+};
+
+impl Engine {
+    /// Load campaigns and learned state, replay the logs past the snapshots, and start the
+    /// group-commit flusher. Must be called inside a tokio runtime.
+    pub fn open(store: Arc<dyn Store>, settings: EngineSettings) -> Result<Arc<Self>, EngineError> {
+        let mut campaigns = HashMap::new();
+        for (id, json) in store.campaigns()? {
+            let config: CampaignConfig =
+                serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
+                    what: "campaign",
+                    message: format!("{id}: {e}"),
+                })?;
+            let rt = CampaignRuntime::build(config, None, None)?;
+            if let Some(snap) = store.snapshot(&id)? {
+                rt.restore(snap);
+            }
+            campaigns.insert(id, Arc::new(rt));
+        }
+        let engine = Arc::new(Self {
+            commit: GroupCommit::start(store.clone()),
+            store,
+            campaigns: RwLock::new(campaigns),
+            admin: Mutex::new(()),
+            settings,
+        });
+        engine.replay()?;
+        Ok(engine)
+    }
+
+    /// Bring in-memory state up to the end of the logs.
+    fn replay(&self) -> Result<(), EngineError> {
+        let campaigns = self.campaigns.read().clone();
+        let min_reward = campaigns
+            .values()
+            .map(|c| c.books.lock().reward_seq)
+            .min()
+            .unwrap_or(u64::MAX);
+        let mut replayed_rewards = 0u64;
+        if min_reward != u64::MAX {
+            for r in self.store.rewards_after(min_reward) {
+                let r = r?;
+                let Some(rt) = campaigns.get(&r.campaign) else {
+                    continue;
+                };
+                let mut books = rt.books.lock();
+                if r.seq > books.reward_seq {
+                    rt.learner.write().learn(&r);
+                    books.count_reward(&r);
+                    replayed_rewards += 1;
+                }
+            }
+        }
+        let min_decision = campaigns
+            .values()
+            .map(|c| c.books.lock().decision_seq)
+            .min()
+            .unwrap_or(u64::MAX);
+        let mut replayed_decisions = 0u64;
+        if min_decision != u64::MAX {
+            for d in self.store.decisions_after(min_decision) {
+                let d = d?;
+                let Some(rt) = campaigns.get(&d.campaign) else {
+                    continue;
+                };
+                let mut books = rt.books.lock();
+                if d.seq > books.decision_seq {
+                    books.count_decision(d.seq, d.actions.iter().map(|a| a.id.as_str()));
+                    replayed_decisions += 1;
+                    drop(books);
+                    // A crash between the decision-log write and the event write leaves the
+                    // event missing; rebuild it so the reward window still works.
+                    if self.store.event(&d.event_id)?.is_none() {
+                        let event = decide::event_for(&d);
+                        self.store.log_decision(&d, &event)?;
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            campaigns = campaigns.len(),
+            replayed_rewards,
+            replayed_decisions,
+            "state recovered"
+        );
+        Ok(())
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn campaign(&self, id: &str) -> Result<Arc<CampaignRuntime>, EngineError> {
+        self.campaigns
+            .read()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| EngineError::CampaignNotFound { id: id.to_string() })
+    }
+
+    pub fn campaigns(&self) -> Vec<Arc<CampaignRuntime>> {
+        let mut v: Vec<_> = self.campaigns.read().values().cloned().collect();
+        v.sort_by(|a, b| a.config.id.cmp(&b.config.id));
+        v
+    }
+
+    pub fn create_campaign(
+        &self,
+        config: CampaignConfig,
+    ) -> Result<Arc<CampaignRuntime>, EngineError> {
+        let _admin = self.admin.lock();
+        if self.campaigns.read().contains_key(&config.id) {
+            return Err(EngineError::CampaignExists { id: config.id });
+        }
+        let rt = Arc::new(CampaignRuntime::build(config, None, None)?);
+        // A campaign re-created under a deleted one's id must not inherit its state.
+        self.store.delete_snapshot(&rt.config.id)?;
+        self.store
+            .put_campaign(&rt.config.id, &to_json(&rt.config))?;
+        self.store.put_snapshot(&rt.config.id, &rt.snapshot())?;
+        self.campaigns
+            .write()
+            .insert(rt.config.id.clone(), rt.clone());
+        Ok(rt)
+    }
+
+    /// Replace a campaign's config. Learned state of policies that stay configured is kept, so
+    /// switching the serving policy to a shadow one is warm.
+    pub fn update_campaign(
+        &self,
+        config: CampaignConfig,
+    ) -> Result<Arc<CampaignRuntime>, EngineError> {
+        let _admin = self.admin.lock();
+        let old = self.campaign(&config.id)?;
+        config.validate()?;
+        // Hold the old books so no reward lands on the old runtime after we copy its state.
+        let books = old.books.lock();
+        let learner = old.learner.read();
+        let rt = Arc::new(CampaignRuntime::build(
+            config,
+            Some((&learner, books.clone())),
+            Some(old.featurizer.dimension()),
+        )?);
+        self.store
+            .put_campaign(&rt.config.id, &to_json(&rt.config))?;
+        self.store.put_snapshot(&rt.config.id, &rt.snapshot())?;
+        self.campaigns
+            .write()
+            .insert(rt.config.id.clone(), rt.clone());
+        old.retired.store(true, Ordering::Release);
+        drop(learner);
+        drop(books);
+        Ok(rt)
+    }
+
+    pub fn delete_campaign(&self, id: &str) -> Result<(), EngineError> {
+        let _admin = self.admin.lock();
+        let old = self
+            .campaigns
+            .write()
+            .remove(id)
+            .ok_or_else(|| EngineError::CampaignNotFound { id: id.to_string() })?;
+        old.retired.store(true, Ordering::Release);
+        self.store.delete_campaign(id)?;
+        self.store.delete_snapshot(id)?;
+        Ok(())
+    }
+
+    /// Write a snapshot of every campaign's learned state.
+    pub fn snapshot_all(&self) -> Result<(), EngineError> {
+        for rt in self.campaigns() {
+            if rt.retired.load(Ordering::Acquire) {
+                continue;
+            }
+            self.store.put_snapshot(&rt.config.id, &rt.snapshot())?;
+        }
+        Ok(())
+    }
+
+    /// Background duties: closing reward windows and snapshotting. Runs until the process ends.
+    pub fn spawn_background(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval(Duration::from_millis(me.settings.sweep_interval_ms));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = me.sweep(now_ms()) {
+                    tracing::error!(error = %e, "closing reward windows failed");
+                }
+            }
+        });
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval(Duration::from_millis(me.settings.snapshot_interval_ms));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = me.snapshot_all() {
+                    tracing::error!(error = %e, "snapshot failed");
+                }
+            }
+        });
+    }
+
+    /// Flush everything (used at shutdown and by tests).
+    pub async fn flush(&self) -> Result<(), EngineError> {
+        self.snapshot_all()?;
+        self.store.flush().await?;
+        Ok(())
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("JSON encoding of a config")
+}

@@ -1,0 +1,73 @@
+//! The engine's one error type. HTTP status codes are assigned in `api::error`, nowhere else.
+
+use tailor_policies::PolicyError;
+
+use crate::store::StoreError;
+
+/// Everything a request to the engine can fail with. Variants name the field or id at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The request body is not JSON of the expected shape.
+    #[error("{field}: {message}")]
+    Malformed { field: String, message: String },
+    /// A field parsed but its value is not acceptable.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("campaign {id:?} does not exist")]
+    CampaignNotFound { id: String },
+    #[error("campaign {id:?} already exists")]
+    CampaignExists { id: String },
+    #[error("event {id:?} is unknown")]
+    EventNotFound { id: String },
+    #[error("event {id:?} belongs to campaign {campaign:?}")]
+    EventConflict { id: String, campaign: String },
+    #[error("the reward window of event {id:?} has closed")]
+    RewardWindowClosed { id: String },
+    /// A plugin refused to let the decision proceed (campaign configured to refuse on failure).
+    #[error("{message}")]
+    Unavailable { message: String },
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+}
+
+impl EngineError {
+    pub fn invalid(field: &str, message: &str) -> Self {
+        Self::Invalid {
+            field: field.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    pub fn invalid_owned(field: &str, message: String) -> Self {
+        Self::Invalid {
+            field: field.to_string(),
+            message,
+        }
+    }
+
+    /// A policy or featurizer config error, under `prefix` (e.g. `policy.alpha`).
+    pub fn policy(prefix: &str, e: PolicyError) -> Self {
+        match e {
+            PolicyError::InvalidConfig { field, message } => Self::Invalid {
+                field: format!("{prefix}.{field}"),
+                message,
+            },
+            other => Self::Invalid {
+                field: prefix.to_string(),
+                message: other.to_string(),
+            },
+        }
+    }
+
+    /// The offending field, when there is one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::Malformed { field, .. } | Self::Invalid { field, .. } => Some(field),
+            Self::PayloadTooLarge { .. } => Some("body"),
+            Self::EventConflict { .. } => Some("event_id"),
+            _ => None,
+        }
+    }
+}

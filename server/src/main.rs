@@ -1,0 +1,120 @@
+//! `tailor`: the decision server binary.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tailor_server::config::Settings;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tailor",
+    version,
+    about = "Self-hosted, self-learning decision server for retail personalization"
+)]
+struct Cli {
+    /// TOML configuration file (defaults, then this file, then TAILOR__SECTION__KEY variables).
+    #[arg(long, global = true, env = "TAILOR_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP server on the embedded store.
+    Serve {
+        /// Listen address; port 0 picks a free port (logged).
+        #[arg(long)]
+        bind: Option<String>,
+        /// Data directory of the embedded store.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Directory of plugin libraries.
+        #[arg(long)]
+        plugin_dir: Option<PathBuf>,
+    },
+    /// Print the effective configuration and exit.
+    Config,
+}
+
+fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if settings.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Config => {
+            println!("{}", toml_like(&settings)?);
+            Ok(())
+        }
+        Command::Serve {
+            bind,
+            data_dir,
+            plugin_dir,
+        } => {
+            if let Some(b) = bind {
+                settings.server.bind = b;
+            }
+            if let Some(d) = data_dir {
+                settings.storage.data_dir = d;
+            }
+            if let Some(d) = plugin_dir {
+                settings.plugins.dir = Some(d);
+            }
+            settings.validate()?;
+            init_logging(&settings);
+            tracing::info!(?settings, "configuration loaded");
+            serve(settings)
+        }
+    }
+}
+
+fn toml_like(settings: &Settings) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(settings)?)
+}
+
+fn serve(settings: Settings) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let running = tailor_server::start(&settings).context("starting the server")?;
+        tracing::info!(addr = %running.addr, data_dir = %settings.storage.data_dir.display(), "listening");
+        let handle = running.server.handle();
+        let server = tokio::spawn(running.server);
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        handle.stop(true).await;
+        let _ = server.await;
+        running.engine.flush().await.context("final flush")?;
+        tracing::info!("state flushed; bye");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,81 @@
+//! Storage behind a trait, with sled as the embedded default.
+//!
+//! Trees: `campaigns` (id -> JSON config), `policy_state` (campaign -> versioned snapshot),
+//! `decisions` (big-endian seq -> decision record), `events` (event id -> join state),
+//! `rewards` (big-endian seq -> applied reward), `pending` (big-endian deadline ++ event id),
+//! `meta` (schema version and the like). Binary records are postcard behind a version byte.
+
+mod records;
+mod sled_store;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use records::{
+    CampaignSnapshot, Counters, DecisionRecord, EventRecord, LoggedAction, RewardKind,
+    RewardRecord, SlotState,
+};
+pub use sled_store::SledStore;
+
+/// Storage failures. The engine maps these to 500s; they never carry user input.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("storage: record {what} could not be decoded: {message}")]
+    Corrupt { what: &'static str, message: String },
+    #[error("storage: schema version {found} is not supported (this build reads {expected})")]
+    Schema { found: u32, expected: u32 },
+}
+
+/// A future that resolves once everything written before it was requested is durable.
+pub type FlushFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
+/// What the engine needs from a store. Every method is atomic on its own.
+pub trait Store: Send + Sync + 'static {
+    /// A fresh, never reused, increasing sequence number.
+    fn next_seq(&self) -> Result<u64, StoreError>;
+
+    fn put_campaign(&self, id: &str, json: &[u8]) -> Result<(), StoreError>;
+    fn delete_campaign(&self, id: &str) -> Result<(), StoreError>;
+    fn campaigns(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Log a decision: the decision record, its join state and its pending-deadline entry.
+    fn log_decision(
+        &self,
+        decision: &DecisionRecord,
+        event: &EventRecord,
+    ) -> Result<(), StoreError>;
+    fn event(&self, event_id: &str) -> Result<Option<EventRecord>, StoreError>;
+    fn decision(&self, seq: u64) -> Result<Option<DecisionRecord>, StoreError>;
+
+    /// Atomically store the new join state of an event, append `rewards` to the reward log and,
+    /// when `close` is set, drop its pending-deadline entry.
+    fn commit_rewards(
+        &self,
+        event: &EventRecord,
+        rewards: &[RewardRecord],
+        close: bool,
+    ) -> Result<(), StoreError>;
+
+    /// Event ids whose reward window ended at or before `now_ms`, oldest first.
+    fn due_events(&self, now_ms: u64, limit: usize) -> Result<Vec<String>, StoreError>;
+
+    fn put_snapshot(&self, campaign: &str, snapshot: &CampaignSnapshot) -> Result<(), StoreError>;
+    fn snapshot(&self, campaign: &str) -> Result<Option<CampaignSnapshot>, StoreError>;
+    fn delete_snapshot(&self, campaign: &str) -> Result<(), StoreError>;
+
+    /// Rewards with sequence numbers strictly above `after`, in order.
+    fn rewards_after(
+        &self,
+        after: u64,
+    ) -> Box<dyn Iterator<Item = Result<RewardRecord, StoreError>> + '_>;
+    /// Decisions with sequence numbers strictly above `after`, in order.
+    fn decisions_after(
+        &self,
+        after: u64,
+    ) -> Box<dyn Iterator<Item = Result<DecisionRecord, StoreError>> + '_>;
+
+    /// Make every write so far durable.
+    fn flush(&self) -> FlushFuture;
+}

@@ -1,0 +1,314 @@
+//! The sled implementation of [`Store`].
+
+use std::path::Path;
+
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+use super::records::{decode, encode};
+use super::{
+    CampaignSnapshot, DecisionRecord, EventRecord, FlushFuture, RewardRecord, Store, StoreError,
+};
+
+/// Schema of the trees and keys below; bump on an incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_KEY: &[u8] = b"schema_version";
+
+/// Embedded store in one directory.
+#[derive(Clone)]
+pub struct SledStore {
+    db: sled::Db,
+    campaigns: sled::Tree,
+    policy_state: sled::Tree,
+    decisions: sled::Tree,
+    events: sled::Tree,
+    rewards: sled::Tree,
+    pending: sled::Tree,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore").finish_non_exhaustive()
+    }
+}
+
+fn pending_key(deadline_ms: u64, event_id: &str) -> Vec<u8> {
+    let mut k = deadline_ms.to_be_bytes().to_vec();
+    k.extend_from_slice(event_id.as_bytes());
+    k
+}
+
+impl SledStore {
+    /// Open (or create) the store in `dir`, checking the schema version.
+    pub fn open(dir: &Path, cache_capacity: u64, flush_every_ms: u64) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_capacity)
+            .flush_every_ms(Some(flush_every_ms))
+            .open()?;
+        let meta = db.open_tree("meta")?;
+        match meta.get(SCHEMA_KEY)? {
+            Some(v) => {
+                let found =
+                    u32::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                        what: "schema version",
+                        message: "not 4 bytes".into(),
+                    })?);
+                if found != SCHEMA_VERSION {
+                    return Err(StoreError::Schema {
+                        found,
+                        expected: SCHEMA_VERSION,
+                    });
+                }
+            }
+            None => {
+                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+            }
+        }
+        Ok(Self {
+            campaigns: db.open_tree("campaigns")?,
+            policy_state: db.open_tree("policy_state")?,
+            decisions: db.open_tree("decisions")?,
+            events: db.open_tree("events")?,
+            rewards: db.open_tree("rewards")?,
+            pending: db.open_tree("pending")?,
+            db,
+        })
+    }
+}
+
+impl Store for SledStore {
+    fn next_seq(&self) -> Result<u64, StoreError> {
+        // sled never hands out the same id twice, crashes included; start at 1 so 0 means "none".
+        Ok(self.db.generate_id()? + 1)
+    }
+
+    fn put_campaign(&self, id: &str, json: &[u8]) -> Result<(), StoreError> {
+        self.campaigns.insert(id.as_bytes(), json)?;
+        Ok(())
+    }
+
+    fn delete_campaign(&self, id: &str) -> Result<(), StoreError> {
+        self.campaigns.remove(id.as_bytes())?;
+        Ok(())
+    }
+
+    fn campaigns(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.campaigns
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn log_decision(
+        &self,
+        decision: &DecisionRecord,
+        event: &EventRecord,
+    ) -> Result<(), StoreError> {
+        // Order matters for crash recovery: the decision log is the source of truth and recovery
+        // rebuilds missing event and pending entries from its tail.
+        self.decisions
+            .insert(decision.seq.to_be_bytes(), encode(decision))?;
+        self.pending
+            .insert(pending_key(event.deadline_ms, &event.event_id), &[])?;
+        self.events
+            .insert(event.event_id.as_bytes(), encode(event))?;
+        Ok(())
+    }
+
+    fn event(&self, event_id: &str) -> Result<Option<EventRecord>, StoreError> {
+        self.events
+            .get(event_id.as_bytes())?
+            .map(|v| decode("event", &v))
+            .transpose()
+    }
+
+    fn decision(&self, seq: u64) -> Result<Option<DecisionRecord>, StoreError> {
+        self.decisions
+            .get(seq.to_be_bytes())?
+            .map(|v| decode("decision", &v))
+            .transpose()
+    }
+
+    fn commit_rewards(
+        &self,
+        event: &EventRecord,
+        rewards: &[RewardRecord],
+        close: bool,
+    ) -> Result<(), StoreError> {
+        let event_bytes = encode(event);
+        let reward_rows: Vec<([u8; 8], Vec<u8>)> = rewards
+            .iter()
+            .map(|r| (r.seq.to_be_bytes(), encode(r)))
+            .collect();
+        let pkey = pending_key(event.deadline_ms, &event.event_id);
+        (&self.events, &self.rewards, &self.pending)
+            .transaction(|(events, rewards, pending)| {
+                events.insert(event.event_id.as_bytes(), event_bytes.as_slice())?;
+                for (k, v) in &reward_rows {
+                    rewards.insert(k, v.as_slice())?;
+                }
+                if close {
+                    pending.remove(pkey.as_slice())?;
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => StoreError::Sled(e),
+            })
+    }
+
+    fn due_events(&self, now_ms: u64, limit: usize) -> Result<Vec<String>, StoreError> {
+        let end = (now_ms.saturating_add(1)).to_be_bytes();
+        self.pending
+            .range(..end.as_slice())
+            .take(limit)
+            .map(|kv| {
+                let (k, _) = kv?;
+                Ok(String::from_utf8_lossy(&k[8..]).into_owned())
+            })
+            .collect()
+    }
+
+    fn put_snapshot(&self, campaign: &str, snapshot: &CampaignSnapshot) -> Result<(), StoreError> {
+        self.policy_state
+            .insert(campaign.as_bytes(), encode(snapshot))?;
+        Ok(())
+    }
+
+    fn snapshot(&self, campaign: &str) -> Result<Option<CampaignSnapshot>, StoreError> {
+        self.policy_state
+            .get(campaign.as_bytes())?
+            .map(|v| decode("snapshot", &v))
+            .transpose()
+    }
+
+    fn delete_snapshot(&self, campaign: &str) -> Result<(), StoreError> {
+        self.policy_state.remove(campaign.as_bytes())?;
+        Ok(())
+    }
+
+    fn rewards_after(
+        &self,
+        after: u64,
+    ) -> Box<dyn Iterator<Item = Result<RewardRecord, StoreError>> + '_> {
+        let start = after.saturating_add(1).to_be_bytes();
+        Box::new(self.rewards.range(start..).map(|kv| {
+            let (_, v) = kv?;
+            decode("reward", &v)
+        }))
+    }
+
+    fn decisions_after(
+        &self,
+        after: u64,
+    ) -> Box<dyn Iterator<Item = Result<DecisionRecord, StoreError>> + '_> {
+        let start = after.saturating_add(1).to_be_bytes();
+        Box::new(self.decisions.range(start..).map(|kv| {
+            let (_, v) = kv?;
+            decode("decision", &v)
+        }))
+    }
+
+    fn flush(&self) -> FlushFuture {
+        let db = self.db.clone();
+        Box::pin(async move {
+            db.flush_async().await?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{LoggedAction, RewardKind, SlotState};
+
+    fn event(id: &str, deadline: u64) -> EventRecord {
+        EventRecord {
+            event_id: id.into(),
+            campaign: "c".into(),
+            decision_seq: 1,
+            at_ms: 0,
+            deadline_ms: deadline,
+            policy: "thompson".into(),
+            holdout: false,
+            actions: vec![LoggedAction {
+                id: "a".into(),
+                probability: 0.5,
+                x: Default::default(),
+            }],
+            slots: vec![SlotState::default()],
+            closed: false,
+        }
+    }
+
+    fn decision(seq: u64, id: &str) -> DecisionRecord {
+        DecisionRecord {
+            seq,
+            event_id: id.into(),
+            campaign: "c".into(),
+            at_ms: 0,
+            deadline_ms: 0,
+            policy: "thompson".into(),
+            seed: 7,
+            holdout: false,
+            explore: true,
+            actions: vec![],
+            candidates: 1,
+            request: vec![],
+            removed: vec![],
+        }
+    }
+
+    #[test]
+    fn decision_reward_roundtrip_and_pending_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
+        let e1 = event("e1", 2_000);
+        let e2 = event("e2", 1_000);
+        s.log_decision(&decision(1, "e1"), &e1).unwrap();
+        s.log_decision(&decision(2, "e2"), &e2).unwrap();
+        assert_eq!(s.due_events(1_500, 10).unwrap(), vec!["e2".to_string()]);
+        assert_eq!(s.due_events(5_000, 10).unwrap(), vec!["e2", "e1"]);
+        let r = RewardRecord {
+            seq: 10,
+            event_id: "e2".into(),
+            campaign: "c".into(),
+            at_ms: 1,
+            kind: RewardKind::Explicit,
+            slot: 0,
+            action: e2.actions[0].clone(),
+            value: 1.0,
+            holdout: false,
+            policy: "thompson".into(),
+        };
+        s.commit_rewards(&e2, std::slice::from_ref(&r), true)
+            .unwrap();
+        assert_eq!(s.due_events(5_000, 10).unwrap(), vec!["e1"]);
+        let all: Vec<_> = s.rewards_after(0).collect::<Result<_, _>>().unwrap();
+        assert_eq!(all, vec![r]);
+        assert_eq!(s.rewards_after(10).count(), 0);
+        assert_eq!(s.decisions_after(1).count(), 1);
+        assert_eq!(s.event("e1").unwrap().unwrap(), e1);
+        assert!(s.event("nope").unwrap().is_none());
+    }
+
+    #[test]
+    fn schema_version_mismatch_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
+            s.db.open_tree("meta")
+                .unwrap()
+                .insert(SCHEMA_KEY, &99u32.to_be_bytes())
+                .unwrap();
+            s.db.flush().unwrap();
+        }
+        let err = SledStore::open(dir.path(), 1 << 20, 100).unwrap_err();
+        assert!(err.to_string().contains("schema version 99"), "{err}");
+    }
+}
