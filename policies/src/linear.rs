@@ -91,11 +91,12 @@ impl Ridge {
         let mut w: Vec<f64> = (0..d).map(|_| rng.sample(StandardNormal)).collect();
         // Back substitution for Lᵀw = z (Lᵀ is upper triangular; L[j][i] = Lᵀ[i][j]).
         for i in (0..d).rev() {
-            let mut s = w[i];
-            for j in i + 1..d {
-                s -= self.chol[j * d + i] * w[j];
-            }
-            w[i] = s / self.chol[i * d + i];
+            let s: f64 = w[i + 1..]
+                .iter()
+                .enumerate()
+                .map(|(k, wj)| self.chol[(i + 1 + k) * d + i] * wj)
+                .sum();
+            w[i] = (w[i] - s) / self.chol[i * d + i];
         }
         for (wi, t) in w.iter_mut().zip(&self.theta) {
             *wi = t + scale * *wi;
@@ -142,8 +143,8 @@ impl Ridge {
         if denom.is_finite() && denom > 0.0 {
             for i in 0..d {
                 let ui = u[i] / denom;
-                for j in i..d {
-                    let v = self.a_inv[i * d + j] - ui * u[j];
+                for (j, uj) in u.iter().enumerate().skip(i) {
+                    let v = self.a_inv[i * d + j] - ui * uj;
                     self.a_inv[i * d + j] = v;
                     self.a_inv[j * d + i] = v;
                 }

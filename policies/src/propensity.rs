@@ -55,11 +55,11 @@ pub(crate) trait Marginal {
     fn support(&self) -> (f64, f64);
     /// The integration variable for `x`: quadrature runs in a variable where this distribution's
     /// density is smooth and bounded (identity unless overridden).
-    fn to_s(&self, x: f64) -> f64 {
+    fn s_of_x(&self, x: f64) -> f64 {
         x
     }
     /// `x` for integration variable `s`, and `dx/ds`.
-    fn from_s(&self, s: f64) -> (f64, f64) {
+    fn x_of_s(&self, s: f64) -> (f64, f64) {
         (s, 1.0)
     }
 }
@@ -90,13 +90,13 @@ pub(crate) fn max_probability<M: Marginal>(chosen: &M, others: &[(M, u32)]) -> f
     if log_g(hi) < LOG_NEGLIGIBLE {
         return 0.0;
     }
-    let (mut s_lo, s_hi) = (chosen.to_s(lo), chosen.to_s(hi));
+    let (mut s_lo, s_hi) = (chosen.s_of_x(lo), chosen.s_of_x(hi));
     if log_g(lo) < LOG_NEGLIGIBLE {
         // log G is increasing: find where it crosses the negligible level.
         let (mut a, mut b) = (s_lo, s_hi);
         for _ in 0..10 {
             let mid = 0.5 * (a + b);
-            if log_g(chosen.from_s(mid).0) < LOG_NEGLIGIBLE {
+            if log_g(chosen.x_of_s(mid).0) < LOG_NEGLIGIBLE {
                 a = mid;
             } else {
                 b = mid;
@@ -112,7 +112,7 @@ pub(crate) fn max_probability<M: Marginal>(chosen: &M, others: &[(M, u32)]) -> f
         let half = 0.5 * panel;
         let mid = a + half;
         for (&t, &w) in xs.iter().zip(ws) {
-            let (x, jac) = chosen.from_s(mid + half * t);
+            let (x, jac) = chosen.x_of_s(mid + half * t);
             let node = M::node(x);
             let mut lg = 0.0;
             for (m, c) in &active {
@@ -475,7 +475,7 @@ impl Marginal for StudentMarginal {
 
     // t = sqrt(ν)·tan(θ) turns the heavy-tailed density into cos^(ν-1)(θ): bounded and smooth,
     // so a few nodes cover tails that a uniform grid in x would miss.
-    fn to_s(&self, x: f64) -> f64 {
+    fn s_of_x(&self, x: f64) -> f64 {
         if self.dof.is_finite() {
             ((x - self.loc) / (self.scale * self.dof.sqrt())).atan()
         } else {
@@ -483,7 +483,7 @@ impl Marginal for StudentMarginal {
         }
     }
 
-    fn from_s(&self, s: f64) -> (f64, f64) {
+    fn x_of_s(&self, s: f64) -> (f64, f64) {
         if self.dof.is_finite() {
             let k = self.scale * self.dof.sqrt();
             let c = s.cos();
