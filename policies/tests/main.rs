@@ -1,0 +1,3 @@
+//! Integration tests for `tailor-policies`, one binary (see `suite/`).
+
+mod suite;
