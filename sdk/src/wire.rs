@@ -137,3 +137,40 @@ pub struct CampaignStats {
     pub rewards: u64,
     pub actions: Vec<ActionStats>,
 }
+
+/// One reward of a batch: `POST /v1/rewards`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchReward {
+    pub event_id: String,
+    pub value: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_id: Option<String>,
+}
+
+/// `POST /v1/rewards`: up to 1,000 rewards, acknowledged together once durable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardBatchRequest {
+    pub rewards: Vec<BatchReward>,
+}
+
+/// The outcome of one item of a batch: a status, or the error it would have got alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchRewardResult {
+    pub event_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<RewardStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
+    /// The HTTP status the item would have had on its own.
+    pub http_status: u16,
+}
+
+/// Answer to a reward batch, in request order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RewardBatchResponse {
+    pub results: Vec<BatchRewardResult>,
+}

@@ -1,1 +1,5 @@
+//! End-to-end tests: the real `tailor` binary on port 0 with a temporary sled directory.
+//! One test binary for the workspace so it links once.
 
+mod foundation;
+mod harness;

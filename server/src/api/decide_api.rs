@@ -3,15 +3,22 @@
 use std::time::Instant;
 
 use actix_web::{web, HttpResponse};
-use tailor_sdk::wire::{DecideRequest, RewardRequest};
+use tailor_sdk::wire::{
+    BatchRewardResult, DecideRequest, RewardBatchRequest, RewardBatchResponse, RewardRequest,
+};
 
 use super::error::ApiError;
 use super::{body, AppState};
 use crate::engine::DecideInput;
+use crate::error::EngineError;
+
+/// Most rewards accepted in one batch.
+pub const MAX_BATCH: usize = 1_000;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/campaigns/{campaign}/decide", web::post().to(decide))
-        .route("/v1/events/{event_id}/reward", web::post().to(reward));
+        .route("/v1/events/{event_id}/reward", web::post().to(reward))
+        .route("/v1/rewards", web::post().to(reward_batch));
 }
 
 async fn decide(
@@ -38,4 +45,59 @@ async fn reward(
     let response = state.engine.reward(&path, request).await?;
     metrics::histogram!("tailor_reward_seconds").record(started.elapsed().as_secs_f64());
     Ok(HttpResponse::Ok().json(response))
+}
+
+async fn reward_batch(
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let raw = body::read(payload, state.body_limit).await?;
+    let batch: RewardBatchRequest = body::parse(&raw)?;
+    if batch.rewards.len() > MAX_BATCH {
+        return Err(EngineError::invalid_owned(
+            "rewards",
+            format!("at most {MAX_BATCH} rewards per batch"),
+        )
+        .into());
+    }
+    let items = batch
+        .rewards
+        .into_iter()
+        .map(|r| {
+            (
+                r.event_id,
+                RewardRequest {
+                    value: r.value,
+                    action_id: r.action_id,
+                    reward_id: r.reward_id,
+                },
+            )
+        })
+        .collect::<Vec<_>>();
+    let ids: Vec<String> = items.iter().map(|(id, _)| id.clone()).collect();
+    let outcomes = state.engine.reward_batch(items).await?;
+    let results = ids
+        .into_iter()
+        .zip(outcomes)
+        .map(|(event_id, outcome)| match outcome {
+            Ok(r) => BatchRewardResult {
+                event_id,
+                status: Some(r.status),
+                error: None,
+                http_status: 200,
+            },
+            Err(e) => {
+                let (status, detail) = ApiError(e).detail();
+                BatchRewardResult {
+                    event_id,
+                    status: None,
+                    error: Some(detail),
+                    http_status: status.as_u16(),
+                }
+            }
+        })
+        .collect::<Vec<_>>();
+    metrics::histogram!("tailor_reward_batch_seconds").record(started.elapsed().as_secs_f64());
+    Ok(HttpResponse::Ok().json(RewardBatchResponse { results }))
 }

@@ -41,6 +41,21 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// Status and JSON detail, for errors reported inside a 200 (batch items).
+    pub fn detail(&self) -> (StatusCode, ErrorDetail) {
+        let (status, code) = self.code();
+        (
+            status,
+            ErrorDetail {
+                code: code.to_string(),
+                message: self.0.to_string(),
+                field: self.0.field().map(str::to_string),
+            },
+        )
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         self.code().0

@@ -31,6 +31,32 @@ impl Engine {
         event_id: &str,
         req: RewardRequest,
     ) -> Result<RewardResponse, EngineError> {
+        let status = self.join_one(event_id, &req)?;
+        // A duplicate may race the original's flush; acknowledge it only once durable too.
+        self.commit.wait().await?;
+        Ok(RewardResponse {
+            event_id: event_id.to_string(),
+            status,
+        })
+    }
+
+    /// Join many rewards with one durability wait. Each item succeeds or fails on its own.
+    pub async fn reward_batch(
+        &self,
+        items: Vec<(String, RewardRequest)>,
+    ) -> Result<Vec<Result<RewardResponse, EngineError>>, EngineError> {
+        let results: Vec<_> = items
+            .into_iter()
+            .map(|(event_id, req)| {
+                self.join_one(&event_id, &req)
+                    .map(|status| RewardResponse { event_id, status })
+            })
+            .collect();
+        self.commit.wait().await?;
+        Ok(results)
+    }
+
+    fn join_one(&self, event_id: &str, req: &RewardRequest) -> Result<RewardStatus, EngineError> {
         if !req.value.is_finite() {
             return Err(EngineError::invalid("value", "must be a finite number"));
         }
@@ -48,16 +74,10 @@ impl Engine {
             });
         };
         let rt = self.campaign(&event.campaign)?;
-        let Joined::Status(status) = self.join(rt, event_id, &req)?;
-        // A duplicate may race the original's flush; acknowledge it only once durable too.
-        self.commit.wait().await?;
-        let campaign_label = event.campaign;
-        metrics::counter!("tailor_rewards_total", "campaign" => campaign_label, "status" => status_label(status))
+        let Joined::Status(status) = self.join(rt, event_id, req)?;
+        metrics::counter!("tailor_rewards_total", "campaign" => event.campaign, "status" => status_label(status))
             .increment(1);
-        Ok(RewardResponse {
-            event_id: event_id.to_string(),
-            status,
-        })
+        Ok(status)
     }
 
     fn join(
