@@ -6,6 +6,7 @@ pub mod campaign;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod plugins;
 pub mod store;
 
 use std::net::SocketAddr;

@@ -82,6 +82,9 @@ impl Constraint for QuietHours {
             (Some(s), Some(e)) => (s, e),
             _ => (self.start, self.end),
         };
+        if request.is_empty() {
+            return Ok(());
+        }
         let Some(hours) = request.candidates().numbers(&self.hour_attribute) else {
             return Err(format!(
                 "quiet-hours: candidates carry no numeric `{}` attribute",

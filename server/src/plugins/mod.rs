@@ -35,8 +35,8 @@ use serde_json::Value;
 use tailor_plugin::{OwnedRequest, RequestBuilder};
 
 pub use chain::{ChainFailure, ChainOutcome, ExtractorSkip, PluginChain, Removal};
-pub use library::{AttachedPlugin, Extracted, Verdicts};
 use library::Library;
+pub use library::{AttachedPlugin, Extracted, Verdicts};
 
 /// What a plugin does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -348,12 +348,7 @@ impl PluginHost {
         let older = state
             .libraries
             .iter()
-            .filter(|l| {
-                state
-                    .current
-                    .get(l.name)
-                    .is_none_or(|c| !Arc::ptr_eq(c, l))
-            })
+            .filter(|l| state.current.get(l.name).is_none_or(|c| !Arc::ptr_eq(c, l)))
             .map(|l| l.info(false));
         current.extend(older);
         current.extend(state.errors.iter().cloned());
