@@ -53,7 +53,11 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         settings.storage.cache_capacity_bytes,
         settings.storage.flush_every_ms,
     )?);
-    let engine = Engine::open(store, settings.engine.clone())?;
+    let plugins = Arc::new(match &settings.plugins.dir {
+        Some(dir) => plugins::PluginHost::open(dir),
+        None => plugins::PluginHost::empty(),
+    });
+    let engine = Engine::open_with_plugins(store, settings.engine.clone(), plugins)?;
     engine.spawn_background();
     let state = AppState {
         engine: engine.clone(),

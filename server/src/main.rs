@@ -36,6 +36,20 @@ enum Command {
     },
     /// Print the effective configuration and exit.
     Config,
+    /// Plugin tools.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Load a plugin library, run its ABI handshake and print what it reports.
+    Check {
+        /// Path of the plugin library (.so / .dylib / .dll).
+        path: PathBuf,
+    },
 }
 
 fn init_logging(settings: &Settings) {
@@ -53,6 +67,13 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
+        Command::Plugin {
+            command: PluginCommand::Check { path },
+        } => {
+            let report = tailor_server::plugins::check(&path)?;
+            print!("{report}");
+            Ok(())
+        }
         Command::Config => {
             println!("{}", toml_like(&settings)?);
             Ok(())

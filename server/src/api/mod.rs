@@ -6,6 +6,7 @@ pub mod body;
 pub mod decide_api;
 pub mod error;
 pub mod ops_api;
+pub mod plugins_api;
 
 use std::sync::Arc;
 
@@ -28,6 +29,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     decide_api::configure(cfg);
     admin_api::configure(cfg);
     ops_api::configure(cfg);
+    plugins_api::configure(cfg);
 }
 
 /// JSON 404 for unknown routes.

@@ -124,10 +124,24 @@ impl Engine {
                 ));
             }
         }
-        let context = featurize::features("context", &req.context)?;
+        // Plugins run before the policy samples: constraints fix the eligible set (so logged
+        // propensities are over it), extractors add features (docs/plugins.md).
+        let chain = rt.chain.read().clone();
+        let stage = crate::plugins::run_stage(&chain, &rt.config.id, req)
+            .map_err(|refusal| EngineError::Unavailable { message: refusal.0 })?;
+        if stage.eligible.is_empty() {
+            return Err(EngineError::invalid(
+                "candidates",
+                "every candidate was removed by the campaign's plugins",
+            ));
+        }
+        let k = k.min(stage.eligible.len());
+        let context =
+            featurize::features("context", stage.context.as_ref().unwrap_or(&req.context))?;
         let mut vectors: Vec<SparseVec> = Vec::with_capacity(req.candidates.len());
         for (i, c) in req.candidates.iter().enumerate() {
-            let f = featurize::features(&format!("candidates[{i}].features"), &c.features)?;
+            let raw = stage.features.get(i).unwrap_or(&c.features);
+            let f = featurize::features(&format!("candidates[{i}].features"), raw)?;
             vectors.push(rt.featurizer.vector(&context, &c.id, &f));
         }
 
@@ -150,37 +164,46 @@ impl Engine {
         let seed = xxhash_rust::xxh3::xxh3_64_with_seed(event_id.as_bytes(), rt.salt);
         let explore = req.explore.unwrap_or(true);
 
-        let (policy, choices) = if rt.config.status == CampaignStatus::Paused {
-            let choices = (0..k)
-                .map(|index| Choice {
-                    index,
-                    probability: 1.0,
-                })
-                .collect();
-            (BASELINE.to_string(), choices)
-        } else {
-            let arms: Vec<Arm<'_>> = req
-                .candidates
-                .iter()
-                .zip(&vectors)
-                .map(|(c, x)| Arm { id: &c.id, x })
-                .collect();
-            let mut rng = Pcg64Mcg::seed_from_u64(seed);
-            let learner = rt.learner.read();
-            let (name, policy) = learner.serving();
-            let choices = policy
-                .choose(&arms, k, explore, &mut rng)
-                .map_err(|e| EngineError::policy("policy", e))?;
-            (name.to_string(), choices)
-        };
+        if let Some(why) = &stage.fallback {
+            tracing::warn!(campaign, reason = %why, "plugin failed; serving the baseline order");
+        }
+        let (policy, choices) =
+            if rt.config.status == CampaignStatus::Paused || stage.fallback.is_some() {
+                let choices = (0..k)
+                    .map(|index| Choice {
+                        index,
+                        probability: 1.0,
+                    })
+                    .collect();
+                (BASELINE.to_string(), choices)
+            } else {
+                let arms: Vec<Arm<'_>> = stage
+                    .eligible
+                    .iter()
+                    .map(|&i| Arm {
+                        id: &req.candidates[i].id,
+                        x: &vectors[i],
+                    })
+                    .collect();
+                let mut rng = Pcg64Mcg::seed_from_u64(seed);
+                let learner = rt.learner.read();
+                let (name, policy) = learner.serving();
+                let choices = policy
+                    .choose(&arms, k, explore, &mut rng)
+                    .map_err(|e| EngineError::policy("policy", e))?;
+                (name.to_string(), choices)
+            };
 
         let at_ms = now_ms();
         let actions: Vec<LoggedAction> = choices
             .iter()
-            .map(|c| LoggedAction {
-                id: req.candidates[c.index].id.clone(),
-                probability: c.probability,
-                x: vectors[c.index].clone(),
+            .map(|c| {
+                let i = stage.eligible[c.index];
+                LoggedAction {
+                    id: req.candidates[i].id.clone(),
+                    probability: c.probability,
+                    x: vectors[i].clone(),
+                }
             })
             .collect();
         let deadline_ms = at_ms + rt.config.reward_wait_ms();
@@ -196,13 +219,13 @@ impl Engine {
             holdout: false,
             explore,
             actions,
-            candidates: req.candidates.len() as u32,
+            candidates: stage.eligible.len() as u32,
             request: if self.settings.log_candidates {
                 input.raw
             } else {
                 Vec::new()
             },
-            removed: Vec::new(),
+            removed: stage.removed,
         };
         let event = event_for(&decision);
         self.store.log_decision(&decision, &event)?;

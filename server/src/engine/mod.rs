@@ -26,6 +26,7 @@ pub use durability::GroupCommit;
 use crate::campaign::CampaignConfig;
 use crate::config::EngineSettings;
 use crate::error::EngineError;
+use crate::plugins::{PluginChain, PluginHost, ReloadReport};
 use crate::store::{CampaignSnapshot, Counters, RewardRecord, Store, StoreError};
 
 /// Milliseconds since the Unix epoch.
@@ -110,6 +111,8 @@ pub struct CampaignRuntime {
     pub(crate) salt: u64,
     pub(crate) learner: RwLock<Learner>,
     pub(crate) books: Mutex<Books>,
+    /// The attached plugin chain; replaced when a plugin reload makes a new version current.
+    pub(crate) chain: RwLock<Arc<PluginChain>>,
     /// Set when a newer runtime replaced this one; writers then retry on the new one.
     retired: AtomicBool,
 }
@@ -128,6 +131,7 @@ impl CampaignRuntime {
         config: CampaignConfig,
         previous: Option<(&Learner, Books)>,
         previous_dimension: Option<usize>,
+        chain: PluginChain,
     ) -> Result<Self, EngineError> {
         config.validate()?;
         let featurizer = config
@@ -158,6 +162,7 @@ impl CampaignRuntime {
             featurizer,
             learner: RwLock::new(Learner { policies }),
             books: Mutex::new(books),
+            chain: RwLock::new(Arc::new(chain)),
             retired: AtomicBool::new(false),
             config,
         })
@@ -221,6 +226,7 @@ pub struct Engine {
     /// Serializes campaign create/update/delete.
     admin: Mutex<()>,
     settings: EngineSettings,
+    plugins: Arc<PluginHost>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -239,6 +245,15 @@ impl Engine {
     /// Load campaigns and learned state, replay the logs past the snapshots, and start the
     /// group-commit flusher. Must be called inside a tokio runtime.
     pub fn open(store: Arc<dyn Store>, settings: EngineSettings) -> Result<Arc<Self>, EngineError> {
+        Self::open_with_plugins(store, settings, Arc::new(PluginHost::empty()))
+    }
+
+    /// [`Engine::open`] with a plugin host whose plugins campaigns can attach.
+    pub fn open_with_plugins(
+        store: Arc<dyn Store>,
+        settings: EngineSettings,
+        plugins: Arc<PluginHost>,
+    ) -> Result<Arc<Self>, EngineError> {
         let mut campaigns = HashMap::new();
         for (id, json) in store.campaigns()? {
             let config: CampaignConfig =
@@ -246,7 +261,10 @@ impl Engine {
                     what: "campaign",
                     message: format!("{id}: {e}"),
                 })?;
-            let rt = CampaignRuntime::build(config, None, None)?;
+            // A stored campaign always loads; a plugin that cannot attach makes its decisions
+            // fall back (see PluginChain::attach_lenient) rather than keeping the server down.
+            let chain = PluginChain::attach_lenient(&plugins, &config.plugins);
+            let rt = CampaignRuntime::build(config, None, None, chain)?;
             if let Some(snap) = store.snapshot(&id)? {
                 rt.restore(snap);
             }
@@ -258,6 +276,7 @@ impl Engine {
             campaigns: RwLock::new(campaigns),
             admin: Mutex::new(()),
             settings,
+            plugins,
         });
         engine.replay()?;
         Ok(engine)
@@ -333,6 +352,24 @@ impl Engine {
             .ok_or_else(|| EngineError::CampaignNotFound { id: id.to_string() })
     }
 
+    /// The plugin host.
+    pub fn plugins(&self) -> &Arc<PluginHost> {
+        &self.plugins
+    }
+
+    /// Loads new or changed plugin libraries and moves every campaign to the current versions.
+    pub fn reload_plugins(&self) -> ReloadReport {
+        let _admin = self.admin.lock();
+        let report = self.plugins.reload();
+        for rt in self.campaigns() {
+            if !rt.chain.read().is_current(&self.plugins) {
+                let chain = PluginChain::attach_lenient(&self.plugins, &rt.config.plugins);
+                *rt.chain.write() = Arc::new(chain);
+            }
+        }
+        report
+    }
+
     pub fn campaigns(&self) -> Vec<Arc<CampaignRuntime>> {
         let mut v: Vec<_> = self.campaigns.read().values().cloned().collect();
         v.sort_by(|a, b| a.config.id.cmp(&b.config.id));
@@ -347,7 +384,9 @@ impl Engine {
         if self.campaigns.read().contains_key(&config.id) {
             return Err(EngineError::CampaignExists { id: config.id });
         }
-        let rt = Arc::new(CampaignRuntime::build(config, None, None)?);
+        config.validate()?;
+        let chain = crate::plugins::attach_campaign_chain(&self.plugins, &config.plugins)?;
+        let rt = Arc::new(CampaignRuntime::build(config, None, None, chain)?);
         // A campaign re-created under a deleted one's id must not inherit its state.
         self.store.delete_snapshot(&rt.config.id)?;
         self.store
@@ -368,6 +407,7 @@ impl Engine {
         let _admin = self.admin.lock();
         let old = self.campaign(&config.id)?;
         config.validate()?;
+        let chain = crate::plugins::attach_campaign_chain(&self.plugins, &config.plugins)?;
         // Hold the old books so no reward lands on the old runtime after we copy its state.
         let books = old.books.lock();
         let learner = old.learner.read();
@@ -375,6 +415,7 @@ impl Engine {
             config,
             Some((&learner, books.clone())),
             Some(old.featurizer.dimension()),
+            chain,
         )?);
         self.store
             .put_campaign(&rt.config.id, &to_json(&rt.config))?;

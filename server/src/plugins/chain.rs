@@ -11,7 +11,19 @@ use crate::campaign::{OnFailure, PluginRef};
 
 struct Step {
     on_failure: OnFailure,
-    plugin: AttachedPlugin,
+    /// A step whose plugin could not be attached (at startup: plugin missing or its config no
+    /// longer accepted) fails every run, so the campaign falls back instead of silently serving
+    /// without its rule.
+    plugin: Result<AttachedPlugin, (String, PluginError)>,
+}
+
+impl Step {
+    fn name(&self) -> &str {
+        match &self.plugin {
+            Ok(p) => p.name(),
+            Err((name, _)) => name,
+        }
+    }
 }
 
 /// The attached plugins of one campaign, in chain order.
@@ -23,7 +35,7 @@ pub struct PluginChain {
 impl std::fmt::Debug for PluginChain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.steps.iter().map(|s| s.plugin.name()))
+            .entries(self.steps.iter().map(Step::name))
             .finish()
     }
 }
@@ -37,6 +49,8 @@ pub struct Removal {
     pub plugin: &'static str,
     /// The plugin's reason code name.
     pub reason: &'static str,
+    /// The reason code (index into the plugin's reason table, 1-based; 0 = unspecified).
+    pub code: u32,
 }
 
 /// A feature extractor that failed and was skipped.
@@ -52,7 +66,7 @@ pub struct ExtractorSkip {
 #[derive(Debug, Clone)]
 pub struct ChainFailure {
     /// The constraint.
-    pub plugin: &'static str,
+    pub plugin: String,
     /// What the campaign configured for this plugin.
     pub on_failure: OnFailure,
     /// Why.
@@ -95,17 +109,44 @@ impl PluginChain {
     /// Attaches every plugin of `specs` (validating each config). The first failure is
     /// returned; its message is meant for the admin (a 400 naming the plugin).
     pub fn attach(host: &PluginHost, specs: &[PluginRef]) -> Result<Self, PluginError> {
+        Self::attach_indexed(host, specs).map_err(|(_, e)| e)
+    }
+
+    /// Like [`PluginChain::attach`], also returning the index of the failing spec.
+    pub fn attach_indexed(
+        host: &PluginHost,
+        specs: &[PluginRef],
+    ) -> Result<Self, (usize, PluginError)> {
         let generation = host.generation();
         let steps = specs
             .iter()
-            .map(|spec| {
+            .enumerate()
+            .map(|(i, spec)| {
                 Ok(Step {
                     on_failure: spec.on_failure,
-                    plugin: host.attach(&spec.name, &spec.config)?,
+                    plugin: Ok(host.attach(&spec.name, &spec.config).map_err(|e| (i, e))?),
                 })
             })
-            .collect::<Result<Vec<_>, PluginError>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(PluginChain { steps, generation })
+    }
+
+    /// Attaches what can be attached; a step that cannot fails every run (see `Step`). Used
+    /// when campaigns are loaded at startup and re-attached after a reload, where refusing
+    /// the campaign is not an option.
+    pub fn attach_lenient(host: &PluginHost, specs: &[PluginRef]) -> Self {
+        let generation = host.generation();
+        let steps = specs
+            .iter()
+            .map(|spec| Step {
+                on_failure: spec.on_failure,
+                plugin: host.attach(&spec.name, &spec.config).map_err(|e| {
+                    tracing::error!(plugin = %spec.name, error = %e, "plugin not attached; decisions will fall back");
+                    (spec.name.clone(), e)
+                }),
+            })
+            .collect();
+        PluginChain { steps, generation }
     }
 
     /// True when the chain has no plugins.
@@ -114,8 +155,8 @@ impl PluginChain {
     }
 
     /// Names of the plugins, in order.
-    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.steps.iter().map(|s| s.plugin.name())
+    pub fn names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.steps.iter().map(Step::name)
     }
 
     /// Whether the chain was attached at the host's current generation (otherwise a reload
@@ -127,7 +168,9 @@ impl PluginChain {
     /// The libraries this chain uses (for tests and diagnostics).
     #[allow(dead_code)]
     pub(super) fn libraries(&self) -> impl Iterator<Item = &Arc<Library>> {
-        self.steps.iter().map(|s| s.plugin.library())
+        self.steps
+            .iter()
+            .filter_map(|s| s.plugin.as_ref().ok().map(AttachedPlugin::library))
     }
 
     /// Runs every plugin over `request`. Constraints combine (a candidate is eligible only if
@@ -141,7 +184,17 @@ impl PluginChain {
             ..ChainOutcome::default()
         };
         for step in &self.steps {
-            let p = &step.plugin;
+            let p = match &step.plugin {
+                Ok(p) => p,
+                Err((name, error)) => {
+                    out.failure = Some(ChainFailure {
+                        plugin: name.clone(),
+                        on_failure: step.on_failure,
+                        error: error.clone(),
+                    });
+                    return out;
+                }
+            };
             match p.kind() {
                 PluginKind::Constraint => match p.constrain(request) {
                     Ok(v) => {
@@ -152,6 +205,7 @@ impl PluginChain {
                                     candidate: i,
                                     plugin: p.name(),
                                     reason: v.reason[i].unwrap_or("unspecified"),
+                                    code: v.code[i],
                                 });
                             }
                             out.multiplier[i] *= v.multiplier[i];
@@ -159,7 +213,7 @@ impl PluginChain {
                     }
                     Err(error) => {
                         out.failure = Some(ChainFailure {
-                            plugin: p.name(),
+                            plugin: p.name().to_owned(),
                             on_failure: step.on_failure,
                             error,
                         });

@@ -331,6 +331,8 @@ pub struct Verdicts {
     pub multiplier: Vec<f64>,
     /// Reason for each excluded candidate (`None` for eligible ones).
     pub reason: Vec<Option<&'static str>>,
+    /// The raw reason codes (0 for eligible ones).
+    pub code: Vec<u32>,
 }
 
 /// Features an extractor emitted. Names are interned: `context` and `candidates` hold indexes
@@ -577,6 +579,11 @@ impl AttachedPlugin {
                     (0, code) => Some(reasons.get(code as usize - 1).copied().unwrap_or("unknown")),
                     _ => None,
                 })
+                .collect(),
+            code: eligible
+                .iter()
+                .zip(&reason)
+                .map(|(e, r)| if *e == 0 { *r } else { abi::REASON_NONE })
                 .collect(),
         })
     }

@@ -22,6 +22,7 @@
 
 mod chain;
 mod library;
+mod stage;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -37,6 +38,7 @@ use tailor_plugin::{OwnedRequest, RequestBuilder};
 pub use chain::{ChainFailure, ChainOutcome, ExtractorSkip, PluginChain, Removal};
 use library::Library;
 pub use library::{AttachedPlugin, Extracted, Verdicts};
+pub use stage::{attach_campaign_chain, run_stage, PluginStage, Refusal};
 
 /// What a plugin does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

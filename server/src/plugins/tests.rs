@@ -533,12 +533,14 @@ fn chain_reports_failures_per_policy() {
             Removal {
                 candidate: 0,
                 plugin: "inventory-floor",
-                reason: "below_inventory_floor"
+                reason: "below_inventory_floor",
+                code: 1,
             },
             Removal {
                 candidate: 1,
                 plugin: "panicky",
-                reason: "marked_bad"
+                reason: "marked_bad",
+                code: 1,
             },
         ]
     );

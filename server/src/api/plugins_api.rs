@@ -1,0 +1,35 @@
+//! `/admin/v1/plugins`: what the plugin host loaded, and reloading it.
+
+use actix_web::{web, HttpResponse};
+
+use super::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/admin/v1/plugins", web::get().to(list))
+        .route("/admin/v1/plugins/reload", web::post().to(reload));
+}
+
+/// Every loaded plugin (current and older versions, with failure counts and quarantine reason)
+/// and every file that failed to load.
+async fn list(state: web::Data<AppState>) -> HttpResponse {
+    let host = state.engine.plugins();
+    HttpResponse::Ok().json(serde_json::json!({
+        "dir": host.dir(),
+        "generation": host.generation(),
+        "plugins": host.plugins(),
+    }))
+}
+
+/// Loads new or changed libraries; campaigns move to the new current versions.
+async fn reload(state: web::Data<AppState>) -> HttpResponse {
+    let engine = state.engine.clone();
+    let report = web::block(move || engine.reload_plugins()).await;
+    match report {
+        Ok(report) => HttpResponse::Ok().json(report),
+        Err(e) => super::error::plain(
+            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &e.to_string(),
+        ),
+    }
+}
