@@ -9,7 +9,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 /// Everything the server reads at start.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub server: ServerSettings,
@@ -66,18 +66,6 @@ pub struct LogSettings {
     pub level: String,
     /// `text` or `json`.
     pub format: String,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            server: ServerSettings::default(),
-            storage: StorageSettings::default(),
-            engine: EngineSettings::default(),
-            plugins: PluginSettings::default(),
-            log: LogSettings::default(),
-        }
-    }
 }
 
 impl Default for ServerSettings {
@@ -194,6 +182,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
     fn file_then_env_override() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

@@ -1,0 +1,302 @@
+//! HTTP load generator for Tailor.
+//!
+//! `decide` mode runs two servers in this process, one after the other, under the same load:
+//! a bare actix handler that only parses the same request and draws the same random numbers (the
+//! ceiling on this machine), then the real Tailor server with its decision log on. It prints
+//! requests/s and p50/p99 latency for both and their ratio. `rewards` mode measures durable
+//! rewards/s (each acknowledged only after its group commit).
+//!
+//! ```text
+//! cargo run --release -p tailor-benches --bin loadgen -- decide --seconds 10 --concurrency 32
+//! cargo run --release -p tailor-benches --bin loadgen -- rewards --seconds 10 --concurrency 64
+//! ```
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use clap::{Parser, Subcommand};
+use rand::SeedableRng;
+use rand_distr::{Beta, Distribution};
+use tailor_benches::decide_body;
+use tailor_sdk::wire::DecideRequest;
+use tailor_server::config::Settings;
+
+#[derive(Debug, Parser)]
+struct Args {
+    #[command(subcommand)]
+    mode: Mode,
+    /// Seconds of load per server.
+    #[arg(long, default_value_t = 10, global = true)]
+    seconds: u64,
+    /// Concurrent in-flight requests.
+    #[arg(long, default_value_t = 32, global = true)]
+    concurrency: usize,
+    /// Candidates per decide.
+    #[arg(long, default_value_t = 100, global = true)]
+    candidates: usize,
+    /// Server worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0, global = true)]
+    workers: usize,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Decide throughput: bare-handler ceiling, then Tailor.
+    Decide {
+        /// Policy of the Tailor campaign: thompson or linucb.
+        #[arg(long, default_value = "thompson")]
+        policy: String,
+    },
+    /// Durable reward ingestion.
+    Rewards,
+}
+
+/// What one load run saw.
+struct Report {
+    requests: u64,
+    errors: u64,
+    seconds: f64,
+    latencies_us: Vec<u32>,
+}
+
+impl Report {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+    fn pct(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies_us[i] as f64 / 1000.0
+    }
+    fn print(&self, name: &str) {
+        println!(
+            "{name:<28} {:>10.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} requests, {} errors)",
+            self.rps(),
+            self.pct(0.50),
+            self.pct(0.99),
+            self.requests,
+            self.errors
+        );
+    }
+}
+
+/// Drive `make_request` from `concurrency` tasks for `seconds`.
+async fn drive<F, Fut>(seconds: u64, concurrency: usize, make_request: F) -> Report
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let make_request = Arc::new(make_request);
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..concurrency {
+        let make_request = make_request.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            let mut i = t as u64 * 1_000_000_000;
+            while !stop.load(Ordering::Relaxed) {
+                let t0 = Instant::now();
+                let ok = make_request(i).await;
+                lat.push(t0.elapsed().as_micros() as u32);
+                if !ok {
+                    errors += 1;
+                }
+                i += 1;
+            }
+            (lat, errors)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies_us = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        latencies_us.extend(l);
+        errors += e;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    latencies_us.sort_unstable();
+    Report {
+        requests: latencies_us.len() as u64,
+        errors,
+        seconds,
+        latencies_us,
+    }
+}
+
+/// The ceiling: parse the same body and draw one Beta sample per candidate.
+async fn bare_decide(body: web::Bytes) -> HttpResponse {
+    let req: DecideRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return HttpResponse::BadRequest().body(e.to_string()),
+    };
+    let mut rng = rand_pcg::Pcg64Mcg::from_entropy();
+    let beta = Beta::new(2.0, 3.0).unwrap();
+    let mut best = 0;
+    let mut best_v = f64::MIN;
+    for (i, _) in req.candidates.iter().enumerate() {
+        let v = beta.sample(&mut rng);
+        if v > best_v {
+            best_v = v;
+            best = i;
+        }
+    }
+    HttpResponse::Ok().json(serde_json::json!({
+        "event_id": "bare",
+        "actions": [{"id": req.candidates[best].id, "probability": 1.0}],
+        "policy": "bare"
+    }))
+}
+
+fn client(concurrency: usize) -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .unwrap()
+}
+
+async fn load_decide(args: &Args, url: String) -> Report {
+    let body = Arc::new(serde_json::to_vec(&decide_body(args.candidates, 1)).unwrap());
+    let client = client(args.concurrency);
+    drive(args.seconds, args.concurrency, move |_| {
+        let client = client.clone();
+        let url = url.clone();
+        let body = body.clone();
+        async move {
+            match client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body.as_ref().clone())
+                .send()
+                .await
+            {
+                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                Err(_) => false,
+            }
+        }
+    })
+    .await
+}
+
+fn tailor_settings(args: &Args, dir: &std::path::Path) -> Settings {
+    let mut settings = Settings::default();
+    settings.server.bind = "127.0.0.1:0".into();
+    settings.server.workers = args.workers;
+    settings.storage.data_dir = dir.to_path_buf();
+    settings
+}
+
+async fn create_campaign(base: &str, policy: &str) {
+    let policy = match policy {
+        "linucb" => serde_json::json!({"type": "linucb", "alpha": 1.0}),
+        _ => serde_json::json!({"type": "thompson"}),
+    };
+    let r = reqwest::Client::new()
+        .post(format!("{base}/admin/v1/campaigns"))
+        .json(&serde_json::json!({"id": "load", "policy": policy, "featurizer": {"dimension": 32}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match &args.mode {
+            Mode::Decide { policy } => {
+                println!(
+                    "decide, {} candidates, {} concurrent, {} s per server, {} core(s)",
+                    args.candidates,
+                    args.concurrency,
+                    args.seconds,
+                    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+                );
+                let mut bare = HttpServer::new(|| App::new().route("/decide", web::post().to(bare_decide)))
+                    .disable_signals();
+                if args.workers > 0 {
+                    bare = bare.workers(args.workers);
+                }
+                let bare = bare.bind("127.0.0.1:0")?;
+                let addr = bare.addrs()[0];
+                let server = bare.run();
+                let handle = server.handle();
+                tokio::spawn(server);
+                let ceiling = load_decide(&args, format!("http://{addr}/decide")).await;
+                handle.stop(true).await;
+                ceiling.print("bare handler (ceiling)");
+
+                let dir = tempfile::tempdir()?;
+                let running = tailor_server::start(&tailor_settings(&args, dir.path()))?;
+                let base = format!("http://{}", running.addr);
+                let handle = running.server.handle();
+                tokio::spawn(running.server);
+                create_campaign(&base, policy).await;
+                let tailor = load_decide(&args, format!("{base}/v1/campaigns/load/decide")).await;
+                handle.stop(true).await;
+                tailor.print(&format!("tailor {policy} (log on)"));
+                println!("ratio to ceiling: {:.2}", tailor.rps() / ceiling.rps());
+            }
+            Mode::Rewards => {
+                let dir = tempfile::tempdir()?;
+                let running = tailor_server::start(&tailor_settings(&args, dir.path()))?;
+                let base = format!("http://{}", running.addr);
+                let handle = running.server.handle();
+                tokio::spawn(running.server);
+                create_campaign(&base, "thompson").await;
+                // Decide first (not timed), then reward each event once, durably.
+                let n_events = 200_000usize;
+                let body = serde_json::to_vec(&decide_body(10, 1)).unwrap();
+                let c = client(args.concurrency);
+                println!("preparing events ...");
+                let prep = drive(args.seconds, args.concurrency, {
+                    let c = c.clone();
+                    let base = base.clone();
+                    let body = Arc::new(body);
+                    move |i| {
+                        let c = c.clone();
+                        let url = format!("{base}/v1/campaigns/load/decide");
+                        let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                        v["event_id"] = format!("ev-{i}").into();
+                        async move { c.post(&url).json(&v).send().await.is_ok_and(|r| r.status().is_success()) }
+                    }
+                })
+                .await;
+                let _ = n_events;
+                prep.print("decides (preparation)");
+                let rewards = drive(args.seconds, args.concurrency, {
+                    let c = c.clone();
+                    let base = base.clone();
+                    move |i| {
+                        let c = c.clone();
+                        let url = format!("{base}/v1/events/ev-{i}/reward");
+                        async move {
+                            c.post(&url)
+                                .json(&serde_json::json!({"value": 1.0}))
+                                .send()
+                                .await
+                                .is_ok_and(|r| r.status().is_success())
+                        }
+                    }
+                })
+                .await;
+                handle.stop(true).await;
+                rewards.print("durable rewards");
+                println!("(an error is a reward to an event the preparation did not reach)");
+            }
+        }
+        Ok(())
+    })
+}
