@@ -26,14 +26,17 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::OnceLock;
 
 use rand::Rng;
-use rand_distr::{Distribution, Gamma, StandardNormal};
+use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::linear::Ridge;
-use crate::propensity::{group, max_probability, BetaMarginal, StudentMarginal, MIN_PROPENSITY};
+use crate::propensity::{
+    group, max_probability, BetaMarginal, BetaTable, StudentMarginal, MIN_PROPENSITY,
+};
 use crate::{PolicyError, SparseVec};
 
 /// A candidate as a policy sees it: its id and its feature vector in this context.
@@ -343,6 +346,7 @@ impl PolicyConfig {
                 State::Beta(BetaArms {
                     prior: (prior_alpha, prior_beta),
                     arms: IdMap::default(),
+                    prior_table: OnceLock::new(),
                 }),
                 decay_of(half_life)?,
             ),
@@ -454,11 +458,24 @@ impl Hasher for IdHasher {
 
 type IdMap<V> = HashMap<String, V, IdHash>;
 
-/// Beta-Bernoulli evidence: `(successes, failures, reward clock at last update)` above the prior.
+/// Beta-Bernoulli evidence of one arm above the prior.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct BetaArm {
+    successes: f64,
+    failures: f64,
+    /// Reward clock at the last update (for forgetting).
+    clock: u64,
+    /// The posterior CDF table, rebuilt after each update and after loading (not persisted).
+    #[serde(skip)]
+    table: OnceLock<Option<BetaTable>>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct BetaArms {
     prior: (f64, f64),
-    arms: IdMap<(f64, f64, u64)>,
+    arms: IdMap<BetaArm>,
+    #[serde(skip)]
+    prior_table: OnceLock<Option<BetaTable>>,
 }
 
 /// Normal-Inverse-Gamma parameters (prior, or posterior when built from statistics).
@@ -548,11 +565,12 @@ const _: () = {
 };
 
 /// How one `choose` call scores candidates, shared by all its slots.
-enum Scorer {
+enum Scorer<'a> {
     /// Independent draws with known marginals (Thompson-style).
     Beta {
         draws: Vec<f64>,
         params: Vec<(f64, f64)>,
+        tables: Vec<Option<&'a BetaTable>>,
     },
     Student {
         draws: Vec<f64>,
@@ -567,7 +585,7 @@ enum Scorer {
     Fixed,
 }
 
-impl Scorer {
+impl Scorer<'_> {
     fn pick<R: Rng + ?Sized>(&self, remaining: &[usize], rng: &mut R) -> usize {
         match self {
             Scorer::Beta { draws, .. } | Scorer::Student { draws, .. } => {
@@ -601,37 +619,39 @@ impl Scorer {
             return 1.0;
         }
         match self {
-            Scorer::Beta { params, .. } => {
+            Scorer::Beta { params, tables, .. } => {
                 let mine = params[i];
-                let keys: Vec<(u64, u64)> = remaining
+                let bits = |p: (f64, f64)| (p.0.to_bits(), p.1.to_bits());
+                let items: Vec<((u64, u64), Option<&BetaTable>)> = remaining
                     .iter()
                     .filter(|&&j| j != i)
-                    .map(|&j| (params[j].0.to_bits(), params[j].1.to_bits()))
+                    .map(|&j| (bits(params[j]), tables[j]))
                     .collect();
-                if keys
-                    .iter()
-                    .all(|&k| k == (mine.0.to_bits(), mine.1.to_bits()))
-                {
+                if items.iter().all(|&(k, _)| k == bits(mine)) {
                     // Exchangeable: every candidate is equally likely to win.
                     return 1.0 / n as f64;
                 }
-                let others = group(keys, |(a, b)| {
-                    BetaMarginal::new(f64::from_bits(a), f64::from_bits(b))
+                let others = group(items, |(a, b), table| {
+                    let (a, b) = (f64::from_bits(a), f64::from_bits(b));
+                    match table {
+                        Some(t) => BetaMarginal::tabulated(a, b, t),
+                        None => BetaMarginal::new(a, b),
+                    }
                 });
                 max_probability(&BetaMarginal::new(mine.0, mine.1), &others)
             }
             Scorer::Student { params, .. } => {
                 let mine = params[i];
                 let bits = |p: (f64, f64, f64)| (p.0.to_bits(), p.1.to_bits(), p.2.to_bits());
-                let keys: Vec<(u64, u64, u64)> = remaining
+                let keys: Vec<((u64, u64, u64), ())> = remaining
                     .iter()
                     .filter(|&&j| j != i)
-                    .map(|&j| bits(params[j]))
+                    .map(|&j| (bits(params[j]), ()))
                     .collect();
-                if keys.iter().all(|&k| k == bits(mine)) {
+                if keys.iter().all(|&(k, _)| k == bits(mine)) {
                     return 1.0 / n as f64;
                 }
-                let others = group(keys, |(l, s, v)| {
+                let others = group(keys, |(l, s, v), ()| {
                     StudentMarginal::new(f64::from_bits(l), f64::from_bits(s), f64::from_bits(v))
                 });
                 max_probability(&StudentMarginal::new(mine.0, mine.1, mine.2), &others)
@@ -724,11 +744,27 @@ impl Policy {
     }
 
     fn beta_params(&self, b: &BetaArms, id: &str) -> (f64, f64) {
+        self.beta_arm(b, id).0
+    }
+
+    /// An arm's posterior and, without forgetting (where posteriors only change on update), its
+    /// CDF table.
+    fn beta_arm<'s>(&self, b: &'s BetaArms, id: &str) -> ((f64, f64), Option<&'s BetaTable>) {
+        let tables = self.decay == 1.0;
         match b.arms.get(id) {
-            None => b.prior,
-            Some(&(s, f, t)) => {
-                let w = self.age_weight(t);
-                (b.prior.0 + w * s, b.prior.1 + w * f)
+            None => {
+                let t = tables.then(|| {
+                    b.prior_table
+                        .get_or_init(|| BetaTable::new(b.prior.0, b.prior.1))
+                        .as_ref()
+                });
+                (b.prior, t.flatten())
+            }
+            Some(arm) => {
+                let w = self.age_weight(arm.clock);
+                let p = (b.prior.0 + w * arm.successes, b.prior.1 + w * arm.failures);
+                let t = tables.then(|| arm.table.get_or_init(|| BetaTable::new(p.0, p.1)).as_ref());
+                (p, t.flatten())
             }
         }
     }
@@ -784,23 +820,35 @@ impl Policy {
         }
     }
 
-    fn scorer<R: Rng + ?Sized>(&self, arms: &[Arm<'_>], explore: bool, rng: &mut R) -> Scorer {
+    fn scorer<R: Rng + ?Sized>(&self, arms: &[Arm<'_>], explore: bool, rng: &mut R) -> Scorer<'_> {
+        let mut scratch = Vec::new();
         let greedy = |scores: Vec<f64>| Scorer::Scores {
             scores,
             epsilon: 0.0,
         };
         match &self.state {
             State::Beta(b) => {
-                let params: Vec<(f64, f64)> =
-                    arms.iter().map(|a| self.beta_params(b, a.id)).collect();
                 if !explore {
-                    return greedy(params.iter().map(|(a, b)| a / (a + b)).collect());
+                    return greedy(
+                        arms.iter()
+                            .map(|a| {
+                                let (al, be) = self.beta_params(b, a.id);
+                                al / (al + be)
+                            })
+                            .collect(),
+                    );
                 }
+                let (params, tables): (Vec<(f64, f64)>, Vec<Option<&BetaTable>>) =
+                    arms.iter().map(|a| self.beta_arm(b, a.id)).unzip();
                 let draws = params
                     .iter()
                     .map(|&(a, b)| sample_beta(a, b, rng))
                     .collect();
-                Scorer::Beta { draws, params }
+                Scorer::Beta {
+                    draws,
+                    params,
+                    tables,
+                }
             }
             State::Gaussian(g) => {
                 let post: Vec<Nig> = arms.iter().map(|a| self.nig_posterior(g, a.id)).collect();
@@ -811,8 +859,7 @@ impl Policy {
                     .iter()
                     .map(|p| {
                         // σ² ~ InvGamma(α, β), μ ~ N(m, σ²/κ).
-                        let precision = Gamma::new(p.shape, 1.0 / p.scale)
-                            .map_or(1.0 / p.scale, |d| d.sample(rng));
+                        let precision = sample_gamma(p.shape, rng) / p.scale;
                         let z: f64 = rng.sample(StandardNormal);
                         p.mean + z / (p.count * precision).sqrt()
                     })
@@ -827,7 +874,7 @@ impl Policy {
                     .map(|a| {
                         let m = model.mean(a.x);
                         if explore {
-                            m + alpha * model.variance(a.x).sqrt()
+                            m + alpha * model.variance(a.x, &mut scratch).sqrt()
                         } else {
                             m
                         }
@@ -844,7 +891,7 @@ impl Policy {
                         Some(m) => {
                             m.mean(a.x)
                                 + if explore {
-                                    alpha * m.variance(a.x).sqrt()
+                                    alpha * m.variance(a.x, &mut scratch).sqrt()
                                 } else {
                                     0.0
                                 }
@@ -869,7 +916,7 @@ impl Policy {
                         .map(|a| {
                             (
                                 model.mean(a.x),
-                                scale * model.variance(a.x).sqrt(),
+                                scale * model.variance(a.x, &mut scratch).sqrt(),
                                 f64::INFINITY,
                             )
                         })
@@ -999,9 +1046,23 @@ impl Policy {
         match &mut self.state {
             State::Beta(b) => {
                 let r = reward.clamp(0.0, 1.0);
-                let e = b.arms.entry(arm.id.to_owned()).or_insert((0.0, 0.0, now));
-                let w = age(e.2) * gamma;
-                *e = (e.0 * w + r, e.1 * w + (1.0 - r), now + 1);
+                let e = b.arms.entry(arm.id.to_owned()).or_insert_with(|| BetaArm {
+                    successes: 0.0,
+                    failures: 0.0,
+                    clock: now,
+                    table: OnceLock::new(),
+                });
+                let w = age(e.clock) * gamma;
+                e.successes = e.successes * w + r;
+                e.failures = e.failures * w + (1.0 - r);
+                e.clock = now + 1;
+                e.table = OnceLock::new();
+                if gamma == 1.0 {
+                    // Build the CDF table now, on the reward path, rather than on the next
+                    // decide.
+                    let (a, bb) = (b.prior.0 + e.successes, b.prior.1 + e.failures);
+                    e.table.get_or_init(|| BetaTable::new(a, bb));
+                }
             }
             State::Gaussian(g) => {
                 let e = g
@@ -1042,10 +1103,39 @@ impl Policy {
     }
 }
 
+/// A Beta(a, b) draw as `X/(X+Y)` of two gamma draws: cheaper than constructing a
+/// `rand_distr::Beta` per arm per decision.
 fn sample_beta<R: Rng + ?Sized>(a: f64, b: f64, rng: &mut R) -> f64 {
-    match rand_distr::Beta::new(a, b) {
-        Ok(d) => d.sample(rng),
-        // Parameters are validated positive and only grow; fall back to the mean regardless.
-        Err(_) => a / (a + b),
+    let x = sample_gamma(a, rng);
+    let y = sample_gamma(b, rng);
+    let s = x + y;
+    if s > 0.0 && s.is_finite() {
+        x / s
+    } else {
+        // Both draws underflowed (shapes far below 1): the mean is the sensible stand-in.
+        a / (a + b)
+    }
+}
+
+/// A Gamma(shape, 1) draw (Marsaglia & Tsang 2000; `shape < 1` boosted by `U^(1/shape)`).
+fn sample_gamma<R: Rng + ?Sized>(shape: f64, rng: &mut R) -> f64 {
+    if shape < 1.0 {
+        let u: f64 = 1.0 - rng.gen::<f64>();
+        return sample_gamma(shape + 1.0, rng) * u.powf(1.0 / shape);
+    }
+    let d = shape - 1.0 / 3.0;
+    let c = 1.0 / (9.0 * d).sqrt();
+    loop {
+        let x: f64 = rng.sample(StandardNormal);
+        let v = 1.0 + c * x;
+        if v <= 0.0 {
+            continue;
+        }
+        let v = v * v * v;
+        let u: f64 = rng.gen();
+        let x2 = x * x;
+        if u < 1.0 - 0.0331 * x2 * x2 || u.ln() < 0.5 * x2 + d * (1.0 - v + v.ln()) {
+            return d * v;
+        }
     }
 }

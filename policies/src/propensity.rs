@@ -41,7 +41,9 @@ pub const MIN_PROPENSITY: f64 = 1e-9;
 
 const GL_POINTS: usize = 16;
 const PANELS: usize = 2;
-const LOG_NEGLIGIBLE: f64 = -40.0;
+/// Below this the product of the other candidates' CDFs is treated as zero.
+const NEGLIGIBLE: f64 = 1e-17;
+const BISECTIONS: usize = 8;
 const SUPPORT_SDS: f64 = 9.0;
 
 /// A one-dimensional distribution that [`max_probability`] can integrate over.
@@ -75,28 +77,38 @@ pub(crate) fn max_probability<M: Marginal>(chosen: &M, others: &[(M, u32)]) -> f
         return 0.0;
     }
     let active: Vec<&(M, u32)> = others.iter().filter(|(m, _)| m.support().1 > lo).collect();
-    let log_g = |x: f64| -> f64 {
+    // G(x) = Π F_j(x)^c_j, multiplied directly (no logs) and abandoned once negligible: the
+    // factors are ≤ 1, so the running product only shrinks.
+    let g = |x: f64| -> f64 {
         let node = M::node(x);
-        let mut s = 0.0;
+        let mut prod = 1.0;
         for (m, c) in &active {
-            let f = m.cdf(&node);
-            if f <= 0.0 {
-                return f64::NEG_INFINITY;
+            let (mlo, mhi) = m.support();
+            if x >= mhi {
+                continue;
             }
-            s += f64::from(*c) * f.ln();
+            if x <= mlo {
+                return 0.0;
+            }
+            let f = m.cdf(&node);
+            prod *= if *c == 1 { f } else { f.powi(*c as i32) };
+            if prod < NEGLIGIBLE {
+                return 0.0;
+            }
         }
-        s
+        prod
     };
-    if log_g(hi) < LOG_NEGLIGIBLE {
+    if g(hi) < NEGLIGIBLE {
         return 0.0;
     }
     let (mut s_lo, s_hi) = (chosen.s_of_x(lo), chosen.s_of_x(hi));
-    if log_g(lo) < LOG_NEGLIGIBLE {
-        // log G is increasing: find where it crosses the negligible level.
+    if g(lo) < NEGLIGIBLE {
+        // G is increasing: move the lower end up to where it stops being negligible, so the
+        // nodes sit where the integrand lives (e.g. x^99 for 100 arms at a uniform prior).
         let (mut a, mut b) = (s_lo, s_hi);
-        for _ in 0..10 {
+        for _ in 0..BISECTIONS {
             let mid = 0.5 * (a + b);
-            if log_g(chosen.x_of_s(mid).0) < LOG_NEGLIGIBLE {
+            if g(chosen.x_of_s(mid).0) < NEGLIGIBLE {
                 a = mid;
             } else {
                 b = mid;
@@ -113,18 +125,9 @@ pub(crate) fn max_probability<M: Marginal>(chosen: &M, others: &[(M, u32)]) -> f
         let mid = a + half;
         for (&t, &w) in xs.iter().zip(ws) {
             let (x, jac) = chosen.x_of_s(mid + half * t);
-            let node = M::node(x);
-            let mut lg = 0.0;
-            for (m, c) in &active {
-                let f = m.cdf(&node);
-                if f <= 0.0 {
-                    lg = f64::NEG_INFINITY;
-                    break;
-                }
-                lg += f64::from(*c) * f.ln();
-            }
-            if lg > LOG_NEGLIGIBLE * 2.0 {
-                total += w * half * jac * chosen.pdf(&node) * lg.exp();
+            let gx = g(x);
+            if gx > 0.0 {
+                total += w * half * jac * chosen.pdf(&M::node(x)) * gx;
             }
         }
     }
@@ -286,18 +289,88 @@ pub(crate) fn normal_cdf(z: f64) -> f64 {
 }
 
 /// Below this `min(α, β)` the Beta CDF is computed exactly.
-const PAULSON_MIN: f64 = 30.0;
+const PAULSON_MIN: f64 = 10.0;
+
+/// A Beta CDF tabulated on its effective support for cubic Hermite interpolation (values and
+/// densities at 65 knots): a lookup costs a few flops instead of a continued fraction. Built
+/// once per posterior change, off the decide path.
+#[derive(Debug, Clone)]
+pub(crate) struct BetaTable {
+    lo: f64,
+    hi: f64,
+    inv_h: f64,
+    /// `(F(x_k), h·f(x_k))` pairs.
+    knots: Box<[(f64, f64)]>,
+}
+
+const TABLE_INTERVALS: usize = 64;
+
+impl BetaTable {
+    /// None when the density or its slope is unbounded at an end (`a` or `b` below 1 or
+    /// strictly between 1 and 2), where cubic interpolation would be poor; those stay on the
+    /// direct computation.
+    pub(crate) fn new(a: f64, b: f64) -> Option<Self> {
+        let smooth = |p: f64| p == 1.0 || p >= 2.0;
+        if !smooth(a) || !smooth(b) {
+            return None;
+        }
+        let exact = BetaMarginal::exact(a, b);
+        let (lo, hi) = exact.support();
+        let h = (hi - lo) / TABLE_INTERVALS as f64;
+        if h <= 0.0 || !h.is_finite() {
+            return None;
+        }
+        let knots = (0..=TABLE_INTERVALS)
+            .map(|k| {
+                let node = BetaMarginal::node(lo + h * k as f64);
+                (exact.cdf(&node), h * exact.pdf(&node))
+            })
+            .collect();
+        Some(Self {
+            lo,
+            hi,
+            inv_h: 1.0 / h,
+            knots,
+        })
+    }
+
+    fn cdf(&self, x: f64) -> f64 {
+        if x <= self.lo {
+            return self.knots[0].0;
+        }
+        if x >= self.hi {
+            return self.knots[TABLE_INTERVALS].0;
+        }
+        let t = (x - self.lo) * self.inv_h;
+        let k = (t as usize).min(TABLE_INTERVALS - 1);
+        let u = t - k as f64;
+        let ((f0, d0), (f1, d1)) = (self.knots[k], self.knots[k + 1]);
+        let (u2, u3) = (u * u, u * u * u);
+        let v = (2.0 * u3 - 3.0 * u2 + 1.0) * f0
+            + (u3 - 2.0 * u2 + u) * d0
+            + (-2.0 * u3 + 3.0 * u2) * f1
+            + (u3 - u2) * d1;
+        v.clamp(0.0, 1.0)
+    }
+}
 
 /// A Beta(α, β) posterior draw.
 #[derive(Debug, Clone)]
-pub(crate) struct BetaMarginal {
+pub(crate) struct BetaMarginal<'a> {
     a: f64,
     b: f64,
     lnb: f64,
     lo: f64,
     hi: f64,
-    /// Paulson constants `(cbrt(b/a), 1-2/(9ν2), 1-2/(9ν1), 2/(9ν1), 2/(9ν2))` when used.
-    paulson: Option<[f64; 5]>,
+    cdf: BetaCdf<'a>,
+}
+
+#[derive(Debug, Clone)]
+enum BetaCdf<'a> {
+    Exact,
+    /// Paulson constants `(cbrt(b/a), 1-2/(9ν2), 1-2/(9ν1), 2/(9ν1), 2/(9ν2))`.
+    Paulson([f64; 5]),
+    Table(&'a BetaTable),
 }
 
 /// Abscissa values shared by every Beta at one point.
@@ -308,28 +381,61 @@ pub(crate) struct BetaNode {
     cbrt_odds: f64,
 }
 
-impl BetaMarginal {
+fn beta_support(a: f64, b: f64) -> (f64, f64) {
+    let s = a + b;
+    let mean = a / s;
+    let sd = (a * b / (s * s * (s + 1.0))).sqrt();
+    (
+        (mean - SUPPORT_SDS * sd).max(0.0),
+        (mean + SUPPORT_SDS * sd).min(1.0),
+    )
+}
+
+impl<'a> BetaMarginal<'a> {
+    /// The CDF exact or, when `min(a, b)` is large, by Paulson's approximation.
     pub(crate) fn new(a: f64, b: f64) -> Self {
-        let s = a + b;
-        let mean = a / s;
-        let sd = (a * b / (s * s * (s + 1.0))).sqrt();
-        let paulson = (a.min(b) >= PAULSON_MIN).then(|| {
-            let (n1, n2) = (2.0 * a, 2.0 * b);
-            [
+        if a.min(b) < PAULSON_MIN {
+            return Self::exact(a, b);
+        }
+        let (n1, n2) = (2.0 * a, 2.0 * b);
+        let (lo, hi) = beta_support(a, b);
+        Self {
+            a,
+            b,
+            lnb: ln_beta(a, b),
+            lo,
+            hi,
+            cdf: BetaCdf::Paulson([
                 (b / a).cbrt(),
                 1.0 - 2.0 / (9.0 * n2),
                 1.0 - 2.0 / (9.0 * n1),
                 2.0 / (9.0 * n1),
                 2.0 / (9.0 * n2),
-            ]
-        });
+            ]),
+        }
+    }
+
+    fn exact(a: f64, b: f64) -> Self {
+        let (lo, hi) = beta_support(a, b);
         Self {
             a,
             b,
             lnb: ln_beta(a, b),
-            lo: (mean - SUPPORT_SDS * sd).max(0.0),
-            hi: (mean + SUPPORT_SDS * sd).min(1.0),
-            paulson,
+            lo,
+            hi,
+            cdf: BetaCdf::Exact,
+        }
+    }
+
+    /// A CDF read from `table` (built for the same `a`, `b`); no density (not for the chosen arm).
+    pub(crate) fn tabulated(a: f64, b: f64, table: &'a BetaTable) -> Self {
+        Self {
+            a,
+            b,
+            lnb: f64::NAN,
+            lo: table.lo,
+            hi: table.hi,
+            cdf: BetaCdf::Table(table),
         }
     }
 
@@ -339,7 +445,7 @@ impl BetaMarginal {
     }
 }
 
-impl Marginal for BetaMarginal {
+impl Marginal for BetaMarginal<'_> {
     type Node = BetaNode;
 
     fn node(x: f64) -> BetaNode {
@@ -354,7 +460,12 @@ impl Marginal for BetaMarginal {
 
     fn pdf(&self, n: &BetaNode) -> f64 {
         if n.x <= 0.0 || n.x >= 1.0 {
-            return 0.0;
+            // The density's limit at an end: finite only for a = 1 (at 0) or b = 1 (at 1).
+            return if (n.x <= 0.0 && self.a == 1.0) || (n.x >= 1.0 && self.b == 1.0) {
+                (-self.lnb).exp()
+            } else {
+                0.0
+            };
         }
         ((self.a - 1.0) * n.ln_x + (self.b - 1.0) * n.ln_1mx - self.lnb).exp()
     }
@@ -366,13 +477,14 @@ impl Marginal for BetaMarginal {
         if n.x >= 1.0 {
             return 1.0;
         }
-        match self.paulson {
-            Some([r, a2, a1, c1, c2]) => {
+        match &self.cdf {
+            BetaCdf::Table(t) => t.cdf(n.x),
+            BetaCdf::Paulson([r, a2, a1, c1, c2]) => {
                 let f3 = r * n.cbrt_odds;
                 let z = (a2 * f3 - a1) / (c1 + c2 * f3 * f3).sqrt();
                 normal_cdf(z)
             }
-            None => inc_beta(self.a, self.b, n.x, n.ln_x, n.ln_1mx, self.lnb),
+            BetaCdf::Exact => inc_beta(self.a, self.b, n.x, n.ln_x, n.ln_1mx, self.lnb),
         }
     }
 
@@ -494,18 +606,22 @@ impl Marginal for StudentMarginal {
     }
 }
 
-/// Groups candidates with identical parameters (`keys`) and builds one distribution per group
-/// with `make`: early on most candidates share the prior, so this is usually a handful.
-pub(crate) fn group<K: Ord + Copy, M>(mut keys: Vec<K>, make: impl Fn(K) -> M) -> Vec<(M, u32)> {
-    keys.sort_unstable();
-    let mut out: Vec<(K, u32)> = Vec::with_capacity(keys.len());
-    for k in keys {
+/// Groups candidates with identical parameters `K` and builds one distribution per group with
+/// `make` (given the key and the first item's payload `T`): early on most candidates share the
+/// prior, so this is usually a handful.
+pub(crate) fn group<K: Ord + Copy, T: Copy, M>(
+    mut items: Vec<(K, T)>,
+    make: impl Fn(K, T) -> M,
+) -> Vec<(M, u32)> {
+    items.sort_unstable_by_key(|p| p.0);
+    let mut out: Vec<(K, T, u32)> = Vec::with_capacity(items.len());
+    for (k, t) in items {
         match out.last_mut() {
-            Some(last) if last.0 == k => last.1 += 1,
-            _ => out.push((k, 1)),
+            Some(last) if last.0 == k => last.2 += 1,
+            _ => out.push((k, t, 1)),
         }
     }
-    out.into_iter().map(|(k, c)| (make(k), c)).collect()
+    out.into_iter().map(|(k, t, c)| (make(k, t), c)).collect()
 }
 
 #[cfg(test)]
@@ -552,6 +668,25 @@ mod tests {
             }
         }
         assert!(worst < 2e-4, "worst {worst}");
+    }
+
+    #[test]
+    fn tables_match_exact() {
+        let mut worst = 0.0_f64;
+        for &a in &[1.0, 2.0, 2.5, 3.0, 7.0, 20.0, 150.0] {
+            for &b in &[1.0, 2.0, 9.0, 50.0, 400.0, 20000.0] {
+                let t = BetaTable::new(a, b).unwrap();
+                let exact = BetaMarginal::exact(a, b);
+                let (lo, hi) = exact.support();
+                for i in 0..=1000 {
+                    let x = lo + (hi - lo) * i as f64 / 1000.0;
+                    worst = worst.max((t.cdf(x) - exact.cdf_at(x)).abs());
+                }
+            }
+        }
+        assert!(worst < 2e-4, "worst {worst}");
+        assert!(BetaTable::new(0.5, 3.0).is_none());
+        assert!(BetaTable::new(1.5, 3.0).is_none());
     }
 
     #[test]
