@@ -3,4 +3,5 @@
 
 mod foundation;
 mod harness;
+mod plugins;
 mod sdk;
