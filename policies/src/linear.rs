@@ -313,6 +313,44 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 48,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// A⁻¹ (and LinTS's Cholesky factor) stay symmetric positive definite after any
+        /// sequence of updates, with or without forgetting.
+        #[test]
+        fn inverse_stays_symmetric_positive_definite(
+            d in 1usize..10,
+            lambda in 0.01..10.0f64,
+            forget in proptest::bool::ANY,
+            steps in proptest::collection::vec(
+                (proptest::collection::vec((0u32..10, -50.0..50.0f64), 1..6), -100.0..100.0f64),
+                1..80,
+            ),
+        ) {
+            let gamma = if forget { 0.9 } else { 1.0 };
+            let mut m = Ridge::new(d, lambda, true);
+            for (pairs, r) in steps {
+                let x = SparseVec::from_pairs(pairs.into_iter().map(|(i, v)| (i % d as u32, v)).collect());
+                m.update(&x, r, gamma);
+                let inv = m.a_inv_matrix();
+                proptest::prop_assert_eq!(&inv, &inv.transpose());
+                proptest::prop_assert!(inv.clone().cholesky().is_some(), "A⁻¹ not positive definite");
+                let l = DMatrix::from_row_slice(d, d, &m.chol);
+                proptest::prop_assert!((0..d).all(|i| l[(i, i)] > 0.0));
+                proptest::prop_assert!(m.theta().iter().all(|t| t.is_finite()));
+            }
+            if !forget {
+                let a = m.a_matrix();
+                let resid = (&a * m.a_inv_matrix() - DMatrix::<f64>::identity(d, d)).amax();
+                proptest::prop_assert!(resid < 1e-6, "A·A⁻¹ - I = {}", resid);
+            }
+        }
+    }
+
     #[test]
     fn forgetting_discounts_toward_the_prior() {
         let d = 4;
