@@ -764,7 +764,8 @@ mod tests {
         let random: Vec<((f64, f64), u32)> = (0..60)
             .map(|i| ((1.0 + (i % 7) as f64, 10.0 + (i * 7 % 23) as f64), 1))
             .collect();
-        let cases: Vec<((f64, f64), Vec<((f64, f64), u32)>)> = vec![
+        type Groups = Vec<((f64, f64), u32)>;
+        let cases: Vec<((f64, f64), Groups)> = vec![
             ((1.0, 1.0), vec![((1.0, 1.0), 99)]),
             ((3.0, 12.0), vec![((1.0, 1.0), 40), ((2.0, 30.0), 3)]),
             ((2.0, 3.0), vec![((300.0, 700.0), 5)]),
