@@ -114,8 +114,8 @@ impl<'a> Columns<'a> {
     }
 
     fn find(&self, name: &str, kind: u32) -> Option<&'a Column> {
-        // Sorted by name; the host may still send duplicates of different kinds is not allowed,
-        // so a binary search finds the only column of that name.
+        // The host sends columns sorted by name, one column per name (a column's kind is fixed
+        // by its first value), so a binary search finds the only candidate.
         let i = self
             .columns
             .binary_search_by(|c| str_of(&c.name).cmp(name))
