@@ -78,3 +78,34 @@ impl Error {
 pub(crate) fn is_transient_status(status: u16) -> bool {
     status >= 500 || status == 408 || status == 429
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_keep_code_and_field_and_survive_a_non_json_body() {
+        let body = br#"{"error":{"code":"invalid_field","message":"bad","field":"candidates"}}"#;
+        match Error::from_body(400, body) {
+            Error::Server {
+                status,
+                code,
+                field,
+                ..
+            } => {
+                assert_eq!((status, code.as_str()), (400, "invalid_field"));
+                assert_eq!(field.as_deref(), Some("candidates"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match Error::from_body(502, b"<html>bad gateway</html>") {
+            Error::Server { code, message, .. } => {
+                assert_eq!(code, "http_error");
+                assert!(message.contains("bad gateway"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(is_transient_status(503) && is_transient_status(429));
+        assert!(!is_transient_status(404) && !is_transient_status(410));
+    }
+}

@@ -172,6 +172,29 @@ async fn sdk_decides_and_rewards_show_in_stats() {
     }
     assert_eq!(client.counters().decide_errors, 2);
 
+    // Multi-slot: two actions, and a reward for the second slot by its action id.
+    let slate = DecideRequest {
+        k: Some(2),
+        ..request(None)
+    };
+    let d = client.decide("home", &slate).await.unwrap();
+    assert_eq!(d.actions.len(), 2, "{d:?}");
+    assert_ne!(d.actions[0], d.actions[1]);
+    client
+        .reward_with(tailor_sdk::wire::BatchReward {
+            event_id: d.event_id().unwrap().to_string(),
+            value: 0.5,
+            action_id: Some(d.actions[1].clone()),
+            reward_id: None,
+        })
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), client.flush())
+        .await
+        .expect("flush");
+    assert_eq!(client.counters().rewards_acknowledged, n as u64 + 2);
+    let stats = client.campaign_stats("home").await.unwrap();
+    assert_eq!(stats.rewards, n as u64 + 1, "{stats:?}");
+
     let report = client.shutdown(Duration::from_secs(5)).await;
     assert!(report.drained && report.undelivered.is_empty());
     assert!(matches!(client.reward(&events[1], 1.0), Err(Error::Closed)));
@@ -190,8 +213,8 @@ async fn sdk_decides_and_rewards_show_in_stats() {
     })
     .await
     .unwrap();
-    assert_eq!(stats.rewards, n as u64 + 1);
-    assert_eq!(total_reward_sum(&stats), n as f64 + 2.0);
+    assert_eq!(stats.rewards, n as u64 + 2);
+    assert_eq!(total_reward_sum(&stats), n as f64 + 2.5);
 }
 
 /// With the server down or hanging, decide falls back within its budget; rewards queued during
