@@ -33,9 +33,24 @@ use crate::{ClientBuilder, Error};
 #[derive(Debug)]
 pub struct Client {
     inner: crate::Client,
-    // Dropped after `inner` (fields drop in order), so the sender gets its drop grace while the
-    // runtime winds down.
     runtime: tokio::runtime::Runtime,
+    drop_grace: Duration,
+}
+
+impl Drop for Client {
+    /// Dropping the runtime would stop the reward sender mid-queue, so a drop without
+    /// [`Client::shutdown`] first drains for the builder's drop grace (a no-op after shutdown).
+    /// Inside an async runtime blocking is not allowed; there the queue is abandoned.
+    fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            self.runtime.block_on(self.inner.shutdown(self.drop_grace));
+        } else if self.inner.counters().rewards_pending > 0 {
+            tracing::warn!(
+                pending = self.inner.counters().rewards_pending,
+                "blocking client dropped inside an async runtime without shutdown; rewards abandoned"
+            );
+        }
+    }
 }
 
 impl Client {
@@ -50,8 +65,13 @@ impl Client {
                 field: "runtime",
                 message: e.to_string(),
             })?;
+        let drop_grace = builder.drop_grace;
         let inner = runtime.block_on(async { builder.build() })?;
-        Ok(Self { inner, runtime })
+        Ok(Self {
+            inner,
+            runtime,
+            drop_grace,
+        })
     }
 
     /// See [`crate::Client::decide`].

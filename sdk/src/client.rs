@@ -26,7 +26,7 @@ pub struct ClientBuilder {
     retry_initial: Duration,
     retry_max: Duration,
     pool_max_idle_per_host: usize,
-    drop_grace: Duration,
+    pub(crate) drop_grace: Duration,
 }
 
 impl ClientBuilder {
