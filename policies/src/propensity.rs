@@ -13,7 +13,7 @@
 //! 1. The range starts as the chosen distribution's effective support (mean ± 9 standard
 //!    deviations, clipped; Student-t draws are integrated in `θ = atan(t/√ν)`, where their
 //!    density is bounded). Its lower end is raised to the highest lower end of the others (below
-//!    it some `F_j ≈ 0`), then by 8 bisection steps to where `G = Π F_j` exceeds 1e-13. Others
+//!    it some `F_j ≈ 0`), then by 6 bisection steps to where `G = Π F_j` exceeds 1e-13. Others
 //!    whose support ends below the range have `F_j ≈ 1` there and are skipped.
 //! 2. Candidates with identical posteriors (early on most share the prior) are grouped and the
 //!    shared CDF is raised to the group's size, so the cost scales with distinct posteriors. When
@@ -51,7 +51,7 @@ pub const MIN_PROPENSITY: f64 = 1e-9;
 const GL_POINTS: usize = 16;
 /// Below this the product of the other candidates' CDFs is treated as zero.
 const NEGLIGIBLE: f64 = 1e-13;
-const BISECTIONS: usize = 8;
+const BISECTIONS: usize = 6;
 const SUPPORT_SDS: f64 = 9.0;
 
 /// A one-dimensional distribution that [`max_probability`] can integrate over.
@@ -85,14 +85,19 @@ pub(crate) fn max_probability<M: Marginal>(chosen: &M, others: &[(M, u32)]) -> f
     if lo >= hi {
         return 0.0;
     }
-    let active: Vec<&(M, u32)> = others.iter().filter(|(m, _)| m.support().1 > lo).collect();
+    let active: Vec<(&M, u32, f64, f64)> = others
+        .iter()
+        .filter_map(|(m, c)| {
+            let (mlo, mhi) = m.support();
+            (mhi > lo).then_some((m, *c, mlo, mhi))
+        })
+        .collect();
     // G(x) = Π F_j(x)^c_j, multiplied directly (no logs) and abandoned once negligible: the
     // factors are ≤ 1, so the running product only shrinks.
     let g_at = |node: &M::Node| -> f64 {
         let x = M::x_of_node(node);
         let mut prod = 1.0;
-        for (m, c) in &active {
-            let (mlo, mhi) = m.support();
+        for &(m, c, mlo, mhi) in &active {
             if x >= mhi {
                 continue;
             }
@@ -100,7 +105,7 @@ pub(crate) fn max_probability<M: Marginal>(chosen: &M, others: &[(M, u32)]) -> f
                 return 0.0;
             }
             let f = m.cdf(node);
-            prod *= if *c == 1 { f } else { f.powi(*c as i32) };
+            prod *= if c == 1 { f } else { f.powi(c as i32) };
             if prod < NEGLIGIBLE {
                 return 0.0;
             }
@@ -129,7 +134,7 @@ pub(crate) fn max_probability<M: Marginal>(chosen: &M, others: &[(M, u32)]) -> f
     // Above the others' supports G = 1: integrate that stretch as its own panel so a sharp rise
     // of G (narrow posteriors of others inside a wide chosen one) gets all the nodes of the
     // first panel instead of being straddled by a few.
-    let top = active.iter().map(|(m, _)| m.support().1).fold(lo, f64::max);
+    let top = active.iter().map(|a| a.3).fold(lo, f64::max);
     let mut panels = [(s_lo, s_hi), (s_hi, s_hi)];
     if top < hi {
         let s_top = chosen.s_of_x(top).max(s_lo);
