@@ -14,7 +14,8 @@
 //! Slots are filled without replacement; each slot's probability is conditional on the slots
 //! above it (for sampling policies: the probability that the chosen candidate's draw is the
 //! largest among the remaining candidates). With `explore == false` every policy serves greedily
-//! (posterior mean or `θᵀx`) with propensity 1 split over exact ties. With `exploration = ε > 0`
+//! (posterior mean or `θᵀx`; `uniform`, which has no estimates, serves the order sent) with
+//! propensity 1 split over exact ties. With `exploration = ε > 0`
 //! ([`Policy::choose_with_exploration`]) each slot is uniform over the remaining candidates with
 //! probability ε and the reported propensity is the exact mixture `(1-ε)·p_policy + ε/n`.
 //!
@@ -23,6 +24,12 @@
 //! every arm decay with the policy's reward count (lazily, on access); ridge models discount `A`
 //! toward `λI` and `b` toward 0 ([`crate::linear`]); disjoint per-arm models and per-arm means
 //! decay with their own arm's reward count.
+//!
+//! Cost (release build, 2 shared cores, 100 candidates): Thompson ≈ 10 µs at a shared prior and
+//! ≈ 30 µs with 100 distinct overlapping posteriors (propensity included; greedy ≈ 3–5 µs);
+//! LinUCB at dimension 32 ≈ 6 µs with id-only vectors and ≈ 35 µs with 31 nonzeros per vector;
+//! Gaussian Thompson evaluates exact Student-t CDFs and is the slowest (hundreds of µs with many
+//! distinct posteriors). See `benches/benches/policies.rs`.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
