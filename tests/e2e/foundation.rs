@@ -281,6 +281,9 @@ async fn decide_retry_returns_recorded_decision_and_restart_keeps_campaigns() {
     assert_eq!(server.stats("retry").await["decisions"], 1);
 }
 
+/// (name, path, body, status, error code, field).
+type BadCase<'a> = (&'a str, &'a str, String, u16, &'a str, Option<&'a str>);
+
 /// Each bad input gets a 4xx JSON error naming the field; nothing is written; the server serves on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_with_field_errors() {
@@ -297,7 +300,7 @@ async fn bad_input_is_refused_with_field_errors() {
             .collect::<Vec<_>>()
             .join(",")
     );
-    let cases: Vec<(&str, &str, String, u16, &str, Option<&str>)> = vec![
+    let cases: Vec<BadCase> = vec![
         (
             "malformed json",
             decide,
@@ -528,4 +531,72 @@ async fn ops_endpoints() {
     );
     assert!(text.contains("tailor_rewards_total"), "{text}");
     assert!(text.contains("tailor_decide_seconds_bucket"), "{text}");
+}
+
+/// Stream with Thompson serving and LinUCB in shadow, switch the serving policy with a PUT: LinUCB
+/// is already good on the next request, and no learned state is lost. Then delete the campaign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn switching_the_serving_policy_is_warm() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), FAST).await;
+    server
+        .create_campaign(json!({
+            "id": "sw", "policy": {"type": "thompson"},
+            "shadow_policies": [{"type": "linucb", "alpha": 0.5}]
+        }))
+        .await;
+    let mut rng = Pcg64Mcg::seed_from_u64(7);
+    let best = "sku-3";
+    let play = |d: &Value, rng: &mut Pcg64Mcg| {
+        let chosen = d["actions"][0]["id"].as_str().unwrap() == best;
+        let rate = if chosen { 0.4 } else { 0.03 };
+        (chosen, if rng.gen_bool(rate) { 1.0 } else { 0.0 })
+    };
+    for round in 0..1_500 {
+        let (_, d) = server
+            .post(
+                "/v1/campaigns/sw/decide",
+                &json!({"candidates": candidates(8), "event_id": format!("a-{round}")}),
+            )
+            .await;
+        let (_, v) = play(&d, &mut rng);
+        let (s, _) = server
+            .post(
+                &format!("/v1/events/a-{round}/reward"),
+                &json!({"value": v}),
+            )
+            .await;
+        assert_eq!(s, 200);
+    }
+    let before = server.stats("sw").await;
+    let (s, updated) = server
+        .put(
+            "/admin/v1/campaigns/sw",
+            &json!({"policy": {"type": "linucb", "alpha": 0.5}, "shadow_policies": [{"type": "thompson"}]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{updated}");
+    assert_eq!(updated["policy"]["type"], "linucb");
+    // Counters survive the switch.
+    assert_eq!(server.stats("sw").await["rewards"], before["rewards"]);
+    let mut best_served = 0;
+    for i in 0..100 {
+        let (_, d) = server
+            .post(
+                "/v1/campaigns/sw/decide",
+                &json!({"candidates": candidates(8), "event_id": format!("b-{i}")}),
+            )
+            .await;
+        assert_eq!(d["policy"], "linucb");
+        if play(&d, &mut rng).0 {
+            best_served += 1;
+        }
+    }
+    assert!(
+        best_served >= 70,
+        "LinUCB served the best item only {best_served}/100 times after the switch"
+    );
+    assert_eq!(server.delete("/admin/v1/campaigns/sw").await, 204);
+    assert_eq!(server.get("/admin/v1/campaigns/sw").await.0, 404);
+    assert_eq!(server.delete("/admin/v1/campaigns/sw").await, 404);
 }

@@ -34,7 +34,7 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, EngineError> {
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let field = if path == "." || path.is_empty() {
+        let field = if path == "." || path == "?" || path.is_empty() {
             missing_field(&inner.to_string()).unwrap_or_else(|| "body".to_string())
         } else {
             match missing_field(&inner.to_string()) {
