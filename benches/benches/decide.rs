@@ -14,8 +14,12 @@ use tailor_server::store::{SledStore, Store};
 fn engine(dir: &std::path::Path, rt: &tokio::runtime::Runtime) -> Arc<Engine> {
     let settings = Settings::default();
     let store: Arc<dyn Store> = Arc::new(
-        SledStore::open(dir, settings.storage.cache_capacity_bytes, settings.storage.flush_every_ms)
-            .unwrap(),
+        SledStore::open(
+            dir,
+            settings.storage.cache_capacity_bytes,
+            settings.storage.flush_every_ms,
+        )
+        .unwrap(),
     );
     rt.block_on(async { Engine::open(store, settings.engine.clone()).unwrap() })
 }
@@ -26,7 +30,10 @@ fn bench_decide(c: &mut Criterion) {
     let engine = engine(dir.path(), &rt);
     let policies = [
         ("thompson", serde_json::json!({"type": "thompson"})),
-        ("linucb_d32", serde_json::json!({"type": "linucb", "alpha": 1.0})),
+        (
+            "linucb_d32",
+            serde_json::json!({"type": "linucb", "alpha": 1.0}),
+        ),
     ];
     for (name, policy) in &policies {
         let config: CampaignConfig = serde_json::from_value(serde_json::json!({

@@ -222,10 +222,13 @@ fn main() -> anyhow::Result<()> {
                     args.candidates,
                     args.concurrency,
                     args.seconds,
-                    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+                    std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(1)
                 );
-                let mut bare = HttpServer::new(|| App::new().route("/decide", web::post().to(bare_decide)))
-                    .disable_signals();
+                let mut bare =
+                    HttpServer::new(|| App::new().route("/decide", web::post().to(bare_decide)))
+                        .disable_signals();
                 if args.workers > 0 {
                     bare = bare.workers(args.workers);
                 }
@@ -270,7 +273,13 @@ fn main() -> anyhow::Result<()> {
                         let url = format!("{base}/v1/campaigns/load/decide");
                         let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
                         v["event_id"] = format!("ev-{i}").into();
-                        async move { c.post(&url).json(&v).send().await.is_ok_and(|r| r.status().is_success()) }
+                        async move {
+                            c.post(&url)
+                                .json(&v)
+                                .send()
+                                .await
+                                .is_ok_and(|r| r.status().is_success())
+                        }
                     }
                 })
                 .await;
