@@ -70,11 +70,15 @@ impl<'a> ColumnBuf<'a> {
     }
 
     /// Sets row `row` (which must be the next row) from `v`; a kind mismatch leaves it absent.
+    #[inline]
     fn push(&mut self, row: usize, v: &'a Value) {
-        if self.rows() > row {
+        let rows = self.rows();
+        if rows > row {
             return; // the same flattened name twice in one row: first one wins
         }
-        self.pad_to(row);
+        if rows < row {
+            self.pad_to(row);
+        }
         match (self.kind, v) {
             (abi::COLUMN_NUMBER, Value::Number(n)) => {
                 self.present.push(1);
@@ -140,6 +144,10 @@ struct TableBuf<'a> {
     columns: Vec<ColumnBuf<'a>>,
     rows: usize,
     cap: usize,
+    /// The column the next attribute most likely belongs to. Candidates of one request almost
+    /// always carry the same keys in the same (sorted) order, and columns are created in that
+    /// order, so checking `columns[cursor]` first makes the lookup one string comparison.
+    cursor: usize,
 }
 
 impl<'a> TableBuf<'a> {
@@ -148,18 +156,37 @@ impl<'a> TableBuf<'a> {
             columns: Vec::new(),
             rows: 0,
             cap,
+            cursor: 0,
         }
     }
 
     /// Adds one row from a JSON object (anything else is an empty row).
     fn push_row(&mut self, attrs: &'a Value) {
         let row = self.rows;
+        self.cursor = 0;
         if let Value::Object(map) = attrs {
             for (k, v) in map {
-                self.push_value(row, Cow::Borrowed(k.as_str()), v, 0);
+                if v.is_object() {
+                    self.push_value(row, Cow::Borrowed(k.as_str()), v, 0);
+                } else {
+                    self.push_scalar(row, k.as_str(), v);
+                }
             }
         }
         self.rows += 1;
+    }
+
+    /// The hot path: a top-level, non-object attribute, named by a key borrowed from the JSON.
+    #[inline(always)]
+    fn push_scalar(&mut self, row: usize, name: &'a str, v: &'a Value) {
+        if let Some(c) = self.columns.get_mut(self.cursor) {
+            if *c.name == *name {
+                c.push(row, v);
+                self.cursor += 1;
+                return;
+            }
+        }
+        self.push_value(row, Cow::Borrowed(name), v, 0);
     }
 
     fn push_value(&mut self, row: usize, name: Cow<'a, str>, v: &'a Value, depth: usize) {
@@ -173,13 +200,22 @@ impl<'a> TableBuf<'a> {
             return;
         }
         let Some(kind) = kind_of(v) else { return };
-        // Linear search: requests carry a handful of attributes, and this beats hashing them.
-        match self.columns.iter_mut().find(|c| c.name == name) {
-            Some(c) => c.push(row, v),
+        let name_str: &str = &name;
+        let hit = match self.columns.get(self.cursor) {
+            Some(c) if *c.name == *name_str => Some(self.cursor),
+            // Linear search: requests carry a handful of attributes; this beats hashing them.
+            _ => self.columns.iter().position(|c| *c.name == *name_str),
+        };
+        match hit {
+            Some(i) => {
+                self.columns[i].push(row, v);
+                self.cursor = i + 1;
+            }
             None => {
                 let mut c = ColumnBuf::new(name, kind, row, self.cap);
                 c.push(row, v);
                 self.columns.push(c);
+                self.cursor = self.columns.len();
             }
         }
     }

@@ -35,6 +35,9 @@ pub struct InventoryFloor {
     inventory_attribute: String,
     #[serde(default = "default_category")]
     category_attribute: String,
+    /// `category_overrides` sorted by category, for allocation- and hash-free lookups.
+    #[serde(skip)]
+    overrides: Vec<(String, f64)>,
 }
 
 fn default_inventory() -> String {
@@ -43,6 +46,18 @@ fn default_inventory() -> String {
 
 fn default_category() -> String {
     "category".into()
+}
+
+impl InventoryFloor {
+    fn floor_for(&self, category: Option<&str>) -> f64 {
+        match category {
+            Some(c) if !self.overrides.is_empty() => self
+                .overrides
+                .binary_search_by(|(k, _)| k.as_str().cmp(c))
+                .map_or(self.min_inventory, |i| self.overrides[i].1),
+            _ => self.min_inventory,
+        }
+    }
 }
 
 impl Constraint for InventoryFloor {
@@ -66,6 +81,13 @@ impl Constraint for InventoryFloor {
                 "inventory-floor: `category_overrides.{cat}` must be a non-negative number, got {v}"
             ));
         }
+        let mut cfg = cfg;
+        cfg.overrides = cfg
+            .category_overrides
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        cfg.overrides.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(cfg)
     }
 
@@ -74,11 +96,7 @@ impl Constraint for InventoryFloor {
         let inventory = cols.numbers(&self.inventory_attribute);
         let category = cols.strings(&self.category_attribute);
         for i in 0..request.len() {
-            let floor = category
-                .and_then(|c| c.get(i))
-                .and_then(|c| self.category_overrides.get(c))
-                .copied()
-                .unwrap_or(self.min_inventory);
+            let floor = self.floor_for(category.and_then(|c| c.get(i)));
             match inventory.and_then(|c| c.get(i)) {
                 Some(n) if n < floor => out.exclude(i, BELOW_FLOOR),
                 Some(_) => {}

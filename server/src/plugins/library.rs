@@ -403,6 +403,8 @@ impl Extracted {
 struct Sink {
     rows: u32,
     out: Extracted,
+    /// Where the next name is most likely found: extractors emit names in a repeating order.
+    hint: usize,
     /// Set when the plugin emitted something invalid; the call then counts as failed.
     problem: Option<String>,
 }
@@ -433,13 +435,20 @@ unsafe extern "C" fn emit(ctx: *mut c_void, row: u32, name: Str, value: f64) {
     if !value.is_finite() {
         return; // a missing value, not a failure
     }
-    let idx = match sink.out.names.iter().rposition(|n| n == name) {
-        Some(i) => i as u32,
+    let names = &mut sink.out.names;
+    let found = match names.get(sink.hint) {
+        Some(n) if n == name => Some(sink.hint),
+        _ => names.iter().position(|n| n == name),
+    };
+    let idx = match found {
+        Some(i) => i,
         None => {
-            sink.out.names.push(name.to_owned());
-            (sink.out.names.len() - 1) as u32
+            names.push(name.to_owned());
+            names.len() - 1
         }
     };
+    sink.hint = if idx + 1 < names.len() { idx + 1 } else { 0 };
+    let idx = idx as u32;
     if row == abi::CONTEXT_ROW {
         sink.out.context.push((idx, value));
     } else {
@@ -565,12 +574,19 @@ impl AttachedPlugin {
             unsafe { f(self.instance.as_ptr(), request.raw(), &out, err) }
         })?;
         let reasons = &self.lib.reasons;
+        for m in &mut multiplier {
+            if !(m.is_finite() && *m >= 0.0) {
+                *m = 1.0;
+            }
+        }
+        for (e, r) in eligible.iter().zip(&mut reason) {
+            if *e != 0 {
+                *r = abi::REASON_NONE; // a reason on an eligible candidate means nothing
+            }
+        }
         Ok(Verdicts {
             eligible: eligible.iter().map(|e| *e != 0).collect(),
-            multiplier: multiplier
-                .iter()
-                .map(|m| if m.is_finite() && *m >= 0.0 { *m } else { 1.0 })
-                .collect(),
+            multiplier,
             reason: eligible
                 .iter()
                 .zip(&reason)
@@ -580,11 +596,7 @@ impl AttachedPlugin {
                     _ => None,
                 })
                 .collect(),
-            code: eligible
-                .iter()
-                .zip(&reason)
-                .map(|(e, r)| if *e == 0 { *r } else { abi::REASON_NONE })
-                .collect(),
+            code: reason,
         })
     }
 
@@ -598,6 +610,7 @@ impl AttachedPlugin {
         let mut sink = Sink {
             rows: request.len() as u32,
             out: Extracted::default(),
+            hint: 0,
             problem: None,
         };
         let ffi_sink = FeatureSink {
