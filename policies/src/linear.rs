@@ -19,9 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::SparseVec;
 
-/// Ridge regression state in dimension `d` (matrices row-major).
+/// Ridge regression state in dimension `d` (matrices row-major). Public as a type so other
+/// modules' public enums can hold one; its operations stay crate-internal.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Ridge {
+pub struct Ridge {
     d: usize,
     lambda: f64,
     a: Vec<f64>,
