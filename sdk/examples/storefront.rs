@@ -131,11 +131,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Create the demo campaign unless it exists (admin calls are not the SDK's job).
 async fn ensure_campaign(url: &str, campaign: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let response = reqwest::Client::new()
+    let mut request = reqwest::Client::new()
         .post(format!("{url}/admin/v1/campaigns"))
-        .json(&json!({"id": campaign, "policy": {"type": "thompson"}, "reward_wait_seconds": 600}))
-        .send()
-        .await?;
+        .json(&json!({"id": campaign, "policy": {"type": "thompson"}, "reward_wait_seconds": 600}));
+    // Creating a campaign needs an editor key (docs/control-room.md).
+    if let Ok(key) = std::env::var("TAILOR_API_KEY") {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await?;
     match response.status().as_u16() {
         201 | 409 => Ok(()),
         status => Err(format!(

@@ -17,6 +17,7 @@ pub struct Settings {
     pub engine: EngineSettings,
     pub plugins: PluginSettings,
     pub log: LogSettings,
+    pub auth: AuthSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +58,24 @@ pub struct EngineSettings {
 pub struct PluginSettings {
     /// Directory scanned for plugin libraries; none means no plugins.
     pub dir: Option<PathBuf>,
+}
+
+/// API keys (see docs/control-room.md).
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// The bootstrap editor key (`--admin-key`, `TAILOR_ADMIN_KEY`). None: the first start
+    /// generates one into `<data_dir>/admin.key`. Never printed or logged.
+    #[serde(skip_serializing)]
+    pub admin_key: Option<String>,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("admin_key", &self.admin_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,6 +175,14 @@ impl Settings {
         }
         if self.engine.snapshot_interval_ms == 0 {
             return Err(invalid("engine.snapshot_interval_ms", "must be positive"));
+        }
+        if let Some(k) = &self.auth.admin_key {
+            if k.len() < 16 || !k.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(invalid(
+                    "auth.admin_key",
+                    "must be at least 16 visible ASCII characters",
+                ));
+            }
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format", "must be \"text\" or \"json\""));

@@ -28,6 +28,14 @@ pub enum EngineError {
     /// A plugin refused to let the decision proceed (campaign configured to refuse on failure).
     #[error("{message}")]
     Unavailable { message: String },
+    /// No credentials, or credentials that match no live key.
+    #[error("{message}")]
+    Unauthorized { message: String },
+    /// A valid key whose role or campaign scope does not allow the request.
+    #[error("{message}")]
+    Forbidden { message: String },
+    #[error("key {id:?} does not exist")]
+    KeyNotFound { id: String },
     #[error(transparent)]
     Storage(#[from] StoreError),
 }

@@ -2,10 +2,12 @@
 //! embedded [`store`] (sled). [`run`] wires them together; the `tailor` binary calls it.
 
 pub mod api;
+pub mod audit;
 pub mod campaign;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod keys;
 pub mod plugins;
 pub mod store;
 
@@ -57,15 +59,27 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         Some(dir) => plugins::PluginHost::open(dir),
         None => plugins::PluginHost::empty(),
     });
+    let (admin_key, key_file) = keys::bootstrap_key(
+        settings.auth.admin_key.as_deref(),
+        &settings.storage.data_dir,
+    )?;
+    if let Some(path) = key_file {
+        tracing::info!(path = %path.display(), "bootstrap admin key (editor) is in this file");
+    }
+    let keys = Arc::new(keys::KeyRing::open(store.clone(), &admin_key)?);
+    let audit = Arc::new(audit::AuditLog::new(store.clone()));
     let engine = Engine::open_with_plugins(store, settings.engine.clone(), plugins)?;
     engine.spawn_background();
     let state = AppState {
         engine: engine.clone(),
         body_limit: settings.server.body_limit_bytes,
         metrics: metrics_handle(),
+        keys,
+        audit,
     };
     let mut server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(api::auth::authorize))
             .app_data(web::Data::new(state.clone()))
             .configure(api::configure)
             .default_service(web::to(api::not_found))

@@ -1,5 +1,10 @@
 //! `tailor`: the decision server binary.
 
+/// mimalloc: the decide path allocates many small objects (JSON values, feature vectors)
+/// from several worker threads, where glibc malloc spends a quarter of the CPU.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -33,6 +38,10 @@ enum Command {
         /// Directory of plugin libraries.
         #[arg(long)]
         plugin_dir: Option<PathBuf>,
+        /// Bootstrap editor API key (default: `[auth] admin_key`, else generated into
+        /// `<data-dir>/admin.key` on first start).
+        #[arg(long, env = "TAILOR_ADMIN_KEY", hide_env_values = true)]
+        admin_key: Option<String>,
     },
     /// Print the effective configuration and exit.
     Config,
@@ -82,7 +91,11 @@ fn main() -> anyhow::Result<()> {
             bind,
             data_dir,
             plugin_dir,
+            admin_key,
         } => {
+            if let Some(k) = admin_key {
+                settings.auth.admin_key = Some(k);
+            }
             if let Some(b) = bind {
                 settings.server.bind = b;
             }

@@ -8,6 +8,22 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+/// The bootstrap editor key every test server starts with (`TAILOR_ADMIN_KEY`).
+pub const ADMIN_KEY: &str = "e2e-admin-key-0123456789abcdef";
+
+/// A client that sends `Authorization: Bearer <key>` on every request.
+pub fn client_with(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 /// `target/<profile>` of this test binary.
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
@@ -46,6 +62,7 @@ pub struct Server {
     env: Vec<(String, String)>,
     extra_args: Vec<String>,
     child: Option<Child>,
+    /// Sends the bootstrap editor key ([`ADMIN_KEY`]) with every request.
     pub client: reqwest::Client,
 }
 
@@ -65,7 +82,7 @@ impl Server {
                 .collect(),
             extra_args: args.iter().map(|s| s.to_string()).collect(),
             child: None,
-            client: reqwest::Client::new(),
+            client: client_with(ADMIN_KEY),
         };
         s.spawn().await;
         s
@@ -78,6 +95,7 @@ impl Server {
             .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .env("TAILOR_ADMIN_KEY", ADMIN_KEY)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .stdin(Stdio::null());

@@ -15,7 +15,7 @@ use tailor_sdk::wire::{Candidate, DecideRequest};
 use tailor_sdk::{ClientBuilder, DecisionSource, Error, FallbackReason};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::harness::Server;
+use crate::harness::{Server, ADMIN_KEY};
 
 /// Generous slack over the budget for a loaded 2-core machine.
 const SLACK: Duration = Duration::from_millis(250);
@@ -104,7 +104,7 @@ async fn sdk_decides_and_rewards_show_in_stats() {
         .await;
     // The key is not checked yet; it must not get in the way.
     let client = ClientBuilder::new(&server.base)
-        .api_key("storefront-test-key")
+        .api_key(ADMIN_KEY)
         .decide_budget(Duration::from_secs(5))
         .build()
         .unwrap();
@@ -202,7 +202,8 @@ async fn sdk_decides_and_rewards_show_in_stats() {
     // The blocking wrapper owns its runtime, so it runs off the async threads.
     let base = server.base.clone();
     let stats = tokio::task::spawn_blocking(move || {
-        let client = tailor_sdk::blocking::Client::new(ClientBuilder::new(base)).unwrap();
+        let client =
+            tailor_sdk::blocking::Client::new(ClientBuilder::new(base).api_key(ADMIN_KEY)).unwrap();
         let d = client.decide("home", &request(None)).unwrap();
         assert!(!d.is_fallback());
         assert!(client.reward_decision(&d, 2.0).unwrap());
@@ -229,6 +230,7 @@ async fn sdk_falls_back_within_budget_and_delivers_rewards_after_an_outage() {
     let relay = Relay::start(Mode::Forward(server_addr(&server))).await;
     let budget = Duration::from_millis(200);
     let client = ClientBuilder::new(relay.url())
+        .api_key(ADMIN_KEY)
         .decide_budget(budget)
         .request_timeout(Duration::from_secs(1))
         .retry_backoff(Duration::from_millis(50), Duration::from_millis(400))
@@ -333,6 +335,7 @@ async fn sdk_kill9_mid_stream_loses_nothing_and_doubles_nothing() {
         .await;
     let relay = Relay::start(Mode::Forward(server_addr(&server))).await;
     let client = ClientBuilder::new(relay.url())
+        .api_key(ADMIN_KEY)
         .decide_budget(Duration::from_secs(5))
         .request_timeout(Duration::from_secs(2))
         .retry_backoff(Duration::from_millis(50), Duration::from_millis(400))

@@ -82,7 +82,7 @@ fn print(name: &str, t: &Timing) {
 }
 
 async fn create_campaign(base: &str, id: &str) -> anyhow::Result<()> {
-    let r = reqwest::Client::new()
+    let r = keyed_client()
         .post(format!("{base}/admin/v1/campaigns"))
         .json(&json!({"id": id, "policy": {"type": "thompson"}, "reward_wait_seconds": 3600}))
         .send()
@@ -95,8 +95,9 @@ async fn decides(args: &Args, base: &str) -> anyhow::Result<()> {
     create_campaign(base, "bench").await?;
     let body = request(args.candidates);
     let url = format!("{base}/v1/campaigns/bench/decide");
-    let raw = reqwest::Client::new();
+    let raw = keyed_client();
     let sdk = ClientBuilder::new(base)
+        .api_key(BENCH_KEY)
         .decide_budget(Duration::from_secs(5))
         .build()?;
     // Warm both connection pools and the server.
@@ -198,6 +199,7 @@ async fn rewards(args: &Args, base: &str) -> anyhow::Result<()> {
         let campaign = format!("rewards-{i}");
         create_campaign(base, &campaign).await?;
         let client = ClientBuilder::new(base)
+            .api_key(BENCH_KEY)
             .decide_budget(Duration::from_secs(5))
             .batch_size(batch)
             .queue_capacity(args.rewards.max(1))
@@ -226,6 +228,22 @@ async fn rewards(args: &Args, base: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The bootstrap editor key of the server the bench starts.
+const BENCH_KEY: &str = "sdk-bench-admin-key-0123456789";
+
+/// A plain HTTP client sending the bench key, as the SDK does.
+fn keyed_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_static("Bearer sdk-bench-admin-key-0123456789"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client")
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = std::env::temp_dir().join(format!("tailor-sdk-bench-{}", std::process::id()));
@@ -233,6 +251,7 @@ fn main() -> anyhow::Result<()> {
     settings.server.bind = "127.0.0.1:0".into();
     settings.server.workers = args.workers;
     settings.storage.data_dir = dir.clone();
+    settings.auth.admin_key = Some(BENCH_KEY.into());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -1,13 +1,19 @@
 //! `/admin/v1`: campaigns and their statistics.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use tailor_sdk::wire::{ActionStats, CampaignStats};
 
 use super::error::ApiError;
-use super::{body, AppState};
+use super::{auth, body, AppState};
+use crate::audit::Change;
 use crate::campaign::CampaignConfig;
 use crate::engine::CampaignRuntime;
 use crate::error::EngineError;
+use crate::keys::Principal;
+
+fn json_of(config: &CampaignConfig) -> serde_json::Value {
+    serde_json::to_value(config).expect("campaign config as JSON")
+}
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/admin/v1/campaigns", web::post().to(create))
@@ -20,20 +26,30 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 async fn create(
     state: web::Data<AppState>,
+    req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let raw = body::read(payload, state.body_limit).await?;
     let config: CampaignConfig = body::parse(&raw)?;
     let rt = state.engine.create_campaign(config)?;
+    let change = Change {
+        action: "campaign.create".into(),
+        campaign: Some(rt.config.id.clone()),
+        target: None,
+        before: serde_json::Value::Null,
+        after: json_of(&rt.config),
+    };
+    auth::audit(&state, &req, change).await?;
     tracing::info!(campaign = %rt.config.id, policy = rt.config.policy.kind(), "campaign created");
     Ok(HttpResponse::Created().json(&rt.config))
 }
 
-async fn list(state: web::Data<AppState>) -> HttpResponse {
+async fn list(state: web::Data<AppState>, who: Principal) -> HttpResponse {
     let configs: Vec<CampaignConfig> = state
         .engine
         .campaigns()
         .iter()
+        .filter(|c| who.campaign.as_ref().is_none_or(|s| *s == c.config.id))
         .map(|c| c.config.clone())
         .collect();
     HttpResponse::Ok().json(serde_json::json!({ "campaigns": configs }))
@@ -45,6 +61,7 @@ async fn get(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpRe
 
 async fn update(
     state: web::Data<AppState>,
+    req: HttpRequest,
     id: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -55,16 +72,35 @@ async fn update(
     } else if config.id != *id {
         return Err(EngineError::invalid("id", "does not match the campaign in the path").into());
     }
+    let before = json_of(&state.engine.campaign(&id)?.config);
     let rt = state.engine.update_campaign(config)?;
+    let change = Change {
+        action: "campaign.update".into(),
+        campaign: Some(rt.config.id.clone()),
+        target: None,
+        before,
+        after: json_of(&rt.config),
+    };
+    auth::audit(&state, &req, change).await?;
     tracing::info!(campaign = %rt.config.id, policy = rt.config.policy.kind(), "campaign updated");
     Ok(HttpResponse::Ok().json(&rt.config))
 }
 
 async fn delete(
     state: web::Data<AppState>,
+    req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    let before = json_of(&state.engine.campaign(&id)?.config);
     state.engine.delete_campaign(&id)?;
+    let change = Change {
+        action: "campaign.delete".into(),
+        campaign: Some(id.clone()),
+        target: None,
+        before,
+        after: serde_json::Value::Null,
+    };
+    auth::audit(&state, &req, change).await?;
     tracing::info!(campaign = %id, "campaign deleted");
     Ok(HttpResponse::NoContent().finish())
 }

@@ -11,6 +11,25 @@ use super::error::ApiError;
 use super::{body, AppState};
 use crate::engine::DecideInput;
 use crate::error::EngineError;
+use crate::keys::Principal;
+
+/// A campaign-scoped key may reward only its campaign's events. Unknown events pass through
+/// (the engine answers 404).
+fn check_reward_scope(
+    state: &AppState,
+    who: &Principal,
+    event_id: &str,
+) -> Result<(), EngineError> {
+    let Some(scope) = &who.campaign else {
+        return Ok(());
+    };
+    match state.engine.store().event(event_id)? {
+        Some(e) if e.campaign != *scope => Err(EngineError::Forbidden {
+            message: format!("key {:?} is scoped to campaign {scope:?}", who.key_id),
+        }),
+        _ => Ok(()),
+    }
+}
 
 /// Most rewards accepted in one batch.
 pub const MAX_BATCH: usize = 1_000;
@@ -36,10 +55,12 @@ async fn decide(
 
 async fn reward(
     state: web::Data<AppState>,
+    who: Principal,
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
+    check_reward_scope(&state, &who, &path)?;
     let raw = body::read(payload, state.body_limit).await?;
     let request: RewardRequest = body::parse(&raw)?;
     let response = state.engine.reward(&path, request).await?;
@@ -49,6 +70,7 @@ async fn reward(
 
 async fn reward_batch(
     state: web::Data<AppState>,
+    who: Principal,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
@@ -76,7 +98,19 @@ async fn reward_batch(
         })
         .collect::<Vec<_>>();
     let ids: Vec<String> = items.iter().map(|(id, _)| id.clone()).collect();
-    let outcomes = state.engine.reward_batch(items).await?;
+    // Items outside a scoped key's campaign fail on their own; the rest go through.
+    let mut refused = Vec::new();
+    let mut allowed = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        match check_reward_scope(&state, &who, &item.0) {
+            Ok(()) => allowed.push(item),
+            Err(e) => refused.push((i, e)),
+        }
+    }
+    let mut outcomes = state.engine.reward_batch(allowed).await?;
+    for (i, e) in refused {
+        outcomes.insert(i, Err(e));
+    }
     let results = ids
         .into_iter()
         .zip(outcomes)

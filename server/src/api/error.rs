@@ -36,6 +36,9 @@ impl ApiError {
             EngineError::EventConflict { .. } => (StatusCode::CONFLICT, "event_conflict"),
             EngineError::RewardWindowClosed { .. } => (StatusCode::GONE, "reward_window_closed"),
             EngineError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            EngineError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            EngineError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            EngineError::KeyNotFound { .. } => (StatusCode::NOT_FOUND, "key_not_found"),
             EngineError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
         }
     }

@@ -2,9 +2,12 @@
 //! and map the result.
 
 pub mod admin_api;
+pub mod audit_api;
+pub mod auth;
 pub mod body;
 pub mod decide_api;
 pub mod error;
+pub mod keys_api;
 pub mod ops_api;
 pub mod plugins_api;
 
@@ -14,7 +17,9 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::audit::AuditLog;
 use crate::engine::Engine;
+use crate::keys::KeyRing;
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -22,6 +27,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub body_limit: usize,
     pub metrics: PrometheusHandle,
+    pub keys: Arc<KeyRing>,
+    pub audit: Arc<AuditLog>,
 }
 
 /// Register every route.
@@ -30,6 +37,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     admin_api::configure(cfg);
     ops_api::configure(cfg);
     plugins_api::configure(cfg);
+    keys_api::configure(cfg);
+    audit_api::configure(cfg);
 }
 
 /// JSON 404 for unknown routes.

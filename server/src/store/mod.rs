@@ -3,7 +3,8 @@
 //! Trees: `campaigns` (id -> JSON config), `policy_state` (campaign -> versioned snapshot),
 //! `decisions` (big-endian seq -> decision record), `events` (event id -> join state),
 //! `rewards` (big-endian seq -> applied reward), `pending` (big-endian deadline ++ event id),
-//! `meta` (schema version and the like). Binary records are postcard behind a version byte.
+//! `meta` (schema version and the like), `api_keys` (key id -> JSON key record, secret hashed),
+//! `audit` (big-endian seq -> JSON audit entry, append-only). Binary records are postcard behind a version byte.
 
 mod records;
 mod sled_store;
@@ -65,6 +66,12 @@ pub trait Store: Send + Sync + 'static {
     fn snapshot(&self, campaign: &str) -> Result<Option<CampaignSnapshot>, StoreError>;
     fn delete_snapshot(&self, campaign: &str) -> Result<(), StoreError>;
 
+    /// Store an off-policy evaluation (JSON) of `campaign` under `id` (tree `evaluations`, key
+    /// campaign ++ 0 ++ id).
+    fn put_evaluation(&self, campaign: &str, id: &str, json: &[u8]) -> Result<(), StoreError>;
+    /// Every stored evaluation of `campaign`, in key order.
+    fn evaluations(&self, campaign: &str) -> Result<Vec<Vec<u8>>, StoreError>;
+
     /// Rewards with sequence numbers strictly above `after`, in order.
     fn rewards_after(
         &self,
@@ -75,6 +82,15 @@ pub trait Store: Send + Sync + 'static {
         &self,
         after: u64,
     ) -> Box<dyn Iterator<Item = Result<DecisionRecord, StoreError>> + '_>;
+
+    /// Insert or replace an API key record (JSON; the secret is stored hashed by the caller).
+    fn put_key(&self, id: &str, json: &[u8]) -> Result<(), StoreError>;
+    fn keys(&self) -> Result<Vec<Vec<u8>>, StoreError>;
+
+    /// Append an audit entry under `seq`. There is no method to change or remove one.
+    fn append_audit(&self, seq: u64, json: &[u8]) -> Result<(), StoreError>;
+    /// Audit entries, newest first.
+    fn audit_rev(&self) -> Box<dyn Iterator<Item = Result<Vec<u8>, StoreError>> + '_>;
 
     /// Make every write so far durable.
     fn flush(&self) -> FlushFuture;

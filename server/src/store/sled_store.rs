@@ -23,6 +23,8 @@ pub struct SledStore {
     events: sled::Tree,
     rewards: sled::Tree,
     pending: sled::Tree,
+    api_keys: sled::Tree,
+    audit: sled::Tree,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -71,6 +73,8 @@ impl SledStore {
             events: db.open_tree("events")?,
             rewards: db.open_tree("rewards")?,
             pending: db.open_tree("pending")?,
+            api_keys: db.open_tree("api_keys")?,
+            audit: db.open_tree("audit")?,
             db,
         })
     }
@@ -191,6 +195,25 @@ impl Store for SledStore {
         Ok(())
     }
 
+    fn put_evaluation(&self, campaign: &str, id: &str, json: &[u8]) -> Result<(), StoreError> {
+        // Opened by name on use (sled caches open trees): evaluations are rare admin writes.
+        let mut key = campaign.as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(id.as_bytes());
+        self.db.open_tree("evaluations")?.insert(key, json)?;
+        Ok(())
+    }
+
+    fn evaluations(&self, campaign: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut prefix = campaign.as_bytes().to_vec();
+        prefix.push(0);
+        self.db
+            .open_tree("evaluations")?
+            .scan_prefix(prefix)
+            .map(|kv| Ok(kv?.1.to_vec()))
+            .collect()
+    }
+
     fn rewards_after(
         &self,
         after: u64,
@@ -211,6 +234,24 @@ impl Store for SledStore {
             let (_, v) = kv?;
             decode("decision", &v)
         }))
+    }
+
+    fn put_key(&self, id: &str, json: &[u8]) -> Result<(), StoreError> {
+        self.api_keys.insert(id.as_bytes(), json)?;
+        Ok(())
+    }
+
+    fn keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.api_keys.iter().map(|kv| Ok(kv?.1.to_vec())).collect()
+    }
+
+    fn append_audit(&self, seq: u64, json: &[u8]) -> Result<(), StoreError> {
+        self.audit.insert(seq.to_be_bytes(), json)?;
+        Ok(())
+    }
+
+    fn audit_rev(&self) -> Box<dyn Iterator<Item = Result<Vec<u8>, StoreError>> + '_> {
+        Box::new(self.audit.iter().rev().map(|kv| Ok(kv?.1.to_vec())))
     }
 
     fn flush(&self) -> FlushFuture {

@@ -1,0 +1,271 @@
+//! Authentication and authorization of every request, as one middleware.
+//!
+//! | path | needs |
+//! |---|---|
+//! | `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, `/ui...` | nothing |
+//! | `/v1/...`, `/personalizer/...` | any key (a campaign-scoped key only its campaign) |
+//! | `GET /admin/...` | `viewer` or `editor` |
+//! | other methods on `/admin/...` | `editor` |
+//! | `/admin/v1/keys...` | an unscoped admin key of the role above |
+//!
+//! The key comes in `Authorization: Bearer KEY` (or `Ocp-Apim-Subscription-Key`, for the
+//! Personalizer-compatible surface). 401 when it is missing or unknown or revoked, 403 when the
+//! role or scope does not allow the request. Admin changes that no handler audited themselves are
+//! audited here (route, method, key), so no change escapes the audit log.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::middleware::Next;
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::audit::Change;
+use crate::error::EngineError;
+use crate::keys::{Principal, Role};
+
+/// What a route needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Need {
+    Open,
+    /// Decide and reward; `campaign` when the path names one.
+    Decide {
+        campaign: Option<String>,
+    },
+    Admin {
+        write: bool,
+        campaign: Option<String>,
+        /// Key management and other server-wide areas a scoped key cannot reach.
+        global: bool,
+    },
+}
+
+fn need(method: &Method, path: &str) -> Need {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segs.as_slice() {
+        ["v1", "campaigns", c, ..] => Need::Decide {
+            campaign: Some((*c).to_string()),
+        },
+        ["v1", ..] | ["personalizer", ..] => Need::Decide { campaign: None },
+        ["admin", rest @ ..] => {
+            let write = !matches!(*method, Method::GET | Method::HEAD);
+            let campaign = match rest {
+                ["v1", "campaigns", c, ..] => Some((*c).to_string()),
+                _ => None,
+            };
+            // A scoped key may list campaigns and read the audit log (both filtered to its
+            // campaign by the handlers); everything else without a campaign is server-wide.
+            let scoped_listing = matches!(rest, ["v1", "campaigns"] | ["v1", "audit"]);
+            let global = campaign.is_none() && (write || !scoped_listing);
+            Need::Admin {
+                write,
+                campaign,
+                global,
+            }
+        }
+        _ => Need::Open,
+    }
+}
+
+fn bearer(req: &ServiceRequest) -> Option<String> {
+    let h = req.headers();
+    if let Some(v) = h
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let v = v.trim();
+        let token = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))?;
+        return Some(token.trim().to_string());
+    }
+    h.get("ocp-apim-subscription-key")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+}
+
+fn forbidden(message: String) -> ApiError {
+    ApiError(EngineError::Forbidden { message })
+}
+
+fn check(p: &Principal, need: &Need) -> Result<(), ApiError> {
+    let scope_ok = |campaign: &Option<String>| match (&p.campaign, campaign) {
+        (None, _) => true,
+        (Some(s), Some(c)) => s == c,
+        (Some(_), None) => false,
+    };
+    match need {
+        Need::Open => Ok(()),
+        Need::Decide { campaign } => {
+            if campaign.is_some() && !scope_ok(campaign) {
+                return Err(forbidden(format!(
+                    "key {:?} is scoped to campaign {:?}",
+                    p.key_id,
+                    p.campaign.as_deref().unwrap_or_default()
+                )));
+            }
+            Ok(())
+        }
+        Need::Admin {
+            write,
+            campaign,
+            global,
+        } => {
+            if p.role == Role::Decide {
+                return Err(forbidden(format!(
+                    "key {:?} is a decide key; the admin API needs a viewer or editor key",
+                    p.key_id
+                )));
+            }
+            if *write && p.role != Role::Editor {
+                return Err(forbidden(format!(
+                    "key {:?} is a viewer key; changes need an editor key",
+                    p.key_id
+                )));
+            }
+            if p.campaign.is_some() && (*global || (campaign.is_some() && !scope_ok(campaign))) {
+                return Err(forbidden(format!(
+                    "key {:?} is scoped to campaign {:?}",
+                    p.key_id,
+                    p.campaign.as_deref().unwrap_or_default()
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Marks a request whose handler wrote its own audit entry.
+#[derive(Debug, Clone, Copy)]
+pub struct Audited;
+
+/// The middleware: authenticate, authorize, and audit unaudited admin changes.
+pub async fn authorize(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let need = need(req.method(), req.path());
+    if need == Need::Open {
+        return next.call(req).await;
+    }
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .expect("AppState is registered")
+        .clone();
+    let Some(token) = bearer(&req) else {
+        return Err(ApiError(EngineError::Unauthorized {
+            message: "an API key is required: send `Authorization: Bearer KEY`".into(),
+        })
+        .into());
+    };
+    let Some(principal) = state.keys.authenticate(&token) else {
+        return Err(ApiError(EngineError::Unauthorized {
+            message: "the API key is unknown or revoked".into(),
+        })
+        .into());
+    };
+    check(&principal, &need)?;
+    let admin_write = matches!(need, Need::Admin { write: true, .. });
+    let campaign = match &need {
+        Need::Admin { campaign, .. } => campaign.clone(),
+        _ => None,
+    };
+    let route = format!("{} {}", req.method(), req.path());
+    req.extensions_mut().insert(principal.clone());
+    let res = next.call(req).await?;
+    if admin_write
+        && res.status().is_success()
+        && res.request().extensions().get::<Audited>().is_none()
+    {
+        let change = Change {
+            action: "admin.request".into(),
+            campaign,
+            target: Some(route),
+            before: serde_json::Value::Null,
+            after: serde_json::Value::Null,
+        };
+        if let Err(e) = state.audit.append(&principal.key_id, change).await {
+            tracing::error!(error = %e, "appending to the audit log failed");
+        }
+    }
+    Ok(res)
+}
+
+impl FromRequest for Principal {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(req.extensions().get::<Principal>().cloned().ok_or_else(|| {
+            ApiError(EngineError::Unauthorized {
+                message: "an API key is required".into(),
+            })
+        }))
+    }
+}
+
+/// Append a change made by the request's key to the audit log (durably) and mark the request
+/// audited.
+pub async fn audit(state: &AppState, req: &HttpRequest, change: Change) -> Result<(), EngineError> {
+    let key_id = req
+        .extensions()
+        .get::<Principal>()
+        .map(|p| p.key_id.clone())
+        .unwrap_or_else(|| "unknown".into());
+    state.audit.append(&key_id, change).await?;
+    req.extensions_mut().insert(Audited);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(role: Role, campaign: Option<&str>) -> Principal {
+        Principal {
+            key_id: "k".into(),
+            role,
+            campaign: campaign.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn routes_and_roles() {
+        assert_eq!(need(&Method::GET, "/healthz"), Need::Open);
+        assert_eq!(need(&Method::GET, "/ui"), Need::Open);
+        let decide = need(&Method::POST, "/v1/campaigns/home/decide");
+        let reward = need(&Method::POST, "/v1/events/e1/reward");
+        let list = need(&Method::GET, "/admin/v1/campaigns");
+        let create = need(&Method::POST, "/admin/v1/campaigns");
+        let read = need(&Method::GET, "/admin/v1/campaigns/home");
+        let write = need(&Method::PUT, "/admin/v1/campaigns/home");
+        let keys = need(&Method::GET, "/admin/v1/keys");
+        let plugins = need(&Method::GET, "/admin/v1/plugins");
+
+        let decide_key = p(Role::Decide, None);
+        assert!(check(&decide_key, &decide).is_ok());
+        assert!(check(&decide_key, &reward).is_ok());
+        assert!(check(&decide_key, &read).is_err());
+
+        let viewer = p(Role::Viewer, None);
+        assert!(check(&viewer, &read).is_ok());
+        assert!(check(&viewer, &keys).is_ok());
+        assert!(check(&viewer, &write).is_err());
+
+        let scoped = p(Role::Editor, Some("home"));
+        assert!(check(&scoped, &write).is_ok());
+        assert!(check(&scoped, &list).is_ok());
+        assert!(check(&scoped, &create).is_err());
+        assert!(check(&scoped, &keys).is_err());
+        assert!(check(&scoped, &plugins).is_err());
+        assert!(check(&scoped, &need(&Method::PUT, "/admin/v1/campaigns/other")).is_err());
+        let scoped_decide = p(Role::Decide, Some("home"));
+        assert!(check(&scoped_decide, &decide).is_ok());
+        assert!(check(
+            &scoped_decide,
+            &need(&Method::POST, "/v1/campaigns/other/decide")
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,81 @@
+//! `/admin/v1/keys`: create (the secret is shown once), list (no secrets), revoke.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::{auth, body, AppState};
+use crate::audit::Change;
+use crate::keys::{Principal, Role};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/admin/v1/keys", web::post().to(create))
+        .route("/admin/v1/keys", web::get().to(list))
+        .route("/admin/v1/keys/{id}", web::delete().to(revoke));
+}
+
+/// `POST /admin/v1/keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    role: Role,
+    #[serde(default)]
+    campaign: Option<String>,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    who: Principal,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let raw = body::read(payload, state.body_limit).await?;
+    let body: CreateKey = body::parse(&raw)?;
+    let (info, key) = state
+        .keys
+        .create(body.role, body.campaign, body.label, &who.key_id)?;
+    auth::audit(
+        &state,
+        &req,
+        Change {
+            action: "key.create".into(),
+            campaign: info.campaign.clone(),
+            target: Some(info.id.clone()),
+            before: serde_json::Value::Null,
+            after: serde_json::to_value(&info).expect("key info as JSON"),
+        },
+    )
+    .await?;
+    tracing::info!(key = %info.id, role = info.role.as_str(), "API key created");
+    let mut out = serde_json::to_value(&info).expect("key info as JSON");
+    out["key"] = serde_json::Value::String(key);
+    Ok(HttpResponse::Created().json(out))
+}
+
+async fn list(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "keys": state.keys.list() }))
+}
+
+async fn revoke(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let (before, after) = state.keys.revoke(&id)?;
+    auth::audit(
+        &state,
+        &req,
+        Change {
+            action: "key.revoke".into(),
+            campaign: after.campaign.clone(),
+            target: Some(after.id.clone()),
+            before: serde_json::to_value(&before).expect("key info as JSON"),
+            after: serde_json::to_value(&after).expect("key info as JSON"),
+        },
+    )
+    .await?;
+    tracing::info!(key = %id, "API key revoked");
+    Ok(HttpResponse::Ok().json(after))
+}
