@@ -259,6 +259,21 @@ impl PolicyConfig {
         }
     }
 
+    /// Whether choosing or learning reads the featurizer's vectors. Policies that don't (per-id
+    /// Thompson sampling, baselines) let the server skip featurizing every candidate.
+    pub fn uses_features(&self) -> bool {
+        match self {
+            PolicyConfig::LinUcb { .. }
+            | PolicyConfig::LinUcbDisjoint { .. }
+            | PolicyConfig::LinearThompson { .. } => true,
+            PolicyConfig::EpsilonGreedy { estimator, .. } => *estimator == Estimator::Ridge,
+            PolicyConfig::Thompson { .. }
+            | PolicyConfig::GaussianThompson { .. }
+            | PolicyConfig::Uniform {}
+            | PolicyConfig::Fixed {} => false,
+        }
+    }
+
     /// Checks every field without building (no allocation of model state).
     pub fn validate(&self) -> Result<(), PolicyError> {
         match *self {

@@ -8,22 +8,46 @@ use crate::error::EngineError;
 
 /// Walk a features object. `field` names it in errors (e.g. `candidates[3].features`).
 pub fn features(field: &str, value: &Value) -> Result<SparseFeatures, EngineError> {
+    features_at(|| field.to_string(), value)
+}
+
+/// [`features`] with the field name built only when there is an error (hot path).
+pub fn features_at(
+    field: impl Fn() -> String,
+    value: &Value,
+) -> Result<SparseFeatures, EngineError> {
     let mut out = SparseFeatures::default();
     match value {
         Value::Null => {}
         Value::Object(map) => {
             for (k, v) in map {
-                push(&mut out, field, "", k, v, 0)?;
+                if let Err(e) = push(&mut out, "", "", k, v, 0) {
+                    return Err(prefix(e, &field()));
+                }
             }
         }
         _ => {
             return Err(EngineError::invalid(
-                field,
+                &field(),
                 "must be a JSON object of features",
             ))
         }
     }
     Ok(out)
+}
+
+/// Errors inside are built with an empty field prefix; put the real one in front.
+fn prefix(e: EngineError, field: &str) -> EngineError {
+    match e {
+        EngineError::Invalid {
+            field: inner,
+            message,
+        } => EngineError::Invalid {
+            field: format!("{field}{inner}"),
+            message,
+        },
+        other => other,
+    }
 }
 
 const MAX_DEPTH: usize = 4;
