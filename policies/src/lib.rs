@@ -7,6 +7,7 @@
 //! * [`policy`]: configurations, runtimes, slates and exploration mixing.
 //! * [`propensity`]: how sampling policies report honest propensities, and how accurate they are.
 //! * [`linear`]: the ridge model behind LinUCB, linear Thompson sampling and epsilon-greedy.
+//! * [`ope`]: off-policy evaluation (IPS, SNIPS, doubly robust) of policies on logged decisions.
 //!
 //! Architecture invariant: nothing here touches the network, the disk or the clock, and every
 //! random draw comes from an RNG passed in by the caller, so decisions are reproducible from a seed.
@@ -14,6 +15,7 @@
 mod error;
 pub mod features;
 pub mod linear;
+pub mod ope;
 pub mod policy;
 pub mod propensity;
 
