@@ -8,6 +8,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod keys;
+pub mod ope;
 pub mod plugins;
 pub mod store;
 

@@ -8,6 +8,7 @@ pub mod body;
 pub mod decide_api;
 pub mod error;
 pub mod keys_api;
+pub mod ope_api;
 pub mod ops_api;
 pub mod plugins_api;
 
@@ -37,6 +38,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     admin_api::configure(cfg);
     ops_api::configure(cfg);
     plugins_api::configure(cfg);
+    ope_api::configure(cfg);
     keys_api::configure(cfg);
     audit_api::configure(cfg);
 }

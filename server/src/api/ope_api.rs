@@ -1,0 +1,165 @@
+//! `/admin/v1/campaigns/{id}/...`: off-policy evaluations, the shadow report and the log export.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::{body, AppState};
+use crate::error::EngineError;
+use crate::ope::{self, EvaluationRequest, Mode, Role};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/admin/v1/campaigns/{id}/evaluations",
+        web::post().to(create),
+    )
+    .route("/admin/v1/campaigns/{id}/evaluations", web::get().to(list))
+    .route(
+        "/admin/v1/campaigns/{id}/evaluations/{eval}",
+        web::get().to(get),
+    )
+    .route("/admin/v1/campaigns/{id}/shadow", web::get().to(shadow))
+    .route("/admin/v1/campaigns/{id}/log", web::get().to(export));
+}
+
+/// A time range in the query string.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RangeQuery {
+    from_ms: Option<u64>,
+    to_ms: Option<u64>,
+    /// Only `jsonl` (the default) for the log.
+    format: Option<String>,
+}
+
+fn blocking_error(e: actix_web::error::BlockingError) -> ApiError {
+    EngineError::Unavailable {
+        message: format!("evaluation worker failed: {e}"),
+    }
+    .into()
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let raw = body::read(payload, state.body_limit).await?;
+    let request: EvaluationRequest = if raw.iter().all(u8::is_ascii_whitespace) {
+        EvaluationRequest::default()
+    } else {
+        body::parse(&raw)?
+    };
+    let engine = state.engine.clone();
+    let id = id.into_inner();
+    // Reading the log and replaying learning is CPU-bound: keep it off the async workers.
+    let ev = web::block(move || ope::run_and_store(&engine, &id, request))
+        .await
+        .map_err(blocking_error)??;
+    tracing::info!(campaign = %ev.campaign, evaluation = %ev.id, used = ev.used, "evaluation stored");
+    Ok(HttpResponse::Created().json(ev))
+}
+
+async fn list(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let evaluations = ope::list(&state.engine, &id)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "evaluations": evaluations })))
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, eval) = path.into_inner();
+    let found = ope::list(&state.engine, &id)?
+        .into_iter()
+        .find(|e| e.id == eval);
+    match found {
+        Some(e) => Ok(HttpResponse::Ok().json(e)),
+        None => {
+            Err(EngineError::invalid_owned("evaluation", format!("no evaluation {eval:?}")).into())
+        }
+    }
+}
+
+/// The shadow report: for every configured policy, how often it would have served what was
+/// served (agreement) and its estimated value, over a replay of the range. Not stored.
+async fn shadow(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    query: web::Query<RangeQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine.clone();
+    let q = query.into_inner();
+    let id = id.into_inner();
+    let ev = web::block(move || {
+        let rt = engine.campaign(&id)?;
+        ope::evaluate_campaign(
+            &engine,
+            &rt,
+            EvaluationRequest {
+                from_ms: q.from_ms,
+                to_ms: q.to_ms,
+                mode: Mode::Replay,
+                ..Default::default()
+            },
+        )
+    })
+    .await
+    .map_err(blocking_error)??;
+    let policies: Vec<serde_json::Value> = ev
+        .policies
+        .iter()
+        .filter(|p| matches!(p.role, Role::Serving | Role::Shadow))
+        .map(|p| {
+            serde_json::json!({
+                "name": p.name,
+                "role": p.role,
+                "agreement": p.estimate.as_ref().map(|e| e.agreement),
+                "value": p.estimate.as_ref().map(|e| e.dr),
+                "estimate": p.estimate,
+                "refused": p.refused,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "campaign": ev.campaign,
+        "from_ms": ev.from_ms,
+        "to_ms": ev.to_ms,
+        "decisions": ev.decisions,
+        "used": ev.used,
+        "logging": ev.logging,
+        "policies": policies,
+    })))
+}
+
+/// The campaign's decision log as JSON lines (docs/evaluation.md), header first.
+async fn export(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    query: web::Query<RangeQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    if q.format.as_deref().is_some_and(|f| f != "jsonl") {
+        return Err(EngineError::invalid("format", "only \"jsonl\" is supported").into());
+    }
+    let engine = state.engine.clone();
+    let id = id.into_inner();
+    let body = web::block(move || -> Result<Vec<u8>, EngineError> {
+        let rt = engine.campaign(&id)?;
+        let (lines, _) = ope::read_log(engine.store().as_ref(), &id, q.from_ms, q.to_ms)?;
+        let mut out = Vec::new();
+        let header = ope::header(&rt.config, q.from_ms, q.to_ms);
+        serde_json::to_writer(&mut out, &header).expect("JSON encoding of a log header");
+        out.push(b'\n');
+        for l in &lines {
+            serde_json::to_writer(&mut out, l).expect("JSON encoding of a log line");
+            out.push(b'\n');
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(blocking_error)??;
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .body(body))
+}

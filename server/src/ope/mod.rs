@@ -1,0 +1,487 @@
+//! Off-policy evaluation over a campaign's decision log: which policies to evaluate, how log
+//! lines become the estimators' input, and the stored [`Evaluation`] document.
+//!
+//! The same [`Evaluator`] runs inside the server (`POST /admin/v1/campaigns/{id}/evaluations`,
+//! over the store) and in the CLI (`tailor evaluate FILE.jsonl`, over an exported [`log`]), so an
+//! exported log reproduces the campaign's own estimate exactly. The estimators themselves live in
+//! `tailor_policies::ope`.
+//!
+//! Evaluated policies:
+//!
+//! * every configured policy (`serving`, `shadow`);
+//! * `uniform` and `baseline` (the candidates in the order sent);
+//! * candidates from the request (`candidate`): another policy config and/or an exploration rate;
+//! * the logging policy itself: the on-policy mean reward (`logging`).
+//!
+//! In `replay` mode (the default) learning policies start from their config at the start of the
+//! range and learn from every logged reward after being evaluated on its event, in log order —
+//! what they would have known then. In `current` mode the configured policies are evaluated with
+//! the state they have now (optimistic: that state learned from the same rewards).
+
+pub mod log;
+
+use serde::{Deserialize, Serialize};
+use tailor_policies::ope::{
+    Estimates, Guards, LoggedEvent, LoggedSlot, OffPolicyRun, OnPolicy, Refusal, RewardModelConfig,
+    Target, TargetTrace,
+};
+use tailor_policies::{Arm, Featurizer, Policy, PolicyConfig, SparseVec};
+
+use crate::campaign::CampaignConfig;
+use crate::engine::{featurize, now_ms, CampaignRuntime, Engine};
+use crate::error::EngineError;
+use crate::store::{RewardRecord, StoreError};
+use log::{index_rewards, line_of, LogHeader, LogLine, LOG_FORMAT_VERSION};
+
+/// How learning policies are evaluated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Start from the config at the start of the range and learn along the log.
+    #[default]
+    Replay,
+    /// Use the configured policies' current learned state, frozen.
+    Current,
+}
+
+/// A policy to evaluate that is not configured on the campaign.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CandidateSpec {
+    /// Name in the results (default: the policy type, with the exploration rate if any).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The policy (default: the campaign's serving policy).
+    #[serde(default)]
+    pub policy: Option<PolicyConfig>,
+    /// Share of uniformly random choices mixed in, 0..=1.
+    #[serde(default)]
+    pub exploration: f64,
+}
+
+/// Body of `POST /admin/v1/campaigns/{id}/evaluations` (every field optional).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvaluationRequest {
+    /// Decisions at or after this instant (ms since the epoch).
+    pub from_ms: Option<u64>,
+    /// Decisions before this instant.
+    pub to_ms: Option<u64>,
+    pub mode: Mode,
+    pub reward_model: RewardModelConfig,
+    pub candidates: Vec<CandidateSpec>,
+    pub guards: Option<Guards>,
+}
+
+/// Why a policy is in an evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Serving,
+    Shadow,
+    Baseline,
+    Candidate,
+}
+
+/// The estimated value of one policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyValue {
+    pub name: String,
+    pub role: Role,
+    pub config: PolicyConfig,
+    pub exploration: f64,
+    /// Whether it learned along the log (`replay`) or kept its state.
+    pub learned_during_replay: bool,
+    /// The slate's value (for single-slot campaigns: the slot's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<Estimates>,
+    /// Why there is no estimate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<Refusal>,
+    /// Per slot, for multi-slot logs: `{"estimate": ...}` or `{"refused": ...}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<SlotValue>,
+}
+
+/// The estimate of one slot, or why there is none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlotValue {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<Estimates>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<Refusal>,
+}
+
+/// A stored evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// `ev-<n>`; empty for evaluations of a file.
+    pub id: String,
+    pub campaign: String,
+    pub created_ms: u64,
+    pub from_ms: Option<u64>,
+    pub to_ms: Option<u64>,
+    pub mode: Mode,
+    pub reward_model: RewardModelConfig,
+    /// Decisions in the range.
+    pub decisions: u64,
+    /// Decisions whose candidates are unknown (request body not logged or not a decide body).
+    pub unreadable: u64,
+    /// Decisions still waiting for a reward (window open): left out.
+    pub pending: u64,
+    /// Decisions evaluated.
+    pub used: u64,
+    /// Decisions skipped for a missing, invalid or mismatched propensity.
+    pub missing_propensity: u64,
+    /// The logging policy's own value (mean logged reward).
+    pub logging: Option<OnPolicy>,
+    pub policies: Vec<PolicyValue>,
+}
+
+struct Spec {
+    name: String,
+    role: Role,
+    config: PolicyConfig,
+    exploration: f64,
+    learns: bool,
+}
+
+/// Streams log lines through the estimators.
+pub struct Evaluator {
+    campaign: String,
+    featurizer: Featurizer,
+    request: EvaluationRequest,
+    specs: Vec<Spec>,
+    run: OffPolicyRun,
+    decisions: u64,
+    unreadable: u64,
+    pending: u64,
+}
+
+impl std::fmt::Debug for Evaluator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Evaluator")
+            .field("campaign", &self.campaign)
+            .finish_non_exhaustive()
+    }
+}
+
+fn candidate_name(c: &CandidateSpec, config: &PolicyConfig) -> String {
+    c.name.clone().unwrap_or_else(|| {
+        if c.exploration > 0.0 {
+            format!("{}+explore{}", config.kind(), c.exploration)
+        } else {
+            config.kind().to_string()
+        }
+    })
+}
+
+impl Evaluator {
+    /// Targets for `campaign`: its configured policies (with their live state in `current` mode,
+    /// from `live`), the baselines and the request's candidates.
+    pub fn new(
+        campaign: &CampaignConfig,
+        request: EvaluationRequest,
+        live: Option<&[(String, Policy)]>,
+    ) -> Result<Self, EngineError> {
+        let featurizer = campaign
+            .featurizer
+            .build()
+            .map_err(|e| EngineError::policy("featurizer", e))?;
+        let dim = featurizer.dimension();
+        let replay = request.mode == Mode::Replay;
+        let mut specs = Vec::new();
+        for (i, pc) in campaign.all_policies().enumerate() {
+            specs.push(Spec {
+                name: pc.kind().to_string(),
+                role: if i == 0 { Role::Serving } else { Role::Shadow },
+                config: pc.clone(),
+                exploration: 0.0,
+                learns: replay,
+            });
+        }
+        for (name, config) in [
+            ("uniform", PolicyConfig::Uniform {}),
+            ("baseline", PolicyConfig::Fixed {}),
+        ] {
+            specs.push(Spec {
+                name: name.into(),
+                role: Role::Baseline,
+                config,
+                exploration: 0.0,
+                learns: false,
+            });
+        }
+        for (i, c) in request.candidates.iter().enumerate() {
+            if !(0.0..=1.0).contains(&c.exploration) {
+                return Err(EngineError::invalid_owned(
+                    &format!("candidates[{i}].exploration"),
+                    format!("must be between 0 and 1, got {}", c.exploration),
+                ));
+            }
+            let config = c.policy.clone().unwrap_or_else(|| campaign.policy.clone());
+            config
+                .validate()
+                .map_err(|e| EngineError::policy(&format!("candidates[{i}].policy"), e))?;
+            let name = candidate_name(c, &config);
+            if specs.iter().any(|s| s.name == name) {
+                return Err(EngineError::invalid_owned(
+                    &format!("candidates[{i}].name"),
+                    format!("{name:?} is already evaluated; give the candidate a distinct name"),
+                ));
+            }
+            // In `current` mode a candidate that only changes the exploration of a configured
+            // policy starts from that policy's live state.
+            let has_live =
+                !replay && live.is_some_and(|l| l.iter().any(|(_, p)| p.config() == &config));
+            specs.push(Spec {
+                name,
+                role: Role::Candidate,
+                config,
+                exploration: c.exploration,
+                learns: !has_live,
+            });
+        }
+        let mut targets = Vec::with_capacity(specs.len());
+        for s in &specs {
+            let live_state = (!s.learns && !replay)
+                .then(|| live.and_then(|l| l.iter().find(|(_, p)| p.config() == &s.config)))
+                .flatten()
+                .map(|(_, p)| p.clone());
+            let policy = match live_state {
+                Some(p) => p,
+                None => s
+                    .config
+                    .build(dim)
+                    .map_err(|e| EngineError::policy("policy", e))?,
+            };
+            targets.push(if s.learns {
+                Target::replayed(&s.name, policy, s.exploration)
+            } else {
+                Target::frozen(&s.name, policy, s.exploration)
+            });
+        }
+        let model = request
+            .reward_model
+            .build(dim)
+            .map_err(|e| EngineError::policy("reward_model", e))?;
+        let run = OffPolicyRun::new(request.guards.unwrap_or_default(), model, targets);
+        Ok(Self {
+            campaign: campaign.id.clone(),
+            featurizer,
+            request,
+            specs,
+            run,
+            decisions: 0,
+            unreadable: 0,
+            pending: 0,
+        })
+    }
+
+    /// Names of the evaluated policies, in result order.
+    pub fn policy_names(&self) -> Vec<&str> {
+        self.specs.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    /// Count a decision whose candidates are unknown.
+    pub fn push_unreadable(&mut self) {
+        self.decisions += 1;
+        self.unreadable += 1;
+    }
+
+    /// Evaluate one logged decision. Returns each policy's view of its top slot, or `None` when
+    /// it was left out (pending, unreadable features, missing propensity).
+    pub fn push(&mut self, line: &LogLine) -> Option<Vec<TargetTrace>> {
+        self.decisions += 1;
+        if line.actions.iter().any(|a| a.reward.is_none()) || line.actions.is_empty() {
+            self.pending += 1;
+            return None;
+        }
+        let Ok(context) = featurize::features("context", &line.context) else {
+            self.unreadable += 1;
+            return None;
+        };
+        let mut vectors: Vec<SparseVec> = Vec::with_capacity(line.candidates.len());
+        for c in &line.candidates {
+            let Ok(f) = featurize::features("features", &c.features) else {
+                self.unreadable += 1;
+                return None;
+            };
+            vectors.push(self.featurizer.vector(&context, &c.id, &f));
+        }
+        let arms: Vec<Arm<'_>> = line
+            .candidates
+            .iter()
+            .zip(&vectors)
+            .map(|(c, x)| Arm { id: &c.id, x })
+            .collect();
+        let slots: Vec<LoggedSlot> = line
+            .actions
+            .iter()
+            .map(|a| {
+                let index = line.candidates.iter().position(|c| c.id == a.id);
+                LoggedSlot {
+                    // A served action that is not among the candidates cannot be weighted: the
+                    // estimators count it as a missing propensity.
+                    index: index.unwrap_or(usize::MAX),
+                    propensity: index.and(a.probability),
+                    reward: a.reward.unwrap_or(0.0),
+                }
+            })
+            .collect();
+        self.run.push(&LoggedEvent {
+            arms: &arms,
+            slots: &slots,
+            explore: line.explore,
+        })
+    }
+
+    /// The evaluation document (without id and creation time).
+    pub fn finish(&self) -> Evaluation {
+        let report = self.run.finish();
+        let policies = self
+            .specs
+            .iter()
+            .zip(report.targets)
+            .map(|(s, t)| {
+                let (estimate, refused) = split(t.total);
+                PolicyValue {
+                    name: s.name.clone(),
+                    role: s.role,
+                    config: s.config.clone(),
+                    exploration: s.exploration,
+                    learned_during_replay: s.learns,
+                    estimate,
+                    refused,
+                    slots: t
+                        .slots
+                        .into_iter()
+                        .map(|o| {
+                            let (estimate, refused) = split(o);
+                            SlotValue { estimate, refused }
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Evaluation {
+            id: String::new(),
+            campaign: self.campaign.clone(),
+            created_ms: 0,
+            from_ms: self.request.from_ms,
+            to_ms: self.request.to_ms,
+            mode: self.request.mode,
+            reward_model: self.request.reward_model,
+            decisions: self.decisions,
+            unreadable: self.unreadable,
+            pending: self.pending,
+            used: report.used,
+            missing_propensity: report.missing_propensity,
+            logging: report.logging,
+            policies,
+        }
+    }
+}
+
+fn split(o: Result<Estimates, Refusal>) -> (Option<Estimates>, Option<Refusal>) {
+    match o {
+        Ok(e) => (Some(e), None),
+        Err(r) => (None, Some(r)),
+    }
+}
+
+/// The decision log of `campaign` in `[from_ms, to_ms)`, joined with its rewards, in log order.
+/// The second value counts decisions whose candidates are unknown.
+pub fn read_log(
+    engine_store: &dyn crate::store::Store,
+    campaign: &str,
+    from_ms: Option<u64>,
+    to_ms: Option<u64>,
+) -> Result<(Vec<LogLine>, u64), StoreError> {
+    let rewards: Vec<RewardRecord> = engine_store
+        .rewards_after(0)
+        .filter(|r| r.as_ref().map_or(true, |r| r.campaign == campaign))
+        .collect::<Result<_, _>>()?;
+    let index = index_rewards(campaign, rewards.iter());
+    drop(rewards);
+    let mut lines = Vec::new();
+    let mut unreadable = 0;
+    for d in engine_store.decisions_after(0) {
+        let d = d?;
+        if d.campaign != campaign
+            || from_ms.is_some_and(|f| d.at_ms < f)
+            || to_ms.is_some_and(|t| d.at_ms >= t)
+        {
+            continue;
+        }
+        match line_of(&d, &index) {
+            Some(l) => lines.push(l),
+            None => unreadable += 1,
+        }
+    }
+    Ok((lines, unreadable))
+}
+
+/// The header of an export of `campaign`.
+pub fn header(campaign: &CampaignConfig, from_ms: Option<u64>, to_ms: Option<u64>) -> LogHeader {
+    LogHeader {
+        tailor_log: LOG_FORMAT_VERSION,
+        campaign: campaign.clone(),
+        from_ms,
+        to_ms,
+        exported_ms: now_ms(),
+    }
+}
+
+/// Evaluate a campaign's own log (blocking: run it off the async workers).
+pub fn evaluate_campaign(
+    engine: &Engine,
+    rt: &CampaignRuntime,
+    request: EvaluationRequest,
+) -> Result<Evaluation, EngineError> {
+    let live = rt.learner.read().policies.clone();
+    let mut ev = Evaluator::new(&rt.config, request, Some(&live))?;
+    let (lines, unreadable) = read_log(
+        engine.store().as_ref(),
+        &rt.config.id,
+        ev.request.from_ms,
+        ev.request.to_ms,
+    )?;
+    for _ in 0..unreadable {
+        ev.push_unreadable();
+    }
+    for l in &lines {
+        ev.push(l);
+    }
+    Ok(ev.finish())
+}
+
+/// Evaluate and store; the stored document is returned.
+pub fn run_and_store(
+    engine: &Engine,
+    campaign: &str,
+    request: EvaluationRequest,
+) -> Result<Evaluation, EngineError> {
+    let rt = engine.campaign(campaign)?;
+    let mut ev = evaluate_campaign(engine, &rt, request)?;
+    ev.id = format!("ev-{}", engine.store().next_seq()?);
+    ev.created_ms = now_ms();
+    let json = serde_json::to_vec(&ev).expect("JSON encoding of an evaluation");
+    engine.store().put_evaluation(campaign, &ev.id, &json)?;
+    Ok(ev)
+}
+
+/// Stored evaluations of a campaign, newest first.
+pub fn list(engine: &Engine, campaign: &str) -> Result<Vec<Evaluation>, EngineError> {
+    engine.campaign(campaign)?;
+    let mut out = Vec::new();
+    for json in engine.store().evaluations(campaign)? {
+        let ev: Evaluation = serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
+            what: "evaluation",
+            message: e.to_string(),
+        })?;
+        out.push(ev);
+    }
+    out.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
+    Ok(out)
+}
