@@ -5,6 +5,8 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod replay;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -45,6 +47,41 @@ enum Command {
     },
     /// Print the effective configuration and exit.
     Config,
+    /// Export a campaign's decision log (joined with its rewards) as JSON lines. Opens the data
+    /// directory, which a running server locks: stop it or export from a copy (or use
+    /// `GET /admin/v1/campaigns/{id}/log` on the running server).
+    Export {
+        #[arg(long)]
+        campaign: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Data directory of the embedded store.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        from_ms: Option<u64>,
+        #[arg(long)]
+        to_ms: Option<u64>,
+    },
+    /// Off-policy evaluation of a JSON-lines decision log (docs/evaluation.md).
+    Evaluate {
+        file: PathBuf,
+        #[command(flatten)]
+        opts: replay::EvalOptions,
+        /// Print the evaluation document as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay a JSON-lines decision log: every policy's would-be choice beside the served one,
+    /// as JSON lines, then the evaluation table on stderr.
+    Replay {
+        file: PathBuf,
+        #[command(flatten)]
+        opts: replay::EvalOptions,
+        /// Write the per-decision lines here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Plugin tools.
     Plugin {
         #[command(subcommand)]
@@ -83,6 +120,20 @@ fn main() -> anyhow::Result<()> {
             print!("{report}");
             Ok(())
         }
+        Command::Export {
+            campaign,
+            out,
+            data_dir,
+            from_ms,
+            to_ms,
+        } => {
+            if let Some(d) = data_dir {
+                settings.storage.data_dir = d;
+            }
+            replay::export(&settings, &campaign, &out, from_ms, to_ms)
+        }
+        Command::Evaluate { file, opts, json } => replay::evaluate(&file, &opts, json),
+        Command::Replay { file, opts, out } => replay::replay(&file, &opts, out.as_deref()),
         Command::Config => {
             println!("{}", toml_like(&settings)?);
             Ok(())
