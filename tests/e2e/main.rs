@@ -3,5 +3,6 @@
 
 mod foundation;
 mod harness;
+mod ope;
 mod plugins;
 mod sdk;
