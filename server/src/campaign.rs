@@ -31,9 +31,20 @@ pub struct CampaignConfig {
     pub reward_aggregation: RewardAggregation,
     #[serde(default)]
     pub status: CampaignStatus,
+    /// Share of shoppers (by `shopper_id`, 0 to 0.5) who always get the control order
+    /// (candidates as sent); their decisions are marked `holdout`. See `engine/holdout.rs`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub holdout: f64,
+    /// Salt of the holdout assignment; generated at creation and kept across updates.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub holdout_salt: String,
     /// Ordered plugin chain (see docs/plugins.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<PluginRef>,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 fn default_wait() -> f64 {
@@ -124,6 +135,18 @@ impl CampaignConfig {
             return Err(EngineError::invalid(
                 "reward_wait_seconds",
                 "must be a number of seconds above 0 and at most 2592000 (30 days)",
+            ));
+        }
+        if !(self.holdout.is_finite() && (0.0..=0.5).contains(&self.holdout)) {
+            return Err(EngineError::invalid(
+                "holdout",
+                "must be a share between 0 and 0.5",
+            ));
+        }
+        if self.holdout_salt.len() > 64 {
+            return Err(EngineError::invalid(
+                "holdout_salt",
+                "at most 64 characters",
             ));
         }
         if !self.default_reward.is_finite() {

@@ -5,6 +5,7 @@ pub mod admin_api;
 pub mod audit_api;
 pub mod auth;
 pub mod body;
+pub mod control_api;
 pub mod decide_api;
 pub mod error;
 pub mod keys_api;
@@ -41,6 +42,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     ope_api::configure(cfg);
     keys_api::configure(cfg);
     audit_api::configure(cfg);
+    control_api::configure(cfg);
 }
 
 /// JSON 404 for unknown routes.

@@ -167,8 +167,10 @@ impl Engine {
         if let Some(why) = &stage.fallback {
             tracing::warn!(campaign, reason = %why, "plugin failed; serving the baseline order");
         }
+        // Holdout shoppers always get the control order (baseline), and are marked as such.
+        let holdout = super::holdout::in_holdout(&rt.config, req.shopper_id.as_deref());
         let (policy, choices) =
-            if rt.config.status == CampaignStatus::Paused || stage.fallback.is_some() {
+            if holdout || rt.config.status == CampaignStatus::Paused || stage.fallback.is_some() {
                 let choices = (0..k)
                     .map(|index| Choice {
                         index,
@@ -216,7 +218,7 @@ impl Engine {
             deadline_ms,
             policy,
             seed,
-            holdout: false,
+            holdout,
             explore,
             actions,
             candidates: stage.eligible.len() as u32,

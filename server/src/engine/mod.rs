@@ -10,6 +10,7 @@
 mod decide;
 mod durability;
 pub mod featurize;
+pub mod holdout;
 mod reward;
 
 use std::collections::HashMap;
@@ -378,9 +379,12 @@ impl Engine {
 
     pub fn create_campaign(
         &self,
-        config: CampaignConfig,
+        mut config: CampaignConfig,
     ) -> Result<Arc<CampaignRuntime>, EngineError> {
         let _admin = self.admin.lock();
+        if config.holdout_salt.is_empty() {
+            config.holdout_salt = holdout::new_salt();
+        }
         if self.campaigns.read().contains_key(&config.id) {
             return Err(EngineError::CampaignExists { id: config.id });
         }
@@ -402,10 +406,14 @@ impl Engine {
     /// switching the serving policy to a shadow one is warm.
     pub fn update_campaign(
         &self,
-        config: CampaignConfig,
+        mut config: CampaignConfig,
     ) -> Result<Arc<CampaignRuntime>, EngineError> {
         let _admin = self.admin.lock();
         let old = self.campaign(&config.id)?;
+        // Keep holdout assignments stable unless the admin sets a new salt on purpose.
+        if config.holdout_salt.is_empty() {
+            config.holdout_salt = old.config.holdout_salt.clone();
+        }
         config.validate()?;
         let chain = crate::plugins::attach_campaign_chain(&self.plugins, &config.plugins)?;
         // Hold the old books so no reward lands on the old runtime after we copy its state.

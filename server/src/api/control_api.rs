@@ -1,0 +1,141 @@
+//! `/admin/v1/campaigns/{id}/...`: the marketers' controls — pause, resume, holdout share and the
+//! serving-policy toggle. Each is a validated campaign update, audited with before and after.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::{auth, body, AppState};
+use crate::audit::Change;
+use crate::campaign::{CampaignConfig, CampaignStatus};
+use crate::error::EngineError;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/admin/v1/campaigns/{id}/pause", web::post().to(pause))
+        .route("/admin/v1/campaigns/{id}/resume", web::post().to(resume))
+        .route("/admin/v1/campaigns/{id}/holdout", web::put().to(holdout))
+        .route("/admin/v1/campaigns/{id}/policy", web::put().to(policy));
+}
+
+/// Apply `change` to the campaign's config, update, audit, and answer with the new config.
+async fn mutate(
+    state: &AppState,
+    req: &HttpRequest,
+    id: &str,
+    action: &str,
+    change: impl FnOnce(&mut CampaignConfig) -> Result<(), EngineError>,
+) -> Result<HttpResponse, ApiError> {
+    let before = state.engine.campaign(id)?.config.clone();
+    let mut config = before.clone();
+    change(&mut config)?;
+    let rt = state.engine.update_campaign(config)?;
+    auth::audit(
+        state,
+        req,
+        Change {
+            action: action.to_string(),
+            campaign: Some(id.to_string()),
+            target: None,
+            before: serde_json::to_value(&before).expect("campaign config as JSON"),
+            after: serde_json::to_value(&rt.config).expect("campaign config as JSON"),
+        },
+    )
+    .await?;
+    tracing::info!(campaign = %id, action, "campaign changed");
+    Ok(HttpResponse::Ok().json(&rt.config))
+}
+
+async fn pause(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    mutate(&state, &req, &id, "campaign.pause", |c| {
+        c.status = CampaignStatus::Paused;
+        Ok(())
+    })
+    .await
+}
+
+async fn resume(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    mutate(&state, &req, &id, "campaign.resume", |c| {
+        c.status = CampaignStatus::Active;
+        Ok(())
+    })
+    .await
+}
+
+/// `PUT .../holdout {"share": 0.1}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HoldoutBody {
+    share: f64,
+}
+
+async fn holdout(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let raw = body::read(payload, state.body_limit).await?;
+    let b: HoldoutBody = body::parse(&raw)?;
+    if !(b.share.is_finite() && (0.0..=0.5).contains(&b.share)) {
+        return Err(EngineError::invalid("share", "must be a share between 0 and 0.5").into());
+    }
+    mutate(&state, &req, &id, "campaign.holdout", |c| {
+        c.holdout = b.share;
+        Ok(())
+    })
+    .await
+}
+
+/// `PUT .../policy {"type": "linucb"}`: serve with the configured (shadow) policy of that type;
+/// the previous serving policy becomes a shadow, so both keep learning.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyBody {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+async fn policy(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let raw = body::read(payload, state.body_limit).await?;
+    let b: PolicyBody = body::parse(&raw)?;
+    mutate(&state, &req, &id, "campaign.policy", |c| {
+        if c.policy.kind() == b.kind {
+            return Ok(());
+        }
+        let i = c
+            .shadow_policies
+            .iter()
+            .position(|p| p.kind() == b.kind)
+            .ok_or_else(|| {
+                EngineError::invalid_owned(
+                    "type",
+                    format!(
+                        "no policy of type {:?} is configured; configured: {}",
+                        b.kind,
+                        c.all_policies()
+                            .map(|p| p.kind())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })?;
+        let next = c.shadow_policies.remove(i);
+        let prev = std::mem::replace(&mut c.policy, next);
+        c.shadow_policies.insert(i, prev);
+        Ok(())
+    })
+    .await
+}
