@@ -6,7 +6,7 @@
 //! | `/v1/...`, `/personalizer/...` | any key (a campaign-scoped key only its campaign) |
 //! | `GET /admin/...` | `viewer` or `editor` |
 //! | other methods on `/admin/...` | `editor` |
-//! | `/admin/v1/keys...` | an unscoped admin key of the role above |
+//! | `/admin/v1/keys...`, `/admin/v1/plugins...` and other server-wide areas | an unscoped admin key of the role above |
 //!
 //! The key comes in `Authorization: Bearer KEY` (or `Ocp-Apim-Subscription-Key`, for the
 //! Personalizer-compatible surface). 401 when it is missing or unknown or revoked, 403 when the
@@ -56,7 +56,10 @@ fn need(method: &Method, path: &str) -> Need {
             };
             // A scoped key may list campaigns and read the audit log (both filtered to its
             // campaign by the handlers); everything else without a campaign is server-wide.
-            let scoped_listing = matches!(rest, ["v1", "campaigns"] | ["v1", "audit"]);
+            let scoped_listing = matches!(
+                rest,
+                ["v1", "campaigns"] | ["v1", "audit"] | ["v1", "whoami"]
+            );
             let global = campaign.is_none() && (write || !scoped_listing);
             Need::Admin {
                 write,

@@ -11,7 +11,17 @@ use crate::keys::{Principal, Role};
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/admin/v1/keys", web::post().to(create))
         .route("/admin/v1/keys", web::get().to(list))
-        .route("/admin/v1/keys/{id}", web::delete().to(revoke));
+        .route("/admin/v1/keys/{id}", web::delete().to(revoke))
+        .route("/admin/v1/whoami", web::get().to(whoami));
+}
+
+/// The calling key's id, role and scope (the dashboard uses it to disable controls).
+async fn whoami(who: Principal) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "key_id": who.key_id,
+        "role": who.role,
+        "campaign": who.campaign,
+    }))
 }
 
 /// `POST /admin/v1/keys`.

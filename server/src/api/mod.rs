@@ -12,6 +12,8 @@ pub mod keys_api;
 pub mod ope_api;
 pub mod ops_api;
 pub mod plugins_api;
+pub mod reports_api;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -43,6 +45,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     keys_api::configure(cfg);
     audit_api::configure(cfg);
     control_api::configure(cfg);
+    reports_api::configure(cfg);
+    ui::configure(cfg);
 }
 
 /// JSON 404 for unknown routes.

@@ -11,6 +11,7 @@ mod decide;
 mod durability;
 pub mod featurize;
 pub mod holdout;
+pub mod reports;
 mod reward;
 
 use std::collections::HashMap;

@@ -1,0 +1,164 @@
+//! `/admin/v1/campaigns/{id}/reports/...`: what the dashboard shows, computed from the logs
+//! (see `engine/reports.rs`).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::engine::reports;
+use crate::error::EngineError;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/admin/v1/campaigns/{id}/reports/actions",
+        web::get().to(actions),
+    )
+    .route("/admin/v1/campaigns/{id}/reports/lift", web::get().to(lift))
+    .route(
+        "/admin/v1/campaigns/{id}/reports/hidden-gems",
+        web::get().to(gems),
+    )
+    .route(
+        "/admin/v1/campaigns/{id}/reports/affinity",
+        web::get().to(affinity),
+    )
+    .route(
+        "/admin/v1/campaigns/{id}/reports/policies",
+        web::get().to(policies),
+    );
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Query {
+    /// Width of a time-series bucket (default one day).
+    bucket_seconds: Option<u64>,
+    /// Hidden gems: largest exposure share that counts as rarely shown.
+    max_share: Option<f64>,
+    /// Affinity: dotted path of the history categories in the context.
+    history_path: Option<String>,
+    /// Affinity: smallest number of exposures of a pair to report it.
+    min_exposures: Option<u64>,
+}
+
+fn query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, EngineError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| EngineError::Malformed {
+            field: "query".into(),
+            message: e.to_string(),
+        })
+}
+
+fn bucket(q: &Query) -> Result<u64, EngineError> {
+    match q.bucket_seconds {
+        None => Ok(86_400),
+        Some(b) if (1..=366 * 86_400).contains(&b) => Ok(b),
+        Some(_) => Err(EngineError::invalid(
+            "bucket_seconds",
+            "must be between 1 and 31622400",
+        )),
+    }
+}
+
+/// Load the campaign's logs off the async threads and compute `f` on them.
+async fn report<R: serde::Serialize + Send + 'static>(
+    state: &AppState,
+    id: &str,
+    history_path: Option<String>,
+    f: impl FnOnce(&reports::Dataset) -> R + Send + 'static,
+) -> Result<HttpResponse, ApiError> {
+    state.engine.campaign(id)?;
+    let engine = state.engine.clone();
+    let id = id.to_string();
+    let out = web::block(move || {
+        let data = reports::load(engine.store().as_ref(), &id, history_path.as_deref())?;
+        Ok::<_, EngineError>(f(&data))
+    })
+    .await
+    .map_err(|e| EngineError::Unavailable {
+        message: format!("report worker failed: {e}"),
+    })??;
+    Ok(HttpResponse::Ok().json(out))
+}
+
+async fn actions(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let _: Query = query(&req)?;
+    report(
+        &state,
+        &id,
+        None,
+        |d| serde_json::json!({ "actions": reports::actions(d) }),
+    )
+    .await
+}
+
+async fn lift(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let q: Query = query(&req)?;
+    let b = bucket(&q)?;
+    report(&state, &id, None, move |d| reports::lift(d, b)).await
+}
+
+async fn gems(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let q: Query = query(&req)?;
+    if let Some(s) = q.max_share {
+        if !(s.is_finite() && s > 0.0 && s <= 1.0) {
+            return Err(EngineError::invalid("max_share", "must be in (0, 1]").into());
+        }
+    }
+    report(&state, &id, None, move |d| {
+        reports::hidden_gems(d, q.max_share)
+    })
+    .await
+}
+
+async fn affinity(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let q: Query = query(&req)?;
+    let path = q
+        .history_path
+        .clone()
+        .unwrap_or_else(|| "history.categories".into());
+    if path.is_empty() || path.len() > 200 {
+        return Err(EngineError::invalid("history_path", "must be 1-200 characters").into());
+    }
+    let min = q.min_exposures.unwrap_or(10);
+    let p = path.clone();
+    report(&state, &id, Some(path), move |d| {
+        reports::affinity(d, &p, min)
+    })
+    .await
+}
+
+async fn policies(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let q: Query = query(&req)?;
+    let b = bucket(&q)?;
+    report(
+        &state,
+        &id,
+        None,
+        move |d| serde_json::json!({ "bucket_seconds": b, "policies": reports::policies(d, b) }),
+    )
+    .await
+}

@@ -1,0 +1,28 @@
+//! `/ui`: the dashboard, plain HTML and JavaScript embedded in the binary (no Node build). The
+//! page itself is open; every call it makes sends the key typed into it, and it reads the same
+//! admin endpoints as any client.
+
+use actix_web::{web, HttpResponse};
+
+const INDEX: &str = include_str!("../../ui/index.html");
+const APP_JS: &str = include_str!("../../ui/app.js");
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/ui", web::get().to(index))
+        .route("/ui/", web::get().to(index))
+        .route("/ui/app.js", web::get().to(app_js));
+}
+
+async fn index() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("cache-control", "no-cache"))
+        .body(INDEX)
+}
+
+async fn app_js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header(("cache-control", "no-cache"))
+        .body(APP_JS)
+}

@@ -1,0 +1,747 @@
+//! Reports for marketers, computed from the decision and reward logs (so they survive restarts
+//! and always agree with what was logged): per-action results with posterior intervals,
+//! incremental lift of personalized traffic over the holdout, hidden gems, category affinity,
+//! and reward over time per serving policy.
+//!
+//! Unit of analysis: a decision's outcome is the sum of the rewards applied to its slots (an
+//! explicit reward, the default reward when the window closed, or a summed one). A decision whose
+//! window is still open and has no reward yet counts as 0: reports are "as of now".
+//!
+//! Cost: each report scans the campaign's logs once (all campaigns share the logs), which is
+//! fine for the sizes a dashboard reads interactively; incremental counters are the next step for
+//! very large logs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::EngineError;
+use crate::store::Store;
+
+/// z for a two-sided 95% interval.
+const Z95: f64 = 1.959_963_984_540_054;
+
+/// One logged decision with its joined outcomes.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub at_ms: u64,
+    pub holdout: bool,
+    pub policy: String,
+    /// Served action ids, by slot.
+    pub actions: Vec<String>,
+    /// Applied reward per slot (0 when none yet).
+    pub values: Vec<f64>,
+    /// Shopper history categories from the context (affinity only).
+    pub history: Vec<String>,
+    /// Category of each served action (affinity only).
+    pub categories: Vec<Option<String>>,
+}
+
+impl Row {
+    fn outcome(&self) -> f64 {
+        self.values.iter().sum()
+    }
+}
+
+/// Everything a report reads for one campaign.
+#[derive(Debug, Clone, Default)]
+pub struct Dataset {
+    pub rows: Vec<Row>,
+    /// Every applied reward value lies in [0, 1] (Beta posteriors apply).
+    pub binary: bool,
+}
+
+/// Read a campaign's decisions and rewards. `history_path` (dotted, in the context) and item
+/// categories are only extracted when given, since that parses each logged request.
+pub fn load(
+    store: &dyn Store,
+    campaign: &str,
+    history_path: Option<&str>,
+) -> Result<Dataset, EngineError> {
+    let mut rewards: HashMap<String, Vec<(u32, f64)>> = HashMap::new();
+    let mut binary = true;
+    for r in store.rewards_after(0) {
+        let r = r?;
+        if r.campaign != campaign {
+            continue;
+        }
+        binary &= (0.0..=1.0).contains(&r.value);
+        rewards
+            .entry(r.event_id)
+            .or_default()
+            .push((r.slot, r.value));
+    }
+    let mut rows = Vec::new();
+    for d in store.decisions_after(0) {
+        let d = d?;
+        if d.campaign != campaign {
+            continue;
+        }
+        let mut values = vec![0.0; d.actions.len()];
+        if let Some(rs) = rewards.get(&d.event_id) {
+            for &(slot, v) in rs {
+                if let Some(x) = values.get_mut(slot as usize) {
+                    *x += v;
+                }
+            }
+        }
+        let actions: Vec<String> = d.actions.iter().map(|a| a.id.clone()).collect();
+        let (history, categories) = match history_path {
+            Some(path) if !d.request.is_empty() => {
+                let req: Value = serde_json::from_slice(&d.request).unwrap_or(Value::Null);
+                (history_of(&req, path), categories_of(&req, &actions))
+            }
+            _ => (Vec::new(), vec![None; actions.len()]),
+        };
+        rows.push(Row {
+            at_ms: d.at_ms,
+            holdout: d.holdout,
+            policy: d.policy,
+            actions,
+            values,
+            history,
+            categories,
+        });
+    }
+    Ok(Dataset { rows, binary })
+}
+
+fn history_of(req: &Value, path: &str) -> Vec<String> {
+    let mut v = &req["context"];
+    for part in path.split('.') {
+        v = &v[part];
+    }
+    let mut out: Vec<String> = match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    };
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn categories_of(req: &Value, actions: &[String]) -> Vec<Option<String>> {
+    let empty = Vec::new();
+    let candidates = req["candidates"].as_array().unwrap_or(&empty);
+    actions
+        .iter()
+        .map(|id| {
+            let c = candidates.iter().find(|c| c["id"].as_str() == Some(id))?;
+            c["features"]["category"]
+                .as_str()
+                .or_else(|| c["attributes"]["category"].as_str())
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics
+
+/// Estimate with a 95% interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Interval {
+    pub estimate: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+fn ln_gamma(x: f64) -> f64 {
+    // Lanczos approximation (g = 7, n = 9), accurate to ~1e-15 for x > 0.
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        let pi = std::f64::consts::PI;
+        return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let mut a = C[0];
+    let t = x + 7.5;
+    for (i, c) in C.iter().enumerate().skip(1) {
+        a += c / (x + i as f64);
+    }
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
+}
+
+/// Continued fraction of the incomplete beta (Numerical Recipes `betacf`).
+fn beta_cf(a: f64, b: f64, x: f64) -> f64 {
+    let tiny = 1e-300;
+    let (qab, qap, qam) = (a + b, a + 1.0, a - 1.0);
+    let mut c = 1.0;
+    let mut d = 1.0 - qab * x / qap;
+    if d.abs() < tiny {
+        d = tiny;
+    }
+    d = 1.0 / d;
+    let mut h = d;
+    for m in 1..300 {
+        let m = m as f64;
+        let m2 = 2.0 * m;
+        let aa = m * (b - m) * x / ((qam + m2) * (a + m2));
+        d = 1.0 + aa * d;
+        if d.abs() < tiny {
+            d = tiny;
+        }
+        c = 1.0 + aa / c;
+        if c.abs() < tiny {
+            c = tiny;
+        }
+        d = 1.0 / d;
+        h *= d * c;
+        let aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2));
+        d = 1.0 + aa * d;
+        if d.abs() < tiny {
+            d = tiny;
+        }
+        c = 1.0 + aa / c;
+        if c.abs() < tiny {
+            c = tiny;
+        }
+        d = 1.0 / d;
+        let del = d * c;
+        h *= del;
+        if (del - 1.0).abs() < 1e-14 {
+            break;
+        }
+    }
+    h
+}
+
+/// Regularized incomplete beta I_x(a, b).
+pub fn beta_cdf(x: f64, a: f64, b: f64) -> f64 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    if x >= 1.0 {
+        return 1.0;
+    }
+    let ln_front = ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln();
+    if x < (a + 1.0) / (a + b + 2.0) {
+        ln_front.exp() * beta_cf(a, b, x) / a
+    } else {
+        1.0 - ln_front.exp() * beta_cf(b, a, 1.0 - x) / b
+    }
+}
+
+/// Quantile of Beta(a, b) by bisection.
+pub fn beta_quantile(p: f64, a: f64, b: f64) -> f64 {
+    let (mut lo, mut hi) = (0.0, 1.0);
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if beta_cdf(mid, a, b) < p {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
+/// Complementary error function (Numerical Recipes' `erfcc` Chebyshev fit; fractional error
+/// below 1.2e-7, plenty for a p-value).
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let r = t
+        * (-z * z - 1.265_512_23
+            + t * (1.000_023_68
+                + t * (0.374_091_96
+                    + t * (0.096_784_18
+                        + t * (-0.186_288_06
+                            + t * (0.278_868_07
+                                + t * (-1.135_203_98
+                                    + t * (1.488_515_87
+                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+            .exp();
+    if x >= 0.0 {
+        r
+    } else {
+        2.0 - r
+    }
+}
+
+/// Two-sided p-value of a z statistic.
+pub fn p_value(z: f64) -> f64 {
+    erfc(z.abs() / std::f64::consts::SQRT_2).min(1.0)
+}
+
+/// Mean and sample variance.
+fn mean_var(xs: impl Iterator<Item = f64>) -> (usize, f64, f64) {
+    let (mut n, mut mean, mut m2) = (0usize, 0.0, 0.0);
+    for x in xs {
+        n += 1;
+        let d = x - mean;
+        mean += d / n as f64;
+        m2 += d * (x - mean);
+    }
+    let var = if n > 1 { m2 / (n - 1) as f64 } else { 0.0 };
+    (n, mean, var)
+}
+
+/// Wilson score interval of a proportion.
+fn wilson(successes: f64, n: f64) -> Interval {
+    if n <= 0.0 {
+        return Interval {
+            estimate: 0.0,
+            low: 0.0,
+            high: 1.0,
+        };
+    }
+    let p = successes / n;
+    let z2 = Z95 * Z95;
+    let denom = 1.0 + z2 / n;
+    let center = (p + z2 / (2.0 * n)) / denom;
+    let half = Z95 * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / denom;
+    Interval {
+        estimate: p,
+        low: (center - half).max(0.0),
+        high: (center + half).min(1.0),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per action
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionReport {
+    pub id: String,
+    pub exposures: u64,
+    /// Exposures with a positive reward.
+    pub rewarded: u64,
+    pub reward_sum: f64,
+    /// reward_sum / exposures.
+    pub reward_rate: f64,
+    pub exposure_share: f64,
+    /// Posterior mean of the reward rate with a 95% credible interval: Beta(1 + sum,
+    /// 1 + exposures - sum) for rewards in [0, 1], else a normal approximation.
+    pub posterior: Interval,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Tally {
+    exposures: u64,
+    rewarded: u64,
+    sum: f64,
+    sum_sq: f64,
+}
+
+pub fn actions(data: &Dataset) -> Vec<ActionReport> {
+    let mut t: BTreeMap<&str, Tally> = BTreeMap::new();
+    let mut total = 0u64;
+    for row in &data.rows {
+        for (id, v) in row.actions.iter().zip(&row.values) {
+            let e = t.entry(id).or_default();
+            e.exposures += 1;
+            e.rewarded += u64::from(*v > 0.0);
+            e.sum += v;
+            e.sum_sq += v * v;
+            total += 1;
+        }
+    }
+    let mut out: Vec<ActionReport> = t
+        .into_iter()
+        .map(|(id, t)| {
+            let n = t.exposures as f64;
+            let posterior = if data.binary {
+                let (a, b) = (1.0 + t.sum, 1.0 + (n - t.sum).max(0.0));
+                Interval {
+                    estimate: a / (a + b),
+                    low: beta_quantile(0.025, a, b),
+                    high: beta_quantile(0.975, a, b),
+                }
+            } else {
+                let mean = t.sum / n;
+                let var = if n > 1.0 {
+                    ((t.sum_sq - n * mean * mean) / (n - 1.0)).max(0.0)
+                } else {
+                    0.0
+                };
+                let half = Z95 * (var / n).sqrt();
+                Interval {
+                    estimate: mean,
+                    low: mean - half,
+                    high: mean + half,
+                }
+            };
+            ActionReport {
+                id: id.to_string(),
+                exposures: t.exposures,
+                rewarded: t.rewarded,
+                reward_sum: t.sum,
+                reward_rate: t.sum / n,
+                exposure_share: n / total.max(1) as f64,
+                posterior,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.exposures.cmp(&a.exposures).then(a.id.cmp(&b.id)));
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hidden gems
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GemsReport {
+    /// Median posterior mean over the campaign's actions.
+    pub campaign_median: f64,
+    /// Largest exposure share that counts as "rarely shown".
+    pub max_share: f64,
+    pub gems: Vec<ActionReport>,
+}
+
+/// Rarely shown (exposure share below `max_share`, default half of an even share) but whose
+/// posterior lower bound is above the campaign's median posterior mean.
+pub fn hidden_gems(data: &Dataset, max_share: Option<f64>) -> GemsReport {
+    let all = actions(data);
+    let mut means: Vec<f64> = all.iter().map(|a| a.posterior.estimate).collect();
+    means.sort_by(f64::total_cmp);
+    let median = match means.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => means[n / 2],
+        n => 0.5 * (means[n / 2 - 1] + means[n / 2]),
+    };
+    let max_share = max_share.unwrap_or(0.5 / all.len().max(1) as f64);
+    let mut gems: Vec<ActionReport> = all
+        .into_iter()
+        .filter(|a| a.exposure_share < max_share && a.posterior.low > median)
+        .collect();
+    gems.sort_by(|a, b| b.posterior.low.total_cmp(&a.posterior.low));
+    GemsReport {
+        campaign_median: median,
+        max_share,
+        gems,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lift
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Arm {
+    pub decisions: u64,
+    pub reward_sum: f64,
+    /// Mean outcome per decision, with a 95% interval.
+    pub rate: Interval,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Lift {
+    pub personalized: Arm,
+    pub holdout: Arm,
+    /// personalized - holdout, 95% CI (normal approximation, unequal variances).
+    pub absolute: Option<Interval>,
+    /// (personalized - holdout) / holdout, 95% CI by the delta method.
+    pub relative: Option<Interval>,
+    /// Two-sided p-value of "no difference".
+    pub p_value: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LiftPoint {
+    pub start_ms: u64,
+    #[serde(flatten)]
+    pub lift: Lift,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LiftReport {
+    #[serde(flatten)]
+    pub total: Lift,
+    pub bucket_seconds: u64,
+    pub series: Vec<LiftPoint>,
+}
+
+fn arm<'a>(rows: impl Iterator<Item = &'a Row>) -> (Arm, f64) {
+    let outcomes: Vec<f64> = rows.map(Row::outcome).collect();
+    let (n, mean, var) = mean_var(outcomes.iter().copied());
+    let half = if n > 0 {
+        Z95 * (var / n as f64).sqrt()
+    } else {
+        0.0
+    };
+    (
+        Arm {
+            decisions: n as u64,
+            reward_sum: outcomes.iter().sum(),
+            rate: Interval {
+                estimate: mean,
+                low: mean - half,
+                high: mean + half,
+            },
+        },
+        var,
+    )
+}
+
+fn lift_of(rows: &[&Row]) -> Lift {
+    let (p, vp) = arm(rows.iter().copied().filter(|r| !r.holdout));
+    let (h, vh) = arm(rows.iter().copied().filter(|r| r.holdout));
+    let (np, nh) = (p.decisions as f64, h.decisions as f64);
+    let (mp, mh) = (p.rate.estimate, h.rate.estimate);
+    let mut absolute = None;
+    let mut relative = None;
+    let mut p_val = None;
+    if np >= 2.0 && nh >= 2.0 {
+        let se = (vp / np + vh / nh).sqrt();
+        let diff = mp - mh;
+        absolute = Some(Interval {
+            estimate: diff,
+            low: diff - Z95 * se,
+            high: diff + Z95 * se,
+        });
+        p_val = Some(if se > 0.0 {
+            p_value(diff / se)
+        } else if diff == 0.0 {
+            1.0
+        } else {
+            0.0
+        });
+        if mh > 0.0 {
+            let r = diff / mh;
+            let se_r = (vp / np / (mh * mh) + mp * mp * vh / nh / mh.powi(4)).sqrt();
+            relative = Some(Interval {
+                estimate: r,
+                low: r - Z95 * se_r,
+                high: r + Z95 * se_r,
+            });
+        }
+    }
+    Lift {
+        personalized: p,
+        holdout: h,
+        absolute,
+        relative,
+        p_value: p_val,
+    }
+}
+
+pub fn lift(data: &Dataset, bucket_seconds: u64) -> LiftReport {
+    let all: Vec<&Row> = data.rows.iter().collect();
+    let bucket_ms = bucket_seconds.max(1) * 1000;
+    let mut buckets: BTreeMap<u64, Vec<&Row>> = BTreeMap::new();
+    for r in &data.rows {
+        buckets
+            .entry(r.at_ms / bucket_ms * bucket_ms)
+            .or_default()
+            .push(r);
+    }
+    LiftReport {
+        total: lift_of(&all),
+        bucket_seconds,
+        series: buckets
+            .into_iter()
+            .map(|(start_ms, rows)| LiftPoint {
+                start_ms,
+                lift: lift_of(&rows),
+            })
+            .collect(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reward over time per policy
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyPoint {
+    pub start_ms: u64,
+    pub decisions: u64,
+    pub reward_sum: f64,
+    pub rate: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicySeries {
+    pub policy: String,
+    pub decisions: u64,
+    pub rate: f64,
+    pub series: Vec<PolicyPoint>,
+}
+
+/// Per serving policy as logged (`baseline` for holdout, paused and fallback decisions).
+pub fn policies(data: &Dataset, bucket_seconds: u64) -> Vec<PolicySeries> {
+    let bucket_ms = bucket_seconds.max(1) * 1000;
+    let mut m: BTreeMap<&str, BTreeMap<u64, (u64, f64)>> = BTreeMap::new();
+    for r in &data.rows {
+        let e = m
+            .entry(&r.policy)
+            .or_default()
+            .entry(r.at_ms / bucket_ms * bucket_ms)
+            .or_default();
+        e.0 += 1;
+        e.1 += r.outcome();
+    }
+    m.into_iter()
+        .map(|(policy, b)| {
+            let decisions: u64 = b.values().map(|v| v.0).sum();
+            let sum: f64 = b.values().map(|v| v.1).sum();
+            PolicySeries {
+                policy: policy.to_string(),
+                decisions,
+                rate: sum / decisions.max(1) as f64,
+                series: b
+                    .into_iter()
+                    .map(|(start_ms, (n, s))| PolicyPoint {
+                        start_ms,
+                        decisions: n,
+                        reward_sum: s,
+                        rate: s / n.max(1) as f64,
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Category affinity
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AffinityRow {
+    /// A category in the shopper's history.
+    pub bought: String,
+    /// The category of the item shown.
+    pub shown: String,
+    pub exposures: u64,
+    pub responses: u64,
+    /// Response rate of shoppers with `bought` in their history to items of `shown`, 95% Wilson.
+    pub rate: Interval,
+    /// Response rate of every shopper to items of `shown`.
+    pub baseline_rate: f64,
+    /// rate / baseline_rate.
+    pub lift: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AffinityReport {
+    pub history_path: String,
+    pub min_exposures: u64,
+    pub pairs: Vec<AffinityRow>,
+}
+
+/// How likely shoppers who bought X respond (reward > 0) to items of category Y, with lift over
+/// all shoppers shown Y; pairs with fewer than `min_exposures` are left out. Highest lift first.
+pub fn affinity(data: &Dataset, history_path: &str, min_exposures: u64) -> AffinityReport {
+    let mut pair: HashMap<(&str, &str), (u64, u64)> = HashMap::new();
+    let mut shown: HashMap<&str, (u64, u64)> = HashMap::new();
+    for r in &data.rows {
+        let history: HashSet<&str> = r.history.iter().map(String::as_str).collect();
+        for (cat, v) in r.categories.iter().zip(&r.values) {
+            let Some(y) = cat.as_deref() else { continue };
+            let hit = u64::from(*v > 0.0);
+            let e = shown.entry(y).or_default();
+            e.0 += 1;
+            e.1 += hit;
+            for x in &history {
+                let e = pair.entry((x, y)).or_default();
+                e.0 += 1;
+                e.1 += hit;
+            }
+        }
+    }
+    let mut pairs: Vec<AffinityRow> = pair
+        .into_iter()
+        .filter(|(_, (n, _))| *n >= min_exposures)
+        .map(|((x, y), (n, s))| {
+            let (ny, sy) = shown[y];
+            let base = sy as f64 / ny.max(1) as f64;
+            let rate = wilson(s as f64, n as f64);
+            AffinityRow {
+                bought: x.to_string(),
+                shown: y.to_string(),
+                exposures: n,
+                responses: s,
+                baseline_rate: base,
+                lift: if base > 0.0 {
+                    rate.estimate / base
+                } else {
+                    0.0
+                },
+                rate,
+            }
+        })
+        .collect();
+    pairs.sort_by(|a, b| {
+        b.lift
+            .total_cmp(&a.lift)
+            .then(a.bought.cmp(&b.bought))
+            .then(a.shown.cmp(&b.shown))
+    });
+    AffinityReport {
+        history_path: history_path.to_string(),
+        min_exposures,
+        pairs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beta_quantiles_match_known_values() {
+        // Beta(1, 1) is uniform.
+        assert!((beta_quantile(0.025, 1.0, 1.0) - 0.025).abs() < 1e-9);
+        // Beta(2, 2): CDF 3x^2 - 2x^3; at 0.5 it is 0.5.
+        assert!((beta_cdf(0.5, 2.0, 2.0) - 0.5).abs() < 1e-12);
+        assert!((beta_cdf(0.2, 2.0, 2.0) - (3.0 * 0.04 - 2.0 * 0.008)).abs() < 1e-12);
+        // Beta(11, 91): 97.5% quantile ~ 0.1727 (reference value from scipy).
+        let q = beta_quantile(0.975, 11.0, 91.0);
+        assert!((q - 0.1727).abs() < 2e-3, "{q}");
+    }
+
+    #[test]
+    fn p_values() {
+        assert!((p_value(1.959_964) - 0.05).abs() < 1e-5);
+        assert!((p_value(0.0) - 1.0).abs() < 1e-6);
+        assert!(p_value(5.0) < 1e-5);
+    }
+
+    fn row(holdout: bool, v: f64) -> Row {
+        Row {
+            at_ms: 0,
+            holdout,
+            policy: if holdout { "baseline" } else { "thompson" }.into(),
+            actions: vec!["a".into()],
+            values: vec![v],
+            history: vec![],
+            categories: vec![None],
+        }
+    }
+
+    #[test]
+    fn lift_detects_a_difference_and_not_a_null() {
+        let mut rows = Vec::new();
+        for i in 0..2_000 {
+            rows.push(row(false, if i % 5 == 0 { 1.0 } else { 0.0 })); // 20 %
+            rows.push(row(true, if i % 10 == 0 { 1.0 } else { 0.0 })); // 10 %
+        }
+        let l = lift(&Dataset { rows, binary: true }, 86_400).total;
+        let a = l.absolute.unwrap();
+        assert!((a.estimate - 0.1).abs() < 1e-9 && a.low > 0.0);
+        assert!((l.relative.unwrap().estimate - 1.0).abs() < 1e-9);
+        assert!(l.p_value.unwrap() < 1e-6);
+        let mut rows = Vec::new();
+        for i in 0..2_000 {
+            rows.push(row(false, if i % 10 == 0 { 1.0 } else { 0.0 }));
+            rows.push(row(true, if i % 10 == 0 { 1.0 } else { 0.0 }));
+        }
+        let l = lift(&Dataset { rows, binary: true }, 86_400).total;
+        let a = l.absolute.unwrap();
+        assert!(a.low < 0.0 && a.high > 0.0);
+    }
+}
