@@ -30,13 +30,22 @@ pub struct DecideInput {
 const BASELINE: &str = "baseline";
 
 fn check_id(field: &str, id: &str) -> Result<(), EngineError> {
-    if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(char::is_control) {
-        return Err(EngineError::invalid_owned(
-            field,
-            format!("must be 1-{MAX_ID_LEN} characters with no control characters"),
-        ));
+    if id_ok(id) {
+        Ok(())
+    } else {
+        Err(bad_id(field))
     }
-    Ok(())
+}
+
+fn id_ok(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_LEN && !id.chars().any(char::is_control)
+}
+
+fn bad_id(field: &str) -> EngineError {
+    EngineError::invalid_owned(
+        field,
+        format!("must be 1-{MAX_ID_LEN} characters with no control characters"),
+    )
 }
 
 /// Reconstruct the join state of a decision from its log record (crash recovery).
@@ -110,7 +119,9 @@ impl Engine {
         }
         let mut seen = HashSet::with_capacity(req.candidates.len());
         for (i, c) in req.candidates.iter().enumerate() {
-            check_id(&format!("candidates[{i}].id"), &c.id)?;
+            if !id_ok(&c.id) {
+                return Err(bad_id(&format!("candidates[{i}].id")));
+            }
             if !seen.insert(c.id.as_str()) {
                 return Err(EngineError::invalid_owned(
                     &format!("candidates[{i}].id"),
@@ -138,12 +149,27 @@ impl Engine {
         let k = k.min(stage.eligible.len());
         let context =
             featurize::features("context", stage.context.as_ref().unwrap_or(&req.context))?;
-        let mut vectors: Vec<SparseVec> = Vec::with_capacity(req.candidates.len());
+        // Every candidate's features are checked; vectors are only built for all candidates when
+        // the serving policy reads them, else only for the served actions (shadow learners).
+        let mut action_features = Vec::with_capacity(req.candidates.len());
         for (i, c) in req.candidates.iter().enumerate() {
             let raw = stage.features.get(i).unwrap_or(&c.features);
-            let f = featurize::features(&format!("candidates[{i}].features"), raw)?;
-            vectors.push(rt.featurizer.vector(&context, &c.id, &f));
+            action_features.push(featurize::features_at(
+                || format!("candidates[{i}].features"),
+                raw,
+            )?);
         }
+        let serving_reads_x = rt.config.policy.uses_features();
+        let vectors: Vec<SparseVec> = if serving_reads_x {
+            req.candidates
+                .iter()
+                .zip(&action_features)
+                .map(|(c, f)| rt.featurizer.vector(&context, &c.id, f))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let empty = SparseVec::default();
 
         // A retried request with a known event id gets the recorded decision back.
         if let Some(id) = &req.event_id {
@@ -184,7 +210,7 @@ impl Engine {
                     .iter()
                     .map(|&i| Arm {
                         id: &req.candidates[i].id,
-                        x: &vectors[i],
+                        x: vectors.get(i).unwrap_or(&empty),
                     })
                     .collect();
                 let mut rng = Pcg64Mcg::seed_from_u64(seed);
@@ -197,14 +223,23 @@ impl Engine {
             };
 
         let at_ms = now_ms();
+        let any_reads_x = rt.config.all_policies().any(|p| p.uses_features());
         let actions: Vec<LoggedAction> = choices
             .iter()
             .map(|c| {
                 let i = stage.eligible[c.index];
+                let x = match vectors.get(i) {
+                    Some(x) => x.clone(),
+                    None if any_reads_x => {
+                        rt.featurizer
+                            .vector(&context, &req.candidates[i].id, &action_features[i])
+                    }
+                    None => SparseVec::default(),
+                };
                 LoggedAction {
                     id: req.candidates[i].id.clone(),
                     probability: c.probability,
-                    x: vectors[i].clone(),
+                    x,
                 }
             })
             .collect();
