@@ -31,6 +31,10 @@ pub struct CampaignConfig {
     pub reward_aggregation: RewardAggregation,
     #[serde(default)]
     pub status: CampaignStatus,
+    /// Share of decisions (0 to 1) served uniformly at random on top of the policy's own
+    /// exploration; the logged propensity is the exact mixture `(1 - e)·p + e/n`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub exploration: f64,
     /// Share of shoppers (by `shopper_id`, 0 to 0.5) who always get the control order
     /// (candidates as sent); their decisions are marked `holdout`. See `engine/holdout.rs`.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -135,6 +139,12 @@ impl CampaignConfig {
             return Err(EngineError::invalid(
                 "reward_wait_seconds",
                 "must be a number of seconds above 0 and at most 2592000 (30 days)",
+            ));
+        }
+        if !(self.exploration.is_finite() && (0.0..=1.0).contains(&self.exploration)) {
+            return Err(EngineError::invalid(
+                "exploration",
+                "must be a share between 0 and 1",
             ));
         }
         if !(self.holdout.is_finite() && (0.0..=0.5).contains(&self.holdout)) {

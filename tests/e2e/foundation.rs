@@ -600,3 +600,88 @@ async fn switching_the_serving_policy_is_warm() {
     assert_eq!(server.get("/admin/v1/campaigns/sw").await.0, 404);
     assert_eq!(server.delete("/admin/v1/campaigns/sw").await, 404);
 }
+
+/// Campaign-level exploration: a share of uniform choices mixed in, with the exact mixture
+/// propensity logged; `explore: false` serves greedily with probability 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_exploration_mixes_uniform_with_exact_propensities() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), FAST).await;
+    server
+        .create_campaign(json!({"id": "ex", "policy": {"type": "linucb"}, "exploration": 1.0}))
+        .await;
+    // Full exploration: every slot is uniform over the 4 candidates.
+    let mut counts = std::collections::HashMap::new();
+    for i in 0..400 {
+        let (s, d) = server
+            .post(
+                "/v1/campaigns/ex/decide",
+                &json!({"candidates": candidates(4), "event_id": format!("x-{i}")}),
+            )
+            .await;
+        assert_eq!(s, 200, "{d}");
+        let p = d["actions"][0]["probability"].as_f64().unwrap();
+        assert!(
+            (p - 0.25).abs() < 1e-9,
+            "propensity {p} under full exploration"
+        );
+        *counts
+            .entry(d["actions"][0]["id"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(counts.len(), 4, "{counts:?}");
+    for (id, c) in &counts {
+        assert!(
+            (60..=140).contains(c),
+            "{id} chosen {c}/400 times under uniform exploration"
+        );
+    }
+    // Greedy on request: with no reward yet every candidate ties (probability split evenly); after
+    // one reward the deterministic LinUCB argmax has probability 1.
+    let (_, d) = server
+        .post("/v1/campaigns/ex/decide", &json!({"candidates": candidates(4), "explore": false}))
+        .await;
+    assert_eq!(d["actions"][0]["probability"], 0.25, "{d}");
+    let (s, _) = server.post("/v1/events/x-0/reward", &json!({"value": 1.0})).await;
+    assert_eq!(s, 200);
+    let (_, d) = server
+        .post(
+            "/v1/campaigns/ex/decide",
+            &json!({"candidates": candidates(4), "explore": false}),
+        )
+        .await;
+    assert_eq!(d["actions"][0]["probability"], 1.0, "{d}");
+    // Out-of-range exploration is refused with the field named.
+    let (s, r) = server
+        .put(
+            "/admin/v1/campaigns/ex",
+            &json!({"policy": {"type": "linucb"}, "exploration": 1.5}),
+        )
+        .await;
+    assert_eq!(
+        (s, r["error"]["field"].as_str()),
+        (400, Some("exploration")),
+        "{r}"
+    );
+    // Half exploration: a choice LinUCB itself would make with probability q (1, or 1/m over m
+    // exact ties) is logged with 0.5·q + 0.5/4; any other choice with 0.5/4.
+    let (s, _) = server
+        .put(
+            "/admin/v1/campaigns/ex",
+            &json!({"policy": {"type": "linucb"}, "exploration": 0.5}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    for i in 0..50 {
+        let (_, d) = server
+            .post(
+                "/v1/campaigns/ex/decide",
+                &json!({"candidates": candidates(4), "event_id": format!("h-{i}")}),
+            )
+            .await;
+        let p = d["actions"][0]["probability"].as_f64().unwrap();
+        let q = (p - 0.125) / 0.5;
+        let is_mixture = q.abs() < 1e-9 || (1..=4).any(|m| (q - 1.0 / m as f64).abs() < 1e-9);
+        assert!(is_mixture, "propensity {p} is not a mixture value");
+    }
+}

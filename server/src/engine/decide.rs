@@ -217,7 +217,7 @@ impl Engine {
                 let learner = rt.learner.read();
                 let (name, policy) = learner.serving();
                 let choices = policy
-                    .choose(&arms, k, explore, &mut rng)
+                    .choose_with_exploration(&arms, k, explore, rt.config.exploration, &mut rng)
                     .map_err(|e| EngineError::policy("policy", e))?;
                 (name.to_string(), choices)
             };
