@@ -10,6 +10,7 @@ pub mod error;
 pub mod keys;
 pub mod ope;
 pub mod plugins;
+pub mod simulate;
 pub mod store;
 
 use std::net::SocketAddr;

@@ -47,6 +47,8 @@ enum Command {
     },
     /// Print the effective configuration and exit.
     Config,
+    /// Play the policies against a synthetic retail world and compare them (docs/simulation.md).
+    Simulate(tailor_server::simulate::SimulateArgs),
     /// Export a campaign's decision log (joined with its rewards) as JSON lines. Opens the data
     /// directory, which a running server locks: stop it or export from a copy (or use
     /// `GET /admin/v1/campaigns/{id}/log` on the running server).
@@ -134,6 +136,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Evaluate { file, opts, json } => replay::evaluate(&file, &opts, json),
         Command::Replay { file, opts, out } => replay::replay(&file, &opts, out.as_deref()),
+        Command::Simulate(args) => tailor_server::simulate::run(&args, &settings),
         Command::Config => {
             println!("{}", toml_like(&settings)?);
             Ok(())

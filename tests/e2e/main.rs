@@ -7,3 +7,4 @@ mod harness;
 mod ope;
 mod plugins;
 mod sdk;
+mod simulate;
