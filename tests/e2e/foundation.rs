@@ -639,10 +639,15 @@ async fn campaign_exploration_mixes_uniform_with_exact_propensities() {
     // Greedy on request: with no reward yet every candidate ties (probability split evenly); after
     // one reward the deterministic LinUCB argmax has probability 1.
     let (_, d) = server
-        .post("/v1/campaigns/ex/decide", &json!({"candidates": candidates(4), "explore": false}))
+        .post(
+            "/v1/campaigns/ex/decide",
+            &json!({"candidates": candidates(4), "explore": false}),
+        )
         .await;
     assert_eq!(d["actions"][0]["probability"], 0.25, "{d}");
-    let (s, _) = server.post("/v1/events/x-0/reward", &json!({"value": 1.0})).await;
+    let (s, _) = server
+        .post("/v1/events/x-0/reward", &json!({"value": 1.0}))
+        .await;
     assert_eq!(s, 200);
     let (_, d) = server
         .post(
