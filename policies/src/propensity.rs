@@ -287,8 +287,19 @@ fn beta_cf(a: f64, b: f64, x: f64) -> f64 {
     h
 }
 
+/// The CDF of Beta(a, b) at `x`: the regularized incomplete beta I_x(a, b).
+pub fn beta_cdf(x: f64, a: f64, b: f64) -> f64 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    if x >= 1.0 {
+        return 1.0;
+    }
+    inc_beta(a, b, x, x.ln(), (1.0 - x).ln(), ln_beta(a, b))
+}
+
 /// Complementary error function (Chebyshev fit, fractional error < 1.2e-7 everywhere).
-pub(crate) fn erfc(x: f64) -> f64 {
+pub fn erfc(x: f64) -> f64 {
     let z = x.abs();
     let t = 1.0 / (1.0 + 0.5 * z);
     let r = t
