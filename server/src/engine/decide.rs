@@ -135,6 +135,20 @@ impl Engine {
                 ));
             }
         }
+        // A retried request with a known event id gets the recorded decision back, before any
+        // plugin or featurizing work is spent on it.
+        if let Some(id) = &req.event_id {
+            if let Some(existing) = self.store.event(id)? {
+                if existing.campaign != rt.config.id {
+                    return Err(EngineError::EventConflict {
+                        id: id.clone(),
+                        campaign: existing.campaign,
+                    });
+                }
+                return Ok(response_of(&existing, true));
+            }
+        }
+
         // Plugins run before the policy samples: constraints fix the eligible set (so logged
         // propensities are over it), extractors add features (docs/plugins.md).
         let chain = rt.chain.read().clone();
@@ -171,18 +185,6 @@ impl Engine {
         };
         let empty = SparseVec::default();
 
-        // A retried request with a known event id gets the recorded decision back.
-        if let Some(id) = &req.event_id {
-            if let Some(existing) = self.store.event(id)? {
-                if existing.campaign != rt.config.id {
-                    return Err(EngineError::EventConflict {
-                        id: id.clone(),
-                        campaign: existing.campaign,
-                    });
-                }
-                return Ok(response_of(&existing, true));
-            }
-        }
         let event_id = req
             .event_id
             .clone()
