@@ -54,6 +54,7 @@ fn bench_decide(c: &mut Criterion) {
                     || DecideInput {
                         request: request.clone(),
                         raw: raw.clone(),
+                        defer: false,
                     },
                     |input| engine.decide(name, input).unwrap(),
                     BatchSize::SmallInput,

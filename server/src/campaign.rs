@@ -45,6 +45,11 @@ pub struct CampaignConfig {
     /// Ordered plugin chain (see docs/plugins.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<PluginRef>,
+    /// Settings of the Personalizer-compatible API that have no Tailor meaning, kept as sent so
+    /// its GETs return what its PUTs set (see docs/migrating-from-personalizer.md). Kept across
+    /// updates that leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personalizer: Option<serde_json::Value>,
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -85,6 +90,9 @@ pub enum CampaignStatus {
     Active,
     /// Serves the baseline order (candidates as sent) and keeps logging and learning.
     Paused,
+    /// Serves the baseline order and logs decisions and rewards, but does not learn
+    /// (Personalizer's `LoggingOnly` learning mode).
+    LoggingOnly,
 }
 
 /// One plugin in a campaign's chain.
@@ -195,6 +203,11 @@ impl CampaignConfig {
     /// Every configured policy as (name, config), serving first.
     pub fn all_policies(&self) -> impl Iterator<Item = &PolicyConfig> {
         std::iter::once(&self.policy).chain(self.shadow_policies.iter())
+    }
+
+    /// Whether rewards update the policies (every status but `logging_only`).
+    pub fn learns(&self) -> bool {
+        self.status != CampaignStatus::LoggingOnly
     }
 
     pub fn reward_wait_ms(&self) -> u64 {

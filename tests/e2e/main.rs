@@ -5,6 +5,7 @@ mod control_room;
 mod foundation;
 mod harness;
 mod ope;
+mod personalizer;
 mod plugins;
 mod sdk;
 mod simulate;

@@ -3,14 +3,17 @@
 //! | path | needs |
 //! |---|---|
 //! | `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, `/ui...` | nothing |
-//! | `/v1/...`, `/personalizer/...` | any key (a campaign-scoped key only its campaign) |
+//! | `/v1/...` | any key (a campaign-scoped key only its campaign) |
+//! | `/personalizer/...` rank, reward, activate | a key scoped to one campaign (the learning loop), any role |
+//! | other `GET /personalizer/...` | a scoped `viewer` or `editor` key |
+//! | other methods on `/personalizer/...` | a scoped `editor` key |
 //! | `GET /admin/...` | `viewer` or `editor` |
 //! | other methods on `/admin/...` | `editor` |
 //! | `/admin/v1/keys...`, `/admin/v1/plugins...` and other server-wide areas | an unscoped admin key of the role above |
 //!
 //! The key comes in `Authorization: Bearer KEY` (or `Ocp-Apim-Subscription-Key`, for the
 //! Personalizer-compatible surface). 401 when it is missing or unknown or revoked, 403 when the
-//! role or scope does not allow the request. Admin changes that no handler audited themselves are
+//! role or scope does not allow the request; on `/personalizer/...` in Personalizer's error shape. Admin changes that no handler audited themselves are
 //! audited here (route, method, key), so no change escapes the audit log.
 
 use actix_web::body::MessageBody;
@@ -39,6 +42,10 @@ enum Need {
         /// Key management and other server-wide areas a scoped key cannot reach.
         global: bool,
     },
+    /// The Personalizer-compatible surface: a key scoped to one campaign, of at least `role`.
+    Personalizer {
+        role: Role,
+    },
 }
 
 fn need(method: &Method, path: &str) -> Need {
@@ -47,7 +54,30 @@ fn need(method: &Method, path: &str) -> Need {
         ["v1", "campaigns", c, ..] => Need::Decide {
             campaign: Some((*c).to_string()),
         },
-        ["v1", ..] | ["personalizer", ..] => Need::Decide { campaign: None },
+        ["v1", ..] => Need::Decide { campaign: None },
+        ["personalizer", rest @ ..] => {
+            // Drop the version segment of the `/personalizer/v1.0/...` forms.
+            let rest = match rest {
+                [v, tail @ ..] if v.starts_with("v1.") => tail,
+                _ => rest,
+            };
+            let decide = *method == Method::POST
+                && matches!(
+                    rest,
+                    ["rank"]
+                        | ["multislot", "rank"]
+                        | ["events", _, "reward" | "activate"]
+                        | ["multislot", "events", _, "reward" | "activate"]
+                );
+            let role = if decide {
+                Role::Decide
+            } else if matches!(*method, Method::GET | Method::HEAD) {
+                Role::Viewer
+            } else {
+                Role::Editor
+            };
+            Need::Personalizer { role }
+        }
         ["admin", rest @ ..] => {
             let write = !matches!(*method, Method::GET | Method::HEAD);
             let campaign = match rest {
@@ -100,6 +130,27 @@ fn check(p: &Principal, need: &Need) -> Result<(), ApiError> {
     };
     match need {
         Need::Open => Ok(()),
+        Need::Personalizer { role } => {
+            if p.campaign.is_none() {
+                return Err(forbidden(format!(
+                    "key {:?} is not scoped to a campaign; a Personalizer key selects its learning loop: create one with POST /admin/v1/keys {{\"role\": \"editor\", \"campaign\": \"<campaign id>\"}}",
+                    p.key_id
+                )));
+            }
+            if p.role < *role {
+                return Err(forbidden(format!(
+                    "key {:?} is a {} key; this call needs a {} key",
+                    p.key_id,
+                    p.role.as_str(),
+                    if *role == Role::Editor {
+                        "editor"
+                    } else {
+                        "viewer or editor"
+                    }
+                )));
+            }
+            Ok(())
+        }
         Need::Decide { campaign } => {
             if campaign.is_some() && !scope_ok(campaign) {
                 return Err(forbidden(format!(
@@ -152,26 +203,38 @@ pub async fn authorize(
     if need == Need::Open {
         return next.call(req).await;
     }
+    let personalizer = matches!(need, Need::Personalizer { .. });
+    let fail = |e: EngineError| -> actix_web::Error {
+        if personalizer {
+            super::personalizer::error::PzError::from(e).into()
+        } else {
+            ApiError(e).into()
+        }
+    };
     let state = req
         .app_data::<web::Data<AppState>>()
         .expect("AppState is registered")
         .clone();
     let Some(token) = bearer(&req) else {
-        return Err(ApiError(EngineError::Unauthorized {
-            message: "an API key is required: send `Authorization: Bearer KEY`".into(),
-        })
-        .into());
+        return Err(fail(EngineError::Unauthorized {
+            message: if personalizer {
+                "an API key is required: send `Ocp-Apim-Subscription-Key: KEY`".into()
+            } else {
+                "an API key is required: send `Authorization: Bearer KEY`".into()
+            },
+        }));
     };
     let Some(principal) = state.keys.authenticate(&token) else {
-        return Err(ApiError(EngineError::Unauthorized {
+        return Err(fail(EngineError::Unauthorized {
             message: "the API key is unknown or revoked".into(),
-        })
-        .into());
+        }));
     };
-    check(&principal, &need)?;
-    let admin_write = matches!(need, Need::Admin { write: true, .. });
+    check(&principal, &need).map_err(|e| fail(e.0))?;
+    let admin_write = matches!(need, Need::Admin { write: true, .. })
+        || matches!(need, Need::Personalizer { role: Role::Editor });
     let campaign = match &need {
         Need::Admin { campaign, .. } => campaign.clone(),
+        Need::Personalizer { .. } => principal.campaign.clone(),
         _ => None,
     };
     let route = format!("{} {}", req.method(), req.path());
@@ -270,5 +333,19 @@ mod tests {
             &need(&Method::POST, "/v1/campaigns/other/decide")
         )
         .is_err());
+
+        // Personalizer: a scoped key; rank/reward with any role, reads viewer, writes editor.
+        let rank = need(&Method::POST, "/personalizer/v1.0/rank");
+        let multi = need(&Method::POST, "/personalizer/multislot/events/e/activate");
+        let read = need(&Method::GET, "/personalizer/v1.0/configurations/service");
+        let write = need(&Method::PUT, "/personalizer/configurations/policy");
+        assert!(check(&scoped_decide, &rank).is_ok());
+        assert!(check(&scoped_decide, &multi).is_ok());
+        assert!(check(&scoped_decide, &read).is_err());
+        assert!(check(&p(Role::Viewer, Some("home")), &read).is_ok());
+        assert!(check(&p(Role::Viewer, Some("home")), &write).is_err());
+        assert!(check(&scoped, &write).is_ok());
+        let unscoped = check(&p(Role::Editor, None), &rank).unwrap_err();
+        assert!(unscoped.to_string().contains("not scoped"), "{unscoped}");
     }
 }

@@ -48,7 +48,14 @@ async fn decide(
     let started = Instant::now();
     let raw = body::read(payload, state.body_limit).await?;
     let request: DecideRequest = body::parse(&raw)?;
-    let response = state.engine.decide(&path, DecideInput { request, raw })?;
+    let response = state.engine.decide(
+        &path,
+        DecideInput {
+            request,
+            raw,
+            defer: false,
+        },
+    )?;
     metrics::histogram!("tailor_decide_seconds").record(started.elapsed().as_secs_f64());
     Ok(HttpResponse::Ok().json(response))
 }

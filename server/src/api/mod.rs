@@ -11,6 +11,7 @@ pub mod error;
 pub mod keys_api;
 pub mod ope_api;
 pub mod ops_api;
+pub mod personalizer;
 pub mod plugins_api;
 pub mod reports_api;
 pub mod ui;
@@ -46,6 +47,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     audit_api::configure(cfg);
     control_api::configure(cfg);
     reports_api::configure(cfg);
+    personalizer::configure(cfg);
     ui::configure(cfg);
 }
 

@@ -24,6 +24,9 @@ const MAX_ID_LEN: usize = 256;
 pub struct DecideInput {
     pub request: DecideRequest,
     pub raw: Vec<u8>,
+    /// The decision is not learned from until [`Engine::activate`] (Personalizer's
+    /// `deferActivation`): its rewards are ignored and its window closes without learning.
+    pub defer: bool,
 }
 
 /// The policy name reported when a paused campaign serves the order candidates were sent in.
@@ -198,7 +201,7 @@ impl Engine {
         // Holdout shoppers always get the control order (baseline), and are marked as such.
         let holdout = super::holdout::in_holdout(&rt.config, req.shopper_id.as_deref());
         let (policy, choices) =
-            if holdout || rt.config.status == CampaignStatus::Paused || stage.fallback.is_some() {
+            if holdout || rt.config.status != CampaignStatus::Active || stage.fallback.is_some() {
                 let choices = (0..k)
                     .map(|index| Choice {
                         index,
@@ -267,6 +270,10 @@ impl Engine {
             removed: stage.removed,
         };
         let event = event_for(&decision);
+        if input.defer {
+            // Before the decision: a crash in between leaves only a harmless orphan mark.
+            self.store.defer(&decision.event_id)?;
+        }
         self.store.log_decision(&decision, &event)?;
         metrics::counter!("tailor_decisions_total", "campaign" => decision.campaign.clone())
             .increment(1);

@@ -11,6 +11,7 @@ mod decide;
 mod durability;
 pub mod featurize;
 pub mod holdout;
+mod model;
 pub mod reports;
 mod reward;
 
@@ -173,29 +174,36 @@ impl CampaignRuntime {
     fn snapshot(&self) -> CampaignSnapshot {
         let books = self.books.lock();
         let learner = self.learner.read();
-        CampaignSnapshot {
-            reward_seq: books.reward_seq,
-            decision_seq: books.decision_seq,
-            policies: learner
-                .policies
-                .iter()
-                .map(|(n, p)| {
-                    (
-                        n.clone(),
-                        postcard::to_stdvec(p).expect("postcard encoding of a policy"),
-                    )
-                })
-                .collect(),
-            counters: books
-                .counters
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            decisions: books.decisions,
-            rewards: books.rewards,
-        }
+        snapshot_of(&books, &learner)
     }
+}
 
+/// A snapshot of learned state; the caller holds the books lock (and the learner's).
+fn snapshot_of(books: &Books, learner: &Learner) -> CampaignSnapshot {
+    CampaignSnapshot {
+        reward_seq: books.reward_seq,
+        decision_seq: books.decision_seq,
+        policies: learner
+            .policies
+            .iter()
+            .map(|(n, p)| {
+                (
+                    n.clone(),
+                    postcard::to_stdvec(p).expect("postcard encoding of a policy"),
+                )
+            })
+            .collect(),
+        counters: books
+            .counters
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        decisions: books.decisions,
+        rewards: books.rewards,
+    }
+}
+
+impl CampaignRuntime {
     fn restore(&self, snap: CampaignSnapshot) {
         let mut books = self.books.lock();
         let mut learner = self.learner.write();
@@ -301,7 +309,9 @@ impl Engine {
                 };
                 let mut books = rt.books.lock();
                 if r.seq > books.reward_seq {
-                    rt.learner.write().learn(&r);
+                    if rt.config.learns() {
+                        rt.learner.write().learn(&r);
+                    }
                     books.count_reward(&r);
                     replayed_rewards += 1;
                 }
@@ -414,6 +424,9 @@ impl Engine {
         // Keep holdout assignments stable unless the admin sets a new salt on purpose.
         if config.holdout_salt.is_empty() {
             config.holdout_salt = old.config.holdout_salt.clone();
+        }
+        if config.personalizer.is_none() {
+            config.personalizer = old.config.personalizer.clone();
         }
         config.validate()?;
         let chain = crate::plugins::attach_campaign_chain(&self.plugins, &config.plugins)?;

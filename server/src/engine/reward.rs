@@ -74,6 +74,12 @@ impl Engine {
             });
         };
         let rt = self.campaign(&event.campaign)?;
+        // A deferred decision that was never activated is not learned from.
+        if self.store.is_deferred(event_id)? {
+            metrics::counter!("tailor_rewards_total", "campaign" => event.campaign, "status" => "ignored")
+                .increment(1);
+            return Ok(RewardStatus::Ignored);
+        }
         let Joined::Status(status) = self.join(rt, event_id, req)?;
         metrics::counter!("tailor_rewards_total", "campaign" => event.campaign, "status" => status_label(status))
             .increment(1);
@@ -153,7 +159,9 @@ impl Engine {
             self.store.commit_rewards(&event, &records, close)?;
             let mut learner = rt.learner.write();
             for r in &records {
-                learner.learn(r);
+                if rt.config.learns() {
+                    learner.learn(r);
+                }
                 books.count_reward(r);
             }
             return Ok(Joined::Status(RewardStatus::Accepted));
@@ -180,6 +188,41 @@ impl Engine {
             holdout: event.holdout,
             policy: event.policy.clone(),
         })
+    }
+
+    /// Activate a deferred decision: from now on its rewards join and learn as usual. Returns
+    /// once durable; false when the decision was not deferred (a no-op).
+    pub async fn activate(&self, event_id: &str) -> Result<bool, EngineError> {
+        if self.store.event(event_id)?.is_none() {
+            return Err(EngineError::EventNotFound {
+                id: event_id.to_string(),
+            });
+        }
+        let was = self.store.activate(event_id)?;
+        self.commit.wait().await?;
+        Ok(was)
+    }
+
+    /// Activate every deferred decision whose event id starts with `prefix` (the slots of a
+    /// Personalizer multi-slot event). Returns how many were activated, once durable.
+    pub async fn activate_prefix(
+        &self,
+        campaign: &str,
+        prefix: &str,
+    ) -> Result<usize, EngineError> {
+        let mut n = 0;
+        for id in self.store.deferred_with_prefix(prefix)? {
+            if self
+                .store
+                .event(&id)?
+                .is_some_and(|e| e.campaign == campaign)
+            {
+                self.store.activate(&id)?;
+                n += 1;
+            }
+        }
+        self.commit.wait().await?;
+        Ok(n)
     }
 
     /// Close every reward window that ended by `now`: apply summed or default rewards, once.
@@ -218,6 +261,13 @@ impl Engine {
             let Some(mut event) = self.store.event(event_id)? else {
                 return Ok(());
             };
+            if self.store.is_deferred(event_id)? {
+                // Never activated: the window closes with nothing learned.
+                event.closed = true;
+                self.store.commit_rewards(&event, &[], true)?;
+                self.store.activate(event_id)?;
+                return Ok(());
+            }
             let now = now_ms();
             let mut records = Vec::new();
             for slot in 0..event.slots.len() {
@@ -238,7 +288,9 @@ impl Engine {
             self.store.commit_rewards(&event, &records, true)?;
             let mut learner = rt.learner.write();
             for r in &records {
-                learner.learn(r);
+                if rt.config.learns() {
+                    learner.learn(r);
+                }
                 books.count_reward(r);
             }
             return Ok(());

@@ -4,7 +4,8 @@
 //! `decisions` (big-endian seq -> decision record), `events` (event id -> join state),
 //! `rewards` (big-endian seq -> applied reward), `pending` (big-endian deadline ++ event id),
 //! `meta` (schema version and the like), `api_keys` (key id -> JSON key record, secret hashed),
-//! `audit` (big-endian seq -> JSON audit entry, append-only). Binary records are postcard behind a version byte.
+//! `audit` (big-endian seq -> JSON audit entry, append-only), `deferred` (event id -> empty:
+//! decisions waiting for activation). Binary records are postcard behind a version byte.
 
 mod records;
 mod sled_store;
@@ -71,6 +72,19 @@ pub trait Store: Send + Sync + 'static {
     fn put_evaluation(&self, campaign: &str, id: &str, json: &[u8]) -> Result<(), StoreError>;
     /// Every stored evaluation of `campaign`, in key order.
     fn evaluations(&self, campaign: &str) -> Result<Vec<Vec<u8>>, StoreError>;
+
+    /// Remove a stored evaluation; false when there was none.
+    fn delete_evaluation(&self, campaign: &str, id: &str) -> Result<bool, StoreError>;
+
+    /// Mark a decision as deferred (tree `deferred`): its rewards are ignored and its window
+    /// closes without learning until [`Store::activate`] removes the mark. Written before the
+    /// decision itself, so a crash never leaves an unmarked deferred decision.
+    fn defer(&self, event_id: &str) -> Result<(), StoreError>;
+    fn is_deferred(&self, event_id: &str) -> Result<bool, StoreError>;
+    /// Remove the deferral mark; false when the event was not deferred.
+    fn activate(&self, event_id: &str) -> Result<bool, StoreError>;
+    /// Deferred event ids starting with `prefix`.
+    fn deferred_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
 
     /// Rewards with sequence numbers strictly above `after`, in order.
     fn rewards_after(

@@ -25,6 +25,7 @@ pub struct SledStore {
     pending: sled::Tree,
     api_keys: sled::Tree,
     audit: sled::Tree,
+    deferred: sled::Tree,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -75,6 +76,7 @@ impl SledStore {
             pending: db.open_tree("pending")?,
             api_keys: db.open_tree("api_keys")?,
             audit: db.open_tree("audit")?,
+            deferred: db.open_tree("deferred")?,
             db,
         })
     }
@@ -202,6 +204,33 @@ impl Store for SledStore {
         key.extend_from_slice(id.as_bytes());
         self.db.open_tree("evaluations")?.insert(key, json)?;
         Ok(())
+    }
+
+    fn delete_evaluation(&self, campaign: &str, id: &str) -> Result<bool, StoreError> {
+        let mut key = campaign.as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(id.as_bytes());
+        Ok(self.db.open_tree("evaluations")?.remove(key)?.is_some())
+    }
+
+    fn defer(&self, event_id: &str) -> Result<(), StoreError> {
+        self.deferred.insert(event_id.as_bytes(), &[])?;
+        Ok(())
+    }
+
+    fn is_deferred(&self, event_id: &str) -> Result<bool, StoreError> {
+        Ok(self.deferred.contains_key(event_id.as_bytes())?)
+    }
+
+    fn activate(&self, event_id: &str) -> Result<bool, StoreError> {
+        Ok(self.deferred.remove(event_id.as_bytes())?.is_some())
+    }
+
+    fn deferred_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.deferred
+            .scan_prefix(prefix.as_bytes())
+            .map(|kv| Ok(String::from_utf8_lossy(&kv?.0).into_owned()))
+            .collect()
     }
 
     fn evaluations(&self, campaign: &str) -> Result<Vec<Vec<u8>>, StoreError> {

@@ -1,0 +1,452 @@
+//! `/personalizer/...`: a drop-in replacement for the retired Azure AI Personalizer REST API
+//! (docs/migrating-from-personalizer.md). Paths are served both as `/personalizer/v1.0/...` (and
+//! `v1.1-preview.N`) and as `/personalizer/...?api-version=2022-09-01-preview`.
+//!
+//! The key in `Ocp-Apim-Subscription-Key` selects the learning loop: it must be scoped to one
+//! campaign (`api/auth.rs`). Every rank becomes an `Engine::decide` and every reward an
+//! `Engine::reward*`; this module only translates bodies and errors.
+
+mod admin;
+pub mod duration;
+pub mod error;
+pub mod time;
+pub mod vw;
+pub mod wire;
+
+use std::collections::{HashMap, HashSet};
+
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use serde_json::{Map, Value};
+use tailor_sdk::wire::{Candidate, DecideRequest, RewardRequest};
+
+use super::{body, AppState};
+use crate::engine::{featurize, DecideInput};
+use crate::error::EngineError;
+use crate::keys::Principal;
+use error::PzError;
+use wire::*;
+
+/// The version segment of the versioned path forms.
+const VERSION: &str = "{version:v1\\.(?:0|1-preview\\.[0-9]+)}";
+
+/// Register `path` (below `/personalizer`) both unversioned and versioned.
+fn both(cfg: &mut web::ServiceConfig, path: &str, route: impl Fn() -> actix_web::Route) {
+    cfg.route(path, route());
+    cfg.route(&format!("/{VERSION}{path}"), route());
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/personalizer")
+            .configure(|c| {
+                both(c, "/rank", || web::post().to(rank));
+                both(c, "/events/{eventId}/reward", || web::post().to(reward));
+                both(c, "/events/{eventId}/activate", || web::post().to(activate));
+                both(c, "/multislot/rank", || web::post().to(rank_multi));
+                both(c, "/multislot/events/{eventId}/reward", || {
+                    web::post().to(reward_multi)
+                });
+                both(c, "/multislot/events/{eventId}/activate", || {
+                    web::post().to(activate_multi)
+                });
+                admin::configure(c);
+            })
+            .default_service(web::to(no_route)),
+    );
+}
+
+async fn no_route() -> Result<HttpResponse, PzError> {
+    Err(PzError::no_route())
+}
+
+/// The campaign the request's key is scoped to (the auth middleware refuses unscoped keys).
+fn campaign_of(req: &HttpRequest) -> Result<String, PzError> {
+    req.extensions()
+        .get::<Principal>()
+        .and_then(|p| p.campaign.clone())
+        .ok_or_else(|| {
+            EngineError::Forbidden {
+                message: "Personalizer calls need a key scoped to one campaign".into(),
+            }
+            .into()
+        })
+}
+
+fn event_id_of(req: &HttpRequest) -> String {
+    req.match_info()
+        .get("eventId")
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Personalizer's feature lists (`[{"a": 1}, {"ns": {"b": "x"}}]`) as one Tailor features object:
+/// the objects' keys are merged (nested objects merge too; a later scalar wins).
+pub fn merge_features(field: &str, items: Option<&[Value]>) -> Result<Value, EngineError> {
+    let mut out = Map::new();
+    for (i, item) in items.unwrap_or_default().iter().enumerate() {
+        match item {
+            Value::Object(m) => merge_into(&mut out, m),
+            Value::Null => {}
+            _ => {
+                return Err(EngineError::invalid_owned(
+                    &format!("{field}[{i}]"),
+                    "each feature entry must be a JSON object".into(),
+                ))
+            }
+        }
+    }
+    Ok(if out.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(out)
+    })
+}
+
+fn merge_into(out: &mut Map<String, Value>, m: &Map<String, Value>) {
+    for (k, v) in m {
+        match (out.get_mut(k), v) {
+            (Some(Value::Object(existing)), Value::Object(new)) => merge_into(existing, new),
+            _ => {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+fn candidates_of(actions: &[RankableAction]) -> Result<Vec<Candidate>, EngineError> {
+    if actions.is_empty() {
+        return Err(EngineError::invalid("actions", "must not be empty"));
+    }
+    actions
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            Ok(Candidate {
+                id: a.id.clone(),
+                features: merge_features(&format!("actions[{i}].features"), a.features.as_deref())?,
+                attributes: Value::Null,
+            })
+        })
+        .collect()
+}
+
+/// One decision through the engine; the decide body is logged as Tailor's own (so off-policy
+/// evaluation and log export read it like any other decision).
+fn decide(
+    state: &AppState,
+    campaign: &str,
+    request: DecideRequest,
+    defer: bool,
+) -> Result<tailor_sdk::wire::DecideResponse, EngineError> {
+    let raw = serde_json::to_vec(&request).expect("JSON encoding of a decide request");
+    state.engine.decide(
+        campaign,
+        DecideInput {
+            request,
+            raw,
+            defer,
+        },
+    )
+}
+
+async fn rank(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, PzError> {
+    let campaign = campaign_of(&req)?;
+    let raw = body::read(payload, state.body_limit).await?;
+    let r: RankRequest = body::parse(&raw)?;
+    let all = candidates_of(&r.actions)?;
+    let excluded: HashSet<&str> = r
+        .excluded_actions
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    let context = merge_features("contextFeatures", r.context_features.as_deref())?;
+    let candidates: Vec<Candidate> = all
+        .iter()
+        .filter(|c| !excluded.contains(c.id.as_str()))
+        .cloned()
+        .collect();
+    if candidates.is_empty() {
+        return Err(EngineError::invalid("excludedActions", "every action is excluded").into());
+    }
+    let n = candidates.len();
+    let response = decide(
+        &state,
+        &campaign,
+        DecideRequest {
+            context,
+            candidates,
+            event_id: r.event_id,
+            k: Some(1),
+            shopper_id: None,
+            explore: None,
+        },
+        r.defer_activation.unwrap_or(false),
+    )?;
+    let chosen = &response.actions[0];
+    // The served action first with its logged propensity; the other eligible actions share the
+    // rest evenly (only the served action's propensity is logged); excluded actions last, at 0.
+    let rest = if n > 1 {
+        ((1.0 - chosen.probability) / (n - 1) as f64).max(0.0)
+    } else {
+        0.0
+    };
+    let mut ranking = vec![RankedAction {
+        id: chosen.id.clone(),
+        probability: chosen.probability,
+    }];
+    for a in &r.actions {
+        if a.id == chosen.id {
+            continue;
+        }
+        if excluded.contains(a.id.as_str()) {
+            continue;
+        }
+        ranking.push(RankedAction {
+            id: a.id.clone(),
+            probability: rest,
+        });
+    }
+    for a in &r.actions {
+        if excluded.contains(a.id.as_str()) && a.id != chosen.id {
+            ranking.push(RankedAction {
+                id: a.id.clone(),
+                probability: 0.0,
+            });
+        }
+    }
+    Ok(HttpResponse::Created().json(RankResponse {
+        event_id: response.event_id,
+        reward_action_id: chosen.id.clone(),
+        ranking,
+    }))
+}
+
+/// The engine event of one slot of a multi-slot event.
+fn slot_event(event_id: &str, slot: &str) -> String {
+    format!("{event_id}/{slot}")
+}
+
+async fn rank_multi(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, PzError> {
+    let campaign = campaign_of(&req)?;
+    let raw = body::read(payload, state.body_limit).await?;
+    let r: MultiSlotRankRequest = body::parse(&raw)?;
+    let all = candidates_of(&r.actions)?;
+    let context = merge_features("contextFeatures", r.context_features.as_deref())?;
+    if r.slots.is_empty() {
+        return Err(EngineError::invalid("slots", "must not be empty").into());
+    }
+    let index: HashMap<&str, usize> = all
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.id.as_str(), i))
+        .collect();
+    // Validate every slot before the first decision is logged.
+    let mut slot_ids = HashSet::new();
+    let mut baselines = HashSet::new();
+    let mut slot_contexts = Vec::with_capacity(r.slots.len());
+    for (i, s) in r.slots.iter().enumerate() {
+        if s.id.is_empty() || !slot_ids.insert(s.id.as_str()) {
+            return Err(EngineError::invalid_owned(
+                &format!("slots[{i}].id"),
+                format!("slot ids must be non-empty and unique ({:?})", s.id),
+            )
+            .into());
+        }
+        if !index.contains_key(s.baseline_action.as_str()) {
+            return Err(EngineError::invalid_owned(
+                &format!("slots[{i}].baselineAction"),
+                format!("{:?} is not one of the actions", s.baseline_action),
+            )
+            .into());
+        }
+        if s.excluded_actions
+            .iter()
+            .flatten()
+            .any(|a| *a == s.baseline_action)
+        {
+            return Err(EngineError::invalid(
+                &format!("slots[{i}].baselineAction"),
+                "must not be one of the slot's excludedActions",
+            )
+            .into());
+        }
+        if !baselines.insert(s.baseline_action.as_str()) {
+            return Err(EngineError::invalid(
+                &format!("slots[{i}].baselineAction"),
+                "every slot needs its own baseline action",
+            )
+            .into());
+        }
+        let features = merge_features(&format!("slots[{i}].features"), s.features.as_deref())?;
+        featurize::features(&format!("slots[{i}].features"), &features)?;
+        // The slot's id and features join the context under the `slot` namespace, so the model
+        // can learn what works where.
+        let mut slot = match features {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        slot.insert("id".into(), Value::String(s.id.clone()));
+        let mut ctx = match &context {
+            Value::Object(m) => m.clone(),
+            _ => Map::new(),
+        };
+        ctx.insert("slot".into(), Value::Object(slot));
+        slot_contexts.push(Value::Object(ctx));
+    }
+    let event_id = match r.event_id {
+        Some(id) => id,
+        None => format!("{:032x}", rand::random::<u128>()),
+    };
+    let defer = r.defer_activation.unwrap_or(false);
+    let mut taken: HashSet<String> = HashSet::new();
+    let mut slots = Vec::with_capacity(r.slots.len());
+    for (s, ctx) in r.slots.iter().zip(slot_contexts) {
+        let excluded: HashSet<&str> = s
+            .excluded_actions
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        // The baseline first: it is what the Apprentice and LoggingOnly modes serve.
+        let mut candidates = vec![all[index[s.baseline_action.as_str()]].clone()];
+        candidates.extend(all.iter().filter(|c| c.id != s.baseline_action).cloned());
+        candidates.retain(|c| !excluded.contains(c.id.as_str()) && !taken.contains(&c.id));
+        if candidates.is_empty() {
+            return Err(EngineError::invalid_owned(
+                "slots",
+                format!("no action is left for slot {:?}", s.id),
+            )
+            .into());
+        }
+        let response = decide(
+            &state,
+            &campaign,
+            DecideRequest {
+                context: ctx,
+                candidates,
+                event_id: Some(slot_event(&event_id, &s.id)),
+                k: Some(1),
+                shopper_id: None,
+                explore: None,
+            },
+            defer,
+        )?;
+        let chosen = response.actions[0].id.clone();
+        taken.insert(chosen.clone());
+        slots.push(SlotResponse {
+            id: s.id.clone(),
+            reward_action_id: chosen,
+        });
+    }
+    Ok(HttpResponse::Created().json(MultiSlotRankResponse { event_id, slots }))
+}
+
+/// The event must belong to the key's campaign; another loop's events do not exist for it.
+fn check_scope(state: &AppState, campaign: &str, event_id: &str) -> Result<(), PzError> {
+    match state
+        .engine
+        .store()
+        .event(event_id)
+        .map_err(EngineError::from)?
+    {
+        Some(e) if e.campaign == campaign => Ok(()),
+        _ => Err(PzError::not_found(format!("event {event_id:?} is unknown"))),
+    }
+}
+
+/// A reward Personalizer would have accepted silently (late, repeated) is a 204 here too.
+fn reward_outcome(r: Result<(), EngineError>) -> Result<(), PzError> {
+    match r {
+        Ok(()) | Err(EngineError::RewardWindowClosed { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn reward(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, PzError> {
+    let campaign = campaign_of(&req)?;
+    let event_id = event_id_of(&req);
+    let raw = body::read(payload, state.body_limit).await?;
+    let r: wire::RewardRequest = body::parse(&raw)?;
+    check_scope(&state, &campaign, &event_id)?;
+    let out = state
+        .engine
+        .reward(
+            &event_id,
+            RewardRequest {
+                value: r.value,
+                action_id: None,
+                reward_id: None,
+            },
+        )
+        .await
+        .map(|_| ());
+    reward_outcome(out)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn activate(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, PzError> {
+    let campaign = campaign_of(&req)?;
+    let event_id = event_id_of(&req);
+    check_scope(&state, &campaign, &event_id)?;
+    state.engine.activate(&event_id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn reward_multi(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, PzError> {
+    let campaign = campaign_of(&req)?;
+    let event_id = event_id_of(&req);
+    let raw = body::read(payload, state.body_limit).await?;
+    let r: MultiSlotRewardRequest = body::parse(&raw)?;
+    let mut items = Vec::with_capacity(r.reward.len());
+    for s in &r.reward {
+        let id = slot_event(&event_id, &s.slot_id);
+        if check_scope(&state, &campaign, &id).is_err() {
+            return Err(PzError::not_found(format!(
+                "event {event_id:?} has no slot {:?}",
+                s.slot_id
+            )));
+        }
+        items.push((
+            id,
+            RewardRequest {
+                value: s.value,
+                action_id: None,
+                reward_id: None,
+            },
+        ));
+    }
+    for outcome in state.engine.reward_batch(items).await? {
+        reward_outcome(outcome.map(|_| ()))?;
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn activate_multi(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, PzError> {
+    let campaign = campaign_of(&req)?;
+    let event_id = event_id_of(&req);
+    state
+        .engine
+        .activate_prefix(&campaign, &slot_event(&event_id, ""))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

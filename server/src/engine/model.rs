@@ -1,0 +1,139 @@
+//! A campaign's learned state as a portable file (export, import, reset), for the
+//! Personalizer-compatible `model` calls. Every change is written as a snapshot under the
+//! campaign's books lock, so recovery never replays rewards on top of an imported or reset model.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tailor_policies::{FeaturizerConfig, Policy};
+
+use super::{snapshot_of, Books, CampaignRuntime, Engine, Learner};
+use crate::error::EngineError;
+
+/// First bytes of every model file.
+const MAGIC: &[u8; 8] = b"TAILORM1";
+
+/// What a model file holds: the featurizer it was learned with and each policy's state.
+#[derive(Debug, Serialize, Deserialize)]
+struct ModelFile {
+    campaign: String,
+    featurizer: FeaturizerConfig,
+    /// (policy name, postcard-encoded runtime policy).
+    policies: Vec<(String, Vec<u8>)>,
+}
+
+impl Engine {
+    /// Run `f` on the live runtime of `campaign` with its books locked (retrying when an update
+    /// replaced the runtime meanwhile), then write a snapshot.
+    fn with_books<T>(
+        &self,
+        campaign: &str,
+        f: impl Fn(&CampaignRuntime, &mut Books, &mut Learner) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        let mut rt: Arc<CampaignRuntime> = self.campaign(campaign)?;
+        loop {
+            let mut books = rt.books.lock();
+            if rt.retired.load(Ordering::Acquire) {
+                drop(books);
+                rt = self.campaign(campaign)?;
+                continue;
+            }
+            let mut learner = rt.learner.write();
+            let out = f(&rt, &mut books, &mut learner)?;
+            self.store
+                .put_snapshot(&rt.config.id, &snapshot_of(&books, &learner))?;
+            return Ok(out);
+        }
+    }
+
+    /// The campaign's learned state as bytes (`application/octet-stream`).
+    pub fn export_model(&self, campaign: &str) -> Result<Vec<u8>, EngineError> {
+        let rt = self.campaign(campaign)?;
+        let learner = rt.learner.read();
+        let file = ModelFile {
+            campaign: rt.config.id.clone(),
+            featurizer: rt.config.featurizer.clone(),
+            policies: learner
+                .policies
+                .iter()
+                .map(|(n, p)| {
+                    (
+                        n.clone(),
+                        postcard::to_stdvec(p).expect("postcard encoding of a policy"),
+                    )
+                })
+                .collect(),
+        };
+        let mut out = MAGIC.to_vec();
+        out.extend(postcard::to_stdvec(&file).expect("postcard encoding of a model"));
+        Ok(out)
+    }
+
+    /// Replace the learned state of every policy that the file holds with the same config.
+    /// Refused (nothing changed) when the featurizer differs or no policy matches. Returns the
+    /// names of the policies replaced.
+    pub fn import_model(&self, campaign: &str, bytes: &[u8]) -> Result<Vec<String>, EngineError> {
+        let file: ModelFile = bytes
+            .strip_prefix(MAGIC.as_slice())
+            .and_then(|rest| postcard::from_bytes(rest).ok())
+            .ok_or_else(|| {
+                EngineError::invalid("body", "not a model file exported by this server")
+            })?;
+        let mut decoded = Vec::with_capacity(file.policies.len());
+        for (name, b) in &file.policies {
+            let p: Policy = postcard::from_bytes(b).map_err(|e| {
+                EngineError::invalid_owned("body", format!("policy {name:?} is unreadable: {e}"))
+            })?;
+            decoded.push((name.clone(), p));
+        }
+        self.with_books(campaign, |rt, _books, learner| {
+            if file.featurizer != rt.config.featurizer {
+                return Err(EngineError::invalid(
+                    "body",
+                    "the model was learned with another featurizer configuration than the campaign's",
+                ));
+            }
+            let matches: Vec<usize> = learner
+                .policies
+                .iter()
+                .enumerate()
+                .filter(|(_, (n, p))| {
+                    decoded
+                        .iter()
+                        .any(|(dn, dp)| dn == n && dp.config() == p.config())
+                })
+                .map(|(i, _)| i)
+                .collect();
+            if matches.is_empty() {
+                return Err(EngineError::invalid(
+                    "body",
+                    "the model holds no policy with the campaign's current policy configuration",
+                ));
+            }
+            let mut names = Vec::new();
+            for i in matches {
+                let (n, slot) = &mut learner.policies[i];
+                if let Some((_, p)) = decoded.iter().find(|(dn, _)| dn == n) {
+                    *slot = p.clone();
+                    names.push(n.clone());
+                }
+            }
+            Ok(names)
+        })
+    }
+
+    /// Forget everything learned: every policy starts fresh (counters are kept).
+    pub fn reset_model(&self, campaign: &str) -> Result<(), EngineError> {
+        self.with_books(campaign, |rt, _books, learner| {
+            let dim = rt.featurizer.dimension();
+            for (_, slot) in learner.policies.iter_mut() {
+                *slot = slot
+                    .config()
+                    .build(dim)
+                    .map_err(|e| EngineError::policy("policy", e))?;
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,430 @@
+//! Issue 8: the Personalizer-compatible API. Raw HTTP against the v1.0 and api-version path
+//! forms, deferred activation (restart-safe), multi-slot, errors in Personalizer's shape, the
+//! learning modes and configuration round trips, learning parity with the native API, and the
+//! official Python client (`azure-ai-personalizer==1.0.0b1`) run against the server.
+
+use serde_json::{json, Value};
+
+use crate::harness::Server;
+
+const FAST: &[(&str, &str)] = &[
+    ("TAILOR__ENGINE__SWEEP_INTERVAL_MS", "50"),
+    ("TAILOR__ENGINE__SNAPSHOT_INTERVAL_MS", "300"),
+];
+
+/// A Personalizer client: `Ocp-Apim-Subscription-Key` on every request.
+struct Pz {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Pz {
+    fn new(server: &Server, key: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            "Ocp-Apim-Subscription-Key",
+            reqwest::header::HeaderValue::from_str(key).unwrap(),
+        );
+        Self {
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap(),
+            base: server.url("/personalizer"),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        let resp = r.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+}
+
+/// A campaign fit for Personalizer-style traffic and an editor key scoped to it.
+async fn setup(server: &Server, id: &str, wait_seconds: f64) -> String {
+    server
+        .create_campaign(json!({
+            "id": id,
+            "policy": {"type": "epsilon_greedy", "epsilon": 0.1, "estimator": "ridge"},
+            "featurizer": {"dimension": 256, "interactions": true},
+            "reward_wait_seconds": wait_seconds,
+        }))
+        .await;
+    scoped_key(server, id, "editor").await
+}
+
+async fn scoped_key(server: &Server, campaign: &str, role: &str) -> String {
+    let (status, v) = server
+        .post(
+            "/admin/v1/keys",
+            &json!({"role": role, "campaign": campaign}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    v["key"].as_str().unwrap().to_string()
+}
+
+fn actions() -> Value {
+    json!([
+        {"id": "pasta", "features": [{"cuisine": "italian", "price": 12}, {"spicy": false}]},
+        {"id": "curry", "features": [{"cuisine": "indian", "price": 10}, {"spicy": true}]},
+        {"id": "salad", "features": [{"cuisine": "any", "price": 8}]},
+        {"id": "sushi", "features": [{"cuisine": "japanese", "price": 20}]},
+    ])
+}
+
+fn assert_pz_error(v: &Value, code: &str) {
+    assert_eq!(v["error"]["code"], code, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn personalizer_rank_reward_over_raw_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), FAST).await;
+    let key = setup(&server, "lunch", 600.0).await;
+    let pz = Pz::new(&server, &key);
+
+    let body = json!({
+        "contextFeatures": [{"time": "noon"}, {"user": {"diet": "none", "visits": 3}}],
+        "actions": actions(),
+        "excludedActions": ["sushi"],
+        "eventId": "ev-1",
+        "deferActivation": false,
+    });
+    let (status, v) = pz.post("/v1.0/rank", &body).await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["eventId"], "ev-1");
+    let chosen = v["rewardActionId"].as_str().unwrap().to_string();
+    assert_ne!(chosen, "sushi");
+    let ranking = v["ranking"].as_array().unwrap();
+    assert_eq!(ranking.len(), 4, "{v}");
+    assert_eq!(ranking[0]["id"], chosen.as_str());
+    assert_eq!(ranking[3]["id"], "sushi");
+    assert_eq!(ranking[3]["probability"], 0.0);
+    let total: f64 = ranking
+        .iter()
+        .map(|r| r["probability"].as_f64().unwrap())
+        .sum();
+    assert!((total - 1.0).abs() < 1e-9, "{v}");
+
+    // The same event id again: the recorded decision.
+    let (status, again) = pz.post("/v1.0/rank", &body).await;
+    assert_eq!(status, 201);
+    assert_eq!(again["rewardActionId"], chosen.as_str());
+
+    let (status, v) = pz
+        .post("/v1.0/events/ev-1/reward", &json!({"value": 1.0}))
+        .await;
+    assert_eq!(status, 204, "{v}");
+    let stats = server.stats("lunch").await;
+    assert_eq!(stats["rewards"], 1, "{stats}");
+    assert_eq!(stats["decisions"], 1, "{stats}");
+
+    // The api-version form and the preview path forms.
+    for path in [
+        "/rank?api-version=2022-09-01-preview",
+        "/v1.1-preview.3/rank",
+        "/v1.1-preview.1/rank",
+    ] {
+        let (status, v) = pz
+            .post(
+                path,
+                &json!({"actions": actions(), "contextFeatures": [{"time": "night"}]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{path}: {v}");
+        let id = v["eventId"].as_str().unwrap();
+        let reward_path = if path.starts_with("/rank") {
+            format!("/events/{id}/reward?api-version=2022-09-01-preview")
+        } else {
+            format!("{}/events/{id}/reward", &path[..path.len() - 5])
+        };
+        let (status, v) = pz.post(&reward_path, &json!({"value": 0.5})).await;
+        assert_eq!(status, 204, "{reward_path}: {v}");
+    }
+    let stats = server.stats("lunch").await;
+    assert_eq!(stats["rewards"], 4, "{stats}");
+    // A late or repeated reward is accepted silently, as Personalizer did.
+    let (status, _) = pz
+        .post("/v1.0/events/ev-1/reward", &json!({"value": 0.0}))
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(server.stats("lunch").await["rewards"], 4);
+}
+
+#[tokio::test]
+async fn personalizer_errors_have_its_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), FAST).await;
+    let key = setup(&server, "lunch", 600.0).await;
+    let pz = Pz::new(&server, &key);
+
+    // No key, an unknown key, an unscoped key.
+    let anon = reqwest::Client::new()
+        .post(server.url("/personalizer/v1.0/rank"))
+        .json(&json!({"actions": actions()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status().as_u16(), 401);
+    assert_pz_error(&anon.json::<Value>().await.unwrap(), "Unauthorized");
+    let (status, v) = Pz::new(&server, "nope")
+        .post("/v1.0/rank", &json!({"actions": actions()}))
+        .await;
+    assert_eq!(status, 401);
+    assert_pz_error(&v, "Unauthorized");
+    let (status, v) = Pz::new(&server, crate::harness::ADMIN_KEY)
+        .post("/v1.0/rank", &json!({"actions": actions()}))
+        .await;
+    assert_eq!(status, 403, "{v}");
+    assert_pz_error(&v, "Forbidden");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("scoped"),
+        "{v}"
+    );
+
+    // Bad bodies name the field.
+    let (status, v) = pz.post("/v1.0/rank", &json!({"actions": []})).await;
+    assert_eq!(status, 400);
+    assert_pz_error(&v, "BadRequest");
+    assert_eq!(v["error"]["target"], "actions");
+    let (status, v) = pz
+        .post(
+            "/v1.0/rank",
+            &json!({"actions": actions(), "contextFeatures": ["x"]}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(v["error"]["target"], "contextFeatures[0]", "{v}");
+    let (status, v) = pz
+        .post(
+            "/v1.0/rank",
+            &json!({"actions": actions(), "excludedActions": ["pasta", "curry", "salad", "sushi"]}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(v["error"]["target"], "excludedActions", "{v}");
+    let (status, v) = pz.post("/v1.0/rank", &json!({"actions": "nope"})).await;
+    assert_eq!(status, 400);
+    assert_pz_error(&v, "BadRequest");
+    assert_eq!(server.stats("lunch").await["decisions"], 0);
+
+    // Unknown events, other loops' events, unknown routes, feature importances.
+    let (status, v) = pz
+        .post("/v1.0/events/missing/reward", &json!({"value": 1}))
+        .await;
+    assert_eq!(status, 404);
+    assert_pz_error(&v, "ResourceNotFound");
+    let (status, v) = pz.post("/v1.0/events/missing/activate", &json!({})).await;
+    assert_eq!(status, 404);
+    assert_pz_error(&v, "ResourceNotFound");
+    let other = setup(&server, "dinner", 600.0).await;
+    let (status, v) = Pz::new(&server, &other)
+        .post(
+            "/v1.0/rank",
+            &json!({"actions": actions(), "eventId": "dinner-1"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = pz
+        .post("/v1.0/events/dinner-1/reward", &json!({"value": 1}))
+        .await;
+    assert_eq!(status, 404, "{v}");
+    let (status, v) = pz.get("/v1.0/nothing/here").await;
+    assert_eq!(status, 404);
+    assert_pz_error(&v, "ResourceNotFound");
+    let (status, v) = pz
+        .get("/featureImportances?api-version=2022-09-01-preview")
+        .await;
+    assert_eq!(status, 501);
+    assert_pz_error(&v, "NotImplemented");
+
+    // A decide key ranks and rewards but cannot touch configuration.
+    let decide = Pz::new(&server, &scoped_key(&server, "lunch", "decide").await);
+    let (status, v) = decide
+        .post("/v1.0/rank", &json!({"actions": actions()}))
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = decide
+        .put(
+            "/v1.0/configurations/policy",
+            &json!({"name": "p", "arguments": "--cb_explore_adf"}),
+        )
+        .await;
+    assert_eq!(status, 403, "{v}");
+    assert_pz_error(&v, "Forbidden");
+}
+
+#[tokio::test]
+async fn personalizer_deferred_activation_is_restart_safe() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), FAST).await;
+    let key = setup(&server, "lunch", 2.0).await;
+    let pz = Pz::new(&server, &key);
+    let rank = |id: &str, defer: bool| json!({"actions": actions(), "eventId": id, "deferActivation": defer});
+    for (id, defer) in [("d-1", true), ("d-2", true), ("plain", false)] {
+        let (status, v) = pz.post("/v1.0/rank", &rank(id, defer)).await;
+        assert_eq!(status, 201, "{v}");
+    }
+    // Not activated: the reward is acknowledged but not learned from.
+    let (status, _) = pz
+        .post("/v1.0/events/d-1/reward", &json!({"value": 1}))
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(server.stats("lunch").await["rewards"], 0);
+
+    // The reward above was acknowledged after a flush that covered the deferral marks too.
+    server.kill9();
+    server.restart().await;
+    let pz = Pz::new(&server, &key);
+    let (status, _) = pz
+        .post("/v1.0/events/d-1/reward", &json!({"value": 1}))
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(server.stats("lunch").await["rewards"], 0);
+    let (status, v) = pz.post("/v1.0/events/d-1/activate", &json!({})).await;
+    assert_eq!(status, 204, "{v}");
+    let (status, _) = pz
+        .post("/v1.0/events/d-1/reward", &json!({"value": 1}))
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(server.stats("lunch").await["rewards"], 1);
+
+    // When the windows close: `plain` gets its default reward, the never-activated `d-2`
+    // nothing.
+    tokio::time::sleep(std::time::Duration::from_millis(3_000)).await;
+    let mut rewards = 0;
+    for _ in 0..50 {
+        rewards = server.stats("lunch").await["rewards"].as_u64().unwrap();
+        if rewards >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(server.stats("lunch").await["rewards"], 2, "{rewards}");
+}
+
+#[tokio::test]
+async fn personalizer_multi_slot_over_raw_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), FAST).await;
+    let key = setup(&server, "page", 600.0).await;
+    let pz = Pz::new(&server, &key);
+    let body = json!({
+        "contextFeatures": [{"device": "mobile"}],
+        "actions": actions(),
+        "slots": [
+            {"id": "hero", "baselineAction": "pasta", "features": [{"size": "large"}]},
+            {"id": "side", "baselineAction": "salad", "excludedActions": ["sushi"]},
+            {"id": "footer", "baselineAction": "curry"},
+        ],
+        "eventId": "page-1",
+        "deferActivation": true,
+    });
+    let (status, v) = pz.post("/v1.0/multislot/rank", &body).await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["eventId"], "page-1");
+    let slots = v["slots"].as_array().unwrap();
+    assert_eq!(slots.len(), 3);
+    let ids: Vec<&str> = slots
+        .iter()
+        .map(|s| s["rewardActionId"].as_str().unwrap())
+        .collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 3, "each action in one slot at most: {v}");
+    assert_ne!(ids[1], "sushi");
+    assert_eq!(slots[0]["id"], "hero");
+
+    let reward =
+        json!({"reward": [{"slotId": "hero", "value": 1.0}, {"slotId": "side", "value": 0.0}]});
+    let (status, _) = pz
+        .post("/v1.0/multislot/events/page-1/reward", &reward)
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        server.stats("page").await["rewards"],
+        0,
+        "deferred: not learned"
+    );
+    let (status, v) = pz
+        .post("/v1.0/multislot/events/page-1/activate", &json!({}))
+        .await;
+    assert_eq!(status, 204, "{v}");
+    let (status, _) = pz
+        .post("/v1.0/multislot/events/page-1/reward", &reward)
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(server.stats("page").await["rewards"], 2);
+    let (status, v) = pz
+        .post(
+            "/v1.0/multislot/events/page-1/reward",
+            &json!({"reward": [{"slotId": "nope", "value": 1.0}]}),
+        )
+        .await;
+    assert_eq!(status, 404, "{v}");
+    assert_pz_error(&v, "ResourceNotFound");
+
+    // Validation: baselines must be actions, distinct, and not excluded.
+    for (slots, target) in [
+        (
+            json!([{"id": "a", "baselineAction": "nope"}]),
+            "slots[0].baselineAction",
+        ),
+        (
+            json!([{"id": "a", "baselineAction": "pasta"}, {"id": "b", "baselineAction": "pasta"}]),
+            "slots[1].baselineAction",
+        ),
+        (
+            json!([{"id": "a", "baselineAction": "pasta", "excludedActions": ["pasta"]}]),
+            "slots[0].baselineAction",
+        ),
+        (
+            json!([{"id": "a", "baselineAction": "pasta"}, {"id": "a", "baselineAction": "curry"}]),
+            "slots[1].id",
+        ),
+    ] {
+        let (status, v) = pz
+            .post(
+                "/multislot/rank?api-version=2022-09-01-preview",
+                &json!({"actions": actions(), "slots": slots}),
+            )
+            .await;
+        assert_eq!(status, 400, "{v}");
+        assert_eq!(v["error"]["target"], target, "{v}");
+    }
+}
