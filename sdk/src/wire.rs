@@ -5,6 +5,7 @@ use serde_json::Value;
 
 /// One candidate action offered to a decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Candidate {
     /// The product or slot id, unique within the request.
@@ -30,6 +31,7 @@ impl Candidate {
 
 /// `POST /v1/campaigns/{campaign}/decide`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DecideRequest {
     /// Context features (a JSON object).
@@ -52,6 +54,7 @@ pub struct DecideRequest {
 
 /// One served action and the probability the policy had of choosing it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChosenAction {
     pub id: String,
     pub probability: f64,
@@ -59,6 +62,7 @@ pub struct ChosenAction {
 
 /// Answer to a decide.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DecideResponse {
     pub event_id: String,
     pub actions: Vec<ChosenAction>,
@@ -74,6 +78,7 @@ pub struct DecideResponse {
 
 /// `POST /v1/events/{event_id}/reward`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RewardRequest {
     pub value: f64,
@@ -87,6 +92,7 @@ pub struct RewardRequest {
 
 /// What happened to a reward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RewardStatus {
     /// Recorded durably (and learned from, or held until the window closes for `sum`).
@@ -99,6 +105,7 @@ pub enum RewardStatus {
 
 /// Answer to a reward.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RewardResponse {
     pub event_id: String,
     pub status: RewardStatus,
@@ -106,12 +113,14 @@ pub struct RewardResponse {
 
 /// Error body of every 4xx/5xx: `{"error": {...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 /// Machine-readable code, human message, and the offending field when there is one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
@@ -121,6 +130,7 @@ pub struct ErrorDetail {
 
 /// Per-action statistics of a campaign.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActionStats {
     pub id: String,
     pub exposures: u64,
@@ -131,6 +141,7 @@ pub struct ActionStats {
 
 /// `GET /admin/v1/campaigns/{id}/stats`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CampaignStats {
     pub campaign: String,
     pub decisions: u64,
@@ -140,6 +151,7 @@ pub struct CampaignStats {
 
 /// One reward of a batch: `POST /v1/rewards`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BatchReward {
     pub event_id: String,
@@ -152,6 +164,7 @@ pub struct BatchReward {
 
 /// `POST /v1/rewards`: up to 1,000 rewards, acknowledged together once durable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RewardBatchRequest {
     pub rewards: Vec<BatchReward>,
@@ -159,6 +172,7 @@ pub struct RewardBatchRequest {
 
 /// The outcome of one item of a batch: a status, or the error it would have got alone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchRewardResult {
     pub event_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -171,6 +185,7 @@ pub struct BatchRewardResult {
 
 /// Answer to a reward batch, in request order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RewardBatchResponse {
     pub results: Vec<BatchRewardResult>,
 }

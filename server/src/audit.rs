@@ -10,7 +10,7 @@ use crate::error::EngineError;
 use crate::store::{Store, StoreError};
 
 /// One admin change.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub seq: u64,
     pub at_ms: u64,

@@ -6,7 +6,7 @@ use tailor_policies::{FeaturizerConfig, PolicyConfig};
 use crate::error::EngineError;
 
 /// A decision point: what it ranks, how it learns, how rewards join.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignConfig {
     /// Unique id, `[A-Za-z0-9_.-]{1,64}`.
@@ -14,12 +14,17 @@ pub struct CampaignConfig {
     pub id: String,
     #[serde(default)]
     pub kind: CampaignKind,
-    /// The serving policy.
+    /// The serving policy, tagged by `type`: `thompson`, `gaussian_thompson`, `linucb`,
+    /// `linucb_disjoint`, `linear_thompson`, `epsilon_greedy`, `uniform` or `fixed`, with its
+    /// parameters (e.g. `{"type": "thompson", "prior_alpha": 1, "prior_beta": 1}`).
+    #[schema(value_type = Object)]
     pub policy: PolicyConfig,
     /// Policies that learn from every reward without serving; switching to one is warm.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
     pub shadow_policies: Vec<PolicyConfig>,
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub featurizer: FeaturizerConfig,
     /// How long after a decision rewards are accepted.
     #[serde(default = "default_wait")]
@@ -61,7 +66,7 @@ fn default_wait() -> f64 {
 }
 
 /// What a campaign decides.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CampaignKind {
     /// Rank products (one or several slots).
@@ -72,7 +77,7 @@ pub enum CampaignKind {
 }
 
 /// How several rewards for one slot combine.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RewardAggregation {
     /// The first reward counts and is learned from at once; later ones are ignored.
@@ -83,7 +88,7 @@ pub enum RewardAggregation {
 }
 
 /// Whether the campaign's policy serves.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CampaignStatus {
     #[default]
@@ -96,7 +101,7 @@ pub enum CampaignStatus {
 }
 
 /// One plugin in a campaign's chain.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PluginRef {
     pub name: String,
@@ -107,7 +112,7 @@ pub struct PluginRef {
 }
 
 /// What a decision does when a constraint plugin fails.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnFailure {
     /// Serve the candidates in the order sent.

@@ -18,7 +18,9 @@ use crate::error::EngineError;
 use crate::store::{Store, StoreError};
 
 /// What a key may do. Ordered: each role can do what the ones before it can.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Decide and reward only; never the admin API.
@@ -65,7 +67,7 @@ pub struct KeyRecord {
 }
 
 /// A key as listed (no hash, no secret).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyInfo {
     pub id: String,
     pub role: Role,

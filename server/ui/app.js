@@ -13,8 +13,9 @@ async function api(method, path, body) {
   }
   const r = await fetch(path, opts);
   const text = await r.text();
-  const data = text ? JSON.parse(text) : null;
-  if (!r.ok) throw new Error((data && data.error && data.error.message) || r.statusText);
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (e) { data = { error: { message: text } }; }
+  if (!r.ok) throw new Error((data && data.error && data.error.message) || r.status + " " + r.statusText);
   return data;
 }
 
@@ -40,13 +41,18 @@ async function start() {
   if (!key) return;
   try {
     me = await api("GET", "/admin/v1/whoami");
-    $("who").textContent = me.key_id + " (" + me.role + (me.campaign ? ", " + me.campaign : "") + ")";
-    await listCampaigns();
-    status("");
   } catch (e) {
     me = null;
     $("who").textContent = "";
     status("Key refused: " + e.message, true);
+    return;
+  }
+  $("who").textContent = me.key_id + " (" + me.role + (me.campaign ? ", " + me.campaign : "") + ")";
+  try {
+    await listCampaigns();
+    status("");
+  } catch (e) {
+    status("Could not load: " + e.message, true);
   }
 }
 
@@ -93,14 +99,46 @@ async function openCampaign(id) {
 
 async function loadReports(id) {
   const base = "/admin/v1/campaigns/" + encodeURIComponent(id) + "/reports/";
-  const [lift, policies, gems, affinity, actions, audit] = await Promise.all([
-    api("GET", base + "lift"),
-    api("GET", base + "policies"),
-    api("GET", base + "hidden-gems"),
-    api("GET", base + "affinity"),
-    api("GET", base + "actions"),
-    api("GET", "/admin/v1/audit?limit=50&campaign=" + encodeURIComponent(id)),
+  // One failing report shows its error in its own section; the others still render.
+  const get = (path) => api("GET", path).catch((e) => ({ failed: e.message }));
+  const [lift, policies, values, gems, affinity, actions, audit] = await Promise.all([
+    get(base + "lift"),
+    get(base + "policies"),
+    get(base + "policy-values"),
+    get(base + "hidden-gems"),
+    get(base + "affinity"),
+    get(base + "actions"),
+    get("/admin/v1/audit?limit=50&campaign=" + encodeURIComponent(id)),
   ]);
+  if (current !== id) return; // another campaign was opened meanwhile
+  render("lift", lift, () => renderLift(lift));
+  render("policy-legend", policies, () => renderPolicies(policies));
+  render("values-legend", values, () => renderValues(values));
+  render("gems", gems, () => renderGems(gems));
+  render("affinity", affinity, () => {
+    $("affinity").innerHTML = table([["bought", (p) => esc(p.bought)], ["shown", (p) => esc(p.shown)], ["exposures", (p) => p.exposures],
+      ["response rate", (p) => pct(p.rate.estimate) + ' <span class="muted">[' + pct(p.rate.low) + ", " + pct(p.rate.high) + "]</span>"],
+      ["all shoppers", (p) => pct(p.baseline_rate)], ["lift", (p) => num(p.lift)]], affinity.pairs.slice(0, 30));
+  });
+  render("actions", actions, () => {
+    $("actions").innerHTML = table([["item", (x) => esc(x.id)], ["exposures", (x) => x.exposures], ["rewarded", (x) => x.rewarded],
+      ["reward rate", (x) => pct(x.reward_rate)], ["posterior mean [95%]", (x) => pct(x.posterior.estimate) + " [" + pct(x.posterior.low) + ", " + pct(x.posterior.high) + "]"]], actions.actions);
+  });
+  render("audit", audit, () => {
+    $("audit").innerHTML = table([["time", (e) => when(e.at_ms)], ["key", (e) => esc(e.key_id)], ["action", (e) => esc(e.action)],
+      ["change", (e) => esc(diff(e.before, e.after))]], audit.entries);
+  });
+}
+
+function render(id, data, fn) {
+  if (data && data.failed !== undefined) {
+    $(id).innerHTML = '<p class="error">Could not load: ' + esc(data.failed) + "</p>";
+    return;
+  }
+  fn();
+}
+
+function renderLift(lift) {
   const a = lift.absolute, r = lift.relative;
   const cls = a ? (a.low > 0 ? "pos" : a.high < 0 ? "neg" : "") : "";
   $("lift").innerHTML =
@@ -112,21 +150,29 @@ async function loadReports(id) {
     "; p-value: " + (lift.p_value === null || lift.p_value === undefined ? "–" : lift.p_value.toPrecision(3)) + "</p>";
   chart($("lift-chart"), [{ name: "lift", color: "#3367d6",
     points: lift.series.filter((p) => p.absolute).map((p) => [p.start_ms, p.absolute.estimate, p.absolute.low, p.absolute.high]) }]);
+}
+
+function renderPolicies(policies) {
   const colors = ["#3367d6", "#e37400", "#0a7d32", "#b00020", "#7b1fa2"];
   const series = policies.policies.map((p, i) => ({ name: p.policy, color: colors[i % colors.length],
     points: p.series.map((s) => [s.start_ms, s.rate]) }));
   chart($("policy-chart"), series);
   $("policy-legend").innerHTML = series.map((s) => '<span style="color:' + s.color + '">■ ' + esc(s.name) + "</span>").join(" &nbsp; ");
+}
+
+function renderValues(values) {
+  const colors = ["#3367d6", "#e37400", "#0a7d32", "#b00020", "#7b1fa2"];
+  const series = values.policies.map((p, i) => ({ name: p.policy + " (" + p.role + ")", color: colors[i % colors.length],
+    points: p.series.filter((s) => s.value !== null).map((s) => [s.start_ms, s.value]) }));
+  chart($("values-chart"), series);
+  $("values-note").textContent = values.method;
+  $("values-legend").innerHTML = series.map((s) => '<span style="color:' + s.color + '">■ ' + esc(s.name) + "</span>").join(" &nbsp; ");
+}
+
+function renderGems(gems) {
   $("gems").innerHTML = '<p class="muted">Shown to under ' + pct(gems.max_share) + " of exposures, posterior lower bound above the campaign median (" + pct(gems.campaign_median) + ").</p>" +
     table([["item", (g) => esc(g.id)], ["exposures", (g) => g.exposures], ["share", (g) => pct(g.exposure_share)],
       ["reward rate", (g) => pct(g.reward_rate)], ["95% interval", (g) => pct(g.posterior.low) + " – " + pct(g.posterior.high)]], gems.gems);
-  $("affinity").innerHTML = table([["bought", (p) => esc(p.bought)], ["shown", (p) => esc(p.shown)], ["exposures", (p) => p.exposures],
-    ["response rate", (p) => pct(p.rate.estimate) + ' <span class="muted">[' + pct(p.rate.low) + ", " + pct(p.rate.high) + "]</span>"],
-    ["all shoppers", (p) => pct(p.baseline_rate)], ["lift", (p) => num(p.lift)]], affinity.pairs.slice(0, 30));
-  $("actions").innerHTML = table([["item", (x) => esc(x.id)], ["exposures", (x) => x.exposures], ["rewarded", (x) => x.rewarded],
-    ["reward rate", (x) => pct(x.reward_rate)], ["posterior mean [95%]", (x) => pct(x.posterior.estimate) + " [" + pct(x.posterior.low) + ", " + pct(x.posterior.high) + "]"]], actions.actions);
-  $("audit").innerHTML = table([["time", (e) => when(e.at_ms)], ["key", (e) => esc(e.key_id)], ["action", (e) => esc(e.action)],
-    ["change", (e) => esc(diff(e.before, e.after))]], audit.entries);
 }
 
 function diff(before, after) {

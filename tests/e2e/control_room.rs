@@ -649,3 +649,108 @@ async fn hidden_gems_and_affinity() {
         assert!(p["lift"].as_f64().unwrap() < 1.5, "{p}");
     }
 }
+
+/// Reward over time for the serving and the shadow policies: uniform serves (so its estimate is
+/// exactly its logged reward rate), `fixed` (always the first candidate, worth 0.2) and Thompson
+/// (learns that `strong`, worth 0.8, is best) shadow it. Seeded; tolerances are several standard
+/// errors wide.
+#[tokio::test]
+async fn shadow_policies_get_reward_over_time_estimates() {
+    use rand::{Rng, SeedableRng};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]).await;
+    server
+        .create_campaign(json!({
+            "id": "values", "policy": {"type": "uniform"},
+            "shadow_policies": [{"type": "fixed"}, {"type": "thompson"}],
+        }))
+        .await;
+    let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(11);
+    let requests: Vec<Value> = (0..1_200)
+        .map(|_| json!({"candidates": [{"id": "weak"}, {"id": "strong"}, {"id": "mid"}, {"id": "low"}]}))
+        .collect();
+    stream(&server, "values", requests, |_, d| {
+        let rate = if d["actions"][0]["id"] == "strong" {
+            0.8
+        } else {
+            0.2
+        };
+        f64::from(u8::from(rng.gen_bool(rate)))
+    })
+    .await;
+
+    // One bucket as wide as allowed, so the whole stream lands in one point.
+    let q = "?bucket_seconds=31622400";
+    let (s, v) = server
+        .get(&format!(
+            "/admin/v1/campaigns/values/reports/policy-values{q}"
+        ))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, logged) = server
+        .get(&format!("/admin/v1/campaigns/values/reports/policies{q}"))
+        .await;
+    assert_eq!(s, 200, "{logged}");
+    let point = |name: &str| -> Value {
+        let p = v["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["policy"] == name)
+            .unwrap_or_else(|| panic!("{name} in {v}"));
+        let series = p["series"].as_array().unwrap();
+        assert_eq!(series.len(), 1, "{v}");
+        series[0].clone()
+    };
+    let roles: Vec<(&str, &str)> = v["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["policy"].as_str().unwrap(), p["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("uniform", "serving"),
+            ("fixed", "shadow"),
+            ("thompson", "shadow")
+        ]
+    );
+
+    // The serving policy's estimate is its logged rate (every weight is 1).
+    let uniform = point("uniform");
+    let logged_rate = logged["policies"][0]["rate"].as_f64().unwrap();
+    assert_eq!(logged["policies"][0]["policy"], "uniform");
+    assert_eq!(uniform["decisions"], 1_200);
+    assert!(
+        (uniform["value"].as_f64().unwrap() - logged_rate).abs() < 1e-9,
+        "{v}"
+    );
+    assert!((uniform["effective_sample_size"].as_f64().unwrap() - 1_200.0).abs() < 1e-6);
+
+    // `fixed` always picks the first candidate, worth 0.2; about a quarter of the log agrees.
+    let fixed = point("fixed");
+    let fv = fixed["value"].as_f64().unwrap();
+    assert!((fv - 0.2).abs() < 0.1, "fixed {fv}: {v}");
+    let agreement = fixed["agreement"].as_f64().unwrap();
+    assert!(
+        (agreement - 0.25).abs() < 0.06,
+        "fixed agreement {agreement}"
+    );
+
+    // Thompson learns `strong` (0.8) in replay: far above `fixed` and the uniform log.
+    let thompson = point("thompson");
+    let tv = thompson["value"].as_f64().unwrap();
+    assert!(tv > 0.6 && tv < 0.9, "thompson {tv}: {v}");
+    assert!(
+        tv > logged_rate + 0.2,
+        "thompson {tv} vs logged {logged_rate}"
+    );
+
+    // Bad bucket: the usual JSON error.
+    let (s, e) = server
+        .get("/admin/v1/campaigns/values/reports/policy-values?bucket_seconds=0")
+        .await;
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(e["error"]["field"], "bucket_seconds");
+}

@@ -24,6 +24,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/v1/campaigns/{id}/stats", web::get().to(stats));
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/campaigns",
+    operation_id = "create_campaign",
+    tag = "campaigns",
+    summary = "Create a campaign",
+    request_body = crate::api::openapi::CampaignConfig,
+    responses(
+        (status = 201, body = crate::api::openapi::CampaignConfig),
+        (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
+        (status = 409, description = "The id is taken", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -44,6 +59,18 @@ async fn create(
     Ok(HttpResponse::Created().json(&rt.config))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/campaigns",
+    operation_id = "list_campaigns",
+    tag = "campaigns",
+    summary = "List campaigns (a scoped key sees its own)",
+    responses(
+        (status = 200, body = crate::api::openapi::CampaignList),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn list(state: web::Data<AppState>, who: Principal) -> HttpResponse {
     let configs: Vec<CampaignConfig> = state
         .engine
@@ -55,10 +82,40 @@ async fn list(state: web::Data<AppState>, who: Principal) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "campaigns": configs }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/campaigns/{id}",
+    operation_id = "get_campaign",
+    tag = "campaigns",
+    summary = "A campaign's config",
+    params(("id" = String, Path, description = "Campaign id")),
+    responses(
+        (status = 200, body = crate::api::openapi::CampaignConfig),
+        (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn get(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(&state.engine.campaign(&id)?.config))
 }
 
+#[utoipa::path(
+    put,
+    path = "/admin/v1/campaigns/{id}",
+    operation_id = "update_campaign",
+    tag = "campaigns",
+    summary = "Replace a campaign's config (learned state of kept policies stays)",
+    params(("id" = String, Path, description = "Campaign id")),
+    request_body = crate::api::openapi::CampaignConfig,
+    responses(
+        (status = 200, body = crate::api::openapi::CampaignConfig),
+        (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn update(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -86,6 +143,20 @@ async fn update(
     Ok(HttpResponse::Ok().json(&rt.config))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/campaigns/{id}",
+    operation_id = "delete_campaign",
+    tag = "campaigns",
+    summary = "Delete a campaign",
+    params(("id" = String, Path, description = "Campaign id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn delete(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -132,6 +203,20 @@ pub fn campaign_stats(rt: &CampaignRuntime) -> CampaignStats {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/campaigns/{id}/stats",
+    operation_id = "campaign_stats",
+    tag = "campaigns",
+    summary = "Per-action counters",
+    params(("id" = String, Path, description = "Campaign id")),
+    responses(
+        (status = 200, body = crate::api::openapi::CampaignStats),
+        (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn stats(
     state: web::Data<AppState>,
     id: web::Path<String>,

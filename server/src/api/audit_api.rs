@@ -4,6 +4,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use super::error::ApiError;
+use super::query::Query;
 use super::AppState;
 use crate::audit::MAX_LIMIT;
 use crate::error::EngineError;
@@ -14,15 +15,30 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 #[derive(Debug, Deserialize)]
-struct Query {
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
     campaign: Option<String>,
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/audit",
+    operation_id = "list_audit",
+    tag = "audit",
+    summary = "The audit log, newest first",
+    params(("campaign" = Option<String>, Query, description = "Only this campaign's entries"), ("limit" = Option<usize>, Query, description = "1-1000, default 100")),
+    responses(
+        (status = 200, body = crate::api::openapi::AuditList),
+        (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn list(
     state: web::Data<AppState>,
     who: Principal,
-    q: web::Query<Query>,
+    q: Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_LIMIT {

@@ -55,7 +55,7 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, EngineError> {
 }
 
 /// serde reports a missing field at its parent's path; name the field itself.
-fn missing_field(message: &str) -> Option<String> {
+pub(crate) fn missing_field(message: &str) -> Option<String> {
     let rest = message.strip_prefix("missing field `")?;
     Some(rest.split('`').next()?.to_string())
 }

@@ -45,6 +45,20 @@ async fn mutate(
     Ok(HttpResponse::Ok().json(&rt.config))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/campaigns/{id}/pause",
+    operation_id = "pause_campaign",
+    tag = "controls",
+    summary = "Serve the baseline order (keeps logging and learning)",
+    params(("id" = String, Path, description = "Campaign id")),
+    responses(
+        (status = 200, description = "The new config", body = crate::api::openapi::CampaignConfig),
+        (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn pause(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -57,6 +71,20 @@ async fn pause(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/campaigns/{id}/resume",
+    operation_id = "resume_campaign",
+    tag = "controls",
+    summary = "Serve with the policy again",
+    params(("id" = String, Path, description = "Campaign id")),
+    responses(
+        (status = 200, description = "The new config", body = crate::api::openapi::CampaignConfig),
+        (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn resume(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -70,12 +98,28 @@ async fn resume(
 }
 
 /// `PUT .../holdout {"share": 0.1}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct HoldoutBody {
+pub(crate) struct HoldoutBody {
     share: f64,
 }
 
+#[utoipa::path(
+    put,
+    path = "/admin/v1/campaigns/{id}/holdout",
+    operation_id = "set_holdout",
+    tag = "controls",
+    summary = "Set the held-out share of shoppers (0-0.5)",
+    params(("id" = String, Path, description = "Campaign id")),
+    request_body = HoldoutBody,
+    responses(
+        (status = 200, description = "The new config", body = crate::api::openapi::CampaignConfig),
+        (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn holdout(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -96,13 +140,29 @@ async fn holdout(
 
 /// `PUT .../policy {"type": "linucb"}`: serve with the configured (shadow) policy of that type;
 /// the previous serving policy becomes a shadow, so both keep learning.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PolicyBody {
+pub(crate) struct PolicyBody {
     #[serde(rename = "type")]
     kind: String,
 }
 
+#[utoipa::path(
+    put,
+    path = "/admin/v1/campaigns/{id}/policy",
+    operation_id = "set_serving_policy",
+    tag = "controls",
+    summary = "Serve with the configured shadow policy of this type (the old one becomes a shadow)",
+    params(("id" = String, Path, description = "Campaign id")),
+    request_body = PolicyBody,
+    responses(
+        (status = 200, description = "The new config", body = crate::api::openapi::CampaignConfig),
+        (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn policy(
     state: web::Data<AppState>,
     req: HttpRequest,

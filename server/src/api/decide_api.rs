@@ -40,6 +40,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/rewards", web::post().to(reward_batch));
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/campaigns/{campaign}/decide",
+    operation_id = "decide",
+    tag = "decide",
+    summary = "Rank candidates for one shopper",
+    params(("campaign" = String, Path, description = "Campaign id")),
+    request_body = crate::api::openapi::DecideRequest,
+    responses(
+        (status = 200, description = "The chosen actions with their probabilities", body = crate::api::openapi::DecideResponse),
+        (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Body over the limit", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "A constraint plugin failed and the campaign refuses", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn decide(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -60,6 +78,23 @@ async fn decide(
     Ok(HttpResponse::Ok().json(response))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/events/{event_id}/reward",
+    operation_id = "reward",
+    tag = "decide",
+    summary = "Reward one decision",
+    params(("event_id" = String, Path, description = "The decision's event id")),
+    request_body = crate::api::openapi::RewardRequest,
+    responses(
+        (status = 200, body = crate::api::openapi::RewardResponse),
+        (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "Unknown event", body = crate::api::openapi::ErrorBody),
+        (status = 410, description = "The reward window has closed", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn reward(
     state: web::Data<AppState>,
     who: Principal,
@@ -75,6 +110,20 @@ async fn reward(
     Ok(HttpResponse::Ok().json(response))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/rewards",
+    operation_id = "reward_batch",
+    tag = "decide",
+    summary = "Reward up to 1,000 decisions at once",
+    request_body = crate::api::openapi::RewardBatchRequest,
+    responses(
+        (status = 200, description = "One result per item, in request order; items fail on their own", body = crate::api::openapi::RewardBatchResponse),
+        (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn reward_batch(
     state: web::Data<AppState>,
     who: Principal,

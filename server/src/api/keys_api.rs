@@ -16,6 +16,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// The calling key's id, role and scope (the dashboard uses it to disable controls).
+#[utoipa::path(
+    get,
+    path = "/admin/v1/whoami",
+    operation_id = "whoami",
+    tag = "keys",
+    summary = "The calling key's id, role and scope",
+    responses(
+        (status = 200, body = crate::api::openapi::Whoami),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn whoami(who: Principal) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({
         "key_id": who.key_id,
@@ -25,9 +37,9 @@ async fn whoami(who: Principal) -> HttpResponse {
 }
 
 /// `POST /admin/v1/keys`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateKey {
+pub(crate) struct CreateKey {
     role: Role,
     #[serde(default)]
     campaign: Option<String>,
@@ -35,6 +47,20 @@ struct CreateKey {
     label: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/keys",
+    operation_id = "create_key",
+    tag = "keys",
+    summary = "Create a key (its secret is in this answer only)",
+    request_body = CreateKey,
+    responses(
+        (status = 201, body = crate::api::openapi::CreatedKey),
+        (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -64,10 +90,36 @@ async fn create(
     Ok(HttpResponse::Created().json(out))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/keys",
+    operation_id = "list_keys",
+    tag = "keys",
+    summary = "List keys (no secrets)",
+    responses(
+        (status = 200, body = crate::api::openapi::KeyList),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn list(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "keys": state.keys.list() }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/keys/{id}",
+    operation_id = "revoke_key",
+    tag = "keys",
+    summary = "Revoke a key, effective at once",
+    params(("id" = String, Path, description = "Key id")),
+    responses(
+        (status = 200, body = crate::api::openapi::KeyInfo),
+        (status = 404, description = "No such key", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn revoke(
     state: web::Data<AppState>,
     req: HttpRequest,

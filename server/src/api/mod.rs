@@ -10,9 +10,11 @@ pub mod decide_api;
 pub mod error;
 pub mod keys_api;
 pub mod ope_api;
+pub mod openapi;
 pub mod ops_api;
 pub mod personalizer;
 pub mod plugins_api;
+pub mod query;
 pub mod reports_api;
 pub mod ui;
 
@@ -38,6 +40,7 @@ pub struct AppState {
 
 /// Register every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(query::config());
     decide_api::configure(cfg);
     admin_api::configure(cfg);
     ops_api::configure(cfg);
@@ -49,6 +52,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     reports_api::configure(cfg);
     personalizer::configure(cfg);
     ui::configure(cfg);
+    openapi::configure(cfg);
 }
 
 /// JSON 404 for unknown routes.

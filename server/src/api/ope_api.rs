@@ -4,6 +4,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use super::error::ApiError;
+use super::query::Query;
 use super::{body, AppState};
 use crate::error::EngineError;
 use crate::ope::{self, EvaluationRequest, Mode, Role};
@@ -39,6 +40,22 @@ fn blocking_error(e: actix_web::error::BlockingError) -> ApiError {
     .into()
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/campaigns/{id}/evaluations",
+    operation_id = "create_evaluation",
+    tag = "evaluation",
+    summary = "Run and store an off-policy evaluation (docs/evaluation.md)",
+    params(("id" = String, Path, description = "Campaign id")),
+    request_body = Object,
+    responses(
+        (status = 201, description = "The stored evaluation", body = Object),
+        (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn create(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -60,11 +77,40 @@ async fn create(
     Ok(HttpResponse::Created().json(ev))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/campaigns/{id}/evaluations",
+    operation_id = "list_evaluations",
+    tag = "evaluation",
+    summary = "Stored evaluations",
+    params(("id" = String, Path, description = "Campaign id")),
+    responses(
+        (status = 200, description = "`{\"evaluations\": [...]}`", body = Object),
+        (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn list(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let evaluations = ope::list(&state.engine, &id)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "evaluations": evaluations })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/campaigns/{id}/evaluations/{eval}",
+    operation_id = "get_evaluation",
+    tag = "evaluation",
+    summary = "One stored evaluation",
+    params(("id" = String, Path, description = "Campaign id"), ("eval" = String, Path, description = "Evaluation id")),
+    responses(
+        (status = 200, body = Object),
+        (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn get(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -83,10 +129,25 @@ async fn get(
 
 /// The shadow report: for every configured policy, how often it would have served what was
 /// served (agreement) and its estimated value, over a replay of the range. Not stored.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/campaigns/{id}/shadow",
+    operation_id = "shadow_report",
+    tag = "evaluation",
+    summary = "Serving and shadow policies: agreement with what was served and estimated value",
+    params(("id" = String, Path, description = "Campaign id"), ("from_ms" = Option<u64>, Query, description = "Decisions at or after this instant (ms since the epoch)"), ("to_ms" = Option<u64>, Query, description = "Decisions before this instant")),
+    responses(
+        (status = 200, body = Object),
+        (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn shadow(
     state: web::Data<AppState>,
     id: web::Path<String>,
-    query: web::Query<RangeQuery>,
+    query: Query<RangeQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let engine = state.engine.clone();
     let q = query.into_inner();
@@ -133,10 +194,25 @@ async fn shadow(
 }
 
 /// The campaign's decision log as JSON lines (docs/evaluation.md), header first.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/campaigns/{id}/log",
+    operation_id = "export_log",
+    tag = "evaluation",
+    summary = "The decision log as JSON lines, header first",
+    params(("id" = String, Path, description = "Campaign id"), ("from_ms" = Option<u64>, Query, description = "Decisions at or after this instant (ms since the epoch)"), ("to_ms" = Option<u64>, Query, description = "Decisions before this instant"), ("format" = Option<String>, Query, description = "Only `jsonl`")),
+    responses(
+        (status = 200, description = "JSON lines", content_type = "application/x-ndjson", body = String),
+        (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn export(
     state: web::Data<AppState>,
     id: web::Path<String>,
-    query: web::Query<RangeQuery>,
+    query: Query<RangeQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
     if q.format.as_deref().is_some_and(|f| f != "jsonl") {

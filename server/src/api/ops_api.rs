@@ -10,11 +10,34 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics));
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "ops",
+    summary = "Liveness",
+    responses(
+        (status = 200, body = Object)
+    ),
+    security(())
+)]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
 /// Ready once the store answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "ops",
+    summary = "Readiness (the store answers)",
+    responses(
+        (status = 200, body = Object),
+        (status = 503, body = Object)
+    ),
+    security(())
+)]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.engine.store().next_seq() {
         Ok(_) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
@@ -23,6 +46,17 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "ops",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, content_type = "text/plain", body = String)
+    ),
+    security(())
+)]
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -11,6 +11,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// Every loaded plugin (current and older versions, with failure counts and quarantine reason)
 /// and every file that failed to load.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/plugins",
+    operation_id = "list_plugins",
+    tag = "plugins",
+    summary = "Loaded plugins and load failures",
+    responses(
+        (status = 200, body = Object),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn list(state: web::Data<AppState>) -> HttpResponse {
     let host = state.engine.plugins();
     HttpResponse::Ok().json(serde_json::json!({
@@ -21,6 +33,18 @@ async fn list(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Loads new or changed libraries; campaigns move to the new current versions.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/plugins/reload",
+    operation_id = "reload_plugins",
+    tag = "plugins",
+    summary = "Load new or changed plugin libraries",
+    responses(
+        (status = 200, body = Object),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn reload(state: web::Data<AppState>) -> HttpResponse {
     let engine = state.engine.clone();
     let report = web::block(move || engine.reload_plugins()).await;

@@ -27,6 +27,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route(
         "/admin/v1/campaigns/{id}/reports/policies",
         web::get().to(policies),
+    )
+    .route(
+        "/admin/v1/campaigns/{id}/reports/policy-values",
+        web::get().to(policy_values),
     );
 }
 
@@ -44,12 +48,7 @@ struct Query {
 }
 
 fn query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, EngineError> {
-    web::Query::<T>::from_query(req.query_string())
-        .map(web::Query::into_inner)
-        .map_err(|e| EngineError::Malformed {
-            field: "query".into(),
-            message: e.to_string(),
-        })
+    super::query::parse(req.query_string())
 }
 
 fn bucket(q: &Query) -> Result<u64, EngineError> {
@@ -84,6 +83,21 @@ async fn report<R: serde::Serialize + Send + 'static>(
     Ok(HttpResponse::Ok().json(out))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/campaigns/{id}/reports/actions",
+    operation_id = "report_actions",
+    tag = "reports",
+    summary = "Per action: exposures, reward rate, posterior interval",
+    params(("id" = String, Path, description = "Campaign id")),
+    responses(
+        (status = 200, body = crate::api::openapi::ActionsReport),
+        (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn actions(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -99,6 +113,21 @@ async fn actions(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/campaigns/{id}/reports/lift",
+    operation_id = "report_lift",
+    tag = "reports",
+    summary = "Personalized vs holdout, overall and per bucket",
+    params(("id" = String, Path, description = "Campaign id"), ("bucket_seconds" = Option<u64>, Query, description = "Time-series bucket width, default 86400")),
+    responses(
+        (status = 200, body = crate::api::openapi::LiftReport),
+        (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn lift(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -109,6 +138,21 @@ async fn lift(
     report(&state, &id, None, move |d| reports::lift(d, b)).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/campaigns/{id}/reports/hidden-gems",
+    operation_id = "report_hidden_gems",
+    tag = "reports",
+    summary = "Rarely shown actions that do well",
+    params(("id" = String, Path, description = "Campaign id"), ("max_share" = Option<f64>, Query, description = "Largest exposure share that counts as rarely shown, in (0, 1]")),
+    responses(
+        (status = 200, body = crate::api::openapi::GemsReport),
+        (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn gems(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -126,6 +170,21 @@ async fn gems(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/campaigns/{id}/reports/affinity",
+    operation_id = "report_affinity",
+    tag = "reports",
+    summary = "Category affinity: shoppers who bought X shown items of Y",
+    params(("id" = String, Path, description = "Campaign id"), ("history_path" = Option<String>, Query, description = "Dotted context path of the history categories, default history.categories"), ("min_exposures" = Option<u64>, Query, description = "Smallest exposures of a reported pair, default 10")),
+    responses(
+        (status = 200, body = crate::api::openapi::AffinityReport),
+        (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn affinity(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -147,6 +206,21 @@ async fn affinity(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/campaigns/{id}/reports/policies",
+    operation_id = "report_policies",
+    tag = "reports",
+    summary = "Reward over time per policy",
+    params(("id" = String, Path, description = "Campaign id"), ("bucket_seconds" = Option<u64>, Query, description = "Time-series bucket width, default 86400")),
+    responses(
+        (status = 200, body = crate::api::openapi::PoliciesReport),
+        (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
 async fn policies(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -161,4 +235,36 @@ async fn policies(
         move |d| serde_json::json!({ "bucket_seconds": b, "policies": reports::policies(d, b) }),
     )
     .await
+}
+
+#[utoipa::path(
+    get,
+    path = "/admin/v1/campaigns/{id}/reports/policy-values",
+    operation_id = "report_policy_values",
+    tag = "reports",
+    summary = "Estimated reward over time of the serving and every shadow policy (replay + SNIPS)",
+    params(("id" = String, Path, description = "Campaign id"), ("bucket_seconds" = Option<u64>, Query, description = "Time-series bucket width, default 86400")),
+    responses(
+        (status = 200, body = crate::ope::ValueSeriesReport),
+        (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
+async fn policy_values(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let q: Query = query(&req)?;
+    let b = bucket(&q)?;
+    let rt = state.engine.campaign(&id)?;
+    let engine = state.engine.clone();
+    let out = web::block(move || crate::ope::value_series(&engine, &rt, b))
+        .await
+        .map_err(|e| EngineError::Unavailable {
+            message: format!("report worker failed: {e}"),
+        })??;
+    Ok(HttpResponse::Ok().json(out))
 }

@@ -144,7 +144,7 @@ fn categories_of(req: &Value, actions: &[String]) -> Vec<Option<String>> {
 // Statistics
 
 /// Estimate with a 95% interval.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Interval {
     pub estimate: f64,
     pub low: f64,
@@ -212,7 +212,7 @@ fn wilson(successes: f64, n: f64) -> Interval {
 // ---------------------------------------------------------------------------------------------
 // Per action
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ActionReport {
     pub id: String,
     pub exposures: u64,
@@ -291,7 +291,7 @@ pub fn actions(data: &Dataset) -> Vec<ActionReport> {
 // ---------------------------------------------------------------------------------------------
 // Hidden gems
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct GemsReport {
     /// Median posterior mean over the campaign's actions.
     pub campaign_median: f64,
@@ -327,7 +327,7 @@ pub fn hidden_gems(data: &Dataset, max_share: Option<f64>) -> GemsReport {
 // ---------------------------------------------------------------------------------------------
 // Lift
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Arm {
     pub decisions: u64,
     pub reward_sum: f64,
@@ -335,7 +335,7 @@ pub struct Arm {
     pub rate: Interval,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Lift {
     pub personalized: Arm,
     pub holdout: Arm,
@@ -347,14 +347,14 @@ pub struct Lift {
     pub p_value: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LiftPoint {
     pub start_ms: u64,
     #[serde(flatten)]
     pub lift: Lift,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LiftReport {
     #[serde(flatten)]
     pub total: Lift,
@@ -452,7 +452,7 @@ pub fn lift(data: &Dataset, bucket_seconds: u64) -> LiftReport {
 // ---------------------------------------------------------------------------------------------
 // Reward over time per policy
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PolicyPoint {
     pub start_ms: u64,
     pub decisions: u64,
@@ -460,7 +460,7 @@ pub struct PolicyPoint {
     pub rate: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PolicySeries {
     pub policy: String,
     pub decisions: u64,
@@ -506,7 +506,7 @@ pub fn policies(data: &Dataset, bucket_seconds: u64) -> Vec<PolicySeries> {
 // ---------------------------------------------------------------------------------------------
 // Category affinity
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AffinityRow {
     /// A category in the shopper's history.
     pub bought: String,
@@ -522,7 +522,7 @@ pub struct AffinityRow {
     pub lift: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AffinityReport {
     pub history_path: String,
     pub min_exposures: u64,

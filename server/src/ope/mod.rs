@@ -20,6 +20,8 @@
 
 pub mod log;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use tailor_policies::ope::{
     Estimates, Guards, LoggedEvent, LoggedSlot, OffPolicyRun, OnPolicy, Refusal, RewardModelConfig,
@@ -484,4 +486,120 @@ pub fn list(engine: &Engine, campaign: &str) -> Result<Vec<Evaluation>, EngineEr
     }
     out.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
     Ok(out)
+}
+
+/// One time bucket of a policy's estimated reward (see [`value_series`]).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ValuePoint {
+    pub start_ms: u64,
+    /// Decisions of the bucket that entered the estimate (rewarded or closed, with propensities).
+    pub decisions: u64,
+    /// Self-normalized IPS estimate of the top slot's mean reward: Σ w·r / Σ w with
+    /// w = π(served action) / logged propensity. `None` when Σ w = 0 (the policy never gives the
+    /// served actions any probability in this bucket).
+    pub value: Option<f64>,
+    /// (Σ w)² / Σ w²: how many decisions the estimate is effectively worth; small means noisy.
+    pub effective_sample_size: f64,
+    /// Share of decisions where the policy's most likely top action is the one served.
+    pub agreement: f64,
+}
+
+/// The reward-over-time estimate of one configured policy.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ValueSeries {
+    /// The policy type (as in the campaign config).
+    pub policy: String,
+    /// Its role in the campaign's current config.
+    #[schema(value_type = String)]
+    pub role: Role,
+    pub series: Vec<ValuePoint>,
+}
+
+/// `GET /admin/v1/campaigns/{id}/reports/policy-values`.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ValueSeriesReport {
+    pub bucket_seconds: u64,
+    /// How the values were computed, for display.
+    pub method: String,
+    pub policies: Vec<ValueSeries>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    n: u64,
+    sum_w: f64,
+    sum_w2: f64,
+    sum_wr: f64,
+    agree: u64,
+}
+
+/// Reward over time of every configured policy — the serving one and the shadows — estimated
+/// from the campaign's whole decision log by replay (each policy starts from its config and learns
+/// from the logged rewards in log order, as the evaluation API's `replay` mode does) and
+/// self-normalized inverse propensity scoring of the top slot, per time bucket. Shadow policies
+/// never served, so this is the only way to put them on a time axis; the serving policy's
+/// estimate can be checked against its logged reward rate (`reports/policies`). Blocking.
+pub fn value_series(
+    engine: &Engine,
+    rt: &CampaignRuntime,
+    bucket_seconds: u64,
+) -> Result<ValueSeriesReport, EngineError> {
+    let live = rt.learner.read().policies.clone();
+    let mut ev = Evaluator::new(&rt.config, EvaluationRequest::default(), Some(&live))?;
+    let configured: Vec<(String, Role)> = ev
+        .specs
+        .iter()
+        .filter(|s| matches!(s.role, Role::Serving | Role::Shadow))
+        .map(|s| (s.name.clone(), s.role))
+        .collect();
+    let (lines, _) = read_log(engine.store().as_ref(), &rt.config.id, None, None)?;
+    let bucket_ms = bucket_seconds.max(1) * 1000;
+    let mut acc: Vec<BTreeMap<u64, Bucket>> = vec![BTreeMap::new(); configured.len()];
+    for line in &lines {
+        let Some(traces) = ev.push(line) else {
+            continue;
+        };
+        // `push` evaluated the line, so the top slot has a valid propensity and a reward.
+        let top = &line.actions[0];
+        let mu = top.probability.unwrap_or(1.0).min(1.0);
+        let r = top.reward.unwrap_or(0.0);
+        let served = line.candidates.iter().position(|c| c.id == top.id);
+        let start = line.at_ms / bucket_ms * bucket_ms;
+        for (t, a) in traces.iter().zip(acc.iter_mut()) {
+            let b = a.entry(start).or_default();
+            let w = t.probability / mu;
+            b.n += 1;
+            b.sum_w += w;
+            b.sum_w2 += w * w;
+            b.sum_wr += w * r;
+            b.agree += u64::from(served == Some(t.mode));
+        }
+    }
+    let policies = configured
+        .into_iter()
+        .zip(acc)
+        .map(|((policy, role), buckets)| ValueSeries {
+            policy,
+            role,
+            series: buckets
+                .into_iter()
+                .map(|(start_ms, b)| ValuePoint {
+                    start_ms,
+                    decisions: b.n,
+                    value: (b.sum_w > 0.0).then(|| b.sum_wr / b.sum_w),
+                    effective_sample_size: if b.sum_w2 > 0.0 {
+                        b.sum_w * b.sum_w / b.sum_w2
+                    } else {
+                        0.0
+                    },
+                    agreement: b.agree as f64 / b.n.max(1) as f64,
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(ValueSeriesReport {
+        bucket_seconds,
+        method: "replay + self-normalized IPS of the top slot, per bucket".into(),
+        policies,
+    })
 }

@@ -1,0 +1,212 @@
+//! `/openapi.json` (the OpenAPI 3.1 document of every `/v1` and `/admin/v1` route) and `/docs`
+//! (a small page embedded in the binary that renders it; no CDN, no build step).
+//!
+//! The document is generated at compile time by `utoipa` from the `#[utoipa::path]` annotations on
+//! the handlers and `ToSchema` on the wire types (`tailor-sdk`'s `openapi` feature, so SDK users do
+//! not compile utoipa). The envelopes below (`{"campaigns": [...]}` and the like) are the shapes
+//! the handlers build with `json!`; they exist for the document only.
+
+use std::sync::OnceLock;
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+pub use crate::audit::AuditEntry;
+pub use crate::campaign::CampaignConfig;
+pub use crate::engine::reports::{
+    ActionReport, AffinityReport, GemsReport, LiftReport, PolicySeries,
+};
+pub use crate::keys::{KeyInfo, Role};
+pub use tailor_sdk::wire::{
+    CampaignStats, DecideRequest, DecideResponse, ErrorBody, RewardBatchRequest,
+    RewardBatchResponse, RewardRequest, RewardResponse,
+};
+
+use super::{
+    admin_api, audit_api, control_api, decide_api, keys_api, ope_api, ops_api, plugins_api,
+    reports_api,
+};
+
+/// `GET /admin/v1/campaigns`.
+#[derive(Serialize, ToSchema)]
+pub struct CampaignList {
+    pub campaigns: Vec<CampaignConfig>,
+}
+
+/// `GET /admin/v1/audit`.
+#[derive(Serialize, ToSchema)]
+pub struct AuditList {
+    pub entries: Vec<AuditEntry>,
+}
+
+/// `GET /admin/v1/keys`.
+#[derive(Serialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<KeyInfo>,
+}
+
+/// `POST /admin/v1/keys`: the key's record and, this once, its secret.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    pub info: KeyInfo,
+    /// `tlr_<id>_<secret>`; only its SHA-256 is stored.
+    pub key: String,
+}
+
+/// `GET /admin/v1/whoami`.
+#[derive(Serialize, ToSchema)]
+pub struct Whoami {
+    pub key_id: String,
+    pub role: Role,
+    pub campaign: Option<String>,
+}
+
+/// `GET .../reports/actions`.
+#[derive(Serialize, ToSchema)]
+pub struct ActionsReport {
+    pub actions: Vec<ActionReport>,
+}
+
+/// `GET .../reports/policies`.
+#[derive(Serialize, ToSchema)]
+pub struct PoliciesReport {
+    pub bucket_seconds: u64,
+    pub policies: Vec<PolicySeries>,
+}
+
+/// Every route sends `Authorization: Bearer KEY` unless marked otherwise.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key (`tlr_<id>_<secret>` or the bootstrap key). Roles: decide \
+                         (/v1), viewer (GET /admin), editor (all of /admin).",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tailor",
+        description = "Self-hosted personalization: decide and reward (`/v1`), and the admin API \
+                       (`/admin/v1`) for campaigns, controls, keys, audit, reports and off-policy \
+                       evaluation. Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`."
+    ),
+    paths(
+        decide_api::decide,
+        decide_api::reward,
+        decide_api::reward_batch,
+        admin_api::create,
+        admin_api::list,
+        admin_api::get,
+        admin_api::update,
+        admin_api::delete,
+        admin_api::stats,
+        control_api::pause,
+        control_api::resume,
+        control_api::holdout,
+        control_api::policy,
+        keys_api::whoami,
+        keys_api::create,
+        keys_api::list,
+        keys_api::revoke,
+        audit_api::list,
+        reports_api::actions,
+        reports_api::lift,
+        reports_api::gems,
+        reports_api::affinity,
+        reports_api::policies,
+        reports_api::policy_values,
+        ope_api::create,
+        ope_api::list,
+        ope_api::get,
+        ope_api::shadow,
+        ope_api::export,
+        plugins_api::list,
+        plugins_api::reload,
+        ops_api::healthz,
+        ops_api::readyz,
+        ops_api::metrics,
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "decide", description = "Storefront calls: decide and reward"),
+        (name = "campaigns", description = "Campaign configs and counters"),
+        (name = "controls", description = "Pause, resume, holdout, serving-policy toggle (audited)"),
+        (name = "keys", description = "API keys and roles"),
+        (name = "audit", description = "The append-only audit log"),
+        (name = "reports", description = "What the dashboard shows, from the logs"),
+        (name = "evaluation", description = "Off-policy evaluation and log export"),
+        (name = "plugins", description = "The native plugin host"),
+        (name = "ops", description = "Health and metrics (no key)"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as JSON, built once.
+pub fn document() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_pretty_json()
+            .expect("the OpenAPI document serializes")
+    })
+}
+
+const DOCS_HTML: &str = include_str!("../../ui/docs.html");
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/openapi.json", web::get().to(spec))
+        .route("/docs", web::get().to(docs));
+}
+
+async fn spec() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(document())
+}
+
+async fn docs() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("cache-control", "no-cache"))
+        .body(DOCS_HTML)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_is_valid_json_with_bearer_security() {
+        let v: serde_json::Value = serde_json::from_str(document()).unwrap();
+        assert_eq!(
+            v["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        let ids: Vec<&str> = v["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|p| p.as_object().unwrap().values())
+            .filter_map(|op| op["operationId"].as_str())
+            .collect();
+        let unique: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
+        assert_eq!(ids.len(), unique.len(), "operation ids are unique: {ids:?}");
+    }
+}
