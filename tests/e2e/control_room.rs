@@ -119,6 +119,12 @@ async fn role_matrix_and_audit() {
             200,
         ),
         (
+            Method::GET,
+            "/admin/v1/campaigns/home/reports/policy-values".into(),
+            None,
+            200,
+        ),
+        (
             Method::POST,
             "/admin/v1/campaigns".into(),
             Some(campaign("created")),
