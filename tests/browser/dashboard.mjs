@@ -41,7 +41,8 @@ const browser = await chromium.launchPersistentContext(profile, {
   ],
   viewport: { width: 1280, height: 1400 },
 });
-browser.setDefaultTimeout(20_000);
+// Generous: the machine may be busy with the rest of the test suite.
+browser.setDefaultTimeout(60_000);
 const pageErrors = [];
 const result = {};
 
