@@ -3,6 +3,8 @@
 //! learning modes and configuration round trips, learning parity with the native API, and the
 //! official Python client (`azure-ai-personalizer==1.0.0b1`) run against the server.
 
+use rand::{Rng, SeedableRng};
+use rand_pcg::Pcg64Mcg;
 use serde_json::{json, Value};
 
 use crate::harness::Server;
@@ -427,4 +429,331 @@ async fn personalizer_multi_slot_over_raw_http() {
         assert_eq!(status, 400, "{v}");
         assert_eq!(v["error"]["target"], target, "{v}");
     }
+}
+
+#[tokio::test]
+async fn personalizer_learning_modes_and_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), FAST).await;
+    let key = setup(&server, "lunch", 600.0).await;
+    let pz = Pz::new(&server, &key);
+    let mode = |m: &str| json!({"learningMode": m});
+
+    // Service configuration: mapped fields reach the campaign, the rest is returned as set.
+    let (status, v) = pz
+        .put(
+            "/v1.0/configurations/service",
+            &json!({"rewardWaitTime": "PT2H", "defaultReward": -0.5, "rewardAggregation": "sum",
+                    "explorationPercentage": 0.25, "logRetentionDays": 90, "modelExportFrequency": "PT5M",
+                    "logMirrorSasUri": "https://example.invalid/c"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, campaign) = server.get("/admin/v1/campaigns/lunch").await;
+    assert_eq!(status, 200);
+    assert_eq!(campaign["reward_wait_seconds"], 7200.0, "{campaign}");
+    assert_eq!(campaign["default_reward"], -0.5);
+    assert_eq!(campaign["reward_aggregation"], "sum");
+    assert_eq!(campaign["exploration"], 0.25);
+    let (_, v) = pz.get("/v1.0/configurations/service").await;
+    assert_eq!(v["rewardWaitTime"], "PT2H");
+    assert_eq!(v["logRetentionDays"], 90);
+    assert_eq!(v["logMirrorSasUri"], "https://example.invalid/c");
+    assert_eq!(v["learningMode"], "Online");
+    assert!(v["lastConfigurationEditDate"].is_string(), "{v}");
+    for (body, target) in [
+        (json!({"rewardWaitTime": "soon"}), "rewardWaitTime"),
+        (
+            json!({"explorationPercentage": 20}),
+            "explorationPercentage",
+        ),
+        (json!({"rewardAggregation": "median"}), "rewardAggregation"),
+        (json!({"learningMode": "Sometimes"}), "learningMode"),
+    ] {
+        let (status, v) = pz.put("/v1.0/configurations/service", &body).await;
+        assert_eq!(status, 400, "{v}");
+        assert_eq!(v["error"]["target"], target, "{v}");
+    }
+    let (_, v) = pz
+        .put(
+            "/v1.0/configurations/service",
+            &json!({"explorationPercentage": 0, "rewardAggregation": "earliest"}),
+        )
+        .await;
+    assert_eq!(v["explorationPercentage"], 0.0, "{v}");
+
+    // Policy: mapped onto the campaign; unsupported arguments refused.
+    let (status, v) = pz
+        .put(
+            "/v1.0/configurations/policy",
+            &json!({"name": "p1", "arguments": "--cb_explore_adf --epsilon 0.3 -q UA"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (_, campaign) = server.get("/admin/v1/campaigns/lunch").await;
+    assert_eq!(campaign["policy"]["type"], "epsilon_greedy", "{campaign}");
+    assert_eq!(campaign["policy"]["epsilon"], 0.3);
+    assert_eq!(campaign["featurizer"]["interactions"], true);
+    let (_, v) = pz.get("/v1.0/configurations/policy").await;
+    assert_eq!(
+        v,
+        json!({"name": "p1", "arguments": "--cb_explore_adf --epsilon 0.3 -q UA"})
+    );
+    let (status, v) = pz
+        .put(
+            "/v1.0/configurations/policy",
+            &json!({"name": "p2", "arguments": "--cb_explore_adf --cover 3"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("--cover"),
+        "{v}"
+    );
+    let (status, v) = pz
+        .call(reqwest::Method::DELETE, "/v1.0/configurations/policy", None)
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["arguments"].as_str().unwrap().contains("--epsilon 0.2"),
+        "{v}"
+    );
+
+    // Apprentice: the baseline (first non-excluded action) is served and learned from.
+    let (status, v) = pz
+        .put("/v1.0/configurations/service", &mode("Apprentice"))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (_, campaign) = server.get("/admin/v1/campaigns/lunch").await;
+    assert_eq!(campaign["status"], "paused");
+    let model_before = model(&pz).await;
+    for i in 0..20 {
+        let (status, v) = pz
+            .post("/v1.0/rank", &json!({"actions": actions(), "excludedActions": ["pasta"], "eventId": format!("ap-{i}")}))
+            .await;
+        assert_eq!(status, 201, "{v}");
+        assert_eq!(v["rewardActionId"], "curry", "{v}");
+        let (status, _) = pz
+            .post(&format!("/v1.0/events/ap-{i}/reward"), &json!({"value": 1}))
+            .await;
+        assert_eq!(status, 204);
+    }
+    assert_ne!(model(&pz).await, model_before, "apprentice learns");
+    let (_, v) = pz.get("/v1.0/configurations/service").await;
+    assert_eq!(v["learningMode"], "Apprentice");
+    let metrics = &v["latestApprenticeModeMetrics"];
+    assert_eq!(metrics["numberOfEvents"], 20, "{v}");
+    assert!(
+        metrics["numberOfImitatedEvents"].as_u64().unwrap() <= 20,
+        "{v}"
+    );
+    assert_eq!(metrics["sumOfRewards"], 20.0, "{v}");
+
+    // LoggingOnly: the baseline is served, rewards are logged, nothing is learned.
+    pz.put("/v1.0/configurations/service", &mode("LoggingOnly"))
+        .await;
+    let frozen = model(&pz).await;
+    let rewards_before = server.stats("lunch").await["rewards"].as_u64().unwrap();
+    for i in 0..10 {
+        let (_, v) = pz
+            .post(
+                "/v1.0/rank",
+                &json!({"actions": actions(), "eventId": format!("lo-{i}")}),
+            )
+            .await;
+        assert_eq!(v["rewardActionId"], "pasta", "{v}");
+        pz.post(&format!("/v1.0/events/lo-{i}/reward"), &json!({"value": 1}))
+            .await;
+    }
+    assert_eq!(model(&pz).await, frozen, "logging only does not learn");
+    assert_eq!(
+        server.stats("lunch").await["rewards"].as_u64().unwrap(),
+        rewards_before + 10,
+        "logging only logs the rewards"
+    );
+    pz.put("/v1.0/configurations/service", &mode("Online"))
+        .await;
+    let (_, campaign) = server.get("/admin/v1/campaigns/lunch").await;
+    assert_eq!(campaign["status"], "active");
+
+    // Model reset, import, properties; logs.
+    let learned = model(&pz).await;
+    assert_eq!(
+        pz.call(reqwest::Method::DELETE, "/v1.0/model", None)
+            .await
+            .0,
+        204
+    );
+    assert_ne!(model(&pz).await, learned);
+    let put = pz
+        .http
+        .put(format!("{}/v1.0/model", pz.base))
+        .header("content-type", "application/octet-stream")
+        .body(learned.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 204);
+    assert_eq!(model(&pz).await, learned);
+    let (status, v) = pz.get("/v1.0/model/properties").await;
+    assert_eq!(status, 200);
+    assert!(
+        v["creationTime"].is_string() && v["lastModifiedTime"].is_string(),
+        "{v}"
+    );
+    let (_, v) = pz.get("/v1.0/logs/properties").await;
+    assert!(v["dateRange"]["from"].is_string(), "{v}");
+    assert_eq!(
+        pz.call(reqwest::Method::DELETE, "/v1.0/logs", None).await.0,
+        204
+    );
+    let (_, v) = pz.get("/v1.0/logs/properties").await;
+    assert_eq!(v["dateRange"], json!({}), "{v}");
+    // Learned state survives the log deletion and a restart.
+    assert_eq!(model(&pz).await, learned);
+}
+
+async fn model(pz: &Pz) -> Vec<u8> {
+    let r = pz
+        .http
+        .get(format!("{}/v1.0/model", pz.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "application/octet-stream"
+    );
+    r.bytes().await.unwrap().to_vec()
+}
+
+/// The same seeded stream (two shopper types, five dishes, each type with its own best dish)
+/// through `/personalizer` rank+reward and through native decide+reward, on two campaigns with
+/// the same policy: both must find each type's best dish and earn about the same.
+#[tokio::test]
+async fn personalizer_learns_as_well_as_the_native_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), FAST).await;
+    let key = setup(&server, "compat", 600.0).await;
+    setup(&server, "native", 600.0).await;
+    let pz = Pz::new(&server, &key);
+    let dishes = ["pasta", "curry", "salad", "sushi", "tacos"];
+    // Click rate of (shopper type, dish).
+    let rate = |t: usize, d: usize| match (t, d) {
+        (0, 1) => 0.6,
+        (1, 3) => 0.6,
+        _ => 0.1,
+    };
+    let rounds = 1_500;
+    let mut results = Vec::new();
+    for native in [false, true] {
+        let mut rng = Pcg64Mcg::seed_from_u64(7);
+        let mut earned = 0.0;
+        let mut late_best = 0;
+        let mut late = 0;
+        for i in 0..rounds {
+            let t = rng.gen_range(0..2usize);
+            let segment = ["student", "chef"][t];
+            let (served, event) = if native {
+                let body = json!({
+                    "context": {"user": {"segment": segment}},
+                    "candidates": dishes.iter().map(|d| json!({"id": d, "features": {"dish": d}})).collect::<Vec<_>>(),
+                    "event_id": format!("n-{i}"),
+                });
+                let (status, v) = server.post("/v1/campaigns/native/decide", &body).await;
+                assert_eq!(status, 200, "{v}");
+                (
+                    v["actions"][0]["id"].as_str().unwrap().to_string(),
+                    format!("n-{i}"),
+                )
+            } else {
+                let body = json!({
+                    "contextFeatures": [{"user": {"segment": segment}}],
+                    "actions": dishes.iter().map(|d| json!({"id": d, "features": [{"dish": d}]})).collect::<Vec<_>>(),
+                    "eventId": format!("p-{i}"),
+                });
+                let (status, v) = pz.post("/v1.0/rank", &body).await;
+                assert_eq!(status, 201, "{v}");
+                (
+                    v["rewardActionId"].as_str().unwrap().to_string(),
+                    format!("p-{i}"),
+                )
+            };
+            let d = dishes.iter().position(|x| *x == served).unwrap();
+            let value = if rng.gen::<f64>() < rate(t, d) {
+                1.0
+            } else {
+                0.0
+            };
+            earned += value;
+            if i >= rounds - 300 {
+                late += 1;
+                if (t, d) == (0, 1) || (t, d) == (1, 3) {
+                    late_best += 1;
+                }
+            }
+            let (status, v) = if native {
+                server
+                    .post(
+                        &format!("/v1/events/{event}/reward"),
+                        &json!({"value": value}),
+                    )
+                    .await
+            } else {
+                pz.post(
+                    &format!("/v1.0/events/{event}/reward"),
+                    &json!({"value": value}),
+                )
+                .await
+            };
+            assert!(status == 200 || status == 204, "{v}");
+        }
+        results.push((earned / rounds as f64, late_best as f64 / late as f64));
+    }
+    let ((pz_rate, pz_best), (native_rate, native_best)) = (results[0], results[1]);
+    println!("personalizer: reward rate {pz_rate:.3}, best served late {pz_best:.2}; native: {native_rate:.3}, {native_best:.2}");
+    // Uniform serving would earn 0.2 and serve the best dish 20% of the time.
+    assert!(pz_best > 0.7 && native_best > 0.7, "{results:?}");
+    assert!(pz_rate > 0.4 && native_rate > 0.4, "{results:?}");
+    assert!((pz_rate - native_rate).abs() < 0.06, "{results:?}");
+}
+
+#[tokio::test]
+async fn personalizer_official_python_client() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let python = root.join("target/pyenv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run ./scripts/test (its scripts/setup/20-python.sh installs the official \
+         Personalizer client, azure-ai-personalizer==1.0.0b1, into target/pyenv)",
+        python.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), FAST).await;
+    let key = setup(&server, "python", 600.0).await;
+    let script = root.join("tests/personalizer/client_test.py");
+    let base = server.base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .env("PERSONALIZER_ENDPOINT", base)
+            .env("PERSONALIZER_KEY", key)
+            .output()
+            .expect("running the Python client test")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(
+        out.status.success(),
+        "the Python client test failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("checks passed"), "{stdout}");
 }

@@ -123,6 +123,16 @@ impl Engine {
         })
     }
 
+    /// Delete the campaign's decision and reward logs up to now. Learned state is snapshotted
+    /// first, so nothing learned is lost and recovery never needs the deleted records. Returns
+    /// (decisions, rewards) deleted.
+    pub fn delete_logs(&self, campaign: &str) -> Result<(u64, u64), EngineError> {
+        let (d, r) = self.with_books(campaign, |_, books, _| {
+            Ok((books.decision_seq, books.reward_seq))
+        })?;
+        Ok(self.store.delete_log(campaign, d, r)?)
+    }
+
     /// Forget everything learned: every policy starts fresh (counters are kept).
     pub fn reset_model(&self, campaign: &str) -> Result<(), EngineError> {
         self.with_books(campaign, |rt, _books, learner| {

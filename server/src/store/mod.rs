@@ -76,6 +76,16 @@ pub trait Store: Send + Sync + 'static {
     /// Remove a stored evaluation; false when there was none.
     fn delete_evaluation(&self, campaign: &str, id: &str) -> Result<bool, StoreError>;
 
+    /// Remove the campaign's decisions with seq <= `decision_seq` and rewards with seq <=
+    /// `reward_seq` from the logs (learned state covering them must be snapshotted first).
+    /// Returns (decisions, rewards) removed.
+    fn delete_log(
+        &self,
+        campaign: &str,
+        decision_seq: u64,
+        reward_seq: u64,
+    ) -> Result<(u64, u64), StoreError>;
+
     /// Mark a decision as deferred (tree `deferred`): its rewards are ignored and its window
     /// closes without learning until [`Store::activate`] removes the mark. Written before the
     /// decision itself, so a crash never leaves an unmarked deferred decision.

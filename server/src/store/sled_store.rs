@@ -213,6 +213,33 @@ impl Store for SledStore {
         Ok(self.db.open_tree("evaluations")?.remove(key)?.is_some())
     }
 
+    fn delete_log(
+        &self,
+        campaign: &str,
+        decision_seq: u64,
+        reward_seq: u64,
+    ) -> Result<(u64, u64), StoreError> {
+        let mut decisions = 0;
+        for kv in self.decisions.range(..=decision_seq.to_be_bytes()) {
+            let (k, v) = kv?;
+            let d: DecisionRecord = decode("decision", &v)?;
+            if d.campaign == campaign {
+                self.decisions.remove(k)?;
+                decisions += 1;
+            }
+        }
+        let mut rewards = 0;
+        for kv in self.rewards.range(..=reward_seq.to_be_bytes()) {
+            let (k, v) = kv?;
+            let r: RewardRecord = decode("reward", &v)?;
+            if r.campaign == campaign {
+                self.rewards.remove(k)?;
+                rewards += 1;
+            }
+        }
+        Ok((decisions, rewards))
+    }
+
     fn defer(&self, event_id: &str) -> Result<(), StoreError> {
         self.deferred.insert(event_id.as_bytes(), &[])?;
         Ok(())

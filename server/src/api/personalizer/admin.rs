@@ -1,12 +1,51 @@
 //! The Personalizer administration calls: service and policy configuration, the model, logs,
 //! evaluations (mapped onto Tailor's off-policy evaluation) and feature importances (501).
+//! Settings without a Tailor meaning are kept in the campaign's `personalizer` field so GETs
+//! return what PUTs set.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Map, Value};
 
-use super::both;
 use super::error::PzError;
+use super::wire::PolicySettings;
+use super::{both, campaign_of, duration, time, vw};
+use crate::api::{auth, body, AppState};
+use crate::audit::Change;
+use crate::campaign::{CampaignConfig, CampaignStatus, RewardAggregation};
+use crate::engine::now_ms;
+use crate::error::EngineError;
+use crate::ope::{self, CandidateSpec, EvaluationRequest, Mode, Role};
+
+/// Largest model file accepted by `PUT model`.
+const MODEL_LIMIT: usize = 256 << 20;
 
 pub fn configure(c: &mut web::ServiceConfig) {
+    both(c, "/configurations/service", || web::get().to(get_service));
+    both(c, "/configurations/service", || web::put().to(put_service));
+    both(c, "/configurations/policy", || web::get().to(get_policy));
+    both(c, "/configurations/policy", || web::put().to(put_policy));
+    both(c, "/configurations/policy", || {
+        web::delete().to(reset_policy)
+    });
+    both(c, "/configurations/applyFromEvaluation", || {
+        web::post().to(apply_from_evaluation)
+    });
+    both(c, "/model", || web::get().to(export_model));
+    both(c, "/model", || web::put().to(import_model));
+    both(c, "/model", || web::delete().to(reset_model));
+    both(c, "/model/properties", || web::get().to(model_properties));
+    both(c, "/logs", || web::delete().to(delete_logs));
+    both(c, "/logs/properties", || web::get().to(log_properties));
+    both(c, "/evaluations", || web::get().to(list_evaluations));
+    both(c, "/evaluations/{evaluationId}", || {
+        web::get().to(get_evaluation)
+    });
+    both(c, "/evaluations/{evaluationId}", || {
+        web::put().to(create_evaluation)
+    });
+    both(c, "/evaluations/{evaluationId}", || {
+        web::delete().to(delete_evaluation)
+    });
     for path in ["/featureImportances", "/featureImportances/{id}"] {
         both(c, path, || web::route().to(feature_importances));
     }
@@ -14,4 +53,720 @@ pub fn configure(c: &mut web::ServiceConfig) {
 
 async fn feature_importances() -> Result<HttpResponse, PzError> {
     Err(PzError::not_implemented("featureImportances"))
+}
+
+async fn apply_from_evaluation() -> Result<HttpResponse, PzError> {
+    Err(PzError::not_implemented(
+        "configurations/applyFromEvaluation (set the policy with PUT configurations/policy)",
+    ))
+}
+
+/// The campaign's stored Personalizer settings (an object).
+fn stored(config: &CampaignConfig) -> Map<String, Value> {
+    match &config.personalizer {
+        Some(Value::Object(m)) => m.clone(),
+        _ => Map::new(),
+    }
+}
+
+fn stored_obj(config: &CampaignConfig, key: &str) -> Map<String, Value> {
+    match stored(config).get(key) {
+        Some(Value::Object(m)) => m.clone(),
+        _ => Map::new(),
+    }
+}
+
+/// Apply `change` to the campaign, update it through the engine and audit before and after.
+async fn update(
+    state: &AppState,
+    req: &HttpRequest,
+    campaign: &str,
+    action: &str,
+    change: impl FnOnce(&mut CampaignConfig) -> Result<(), EngineError>,
+) -> Result<CampaignConfig, PzError> {
+    let before = state.engine.campaign(campaign)?.config.clone();
+    let mut config = before.clone();
+    change(&mut config)?;
+    let rt = state.engine.update_campaign(config)?;
+    auth::audit(
+        state,
+        req,
+        Change {
+            action: action.to_string(),
+            campaign: Some(campaign.to_string()),
+            target: None,
+            before: serde_json::to_value(&before).expect("campaign config as JSON"),
+            after: serde_json::to_value(&rt.config).expect("campaign config as JSON"),
+        },
+    )
+    .await?;
+    Ok(rt.config.clone())
+}
+
+fn set_stored(config: &mut CampaignConfig, key: &str, value: Value) {
+    let mut m = stored(config);
+    m.insert(key.to_string(), value);
+    config.personalizer = Some(Value::Object(m));
+}
+
+fn learning_mode(status: CampaignStatus) -> &'static str {
+    match status {
+        CampaignStatus::Active => "Online",
+        CampaignStatus::Paused => "Apprentice",
+        CampaignStatus::LoggingOnly => "LoggingOnly",
+    }
+}
+
+fn blocking(e: actix_web::error::BlockingError) -> PzError {
+    EngineError::Unavailable {
+        message: format!("worker failed: {e}"),
+    }
+    .into()
+}
+
+/// The service configuration as Personalizer reports it: what was set, with the fields Tailor
+/// runs on read from the live campaign.
+async fn service_view(state: &AppState, config: &CampaignConfig) -> Result<Value, PzError> {
+    let mut out = Map::new();
+    out.insert("modelExportFrequency".into(), json!("PT1M"));
+    out.insert("logRetentionDays".into(), json!(-1));
+    out.insert("modelRetrainDays".into(), json!(0));
+    out.insert("isAutoOptimizationEnabled".into(), json!(false));
+    out.insert("logMirrorEnabled".into(), json!(false));
+    for (k, v) in stored_obj(config, "service") {
+        out.insert(k, v);
+    }
+    let wait = match out.get("rewardWaitTime").and_then(Value::as_str) {
+        Some(s)
+            if duration::parse(s)
+                .is_some_and(|v| (v - config.reward_wait_seconds).abs() < 1e-3) =>
+        {
+            s.to_string()
+        }
+        _ => duration::format(config.reward_wait_seconds),
+    };
+    out.insert("rewardWaitTime".into(), json!(wait));
+    out.insert("defaultReward".into(), json!(config.default_reward));
+    out.insert(
+        "rewardAggregation".into(),
+        json!(match config.reward_aggregation {
+            RewardAggregation::Earliest => "earliest",
+            RewardAggregation::Sum => "sum",
+        }),
+    );
+    out.insert("explorationPercentage".into(), json!(config.exploration));
+    out.insert("learningMode".into(), json!(learning_mode(config.status)));
+    if config.status == CampaignStatus::Paused {
+        out.insert(
+            "latestApprenticeModeMetrics".into(),
+            apprentice_metrics(state, &config.id).await?,
+        );
+    }
+    Ok(Value::Object(out))
+}
+
+/// How the learned model would have done in Apprentice mode: a replay of the decision log
+/// (docs/evaluation.md) with the serving policy's agreement with the baseline that was served.
+async fn apprentice_metrics(state: &AppState, campaign: &str) -> Result<Value, PzError> {
+    let engine = state.engine.clone();
+    let id = campaign.to_string();
+    let ev = web::block(move || {
+        let rt = engine.campaign(&id)?;
+        ope::evaluate_campaign(&engine, &rt, EvaluationRequest::default())
+    })
+    .await
+    .map_err(blocking)??;
+    let serving = ev
+        .policies
+        .iter()
+        .find(|p| p.role == Role::Serving)
+        .and_then(|p| p.estimate.as_ref());
+    let events = ev.used;
+    let sum = ev.logging.as_ref().map_or(0.0, |l| l.total.value) * events as f64;
+    let (imitated, imitated_sum) = match serving {
+        Some(e) => (
+            (e.agreement * events as f64).round() as u64,
+            e.dr.value * events as f64,
+        ),
+        None => (0, 0.0),
+    };
+    let now = time::format_ms(now_ms());
+    let batch = json!({
+        "numberOfEvents": events,
+        "numberOfImitatedEvents": imitated,
+        "sumOfRewards": sum,
+        "sumOfImitatedRewards": imitated_sum,
+    });
+    Ok(json!({
+        "numberOfEvents": events,
+        "numberOfImitatedEvents": imitated,
+        "sumOfRewards": sum,
+        "sumOfImitatedRewards": imitated_sum,
+        "startTime": time::format_ms(ev.from_ms.unwrap_or(0)),
+        "lastProcessedEventTime": now,
+        "lastBatchMetrics": batch,
+    }))
+}
+
+async fn get_service(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, PzError> {
+    let campaign = campaign_of(&req)?;
+    let config = state.engine.campaign(&campaign)?.config.clone();
+    Ok(HttpResponse::Ok().json(service_view(&state, &config).await?))
+}
+
+fn number(obj: &Map<String, Value>, field: &str) -> Result<Option<f64>, EngineError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .filter(|f| f.is_finite())
+            .map(Some)
+            .ok_or_else(|| EngineError::invalid(field, "must be a number")),
+    }
+}
+
+fn text<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, EngineError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(EngineError::invalid(field, "must be a string")),
+    }
+}
+
+/// Map a service configuration onto the campaign (validating every field first).
+fn apply_service(config: &mut CampaignConfig, obj: &Map<String, Value>) -> Result<(), EngineError> {
+    if let Some(s) = text(obj, "rewardWaitTime")? {
+        let secs = duration::parse(s).ok_or_else(|| {
+            EngineError::invalid(
+                "rewardWaitTime",
+                "must be an ISO-8601 duration such as PT10M",
+            )
+        })?;
+        if !(secs > 0.0 && secs <= 30.0 * 86_400.0) {
+            return Err(EngineError::invalid(
+                "rewardWaitTime",
+                "must be above 0 and at most 30 days",
+            ));
+        }
+        config.reward_wait_seconds = secs;
+    }
+    if let Some(v) = number(obj, "defaultReward")? {
+        config.default_reward = v;
+    }
+    if let Some(s) = text(obj, "rewardAggregation")? {
+        config.reward_aggregation = match s.to_ascii_lowercase().as_str() {
+            "earliest" => RewardAggregation::Earliest,
+            "sum" => RewardAggregation::Sum,
+            _ => {
+                return Err(EngineError::invalid(
+                    "rewardAggregation",
+                    "must be \"earliest\" or \"sum\"",
+                ))
+            }
+        };
+    }
+    if let Some(v) = number(obj, "explorationPercentage")? {
+        if !(0.0..=1.0).contains(&v) {
+            return Err(EngineError::invalid(
+                "explorationPercentage",
+                "must be a share between 0 and 1 (0.2 is 20%)",
+            ));
+        }
+        config.exploration = v;
+    }
+    if let Some(s) = text(obj, "learningMode")? {
+        config.status = match s.to_ascii_lowercase().as_str() {
+            "online" => CampaignStatus::Active,
+            "apprentice" => CampaignStatus::Paused,
+            "loggingonly" => CampaignStatus::LoggingOnly,
+            _ => {
+                return Err(EngineError::invalid(
+                    "learningMode",
+                    "must be \"Online\", \"Apprentice\" or \"LoggingOnly\"",
+                ))
+            }
+        };
+    }
+    for field in ["modelExportFrequency", "autoOptimizationFrequency"] {
+        if let Some(s) = text(obj, field)? {
+            if duration::parse(s).is_none() {
+                return Err(EngineError::invalid(
+                    field,
+                    "must be an ISO-8601 duration such as PT5M",
+                ));
+            }
+        }
+    }
+    for field in ["logRetentionDays", "modelRetrainDays"] {
+        match obj.get(field) {
+            None | Some(Value::Null) => {}
+            Some(v) if v.as_i64().is_some_and(|n| n >= -1) => {}
+            Some(_) => return Err(EngineError::invalid(field, "must be a whole number >= -1")),
+        }
+    }
+    for field in ["isAutoOptimizationEnabled", "logMirrorEnabled"] {
+        match obj.get(field) {
+            None | Some(Value::Null | Value::Bool(_)) => {}
+            Some(_) => return Err(EngineError::invalid(field, "must be true or false")),
+        }
+    }
+    let mut kept = obj.clone();
+    // Computed on read, never stored.
+    kept.remove("latestApprenticeModeMetrics");
+    kept.insert(
+        "lastConfigurationEditDate".into(),
+        json!(time::format_ms(now_ms())),
+    );
+    set_stored(config, "service", Value::Object(kept));
+    Ok(())
+}
+
+async fn put_service(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, PzError> {
+    let campaign = campaign_of(&req)?;
+    let raw = body::read(payload, state.body_limit).await?;
+    let body: Value = body::parse(&raw)?;
+    let Value::Object(obj) = body else {
+        return Err(EngineError::invalid("body", "must be a JSON object").into());
+    };
+    let config = update(&state, &req, &campaign, "personalizer.service", |c| {
+        apply_service(c, &obj)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(service_view(&state, &config).await?))
+}
+
+/// The policy as Personalizer reports it: what was set, while the campaign still runs the
+/// configuration it mapped to; otherwise a description of what the campaign runs.
+fn policy_view(config: &CampaignConfig) -> PolicySettings {
+    let p = stored_obj(config, "policy");
+    let mapped_same = p.get("mapped") == serde_json::to_value(&config.policy).ok().as_ref()
+        && p.get("featurizer") == serde_json::to_value(&config.featurizer).ok().as_ref();
+    match (p.get("name"), p.get("arguments")) {
+        (Some(Value::String(name)), Some(Value::String(arguments))) if mapped_same => {
+            PolicySettings {
+                name: name.clone(),
+                arguments: arguments.clone(),
+            }
+        }
+        _ => PolicySettings {
+            name: config.policy.kind().to_string(),
+            arguments: vw::render(&config.policy, &config.featurizer),
+        },
+    }
+}
+
+async fn get_policy(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, PzError> {
+    let campaign = campaign_of(&req)?;
+    let config = state.engine.campaign(&campaign)?.config.clone();
+    Ok(HttpResponse::Ok().json(policy_view(&config)))
+}
+
+fn apply_policy(config: &mut CampaignConfig, p: &PolicySettings) -> Result<(), EngineError> {
+    let mapped = vw::parse(&p.arguments, &config.featurizer)?;
+    config.policy = mapped.policy;
+    config.featurizer = mapped.featurizer;
+    let record = json!({
+        "name": p.name,
+        "arguments": p.arguments,
+        "mapped": serde_json::to_value(&config.policy).expect("policy config as JSON"),
+        "featurizer": serde_json::to_value(&config.featurizer).expect("featurizer config as JSON"),
+    });
+    set_stored(config, "policy", record);
+    Ok(())
+}
+
+async fn put_policy(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, PzError> {
+    let campaign = campaign_of(&req)?;
+    let raw = body::read(payload, state.body_limit).await?;
+    let p: PolicySettings = body::parse(&raw)?;
+    let config = update(&state, &req, &campaign, "personalizer.policy", |c| {
+        apply_policy(c, &p)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(policy_view(&config)))
+}
+
+async fn reset_policy(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, PzError> {
+    let campaign = campaign_of(&req)?;
+    let p = PolicySettings {
+        name: "default".into(),
+        arguments: vw::DEFAULT_ARGUMENTS.into(),
+    };
+    let config = update(&state, &req, &campaign, "personalizer.policy.reset", |c| {
+        apply_policy(c, &p)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(policy_view(&config)))
+}
+
+async fn export_model(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, PzError> {
+    let campaign = campaign_of(&req)?;
+    let bytes = state.engine.export_model(&campaign)?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .body(bytes))
+}
+
+async fn import_model(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, PzError> {
+    let campaign = campaign_of(&req)?;
+    let raw = body::read(payload, MODEL_LIMIT).await?;
+    let names = state.engine.import_model(&campaign, &raw)?;
+    update(&state, &req, &campaign, "personalizer.model.import", |c| {
+        set_stored(c, "modelCreated", json!(time::format_ms(now_ms())));
+        Ok(())
+    })
+    .await?;
+    tracing::info!(campaign = %campaign, policies = ?names, "model imported");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn reset_model(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, PzError> {
+    let campaign = campaign_of(&req)?;
+    state.engine.reset_model(&campaign)?;
+    update(&state, &req, &campaign, "personalizer.model.reset", |c| {
+        set_stored(c, "modelCreated", json!(time::format_ms(now_ms())));
+        Ok(())
+    })
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn model_properties(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, PzError> {
+    let campaign = campaign_of(&req)?;
+    let config = state.engine.campaign(&campaign)?.config.clone();
+    // The model learns online, reward by reward: it was last modified just now.
+    let now = time::format_ms(now_ms());
+    let created = stored(&config)
+        .get("modelCreated")
+        .cloned()
+        .unwrap_or_else(|| json!(now));
+    Ok(HttpResponse::Ok().json(json!({"creationTime": created, "lastModifiedTime": now})))
+}
+
+async fn delete_logs(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, PzError> {
+    let campaign = campaign_of(&req)?;
+    let engine = state.engine.clone();
+    let id = campaign.clone();
+    let (d, r) = web::block(move || engine.delete_logs(&id))
+        .await
+        .map_err(blocking)??;
+    auth::audit(
+        &state,
+        &req,
+        Change {
+            action: "personalizer.logs.delete".into(),
+            campaign: Some(campaign.clone()),
+            target: None,
+            before: json!({"decisions": d, "rewards": r}),
+            after: Value::Null,
+        },
+    )
+    .await?;
+    tracing::info!(campaign = %campaign, decisions = d, rewards = r, "logs deleted");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn log_properties(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, PzError> {
+    let campaign = campaign_of(&req)?;
+    let engine = state.engine.clone();
+    let range = web::block(move || -> Result<Option<(u64, u64)>, EngineError> {
+        let mut range: Option<(u64, u64)> = None;
+        for d in engine.store().decisions_after(0) {
+            let d = d?;
+            if d.campaign == campaign {
+                range = Some(match range {
+                    None => (d.at_ms, d.at_ms),
+                    Some((lo, hi)) => (lo.min(d.at_ms), hi.max(d.at_ms)),
+                });
+            }
+        }
+        Ok(range)
+    })
+    .await
+    .map_err(blocking)??;
+    let body = match range {
+        Some((from, to)) => {
+            json!({"dateRange": {"from": time::format_ms(from), "to": time::format_ms(to)}})
+        }
+        None => json!({"dateRange": {}}),
+    };
+    Ok(HttpResponse::Ok().json(body))
+}
+
+fn evaluation_id(req: &HttpRequest) -> Result<String, PzError> {
+    let id = req.match_info().get("evaluationId").unwrap_or_default();
+    crate::campaign::validate_id("evaluationId", id)?;
+    Ok(id.to_string())
+}
+
+/// A stored evaluation (Tailor's document, with the Personalizer request beside it) in
+/// Personalizer's shape.
+fn evaluation_view(doc: &Value, with_content: bool) -> Value {
+    let ev: ope::Evaluation = match serde_json::from_value(doc.clone()) {
+        Ok(ev) => ev,
+        Err(_) => return Value::Null,
+    };
+    let meta = doc.get("personalizer").cloned().unwrap_or(Value::Null);
+    let start = meta["startTime"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| time::format_ms(ev.from_ms.unwrap_or(0)));
+    let end = meta["endTime"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| time::format_ms(ev.to_ms.unwrap_or(ev.created_ms)));
+    let created = time::format_ms(ev.created_ms);
+    let mut out = json!({
+        "id": ev.id,
+        "name": meta["name"].as_str().unwrap_or(&ev.id),
+        "startTime": start,
+        "endTime": end,
+        "creationTime": created,
+        "evaluationType": "Manual",
+        "status": "Succeeded",
+        "jobId": ev.id,
+    });
+    if with_content {
+        let arguments: Vec<(String, String)> = meta["policies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                Some((
+                    p["name"].as_str()?.to_string(),
+                    p["arguments"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        let mut best: Option<(f64, String)> = None;
+        let value: Vec<Value> = ev
+            .policies
+            .iter()
+            .map(|p| {
+                let source = match p.role {
+                    Role::Serving => "Online",
+                    Role::Baseline => "Baseline",
+                    Role::Shadow => "Custom",
+                    Role::Candidate if p.config.kind() == "uniform" => "Random",
+                    Role::Candidate => "OfflineExperimentation",
+                };
+                let source = if p.name == "uniform" { "Random" } else { source };
+                let args = arguments
+                    .iter()
+                    .find(|(n, _)| *n == p.name)
+                    .map(|(_, a)| a.clone())
+                    .unwrap_or_else(|| vw::render(&p.config, &Default::default()));
+                let summary = match &p.estimate {
+                    Some(e) => {
+                        if best.as_ref().is_none_or(|(v, _)| e.dr.value > *v) {
+                            best = Some((e.dr.value, p.name.clone()));
+                        }
+                        json!({"expectedReward": e.dr.value, "confidenceInterval": [e.dr.low, e.dr.high]})
+                    }
+                    None => json!({}),
+                };
+                json!({
+                    "name": p.name,
+                    "arguments": args,
+                    "policySource": source,
+                    "slotId": "",
+                    "summary": summary,
+                    "timeseries": {"data": []},
+                })
+            })
+            .collect();
+        out["content"] = json!({
+            "startTime": start,
+            "endTime": end,
+            "intervalInMinutes": 0,
+            "value": value,
+        });
+        out["description"] = json!(format!(
+            "off-policy evaluation (doubly robust) over {} of {} decisions",
+            ev.used, ev.decisions
+        ));
+        if let Some((_, name)) = best {
+            out["optimalPolicy"] = json!(name);
+        }
+        out["tailor"] = doc.clone();
+    }
+    out
+}
+
+fn stored_evaluations(state: &AppState, campaign: &str) -> Result<Vec<Value>, EngineError> {
+    state.engine.campaign(campaign)?;
+    let mut docs = Vec::new();
+    for json in state.engine.store().evaluations(campaign)? {
+        if let Ok(v) = serde_json::from_slice::<Value>(&json) {
+            docs.push(v);
+        }
+    }
+    docs.sort_by(|a, b| b["created_ms"].as_u64().cmp(&a["created_ms"].as_u64()));
+    Ok(docs)
+}
+
+async fn list_evaluations(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, PzError> {
+    let campaign = campaign_of(&req)?;
+    let value: Vec<Value> = stored_evaluations(&state, &campaign)?
+        .iter()
+        .map(|d| evaluation_view(d, false))
+        .filter(|v| !v.is_null())
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "value": value })))
+}
+
+async fn get_evaluation(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, PzError> {
+    let campaign = campaign_of(&req)?;
+    let id = evaluation_id(&req)?;
+    stored_evaluations(&state, &campaign)?
+        .iter()
+        .find(|d| d["id"] == id.as_str())
+        .map(|d| HttpResponse::Ok().json(evaluation_view(d, true)))
+        .ok_or_else(|| PzError::not_found(format!("evaluation {id:?} does not exist")))
+}
+
+async fn delete_evaluation(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, PzError> {
+    let campaign = campaign_of(&req)?;
+    let id = evaluation_id(&req)?;
+    state.engine.campaign(&campaign)?;
+    if !state
+        .engine
+        .store()
+        .delete_evaluation(&campaign, &id)
+        .map_err(EngineError::from)?
+    {
+        return Err(PzError::not_found(format!(
+            "evaluation {id:?} does not exist"
+        )));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+fn time_field(obj: &Value, field: &str) -> Result<Option<u64>, EngineError> {
+    match &obj[field] {
+        Value::Null => Ok(None),
+        Value::String(s) => time::parse_ms(s)
+            .map(Some)
+            .ok_or_else(|| EngineError::invalid(field, "must be an ISO-8601 date and time")),
+        _ => Err(EngineError::invalid(
+            field,
+            "must be an ISO-8601 date and time",
+        )),
+    }
+}
+
+async fn create_evaluation(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, PzError> {
+    let campaign = campaign_of(&req)?;
+    let id = evaluation_id(&req)?;
+    let raw = body::read(payload, state.body_limit).await?;
+    let body: Value = body::parse(&raw)?;
+    if !body.is_object() {
+        return Err(EngineError::invalid("body", "must be a JSON object").into());
+    }
+    let name = match &body["name"] {
+        Value::String(s) => s.clone(),
+        Value::Null => id.clone(),
+        _ => return Err(EngineError::invalid("name", "must be a string").into()),
+    };
+    let from_ms = time_field(&body, "startTime")?;
+    let to_ms = time_field(&body, "endTime")?;
+    let featurizer = state.engine.campaign(&campaign)?.config.featurizer.clone();
+    let mut candidates = Vec::new();
+    let mut kept_policies = Vec::new();
+    for (i, p) in body["policies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let settings: PolicySettings = serde_json::from_value(p.clone())
+            .map_err(|e| EngineError::invalid_owned(&format!("policies[{i}]"), e.to_string()))?;
+        let mapped = vw::parse(&settings.arguments, &featurizer).map_err(|e| {
+            EngineError::invalid_owned(&format!("policies[{i}].arguments"), e.to_string())
+        })?;
+        candidates.push(CandidateSpec {
+            name: Some(settings.name.clone()),
+            policy: Some(mapped.policy),
+            exploration: 0.0,
+        });
+        kept_policies.push(json!({"name": settings.name, "arguments": settings.arguments}));
+    }
+    let request = EvaluationRequest {
+        from_ms,
+        to_ms,
+        mode: Mode::Replay,
+        candidates,
+        ..Default::default()
+    };
+    let engine = state.engine.clone();
+    let c = campaign.clone();
+    let mut ev = web::block(move || {
+        let rt = engine.campaign(&c)?;
+        ope::evaluate_campaign(&engine, &rt, request)
+    })
+    .await
+    .map_err(blocking)??;
+    ev.id = id.clone();
+    ev.created_ms = now_ms();
+    let mut doc = serde_json::to_value(&ev).expect("evaluation as JSON");
+    doc["personalizer"] = json!({
+        "name": name,
+        "startTime": body["startTime"],
+        "endTime": body["endTime"],
+        "policies": kept_policies,
+        "enablePolicyOptimization": body["enablePolicyOptimization"],
+    });
+    let bytes = serde_json::to_vec(&doc).expect("evaluation as JSON");
+    state
+        .engine
+        .store()
+        .put_evaluation(&campaign, &id, &bytes)
+        .map_err(EngineError::from)?;
+    Ok(HttpResponse::Ok().json(evaluation_view(&doc, true)))
 }
