@@ -74,7 +74,7 @@ async fn setup(server: &Server, id: &str, wait_seconds: f64) -> String {
         .create_campaign(json!({
             "id": id,
             "policy": {"type": "epsilon_greedy", "epsilon": 0.1, "estimator": "ridge"},
-            "featurizer": {"dimension": 256, "interactions": true},
+            "featurizer": {"dimension": 64, "interactions": true},
             "reward_wait_seconds": wait_seconds,
         }))
         .await;
@@ -646,68 +646,95 @@ async fn personalizer_learns_as_well_as_the_native_api() {
         _ => 0.1,
     };
     let rounds = 1_500;
+    let wave = 20;
+    // The stream: each round's shopper type and the uniform draw that decides its click.
+    let mut rng = Pcg64Mcg::seed_from_u64(7);
+    let stream: Vec<(usize, f64)> = (0..rounds)
+        .map(|_| (rng.gen_range(0..2usize), rng.gen::<f64>()))
+        .collect();
     let mut results = Vec::new();
     for native in [false, true] {
-        let mut rng = Pcg64Mcg::seed_from_u64(7);
         let mut earned = 0.0;
         let mut late_best = 0;
         let mut late = 0;
-        for i in 0..rounds {
-            let t = rng.gen_range(0..2usize);
-            let segment = ["student", "chef"][t];
-            let (served, event) = if native {
-                let body = json!({
-                    "context": {"user": {"segment": segment}},
-                    "candidates": dishes.iter().map(|d| json!({"id": d, "features": {"dish": d}})).collect::<Vec<_>>(),
-                    "event_id": format!("n-{i}"),
-                });
-                let (status, v) = server.post("/v1/campaigns/native/decide", &body).await;
-                assert_eq!(status, 200, "{v}");
-                (
-                    v["actions"][0]["id"].as_str().unwrap().to_string(),
-                    format!("n-{i}"),
-                )
-            } else {
-                let body = json!({
-                    "contextFeatures": [{"user": {"segment": segment}}],
-                    "actions": dishes.iter().map(|d| json!({"id": d, "features": [{"dish": d}]})).collect::<Vec<_>>(),
-                    "eventId": format!("p-{i}"),
-                });
-                let (status, v) = pz.post("/v1.0/rank", &body).await;
-                assert_eq!(status, 201, "{v}");
-                (
-                    v["rewardActionId"].as_str().unwrap().to_string(),
-                    format!("p-{i}"),
-                )
-            };
-            let d = dishes.iter().position(|x| *x == served).unwrap();
-            let value = if rng.gen::<f64>() < rate(t, d) {
-                1.0
-            } else {
-                0.0
-            };
-            earned += value;
-            if i >= rounds - 300 {
-                late += 1;
-                if (t, d) == (0, 1) || (t, d) == (1, 3) {
-                    late_best += 1;
-                }
-            }
-            let (status, v) = if native {
-                server
-                    .post(
-                        &format!("/v1/events/{event}/reward"),
-                        &json!({"value": value}),
+        for start in (0..rounds).step_by(wave) {
+            // A wave of concurrent ranks, then its rewards (as a busy site would send them).
+            let mut ranks = Vec::new();
+            for (i, &(t, _)) in stream.iter().enumerate().skip(start).take(wave) {
+                let segment = ["student", "chef"][t];
+                let (url, body) = if native {
+                    (
+                        server.url("/v1/campaigns/native/decide"),
+                        json!({
+                            "context": {"user": {"segment": segment}},
+                            "candidates": dishes.iter().map(|d| json!({"id": d, "features": {"dish": d}})).collect::<Vec<_>>(),
+                            "event_id": format!("n-{i}"),
+                        }),
                     )
-                    .await
-            } else {
-                pz.post(
-                    &format!("/v1.0/events/{event}/reward"),
-                    &json!({"value": value}),
-                )
-                .await
-            };
-            assert!(status == 200 || status == 204, "{v}");
+                } else {
+                    (
+                        format!("{}/v1.0/rank", pz.base),
+                        json!({
+                            "contextFeatures": [{"user": {"segment": segment}}],
+                            "actions": dishes.iter().map(|d| json!({"id": d, "features": [{"dish": d}]})).collect::<Vec<_>>(),
+                            "eventId": format!("p-{i}"),
+                        }),
+                    )
+                };
+                let http = if native {
+                    server.client.clone()
+                } else {
+                    pz.http.clone()
+                };
+                ranks.push(tokio::spawn(async move {
+                    let r = http.post(url).json(&body).send().await.unwrap();
+                    assert!(r.status().is_success());
+                    let v: Value = r.json().await.unwrap();
+                    let served = if native {
+                        v["actions"][0]["id"].clone()
+                    } else {
+                        v["rewardActionId"].clone()
+                    };
+                    (i, served.as_str().unwrap().to_string())
+                }));
+            }
+            let mut rewards = Vec::new();
+            for task in ranks {
+                let (i, served) = task.await.unwrap();
+                let (t, u) = stream[i];
+                let d = dishes.iter().position(|x| *x == served).unwrap();
+                let value = if u < rate(t, d) { 1.0 } else { 0.0 };
+                earned += value;
+                if i >= rounds - 300 {
+                    late += 1;
+                    if (t, d) == (0, 1) || (t, d) == (1, 3) {
+                        late_best += 1;
+                    }
+                }
+                let (url, http) = if native {
+                    (
+                        server.url(&format!("/v1/events/n-{i}/reward")),
+                        server.client.clone(),
+                    )
+                } else {
+                    (
+                        format!("{}/v1.0/events/p-{i}/reward", pz.base),
+                        pz.http.clone(),
+                    )
+                };
+                rewards.push(tokio::spawn(async move {
+                    let r = http
+                        .post(url)
+                        .json(&json!({"value": value}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(r.status().is_success(), "{}", r.status());
+                }));
+            }
+            for task in rewards {
+                task.await.unwrap();
+            }
         }
         results.push((earned / rounds as f64, late_best as f64 / late as f64));
     }
