@@ -7,6 +7,7 @@
 //! * [`policy`]: configurations, runtimes, slates and exploration mixing.
 //! * [`propensity`]: how sampling policies report honest propensities, and how accurate they are.
 //! * [`linear`]: the ridge model behind LinUCB, linear Thompson sampling and epsilon-greedy.
+//! * [`send_time`]: hierarchical Thompson sampling over send slots (send-time campaigns).
 //! * [`ope`]: off-policy evaluation (IPS, SNIPS, doubly robust) of policies on logged decisions.
 //!
 //! Architecture invariant: nothing here touches the network, the disk or the clock, and every
@@ -18,6 +19,7 @@ pub mod linear;
 pub mod ope;
 pub mod policy;
 pub mod propensity;
+pub mod send_time;
 
 pub use error::PolicyError;
 pub use features::{Featurizer, FeaturizerConfig, SparseFeatures, SparseVec};

@@ -1127,7 +1127,7 @@ impl Policy {
 
 /// A Beta(a, b) draw as `X/(X+Y)` of two gamma draws: cheaper than constructing a
 /// `rand_distr::Beta` per arm per decision.
-fn sample_beta<R: Rng + ?Sized>(a: f64, b: f64, rng: &mut R) -> f64 {
+pub(crate) fn sample_beta<R: Rng + ?Sized>(a: f64, b: f64, rng: &mut R) -> f64 {
     let x = sample_gamma(a, rng);
     let y = sample_gamma(b, rng);
     let s = x + y;

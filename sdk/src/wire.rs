@@ -189,3 +189,56 @@ pub struct BatchRewardResult {
 pub struct RewardBatchResponse {
     pub results: Vec<BatchRewardResult>,
 }
+
+/// `POST /v1/campaigns/{campaign}/decide` on a `send_time` campaign.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendTimeRequest {
+    /// The shopper whose send is being scheduled (required).
+    pub shopper_id: String,
+    /// The shopper's IANA time zone, e.g. `Europe/Paris` (required).
+    pub timezone: String,
+    /// Context (a JSON object); its segment attribute (default `segment`) picks the prior, and
+    /// plugins such as `quiet-hours` read it.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub context: Value,
+    /// Do not send before this RFC 3339 instant (default: now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earliest: Option<String>,
+    /// Client-chosen event id; a repeat returns the recorded decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// `false` serves the slot with the best posterior mean.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explore: Option<bool>,
+}
+
+/// The chosen slot of a send-time decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendSlot {
+    /// Slot id (`h09`, `tue-h18`, or a custom window's id).
+    pub id: String,
+    /// Position in the campaign's grid.
+    pub index: u32,
+    /// Local hour and minute of the send.
+    pub local_hour: u8,
+    pub local_minute: u8,
+    /// Local weekday of the send (`mon` … `sun`).
+    pub weekday: String,
+    /// The send in the shopper's zone, RFC 3339 with offset.
+    pub local_time: String,
+}
+
+/// Answer to a send-time decide.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendTimeResponse {
+    pub event_id: String,
+    pub slot: SendSlot,
+    /// The slot's next occurrence at or after `earliest` plus the campaign's lead time, UTC.
+    pub send_at: String,
+    /// Probability the policy had of choosing this slot.
+    pub probability: f64,
+    pub policy: String,
+    #[serde(default)]
+    pub replayed: bool,
+}

@@ -16,8 +16,11 @@ pub struct CampaignConfig {
     pub kind: CampaignKind,
     /// The serving policy, tagged by `type`: `thompson`, `gaussian_thompson`, `linucb`,
     /// `linucb_disjoint`, `linear_thompson`, `epsilon_greedy`, `uniform` or `fixed`, with its
-    /// parameters (e.g. `{"type": "thompson", "prior_alpha": 1, "prior_beta": 1}`).
+    /// parameters (e.g. `{"type": "thompson", "prior_alpha": 1, "prior_beta": 1}`). Send-time
+    /// campaigns serve with their own hierarchical model (`send_time`) and may omit it; it then
+    /// defaults to per-slot Thompson sampling, which learns the global per-slot rates alongside.
     #[schema(value_type = Object)]
+    #[serde(default = "default_policy")]
     pub policy: PolicyConfig,
     /// Policies that learn from every reward without serving; switching to one is warm.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -55,6 +58,248 @@ pub struct CampaignConfig {
     /// updates that leave it out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub personalizer: Option<serde_json::Value>,
+    /// Send-time campaigns: the slot grid (`"hour_of_day"`, `"hour_of_week"` or a list of
+    /// windows). Required for `kind: send_time`, refused otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub slots: Option<SlotGrid>,
+    /// Send-time campaigns: learning and scheduling settings (docs/send-time.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub send_time: Option<SendTimeSettings>,
+}
+
+fn default_policy() -> PolicyConfig {
+    PolicyConfig::Thompson {
+        prior_alpha: 1.0,
+        prior_beta: 1.0,
+        half_life: None,
+    }
+}
+
+/// The slots a send-time campaign chooses among, in the shopper's local time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SlotGrid {
+    Named(NamedGrid),
+    /// Custom windows (at most 168).
+    Windows(Vec<SlotWindow>),
+}
+
+/// The built-in grids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NamedGrid {
+    /// 24 slots: the top of each local hour, any day.
+    HourOfDay,
+    /// 168 slots: each local hour of each weekday (Monday 00:00 is slot 0).
+    HourOfWeek,
+}
+
+/// A custom send window: a local start time, optionally only on some weekdays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotWindow {
+    /// Slot id, `[A-Za-z0-9_.-]{1,64}`, unique in the grid.
+    pub id: String,
+    /// Local start time `HH:MM` (24-hour clock); sends go out at this time.
+    pub start: String,
+    /// Weekdays (`mon` … `sun`) the window exists on; empty means every day.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub days: Vec<String>,
+}
+
+/// Learning and scheduling settings of a send-time campaign.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SendTimeSettings {
+    /// Pseudo-trials a shopper's per-slot prior takes from their segment (and a segment's from
+    /// the whole population): higher trusts the population longer.
+    pub prior_strength: f64,
+    /// `send_at` is at least this many minutes after the decision (or `earliest`).
+    pub min_lead_minutes: f64,
+    /// At most one send per shopper per this many hours (0: no cap).
+    pub frequency_cap_hours: f64,
+    /// Learned counts halve over this many days (0: never forget).
+    pub half_life_days: f64,
+    /// A shopper's state is dropped after this many days without a decision or reward.
+    pub retention_days: f64,
+    /// Context field naming the shopper's segment (string); absent means the whole population.
+    pub segment_attribute: String,
+}
+
+impl Default for SendTimeSettings {
+    fn default() -> Self {
+        Self {
+            prior_strength: 10.0,
+            min_lead_minutes: 0.0,
+            frequency_cap_hours: 0.0,
+            half_life_days: 30.0,
+            retention_days: 180.0,
+            segment_attribute: "segment".into(),
+        }
+    }
+}
+
+const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+/// A validated slot of a grid: its id, local time of day, and the weekdays it exists on
+/// (bit `d` set: weekday `d`, Monday = 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotSpec {
+    pub id: String,
+    pub hour: u8,
+    pub minute: u8,
+    pub days: u8,
+}
+
+impl SlotSpec {
+    /// The weekday (Monday = 0) when the slot exists on exactly one.
+    pub fn weekday(&self) -> Option<u8> {
+        (self.days.count_ones() == 1).then(|| self.days.trailing_zeros() as u8)
+    }
+
+    pub fn weekday_name(d: u8) -> &'static str {
+        WEEKDAYS[d as usize % 7]
+    }
+}
+
+fn parse_hhmm(s: &str) -> Option<(u8, u8)> {
+    let (h, m) = s.split_once(':')?;
+    if h.is_empty() || h.len() > 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (u8, u8) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some((h, m))
+}
+
+impl SlotGrid {
+    /// The slots, validated; errors name the field (`slots[2].start`).
+    pub fn specs(&self) -> Result<Vec<SlotSpec>, EngineError> {
+        match self {
+            SlotGrid::Named(NamedGrid::HourOfDay) => Ok((0..24u8)
+                .map(|h| SlotSpec {
+                    id: format!("h{h:02}"),
+                    hour: h,
+                    minute: 0,
+                    days: 0x7f,
+                })
+                .collect()),
+            SlotGrid::Named(NamedGrid::HourOfWeek) => Ok((0..168u16)
+                .map(|i| SlotSpec {
+                    id: format!("{}-h{:02}", WEEKDAYS[(i / 24) as usize], i % 24),
+                    hour: (i % 24) as u8,
+                    minute: 0,
+                    days: 1 << (i / 24),
+                })
+                .collect()),
+            SlotGrid::Windows(ws) => {
+                if ws.is_empty() || ws.len() > tailor_policies::send_time::MAX_SLOTS {
+                    return Err(EngineError::invalid(
+                        "slots",
+                        "a list of 1 to 168 windows, or \"hour_of_day\" / \"hour_of_week\"",
+                    ));
+                }
+                let mut out: Vec<SlotSpec> = Vec::with_capacity(ws.len());
+                for (i, w) in ws.iter().enumerate() {
+                    validate_id("slots", &w.id).map_err(|_| {
+                        EngineError::invalid(
+                            &format!("slots[{i}].id"),
+                            "must be 1-64 characters of A-Z, a-z, 0-9, '-', '_' or '.'",
+                        )
+                    })?;
+                    if out.iter().any(|s| s.id == w.id) {
+                        return Err(EngineError::invalid_owned(
+                            &format!("slots[{i}].id"),
+                            format!("duplicate slot id {:?}", w.id),
+                        ));
+                    }
+                    let (hour, minute) = parse_hhmm(&w.start).ok_or_else(|| {
+                        EngineError::invalid(
+                            &format!("slots[{i}].start"),
+                            "must be a local time HH:MM (00:00 to 23:59)",
+                        )
+                    })?;
+                    let mut days = 0u8;
+                    for (k, d) in w.days.iter().enumerate() {
+                        let Some(bit) = WEEKDAYS.iter().position(|x| x.eq_ignore_ascii_case(d))
+                        else {
+                            return Err(EngineError::invalid(
+                                &format!("slots[{i}].days[{k}]"),
+                                "must be one of mon, tue, wed, thu, fri, sat, sun",
+                            ));
+                        };
+                        days |= 1 << bit;
+                    }
+                    out.push(SlotSpec {
+                        id: w.id.clone(),
+                        hour,
+                        minute,
+                        days: if days == 0 { 0x7f } else { days },
+                    });
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+impl SendTimeSettings {
+    fn validate(&self) -> Result<(), EngineError> {
+        let check = |field: &str, v: f64, lo: f64, hi: f64, what: &str| {
+            if v.is_finite() && v >= lo && v <= hi {
+                Ok(())
+            } else {
+                Err(EngineError::invalid(&format!("send_time.{field}"), what))
+            }
+        };
+        if !(self.prior_strength.is_finite()
+            && self.prior_strength > 0.0
+            && self.prior_strength <= 1e6)
+        {
+            return Err(EngineError::invalid(
+                "send_time.prior_strength",
+                "must be a number above 0 and at most 1000000",
+            ));
+        }
+        check(
+            "min_lead_minutes",
+            self.min_lead_minutes,
+            0.0,
+            10_080.0,
+            "must be between 0 and 10080 minutes (a week)",
+        )?;
+        check(
+            "frequency_cap_hours",
+            self.frequency_cap_hours,
+            0.0,
+            8_760.0,
+            "must be between 0 and 8760 hours (a year)",
+        )?;
+        check(
+            "half_life_days",
+            self.half_life_days,
+            0.0,
+            3_650.0,
+            "must be between 0 (never forget) and 3650 days",
+        )?;
+        if !(self.retention_days.is_finite()
+            && self.retention_days >= 1.0
+            && self.retention_days <= 3_650.0)
+        {
+            return Err(EngineError::invalid(
+                "send_time.retention_days",
+                "must be between 1 and 3650 days",
+            ));
+        }
+        if self.segment_attribute.is_empty() || self.segment_attribute.len() > 64 {
+            return Err(EngineError::invalid(
+                "send_time.segment_attribute",
+                "must be 1-64 characters",
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -202,6 +447,38 @@ impl CampaignConfig {
                 return Err(EngineError::invalid("plugins", "every entry needs a name"));
             }
         }
+        match self.kind {
+            CampaignKind::Items => {
+                if self.slots.is_some() {
+                    return Err(EngineError::invalid(
+                        "slots",
+                        "only send_time campaigns have slots",
+                    ));
+                }
+                if self.send_time.is_some() {
+                    return Err(EngineError::invalid(
+                        "send_time",
+                        "only send_time campaigns have send_time settings",
+                    ));
+                }
+            }
+            CampaignKind::SendTime => {
+                let Some(grid) = &self.slots else {
+                    return Err(EngineError::invalid(
+                        "slots",
+                        "required for send_time campaigns: \"hour_of_day\", \"hour_of_week\" or a list of windows",
+                    ));
+                };
+                grid.specs()?;
+                self.send_time_settings().validate()?;
+                if self.holdout != 0.0 {
+                    return Err(EngineError::invalid(
+                        "holdout",
+                        "send_time campaigns have no holdout (must be 0)",
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -213,6 +490,11 @@ impl CampaignConfig {
     /// Whether rewards update the policies (every status but `logging_only`).
     pub fn learns(&self) -> bool {
         self.status != CampaignStatus::LoggingOnly
+    }
+
+    /// The send-time settings, defaults filled in.
+    pub fn send_time_settings(&self) -> SendTimeSettings {
+        self.send_time.clone().unwrap_or_default()
     }
 
     pub fn reward_wait_ms(&self) -> u64 {

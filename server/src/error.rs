@@ -36,6 +36,11 @@ pub enum EngineError {
     Forbidden { message: String },
     #[error("key {id:?} does not exist")]
     KeyNotFound { id: String },
+    #[error("nothing is stored about shopper {id:?}")]
+    ShopperNotFound { id: String },
+    /// A send-time decision inside the shopper's frequency cap.
+    #[error("the shopper already has a send within the campaign's frequency cap; the next send may go out at {next_allowed} (pass it as `earliest`)")]
+    FrequencyCapped { next_allowed: String },
     #[error(transparent)]
     Storage(#[from] StoreError),
 }
@@ -75,6 +80,7 @@ impl EngineError {
             Self::Malformed { field, .. } | Self::Invalid { field, .. } => Some(field),
             Self::PayloadTooLarge { .. } => Some("body"),
             Self::EventConflict { .. } => Some("event_id"),
+            Self::FrequencyCapped { .. } => Some("earliest"),
             _ => None,
         }
     }

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod ope;
 pub mod plugins;
 pub mod simulate;
+pub mod simulate_send_time;
 pub mod store;
 
 use std::net::SocketAddr;

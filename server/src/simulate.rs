@@ -41,6 +41,16 @@ use crate::engine::featurize;
 /// Options of `tailor simulate`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SimulateArgs {
+    /// `retail` (products, the default) or `send-time` (when to send a daily message; see
+    /// `simulate_send_time`).
+    #[arg(long, default_value = "retail")]
+    pub scenario: String,
+    /// Send-time scenario: shoppers.
+    #[arg(long, default_value_t = 2_000)]
+    pub shoppers: usize,
+    /// Send-time scenario: days (one send per shopper per day).
+    #[arg(long, default_value_t = 60)]
+    pub days: usize,
     /// Shoppers (decisions) per policy.
     #[arg(long, default_value_t = 20_000)]
     pub rounds: usize,
@@ -872,6 +882,19 @@ fn progress(total: u64, quiet: bool) -> ProgressBar {
 
 /// Run `tailor simulate`; `settings` configure the in-process server of the HTTP mode.
 pub fn run(args: &SimulateArgs, settings: &Settings) -> anyhow::Result<()> {
+    match args.scenario.as_str() {
+        "retail" => {}
+        "send-time" | "send_time" => {
+            let report = crate::simulate_send_time::simulate(args.seed, args.shoppers, args.days)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            return Ok(());
+        }
+        other => bail!("--scenario must be retail or send-time, got {other:?}"),
+    }
     if args.rounds == 0 {
         bail!("--rounds must be at least 1");
     }
@@ -1405,6 +1428,9 @@ mod tests {
         let world = World::new(10, &mut rng).unwrap();
         let r = rounds(&world, 300, 4, Some(150), &mut rng).unwrap();
         let args = SimulateArgs {
+            scenario: "retail".into(),
+            shoppers: 0,
+            days: 0,
             rounds: 300,
             policies: vec![],
             seed: 2,

@@ -10,4 +10,5 @@ mod openapi;
 mod personalizer;
 mod plugins;
 mod sdk;
+mod send_time;
 mod simulate;

@@ -38,6 +38,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/admin/v1/keys/{id}"),
     ("get", "/admin/v1/whoami"),
     ("get", "/admin/v1/audit"),
+    ("get", "/admin/v1/campaigns/{id}/reports/best-slots"),
+    ("get", "/admin/v1/campaigns/{id}/reports/concentration"),
+    ("get", "/admin/v1/campaigns/{id}/reports/slot-rates"),
+    ("get", "/admin/v1/shoppers/{id}"),
+    ("delete", "/admin/v1/shoppers/{id}"),
     ("get", "/admin/v1/plugins"),
     ("post", "/admin/v1/plugins/reload"),
 ];

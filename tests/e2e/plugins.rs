@@ -12,7 +12,7 @@ use crate::harness::{target_dir, Server};
 
 /// The cdylib of workspace crate `krate` (a dev-dependency of this crate, so cargo built it
 /// into `target/<profile>/deps` before the tests run).
-fn built_plugin(krate: &str) -> PathBuf {
+pub(crate) fn built_plugin(krate: &str) -> PathBuf {
     let path = target_dir().join("deps").join(format!(
         "{}{}{}",
         std::env::consts::DLL_PREFIX,
@@ -24,7 +24,7 @@ fn built_plugin(krate: &str) -> PathBuf {
 }
 
 /// A plugin directory with the given plugins installed, as an operator would.
-fn install(dir: &Path, krates: &[&str]) {
+pub(crate) fn install(dir: &Path, krates: &[&str]) {
     std::fs::create_dir_all(dir).unwrap();
     for k in krates {
         let src = built_plugin(k);

@@ -5,10 +5,12 @@ use std::time::Instant;
 use actix_web::{web, HttpResponse};
 use tailor_sdk::wire::{
     BatchRewardResult, DecideRequest, RewardBatchRequest, RewardBatchResponse, RewardRequest,
+    SendTimeRequest,
 };
 
 use super::error::ApiError;
 use super::{body, AppState};
+use crate::campaign::CampaignKind;
 use crate::engine::DecideInput;
 use crate::error::EngineError;
 use crate::keys::Principal;
@@ -45,7 +47,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     path = "/v1/campaigns/{campaign}/decide",
     operation_id = "decide",
     tag = "decide",
-    summary = "Rank candidates for one shopper",
+    summary = "Rank candidates for one shopper; on a send_time campaign, choose a send slot",
+    description = "Items campaigns take a DecideRequest. `send_time` campaigns take `{shopper_id, timezone, context?, earliest?, event_id?, explore?}` and answer `{event_id, slot, send_at, probability, policy, replayed}` (docs/send-time.md).",
     params(("campaign" = String, Path, description = "Campaign id")),
     request_body = crate::api::openapi::DecideRequest,
     responses(
@@ -53,6 +56,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
         (status = 413, description = "Body over the limit", body = crate::api::openapi::ErrorBody),
+        (status = 429, description = "send_time: inside the shopper's frequency cap (`frequency_capped`)", body = crate::api::openapi::ErrorBody),
         (status = 503, description = "A constraint plugin failed and the campaign refuses", body = crate::api::openapi::ErrorBody),
         (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
@@ -65,15 +69,24 @@ async fn decide(
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let raw = body::read(payload, state.body_limit).await?;
-    let request: DecideRequest = body::parse(&raw)?;
-    let response = state.engine.decide(
-        &path,
-        DecideInput {
-            request,
-            raw,
-            defer: false,
-        },
-    )?;
+    // The body's shape follows the campaign's kind; the engine checks the kind again.
+    let response = match state.engine.campaign(&path)?.config.kind {
+        CampaignKind::Items => {
+            let request: DecideRequest = body::parse(&raw)?;
+            state.engine.decide(
+                &path,
+                DecideInput {
+                    request,
+                    raw,
+                    defer: false,
+                },
+            )?
+        }
+        CampaignKind::SendTime => {
+            let request: SendTimeRequest = body::parse(&raw)?;
+            state.engine.decide(&path, request)?
+        }
+    };
     metrics::histogram!("tailor_decide_seconds").record(started.elapsed().as_secs_f64());
     Ok(HttpResponse::Ok().json(response))
 }

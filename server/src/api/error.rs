@@ -39,6 +39,10 @@ impl ApiError {
             EngineError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized"),
             EngineError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             EngineError::KeyNotFound { .. } => (StatusCode::NOT_FOUND, "key_not_found"),
+            EngineError::ShopperNotFound { .. } => (StatusCode::NOT_FOUND, "shopper_not_found"),
+            EngineError::FrequencyCapped { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "frequency_capped")
+            }
             EngineError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
         }
     }

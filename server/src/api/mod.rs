@@ -16,6 +16,8 @@ pub mod personalizer;
 pub mod plugins_api;
 pub mod query;
 pub mod reports_api;
+pub mod send_time_api;
+pub mod shoppers_api;
 pub mod ui;
 
 use std::sync::Arc;
@@ -51,6 +53,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     control_api::configure(cfg);
     reports_api::configure(cfg);
     personalizer::configure(cfg);
+    shoppers_api::configure(cfg);
+    send_time_api::configure(cfg);
     ui::configure(cfg);
     openapi::configure(cfg);
 }

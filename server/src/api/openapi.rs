@@ -26,7 +26,7 @@ pub use tailor_sdk::wire::{
 
 use super::{
     admin_api, audit_api, control_api, decide_api, keys_api, ope_api, ops_api, plugins_api,
-    reports_api,
+    reports_api, send_time_api, shoppers_api,
 };
 
 /// `GET /admin/v1/campaigns`.
@@ -136,6 +136,11 @@ impl Modify for BearerAuth {
         ope_api::get,
         ope_api::shadow,
         ope_api::export,
+        send_time_api::best_slots,
+        send_time_api::concentration,
+        send_time_api::slot_rates,
+        shoppers_api::get,
+        shoppers_api::delete,
         plugins_api::list,
         plugins_api::reload,
         ops_api::healthz,
@@ -153,6 +158,7 @@ impl Modify for BearerAuth {
         (name = "reports", description = "What the dashboard shows, from the logs"),
         (name = "evaluation", description = "Off-policy evaluation and log export"),
         (name = "plugins", description = "The native plugin host"),
+        (name = "shoppers", description = "Per-shopper data: inspect and erase (privacy)"),
         (name = "ops", description = "Health and metrics (no key)"),
     )
 )]

@@ -6,11 +6,14 @@ use std::sync::Arc;
 
 use rand::SeedableRng;
 use rand_pcg::Pcg64Mcg;
+use serde::Serialize;
 use tailor_policies::{Arm, Choice, SparseVec};
-use tailor_sdk::wire::{ChosenAction, DecideRequest, DecideResponse};
+use tailor_sdk::wire::{
+    ChosenAction, DecideRequest, DecideResponse, SendTimeRequest, SendTimeResponse,
+};
 
 use super::{featurize, now_ms, CampaignRuntime, Engine};
-use crate::campaign::CampaignStatus;
+use crate::campaign::{CampaignKind, CampaignStatus};
 use crate::error::EngineError;
 use crate::store::{DecisionRecord, EventRecord, LoggedAction, SlotState};
 
@@ -29,10 +32,53 @@ pub struct DecideInput {
     pub defer: bool,
 }
 
-/// The policy name reported when a paused campaign serves the order candidates were sent in.
-const BASELINE: &str = "baseline";
+/// What a decide call carries: an item request or a send-time request.
+#[derive(Debug)]
+pub enum DecideCall {
+    Items(DecideInput),
+    SendTime(SendTimeRequest),
+}
 
-fn check_id(field: &str, id: &str) -> Result<(), EngineError> {
+impl From<DecideInput> for DecideCall {
+    fn from(i: DecideInput) -> Self {
+        Self::Items(i)
+    }
+}
+
+impl From<SendTimeRequest> for DecideCall {
+    fn from(r: SendTimeRequest) -> Self {
+        Self::SendTime(r)
+    }
+}
+
+/// The answer of a decide, shaped by the campaign's kind.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Decision {
+    Items(DecideResponse),
+    SendTime(SendTimeResponse),
+}
+
+impl Decision {
+    pub fn into_items(self) -> Option<DecideResponse> {
+        match self {
+            Self::Items(r) => Some(r),
+            Self::SendTime(_) => None,
+        }
+    }
+
+    pub fn into_send_time(self) -> Option<SendTimeResponse> {
+        match self {
+            Self::SendTime(r) => Some(r),
+            Self::Items(_) => None,
+        }
+    }
+}
+
+/// The policy name reported when a paused campaign serves the order candidates were sent in.
+pub(super) const BASELINE: &str = "baseline";
+
+pub(super) fn check_id(field: &str, id: &str) -> Result<(), EngineError> {
     if id_ok(id) {
         Ok(())
     } else {
@@ -85,13 +131,41 @@ fn response_of(event: &EventRecord, replayed: bool) -> DecideResponse {
 }
 
 impl Engine {
-    /// Choose action(s) for one request and log the decision.
+    /// Decide for one request and log the decision: rank items, or choose a send slot,
+    /// according to the campaign's kind.
     pub fn decide(
         &self,
         campaign: &str,
+        input: impl Into<DecideCall>,
+    ) -> Result<Decision, EngineError> {
+        let rt = self.campaign(campaign)?;
+        match (rt.config.kind, input.into()) {
+            (CampaignKind::Items, DecideCall::Items(i)) => {
+                self.decide_items(rt, i).map(Decision::Items)
+            }
+            (CampaignKind::SendTime, DecideCall::SendTime(r)) => {
+                self.decide_send_time(rt, r).map(Decision::SendTime)
+            }
+            (CampaignKind::SendTime, DecideCall::Items(_)) => Err(EngineError::invalid_owned(
+                "body",
+                format!(
+                    "campaign {campaign:?} is a send_time campaign: send shopper_id and timezone"
+                ),
+            )),
+            (CampaignKind::Items, DecideCall::SendTime(_)) => Err(EngineError::invalid_owned(
+                "body",
+                format!("campaign {campaign:?} ranks items: send candidates"),
+            )),
+        }
+    }
+
+    /// Choose action(s) for one item request and log the decision.
+    fn decide_items(
+        &self,
+        rt: Arc<CampaignRuntime>,
         input: DecideInput,
     ) -> Result<DecideResponse, EngineError> {
-        let rt = self.campaign(campaign)?;
+        let campaign = rt.config.id.as_str();
         let req = &input.request;
 
         // Validate everything before anything is written.
@@ -249,7 +323,7 @@ impl Engine {
             })
             .collect();
         let deadline_ms = at_ms + rt.config.reward_wait_ms();
-        let seq = self.count_decision(rt, &actions)?;
+        let seq = self.count_decision(rt.clone(), &actions)?;
         let decision = DecisionRecord {
             seq,
             event_id,
@@ -281,7 +355,7 @@ impl Engine {
     }
 
     /// Take a decision sequence number and count the exposures, on the live runtime.
-    fn count_decision(
+    pub(super) fn count_decision(
         &self,
         mut rt: Arc<CampaignRuntime>,
         actions: &[LoggedAction],

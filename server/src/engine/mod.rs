@@ -14,6 +14,7 @@ pub mod holdout;
 mod model;
 pub mod reports;
 mod reward;
+pub mod send_time;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::{Mutex, RwLock};
 use tailor_policies::{Arm, Featurizer, Policy};
 
-pub use decide::DecideInput;
+pub use decide::{DecideCall, DecideInput, Decision};
 pub use durability::GroupCommit;
 
 use crate::campaign::CampaignConfig;
@@ -116,6 +117,8 @@ pub struct CampaignRuntime {
     pub(crate) books: Mutex<Books>,
     /// The attached plugin chain; replaced when a plugin reload makes a new version current.
     pub(crate) chain: RwLock<Arc<PluginChain>>,
+    /// Send-time campaigns: slots, settings and population counts.
+    pub(crate) send_time: Option<send_time::SendTimeRuntime>,
     /// Set when a newer runtime replaced this one; writers then retry on the new one.
     retired: AtomicBool,
 }
@@ -160,7 +163,9 @@ impl CampaignRuntime {
             policies.push((name, p));
         }
         let books = previous.map(|(_, b)| b).unwrap_or_default();
+        let send_time = send_time::SendTimeRuntime::new(&config)?;
         Ok(Self {
+            send_time,
             salt: xxhash_rust::xxh3::xxh3_64(config.id.as_bytes()),
             featurizer,
             learner: RwLock::new(Learner { policies }),
@@ -174,12 +179,16 @@ impl CampaignRuntime {
     fn snapshot(&self) -> CampaignSnapshot {
         let books = self.books.lock();
         let learner = self.learner.read();
-        snapshot_of(&books, &learner)
+        snapshot_of(&books, &learner, self.send_time.as_ref())
     }
 }
 
 /// A snapshot of learned state; the caller holds the books lock (and the learner's).
-fn snapshot_of(books: &Books, learner: &Learner) -> CampaignSnapshot {
+fn snapshot_of(
+    books: &Books,
+    learner: &Learner,
+    send_time: Option<&send_time::SendTimeRuntime>,
+) -> CampaignSnapshot {
     CampaignSnapshot {
         reward_seq: books.reward_seq,
         decision_seq: books.decision_seq,
@@ -192,6 +201,7 @@ fn snapshot_of(books: &Books, learner: &Learner) -> CampaignSnapshot {
                     postcard::to_stdvec(p).expect("postcard encoding of a policy"),
                 )
             })
+            .chain(send_time.map(|s| (send_time::SNAPSHOT_ENTRY.to_string(), s.encode())))
             .collect(),
         counters: books
             .counters
@@ -208,6 +218,12 @@ impl CampaignRuntime {
         let mut books = self.books.lock();
         let mut learner = self.learner.write();
         for (name, bytes) in &snap.policies {
+            if name == send_time::SNAPSHOT_ENTRY {
+                if let Some(s) = &self.send_time {
+                    s.restore(bytes);
+                }
+                continue;
+            }
             if let Some((_, slot)) = learner.policies.iter_mut().find(|(n, _)| n == name) {
                 match postcard::from_bytes::<Policy>(bytes) {
                     Ok(p) if p.config() == slot.config() => *slot = p,
@@ -311,6 +327,7 @@ impl Engine {
                 if r.seq > books.reward_seq {
                     if rt.config.learns() {
                         rt.learner.write().learn(&r);
+                        self.learn_send_time(rt, &r)?;
                     }
                     books.count_reward(&r);
                     replayed_rewards += 1;
@@ -439,6 +456,9 @@ impl Engine {
             Some(old.featurizer.dimension()),
             chain,
         )?);
+        if let (Some(new), Some(prev)) = (&rt.send_time, &old.send_time) {
+            new.carry_from(prev);
+        }
         self.store
             .put_campaign(&rt.config.id, &to_json(&rt.config))?;
         self.store.put_snapshot(&rt.config.id, &rt.snapshot())?;
@@ -498,6 +518,14 @@ impl Engine {
                 tick.tick().await;
                 if let Err(e) = me.snapshot_all() {
                     tracing::error!(error = %e, "snapshot failed");
+                }
+                match me.purge_shoppers(now_ms()) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        states = n,
+                        "dropped send-time shopper states past retention"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "shopper retention sweep failed"),
                 }
             }
         });

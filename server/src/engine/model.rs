@@ -41,8 +41,10 @@ impl Engine {
             }
             let mut learner = rt.learner.write();
             let out = f(&rt, &mut books, &mut learner)?;
-            self.store
-                .put_snapshot(&rt.config.id, &snapshot_of(&books, &learner))?;
+            self.store.put_snapshot(
+                &rt.config.id,
+                &snapshot_of(&books, &learner, rt.send_time.as_ref()),
+            )?;
             return Ok(out);
         }
     }

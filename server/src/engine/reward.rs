@@ -161,6 +161,7 @@ impl Engine {
             for r in &records {
                 if rt.config.learns() {
                     learner.learn(r);
+                    self.learn_send_time(&rt, r)?;
                 }
                 books.count_reward(r);
             }
@@ -290,6 +291,7 @@ impl Engine {
             for r in &records {
                 if rt.config.learns() {
                     learner.learn(r);
+                    self.learn_send_time(&rt, r)?;
                 }
                 books.count_reward(r);
             }

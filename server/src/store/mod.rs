@@ -5,7 +5,10 @@
 //! `rewards` (big-endian seq -> applied reward), `pending` (big-endian deadline ++ event id),
 //! `meta` (schema version and the like), `api_keys` (key id -> JSON key record, secret hashed),
 //! `audit` (big-endian seq -> JSON audit entry, append-only), `deferred` (event id -> empty:
-//! decisions waiting for activation). Binary records are postcard behind a version byte.
+//! decisions waiting for activation), `shoppers` (shopper id ++ 0 ++ campaign -> send-time
+//! shopper state), `shopper_tokens` (token -> shopper id ++ 0 ++ campaign), `send_events` (event
+//! id -> the token, segment and slot of a send-time decision). Binary records are postcard behind
+//! a version byte.
 
 mod records;
 mod sled_store;
@@ -15,7 +18,7 @@ use std::pin::Pin;
 
 pub use records::{
     CampaignSnapshot, Counters, DecisionRecord, EventRecord, LoggedAction, RewardKind,
-    RewardRecord, SlotState,
+    RewardRecord, SendEventRecord, ShopperRecord, SlotState,
 };
 pub use sled_store::SledStore;
 
@@ -115,6 +118,32 @@ pub trait Store: Send + Sync + 'static {
     fn append_audit(&self, seq: u64, json: &[u8]) -> Result<(), StoreError>;
     /// Audit entries, newest first.
     fn audit_rev(&self) -> Box<dyn Iterator<Item = Result<Vec<u8>, StoreError>> + '_>;
+
+    /// A send-time shopper's state in `campaign`.
+    fn shopper(&self, shopper: &str, campaign: &str) -> Result<Option<ShopperRecord>, StoreError>;
+    /// Insert or replace a shopper's state (and its token's entry).
+    fn put_shopper(
+        &self,
+        shopper: &str,
+        campaign: &str,
+        record: &ShopperRecord,
+    ) -> Result<(), StoreError>;
+    /// The (shopper, campaign) a token belongs to, while the shopper's state exists.
+    fn shopper_of_token(&self, token: u64) -> Result<Option<(String, String)>, StoreError>;
+    /// Every campaign's state of one shopper, in campaign order.
+    fn shopper_states(&self, shopper: &str) -> Result<Vec<(String, ShopperRecord)>, StoreError>;
+    /// Every (shopper, campaign, state), in key order (reports, retention).
+    fn all_shopper_states(
+        &self,
+    ) -> Box<dyn Iterator<Item = Result<(String, String, ShopperRecord), StoreError>> + '_>;
+    /// Drop one shopper's state in one campaign and its token entry.
+    fn remove_shopper_state(&self, shopper: &str, campaign: &str) -> Result<(), StoreError>;
+    /// Remove everything keyed by or pointing at the shopper: states in every campaign, their
+    /// tokens, and the send events carrying those tokens. Returns the number of campaign
+    /// states removed (0 when there was nothing: deleting is idempotent).
+    fn delete_shopper(&self, shopper: &str) -> Result<usize, StoreError>;
+    fn put_send_event(&self, event_id: &str, record: &SendEventRecord) -> Result<(), StoreError>;
+    fn send_event(&self, event_id: &str) -> Result<Option<SendEventRecord>, StoreError>;
 
     /// Make every write so far durable.
     fn flush(&self) -> FlushFuture;

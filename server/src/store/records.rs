@@ -142,3 +142,30 @@ pub struct CampaignSnapshot {
     pub decisions: u64,
     pub rewards: u64,
 }
+
+/// A send-time shopper's state in one campaign (tree `shoppers`, key shopper id ++ 0 ++
+/// campaign): learned counts, the frequency-cap clock, and the random token that the campaign's
+/// send events carry instead of the shopper id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShopperRecord {
+    /// Random, unlinkable to the shopper once the record is deleted.
+    pub token: u64,
+    /// `send_at` of the latest decision (frequency cap), ms since the epoch.
+    pub last_send_ms: u64,
+    /// Latest decision or reward, for retention.
+    pub last_seen_ms: u64,
+    /// Highest reward sequence number learned (replay skips rewards at or below it).
+    pub last_reward_seq: u64,
+    pub counts: tailor_policies::send_time::ShopperCounts,
+}
+
+/// What a send-time decision needs to learn from its rewards (tree `send_events`, key event id).
+/// Holds the shopper's token, never their id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendEventRecord {
+    pub token: u64,
+    pub segment: Option<String>,
+    pub slot: u16,
+    pub send_at_ms: u64,
+    pub timezone: String,
+}

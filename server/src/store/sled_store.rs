@@ -6,7 +6,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use super::records::{decode, encode};
 use super::{
-    CampaignSnapshot, DecisionRecord, EventRecord, FlushFuture, RewardRecord, Store, StoreError,
+    CampaignSnapshot, DecisionRecord, EventRecord, FlushFuture, RewardRecord, SendEventRecord,
+    ShopperRecord, Store, StoreError,
 };
 
 /// Schema of the trees and keys below; bump on an incompatible change.
@@ -26,6 +27,25 @@ pub struct SledStore {
     api_keys: sled::Tree,
     audit: sled::Tree,
     deferred: sled::Tree,
+    shoppers: sled::Tree,
+    shopper_tokens: sled::Tree,
+    send_events: sled::Tree,
+}
+
+fn shopper_key(shopper: &str, campaign: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(shopper.len() + campaign.len() + 1);
+    k.extend_from_slice(shopper.as_bytes());
+    k.push(0);
+    k.extend_from_slice(campaign.as_bytes());
+    k
+}
+
+fn split_shopper_key(k: &[u8]) -> (String, String) {
+    let cut = k.iter().position(|&b| b == 0).unwrap_or(k.len());
+    (
+        String::from_utf8_lossy(&k[..cut]).into_owned(),
+        String::from_utf8_lossy(k.get(cut + 1..).unwrap_or_default()).into_owned(),
+    )
 }
 
 impl std::fmt::Debug for SledStore {
@@ -77,6 +97,9 @@ impl SledStore {
             api_keys: db.open_tree("api_keys")?,
             audit: db.open_tree("audit")?,
             deferred: db.open_tree("deferred")?,
+            shoppers: db.open_tree("shoppers")?,
+            shopper_tokens: db.open_tree("shopper_tokens")?,
+            send_events: db.open_tree("send_events")?,
             db,
         })
     }
@@ -310,6 +333,102 @@ impl Store for SledStore {
         Box::new(self.audit.iter().rev().map(|kv| Ok(kv?.1.to_vec())))
     }
 
+    fn shopper(&self, shopper: &str, campaign: &str) -> Result<Option<ShopperRecord>, StoreError> {
+        self.shoppers
+            .get(shopper_key(shopper, campaign))?
+            .map(|v| decode("shopper", &v))
+            .transpose()
+    }
+
+    fn put_shopper(
+        &self,
+        shopper: &str,
+        campaign: &str,
+        record: &ShopperRecord,
+    ) -> Result<(), StoreError> {
+        let key = shopper_key(shopper, campaign);
+        // Token first: a state whose token entry is missing could not learn from rewards.
+        self.shopper_tokens
+            .insert(record.token.to_be_bytes(), key.as_slice())?;
+        if let Some(old) = self.shoppers.insert(key, encode(record))? {
+            let old: ShopperRecord = decode("shopper", &old)?;
+            if old.token != record.token {
+                self.shopper_tokens.remove(old.token.to_be_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn shopper_of_token(&self, token: u64) -> Result<Option<(String, String)>, StoreError> {
+        Ok(self
+            .shopper_tokens
+            .get(token.to_be_bytes())?
+            .map(|k| split_shopper_key(&k)))
+    }
+
+    fn shopper_states(&self, shopper: &str) -> Result<Vec<(String, ShopperRecord)>, StoreError> {
+        let mut prefix = shopper.as_bytes().to_vec();
+        prefix.push(0);
+        self.shoppers
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((split_shopper_key(&k).1, decode("shopper", &v)?))
+            })
+            .collect()
+    }
+
+    fn all_shopper_states(
+        &self,
+    ) -> Box<dyn Iterator<Item = Result<(String, String, ShopperRecord), StoreError>> + '_> {
+        Box::new(self.shoppers.iter().map(|kv| {
+            let (k, v) = kv?;
+            let (shopper, campaign) = split_shopper_key(&k);
+            Ok((shopper, campaign, decode("shopper", &v)?))
+        }))
+    }
+
+    fn remove_shopper_state(&self, shopper: &str, campaign: &str) -> Result<(), StoreError> {
+        if let Some(old) = self.shoppers.remove(shopper_key(shopper, campaign))? {
+            let old: ShopperRecord = decode("shopper", &old)?;
+            self.shopper_tokens.remove(old.token.to_be_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn delete_shopper(&self, shopper: &str) -> Result<usize, StoreError> {
+        let states = self.shopper_states(shopper)?;
+        let tokens: std::collections::HashSet<u64> = states.iter().map(|(_, r)| r.token).collect();
+        // Send events carry only the token; drop the ones of this shopper's tokens so nothing
+        // pointing at them is left (a linear scan: deletions are rare).
+        if !tokens.is_empty() {
+            for kv in self.send_events.iter() {
+                let (k, v) = kv?;
+                let ev: SendEventRecord = decode("send event", &v)?;
+                if tokens.contains(&ev.token) {
+                    self.send_events.remove(k)?;
+                }
+            }
+        }
+        for (campaign, _) in &states {
+            self.remove_shopper_state(shopper, campaign)?;
+        }
+        Ok(states.len())
+    }
+
+    fn put_send_event(&self, event_id: &str, record: &SendEventRecord) -> Result<(), StoreError> {
+        self.send_events
+            .insert(event_id.as_bytes(), encode(record))?;
+        Ok(())
+    }
+
+    fn send_event(&self, event_id: &str) -> Result<Option<SendEventRecord>, StoreError> {
+        self.send_events
+            .get(event_id.as_bytes())?
+            .map(|v| decode("send event", &v))
+            .transpose()
+    }
+
     fn flush(&self) -> FlushFuture {
         let db = self.db.clone();
         Box::pin(async move {
@@ -392,6 +511,58 @@ mod tests {
         assert_eq!(s.decisions_after(1).count(), 1);
         assert_eq!(s.event("e1").unwrap().unwrap(), e1);
         assert!(s.event("nope").unwrap().is_none());
+    }
+
+    #[test]
+    fn shopper_delete_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
+        let rec = |token| ShopperRecord {
+            token,
+            last_send_ms: 1,
+            last_seen_ms: 1,
+            last_reward_seq: 0,
+            counts: Default::default(),
+        };
+        s.put_shopper("ann", "c1", &rec(11)).unwrap();
+        s.put_shopper("ann", "c2", &rec(12)).unwrap();
+        s.put_shopper("annabel", "c1", &rec(13)).unwrap();
+        let ev = |token| SendEventRecord {
+            token,
+            segment: None,
+            slot: 3,
+            send_at_ms: 5,
+            timezone: "UTC".into(),
+        };
+        s.put_send_event("e1", &ev(11)).unwrap();
+        s.put_send_event("e2", &ev(13)).unwrap();
+        // Replacing the token drops the old token entry.
+        s.put_shopper("ann", "c2", &rec(14)).unwrap();
+        assert!(s.shopper_of_token(12).unwrap().is_none());
+        assert_eq!(
+            s.shopper_of_token(14).unwrap(),
+            Some(("ann".into(), "c2".into()))
+        );
+        assert_eq!(s.delete_shopper("ann").unwrap(), 2);
+        assert_eq!(s.delete_shopper("ann").unwrap(), 0);
+        // Nothing keyed by, or pointing at, ann is left in any tree.
+        for tree in s.db.tree_names() {
+            for kv in s.db.open_tree(&tree).unwrap().iter() {
+                let (k, v) = kv.unwrap();
+                let hay = [k.as_ref(), v.as_ref()].concat();
+                assert!(
+                    !hay.windows(4).any(|w| w == b"ann\0"),
+                    "tree {:?} still mentions ann",
+                    String::from_utf8_lossy(&tree)
+                );
+            }
+        }
+        for t in [11u64, 14] {
+            assert!(s.shopper_of_token(t).unwrap().is_none());
+        }
+        assert!(s.send_event("e1").unwrap().is_none());
+        assert!(s.send_event("e2").unwrap().is_some());
+        assert_eq!(s.shopper_states("annabel").unwrap().len(), 1);
     }
 
     #[test]

@@ -108,6 +108,16 @@ impl From<EngineError> for PzError {
             EngineError::KeyNotFound { .. } => {
                 (StatusCode::NOT_FOUND, "ResourceNotFound", "key_not_found")
             }
+            EngineError::ShopperNotFound { .. } => (
+                StatusCode::NOT_FOUND,
+                "ResourceNotFound",
+                "shopper_not_found",
+            ),
+            EngineError::FrequencyCapped { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                "frequency_capped",
+            ),
             EngineError::CampaignExists { .. } => {
                 (StatusCode::CONFLICT, "Conflict", "campaign_exists")
             }

@@ -139,14 +139,23 @@ fn decide(
     defer: bool,
 ) -> Result<tailor_sdk::wire::DecideResponse, EngineError> {
     let raw = serde_json::to_vec(&request).expect("JSON encoding of a decide request");
-    state.engine.decide(
-        campaign,
-        DecideInput {
-            request,
-            raw,
-            defer,
-        },
-    )
+    state
+        .engine
+        .decide(
+            campaign,
+            DecideInput {
+                request,
+                raw,
+                defer,
+            },
+        )?
+        .into_items()
+        .ok_or_else(|| {
+            EngineError::invalid(
+                "campaign",
+                "is a send_time campaign; the Personalizer API ranks items",
+            )
+        })
 }
 
 async fn rank(

@@ -1,0 +1,156 @@
+//! Send-time decisions over 168 slots (hour of week): the policy math alone (prior means,
+//! shopper posteriors, one Beta draw per slot, the chosen slot's propensity by quadrature), and
+//! the whole engine path (shopper state read/write in sled, decision log). Prints the encoded
+//! size of a shopper's state with every slot touched.
+
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rand::{Rng, SeedableRng};
+use rand_pcg::Pcg64Mcg;
+use tailor_policies::send_time::{Hierarchy, PopulationCounts, ShopperCounts};
+use tailor_sdk::wire::SendTimeRequest;
+use tailor_server::campaign::CampaignConfig;
+use tailor_server::config::Settings;
+use tailor_server::engine::send_time::{choose, Population};
+use tailor_server::engine::Engine;
+use tailor_server::store::{ShopperRecord, SledStore, Store};
+
+const H: Hierarchy = Hierarchy {
+    prior_strength: 10.0,
+    half_life_ms: Some(30.0 * 86_400_000.0),
+};
+
+/// A population that has seen a year of sends: rates peaking in the evening, plus one segment.
+fn population(rng: &mut Pcg64Mcg) -> Population {
+    let mut global = PopulationCounts::new(168);
+    let mut seg = PopulationCounts::new(168);
+    for j in 0..168 {
+        let hour = (j % 24) as f64;
+        let rate = 0.03 + 0.12 * (-(hour - 19.0).powi(2) / 8.0).exp();
+        for _ in 0..400 {
+            let r = if rng.gen::<f64>() < rate { 1.0 } else { 0.0 };
+            global.update(&H, j, r, 1_000);
+            if rng.gen::<f64>() < 0.2 {
+                seg.update(&H, j, r, 1_000);
+            }
+        }
+    }
+    Population {
+        global,
+        segments: [("vip".to_string(), seg)].into_iter().collect(),
+    }
+}
+
+/// A shopper with history on every slot.
+fn engaged(rng: &mut Pcg64Mcg) -> ShopperCounts {
+    let mut s = ShopperCounts::default();
+    for _ in 0..6 {
+        for j in 0..168 {
+            let r = if rng.gen::<f64>() < 0.1 { 1.0 } else { 0.0 };
+            s.update(&H, j, r, 1_000);
+        }
+    }
+    s
+}
+
+fn bench_policy(c: &mut Criterion) {
+    let mut rng = Pcg64Mcg::seed_from_u64(7);
+    let pop = population(&mut rng);
+    let shopper = engaged(&mut rng);
+    let record = ShopperRecord {
+        token: u64::MAX,
+        last_send_ms: u64::MAX / 2,
+        last_seen_ms: u64::MAX / 2,
+        last_reward_seq: u64::MAX / 2,
+        counts: shopper.clone(),
+    };
+    let bytes = postcard::to_stdvec(&record).unwrap().len();
+    println!("send_time: shopper state with 168 touched slots = {bytes} bytes (postcard, incl. token and clocks)");
+    let full = ShopperCounts {
+        clock_min: u32::MAX,
+        slots: (0..168).map(|j| (j as u8, u16::MAX, u16::MAX)).collect(),
+    };
+    println!(
+        "send_time: worst case (168 slots at the count ceiling) = {} bytes",
+        postcard::to_stdvec(&ShopperRecord {
+            counts: full,
+            ..record.clone()
+        })
+        .unwrap()
+        .len()
+    );
+    let eligible: Vec<usize> = (0..168).collect();
+    let mut group = c.benchmark_group("send_time_choose");
+    group.throughput(Throughput::Elements(1));
+    let mut rng = Pcg64Mcg::seed_from_u64(1);
+    group.bench_function("slots=168/new_shopper", |b| {
+        b.iter(|| {
+            choose(
+                &H,
+                &pop,
+                Some("vip"),
+                None,
+                &eligible,
+                true,
+                0.0,
+                2_000,
+                &mut rng,
+            )
+        })
+    });
+    group.bench_function("slots=168/engaged_shopper", |b| {
+        b.iter(|| {
+            choose(
+                &H,
+                &pop,
+                Some("vip"),
+                Some(&shopper),
+                &eligible,
+                true,
+                0.0,
+                2_000,
+                &mut rng,
+            )
+        })
+    });
+    group.finish();
+}
+
+fn bench_engine(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings::default();
+    let store: Arc<dyn Store> = Arc::new(
+        SledStore::open(
+            dir.path(),
+            settings.storage.cache_capacity_bytes,
+            settings.storage.flush_every_ms,
+        )
+        .unwrap(),
+    );
+    let engine = rt.block_on(async { Engine::open(store, settings.engine.clone()).unwrap() });
+    let config: CampaignConfig = serde_json::from_value(serde_json::json!({
+        "id": "weekly", "kind": "send_time", "slots": "hour_of_week"
+    }))
+    .unwrap();
+    engine.create_campaign(config).unwrap();
+    let mut group = c.benchmark_group("send_time_engine_decide");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0u64;
+    group.bench_function("slots=168", |b| {
+        b.iter(|| {
+            i += 1;
+            let req = SendTimeRequest {
+                shopper_id: format!("shopper-{}", i % 1000),
+                timezone: "America/New_York".into(),
+                ..Default::default()
+            };
+            engine.decide("weekly", req).unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_policy, bench_engine);
+criterion_main!(benches);
