@@ -194,3 +194,48 @@ async fn bad_query_parameters_are_json_errors_naming_the_parameter() {
     let (status, v) = server.get("/admin/v1/audit?limit=5&campaign=home").await;
     assert_eq!(status, 200, "{v}");
 }
+
+/// Every `/v1` and `/admin/v1` path registered in `server/src/api` (a `.route("...")` call) is in
+/// the document, so a route added without an OpenAPI annotation fails here, naming it.
+#[test]
+fn every_registered_route_path_is_documented() {
+    let api = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../server/src/api");
+    let mut files = vec![api];
+    let mut registered = std::collections::BTreeSet::new();
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        if p.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).unwrap();
+        let mut prev = "";
+        for line in text.lines() {
+            let in_route = line.contains(".route(") || prev.trim_end().ends_with(".route(");
+            prev = line;
+            if !in_route {
+                continue;
+            }
+            for prefix in ["\"/v1/", "\"/admin/v1"] {
+                if let Some(at) = line.find(prefix) {
+                    let rest = &line[at + 1..];
+                    registered.insert(rest[..rest.find('"').unwrap()].to_string());
+                }
+            }
+        }
+    }
+    assert!(registered.len() >= 20, "found only {registered:?}");
+    let documented: std::collections::BTreeSet<String> =
+        ROUTES.iter().map(|(_, p)| p.to_string()).collect();
+    let missing: Vec<&String> = registered.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "routes without OpenAPI documentation: {missing:?}. Annotate the handler with \
+         #[utoipa::path(...)], list it in ApiDoc's paths (server/src/api/openapi.rs) and in \
+         ROUTES here"
+    );
+    let stale: Vec<&String> = documented.difference(&registered).collect();
+    assert!(stale.is_empty(), "documented but not registered: {stale:?}");
+}
