@@ -179,6 +179,18 @@ async fn bad_query_parameters_are_json_errors_naming_the_parameter() {
             "from_ms",
         ),
         ("/admin/v1/campaigns/home/log?to_ms=1.5", "to_ms"),
+        (
+            "/admin/v1/campaigns/home/reports/best-slots?top=many",
+            "top",
+        ),
+        (
+            "/admin/v1/campaigns/home/reports/concentration?min_trials=x",
+            "min_trials",
+        ),
+        (
+            "/admin/v1/campaigns/home/reports/concentration?bogus=1",
+            "bogus",
+        ),
     ];
     for (path, field) in cases {
         let r = server.client.get(server.url(path)).send().await.unwrap();

@@ -32,13 +32,9 @@ struct Query {
     min_trials: Option<f64>,
 }
 
+/// Parsed by `api/query.rs`, so a bad parameter is named in the error.
 fn query(req: &HttpRequest) -> Result<Query, EngineError> {
-    web::Query::<Query>::from_query(req.query_string())
-        .map(web::Query::into_inner)
-        .map_err(|e| EngineError::Malformed {
-            field: "query".into(),
-            message: e.to_string(),
-        })
+    super::query::parse(req.query_string())
 }
 
 #[utoipa::path(
