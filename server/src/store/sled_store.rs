@@ -1,6 +1,8 @@
 //! The sled implementation of [`Store`].
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
@@ -30,6 +32,9 @@ pub struct SledStore {
     shoppers: sled::Tree,
     shopper_tokens: sled::Tree,
     send_events: sled::Tree,
+    /// Whether any decision was ever deferred in this store: until one is, reward joins skip the
+    /// `deferred` lookup (the native API never defers).
+    any_deferred: Arc<AtomicBool>,
 }
 
 fn shopper_key(shopper: &str, campaign: &str) -> Vec<u8> {
@@ -87,6 +92,7 @@ impl SledStore {
                 meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
             }
         }
+        let deferred = db.open_tree("deferred")?;
         Ok(Self {
             campaigns: db.open_tree("campaigns")?,
             policy_state: db.open_tree("policy_state")?,
@@ -96,10 +102,11 @@ impl SledStore {
             pending: db.open_tree("pending")?,
             api_keys: db.open_tree("api_keys")?,
             audit: db.open_tree("audit")?,
-            deferred: db.open_tree("deferred")?,
             shoppers: db.open_tree("shoppers")?,
             shopper_tokens: db.open_tree("shopper_tokens")?,
             send_events: db.open_tree("send_events")?,
+            any_deferred: Arc::new(AtomicBool::new(!deferred.is_empty())),
+            deferred,
             db,
         })
     }
@@ -264,11 +271,16 @@ impl Store for SledStore {
     }
 
     fn defer(&self, event_id: &str) -> Result<(), StoreError> {
+        // Set before the mark is written, so a reader that can see the mark sees the flag.
+        self.any_deferred.store(true, Ordering::SeqCst);
         self.deferred.insert(event_id.as_bytes(), &[])?;
         Ok(())
     }
 
     fn is_deferred(&self, event_id: &str) -> Result<bool, StoreError> {
+        if !self.any_deferred.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
         Ok(self.deferred.contains_key(event_id.as_bytes())?)
     }
 
@@ -563,6 +575,32 @@ mod tests {
         assert!(s.send_event("e1").unwrap().is_none());
         assert!(s.send_event("e2").unwrap().is_some());
         assert_eq!(s.shopper_states("annabel").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn deferral_marks_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
+            assert!(!s.is_deferred("a/1").unwrap());
+            s.defer("a/1").unwrap();
+            s.defer("a/2").unwrap();
+            s.defer("b").unwrap();
+            assert!(s.is_deferred("a/1").unwrap());
+            let mut slots = s.deferred_with_prefix("a/").unwrap();
+            slots.sort();
+            assert_eq!(slots, vec!["a/1".to_string(), "a/2".to_string()]);
+            s.db.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
+        assert!(
+            s.is_deferred("a/2").unwrap(),
+            "the flag is rebuilt from the tree"
+        );
+        assert!(s.activate("a/2").unwrap());
+        assert!(!s.activate("a/2").unwrap());
+        assert!(!s.is_deferred("a/2").unwrap());
+        assert!(s.is_deferred("b").unwrap());
     }
 
     #[test]
