@@ -339,6 +339,51 @@ async fn personalizer_deferred_activation_is_restart_safe() {
     assert_eq!(server.stats("lunch").await["rewards"], 2, "{rewards}");
 }
 
+/// With `sum` aggregation every reward call counts, equal values included (as in Personalizer).
+#[tokio::test]
+async fn personalizer_sum_aggregation_counts_every_reward() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), FAST).await;
+    let key = setup(&server, "lunch", 600.0).await;
+    let pz = Pz::new(&server, &key);
+    let (status, v) = pz
+        .put(
+            "/v1.0/configurations/service",
+            &json!({"rewardAggregation": "sum", "rewardWaitTime": "PT1S"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = pz
+        .post(
+            "/v1.0/rank",
+            &json!({"actions": actions(), "eventId": "s-1"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    for _ in 0..3 {
+        let (status, _) = pz
+            .post("/v1.0/events/s-1/reward", &json!({"value": 1.0}))
+            .await;
+        assert_eq!(status, 204);
+    }
+    let mut stats = Value::Null;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        stats = server.stats("lunch").await;
+        if stats["rewards"] == 1 {
+            break;
+        }
+    }
+    let sum: f64 = stats["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["reward_sum"].as_f64().unwrap())
+        .sum();
+    assert_eq!(stats["rewards"], 1, "{stats}");
+    assert_eq!(sum, 3.0, "{stats}");
+}
+
 #[tokio::test]
 async fn personalizer_multi_slot_over_raw_http() {
     let dir = tempfile::tempdir().unwrap();

@@ -372,6 +372,13 @@ fn check_scope(state: &AppState, campaign: &str, event_id: &str) -> Result<(), P
     }
 }
 
+/// Personalizer counted every reward call (with `sum` aggregation two rewards of 1 make 2), so
+/// each call gets its own idempotency key; Tailor's native API instead takes an equal value
+/// without a key as a repeat.
+fn each_reward() -> String {
+    format!("pz-{:032x}", rand::random::<u128>())
+}
+
 /// A reward Personalizer would have accepted silently (late, repeated) is a 204 here too.
 fn reward_outcome(r: Result<(), EngineError>) -> Result<(), PzError> {
     match r {
@@ -397,7 +404,7 @@ async fn reward(
             RewardRequest {
                 value: r.value,
                 action_id: None,
-                reward_id: None,
+                reward_id: Some(each_reward()),
             },
         )
         .await
@@ -437,7 +444,7 @@ async fn reward_multi(
             RewardRequest {
                 value: s.value,
                 action_id: None,
-                reward_id: None,
+                reward_id: Some(each_reward()),
             },
         ));
     }
