@@ -17,14 +17,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/v1/campaigns/{id}/policy", web::put().to(policy));
 }
 
-/// Apply `change` to the campaign's config, update, audit, and answer with the new config.
-async fn mutate(
+/// Apply `change` to the campaign's config, update it through the engine, and audit before and
+/// after. Every admin surface that edits a campaign (this module, `/personalizer`) goes through here.
+pub(crate) async fn change_campaign(
     state: &AppState,
     req: &HttpRequest,
     id: &str,
     action: &str,
     change: impl FnOnce(&mut CampaignConfig) -> Result<(), EngineError>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<CampaignConfig, EngineError> {
     let before = state.engine.campaign(id)?.config.clone();
     let mut config = before.clone();
     change(&mut config)?;
@@ -42,7 +43,19 @@ async fn mutate(
     )
     .await?;
     tracing::info!(campaign = %id, action, "campaign changed");
-    Ok(HttpResponse::Ok().json(&rt.config))
+    Ok(rt.config.clone())
+}
+
+/// [`change_campaign`], answering with the new config.
+async fn mutate(
+    state: &AppState,
+    req: &HttpRequest,
+    id: &str,
+    action: &str,
+    change: impl FnOnce(&mut CampaignConfig) -> Result<(), EngineError>,
+) -> Result<HttpResponse, ApiError> {
+    let config = change_campaign(state, req, id, action, change).await?;
+    Ok(HttpResponse::Ok().json(&config))
 }
 
 #[utoipa::path(

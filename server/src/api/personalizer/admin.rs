@@ -76,7 +76,7 @@ fn stored_obj(config: &CampaignConfig, key: &str) -> Map<String, Value> {
     }
 }
 
-/// Apply `change` to the campaign, update it through the engine and audit before and after.
+/// Apply `change` to the campaign through the control room's audited path.
 async fn update(
     state: &AppState,
     req: &HttpRequest,
@@ -84,23 +84,7 @@ async fn update(
     action: &str,
     change: impl FnOnce(&mut CampaignConfig) -> Result<(), EngineError>,
 ) -> Result<CampaignConfig, PzError> {
-    let before = state.engine.campaign(campaign)?.config.clone();
-    let mut config = before.clone();
-    change(&mut config)?;
-    let rt = state.engine.update_campaign(config)?;
-    auth::audit(
-        state,
-        req,
-        Change {
-            action: action.to_string(),
-            campaign: Some(campaign.to_string()),
-            target: None,
-            before: serde_json::to_value(&before).expect("campaign config as JSON"),
-            after: serde_json::to_value(&rt.config).expect("campaign config as JSON"),
-        },
-    )
-    .await?;
-    Ok(rt.config.clone())
+    Ok(crate::api::control_api::change_campaign(state, req, campaign, action, change).await?)
 }
 
 fn set_stored(config: &mut CampaignConfig, key: &str, value: Value) {
