@@ -50,6 +50,10 @@ pub struct DecideRequest {
     /// `false` serves greedily (still logged with the right propensity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explore: Option<bool>,
+    /// `true` also answers every eligible candidate's probability of being served first
+    /// ([`DecideResponse::distribution`]); costs one propensity per candidate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub distribution: bool,
 }
 
 /// One served action and the probability the policy had of choosing it.
@@ -74,6 +78,10 @@ pub struct DecideResponse {
     /// True when an existing decision was returned for a repeated `event_id`.
     #[serde(default)]
     pub replayed: bool,
+    /// With `distribution: true` in the request: each eligible candidate (in the order sent)
+    /// with its probability of being served first. Absent for a replayed decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<Vec<ChosenAction>>,
 }
 
 /// `POST /v1/events/{event_id}/reward`.

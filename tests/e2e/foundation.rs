@@ -93,6 +93,44 @@ async fn learns(policy: Value) {
     let stats = server.stats("home").await;
     assert_eq!(stats["decisions"], rounds as u64);
     assert_eq!(stats["rewards"], rounds as u64);
+
+    // The first-slot distribution on request: every candidate in the order sent, summing to 1,
+    // the learned best item the most likely, and the served action's entry its logged propensity.
+    let (status, d) = server
+        .post(
+            "/v1/campaigns/home/decide",
+            &json!({"candidates": candidates(10), "event_id": format!("{name}-dist"), "distribution": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{d}");
+    let dist = d["distribution"].as_array().expect("distribution");
+    assert_eq!(dist.len(), 10, "{d}");
+    let ids: Vec<&str> = dist.iter().map(|a| a["id"].as_str().unwrap()).collect();
+    let sent: Vec<String> = (0..10).map(|i| format!("sku-{i}")).collect();
+    assert_eq!(ids, sent, "{d}");
+    let p = |id: &str| -> f64 {
+        dist.iter().find(|a| a["id"] == id).unwrap()["probability"]
+            .as_f64()
+            .unwrap()
+    };
+    let total: f64 = ids.iter().map(|id| p(id)).sum();
+    // Each entry is a quadrature estimate (relative error up to ~0.6%, policies/src/propensity.rs),
+    // so the total is 1 only to that precision.
+    assert!((total - 1.0).abs() < 1e-2, "{name}: sums to {total}: {d}");
+    let top = ids.iter().max_by(|a, b| p(a).total_cmp(&p(b))).unwrap();
+    assert_eq!(*top, best, "{name}: {d}");
+    let served = d["actions"][0]["id"].as_str().unwrap();
+    let logged = d["actions"][0]["probability"].as_f64().unwrap();
+    assert!((p(served) - logged).abs() < 1e-6, "{name}: {d}");
+    // Without the flag the answer carries none.
+    let (status, d) = server
+        .post(
+            "/v1/campaigns/home/decide",
+            &json!({"candidates": candidates(10), "event_id": format!("{name}-nodist")}),
+        )
+        .await;
+    assert_eq!(status, 200, "{d}");
+    assert!(d.get("distribution").is_none(), "{d}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

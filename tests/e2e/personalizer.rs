@@ -140,6 +140,12 @@ async fn personalizer_rank_reward_over_raw_http() {
         .map(|r| r["probability"].as_f64().unwrap())
         .sum();
     assert!((total - 1.0).abs() < 1e-9, "{v}");
+    // After the served action, the eligible ones by their probability of being served.
+    let rest: Vec<f64> = ranking[1..3]
+        .iter()
+        .map(|r| r["probability"].as_f64().unwrap())
+        .collect();
+    assert!(rest[0] >= rest[1], "{v}");
 
     // The same event id again: the recorded decision.
     let (status, again) = pz.post("/v1.0/rank", &body).await;

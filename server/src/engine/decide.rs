@@ -127,6 +127,7 @@ fn response_of(event: &EventRecord, replayed: bool) -> DecideResponse {
         policy: event.policy.clone(),
         holdout: event.holdout,
         replayed,
+        distribution: None,
     }
 }
 
@@ -274,7 +275,8 @@ impl Engine {
         }
         // Holdout shoppers always get the control order (baseline), and are marked as such.
         let holdout = super::holdout::in_holdout(&rt.config, req.shopper_id.as_deref());
-        let (policy, choices) =
+        // `first`: each eligible candidate's probability of the first slot, when asked for.
+        let (policy, choices, first) =
             if holdout || rt.config.status != CampaignStatus::Active || stage.fallback.is_some() {
                 let choices = (0..k)
                     .map(|index| Choice {
@@ -282,7 +284,12 @@ impl Engine {
                         probability: 1.0,
                     })
                     .collect();
-                (BASELINE.to_string(), choices)
+                let first = req.distribution.then(|| {
+                    (0..stage.eligible.len())
+                        .map(|i| if i == 0 { 1.0 } else { 0.0 })
+                        .collect()
+                });
+                (BASELINE.to_string(), choices, first)
             } else {
                 let arms: Vec<Arm<'_>> = stage
                     .eligible
@@ -298,8 +305,28 @@ impl Engine {
                 let choices = policy
                     .choose_with_exploration(&arms, k, explore, rt.config.exploration, &mut rng)
                     .map_err(|e| EngineError::policy("policy", e))?;
-                (name.to_string(), choices)
+                let first = if req.distribution {
+                    Some(
+                        policy
+                            .first_slot_distribution(&arms, explore, rt.config.exploration)
+                            .map_err(|e| EngineError::policy("policy", e))?,
+                    )
+                } else {
+                    None
+                };
+                (name.to_string(), choices, first)
             };
+        let distribution = first.map(|p| {
+            stage
+                .eligible
+                .iter()
+                .zip(p)
+                .map(|(&i, probability)| ChosenAction {
+                    id: req.candidates[i].id.clone(),
+                    probability,
+                })
+                .collect()
+        });
 
         let at_ms = now_ms();
         let any_reads_x = rt.config.all_policies().any(|p| p.uses_features());
@@ -351,7 +378,10 @@ impl Engine {
         self.store.log_decision(&decision, &event)?;
         metrics::counter!("tailor_decisions_total", "campaign" => decision.campaign.clone())
             .increment(1);
-        Ok(response_of(&event, false))
+        Ok(DecideResponse {
+            distribution,
+            ..response_of(&event, false)
+        })
     }
 
     /// Take a decision sequence number and count the exposures, on the live runtime.

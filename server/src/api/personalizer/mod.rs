@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde_json::{Map, Value};
-use tailor_sdk::wire::{Candidate, DecideRequest, RewardRequest};
+use tailor_sdk::wire::{Candidate, ChosenAction, DecideRequest, RewardRequest};
 
 use super::{body, AppState};
 use crate::engine::{featurize, DecideInput};
@@ -182,7 +182,6 @@ async fn rank(
     if candidates.is_empty() {
         return Err(EngineError::invalid("excludedActions", "every action is excluded").into());
     }
-    let n = candidates.len();
     let response = decide(
         &state,
         &campaign,
@@ -193,46 +192,80 @@ async fn rank(
             k: Some(1),
             shopper_id: None,
             explore: None,
+            distribution: true,
         },
         r.defer_activation.unwrap_or(false),
     )?;
     let chosen = &response.actions[0];
-    // The served action first with its logged propensity; the other eligible actions share the
-    // rest evenly (only the served action's propensity is logged); excluded actions last, at 0.
-    let rest = if n > 1 {
-        ((1.0 - chosen.probability) / (n - 1) as f64).max(0.0)
-    } else {
-        0.0
-    };
-    let mut ranking = vec![RankedAction {
-        id: chosen.id.clone(),
-        probability: chosen.probability,
-    }];
-    for a in &r.actions {
-        if a.id == chosen.id {
-            continue;
-        }
-        if excluded.contains(a.id.as_str()) {
-            continue;
-        }
-        ranking.push(RankedAction {
-            id: a.id.clone(),
-            probability: rest,
-        });
-    }
-    for a in &r.actions {
-        if excluded.contains(a.id.as_str()) && a.id != chosen.id {
-            ranking.push(RankedAction {
-                id: a.id.clone(),
-                probability: 0.0,
-            });
-        }
-    }
+    let ranking = ranking_of(
+        &r.actions,
+        &excluded,
+        chosen,
+        response.distribution.as_deref(),
+    );
     Ok(HttpResponse::Created().json(RankResponse {
         event_id: response.event_id,
         reward_action_id: chosen.id.clone(),
         ranking,
     }))
+}
+
+/// Personalizer's ranking: the served action first with its logged propensity, then the other
+/// eligible actions by their probability of having been served (the policy's first-slot
+/// distribution; ties and a replayed decision, which has none, keep the order sent, sharing the
+/// rest evenly), then the excluded actions at 0.
+fn ranking_of(
+    actions: &[RankableAction],
+    excluded: &HashSet<&str>,
+    chosen: &ChosenAction,
+    distribution: Option<&[ChosenAction]>,
+) -> Vec<RankedAction> {
+    let eligible = actions
+        .iter()
+        .filter(|a| a.id != chosen.id && !excluded.contains(a.id.as_str()));
+    let mut rest: Vec<RankedAction> = match distribution {
+        Some(d) => {
+            let p: HashMap<&str, f64> = d.iter().map(|a| (a.id.as_str(), a.probability)).collect();
+            eligible
+                .map(|a| RankedAction {
+                    id: a.id.clone(),
+                    probability: p.get(a.id.as_str()).copied().unwrap_or(0.0),
+                })
+                .collect()
+        }
+        None => {
+            let others = eligible.clone().count();
+            let share = if others > 0 {
+                ((1.0 - chosen.probability) / others as f64).max(0.0)
+            } else {
+                0.0
+            };
+            eligible
+                .map(|a| RankedAction {
+                    id: a.id.clone(),
+                    probability: share,
+                })
+                .collect()
+        }
+    };
+    // Stable: equal probabilities keep the order the actions were sent in.
+    rest.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+    let mut ranking = Vec::with_capacity(actions.len());
+    ranking.push(RankedAction {
+        id: chosen.id.clone(),
+        probability: chosen.probability,
+    });
+    ranking.extend(rest);
+    ranking.extend(
+        actions
+            .iter()
+            .filter(|a| a.id != chosen.id && excluded.contains(a.id.as_str()))
+            .map(|a| RankedAction {
+                id: a.id.clone(),
+                probability: 0.0,
+            }),
+    );
+    ranking
 }
 
 /// The engine event of one slot of a multi-slot event.
@@ -346,6 +379,7 @@ async fn rank_multi(
                 k: Some(1),
                 shopper_id: None,
                 explore: None,
+                distribution: false,
             },
             defer,
         )?;
