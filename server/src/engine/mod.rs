@@ -33,6 +33,9 @@ use crate::error::EngineError;
 use crate::plugins::{PluginChain, PluginHost, ReloadReport};
 use crate::store::{CampaignSnapshot, Counters, RewardRecord, Store, StoreError};
 
+/// How often send-time shopper states past their retention are looked for.
+const SHOPPER_PURGE_INTERVAL_MS: u64 = 3_600_000;
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -514,18 +517,26 @@ impl Engine {
             let mut tick =
                 tokio::time::interval(Duration::from_millis(me.settings.snapshot_interval_ms));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_purge = 0u64;
             loop {
                 tick.tick().await;
                 if let Err(e) = me.snapshot_all() {
                     tracing::error!(error = %e, "snapshot failed");
                 }
-                match me.purge_shoppers(now_ms()) {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(
-                        states = n,
-                        "dropped send-time shopper states past retention"
-                    ),
-                    Err(e) => tracing::error!(error = %e, "shopper retention sweep failed"),
+                // Retention is in days: scanning shopper states hourly (and once at start) is
+                // plenty, off the async workers.
+                if now_ms().saturating_sub(last_purge) >= SHOPPER_PURGE_INTERVAL_MS {
+                    last_purge = now_ms();
+                    let e = me.clone();
+                    match tokio::task::spawn_blocking(move || e.purge_shoppers(now_ms())).await {
+                        Ok(Ok(0)) => {}
+                        Ok(Ok(n)) => tracing::info!(
+                            states = n,
+                            "dropped send-time shopper states past retention"
+                        ),
+                        Ok(Err(e)) => tracing::error!(error = %e, "shopper retention sweep failed"),
+                        Err(e) => tracing::error!(error = %e, "shopper retention sweep panicked"),
+                    }
                 }
             }
         });

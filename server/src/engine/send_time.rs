@@ -826,6 +826,35 @@ mod tests {
         assert_eq!(t.to_string(), "2026-11-02T06:30:00Z");
     }
 
+    #[tokio::test]
+    async fn retention_drops_stale_shoppers_and_those_of_deleted_campaigns() {
+        use crate::store::{SledStore, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 1 << 20, 100).unwrap());
+        let engine = Engine::open(store.clone(), Default::default()).unwrap();
+        let config: CampaignConfig = serde_json::from_value(serde_json::json!({
+            "id": "c", "kind": "send_time", "slots": "hour_of_day",
+            "send_time": {"retention_days": 2}
+        }))
+        .unwrap();
+        engine.create_campaign(config).unwrap();
+        let req = |s: &str| SendTimeRequest {
+            shopper_id: s.into(),
+            timezone: "UTC".into(),
+            ..Default::default()
+        };
+        engine.decide("c", req("s1")).unwrap();
+        assert!(store.shopper("s1", "c").unwrap().is_some());
+        let now = now_ms();
+        assert_eq!(engine.purge_shoppers(now + 86_400_000).unwrap(), 0);
+        assert_eq!(engine.purge_shoppers(now + 3 * 86_400_000).unwrap(), 1);
+        assert!(store.shopper("s1", "c").unwrap().is_none());
+        engine.decide("c", req("s2")).unwrap();
+        engine.delete_campaign("c").unwrap();
+        assert_eq!(engine.purge_shoppers(now_ms()).unwrap(), 1);
+        assert_eq!(store.all_shopper_states().count(), 0);
+    }
+
     #[test]
     fn weekly_slots_land_on_their_weekday() {
         let paris = parse_timezone("Europe/Paris").unwrap();
