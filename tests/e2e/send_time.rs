@@ -460,6 +460,21 @@ async fn deleting_a_shopper_leaves_nothing_behind() {
         }
     }
     reward(&server, &events[0], 1.0).await;
+    // An items campaign logs raw requests, which name the shopper (and another one, who stays).
+    server
+        .create_campaign(json!({"id": "recs", "policy": {"type": "thompson"}}))
+        .await;
+    let other = "keep-me-51c2";
+    for (i, who) in [shopper, other, shopper].into_iter().enumerate() {
+        let (s, d) = server
+            .post(
+                "/v1/campaigns/recs/decide",
+                &json!({"candidates": [{"id": "x"}, {"id": "y"}], "shopper_id": who,
+                        "context": {"device": "web"}, "event_id": format!("recs-{i}")}),
+            )
+            .await;
+        assert_eq!(s, 200, "{d}");
+    }
     let (s, info) = server.get(&format!("/admin/v1/shoppers/{shopper}")).await;
     assert_eq!(s, 200, "{info}");
     assert_eq!(info["campaigns"].as_array().unwrap().len(), 2);
@@ -500,9 +515,20 @@ async fn deleting_a_shopper_leaves_nothing_behind() {
     assert!(text.contains("shopper.delete"), "{text}");
     assert!(!text.contains(shopper), "{text}");
 
-    // Nothing in any tree of the store mentions the shopper.
+    // Nothing in any tree of the store mentions the shopper; the other shopper's logged request
+    // is untouched.
     server.stop();
     let db = sled::open(dir.path()).unwrap();
+    let mentions_other = db.tree_names().iter().any(|name| {
+        db.open_tree(name).unwrap().iter().any(|kv| {
+            let (_, v) = kv.unwrap();
+            v.windows(other.len()).any(|w| w == other.as_bytes())
+        })
+    });
+    assert!(
+        mentions_other,
+        "the other shopper's logged request was scrubbed too"
+    );
     for name in db.tree_names() {
         for kv in db.open_tree(&name).unwrap().iter() {
             let (k, v) = kv.unwrap();

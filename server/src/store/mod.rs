@@ -139,8 +139,10 @@ pub trait Store: Send + Sync + 'static {
     /// Drop one shopper's state in one campaign and its token entry.
     fn remove_shopper_state(&self, shopper: &str, campaign: &str) -> Result<(), StoreError>;
     /// Remove everything keyed by or pointing at the shopper: states in every campaign, their
-    /// tokens, and the send events carrying those tokens. Returns the number of campaign
-    /// states removed (0 when there was nothing: deleting is idempotent).
+    /// tokens, the send events carrying those tokens, and the `shopper_id` of every logged item
+    /// request that names them (the rest of the logged request stays for off-policy evaluation).
+    /// Returns the number of campaign states removed (0 when there was nothing: deleting is
+    /// idempotent).
     fn delete_shopper(&self, shopper: &str) -> Result<usize, StoreError>;
     fn put_send_event(&self, event_id: &str, record: &SendEventRecord) -> Result<(), StoreError>;
     fn send_event(&self, event_id: &str) -> Result<Option<SendEventRecord>, StoreError>;

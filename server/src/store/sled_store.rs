@@ -112,6 +112,36 @@ impl SledStore {
     }
 }
 
+impl SledStore {
+    /// Item decisions keep their raw request, which may carry `"shopper_id"`: rewrite every
+    /// record naming `shopper` without it. A linear scan (deletions are rare); records whose
+    /// bytes do not mention `shopper_id` at all are not decoded.
+    fn scrub_logged_requests(&self, shopper: &str) -> Result<usize, StoreError> {
+        const KEY: &[u8] = b"shopper_id";
+        let mut scrubbed = 0;
+        for kv in self.decisions.iter() {
+            let (k, v) = kv?;
+            if !v.windows(KEY.len()).any(|w| w == KEY) {
+                continue;
+            }
+            let mut d: DecisionRecord = decode("decision", &v)?;
+            let Ok(serde_json::Value::Object(mut request)) =
+                serde_json::from_slice::<serde_json::Value>(&d.request)
+            else {
+                continue;
+            };
+            if request.get("shopper_id").and_then(|s| s.as_str()) != Some(shopper) {
+                continue;
+            }
+            request.remove("shopper_id");
+            d.request = serde_json::to_vec(&request).expect("JSON object to bytes");
+            self.decisions.insert(k, encode(&d))?;
+            scrubbed += 1;
+        }
+        Ok(scrubbed)
+    }
+}
+
 impl Store for SledStore {
     fn next_seq(&self) -> Result<u64, StoreError> {
         // sled never hands out the same id twice, crashes included; start at 1 so 0 means "none".
@@ -424,6 +454,10 @@ impl Store for SledStore {
         }
         for (campaign, _) in &states {
             self.remove_shopper_state(shopper, campaign)?;
+        }
+        let scrubbed = self.scrub_logged_requests(shopper)?;
+        if scrubbed > 0 {
+            tracing::info!(scrubbed, "shopper id removed from logged decision requests");
         }
         Ok(states.len())
     }
