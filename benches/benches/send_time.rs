@@ -1,14 +1,17 @@
-//! Send-time decisions over 168 slots (hour of week): the policy math alone (prior means,
-//! shopper posteriors, one Beta draw per slot, the chosen slot's propensity by quadrature), and
-//! the whole engine path (shopper state read/write in sled, decision log). Prints the encoded
-//! size of a shopper's state with every slot touched.
+//! Send-time decisions over 168 slots (hour of week): the policy alone (the shopper's touched
+//! slots integrated on the grid, the draw through the distribution of the maximum, its
+//! propensity) for a new shopper, a regular one (40 sends) and one with every slot touched;
+//! building a population's prior table (once a second per segment in the server); and the whole
+//! engine path (shopper state read/write in sled, decision log). Prints the encoded size of a
+//! shopper's state with every slot touched.
 
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
-use tailor_policies::send_time::{Hierarchy, PopulationCounts, ShopperCounts};
+use tailor_policies::send_time::grid::PriorTable;
+use tailor_policies::send_time::{prior_means, Hierarchy, PopulationCounts, ShopperCounts};
 use tailor_sdk::wire::SendTimeRequest;
 use tailor_server::campaign::CampaignConfig;
 use tailor_server::config::Settings;
@@ -39,7 +42,19 @@ fn population(rng: &mut Pcg64Mcg) -> Population {
     Population {
         global,
         segments: [("vip".to_string(), seg)].into_iter().collect(),
+        version: 0,
     }
+}
+
+/// A shopper with `sends` sends on random slots.
+fn regular(rng: &mut Pcg64Mcg, sends: usize) -> ShopperCounts {
+    let mut s = ShopperCounts::default();
+    for _ in 0..sends {
+        let j = rng.gen_range(0..168);
+        let r = if rng.gen::<f64>() < 0.1 { 1.0 } else { 0.0 };
+        s.update(&H, j, r, 1_000);
+    }
+    s
 }
 
 /// A shopper with history on every slot.
@@ -81,17 +96,35 @@ fn bench_policy(c: &mut Criterion) {
         .len()
     );
     let eligible: Vec<usize> = (0..168).collect();
+    let mut means = Vec::new();
+    prior_means(&H, &pop.global, pop.segments.get("vip"), &mut means);
+    let table = PriorTable::new(&H, &means);
+    let regular = regular(&mut rng, 40);
+    println!(
+        "send_time: regular shopper touched {} slots",
+        regular.slots.len()
+    );
     let mut group = c.benchmark_group("send_time_choose");
     group.throughput(Throughput::Elements(1));
     let mut rng = Pcg64Mcg::seed_from_u64(1);
-    group.bench_function("slots=168/new_shopper", |b| {
+    for (name, shopper) in [
+        ("new_shopper", None),
+        ("regular_shopper", Some(&regular)),
+        ("every_slot_touched", Some(&shopper)),
+    ] {
+        group.bench_function(format!("slots=168/{name}"), |b| {
+            b.iter(|| choose(&H, &table, shopper, &eligible, true, 0.0, 2_000, &mut rng))
+        });
+    }
+    // Quiet hours 22:00–07:00 removed: 105 eligible slots.
+    let daytime: Vec<usize> = (0..168).filter(|j| (7..22).contains(&(j % 24))).collect();
+    group.bench_function("slots=105_of_168/regular_shopper", |b| {
         b.iter(|| {
             choose(
                 &H,
-                &pop,
-                Some("vip"),
-                None,
-                &eligible,
+                &table,
+                Some(&regular),
+                &daytime,
                 true,
                 0.0,
                 2_000,
@@ -99,20 +132,10 @@ fn bench_policy(c: &mut Criterion) {
             )
         })
     });
-    group.bench_function("slots=168/engaged_shopper", |b| {
-        b.iter(|| {
-            choose(
-                &H,
-                &pop,
-                Some("vip"),
-                Some(&shopper),
-                &eligible,
-                true,
-                0.0,
-                2_000,
-                &mut rng,
-            )
-        })
+    group.finish();
+    let mut group = c.benchmark_group("send_time_prior_table");
+    group.bench_function("slots=168/build", |b| {
+        b.iter(|| PriorTable::new(&H, &means))
     });
     group.finish();
 }

@@ -19,6 +19,7 @@
 //! last quarter of days, lift over random, and the share of the oracle's open rate (the oracle
 //! knows each shopper's true best hour).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use anyhow::bail;
@@ -27,7 +28,8 @@ use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use rand_pcg::Pcg64Mcg;
 use serde::Serialize;
-use tailor_policies::send_time::{Hierarchy, PopulationCounts, ShopperCounts};
+use tailor_policies::send_time::grid::PriorTable;
+use tailor_policies::send_time::{prior_means, Hierarchy, PopulationCounts, ShopperCounts};
 
 use crate::engine::send_time::{choose, Population};
 
@@ -187,11 +189,21 @@ pub fn simulate(seed: u64, n_shoppers: usize, days: usize) -> anyhow::Result<Sen
         let mut pop = Population {
             global: PopulationCounts::new(HOURS),
             segments: Default::default(),
+            version: 0,
         };
         let mut own: Vec<ShopperCounts> = vec![ShopperCounts::default(); n_shoppers];
         let (mut opens, mut late_opens, mut late_sends) = (0.0f64, 0.0f64, 0.0f64);
+        let mut tables: HashMap<&str, PriorTable> = HashMap::new();
         for day in 0..days {
             let now = day as u64 * DAY_MS;
+            if kind == Kind::PerShopper {
+                // Priors refreshed once a simulated day (the server: at most once a second).
+                for (segment, _, _) in SEGMENTS {
+                    let mut means = Vec::new();
+                    prior_means(&h, &pop.global, pop.segments.get(segment), &mut means);
+                    tables.insert(segment, PriorTable::new(&h, &means));
+                }
+            }
             for &s in &orders[day] {
                 let person = &people[s];
                 let segment = SEGMENTS[person.segment].0;
@@ -199,8 +211,7 @@ pub fn simulate(seed: u64, n_shoppers: usize, days: usize) -> anyhow::Result<Sen
                     Kind::PerShopper => {
                         choose(
                             &h,
-                            &pop,
-                            Some(segment),
+                            &tables[segment],
                             Some(&own[s]),
                             &eligible,
                             true,

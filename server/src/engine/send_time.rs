@@ -19,7 +19,7 @@
 //! day the slot exists; a local time that happens twice (fall back) is sent at its first
 //! occurrence.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use jiff::tz::{AmbiguousOffset, TimeZone};
@@ -29,6 +29,7 @@ use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tailor_policies::send_time::grid::{PriorTable, SlotMax};
 use tailor_policies::send_time::{self as st, Hierarchy, PopulationCounts};
 use tailor_sdk::wire::{Candidate, DecideRequest, SendSlot, SendTimeRequest, SendTimeResponse};
 
@@ -47,12 +48,30 @@ pub const MAX_SEGMENTS: usize = 256;
 pub(super) const SNAPSHOT_ENTRY: &str = "send_time.population";
 const STRIPES: usize = 64;
 const DAY_MS: f64 = 86_400_000.0;
+/// A prior table is rebuilt when the population has learned since it was built and it is at
+/// least this old: decisions see the population's learning within a second, and a busy
+/// campaign rebuilds each table (about half a millisecond for 168 slots) at most once a second.
+pub const PRIOR_REFRESH_MS: u64 = 1_000;
+/// Most prior tables (global plus segments) cached per campaign; about 410 KB each at 168 slots.
+const MAX_PRIOR_TABLES: usize = 32;
+
+/// A prior table and the population version it was built from.
+struct CachedPrior {
+    version: u64,
+    built_ms: u64,
+    /// Some decision is rebuilding it; others keep using this one meanwhile.
+    refreshing: bool,
+    table: Arc<PriorTable>,
+}
 
 /// Learned population counts of a send-time campaign.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Population {
     pub global: PopulationCounts,
     pub segments: BTreeMap<String, PopulationCounts>,
+    /// Bumped by every update: prior tables built at an older version are refreshed.
+    #[serde(skip)]
+    pub version: u64,
 }
 
 impl Population {
@@ -60,11 +79,13 @@ impl Population {
         Self {
             global: PopulationCounts::new(slots),
             segments: BTreeMap::new(),
+            version: 0,
         }
     }
 
     fn learn(&mut self, h: &Hierarchy, segment: Option<&str>, slot: usize, value: f64, at: u64) {
         let slots = self.global.trials.len();
+        self.version += 1;
         self.global.update(h, slot, value, at);
         if let Some(s) = segment {
             if !self.segments.contains_key(s) && self.segments.len() >= MAX_SEGMENTS {
@@ -84,6 +105,8 @@ pub(crate) struct SendTimeRuntime {
     pub settings: SendTimeSettings,
     pub hierarchy: Hierarchy,
     pub population: RwLock<Population>,
+    /// Prior tables per segment (`None`: the global prior), see [`PRIOR_REFRESH_MS`].
+    priors: Mutex<HashMap<Option<String>, CachedPrior>>,
     /// Serialize read-modify-write of one shopper's record (decide vs learn vs delete).
     stripes: Vec<Mutex<()>>,
     /// The slots as plugin candidates, built once.
@@ -116,6 +139,7 @@ impl SendTimeRuntime {
             .collect();
         Ok(Some(Self {
             population: RwLock::new(Population::new(specs.len())),
+            priors: Mutex::new(HashMap::new()),
             specs,
             settings,
             hierarchy,
@@ -135,7 +159,14 @@ impl SendTimeRuntime {
     /// Restore population counts from a snapshot entry, if they fit this grid.
     pub(super) fn restore(&self, bytes: &[u8]) {
         match postcard::from_bytes::<Population>(bytes) {
-            Ok(p) if p.global.trials.len() == self.specs.len() => *self.population.write() = p,
+            Ok(p) if p.global.trials.len() == self.specs.len() => {
+                let mut pop = self.population.write();
+                *pop = Population {
+                    version: pop.version + 1,
+                    ..p
+                };
+                self.priors.lock().clear();
+            }
             Ok(_) => tracing::info!("slot grid changed since snapshot; population starts fresh"),
             Err(e) => tracing::warn!(error = %e, "send-time population unreadable; starting fresh"),
         }
@@ -150,6 +181,73 @@ impl SendTimeRuntime {
         if old.specs == self.specs {
             *self.population.write() = old.population.read().clone();
         }
+    }
+
+    /// The slot with the best posterior mean, from the population as it is now.
+    fn greedy(
+        &self,
+        segment: Option<&str>,
+        shopper: Option<&st::ShopperCounts>,
+        eligible: &[usize],
+        now: u64,
+    ) -> st::SlotChoice {
+        let mut means = Vec::with_capacity(self.specs.len());
+        {
+            let pop = self.population.read();
+            let seg = segment.and_then(|s| pop.segments.get(s));
+            st::prior_means(&self.hierarchy, &pop.global, seg, &mut means);
+        }
+        let mut params = Vec::with_capacity(means.len());
+        st::posteriors(&self.hierarchy, &means, shopper, now, &mut params);
+        st::greedy(&params, eligible).expect("eligible is not empty")
+    }
+
+    /// The prior table of `segment` (the global one for a segment without its own counts),
+    /// rebuilt when stale (see [`PRIOR_REFRESH_MS`]).
+    pub(crate) fn prior_table(&self, segment: Option<&str>, now: u64) -> Arc<PriorTable> {
+        let pop = self.population.read();
+        let key = segment
+            .filter(|s| pop.segments.contains_key(*s))
+            .map(str::to_string);
+        if let Some(e) = self.priors.lock().get_mut(&key) {
+            let fresh = e.version == pop.version
+                || e.refreshing
+                || now < e.built_ms.saturating_add(PRIOR_REFRESH_MS);
+            if fresh {
+                return e.table.clone();
+            }
+            e.refreshing = true;
+        }
+        let mut means = Vec::with_capacity(self.specs.len());
+        st::prior_means(
+            &self.hierarchy,
+            &pop.global,
+            key.as_deref().and_then(|s| pop.segments.get(s)),
+            &mut means,
+        );
+        let version = pop.version;
+        drop(pop);
+        let table = Arc::new(PriorTable::new(&self.hierarchy, &means));
+        let mut cache = self.priors.lock();
+        if cache.len() >= MAX_PRIOR_TABLES && !cache.contains_key(&key) {
+            let oldest = cache
+                .iter()
+                .min_by_key(|(_, e)| e.built_ms)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                cache.remove(&k);
+            }
+        }
+        cache.insert(
+            key,
+            CachedPrior {
+                version,
+                built_ms: now,
+                refreshing: false,
+                table: table.clone(),
+            },
+        );
+        table
     }
 }
 
@@ -361,17 +459,23 @@ impl Engine {
                 (eligible[0], 1.0, super::decide::BASELINE.to_string())
             } else {
                 let mut rng = Pcg64Mcg::seed_from_u64(seed);
-                let choice = choose(
-                    &sendt.hierarchy,
-                    &sendt.population.read(),
-                    segment.as_deref(),
-                    record.as_ref().map(|r| &r.counts),
-                    &eligible,
-                    explore,
-                    rt.config.exploration,
-                    now,
-                    &mut rng,
-                );
+                let counts = record.as_ref().map(|r| &r.counts);
+                let choice = if explore {
+                    let table = sendt.prior_table(segment.as_deref(), now);
+                    choose(
+                        &sendt.hierarchy,
+                        &table,
+                        counts,
+                        &eligible,
+                        true,
+                        rt.config.exploration,
+                        now,
+                        &mut rng,
+                    )
+                } else {
+                    // No propensity to compute: the live population, not the cached table.
+                    sendt.greedy(segment.as_deref(), counts, &eligible, now)
+                };
                 (choice.slot, choice.probability, POLICY.to_string())
             };
             let spec = &sendt.specs[index];
@@ -719,13 +823,13 @@ impl Engine {
     }
 }
 
-/// One slot for a shopper: hierarchical Thompson sampling with the campaign's exploration share
-/// mixed in (`(1 - e)·p + e/n`), or the best posterior mean without exploration.
+/// One send-time choice for a shopper from the population's prior table: Thompson sampling
+/// over `eligible` (mixed with uniform exploration at rate `exploration`), or the best posterior
+/// mean when `explore` is false.
 #[allow(clippy::too_many_arguments)]
 pub fn choose<R: Rng + ?Sized>(
     h: &Hierarchy,
-    population: &Population,
-    segment: Option<&str>,
+    table: &PriorTable,
     shopper: Option<&st::ShopperCounts>,
     eligible: &[usize],
     explore: bool,
@@ -733,29 +837,28 @@ pub fn choose<R: Rng + ?Sized>(
     now: u64,
     rng: &mut R,
 ) -> st::SlotChoice {
-    let mut prior = Vec::with_capacity(population.global.trials.len());
-    st::prior_means(
-        h,
-        &population.global,
-        segment.and_then(|s| population.segments.get(s)),
-        &mut prior,
-    );
-    let mut params = Vec::with_capacity(prior.len());
-    st::posteriors(h, &prior, shopper, now, &mut params);
-    let n = eligible.len() as f64;
-    if explore && exploration > 0.0 && rng.gen::<f64>() < exploration {
-        let slot = eligible[rng.gen_range(0..eligible.len())];
-        let p = st::win_probability(&params, eligible, slot);
+    if !explore {
+        let mut params = Vec::with_capacity(table.slots());
+        st::posteriors(h, table.means(), shopper, now, &mut params);
+        return st::greedy(&params, eligible).expect("eligible is not empty");
+    }
+    if eligible.len() == 1 {
         return st::SlotChoice {
-            slot,
-            probability: (1.0 - exploration) * p + exploration / n,
+            slot: eligible[0],
+            probability: 1.0,
         };
     }
-    let mut c = st::choose(&params, eligible, explore, rng).expect("eligible is not empty");
-    if explore && exploration > 0.0 {
-        c.probability = (1.0 - exploration) * c.probability + exploration / n;
+    let max = SlotMax::new(table, h, shopper, now, eligible);
+    let slot = if exploration > 0.0 && rng.gen::<f64>() < exploration {
+        eligible[rng.gen_range(0..eligible.len())]
+    } else {
+        max.sample(rng)
+    };
+    let mut probability = max.probability(slot);
+    if exploration > 0.0 {
+        probability = (1.0 - exploration) * probability + exploration / eligible.len() as f64;
     }
-    c
+    st::SlotChoice { slot, probability }
 }
 
 #[cfg(test)]
