@@ -1,6 +1,6 @@
 //! Send-time decisions over 168 slots (hour of week): the policy alone (the shopper's touched
 //! slots integrated on the grid, the draw through the distribution of the maximum, its
-//! propensity) for a new shopper, a regular one (40 sends) and one with every slot touched;
+//! propensity) for a new shopper, shoppers with 8 and 40 sends, and one with every slot touched;
 //! building a population's prior table (once a second per segment in the server); and the whole
 //! engine path (shopper state read/write in sled, decision log). Prints the encoded size of a
 //! shopper's state with every slot touched.
@@ -99,9 +99,11 @@ fn bench_policy(c: &mut Criterion) {
     let mut means = Vec::new();
     prior_means(&H, &pop.global, pop.segments.get("vip"), &mut means);
     let table = PriorTable::new(&H, &means);
+    let few = regular(&mut rng, 8);
     let regular = regular(&mut rng, 40);
     println!(
-        "send_time: regular shopper touched {} slots",
+        "send_time: shoppers with 8 and 40 sends touched {} and {} slots",
+        few.slots.len(),
         regular.slots.len()
     );
     let mut group = c.benchmark_group("send_time_choose");
@@ -109,6 +111,7 @@ fn bench_policy(c: &mut Criterion) {
     let mut rng = Pcg64Mcg::seed_from_u64(1);
     for (name, shopper) in [
         ("new_shopper", None),
+        ("shopper_8_sends", Some(&few)),
         ("regular_shopper", Some(&regular)),
         ("every_slot_touched", Some(&shopper)),
     ] {

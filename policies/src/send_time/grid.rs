@@ -4,26 +4,34 @@
 //! `P_i = ∫ Π_{j≠i} F_j dF_i` needs every slot's CDF wherever slot `i` can land, which for 168
 //! distinct posteriors costs hundreds of microseconds with exact CDFs. This module makes the same
 //! choice from tabulated CDFs instead, so that the draw and its propensity come from the same
-//! numbers and cost a few microseconds:
+//! numbers:
 //!
 //! * **Grid.** Points `u_k = -12 + k/16`, `k = 0..305`, in `u = logit(x)` (rates from 6e-6 to
 //!   0.999). Every Beta density is bounded and log-concave in `u`.
 //! * **CDFs.** `F(u_k)` is integrated down from the top of the density in `u`,
 //!   `g(u) = x^α (1−x)^β / B(α, β)`, by Euler–Maclaurin-corrected trapezoids (terms up to `h⁴`,
-//!   derivatives in closed form: one `exp` per grid point). Where the density above the top
-//!   point is not negligible (rates near 1) the exact incomplete beta supplies that tail.
-//!   Error against the exact incomplete beta < 1e-9 (worst seen 1.1e-10; narrow posteriors,
-//!   sd in `u` under 8 steps, get sub-steps; test `grid_cdf_matches_exact`).
+//!   derivatives in closed form), in steps of a third of the density's width with quintic
+//!   Hermite fill between steps, and sub-steps for narrow posteriors. Where the density above
+//!   the top point is not negligible (rates near 1) the exact incomplete beta supplies that
+//!   tail. Error against the exact incomplete beta < 1e-7 (worst seen 7e-8; test
+//!   `grid_cdf_matches_exact`).
 //! * **Priors are shared.** A slot the shopper never touched has the population (segment)
 //!   posterior: its `ln F` rows and their sum are a [`PriorTable`], built once per population
 //!   snapshot. A decision only integrates the slots the shopper touched, only over the range
-//!   where the maximum can fall.
+//!   where the maximum can fall (mass outside < 1e-10).
+//! * **Touched slots, coarsely.** A wide touched posterior (most of them: a few trials on top of
+//!   the prior) is integrated to every 8th point only, where `ln F` and its first two
+//!   derivatives are kept; their sum over the touched slots is interpolated once per point by
+//!   quintic Hermite — linear in its data, so it equals the sum of each slot's own interpolant,
+//!   which is what sampling and the propensity read for that slot. CDF error < 1e-5 (worst seen
+//!   1.8e-6; test `coarse_knots_match_exact`). Narrow ones (tens of trials on one slot) are
+//!   integrated at every point.
 //! * **The draw.** `M(u) = Π_j F_j(u)` is the CDF of the largest of the independent draws.
 //!   One uniform picks the cell `[u_c, u_{c+1}]` holding the maximum (probability
 //!   `M(u_{c+1}) − M(u_c)`); a second picks the slot that attains it with probability
 //!   `Δ ln F_j / Δ ln M` over that cell — exact when the slots' `ln F` move in proportion
 //!   within the cell, and off by O(h²) otherwise. Below the grid's relevant range (mass
-//!   < 1e-15) slots share by `α`; above the top point by `−ln F_j(top)`.
+//!   < 1e-10) slots share by `α`; above the top point by `−ln F_j(top)`.
 //! * **The propensity** of the served slot is the same sum over cells,
 //!   `Σ_c ΔM_c · Δ ln F_i,c / Δ ln M_c`: exactly the probability of the procedure that
 //!   sampled it, so the probabilities of all eligible slots sum to 1. Against exact quadrature of
@@ -46,11 +54,19 @@ const STEP: f64 = 1.0 / 16.0;
 /// Grid points: `u` from -12 to 7.
 pub const GRID_POINTS: usize = 305;
 /// An upper tail below this is treated as zero.
-const TAIL_EPS: f64 = 1e-14;
-/// `ln` of the largest mass of the maximum that may lie below the computed range.
-const LN_BELOW: f64 = -27.6; // ln 1e-12
+const TAIL_EPS: f64 = 1e-12;
+/// `ln` of the largest mass of the maximum that may lie below the computed range (ln 1e-10).
+const LN_BELOW: f64 = -23.0;
+/// The range ends where the untouched slots' `ln Π F` is this close to 0.
+const LN_ABOVE: f64 = -1e-11;
 /// Smallest CDF value kept (its log is about -690).
 const TINY: f64 = 1e-300;
+/// Grid points per coarse step (half a unit of `u`): wide touched slots are evaluated only there.
+const COARSE: usize = 8;
+/// Touched posteriors whose integration step ([`Shape::per_step`]) spans at least this many grid
+/// points are "wide": their `ln F` is interpolated from the coarse points with CDF error < 1e-5 (test
+/// `coarse_knots_match_exact`); narrower ones are integrated at every point.
+const WIDE_STEPS: f64 = 4.0;
 /// Most grid points one integration step of a wide posterior spans.
 const MAX_STRIDE: usize = 16;
 /// How many touched slots (highest means) bound the maximum from below.
@@ -97,6 +113,9 @@ struct Shape {
 
 /// Density, and its first and third `u`-derivatives, at one point.
 type Terms = (f64, f64, f64);
+
+/// `ln F` and its first two `u`-derivatives at one point.
+type Knot = [f64; 3];
 
 impl Shape {
     /// A shape whose top is not settled yet (see [`Shape::settle`]).
@@ -193,6 +212,71 @@ impl Shape {
     fn terms_at_u(&self, u: f64) -> Terms {
         let x = 1.0 / (1.0 + (-u).exp());
         self.terms(x, x.ln(), (-x).ln_1p())
+    }
+
+    /// Integration step in grid points that keeps the CDF within about 1e-7: a third of the
+    /// density's curvature scale at its mode, √(1/α + 1/β).
+    fn per_step(&self) -> f64 {
+        (1.0 / self.a + 1.0 / self.b).sqrt() / STEP / 3.0
+    }
+
+    /// `ln F` and its first two `u`-derivatives at the `coarse` points (ascending; each
+    /// distance at most [`COARSE`]), integrating down from `top` in node-aligned steps.
+    fn knots_into(&self, coarse: &[usize], out: &mut [Knot]) {
+        let stride = (self.per_step().floor() as usize).clamp(1, COARSE);
+        let last = coarse.len() - 1;
+        let c_top = coarse.partition_point(|&k| k < self.top).min(last);
+        for o in &mut out[c_top..] {
+            *o = [(-self.tail).ln_1p(), 0.0, 0.0];
+        }
+        let em = |h: f64, lower: Terms, upper: Terms| {
+            (h / 2.0 * (lower.0 + upper.0) - h * h / 12.0 * (upper.1 - lower.1)
+                + h.powi(4) / 720.0 * (upper.2 - lower.2))
+                .max(0.0)
+        };
+        let n = nodes();
+        let ab = self.a + self.b;
+        let mut tail = self.tail;
+        let mut upper = self.terms_at_node(self.top.max(coarse[c_top]));
+        // A range ending below the top: integrate down to its last point first.
+        let mut k1 = self.top;
+        while k1 > coarse[c_top] {
+            let next = k1 - stride.min(k1 - coarse[c_top]);
+            let lower = self.terms_at_node(next);
+            tail += em((k1 - next) as f64 * STEP, lower, upper);
+            upper = lower;
+            k1 = next;
+        }
+        if self.top > coarse[c_top] {
+            let (f, l1) = (1.0 - tail, upper.0 / (1.0 - tail));
+            out[c_top] = [f.ln(), l1, upper.1 / f - l1 * l1];
+        }
+        for c in (0..c_top).rev() {
+            let (k0, mut k1) = (coarse[c], coarse[c + 1]);
+            while k1 > k0 {
+                let next = k1 - stride.min(k1 - k0);
+                let lower = self.terms_at_node(next);
+                tail += em((k1 - next) as f64 * STEP, lower, upper);
+                upper = lower;
+                k1 = next;
+            }
+            let f = 1.0 - tail;
+            let (g, g1) = (upper.0, upper.1);
+            let x = n.x[k0];
+            let slope = self.a - ab * x;
+            let curvature = -ab * x * (1.0 - x);
+            out[c] = if f > 1e-6 {
+                let l1 = g / f;
+                [f.ln(), l1, g1 / f - l1 * l1]
+            } else if slope * slope > -4.0 * curvature {
+                // Deep in the lower tail `1 − tail` has lost its digits (the maximum has mass
+                // < 1e-6 here); integrating by parts, F ≈ g/φ' · (1 + φ''/φ'²).
+                let ln_f = self.ln_density(k0) - slope.ln() + (curvature / (slope * slope)).ln_1p();
+                [ln_f, slope, curvature]
+            } else {
+                [f.max(TINY).ln(), 0.0, 0.0]
+            };
+        }
     }
 
     /// F at grid points `from..from + out.len()`, integrating the density down from `top` by
@@ -348,9 +432,13 @@ impl PriorTable {
     }
 }
 
-/// A slot the shopper touched: its posterior.
+/// A slot the shopper touched: its posterior, and where its `ln F` over the range is kept.
 struct Live {
     shape: Shape,
+    /// Wide posteriors keep `ln F` at the coarse points (`knots[offset..]`), narrow ones `F` at
+    /// every point (`live_cdf[offset..]`).
+    wide: bool,
+    offset: usize,
 }
 
 const UNTOUCHED: u8 = u8::MAX;
@@ -363,7 +451,11 @@ pub struct SlotMax<'a> {
     /// Index into `live` of each slot, or [`UNTOUCHED`].
     live_of: [u8; MAX_SLOTS],
     live: Vec<Live>,
-    /// F of touched slot `i` at points `lo..=hi`: `live_cdf[i * (hi - lo + 1) ..]`.
+    /// Coarse points: `lo`, `lo + COARSE`, …, and `hi`.
+    coarse: Vec<usize>,
+    /// `(ln F, d ln F/du, d² ln F/du²)` of wide touched slots at the coarse points.
+    knots: Vec<Knot>,
+    /// F of narrow touched slots at points `lo..=hi`.
     live_cdf: Vec<f64>,
     lo: usize,
     hi: usize,
@@ -397,8 +489,11 @@ impl<'a> SlotMax<'a> {
                     let a = (a0 + succ).max(1e-3);
                     let b = (b0 + (n - succ).max(0.0)).max(1e-3);
                     live_of[j] = live.len() as u8;
+                    let shape = Shape::unsettled(a, b);
                     live.push(Live {
-                        shape: Shape::unsettled(a, b),
+                        wide: shape.per_step() >= WIDE_STEPS,
+                        shape,
+                        offset: 0,
                     });
                 }
             }
@@ -421,9 +516,9 @@ impl<'a> SlotMax<'a> {
             }
         };
 
-        // The range: below `lo` the maximum has mass < 1e-15 (bounded by the untouched product
+        // The range: below `lo` the maximum has mass < 1e-10 (bounded by the untouched product
         // and the lower-tail bounds of the touched slots with the highest means); above `hi`
-        // every CDF is 1 to within 1e-16.
+        // every CDF is 1 to within 1e-11.
         let mut by_mean: Vec<&Live> = live.iter().collect();
         by_mean.sort_by(|p, q| {
             let m = |l: &Live| l.shape.a / (l.shape.a + l.shape.b);
@@ -433,7 +528,7 @@ impl<'a> SlotMax<'a> {
         let bound =
             |k: usize| base_at(k) + by_mean.iter().map(|l| l.shape.ln_cdf_bound(k)).sum::<f64>();
         let lo = first_point(|k| bound(k) > LN_BELOW).saturating_sub(1);
-        let mut hi = first_point(|k| base_at(k) >= -1e-13).max(lo + 1);
+        let mut hi = first_point(|k| base_at(k) >= LN_ABOVE).max(lo + 1);
         for l in &mut live {
             l.shape.settle(hi);
             hi = hi.max(l.shape.top);
@@ -458,15 +553,44 @@ impl<'a> SlotMax<'a> {
             }
             v
         };
-        let mut live_cdf = vec![0.0; len * live.len()];
-        if !live.is_empty() {
-            let mut product = vec![1.0; len];
-            for (l, cdf) in live.iter().zip(live_cdf.chunks_mut(len)) {
+        // Touched slots: wide ones through `ln F` at coarse points, summed and interpolated
+        // once (quintic Hermite is linear in its data, so the sum of the slots' interpolants is
+        // the interpolant of the sum); narrow ones point by point.
+        let mut coarse: Vec<usize> = (lo..hi).step_by(COARSE).collect();
+        coarse.push(hi);
+        let mut knots = Vec::new();
+        let mut live_cdf = Vec::new();
+        let mut narrow_product: Option<Vec<f64>> = None;
+        for l in &mut live {
+            if l.wide {
+                l.offset = knots.len();
+                knots.resize(knots.len() + coarse.len(), [0.0; 3]);
+                l.shape.knots_into(&coarse, &mut knots[l.offset..]);
+            } else {
+                l.offset = live_cdf.len();
+                live_cdf.resize(live_cdf.len() + len, 0.0);
+                let cdf = &mut live_cdf[l.offset..];
                 l.shape.cdf_into(lo, cdf);
+                let product = narrow_product.get_or_insert_with(|| vec![1.0; len]);
                 for (p, f) in product.iter_mut().zip(cdf.iter()) {
                     *p *= *f;
                 }
             }
+        }
+        if !knots.is_empty() {
+            let mut sum = vec![[0.0; 3]; coarse.len()];
+            for chunk in knots.chunks(coarse.len()) {
+                for (s, k) in sum.iter_mut().zip(chunk) {
+                    s[0] += k[0];
+                    s[1] += k[1];
+                    s[2] += k[2];
+                }
+            }
+            for (i, lm) in ln_m.iter_mut().enumerate() {
+                *lm += interpolate(&coarse, &sum, lo + i);
+            }
+        }
+        if let Some(product) = narrow_product {
             for (lm, p) in ln_m.iter_mut().zip(&product) {
                 *lm += p.max(TINY).ln();
             }
@@ -484,6 +608,8 @@ impl<'a> SlotMax<'a> {
             eligible,
             live_of,
             live,
+            coarse,
+            knots,
             live_cdf,
             lo,
             hi,
@@ -498,8 +624,13 @@ impl<'a> SlotMax<'a> {
         match self.live_of[slot] {
             UNTOUCHED => self.table.ln_cdf[slot * GRID_POINTS + k],
             i => {
-                let len = self.hi - self.lo + 1;
-                self.live_cdf[i as usize * len + k - self.lo].max(TINY).ln()
+                let l = &self.live[i as usize];
+                if l.wide {
+                    let n = self.coarse.len();
+                    interpolate(&self.coarse, &self.knots[l.offset..l.offset + n], k)
+                } else {
+                    self.live_cdf[l.offset + k - self.lo].max(TINY).ln()
+                }
             }
         }
     }
@@ -537,7 +668,7 @@ impl<'a> SlotMax<'a> {
         let u: f64 = rng.gen();
         let v: f64 = rng.gen();
         if u < self.m[0] {
-            // Below the range (mass < 1e-15): shares by α, the limit of Δ ln F as x → 0.
+            // Below the range (mass < 1e-10): shares by α, the limit of Δ ln F as x → 0.
             return pick(self.eligible, |j| self.alpha(j), v);
         }
         // The cell: the last point with M ≤ u (the cell above `hi` when u ≥ M(hi)).
@@ -556,10 +687,16 @@ impl<'a> SlotMax<'a> {
             return 1.0;
         }
         let mut p = self.m[0] * self.alpha(slot) / self.alpha_sum;
-        for c in self.lo..=self.hi {
+        // The same increments `cell` gives `sample`, with each ln F evaluated once.
+        let ln_f: Vec<f64> = (self.lo..=self.hi).map(|k| self.ln_cdf(slot, k)).collect();
+        for (i, c) in (self.lo..=self.hi).enumerate() {
             let mass = self.cell_mass(c);
             if mass > 0.0 {
-                let (mine, all) = self.cell(slot, c);
+                let (mine, all) = if c == self.hi {
+                    (-ln_f[i], -self.ln_m[i])
+                } else {
+                    (ln_f[i + 1] - ln_f[i], self.ln_m[i + 1] - self.ln_m[i])
+                };
                 if all > 0.0 {
                     p += mass * (mine.max(0.0) / all).min(1.0);
                 }
@@ -572,6 +709,20 @@ impl<'a> SlotMax<'a> {
     pub fn range(&self) -> (usize, usize) {
         (self.lo, self.hi)
     }
+}
+
+/// `ln F` at grid point `k` from its values and first two `u`-derivatives at the coarse points
+/// (`coarse[c] ≤ k ≤ coarse[c + 1]`), by quintic Hermite interpolation.
+fn interpolate(coarse: &[usize], knots: &[Knot], k: usize) -> f64 {
+    let c = ((k - coarse[0]) / COARSE).min(coarse.len() - 2);
+    let (k0, k1) = (coarse[c], coarse[c + 1]);
+    let w = &hermite_bases()[k1 - k0][k - k0];
+    let h = (k1 - k0) as f64 * STEP;
+    let (p, q) = (&knots[c], &knots[c + 1]);
+    w[0] * p[0]
+        + h * (w[1] * p[1] + w[4] * q[1])
+        + h * h * (w[2] * p[2] + w[3] * q[2])
+        + w[5] * q[0]
 }
 
 /// First grid point where the monotone predicate holds (`GRID_POINTS - 1` when none does).
@@ -738,6 +889,42 @@ mod tests {
             chi2 < df + 5.0 * (2.0 * df).sqrt(),
             "χ² {chi2} over {cells} cells"
         );
+    }
+
+    #[test]
+    fn coarse_knots_match_exact() {
+        let n = nodes();
+        let (lo, hi) = (60, 300);
+        let mut coarse: Vec<usize> = (lo..hi).step_by(COARSE).collect();
+        coarse.push(hi);
+        let mut worst: f64 = 0.0;
+        for &(a, b) in &[
+            (0.3, 9.7),
+            (0.3, 10.7),
+            (1.3, 9.7),
+            (1.5, 15.0),
+            (1.0, 30.0),
+            (8.0, 2.0),
+            (0.05, 0.05),
+        ] {
+            let shape = Shape::new(a, b, hi);
+            assert!(shape.per_step() >= WIDE_STEPS, "Beta({a}, {b}) is wide");
+            let mut knots = vec![[0.0; 3]; coarse.len()];
+            shape.knots_into(&coarse, &mut knots);
+            for k in lo..=hi {
+                let exact = beta_cdf(n.x[k], a, b);
+                let f = interpolate(&coarse, &knots, k).exp();
+                let err = (f - exact).abs();
+                assert!(
+                    err < 1e-5,
+                    "Beta({a}, {b}) at x = {}: {f} vs {exact}",
+                    n.x[k]
+                );
+                worst = worst.max(err);
+            }
+        }
+        assert!(Shape::new(3.0, 40.0, hi).per_step() < WIDE_STEPS);
+        eprintln!("worst coarse-knot CDF error {worst:e}");
     }
 
     #[test]
