@@ -586,8 +586,21 @@ impl<'a> SlotMax<'a> {
                     s[2] += k[2];
                 }
             }
-            for (i, lm) in ln_m.iter_mut().enumerate() {
-                *lm += interpolate(&coarse, &sum, lo + i);
+            let bases = hermite_bases();
+            for (c, pair) in coarse.windows(2).enumerate() {
+                let (k0, k1) = (pair[0], pair[1]);
+                let h = (k1 - k0) as f64 * STEP;
+                let (p, q) = (&sum[c], &sum[c + 1]);
+                let (d, e) = ([h * p[1], h * h * p[2]], [h * h * q[2], h * q[1]]);
+                // Each interval owns its points but the last, which the next one starts with.
+                let end = if c + 2 == coarse.len() { k1 + 1 } else { k1 };
+                for (w, lm) in bases[k1 - k0][..end - k0]
+                    .iter()
+                    .zip(&mut ln_m[k0 - lo..end - lo])
+                {
+                    *lm += w[0] * p[0] + w[1] * d[0] + w[2] * d[1] + w[3] * e[0] + w[4] * e[1]
+                        + w[5] * q[0];
+                }
             }
         }
         if let Some(product) = narrow_product {
