@@ -24,7 +24,7 @@
 //!   derivatives are kept; their sum over the touched slots is interpolated once per point by
 //!   quintic Hermite — linear in its data, so it equals the sum of each slot's own interpolant,
 //!   which is what sampling and the propensity read for that slot. CDF error < 1e-5 (worst seen
-//!   1.8e-6; test `coarse_knots_match_exact`). Narrow ones (tens of trials on one slot) are
+//!   6.3e-6; test `coarse_knots_match_exact`). Narrow ones (tens of trials on one slot) are
 //!   integrated at every point.
 //! * **The draw.** `M(u) = Π_j F_j(u)` is the CDF of the largest of the independent draws.
 //!   One uniform picks the cell `[u_c, u_{c+1}]` holding the maximum (probability
