@@ -117,6 +117,14 @@ type Terms = (f64, f64, f64);
 /// `ln F` and its first two `u`-derivatives at one point.
 type Knot = [f64; 3];
 
+/// ∫ g over one step of width `h` in `u` from the density terms at its ends (Euler–Maclaurin:
+/// trapezoid with the `h²` and `h⁴` end corrections), never negative.
+fn cell_integral(h: f64, lower: Terms, upper: Terms) -> f64 {
+    (h / 2.0 * (lower.0 + upper.0) - h * h / 12.0 * (upper.1 - lower.1)
+        + h.powi(4) / 720.0 * (upper.2 - lower.2))
+        .max(0.0)
+}
+
 impl Shape {
     /// A shape whose top is not settled yet (see [`Shape::settle`]).
     fn unsettled(a: f64, b: f64) -> Self {
@@ -235,11 +243,6 @@ impl Shape {
         for o in &mut out[c_top..] {
             *o = [(-self.tail).ln_1p(), 0.0, 0.0];
         }
-        let em = |h: f64, lower: Terms, upper: Terms| {
-            (h / 2.0 * (lower.0 + upper.0) - h * h / 12.0 * (upper.1 - lower.1)
-                + h.powi(4) / 720.0 * (upper.2 - lower.2))
-                .max(0.0)
-        };
         let n = nodes();
         let ab = self.a + self.b;
         let mut tail = self.tail;
@@ -249,7 +252,7 @@ impl Shape {
         while k1 > coarse[c_top] {
             let next = k1 - stride.min(k1 - coarse[c_top]);
             let lower = self.terms_at_node(next);
-            tail += em((k1 - next) as f64 * STEP, lower, upper);
+            tail += cell_integral((k1 - next) as f64 * STEP, lower, upper);
             upper = lower;
             k1 = next;
         }
@@ -262,7 +265,7 @@ impl Shape {
             while k1 > k0 {
                 let next = k1 - stride.min(k1 - k0);
                 let lower = self.terms_at_node(next);
-                tail += em((k1 - next) as f64 * STEP, lower, upper);
+                tail += cell_integral((k1 - next) as f64 * STEP, lower, upper);
                 upper = lower;
                 k1 = next;
             }
@@ -306,11 +309,6 @@ impl Shape {
         let per_step = width / STEP / 3.0;
         let stride = per_step.floor().clamp(1.0, MAX_STRIDE as f64) as usize;
         let sub = (1.0 / per_step).ceil().clamp(1.0, 64.0) as usize;
-        let em = |h: f64, lower: Terms, upper: Terms| {
-            (h / 2.0 * (lower.0 + upper.0) - h * h / 12.0 * (upper.1 - lower.1)
-                + h.powi(4) / 720.0 * (upper.2 - lower.2))
-                .max(0.0)
-        };
         let bases = hermite_bases();
         let mut tail = self.tail;
         let mut upper = self.terms_at_node(self.top);
@@ -326,12 +324,12 @@ impl Shape {
                 let mut hi_terms = upper;
                 for i in (1..sub).rev() {
                     let mid = self.terms_at_u(u0 + i as f64 * hs);
-                    acc += em(hs, mid, hi_terms);
+                    acc += cell_integral(hs, mid, hi_terms);
                     hi_terms = mid;
                 }
-                acc + em(hs, lower, hi_terms)
+                acc + cell_integral(hs, lower, hi_terms)
             } else {
-                em(h, lower, upper)
+                cell_integral(h, lower, upper)
             };
             let (t1, t0) = (tail, tail + cell);
             // Points strictly inside the step: quintic Hermite of the tail
