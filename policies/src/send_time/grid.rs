@@ -849,6 +849,27 @@ mod tests {
         s
     }
 
+    /// 200 sends on three evening slots (narrow posteriors) and a few elsewhere (wide ones).
+    fn loyal_shopper() -> ShopperCounts {
+        let mut s = shopper(10, 9);
+        for i in 0..200 {
+            let j = [19, 43, 115][i % 3];
+            s.update(&H, j, if i % 5 < 2 { 1.0 } else { 0.0 }, 0);
+        }
+        s
+    }
+
+    #[test]
+    fn narrow_and_wide_touched_slots() {
+        let table = PriorTable::new(&H, &weekly_means());
+        let all: Vec<usize> = (0..168).collect();
+        let me = loyal_shopper();
+        let max = SlotMax::new(&table, &H, Some(&me), 0, &all);
+        let narrow = max.live.iter().filter(|l| !l.wide).count();
+        assert!(narrow >= 3, "the three loyal slots are narrow: {narrow}");
+        assert!(max.live.len() > narrow, "and some are wide");
+    }
+
     #[test]
     fn grid_cdf_matches_exact() {
         let n = nodes();
@@ -960,6 +981,9 @@ mod tests {
         check_distribution(&table, Some(&me), &day);
         // Every slot touched.
         check_distribution(&table, Some(&shopper(1_000, 2)), &all);
+        // Narrow posteriors (integrated at every point) beside wide ones.
+        let loyal = loyal_shopper();
+        check_distribution(&table, Some(&loyal), &all);
     }
 
     #[test]
@@ -971,6 +995,7 @@ mod tests {
             (None, (0..168).collect::<Vec<_>>()),
             (Some(shopper(60, 3)), (0..168).collect()),
             (Some(shopper(1_000, 4)), (0..168).collect()),
+            (Some(loyal_shopper()), (0..168).collect()),
             (
                 Some(shopper(40, 5)),
                 (0..168).filter(|j| (7..22).contains(&(j % 24))).collect(),
