@@ -116,24 +116,13 @@ fn bench_policy(c: &mut Criterion) {
         ("every_slot_touched", Some(&shopper)),
     ] {
         group.bench_function(format!("slots=168/{name}"), |b| {
-            b.iter(|| choose(&H, &table, shopper, &eligible, true, 0.0, 2_000, &mut rng))
+            b.iter(|| choose(&H, &table, shopper, &eligible, 0.0, 2_000, &mut rng))
         });
     }
     // Quiet hours 22:00–07:00 removed: 105 eligible slots.
     let daytime: Vec<usize> = (0..168).filter(|j| (7..22).contains(&(j % 24))).collect();
     group.bench_function("slots=105_of_168/regular_shopper", |b| {
-        b.iter(|| {
-            choose(
-                &H,
-                &table,
-                Some(&regular),
-                &daytime,
-                true,
-                0.0,
-                2_000,
-                &mut rng,
-            )
-        })
+        b.iter(|| choose(&H, &table, Some(&regular), &daytime, 0.0, 2_000, &mut rng))
     });
     group.finish();
     let mut group = c.benchmark_group("send_time_prior_table");

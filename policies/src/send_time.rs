@@ -25,8 +25,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::propensity::{group, max_probability, BetaMarginal, MIN_PROPENSITY};
-
 pub mod grid;
 
 /// Most slots a grid may have (a week of hours).
@@ -236,7 +234,10 @@ pub fn greedy(params: &[(f64, f64)], eligible: &[usize]) -> Option<SlotChoice> {
 /// Probability that `slot`'s draw is the largest among `eligible` under continuous Thompson
 /// sampling, by exact-CDF Gauss–Legendre quadrature (slots with identical posteriors grouped).
 /// Hundreds of microseconds over 168 slots: the reference that [`grid`] is tested against.
-pub fn win_probability(params: &[(f64, f64)], eligible: &[usize], slot: usize) -> f64 {
+#[cfg(test)]
+pub(crate) fn win_probability(params: &[(f64, f64)], eligible: &[usize], slot: usize) -> f64 {
+    use crate::propensity::{group, max_probability, BetaMarginal, MIN_PROPENSITY};
+
     let n = eligible.len();
     if n <= 1 {
         return 1.0;

@@ -214,7 +214,6 @@ pub fn simulate(seed: u64, n_shoppers: usize, days: usize) -> anyhow::Result<Sen
                             &tables[segment],
                             Some(&own[s]),
                             &eligible,
-                            true,
                             0.0,
                             now,
                             &mut prng,

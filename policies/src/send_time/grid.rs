@@ -384,7 +384,6 @@ fn hermite_basis(steps: usize) -> [[f64; 6]; MAX_STRIDE + 1] {
 /// slots share. Built once per population snapshot (about 168 × 305 density evaluations).
 #[derive(Debug, Clone)]
 pub struct PriorTable {
-    means: Vec<f64>,
     params: Vec<(f64, f64)>,
     /// Row-major: slot `j`'s `ln F` at point `k` is `ln_cdf[j * GRID_POINTS + k]`.
     ln_cdf: Vec<f64>,
@@ -409,7 +408,6 @@ impl PriorTable {
             }
         }
         Self {
-            means: prior_means.to_vec(),
             params,
             ln_cdf,
             sum,
@@ -419,11 +417,6 @@ impl PriorTable {
     /// Number of slots.
     pub fn slots(&self) -> usize {
         self.params.len()
-    }
-
-    /// The prior means the table was built from.
-    pub fn means(&self) -> &[f64] {
-        &self.means
     }
 
     /// Prior `(α, β)` of `slot`.
@@ -590,25 +583,8 @@ impl<'a> SlotMax<'a> {
                     s[2] += k[2];
                 }
             }
-            let bases = hermite_bases();
-            for (c, pair) in coarse.windows(2).enumerate() {
-                let (k0, k1) = (pair[0], pair[1]);
-                let h = (k1 - k0) as f64 * STEP;
-                let (p, q) = (&sum[c], &sum[c + 1]);
-                let (d, e) = ([h * p[1], h * h * p[2]], [h * h * q[2], h * q[1]]);
-                // Each interval owns its points but the last, which the next one starts with.
-                let end = if c + 2 == coarse.len() { k1 + 1 } else { k1 };
-                for (w, lm) in bases[k1 - k0][..end - k0]
-                    .iter()
-                    .zip(&mut ln_m[k0 - lo..end - lo])
-                {
-                    *lm += w[0] * p[0]
-                        + w[1] * d[0]
-                        + w[2] * d[1]
-                        + w[3] * e[0]
-                        + w[4] * e[1]
-                        + w[5] * q[0];
-                }
+            for (i, lm) in ln_m.iter_mut().enumerate() {
+                *lm += interpolate(&coarse, &sum, lo + i);
             }
         }
         if let Some(product) = narrow_product {
@@ -724,11 +700,6 @@ impl<'a> SlotMax<'a> {
             }
         }
         p.clamp(MIN_PROPENSITY, 1.0)
-    }
-
-    /// Grid points spanned (for diagnostics and benchmarks).
-    pub fn range(&self) -> (usize, usize) {
-        (self.lo, self.hi)
     }
 }
 

@@ -467,7 +467,6 @@ impl Engine {
                         &table,
                         counts,
                         &eligible,
-                        true,
                         rt.config.exploration,
                         now,
                         &mut rng,
@@ -824,24 +823,17 @@ impl Engine {
 }
 
 /// One send-time choice for a shopper from the population's prior table: Thompson sampling
-/// over `eligible` (mixed with uniform exploration at rate `exploration`), or the best posterior
-/// mean when `explore` is false.
-#[allow(clippy::too_many_arguments)]
+/// over `eligible`, mixed with uniform exploration at rate `exploration` (`(1 - e)·p + e/n`).
+/// Greedy decisions (`"explore": false`) do not come here: see `SendTimeRuntime::greedy`.
 pub fn choose<R: Rng + ?Sized>(
     h: &Hierarchy,
     table: &PriorTable,
     shopper: Option<&st::ShopperCounts>,
     eligible: &[usize],
-    explore: bool,
     exploration: f64,
     now: u64,
     rng: &mut R,
 ) -> st::SlotChoice {
-    if !explore {
-        let mut params = Vec::with_capacity(table.slots());
-        st::posteriors(h, table.means(), shopper, now, &mut params);
-        return st::greedy(&params, eligible).expect("eligible is not empty");
-    }
     if eligible.len() == 1 {
         return st::SlotChoice {
             slot: eligible[0],
