@@ -20,6 +20,7 @@ pub mod ope;
 pub mod policy;
 pub mod propensity;
 pub mod send_time;
+pub mod vmath;
 
 pub use error::PolicyError;
 pub use features::{Featurizer, FeaturizerConfig, SparseFeatures, SparseVec};
