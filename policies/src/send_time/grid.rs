@@ -54,16 +54,17 @@ const GRID_LO: f64 = -12.0;
 const STEP: f64 = 1.0 / 16.0;
 /// Grid points: `u` from -12 to 7.
 pub const GRID_POINTS: usize = 305;
-/// A prior table row starts integrating where its upper tail is below this.
-const TAIL_EPS: f64 = 1e-12;
-/// A touched slot's upper tail above the computed range is at most this.
-const RANGE_TAIL: f64 = 1e-6;
-/// `ln` of the largest mass of the maximum that may lie below the computed range (ln 1e-10).
-const LN_BELOW: f64 = -23.0;
+/// A prior table row starts integrating where its upper tail is below e^this (1e-12).
+const LN_TAIL_EPS: f64 = -27.631_021_115_928_547;
+/// A touched slot's upper tail above the computed range is at most e^this (1e-7).
+const LN_RANGE_TAIL: f64 = -16.118_095_650_958_32;
+/// `ln` of the largest mass of the maximum that may lie below the computed range (1e-7); there
+/// slots share it by `α`, the limit of their `Δ ln F` as x → 0.
+const LN_BELOW: f64 = -16.1;
 /// The range ends where the untouched slots' `ln Π F` is this close to 0: the maximum has
-/// mass < 1e-8 above it (plus at most [`RANGE_TAIL`] per touched slot), shared there in
-/// proportion to the slots' tails.
-const LN_ABOVE: f64 = -1e-5;
+/// mass < 1e-6 above it (plus at most e^[`LN_RANGE_TAIL`] per touched slot), shared there in
+/// proportion to the slots' tails, their limit as their tails shrink.
+const LN_ABOVE: f64 = -1e-6;
 /// Smallest CDF value kept (its log is about -690).
 const TINY: f64 = 1e-300;
 /// Grid points per coarse step (half a unit of `u`): wide touched slots are evaluated only there.
@@ -150,28 +151,28 @@ impl Shape {
     /// A shape with its top settled at or above `at_least`.
     fn new(a: f64, b: f64, at_least: usize) -> Self {
         let mut s = Self::unsettled(a, b);
-        s.settle(at_least, TAIL_EPS);
+        s.settle(at_least, LN_TAIL_EPS);
         s
     }
 
-    /// Lowest point at or above `at_least` where the upper tail is below `eps`. Above the
+    /// Lowest point at or above `at_least` where the upper tail is below `e^ln_eps`. Above the
     /// density's mode `ln g` is concave and falling in `u`, so the tail beyond `u` is at most
     /// `g(u) / |φ'(u)|`; below the mode that bound does not hold, so the predicate is monotone.
-    fn settle(&mut self, at_least: usize, eps: f64) {
-        let ln_eps = eps.ln();
+    fn settle(&mut self, at_least: usize, ln_eps: f64) {
         let ok = |k: usize| self.ln_tail_bound(k) <= ln_eps;
         let last = GRID_POINTS - 1;
+        let mut lo = at_least.min(last);
+        if ok(lo) {
+            self.top = lo;
+            return;
+        }
         if !ok(last) {
             // Rates near 1: the exact tail above the top point, I_{1−x}(β, α).
             self.top = last;
             self.tail = beta_cdf(nodes().l1x[last].exp(), self.b, self.a);
             return;
         }
-        let (mut lo, mut hi) = (at_least.min(last), last);
-        if ok(lo) {
-            self.top = lo;
-            return;
-        }
+        let mut hi = last;
         while lo + 1 < hi {
             let mid = (lo + hi) / 2;
             if ok(mid) {
@@ -397,10 +398,33 @@ impl PriorTable {
 /// A slot the shopper touched: its posterior, and where its `ln F` over the range is kept.
 struct Live {
     shape: Shape,
-    /// Wide posteriors keep `ln F` at the coarse points (`knots[offset..]`), narrow ones `F` at
-    /// every point (`live_cdf[offset..]`).
+    /// Wide posteriors keep `ln F` at the coarse points (slot `offset` of `knots[group]`),
+    /// narrow ones `F` at every point (`live_cdf[offset..]`).
     wide: bool,
+    group: usize,
     offset: usize,
+}
+
+/// `ln F` and its first two `u`-derivatives at the coarse points for a group of wide touched
+/// slots, coarse point by coarse point: slot `i`'s at coarse point `c` is at `c * n + i`.
+struct Knots {
+    n: usize,
+    /// `ln F`, then `d ln F/du`, then `d² ln F/du²`, `n × coarse points` each.
+    v: Vec<f64>,
+}
+
+impl Knots {
+    fn at(&self, c: usize, i: usize) -> Knot {
+        let (j, size) = (c * self.n + i, self.v.len() / 3);
+        [self.v[j], self.v[size + j], self.v[2 * size + j]]
+    }
+
+    /// The three sections: `ln F`, `d ln F/du`, `d² ln F/du²`.
+    fn sections(&self) -> (&[f64], &[f64], &[f64]) {
+        let (l, rest) = self.v.split_at(self.v.len() / 3);
+        let (d1, d2) = rest.split_at(l.len());
+        (l, d1, d2)
+    }
 }
 
 const UNTOUCHED: u8 = u8::MAX;
@@ -416,7 +440,7 @@ pub struct SlotMax<'a> {
     /// Coarse points: `lo`, `lo + COARSE`, …, and `hi`.
     coarse: Vec<usize>,
     /// `(ln F, d ln F/du, d² ln F/du²)` of wide touched slots at the coarse points.
-    knots: Vec<Knot>,
+    knots: [Knots; 2],
     /// F of narrow touched slots at points `lo..=hi`.
     live_cdf: Vec<f64>,
     lo: usize,
@@ -443,7 +467,7 @@ impl<'a> SlotMax<'a> {
             is_eligible[j] = true;
         }
         let mut live_of = [UNTOUCHED; MAX_SLOTS];
-        let mut live = Vec::new();
+        let mut live = Vec::with_capacity(shopper.map_or(0, |s| s.slots.len()));
         if let Some(s) = shopper {
             let (mut a, mut b) = ([0.0; MAX_SLOTS], [0.0; MAX_SLOTS]);
             let mut n_live = 0;
@@ -463,6 +487,7 @@ impl<'a> SlotMax<'a> {
                 Live {
                     wide: shape.per_step() >= WIDE_STEPS,
                     shape,
+                    group: 0,
                     offset: 0,
                 }
             }));
@@ -492,21 +517,23 @@ impl<'a> SlotMax<'a> {
             }
         };
 
-        // The range: below `lo` the maximum has mass < 1e-10 (bounded by the untouched product
+        // The range: below `lo` the maximum has mass < 1e-7 (bounded by the untouched product
         // and the lower-tail bounds of the touched slots with the highest means); above `hi`
         // it has mass < 1e-6, shared there in proportion to the slots' tails.
-        let mut by_mean: Vec<&Live> = live.iter().collect();
-        by_mean.sort_by(|p, q| {
-            let m = |l: &Live| l.shape.a / (l.shape.a + l.shape.b);
-            m(q).total_cmp(&m(p))
-        });
-        by_mean.truncate(BOUNDING);
+        let mut by_mean: Vec<(f64, &Shape)> = live
+            .iter()
+            .map(|l| (l.shape.a / (l.shape.a + l.shape.b), &l.shape))
+            .collect();
+        if by_mean.len() > BOUNDING {
+            by_mean.select_nth_unstable_by(BOUNDING - 1, |p, q| q.0.total_cmp(&p.0));
+            by_mean.truncate(BOUNDING);
+        }
         let bound =
-            |k: usize| base_at(k) + by_mean.iter().map(|l| l.shape.ln_cdf_bound(k)).sum::<f64>();
+            |k: usize| base_at(k) + by_mean.iter().map(|(_, s)| s.ln_cdf_bound(k)).sum::<f64>();
         let lo = first_point(|k| bound(k) > LN_BELOW).saturating_sub(1);
         let mut hi = first_point(|k| base_at(k) >= LN_ABOVE).max(lo + 1);
         for l in &mut live {
-            l.shape.settle(hi, RANGE_TAIL);
+            l.shape.settle(hi, LN_RANGE_TAIL);
             hi = hi.max(l.shape.top);
         }
         let hi = hi.min(GRID_POINTS - 1);
@@ -531,20 +558,18 @@ impl<'a> SlotMax<'a> {
         let mut coarse: Vec<usize> = (lo..hi).step_by(COARSE).collect();
         coarse.push(hi);
         let nc = coarse.len();
-        let mut knots = Vec::new();
         let mut live_cdf = Vec::new();
         let mut narrow_product: Option<Vec<f64>> = None;
         // Wide slots in two groups by integration stride, each integrated together.
-        let mut groups: [(usize, Vec<Shape>, Vec<usize>); 2] = [
-            (COARSE, Vec::new(), Vec::new()),
-            (COARSE / 2, Vec::new(), Vec::new()),
+        let mut groups: [Vec<Shape>; 2] = [
+            Vec::with_capacity(live.len()),
+            Vec::with_capacity(live.len()),
         ];
-        for (i, l) in live.iter_mut().enumerate() {
+        for l in &mut live {
             if l.wide {
-                let g = usize::from(l.shape.per_step() < 4.5);
-                l.offset = (groups[g].1.len()) * nc;
-                groups[g].1.push(l.shape);
-                groups[g].2.push(i);
+                l.group = usize::from(l.shape.per_step() < 4.5);
+                l.offset = groups[l.group].len();
+                groups[l.group].push(l.shape);
             } else {
                 l.offset = live_cdf.len();
                 live_cdf.resize(live_cdf.len() + len, 0.0);
@@ -556,26 +581,24 @@ impl<'a> SlotMax<'a> {
                 }
             }
         }
-        let wide_count = groups[0].1.len() + groups[1].1.len();
-        if wide_count > 0 {
-            knots.resize(wide_count * nc, [0.0; 3]);
-            let split = groups[0].1.len() * nc;
-            for i in &groups[1].2 {
-                live[*i].offset += split;
-            }
-            let (first, second) = knots.split_at_mut(split);
-            knots_of_group(&groups[0].1, &coarse, groups[0].0, first);
-            knots_of_group(&groups[1].1, &coarse, groups[1].0, second);
+        let knots = [
+            knots_of_group(&groups[0], &coarse, COARSE),
+            knots_of_group(&groups[1], &coarse, COARSE / 2),
+        ];
+        if knots.iter().any(|k| k.n > 0) {
+            // Σ over the wide slots at each coarse point, then interpolated once per point.
             let mut sum = vec![[0.0; 3]; nc];
-            for chunk in knots.chunks(nc) {
-                for (s, k) in sum.iter_mut().zip(chunk) {
-                    s[0] += k[0];
-                    s[1] += k[1];
-                    s[2] += k[2];
+            for k in &knots {
+                let (ln_f, d1, d2) = k.sections();
+                for (c, s) in sum.iter_mut().enumerate() {
+                    let row = c * k.n..(c + 1) * k.n;
+                    s[0] += ln_f[row.clone()].iter().sum::<f64>();
+                    s[1] += d1[row.clone()].iter().sum::<f64>();
+                    s[2] += d2[row].iter().sum::<f64>();
                 }
             }
             for (i, lm) in ln_m.iter_mut().enumerate() {
-                *lm += interpolate(&coarse, &sum, lo + i);
+                *lm += interpolate(&coarse, lo + i, |c| sum[c]);
             }
         }
         if let Some(mut product) = narrow_product {
@@ -619,8 +642,8 @@ impl<'a> SlotMax<'a> {
             i => {
                 let l = &self.live[i as usize];
                 if l.wide {
-                    let n = self.coarse.len();
-                    interpolate(&self.coarse, &self.knots[l.offset..l.offset + n], k)
+                    let knots = &self.knots[l.group];
+                    interpolate(&self.coarse, k, |c| knots.at(c, l.offset))
                 } else {
                     self.live_cdf[l.offset + k - self.lo].max(TINY).ln()
                 }
@@ -628,17 +651,21 @@ impl<'a> SlotMax<'a> {
         }
     }
 
-    /// `(Δ ln F_slot, Δ ln M)` over cell `c` (from point `c` to `c + 1`); `c == hi` is the cell
-    /// from the top point to x = 1.
-    fn cell(&self, slot: usize, c: usize) -> (f64, f64) {
-        let i = c - self.lo;
+    /// `Δ ln F_slot` over cell `c` (from point `c` to `c + 1`); `c == hi` is the cell from the
+    /// top point to x = 1.
+    fn increment(&self, slot: usize, c: usize) -> f64 {
+        if self.live_of[slot] == UNTOUCHED {
+            let row = &self.table.ln_cdf[slot * GRID_POINTS..(slot + 1) * GRID_POINTS];
+            return if c == self.hi {
+                -row[c]
+            } else {
+                row[c + 1] - row[c]
+            };
+        }
         if c == self.hi {
-            (-self.ln_cdf(slot, c), -self.ln_m[i])
+            -self.ln_cdf(slot, c)
         } else {
-            (
-                self.ln_cdf(slot, c + 1) - self.ln_cdf(slot, c),
-                self.ln_m[i + 1] - self.ln_m[i],
-            )
+            self.ln_cdf(slot, c + 1) - self.ln_cdf(slot, c)
         }
     }
 
@@ -661,13 +688,13 @@ impl<'a> SlotMax<'a> {
         let u: f64 = rng.gen();
         let v: f64 = rng.gen();
         if u < self.m[0] {
-            // Below the range (mass < 1e-10): shares by α, the limit of Δ ln F as x → 0.
+            // Below the range (mass < 1e-7): shares by α, the limit of Δ ln F as x → 0.
             return pick(self.eligible, |j| self.alpha(j), v);
         }
         // The cell: the last point with M ≤ u (the cell above `hi` when u ≥ M(hi)).
         let i = self.m.partition_point(|&m| m <= u) - 1;
         let c = self.lo + i;
-        pick(self.eligible, |j| self.cell(j, c).0.max(0.0), v)
+        pick(self.eligible, |j| self.increment(j, c).max(0.0), v)
     }
 
     /// Probability that [`sample`](Self::sample) returns `slot` (floored at
@@ -700,73 +727,85 @@ impl<'a> SlotMax<'a> {
 }
 
 /// `ln F` and its first two `u`-derivatives at the `coarse` points for every shape of a group
-/// of wide posteriors (each settled at or below the last coarse point), shape `i`'s at
-/// `out[i * coarse.len()..]`. The shapes are integrated together, one node at a time down from
-/// the last coarse point in steps of at most `stride` points, so the loops run across shapes
-/// and vectorize; the tail above the start is the exact one for rates near 1, else
-/// `g / (|φ'| + φ''/φ')` (integration by parts, tiny there).
-fn knots_of_group(shapes: &[Shape], coarse: &[usize], stride: usize, out: &mut [Knot]) {
+/// of wide posteriors (each settled at or below the last coarse point). The shapes are
+/// integrated together, one node at a time down from the last coarse point in steps of at most
+/// `stride` points, so the loops run across shapes and vectorize; the tail above the start is
+/// the exact one for rates near 1, else `g / (|φ'| + φ''/φ')` (integration by parts, tiny
+/// there).
+fn knots_of_group(shapes: &[Shape], coarse: &[usize], stride: usize) -> Knots {
     let n = shapes.len();
-    if n == 0 {
-        return;
-    }
     let nc = coarse.len();
+    if n == 0 {
+        return Knots { n, v: Vec::new() };
+    }
     let nd = nodes();
-    let mut scratch = vec![0.0; 8 * n];
+    // One allocation: the three sections of the knots, then scratch.
+    let size = n * nc;
+    let mut v = Vec::with_capacity(3 * size + 10 * n);
+    v.resize(3 * size + 10 * n, 0.0);
+    let (out, scratch) = v.split_at_mut(3 * size);
+    let (ln_f, rest) = out.split_at_mut(size);
+    let (d1s, d2s) = rest.split_at_mut(size);
     let (a, rest) = scratch.split_at_mut(n);
     let (ab, rest) = rest.split_at_mut(n);
     let (lnb, rest) = rest.split_at_mut(n);
     let (tail, rest) = rest.split_at_mut(n);
     let (g, rest) = rest.split_at_mut(n);
     let (up0, rest) = rest.split_at_mut(n);
-    let (up1, up3) = rest.split_at_mut(n);
+    let (up1, rest) = rest.split_at_mut(n);
+    let (up3, rest) = rest.split_at_mut(n);
+    let (lo1, lo3) = rest.split_at_mut(n);
     for (i, s) in shapes.iter().enumerate() {
         a[i] = s.a;
         ab[i] = s.a + s.b;
         lnb[i] = s.lnb;
     }
-    // Density terms at node `k` for every shape into `g`, `d1`, `d3`.
+    // (Loops over zipped slices, without indexing, so that they vectorize.)
+    // The density at node `k` for every shape into `g`.
     let density = |k: usize, g: &mut [f64]| {
         let (lx, l1x) = (nd.lx[k], nd.l1x[k]);
-        for i in 0..n {
-            g[i] = a[i] * lx + (ab[i] - a[i]) * l1x - lnb[i];
+        for (((g, &a), &ab), &lnb) in g.iter_mut().zip(&*a).zip(&*ab).zip(&*lnb) {
+            *g = a * lx + (ab - a) * l1x - lnb;
         }
         vmath::exp_in_place(g);
     };
-    let top = coarse[nc - 1];
-    density(top, g);
-    let x = nd.x[top];
-    for (i, s) in shapes.iter().enumerate() {
-        let slope = a[i] - ab[i] * x;
-        let curvature = -ab[i] * x * (1.0 - x);
-        tail[i] = if s.tail > 0.0 || slope >= 0.0 {
-            s.tail
-        } else {
-            g[i] / (-slope + curvature / slope)
-        };
-    }
-    let terms_into = |x: f64, g: &[f64], d0: &mut [f64], d1: &mut [f64], d3: &mut [f64]| {
+    // The density's first and third derivatives in `u` from the densities `g`.
+    let derivatives = |x: f64, g: &[f64], d1: &mut [f64], d3: &mut [f64]| {
         let x1 = x * (1.0 - x);
         let x2 = 1.0 - 2.0 * x;
-        for i in 0..n {
-            let p1 = a[i] - ab[i] * x;
-            let p2 = -ab[i] * x1;
+        let lanes = d1.iter_mut().zip(d3.iter_mut()).zip(g);
+        for (((d1, d3), &g), (&a, &ab)) in lanes.zip(a.iter().zip(&*ab)) {
+            let p1 = a - ab * x;
+            let p2 = -ab * x1;
             let p3 = p2 * x2;
-            d0[i] = g[i];
-            d1[i] = p1 * g[i];
-            d3[i] = (p3 + 3.0 * p1 * p2 + p1 * p1 * p1) * g[i];
+            *d1 = p1 * g;
+            *d3 = (p3 + 3.0 * p1 * p2 + p1 * p1 * p1) * g;
         }
     };
-    terms_into(x, g, up0, up1, up3);
-    let record = |c: usize, tail: &[f64], d0: &[f64], d1: &[f64], out: &mut [Knot]| {
-        for i in 0..n {
-            out[i * nc + c] = [1.0 - tail[i], d0[i], d1[i]];
+    // F, g and g' at coarse point `c`, for `finish`.
+    let record = |c: usize, tail: &[f64], g: &[f64], d1: &[f64], out: [&mut [f64]; 3]| {
+        let row = c * n..(c + 1) * n;
+        let [ln_f, d1s, d2s] = out;
+        for (f, &t) in ln_f[row.clone()].iter_mut().zip(tail) {
+            *f = 1.0 - t;
         }
+        d1s[row.clone()].copy_from_slice(g);
+        d2s[row].copy_from_slice(d1);
     };
-    record(nc - 1, tail, up0, up1, out);
-    let mut lower = vec![0.0; 3 * n];
-    let (lo0, rest) = lower.split_at_mut(n);
-    let (lo1, lo3) = rest.split_at_mut(n);
+    let top = coarse[nc - 1];
+    density(top, up0);
+    let x = nd.x[top];
+    for (((t, s), &g), &ab) in tail.iter_mut().zip(shapes).zip(&*up0).zip(&*ab) {
+        let slope = s.a - ab * x;
+        let curvature = -ab * x * (1.0 - x);
+        *t = if s.tail > 0.0 || slope >= 0.0 {
+            s.tail
+        } else {
+            g / (-slope + curvature / slope)
+        };
+    }
+    derivatives(x, up0, up1, up3);
+    record(nc - 1, tail, up0, up1, [&mut *ln_f, &mut *d1s, &mut *d2s]);
     let mut k1 = top;
     for c in (0..nc - 1).rev() {
         let k0 = coarse[c];
@@ -775,54 +814,64 @@ fn knots_of_group(shapes: &[Shape], coarse: &[usize], stride: usize, out: &mut [
             let h = (k1 - next) as f64 * STEP;
             let (w1, w2, w4) = (h / 2.0, h * h / 12.0, h.powi(4) / 720.0);
             density(next, g);
-            terms_into(nd.x[next], g, lo0, lo1, lo3);
-            for i in 0..n {
-                let cell = w1 * (lo0[i] + up0[i]) - w2 * (up1[i] - lo1[i]) + w4 * (up3[i] - lo3[i]);
-                tail[i] += if cell > 0.0 { cell } else { 0.0 };
+            derivatives(nd.x[next], g, lo1, lo3);
+            // Euler–Maclaurin over the step, as in `cell_integral`.
+            let ups = up0.iter_mut().zip(up1.iter_mut()).zip(up3.iter_mut());
+            let lows = g.iter().zip(&*lo1).zip(&*lo3);
+            for ((t, ((u0, u1), u3)), ((&l0, &l1), &l3)) in tail.iter_mut().zip(ups).zip(lows) {
+                let cell = w1 * (l0 + *u0) - w2 * (*u1 - l1) + w4 * (*u3 - l3);
+                *t += if cell > 0.0 { cell } else { 0.0 };
+                (*u0, *u1, *u3) = (l0, l1, l3);
             }
-            up0.copy_from_slice(lo0);
-            up1.copy_from_slice(lo1);
-            up3.copy_from_slice(lo3);
             k1 = next;
         }
-        record(c, tail, up0, up1, out);
+        record(c, tail, up0, up1, [&mut *ln_f, &mut *d1s, &mut *d2s]);
     }
-    // ln F in one batch, then the derivatives.
-    let mut ln_f: Vec<f64> = out.iter().map(|k| k[0].max(TINY)).collect();
-    vmath::ln_in_place(&mut ln_f);
-    for (i, s) in shapes.iter().enumerate() {
-        for (c, &k0) in coarse.iter().enumerate() {
-            let o = &mut out[i * nc + c];
-            let [f, g, g1] = *o;
-            *o = if f > 1e-6 {
-                let l1 = g / f;
-                [ln_f[i * nc + c], l1, g1 / f - l1 * l1]
-            } else {
-                let x = nd.x[k0];
-                let slope = s.a - (s.a + s.b) * x;
-                let curvature = -(s.a + s.b) * x * (1.0 - x);
-                if slope * slope > -4.0 * curvature {
-                    // Deep in the lower tail `1 − tail` has lost its digits (the maximum has
-                    // mass < 1e-6 here); integrating by parts, F ≈ g/φ' · (1 + φ''/φ'²).
-                    let ln_f =
-                        s.ln_density(k0) - slope.ln() + (curvature / (slope * slope)).ln_1p();
-                    [ln_f, slope, curvature]
-                } else {
-                    [ln_f[i * nc + c], 0.0, 0.0]
-                }
-            };
+    finish([ln_f, d1s, d2s], shapes, coarse);
+    v.truncate(3 * size);
+    Knots { n, v }
+}
+
+/// Turn the recorded `(F, g, g')` of every knot into `(ln F, g/F, g'/F − (g/F)²)`: the
+/// derivatives of `ln F`. Deep in the lower tail, where `F = 1 − tail` has lost its digits (the
+/// maximum has mass < 1e-6 there), integrate by parts instead: F ≈ g/φ' · (1 + φ''/φ'²).
+fn finish([ln_f, d1, d2]: [&mut [f64]; 3], shapes: &[Shape], coarse: &[usize]) {
+    let n = shapes.len();
+    let f = ln_f.to_vec();
+    for l in ln_f.iter_mut() {
+        *l = l.max(TINY);
+    }
+    vmath::ln_in_place(ln_f);
+    for ((&f, g), g1) in f.iter().zip(d1.iter_mut()).zip(d2.iter_mut()) {
+        let l1 = *g / f;
+        (*g, *g1) = (l1, *g1 / f - l1 * l1);
+    }
+    for (j, &f) in f.iter().enumerate() {
+        if f > 1e-6 {
+            continue;
         }
+        let (c, s) = (j / n, &shapes[j % n]);
+        let k0 = coarse[c];
+        let x = nodes().x[k0];
+        let slope = s.a - (s.a + s.b) * x;
+        let curvature = -(s.a + s.b) * x * (1.0 - x);
+        (d1[j], d2[j]) = if slope * slope > -4.0 * curvature {
+            ln_f[j] = s.ln_density(k0) - slope.ln() + (curvature / (slope * slope)).ln_1p();
+            (slope, curvature)
+        } else {
+            (0.0, 0.0)
+        };
     }
 }
 
 /// `ln F` at grid point `k` from its values and first two `u`-derivatives at the coarse points
-/// (`coarse[c] ≤ k ≤ coarse[c + 1]`), by quintic Hermite interpolation.
-fn interpolate(coarse: &[usize], knots: &[Knot], k: usize) -> f64 {
+/// (`knot(c)` at `coarse[c] ≤ k ≤ coarse[c + 1]`), by quintic Hermite interpolation.
+fn interpolate(coarse: &[usize], k: usize, knot: impl Fn(usize) -> Knot) -> f64 {
     let c = ((k - coarse[0]) / COARSE).min(coarse.len() - 2);
     let (k0, k1) = (coarse[c], coarse[c + 1]);
     let w = &hermite_bases()[k1 - k0][k - k0];
     let h = (k1 - k0) as f64 * STEP;
-    let (p, q) = (&knots[c], &knots[c + 1]);
+    let (p, q) = (knot(c), knot(c + 1));
     w[0] * p[0]
         + h * (w[1] * p[1] + w[4] * q[1])
         + h * h * (w[2] * p[2] + w[3] * q[2])
@@ -1017,6 +1066,12 @@ mod tests {
     }
 
     #[test]
+    fn log_thresholds() {
+        assert_eq!(LN_TAIL_EPS, 1e-12_f64.ln());
+        assert_eq!(LN_RANGE_TAIL, 1e-7_f64.ln());
+    }
+
+    #[test]
     fn coarse_knots_match_exact() {
         let n = nodes();
         let lo = 60;
@@ -1029,22 +1084,21 @@ mod tests {
             (8.0, 2.0),
             (0.05, 0.05),
         ];
-        // Settled as in a decision: tails above the range below `RANGE_TAIL`.
+        // Settled as in a decision: tails above the range below e^`LN_RANGE_TAIL`.
         let mut shapes: Vec<Shape> = params
             .iter()
             .map(|&(a, b)| Shape::unsettled(a, b))
             .collect();
         let mut hi = 200;
         for s in &mut shapes {
-            s.settle(200, RANGE_TAIL);
+            s.settle(200, LN_RANGE_TAIL);
             hi = hi.max(s.top);
         }
         let mut coarse: Vec<usize> = (lo..hi).step_by(COARSE).collect();
         coarse.push(hi);
         let nc = coarse.len();
         // All shapes in one group at the finer stride, as a decision groups them.
-        let mut together = vec![[0.0; 3]; shapes.len() * nc];
-        knots_of_group(&shapes, &coarse, COARSE / 2, &mut together);
+        let together = knots_of_group(&shapes, &coarse, COARSE / 2);
         let mut worst: f64 = 0.0;
         for (i, (&(a, b), shape)) in params.iter().zip(&shapes).enumerate() {
             assert!(shape.per_step() >= WIDE_STEPS, "Beta({a}, {b}) is wide");
@@ -1053,18 +1107,15 @@ mod tests {
             } else {
                 COARSE / 2
             };
-            let mut knots = vec![[0.0; 3]; nc];
-            knots_of_group(&[*shape], &coarse, stride, &mut knots);
+            let knots = knots_of_group(&[*shape], &coarse, stride);
             if stride == COARSE / 2 {
-                assert_eq!(
-                    knots[..],
-                    together[i * nc..(i + 1) * nc],
-                    "Beta({a}, {b}) alone"
-                );
+                for c in 0..nc {
+                    assert_eq!(knots.at(c, 0), together.at(c, i), "Beta({a}, {b}) alone");
+                }
             }
             for k in lo..=hi {
                 let exact = beta_cdf(n.x[k], a, b);
-                let f = interpolate(&coarse, &knots, k).exp();
+                let f = interpolate(&coarse, k, |c| knots.at(c, 0)).exp();
                 let err = (f - exact).abs();
                 assert!(
                     err < 1e-5,
