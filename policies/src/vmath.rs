@@ -145,15 +145,24 @@ fn ln_gamma_parts(x: f64) -> f64 {
     0.5 * (2.0 * std::f64::consts::PI).ln() + (y - 0.5) * ln(t) - t
 }
 
-/// `A(y) / x` below 1/2 (Γ(x) = Γ(x + 1) / x), else `A(y)`.
+/// `A(y) / x` below 1/2 (Γ(x) = Γ(x + 1) / x), else `A(y)`, where
+/// `A(y) = c₀ + Σᵢ cᵢ / (y − 1 + i)`: summed over the common denominator `D = Πᵢ (y − 1 + i)`
+/// (prefix and suffix products give each `D / (y − 1 + i)`), so that one division remains.
 #[inline(always)]
 fn lanczos_product(x: f64) -> f64 {
     let y = lanczos_arg(x);
     let z = y - 1.0;
-    let mut a = LANCZOS[0];
-    for (i, &g) in LANCZOS.iter().enumerate().skip(1) {
-        a += g / (z + i as f64);
+    let mut prefix = [1.0; 9];
+    for i in 1..9 {
+        prefix[i] = prefix[i - 1] * (z + i as f64);
     }
+    let mut numerator = 0.0;
+    let mut suffix = 1.0;
+    for i in (1..9).rev() {
+        numerator += LANCZOS[i] * prefix[i - 1] * suffix;
+        suffix *= z + i as f64;
+    }
+    let a = LANCZOS[0] + numerator / prefix[8];
     if x < 0.5 {
         a / x
     } else {

@@ -597,9 +597,7 @@ impl<'a> SlotMax<'a> {
                     s[2] += d2[row].iter().sum::<f64>();
                 }
             }
-            for (i, lm) in ln_m.iter_mut().enumerate() {
-                *lm += interpolate(&coarse, lo + i, |c| sum[c]);
-            }
+            add_interpolated(&coarse, |c| sum[c], &mut ln_m);
         }
         if let Some(mut product) = narrow_product {
             for p in &mut product {
@@ -662,8 +660,12 @@ impl<'a> SlotMax<'a> {
                 row[c + 1] - row[c]
             };
         }
+        let l = &self.live[self.live_of[slot] as usize];
         if c == self.hi {
             -self.ln_cdf(slot, c)
+        } else if l.wide {
+            let knots = &self.knots[l.group];
+            interpolate_step(&self.coarse, c, |k| knots.at(k, l.offset))
         } else {
             self.ln_cdf(slot, c + 1) - self.ln_cdf(slot, c)
         }
@@ -708,7 +710,17 @@ impl<'a> SlotMax<'a> {
         }
         let mut p = self.m[0] * self.alpha(slot) / self.alpha_sum;
         // The same increments `cell` gives `sample`, with each ln F evaluated once.
-        let ln_f: Vec<f64> = (self.lo..=self.hi).map(|k| self.ln_cdf(slot, k)).collect();
+        let ln_f: Vec<f64> = match self.live_of[slot] {
+            UNTOUCHED => self.table.row(slot)[self.lo..=self.hi].to_vec(),
+            i if self.live[i as usize].wide => {
+                let l = &self.live[i as usize];
+                let knots = &self.knots[l.group];
+                let mut v = vec![0.0; self.hi - self.lo + 1];
+                add_interpolated(&self.coarse, |c| knots.at(c, l.offset), &mut v);
+                v
+            }
+            _ => (self.lo..=self.hi).map(|k| self.ln_cdf(slot, k)).collect(),
+        };
         for (i, c) in (self.lo..=self.hi).enumerate() {
             let mass = self.cell_mass(c);
             if mass > 0.0 {
@@ -843,8 +855,9 @@ fn finish([ln_f, d1, d2]: [&mut [f64]; 3], shapes: &[Shape], coarse: &[usize]) {
     }
     vmath::ln_in_place(ln_f);
     for ((&f, g), g1) in f.iter().zip(d1.iter_mut()).zip(d2.iter_mut()) {
-        let l1 = *g / f;
-        (*g, *g1) = (l1, *g1 / f - l1 * l1);
+        let inv = 1.0 / f;
+        let l1 = *g * inv;
+        (*g, *g1) = (l1, *g1 * inv - l1 * l1);
     }
     for (j, &f) in f.iter().enumerate() {
         if f > 1e-6 {
@@ -876,6 +889,40 @@ fn interpolate(coarse: &[usize], k: usize, knot: impl Fn(usize) -> Knot) -> f64 
         + h * (w[1] * p[1] + w[4] * q[1])
         + h * h * (w[2] * p[2] + w[3] * q[2])
         + w[5] * q[0]
+}
+
+/// `ln F(k + 1) − ln F(k)` of the interpolant of [`interpolate`] (`k < coarse.last()`), by
+/// the difference of the Hermite weights at the two points.
+fn interpolate_step(coarse: &[usize], k: usize, knot: impl Fn(usize) -> Knot) -> f64 {
+    let c = ((k - coarse[0]) / COARSE).min(coarse.len() - 2);
+    let (k0, k1) = (coarse[c], coarse[c + 1]);
+    let bases = &hermite_bases()[k1 - k0];
+    let (w0, w1) = (&bases[k - k0], &bases[k + 1 - k0]);
+    let w = |i: usize| w1[i] - w0[i];
+    let h = (k1 - k0) as f64 * STEP;
+    let (p, q) = (knot(c), knot(c + 1));
+    w(0) * p[0]
+        + h * (w(1) * p[1] + w(4) * q[1])
+        + h * h * (w(2) * p[2] + w(3) * q[2])
+        + w(5) * q[0]
+}
+
+/// `out[k − coarse[0]] += interpolate(coarse, k, knot)` for every point of the coarse range,
+/// one coarse interval at a time.
+fn add_interpolated(coarse: &[usize], knot: impl Fn(usize) -> Knot, out: &mut [f64]) {
+    let lo = coarse[0];
+    for c in 0..coarse.len() - 1 {
+        let (k0, k1) = (coarse[c], coarse[c + 1]);
+        let h = (k1 - k0) as f64 * STEP;
+        let (p, q) = (knot(c), knot(c + 1));
+        // The interpolant's coefficients on the six basis functions.
+        let coef = [p[0], h * p[1], h * h * p[2], h * h * q[2], h * q[1], q[0]];
+        let last = if c + 2 == coarse.len() { k1 } else { k1 - 1 };
+        let bases = &hermite_bases()[k1 - k0][..=last - k0];
+        for (o, w) in out[k0 - lo..=last - lo].iter_mut().zip(bases) {
+            *o += w.iter().zip(&coef).map(|(w, c)| w * c).sum::<f64>();
+        }
+    }
 }
 
 /// First grid point where the monotone predicate holds (`GRID_POINTS - 1` when none does).
