@@ -530,8 +530,11 @@ impl<'a> SlotMax<'a> {
         }
         let bound =
             |k: usize| base_at(k) + by_mean.iter().map(|(_, s)| s.ln_cdf_bound(k)).sum::<f64>();
-        let lo = first_point(|k| bound(k) > LN_BELOW).saturating_sub(1);
-        let mut hi = first_point(|k| base_at(k) >= LN_ABOVE).max(lo + 1);
+        // Searched from where the whole table's sum (one load a point) puts them.
+        let lo_guess = first_point(|k| table.sum[k] > LN_BELOW);
+        let lo = first_point_from(lo_guess, |k| bound(k) > LN_BELOW).saturating_sub(1);
+        let hi_guess = first_point(|k| table.sum[k] >= LN_ABOVE);
+        let mut hi = first_point_from(hi_guess, |k| base_at(k) >= LN_ABOVE).max(lo + 1);
         for l in &mut live {
             l.shape.settle(hi, LN_RANGE_TAIL);
             hi = hi.max(l.shape.top);
@@ -848,7 +851,6 @@ fn knots_of_group(shapes: &[Shape], coarse: &[usize], stride: usize) -> Knots {
 /// derivatives of `ln F`. Deep in the lower tail, where `F = 1 − tail` has lost its digits (the
 /// maximum has mass < 1e-6 there), integrate by parts instead: F ≈ g/φ' · (1 + φ''/φ'²).
 fn finish([ln_f, d1, d2]: [&mut [f64]; 3], shapes: &[Shape], coarse: &[usize]) {
-    let n = shapes.len();
     let f = ln_f.to_vec();
     for l in ln_f.iter_mut() {
         *l = l.max(TINY);
@@ -859,6 +861,15 @@ fn finish([ln_f, d1, d2]: [&mut [f64]; 3], shapes: &[Shape], coarse: &[usize]) {
         let l1 = *g * inv;
         (*g, *g1) = (l1, *g1 * inv - l1 * l1);
     }
+    // (Checked in one pass that vectorizes: the deep tail is rare.)
+    if f.iter().fold(false, |deep, &f| deep | (f <= 1e-6)) {
+        deep_tail([ln_f, d1, d2], &f, shapes, coarse);
+    }
+}
+
+/// [`finish`] for knots deep in the lower tail (`F ≤ 1e-6`).
+fn deep_tail([ln_f, d1, d2]: [&mut [f64]; 3], f: &[f64], shapes: &[Shape], coarse: &[usize]) {
+    let n = shapes.len();
     for (j, &f) in f.iter().enumerate() {
         if f > 1e-6 {
             continue;
@@ -937,6 +948,54 @@ fn first_point(pred: impl Fn(usize) -> bool) -> usize {
         }
     }
     lo
+}
+
+/// [`first_point`] by galloping out from `guess`: a few probes when it is close.
+fn first_point_from(guess: usize, pred: impl Fn(usize) -> bool) -> usize {
+    let last = GRID_POINTS - 1;
+    // Bracket (lo, hi]: pred(hi) holds (or hi is the last point), pred(lo) does not.
+    let (mut lo, mut hi);
+    if pred(guess) {
+        hi = guess;
+        let mut step = 1;
+        loop {
+            if hi == 0 {
+                return 0;
+            }
+            let k = hi.saturating_sub(step);
+            if pred(k) {
+                hi = k;
+                step *= 2;
+            } else {
+                lo = k;
+                break;
+            }
+        }
+    } else {
+        lo = guess;
+        let mut step = 1;
+        loop {
+            if lo == last {
+                return last;
+            }
+            let k = (lo + step).min(last);
+            if pred(k) {
+                hi = k;
+                break;
+            }
+            lo = k;
+            step *= 2;
+        }
+    }
+    while lo + 1 < hi {
+        let mid = (lo + hi) / 2;
+        if pred(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
 }
 
 /// One of `items` with probability proportional to `weight`, `v` uniform in [0, 1).
@@ -1110,6 +1169,22 @@ mod tests {
             chi2 < df + 5.0 * (2.0 * df).sqrt(),
             "χ² {chi2} over {cells} cells"
         );
+    }
+
+    #[test]
+    fn galloping_search_agrees() {
+        for target in [0, 1, 7, 150, 303, 304] {
+            for guess in [0, 1, 5, 149, 150, 151, 200, 304] {
+                let pred = |k: usize| k >= target;
+                assert_eq!(
+                    first_point_from(guess, pred),
+                    first_point(pred),
+                    "{target} {guess}"
+                );
+            }
+        }
+        // Never true: the last point, as `first_point` answers.
+        assert_eq!(first_point_from(10, |_| false), GRID_POINTS - 1);
     }
 
     #[test]
