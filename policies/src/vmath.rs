@@ -41,9 +41,9 @@ pub fn ln_beta_into(a: &[f64], b: &[f64], out: &mut [f64]) {
     }
 }
 
-/// e^x, branch-free.
+/// e^x, branch-free (one value of [`exp_in_place`]).
 #[inline(always)]
-fn exp(x: f64) -> f64 {
+pub fn exp(x: f64) -> f64 {
     /// 1.5 · 2^52: adding it rounds to an integer held in the low mantissa bits.
     const SHIFT: f64 = 6_755_399_441_055_744.0;
     let clamped = x.clamp(-708.0, 709.0);
@@ -75,9 +75,10 @@ fn exp(x: f64) -> f64 {
     }
 }
 
-/// ln x for positive normal x, branch-free (fdlibm's `log` without its special cases).
+/// ln x for positive normal x, branch-free (fdlibm's `log` without its special cases; one
+/// value of [`ln_in_place`]).
 #[inline(always)]
-fn ln(x: f64) -> f64 {
+pub fn ln(x: f64) -> f64 {
     const SQRT_HALF_BITS: u64 = 0x3fe6_a09e_667f_3bcd;
     const MANTISSA: u64 = (1 << 52) - 1;
     // fdlibm's coefficients, as published.

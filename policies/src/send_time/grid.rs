@@ -211,7 +211,7 @@ impl Shape {
     fn ln_tail_bound(&self, k: usize) -> f64 {
         let s = self.slope(k);
         if s < 0.0 {
-            self.ln_density(k) - (-s).ln()
+            self.ln_density(k) - vmath::ln(-s)
         } else {
             f64::INFINITY
         }
@@ -221,7 +221,7 @@ impl Shape {
     fn ln_cdf_bound(&self, k: usize) -> f64 {
         let s = self.slope(k);
         if s > 0.0 {
-            (self.ln_density(k) - s.ln()).min(0.0)
+            (self.ln_density(k) - vmath::ln(s)).min(0.0)
         } else {
             0.0
         }
@@ -654,6 +654,7 @@ impl<'a> SlotMax<'a> {
 
     /// `Δ ln F_slot` over cell `c` (from point `c` to `c + 1`); `c == hi` is the cell from the
     /// top point to x = 1.
+    #[inline(always)]
     fn increment(&self, slot: usize, c: usize) -> f64 {
         if self.live_of[slot] == UNTOUCHED {
             let row = &self.table.ln_cdf[slot * GRID_POINTS..(slot + 1) * GRID_POINTS];
@@ -663,6 +664,11 @@ impl<'a> SlotMax<'a> {
                 row[c + 1] - row[c]
             };
         }
+        self.touched_increment(slot, c)
+    }
+
+    /// [`SlotMax::increment`] of a touched slot.
+    fn touched_increment(&self, slot: usize, c: usize) -> f64 {
         let l = &self.live[self.live_of[slot] as usize];
         if c == self.hi {
             -self.ln_cdf(slot, c)
