@@ -7,6 +7,10 @@
 
 use std::sync::Arc;
 
+/// The server's allocator (`server/src/main.rs`), so the decision allocates as it does there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
