@@ -79,6 +79,10 @@ const COARSE: usize = 8;
 /// points are "wide": their `ln F` is interpolated from the coarse points with CDF error < 1e-5 (test
 /// `coarse_knots_match_exact`); narrower ones are integrated at every point.
 const WIDE_STEPS: f64 = 4.0;
+/// Wide posteriors whose [`Shape::per_step`] is at least this take one integration step per
+/// coarse interval, the others two (CDF error < 1e-5 either way, test
+/// `coarse_knots_match_exact`).
+const FULL_STRIDE_STEPS: f64 = 4.5;
 /// Most grid points one integration step of a wide posterior spans.
 const MAX_STRIDE: usize = 16;
 /// How many touched slots (highest means) bound the maximum from below.
@@ -576,7 +580,7 @@ impl<'a> SlotMax<'a> {
         ];
         for l in &mut live {
             if l.wide {
-                l.group = usize::from(l.shape.per_step() < 4.5);
+                l.group = usize::from(l.shape.per_step() < FULL_STRIDE_STEPS);
                 l.offset = groups[l.group].len();
                 groups[l.group].push(l.shape);
             } else {
@@ -1216,6 +1220,7 @@ mod tests {
             (1.5, 15.0),
             (1.0, 30.0),
             (8.0, 2.0),
+            (2.2, 8.8),
             (0.05, 0.05),
         ];
         // Settled as in a decision: tails above the range below e^`LN_RANGE_TAIL`.
@@ -1236,7 +1241,7 @@ mod tests {
         let mut worst: f64 = 0.0;
         for (i, (&(a, b), shape)) in params.iter().zip(&shapes).enumerate() {
             assert!(shape.per_step() >= WIDE_STEPS, "Beta({a}, {b}) is wide");
-            let stride = if shape.per_step() >= 4.5 {
+            let stride = if shape.per_step() >= FULL_STRIDE_STEPS {
                 COARSE
             } else {
                 COARSE / 2
