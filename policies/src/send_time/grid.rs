@@ -43,7 +43,7 @@
 //!   `close_to_continuous_thompson`, tolerance 2e-3 + 2%).
 //!
 //! No I/O, no clock, no allocation beyond a few vectors per decision. A decision over 168 slots
-//! costs about 20k instructions for a new shopper plus about 2.7k per touched slot (callgrind;
+//! costs about 20k instructions for a new shopper plus about 2.7–3.5k per touched slot (callgrind;
 //! timings in `docs/send-time.md`).
 
 use std::sync::OnceLock;
