@@ -16,6 +16,7 @@ const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
 const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
 
 /// `x ← eˣ` for every element; below −708 the result is 0, above 709 it is `e^709`.
+#[inline]
 pub fn exp_in_place(xs: &mut [f64]) {
     for x in xs {
         *x = exp(*x);
@@ -23,6 +24,7 @@ pub fn exp_in_place(xs: &mut [f64]) {
 }
 
 /// `x ← ln x` for every element; inputs are positive and normal (at least 2.2e-308).
+#[inline]
 pub fn ln_in_place(xs: &mut [f64]) {
     for x in xs {
         *x = ln(*x);
@@ -30,6 +32,7 @@ pub fn ln_in_place(xs: &mut [f64]) {
 }
 
 /// `out[i] ← ln B(a[i], b[i])` for positive `a`, `b` (slices of equal length).
+#[inline(always)]
 pub fn ln_beta_into(a: &[f64], b: &[f64], out: &mut [f64]) {
     debug_assert!(a.len() == b.len() && b.len() == out.len());
     for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {

@@ -46,8 +46,10 @@
 //! costs about 20k instructions for a new shopper plus about 2.7–3.5k per touched slot (callgrind;
 //! timings in `docs/send-time.md`).
 
+use std::ops::Range;
 use std::sync::OnceLock;
 
+use multiversion::multiversion;
 use rand::Rng;
 
 use super::{Hierarchy, ShopperCounts, SlotChoice, MAX_SLOTS};
@@ -408,10 +410,9 @@ impl PriorTable {
 /// A slot the shopper touched: its posterior, and where its `ln F` over the range is kept.
 struct Live {
     shape: Shape,
-    /// Wide posteriors keep `ln F` at the coarse points (slot `offset` of `knots[group]`),
-    /// narrow ones `F` at every point (`live_cdf[offset..]`).
+    /// Wide posteriors keep `ln F` at the coarse points (slot `offset` of `knots`), narrow ones
+    /// `F` at every point (`live_cdf[offset..]`).
     wide: bool,
-    group: usize,
     offset: usize,
 }
 
@@ -450,7 +451,7 @@ pub struct SlotMax<'a> {
     /// Coarse points: `lo`, `lo + COARSE`, …, and `hi`.
     coarse: Vec<usize>,
     /// `(ln F, d ln F/du, d² ln F/du²)` of wide touched slots at the coarse points.
-    knots: [Knots; 2],
+    knots: Knots,
     /// F of narrow touched slots at points `lo..=hi`.
     live_cdf: Vec<f64>,
     lo: usize,
@@ -471,179 +472,7 @@ impl<'a> SlotMax<'a> {
         now_ms: u64,
         eligible: &'a [usize],
     ) -> Self {
-        let slots = table.slots();
-        let mut is_eligible = [false; MAX_SLOTS];
-        for &j in eligible {
-            is_eligible[j] = true;
-        }
-        let mut live_of = [UNTOUCHED; MAX_SLOTS];
-        let mut live = Vec::with_capacity(shopper.map_or(0, |s| s.slots.len()));
-        if let Some(s) = shopper {
-            let (mut a, mut b) = ([0.0; MAX_SLOTS], [0.0; MAX_SLOTS]);
-            let mut n_live = 0;
-            for (j, succ, n) in s.decayed(h, now_ms) {
-                if j < slots && is_eligible[j] && live_of[j] == UNTOUCHED {
-                    let (a0, b0) = table.params[j];
-                    a[n_live] = (a0 + succ).max(1e-3);
-                    b[n_live] = (b0 + (n - succ).max(0.0)).max(1e-3);
-                    live_of[j] = n_live as u8;
-                    n_live += 1;
-                }
-            }
-            let mut lnb = [0.0; MAX_SLOTS];
-            vmath::ln_beta_into(&a[..n_live], &b[..n_live], &mut lnb[..n_live]);
-            live.extend((0..n_live).map(|i| {
-                let shape = Shape::with_ln_beta(a[i], b[i], lnb[i]);
-                Live {
-                    wide: shape.per_step() >= WIDE_STEPS,
-                    shape,
-                    group: 0,
-                    offset: 0,
-                }
-            }));
-        }
-        // Slots whose prior rows leave the table's sum: ineligible ones and touched ones.
-        // Sum whichever side is shorter.
-        let mut removed = Vec::with_capacity(slots);
-        let mut untouched = Vec::with_capacity(slots);
-        for j in 0..slots {
-            if is_eligible[j] && live_of[j] == UNTOUCHED {
-                untouched.push(j);
-            } else {
-                removed.push(j);
-            }
-        }
-        let subtract = removed.len() <= untouched.len();
-        let rows = if subtract { &removed } else { &untouched };
-        let base_at = |k: usize| -> f64 {
-            let sum: f64 = rows
-                .iter()
-                .map(|&j| table.ln_cdf[j * GRID_POINTS + k])
-                .sum();
-            if subtract {
-                table.sum[k] - sum
-            } else {
-                sum
-            }
-        };
-
-        // The range: below `lo` the maximum has mass < 1e-7 (bounded by the untouched product
-        // and the lower-tail bounds of the touched slots with the highest means); above `hi`
-        // it has mass < 1e-6, shared there in proportion to the slots' tails.
-        let mut by_mean: Vec<(f64, &Shape)> = live
-            .iter()
-            .map(|l| (l.shape.a / (l.shape.a + l.shape.b), &l.shape))
-            .collect();
-        if by_mean.len() > BOUNDING {
-            by_mean.select_nth_unstable_by(BOUNDING - 1, |p, q| q.0.total_cmp(&p.0));
-            by_mean.truncate(BOUNDING);
-        }
-        let bound =
-            |k: usize| base_at(k) + by_mean.iter().map(|(_, s)| s.ln_cdf_bound(k)).sum::<f64>();
-        // Searched from where the whole table's sum (one load a point) puts them.
-        let lo_guess = first_point(|k| table.sum[k] > LN_BELOW);
-        let lo = first_point_from(lo_guess, |k| bound(k) > LN_BELOW).saturating_sub(1);
-        let hi_guess = first_point(|k| table.sum[k] >= LN_ABOVE);
-        let mut hi = first_point_from(hi_guess, |k| base_at(k) >= LN_ABOVE).max(lo + 1);
-        for l in &mut live {
-            l.shape.settle(hi, LN_RANGE_TAIL);
-            hi = hi.max(l.shape.top);
-        }
-        let hi = hi.min(GRID_POINTS - 1);
-        let len = hi - lo + 1;
-
-        let mut ln_m = if subtract {
-            table.sum[lo..=hi].to_vec()
-        } else {
-            vec![0.0; len]
-        };
-        for &j in rows.iter() {
-            let row = &table.row(j)[lo..=hi];
-            if subtract {
-                ln_m.iter_mut().zip(row).for_each(|(v, l)| *v -= l);
-            } else {
-                ln_m.iter_mut().zip(row).for_each(|(v, l)| *v += l);
-            }
-        }
-        // Touched slots: wide ones through `ln F` at coarse points, summed and interpolated
-        // once (quintic Hermite is linear in its data, so the sum of the slots' interpolants is
-        // the interpolant of the sum); narrow ones point by point.
-        let mut coarse: Vec<usize> = (lo..hi).step_by(COARSE).collect();
-        coarse.push(hi);
-        let nc = coarse.len();
-        let mut live_cdf = Vec::new();
-        let mut narrow_product: Option<Vec<f64>> = None;
-        // Wide slots in two groups by integration stride, each integrated together.
-        let mut groups: [Vec<Shape>; 2] = [
-            Vec::with_capacity(live.len()),
-            Vec::with_capacity(live.len()),
-        ];
-        for l in &mut live {
-            if l.wide {
-                l.group = usize::from(l.shape.per_step() < FULL_STRIDE_STEPS);
-                l.offset = groups[l.group].len();
-                groups[l.group].push(l.shape);
-            } else {
-                l.offset = live_cdf.len();
-                live_cdf.resize(live_cdf.len() + len, 0.0);
-                let cdf = &mut live_cdf[l.offset..];
-                l.shape.cdf_into(lo, cdf);
-                let product = narrow_product.get_or_insert_with(|| vec![1.0; len]);
-                for (p, f) in product.iter_mut().zip(cdf.iter()) {
-                    *p *= *f;
-                }
-            }
-        }
-        let knots = [
-            knots_of_group(&groups[0], &coarse, COARSE),
-            knots_of_group(&groups[1], &coarse, COARSE / 2),
-        ];
-        if knots.iter().any(|k| k.n > 0) {
-            // Σ over the wide slots at each coarse point, then interpolated once per point.
-            let mut sum = vec![[0.0; 3]; nc];
-            for k in &knots {
-                let (ln_f, d1, d2) = k.sections();
-                for (c, s) in sum.iter_mut().enumerate() {
-                    let row = c * k.n..(c + 1) * k.n;
-                    s[0] += ln_f[row.clone()].iter().sum::<f64>();
-                    s[1] += d1[row.clone()].iter().sum::<f64>();
-                    s[2] += d2[row].iter().sum::<f64>();
-                }
-            }
-            add_interpolated(&coarse, |c| sum[c], &mut ln_m);
-        }
-        if let Some(mut product) = narrow_product {
-            for p in &mut product {
-                *p = p.max(TINY);
-            }
-            vmath::ln_in_place(&mut product);
-            for (lm, p) in ln_m.iter_mut().zip(&product) {
-                *lm += p;
-            }
-        }
-        let mut m = ln_m.clone();
-        vmath::exp_in_place(&mut m);
-        let alpha_sum = eligible
-            .iter()
-            .map(|&j| match live_of[j] {
-                UNTOUCHED => table.params[j].0,
-                i => live[i as usize].shape.a,
-            })
-            .sum();
-        Self {
-            table,
-            eligible,
-            live_of,
-            live,
-            coarse,
-            knots,
-            live_cdf,
-            lo,
-            hi,
-            ln_m,
-            m,
-            alpha_sum,
-        }
+        build(table, h, shopper, now_ms, eligible)
     }
 
     /// ln F of `slot` at grid point `k` (in `lo..=hi`).
@@ -653,7 +482,7 @@ impl<'a> SlotMax<'a> {
             i => {
                 let l = &self.live[i as usize];
                 if l.wide {
-                    let knots = &self.knots[l.group];
+                    let knots = &self.knots;
                     interpolate(&self.coarse, k, |c| knots.at(c, l.offset))
                 } else {
                     self.live_cdf[l.offset + k - self.lo].max(TINY).ln()
@@ -683,7 +512,7 @@ impl<'a> SlotMax<'a> {
         if c == self.hi {
             -self.ln_cdf(slot, c)
         } else if l.wide {
-            let knots = &self.knots[l.group];
+            let knots = &self.knots;
             interpolate_step(&self.coarse, c, |k| knots.at(k, l.offset))
         } else {
             self.ln_cdf(slot, c + 1) - self.ln_cdf(slot, c)
@@ -733,7 +562,7 @@ impl<'a> SlotMax<'a> {
             UNTOUCHED => self.table.row(slot)[self.lo..=self.hi].to_vec(),
             i if self.live[i as usize].wide => {
                 let l = &self.live[i as usize];
-                let knots = &self.knots[l.group];
+                let knots = &self.knots;
                 let mut v = vec![0.0; self.hi - self.lo + 1];
                 add_interpolated(&self.coarse, |c| knots.at(c, l.offset), &mut v);
                 v
@@ -757,13 +586,203 @@ impl<'a> SlotMax<'a> {
     }
 }
 
+/// [`SlotMax::new`], compiled also for AVX2 and picked at run time (its loops run over slots and
+/// grid points and vectorize).
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn build<'a>(
+    table: &'a PriorTable,
+    h: &Hierarchy,
+    shopper: Option<&ShopperCounts>,
+    now_ms: u64,
+    eligible: &'a [usize],
+) -> SlotMax<'a> {
+    let slots = table.slots();
+    let mut is_eligible = [false; MAX_SLOTS];
+    for &j in eligible {
+        is_eligible[j] = true;
+    }
+    let mut live_of = [UNTOUCHED; MAX_SLOTS];
+    let mut live = Vec::with_capacity(shopper.map_or(0, |s| s.slots.len()));
+    if let Some(s) = shopper {
+        let (mut a, mut b) = ([0.0; MAX_SLOTS], [0.0; MAX_SLOTS]);
+        let mut n_live = 0;
+        for (j, succ, n) in s.decayed(h, now_ms) {
+            if j < slots && is_eligible[j] && live_of[j] == UNTOUCHED {
+                let (a0, b0) = table.params[j];
+                a[n_live] = (a0 + succ).max(1e-3);
+                b[n_live] = (b0 + (n - succ).max(0.0)).max(1e-3);
+                live_of[j] = n_live as u8;
+                n_live += 1;
+            }
+        }
+        let mut lnb = [0.0; MAX_SLOTS];
+        vmath::ln_beta_into(&a[..n_live], &b[..n_live], &mut lnb[..n_live]);
+        live.extend((0..n_live).map(|i| {
+            let shape = Shape::with_ln_beta(a[i], b[i], lnb[i]);
+            Live {
+                wide: shape.per_step() >= WIDE_STEPS,
+                shape,
+                offset: 0,
+            }
+        }));
+    }
+    // Slots whose prior rows leave the table's sum: ineligible ones and touched ones.
+    // Sum whichever side is shorter.
+    let mut removed = Vec::with_capacity(slots);
+    let mut untouched = Vec::with_capacity(slots);
+    for j in 0..slots {
+        if is_eligible[j] && live_of[j] == UNTOUCHED {
+            untouched.push(j);
+        } else {
+            removed.push(j);
+        }
+    }
+    let subtract = removed.len() <= untouched.len();
+    let rows = if subtract { &removed } else { &untouched };
+    let base_at = |k: usize| -> f64 {
+        let sum: f64 = rows
+            .iter()
+            .map(|&j| table.ln_cdf[j * GRID_POINTS + k])
+            .sum();
+        if subtract {
+            table.sum[k] - sum
+        } else {
+            sum
+        }
+    };
+
+    // The range: below `lo` the maximum has mass < 1e-7 (bounded by the untouched product
+    // and the lower-tail bounds of the touched slots with the highest means); above `hi`
+    // it has mass < 1e-6, shared there in proportion to the slots' tails.
+    let mut by_mean: Vec<(f64, &Shape)> = live
+        .iter()
+        .map(|l| (l.shape.a / (l.shape.a + l.shape.b), &l.shape))
+        .collect();
+    if by_mean.len() > BOUNDING {
+        by_mean.select_nth_unstable_by(BOUNDING - 1, |p, q| q.0.total_cmp(&p.0));
+        by_mean.truncate(BOUNDING);
+    }
+    let bound = |k: usize| base_at(k) + by_mean.iter().map(|(_, s)| s.ln_cdf_bound(k)).sum::<f64>();
+    // Searched from where the whole table's sum (one load a point) puts them.
+    let lo_guess = first_point(|k| table.sum[k] > LN_BELOW);
+    let lo = first_point_from(lo_guess, |k| bound(k) > LN_BELOW).saturating_sub(1);
+    let hi_guess = first_point(|k| table.sum[k] >= LN_ABOVE);
+    let mut hi = first_point_from(hi_guess, |k| base_at(k) >= LN_ABOVE).max(lo + 1);
+    for l in &mut live {
+        l.shape.settle(hi, LN_RANGE_TAIL);
+        hi = hi.max(l.shape.top);
+    }
+    let hi = hi.min(GRID_POINTS - 1);
+    let len = hi - lo + 1;
+
+    let mut ln_m = if subtract {
+        table.sum[lo..=hi].to_vec()
+    } else {
+        vec![0.0; len]
+    };
+    for &j in rows.iter() {
+        let row = &table.row(j)[lo..=hi];
+        if subtract {
+            ln_m.iter_mut().zip(row).for_each(|(v, l)| *v -= l);
+        } else {
+            ln_m.iter_mut().zip(row).for_each(|(v, l)| *v += l);
+        }
+    }
+    // Touched slots: wide ones through `ln F` at coarse points, summed and interpolated
+    // once (quintic Hermite is linear in its data, so the sum of the slots' interpolants is
+    // the interpolant of the sum); narrow ones point by point.
+    let mut coarse: Vec<usize> = (lo..hi).step_by(COARSE).collect();
+    coarse.push(hi);
+    let nc = coarse.len();
+    let mut live_cdf = Vec::new();
+    let mut narrow_product: Option<Vec<f64>> = None;
+    // Wide slots, those taking full steps first, integrated together.
+    let mut wide = Vec::with_capacity(live.len());
+    let mut half = Vec::new();
+    for l in &mut live {
+        if l.wide {
+            if l.shape.per_step() >= FULL_STRIDE_STEPS {
+                l.offset = wide.len();
+                wide.push(l.shape);
+            } else {
+                l.offset = half.len();
+                half.push(l.shape);
+            }
+        } else {
+            l.offset = live_cdf.len();
+            live_cdf.resize(live_cdf.len() + len, 0.0);
+            let cdf = &mut live_cdf[l.offset..];
+            l.shape.cdf_into(lo, cdf);
+            let product = narrow_product.get_or_insert_with(|| vec![1.0; len]);
+            for (p, f) in product.iter_mut().zip(cdf.iter()) {
+                *p *= *f;
+            }
+        }
+    }
+    let full = wide.len();
+    for l in live
+        .iter_mut()
+        .filter(|l| l.wide && l.shape.per_step() < FULL_STRIDE_STEPS)
+    {
+        l.offset += full;
+    }
+    wide.extend(half);
+    let knots = knots_of_group(&wide, full, &coarse);
+    if knots.n > 0 {
+        // Σ over the wide slots at each coarse point, then interpolated once per point.
+        let mut sum = vec![[0.0; 3]; nc];
+        let (ln_f, d1, d2) = knots.sections();
+        for (c, s) in sum.iter_mut().enumerate() {
+            let row = c * knots.n..(c + 1) * knots.n;
+            s[0] += ln_f[row.clone()].iter().sum::<f64>();
+            s[1] += d1[row.clone()].iter().sum::<f64>();
+            s[2] += d2[row].iter().sum::<f64>();
+        }
+        add_interpolated(&coarse, |c| sum[c], &mut ln_m);
+    }
+    if let Some(mut product) = narrow_product {
+        for p in &mut product {
+            *p = p.max(TINY);
+        }
+        vmath::ln_in_place(&mut product);
+        for (lm, p) in ln_m.iter_mut().zip(&product) {
+            *lm += p;
+        }
+    }
+    let mut m = ln_m.clone();
+    vmath::exp_in_place(&mut m);
+    let alpha_sum = eligible
+        .iter()
+        .map(|&j| match live_of[j] {
+            UNTOUCHED => table.params[j].0,
+            i => live[i as usize].shape.a,
+        })
+        .sum();
+    SlotMax {
+        table,
+        eligible,
+        live_of,
+        live,
+        coarse,
+        knots,
+        live_cdf,
+        lo,
+        hi,
+        ln_m,
+        m,
+        alpha_sum,
+    }
+}
+
 /// `ln F` and its first two `u`-derivatives at the `coarse` points for every shape of a group
-/// of wide posteriors (each settled at or below the last coarse point). The shapes are
-/// integrated together, one node at a time down from the last coarse point in steps of at most
-/// `stride` points, so the loops run across shapes and vectorize; the tail above the start is
+/// of wide posteriors (each settled at or below the last coarse point). The first `full` take
+/// one integration step per coarse interval, the others two (half steps; see
+/// [`FULL_STRIDE_STEPS`]). The shapes are integrated together, one node at a time down from the
+/// last coarse point, so the loops run across shapes and vectorize; the tail above the start is
 /// the exact one for rates near 1, else `g / (|φ'| + φ''/φ')` (integration by parts, tiny
 /// there).
-fn knots_of_group(shapes: &[Shape], coarse: &[usize], stride: usize) -> Knots {
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn knots_of_group(shapes: &[Shape], full: usize, coarse: &[usize]) -> Knots {
     let n = shapes.len();
     let nc = coarse.len();
     if n == 0 {
@@ -791,30 +810,41 @@ fn knots_of_group(shapes: &[Shape], coarse: &[usize], stride: usize) -> Knots {
         ab[i] = s.a + s.b;
         lnb[i] = s.lnb;
     }
-    // (Loops over zipped slices, without indexing, so that they vectorize.)
-    // The density at node `k` for every shape into `g`.
-    let density = |k: usize, g: &mut [f64]| {
-        let (lx, l1x) = (nd.lx[k], nd.l1x[k]);
-        for (((g, &a), &ab), &lnb) in g.iter_mut().zip(&*a).zip(&*ab).zip(&*lnb) {
-            *g = a * lx + (ab - a) * l1x - lnb;
+    // (Loops over zipped slices, without indexing, so that they vectorize; helpers are inlined
+    // functions, not closures, so that they are compiled for the multiversioned target.)
+    let params = (&*a, &*ab, &*lnb);
+    // One Euler–Maclaurin step of width `steps` grid points for shapes `r`, from the terms in
+    // `up*` (upper end) to those in `g`, `lo*` (lower end), which become the new upper end.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn step(
+        steps: usize,
+        r: Range<usize>,
+        tail: &mut [f64],
+        up: [&mut [f64]; 3],
+        g: &[f64],
+        lo1: &[f64],
+        lo3: &[f64],
+    ) {
+        let h = steps as f64 * STEP;
+        let (w1, w2, w4) = (h / 2.0, h * h / 12.0, h.powi(4) / 720.0);
+        let [up0, up1, up3] = up;
+        let ups = up0[r.clone()].iter_mut().zip(up1[r.clone()].iter_mut());
+        let ups = ups.zip(up3[r.clone()].iter_mut());
+        let lows = g[r.clone()]
+            .iter()
+            .zip(&lo1[r.clone()])
+            .zip(&lo3[r.clone()]);
+        for ((t, ((u0, u1), u3)), ((&l0, &l1), &l3)) in tail[r].iter_mut().zip(ups).zip(lows) {
+            let cell = w1 * (l0 + *u0) - w2 * (*u1 - l1) + w4 * (*u3 - l3);
+            *t += if cell > 0.0 { cell } else { 0.0 };
+            (*u0, *u1, *u3) = (l0, l1, l3);
         }
-        vmath::exp_in_place(g);
-    };
-    // The density's first and third derivatives in `u` from the densities `g`.
-    let derivatives = |x: f64, g: &[f64], d1: &mut [f64], d3: &mut [f64]| {
-        let x1 = x * (1.0 - x);
-        let x2 = 1.0 - 2.0 * x;
-        let lanes = d1.iter_mut().zip(d3.iter_mut()).zip(g);
-        for (((d1, d3), &g), (&a, &ab)) in lanes.zip(a.iter().zip(&*ab)) {
-            let p1 = a - ab * x;
-            let p2 = -ab * x1;
-            let p3 = p2 * x2;
-            *d1 = p1 * g;
-            *d3 = (p3 + 3.0 * p1 * p2 + p1 * p1 * p1) * g;
-        }
-    };
+    }
     // F, g and g' at coarse point `c`, for `finish`.
-    let record = |c: usize, tail: &[f64], g: &[f64], d1: &[f64], out: [&mut [f64]; 3]| {
+    #[inline(always)]
+    fn record(c: usize, tail: &[f64], g: &[f64], d1: &[f64], out: [&mut [f64]; 3]) {
+        let n = tail.len();
         let row = c * n..(c + 1) * n;
         let [ln_f, d1s, d2s] = out;
         for (f, &t) in ln_f[row.clone()].iter_mut().zip(tail) {
@@ -822,9 +852,9 @@ fn knots_of_group(shapes: &[Shape], coarse: &[usize], stride: usize) -> Knots {
         }
         d1s[row.clone()].copy_from_slice(g);
         d2s[row].copy_from_slice(d1);
-    };
+    }
     let top = coarse[nc - 1];
-    density(top, up0);
+    terms_at(nd, params, top, 0..n, up0, up1, up3);
     let x = nd.x[top];
     for (((t, s), &g), &ab) in tail.iter_mut().zip(shapes).zip(&*up0).zip(&*ab) {
         let slope = s.a - ab * x;
@@ -835,37 +865,65 @@ fn knots_of_group(shapes: &[Shape], coarse: &[usize], stride: usize) -> Knots {
             g / (-slope + curvature / slope)
         };
     }
-    derivatives(x, up0, up1, up3);
     record(nc - 1, tail, up0, up1, [&mut *ln_f, &mut *d1s, &mut *d2s]);
+    let half = COARSE / 2;
     let mut k1 = top;
     for c in (0..nc - 1).rev() {
         let k0 = coarse[c];
-        while k1 > k0 {
-            let next = k1 - stride.min(k1 - k0);
-            let h = (k1 - next) as f64 * STEP;
-            let (w1, w2, w4) = (h / 2.0, h * h / 12.0, h.powi(4) / 720.0);
-            density(next, g);
-            derivatives(nd.x[next], g, lo1, lo3);
-            // Euler–Maclaurin over the step, as in `cell_integral`.
-            let ups = up0.iter_mut().zip(up1.iter_mut()).zip(up3.iter_mut());
-            let lows = g.iter().zip(&*lo1).zip(&*lo3);
-            for ((t, ((u0, u1), u3)), ((&l0, &l1), &l3)) in tail.iter_mut().zip(ups).zip(lows) {
-                let cell = w1 * (l0 + *u0) - w2 * (*u1 - l1) + w4 * (*u3 - l3);
-                *t += if cell > 0.0 { cell } else { 0.0 };
-                (*u0, *u1, *u3) = (l0, l1, l3);
-            }
-            k1 = next;
+        // The half-step shapes first stop midway when the interval is longer than a half step.
+        let mut k_half = k1;
+        if k1 - k0 > half && full < n {
+            let mid = k1 - half;
+            terms_at(nd, params, mid, full..n, g, lo1, lo3);
+            step(half, full..n, tail, [up0, up1, up3], g, lo1, lo3);
+            k_half = mid;
         }
+        terms_at(nd, params, k0, 0..n, g, lo1, lo3);
+        step(k1 - k0, 0..full, tail, [up0, up1, up3], g, lo1, lo3);
+        step(k_half - k0, full..n, tail, [up0, up1, up3], g, lo1, lo3);
         record(c, tail, up0, up1, [&mut *ln_f, &mut *d1s, &mut *d2s]);
+        k1 = k0;
     }
     finish([ln_f, d1s, d2s], shapes, coarse);
     v.truncate(3 * size);
     Knots { n, v }
 }
 
+/// The density at node `k` and its first and third derivatives in `u` into `g`, `d1`, `d3`, for
+/// the shapes `r` of `(α, α + β, ln B)`.
+#[inline(always)]
+fn terms_at(
+    nd: &Nodes,
+    (a, ab, lnb): (&[f64], &[f64], &[f64]),
+    k: usize,
+    r: Range<usize>,
+    g: &mut [f64],
+    d1: &mut [f64],
+    d3: &mut [f64],
+) {
+    let (lx, l1x, x) = (nd.lx[k], nd.l1x[k], nd.x[k]);
+    let (a, ab, lnb) = (&a[r.clone()], &ab[r.clone()], &lnb[r.clone()]);
+    let g = &mut g[r.clone()];
+    for ((g, (&a, &ab)), &lnb) in g.iter_mut().zip(a.iter().zip(ab)).zip(lnb) {
+        *g = a * lx + (ab - a) * l1x - lnb;
+    }
+    vmath::exp_in_place(g);
+    let x1 = x * (1.0 - x);
+    let x2 = 1.0 - 2.0 * x;
+    let lanes = d1[r.clone()].iter_mut().zip(d3[r].iter_mut()).zip(&*g);
+    for (((d1, d3), &g), (&a, &ab)) in lanes.zip(a.iter().zip(ab)) {
+        let p1 = a - ab * x;
+        let p2 = -ab * x1;
+        let p3 = p2 * x2;
+        *d1 = p1 * g;
+        *d3 = (p3 + 3.0 * p1 * p2 + p1 * p1 * p1) * g;
+    }
+}
+
 /// Turn the recorded `(F, g, g')` of every knot into `(ln F, g/F, g'/F − (g/F)²)`: the
 /// derivatives of `ln F`. Deep in the lower tail, where `F = 1 − tail` has lost its digits (the
 /// maximum has mass < 1e-6 there), integrate by parts instead: F ≈ g/φ' · (1 + φ''/φ'²).
+#[inline(always)]
 fn finish([ln_f, d1, d2]: [&mut [f64]; 3], shapes: &[Shape], coarse: &[usize]) {
     let f = ln_f.to_vec();
     for l in ln_f.iter_mut() {
@@ -1236,8 +1294,8 @@ mod tests {
         let mut coarse: Vec<usize> = (lo..hi).step_by(COARSE).collect();
         coarse.push(hi);
         let nc = coarse.len();
-        // All shapes in one group at the finer stride, as a decision groups them.
-        let together = knots_of_group(&shapes, &coarse, COARSE / 2);
+        // All shapes in one group taking half steps, as a decision groups them.
+        let together = knots_of_group(&shapes, 0, &coarse);
         let mut worst: f64 = 0.0;
         for (i, (&(a, b), shape)) in params.iter().zip(&shapes).enumerate() {
             assert!(shape.per_step() >= WIDE_STEPS, "Beta({a}, {b}) is wide");
@@ -1246,7 +1304,8 @@ mod tests {
             } else {
                 COARSE / 2
             };
-            let knots = knots_of_group(&[*shape], &coarse, stride);
+            let full = usize::from(stride == COARSE);
+            let knots = knots_of_group(&[*shape], full, &coarse);
             if stride == COARSE / 2 {
                 for c in 0..nc {
                     assert_eq!(knots.at(c, 0), together.at(c, i), "Beta({a}, {b}) alone");
