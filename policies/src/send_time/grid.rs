@@ -220,6 +220,7 @@ impl Shape {
     }
 
     /// Upper bound on ln(upper tail) at `k`, valid above the mode (+∞ below it).
+    #[inline]
     fn ln_tail_bound(&self, k: usize) -> f64 {
         let s = self.slope(k);
         if s < 0.0 {
@@ -363,6 +364,8 @@ fn hermite_basis(steps: usize) -> [[f64; 6]; MAX_STRIDE + 1] {
 #[derive(Debug, Clone)]
 pub struct PriorTable {
     params: Vec<(f64, f64)>,
+    /// Σ α over all slots.
+    alpha_total: f64,
     /// Row-major: slot `j`'s `ln F` at point `k` is `ln_cdf[j * GRID_POINTS + k]`.
     ln_cdf: Vec<f64>,
     sum: Vec<f64>,
@@ -386,6 +389,7 @@ impl PriorTable {
             }
         }
         Self {
+            alpha_total: params.iter().map(|p| p.0).sum(),
             params,
             ln_cdf,
             sum,
@@ -603,11 +607,14 @@ fn build<'a>(
     }
     let mut live_of = [UNTOUCHED; MAX_SLOTS];
     let mut live = Vec::with_capacity(shopper.map_or(0, |s| s.slots.len()));
+    // The slot of each `live` entry.
+    let mut touched = Vec::with_capacity(live.capacity());
     if let Some(s) = shopper {
         let (mut a, mut b) = ([0.0; MAX_SLOTS], [0.0; MAX_SLOTS]);
         let mut n_live = 0;
         for (j, succ, n) in s.decayed(h, now_ms) {
             if j < slots && is_eligible[j] && live_of[j] == UNTOUCHED {
+                touched.push(j);
                 let (a0, b0) = table.params[j];
                 a[n_live] = (a0 + succ).max(1e-3);
                 b[n_live] = (b0 + (n - succ).max(0.0)).max(1e-3);
@@ -626,19 +633,24 @@ fn build<'a>(
             }
         }));
     }
-    // Slots whose prior rows leave the table's sum: ineligible ones and touched ones.
-    // Sum whichever side is shorter.
-    let mut removed = Vec::with_capacity(slots);
-    let mut untouched = Vec::with_capacity(slots);
-    for j in 0..slots {
-        if is_eligible[j] && live_of[j] == UNTOUCHED {
-            untouched.push(j);
-        } else {
-            removed.push(j);
-        }
-    }
-    let subtract = removed.len() <= untouched.len();
-    let rows = if subtract { &removed } else { &untouched };
+    // Slots whose prior rows leave the table's sum: ineligible ones and touched ones. Sum
+    // whichever side is shorter.
+    let n_untouched = eligible.len() - live.len();
+    let subtract = slots - n_untouched <= n_untouched;
+    let rows: Vec<usize> = if subtract && eligible.len() == slots {
+        touched.clone()
+    } else if subtract {
+        (0..slots)
+            .filter(|&j| !is_eligible[j] || live_of[j] != UNTOUCHED)
+            .collect()
+    } else {
+        eligible
+            .iter()
+            .copied()
+            .filter(|&j| live_of[j] == UNTOUCHED)
+            .collect()
+    };
+    let rows = &rows;
     let base_at = |k: usize| -> f64 {
         let sum: f64 = rows
             .iter()
@@ -751,13 +763,22 @@ fn build<'a>(
     }
     let mut m = ln_m.clone();
     vmath::exp_in_place(&mut m);
-    let alpha_sum = eligible
-        .iter()
-        .map(|&j| match live_of[j] {
-            UNTOUCHED => table.params[j].0,
-            i => live[i as usize].shape.a,
-        })
-        .sum();
+    let alpha_sum = if eligible.len() == slots {
+        let touched_delta: f64 = live
+            .iter()
+            .zip(&touched)
+            .map(|(l, &j)| l.shape.a - table.params[j].0)
+            .sum();
+        table.alpha_total + touched_delta
+    } else {
+        eligible
+            .iter()
+            .map(|&j| match live_of[j] {
+                UNTOUCHED => table.params[j].0,
+                i => live[i as usize].shape.a,
+            })
+            .sum()
+    };
     SlotMax {
         table,
         eligible,
