@@ -424,20 +424,28 @@ struct Live {
 /// slots, coarse point by coarse point: slot `i`'s at coarse point `c` is at `c * n + i`.
 struct Knots {
     n: usize,
-    /// `ln F`, then `d ln F/du`, then `d² ln F/du²`, `n × coarse points` each.
+    /// One row per coarse point, the last point first (the order they are integrated in): `n`
+    /// values of `ln F`, then `n` of `d ln F/du`, then `n` of `d² ln F/du²`.
     v: Vec<f64>,
 }
 
 impl Knots {
-    fn at(&self, c: usize, i: usize) -> Knot {
-        let (j, size) = (c * self.n + i, self.v.len() / 3);
-        [self.v[j], self.v[size + j], self.v[2 * size + j]]
+    /// Offset of coarse point `c`'s row.
+    fn row_start(&self, c: usize) -> usize {
+        let rows = self.v.len() / (3 * self.n);
+        (rows - 1 - c) * 3 * self.n
     }
 
-    /// The three sections: `ln F`, `d ln F/du`, `d² ln F/du²`.
-    fn sections(&self) -> (&[f64], &[f64], &[f64]) {
-        let (l, rest) = self.v.split_at(self.v.len() / 3);
-        let (d1, d2) = rest.split_at(l.len());
+    fn at(&self, c: usize, i: usize) -> Knot {
+        let j = self.row_start(c) + i;
+        [self.v[j], self.v[j + self.n], self.v[j + 2 * self.n]]
+    }
+
+    /// `(ln F, d ln F/du, d² ln F/du²)` of every slot at coarse point `c`.
+    fn row(&self, c: usize) -> (&[f64], &[f64], &[f64]) {
+        let row = &self.v[self.row_start(c)..][..3 * self.n];
+        let (l, rest) = row.split_at(self.n);
+        let (d1, d2) = rest.split_at(self.n);
         (l, d1, d2)
     }
 }
@@ -610,22 +618,23 @@ fn build<'a>(
     // The slot of each `live` entry.
     let mut touched = Vec::with_capacity(live.capacity());
     if let Some(s) = shopper {
-        let (mut a, mut b) = ([0.0; MAX_SLOTS], [0.0; MAX_SLOTS]);
-        let mut n_live = 0;
+        let (mut a, mut b) = (
+            Vec::with_capacity(s.slots.len()),
+            Vec::with_capacity(s.slots.len()),
+        );
         for (j, succ, n) in s.decayed(h, now_ms) {
             if j < slots && is_eligible[j] && live_of[j] == UNTOUCHED {
+                live_of[j] = touched.len() as u8;
                 touched.push(j);
                 let (a0, b0) = table.params[j];
-                a[n_live] = (a0 + succ).max(1e-3);
-                b[n_live] = (b0 + (n - succ).max(0.0)).max(1e-3);
-                live_of[j] = n_live as u8;
-                n_live += 1;
+                a.push((a0 + succ).max(1e-3));
+                b.push((b0 + (n - succ).max(0.0)).max(1e-3));
             }
         }
-        let mut lnb = [0.0; MAX_SLOTS];
-        vmath::ln_beta_into(&a[..n_live], &b[..n_live], &mut lnb[..n_live]);
-        live.extend((0..n_live).map(|i| {
-            let shape = Shape::with_ln_beta(a[i], b[i], lnb[i]);
+        let mut lnb = vec![0.0; a.len()];
+        vmath::ln_beta_into(&a, &b, &mut lnb);
+        live.extend(a.iter().zip(&b).zip(&lnb).map(|((&a, &b), &lnb)| {
+            let shape = Shape::with_ln_beta(a, b, lnb);
             Live {
                 wide: shape.per_step() >= WIDE_STEPS,
                 shape,
@@ -743,12 +752,9 @@ fn build<'a>(
     if knots.n > 0 {
         // Σ over the wide slots at each coarse point, then interpolated once per point.
         let mut sum = vec![[0.0; 3]; nc];
-        let (ln_f, d1, d2) = knots.sections();
         for (c, s) in sum.iter_mut().enumerate() {
-            let row = c * knots.n..(c + 1) * knots.n;
-            s[0] += ln_f[row.clone()].iter().sum::<f64>();
-            s[1] += d1[row.clone()].iter().sum::<f64>();
-            s[2] += d2[row].iter().sum::<f64>();
+            let (ln_f, d1, d2) = knots.row(c);
+            *s = [ln_f.iter().sum(), d1.iter().sum(), d2.iter().sum()];
         }
         add_interpolated(&coarse, |c| sum[c], &mut ln_m);
     }
@@ -810,13 +816,12 @@ fn knots_of_group(shapes: &[Shape], full: usize, coarse: &[usize]) -> Knots {
         return Knots { n, v: Vec::new() };
     }
     let nd = nodes();
-    // One allocation: the three sections of the knots, then scratch.
-    let size = n * nc;
-    let mut v = Vec::with_capacity(3 * size + 10 * n);
-    v.resize(3 * size + 10 * n, 0.0);
-    let (out, scratch) = v.split_at_mut(3 * size);
-    let (ln_f, rest) = out.split_at_mut(size);
-    let (d1s, d2s) = rest.split_at_mut(size);
+    // The rows are pushed as they are integrated (no zeroing); scratch in one allocation.
+    let mut v = Vec::with_capacity(3 * n * nc);
+    let mut scratch: Vec<f64> = shapes.iter().map(|s| s.a).collect();
+    scratch.extend(shapes.iter().map(|s| s.a + s.b));
+    scratch.extend(shapes.iter().map(|s| s.lnb));
+    scratch.resize(10 * n, 0.0);
     let (a, rest) = scratch.split_at_mut(n);
     let (ab, rest) = rest.split_at_mut(n);
     let (lnb, rest) = rest.split_at_mut(n);
@@ -826,11 +831,6 @@ fn knots_of_group(shapes: &[Shape], full: usize, coarse: &[usize]) -> Knots {
     let (up1, rest) = rest.split_at_mut(n);
     let (up3, rest) = rest.split_at_mut(n);
     let (lo1, lo3) = rest.split_at_mut(n);
-    for (i, s) in shapes.iter().enumerate() {
-        a[i] = s.a;
-        ab[i] = s.a + s.b;
-        lnb[i] = s.lnb;
-    }
     // (Loops over zipped slices, without indexing, so that they vectorize; helpers are inlined
     // functions, not closures, so that they are compiled for the multiversioned target.)
     let params = (&*a, &*ab, &*lnb);
@@ -862,17 +862,12 @@ fn knots_of_group(shapes: &[Shape], full: usize, coarse: &[usize]) -> Knots {
             (*u0, *u1, *u3) = (l0, l1, l3);
         }
     }
-    // F, g and g' at coarse point `c`, for `finish`.
+    // F, g and g' at the next coarse point (down from the last), for `finish`.
     #[inline(always)]
-    fn record(c: usize, tail: &[f64], g: &[f64], d1: &[f64], out: [&mut [f64]; 3]) {
-        let n = tail.len();
-        let row = c * n..(c + 1) * n;
-        let [ln_f, d1s, d2s] = out;
-        for (f, &t) in ln_f[row.clone()].iter_mut().zip(tail) {
-            *f = 1.0 - t;
-        }
-        d1s[row.clone()].copy_from_slice(g);
-        d2s[row].copy_from_slice(d1);
+    fn record(tail: &[f64], g: &[f64], d1: &[f64], v: &mut Vec<f64>) {
+        v.extend(tail.iter().map(|t| 1.0 - t));
+        v.extend_from_slice(g);
+        v.extend_from_slice(d1);
     }
     let top = coarse[nc - 1];
     terms_at(nd, params, top, 0..n, up0, up1, up3);
@@ -886,7 +881,7 @@ fn knots_of_group(shapes: &[Shape], full: usize, coarse: &[usize]) -> Knots {
             g / (-slope + curvature / slope)
         };
     }
-    record(nc - 1, tail, up0, up1, [&mut *ln_f, &mut *d1s, &mut *d2s]);
+    record(tail, up0, up1, &mut v);
     let half = COARSE / 2;
     let mut k1 = top;
     for c in (0..nc - 1).rev() {
@@ -902,11 +897,12 @@ fn knots_of_group(shapes: &[Shape], full: usize, coarse: &[usize]) -> Knots {
         terms_at(nd, params, k0, 0..n, g, lo1, lo3);
         step(k1 - k0, 0..full, tail, [up0, up1, up3], g, lo1, lo3);
         step(k_half - k0, full..n, tail, [up0, up1, up3], g, lo1, lo3);
-        record(c, tail, up0, up1, [&mut *ln_f, &mut *d1s, &mut *d2s]);
+        record(tail, up0, up1, &mut v);
         k1 = k0;
     }
-    finish([ln_f, d1s, d2s], shapes, coarse);
-    v.truncate(3 * size);
+    for (r, row) in v.chunks_mut(3 * n).enumerate() {
+        finish(row, g, shapes, coarse[nc - 1 - r]);
+    }
     Knots { n, v }
 }
 
@@ -941,12 +937,16 @@ fn terms_at(
     }
 }
 
-/// Turn the recorded `(F, g, g')` of every knot into `(ln F, g/F, g'/F − (g/F)²)`: the
-/// derivatives of `ln F`. Deep in the lower tail, where `F = 1 − tail` has lost its digits (the
-/// maximum has mass < 1e-6 there), integrate by parts instead: F ≈ g/φ' · (1 + φ''/φ'²).
+/// Turn the recorded `(F, g, g')` of every slot at coarse point `k0` (one row: `n` of each) into
+/// `(ln F, g/F, g'/F − (g/F)²)`: the derivatives of `ln F`. Deep in the lower tail, where
+/// `F = 1 − tail` has lost its digits (the maximum has mass < 1e-6 there), integrate by parts
+/// instead: F ≈ g/φ' · (1 + φ''/φ'²). `f` is scratch of `n` values.
 #[inline(always)]
-fn finish([ln_f, d1, d2]: [&mut [f64]; 3], shapes: &[Shape], coarse: &[usize]) {
-    let f = ln_f.to_vec();
+fn finish(row: &mut [f64], f: &mut [f64], shapes: &[Shape], k0: usize) {
+    let n = shapes.len();
+    let (ln_f, rest) = row.split_at_mut(n);
+    let (d1, d2) = rest.split_at_mut(n);
+    f.copy_from_slice(ln_f);
     for l in ln_f.iter_mut() {
         *l = l.max(TINY);
     }
@@ -958,20 +958,17 @@ fn finish([ln_f, d1, d2]: [&mut [f64]; 3], shapes: &[Shape], coarse: &[usize]) {
     }
     // (Checked in one pass that vectorizes: the deep tail is rare.)
     if f.iter().fold(false, |deep, &f| deep | (f <= 1e-6)) {
-        deep_tail([ln_f, d1, d2], &f, shapes, coarse);
+        deep_tail([ln_f, d1, d2], f, shapes, k0);
     }
 }
 
 /// [`finish`] for knots deep in the lower tail (`F ≤ 1e-6`).
-fn deep_tail([ln_f, d1, d2]: [&mut [f64]; 3], f: &[f64], shapes: &[Shape], coarse: &[usize]) {
-    let n = shapes.len();
-    for (j, &f) in f.iter().enumerate() {
+fn deep_tail([ln_f, d1, d2]: [&mut [f64]; 3], f: &[f64], shapes: &[Shape], k0: usize) {
+    let x = nodes().x[k0];
+    for (j, (&f, s)) in f.iter().zip(shapes).enumerate() {
         if f > 1e-6 {
             continue;
         }
-        let (c, s) = (j / n, &shapes[j % n]);
-        let k0 = coarse[c];
-        let x = nodes().x[k0];
         let slope = s.a - (s.a + s.b) * x;
         let curvature = -(s.a + s.b) * x * (1.0 - x);
         (d1[j], d2[j]) = if slope * slope > -4.0 * curvature {
