@@ -333,21 +333,32 @@ impl Shape {
     }
 }
 
-/// [`hermite_basis`] for every step count up to the largest stride, computed once.
+/// [`hermite_basis`] for every step count up to the largest stride, computed at compile time.
+static HERMITE_BASES: [[[f64; 6]; MAX_STRIDE + 1]; MAX_STRIDE + 1] = {
+    let mut all = [[[0.0; 6]; MAX_STRIDE + 1]; MAX_STRIDE + 1];
+    let mut steps = 0;
+    while steps <= MAX_STRIDE {
+        all[steps] = hermite_basis(steps);
+        steps += 1;
+    }
+    all
+};
+
 fn hermite_bases() -> &'static [[[f64; 6]; MAX_STRIDE + 1]] {
-    static BASES: OnceLock<Vec<[[f64; 6]; MAX_STRIDE + 1]>> = OnceLock::new();
-    BASES.get_or_init(|| (0..=MAX_STRIDE).map(hermite_basis).collect())
+    &HERMITE_BASES
 }
 
 /// Quintic Hermite basis weights at `t = i / steps`, `i = 0..=steps`, in the order
 /// (value 0, slope 0, curvature 0, curvature 1, slope 1, value 1).
-fn hermite_basis(steps: usize) -> [[f64; 6]; MAX_STRIDE + 1] {
+const fn hermite_basis(steps: usize) -> [[f64; 6]; MAX_STRIDE + 1] {
     let mut w = [[0.0; 6]; MAX_STRIDE + 1];
-    for (i, row) in w.iter_mut().enumerate().take(steps + 1) {
-        let t = i as f64 / steps.max(1) as f64;
+    let denominator = if steps == 0 { 1.0 } else { steps as f64 };
+    let mut i = 0;
+    while i <= steps && i <= MAX_STRIDE {
+        let t = i as f64 / denominator;
         let (t2, t3) = (t * t, t * t * t);
         let (t4, t5) = (t3 * t, t3 * t2);
-        *row = [
+        w[i] = [
             1.0 - 10.0 * t3 + 15.0 * t4 - 6.0 * t5,
             t - 6.0 * t3 + 8.0 * t4 - 3.0 * t5,
             0.5 * (t2 - 3.0 * t3 + 3.0 * t4 - t5),
@@ -355,6 +366,7 @@ fn hermite_basis(steps: usize) -> [[f64; 6]; MAX_STRIDE + 1] {
             -4.0 * t3 + 7.0 * t4 - 3.0 * t5,
             10.0 * t3 - 15.0 * t4 + 6.0 * t5,
         ];
+        i += 1;
     }
     w
 }
@@ -423,7 +435,13 @@ struct Live {
 /// `ln F` and its first two `u`-derivatives at the coarse points for a group of wide touched
 /// slots, coarse point by coarse point: slot `i`'s at coarse point `c` is at `c * n + i`.
 struct Knots {
+    /// Slots.
     n: usize,
+    /// Values per section of a row: `n` rounded up to whole vectors (the extra lanes repeat
+    /// the last slot and are never read).
+    lanes: usize,
+    /// Coarse points (rows).
+    rows: usize,
     /// One row per coarse point, the last point first (the order they are integrated in): `n`
     /// values of `ln F`, then `n` of `d ln F/du`, then `n` of `d² ln F/du²`.
     v: Vec<f64>,
@@ -432,21 +450,24 @@ struct Knots {
 impl Knots {
     /// Offset of coarse point `c`'s row.
     fn row_start(&self, c: usize) -> usize {
-        let rows = self.v.len() / (3 * self.n);
-        (rows - 1 - c) * 3 * self.n
+        (self.rows - 1 - c) * 3 * self.lanes
     }
 
     fn at(&self, c: usize, i: usize) -> Knot {
         let j = self.row_start(c) + i;
-        [self.v[j], self.v[j + self.n], self.v[j + 2 * self.n]]
+        [
+            self.v[j],
+            self.v[j + self.lanes],
+            self.v[j + 2 * self.lanes],
+        ]
     }
 
     /// `(ln F, d ln F/du, d² ln F/du²)` of every slot at coarse point `c`.
     fn row(&self, c: usize) -> (&[f64], &[f64], &[f64]) {
-        let row = &self.v[self.row_start(c)..][..3 * self.n];
-        let (l, rest) = row.split_at(self.n);
-        let (d1, d2) = rest.split_at(self.n);
-        (l, d1, d2)
+        let row = &self.v[self.row_start(c)..][..3 * self.lanes];
+        let (l, rest) = row.split_at(self.lanes);
+        let (d1, d2) = rest.split_at(self.lanes);
+        (&l[..self.n], &d1[..self.n], &d2[..self.n])
     }
 }
 
@@ -689,8 +710,35 @@ fn build<'a>(
     let lo = first_point_from(lo_guess, |k| bound(k) > LN_BELOW).saturating_sub(1);
     let hi_guess = first_point(|k| table.sum[k] >= LN_ABOVE);
     let mut hi = first_point_from(hi_guess, |k| base_at(k) >= LN_ABOVE).max(lo + 1);
-    for l in &mut live {
-        l.shape.settle(hi, LN_RANGE_TAIL);
+    // Settle the touched slots there: most already are (one vectorized check across them,
+    // `ln g − ln(−φ') ≤ ln ε` above the mode); the others search upwards.
+    let settled: Vec<bool> = {
+        let n = nodes();
+        let (x, lx, l1x) = (n.x[hi], n.lx[hi], n.l1x[hi]);
+        let mut minus_slope: Vec<f64> = live
+            .iter()
+            .map(|l| (l.shape.a + l.shape.b) * x - l.shape.a)
+            .collect();
+        let positive: Vec<bool> = minus_slope.iter().map(|&s| s > 0.0).collect();
+        for s in &mut minus_slope {
+            *s = s.max(TINY);
+        }
+        vmath::ln_in_place(&mut minus_slope);
+        live.iter()
+            .zip(&minus_slope)
+            .zip(&positive)
+            .map(|((l, &ln_s), &positive)| {
+                let ln_g = l.shape.a * lx + l.shape.b * l1x - l.shape.lnb;
+                positive && ln_g - ln_s <= LN_RANGE_TAIL
+            })
+            .collect()
+    };
+    for (l, settled) in live.iter_mut().zip(settled) {
+        if settled {
+            l.shape.top = hi;
+        } else {
+            l.shape.settle(hi, LN_RANGE_TAIL);
+        }
         hi = hi.max(l.shape.top);
     }
     let hi = hi.min(GRID_POINTS - 1);
@@ -810,11 +858,24 @@ fn build<'a>(
 /// there).
 #[multiversion(targets("x86_64+avx2+fma"))]
 fn knots_of_group(shapes: &[Shape], full: usize, coarse: &[usize]) -> Knots {
-    let n = shapes.len();
+    let real = shapes.len();
     let nc = coarse.len();
-    if n == 0 {
-        return Knots { n, v: Vec::new() };
-    }
+    let Some(&last) = shapes.last() else {
+        return Knots {
+            n: 0,
+            lanes: 0,
+            rows: nc,
+            v: Vec::new(),
+        };
+    };
+    // Whole vectors of four lanes, the extra ones repeating the last shape (in its group), so
+    // that no loop ends in a scalar remainder.
+    let n = real.next_multiple_of(4);
+    let full = if full == real { n } else { full };
+    let mut padded = Vec::with_capacity(n);
+    padded.extend_from_slice(shapes);
+    padded.resize(n, last);
+    let shapes = &padded[..];
     let nd = nodes();
     // The rows are pushed as they are integrated (no zeroing); scratch in one allocation.
     let mut v = Vec::with_capacity(3 * n * nc);
@@ -903,7 +964,12 @@ fn knots_of_group(shapes: &[Shape], full: usize, coarse: &[usize]) -> Knots {
     for (r, row) in v.chunks_mut(3 * n).enumerate() {
         finish(row, g, shapes, coarse[nc - 1 - r]);
     }
-    Knots { n, v }
+    Knots {
+        n: real,
+        lanes: n,
+        rows: nc,
+        v,
+    }
 }
 
 /// The density at node `k` and its first and third derivatives in `u` into `g`, `d1`, `d3`, for
