@@ -42,13 +42,17 @@
 //!   continuous Thompson sampling they agree within 2.5e-4 over 168 weekly slots (test
 //!   `close_to_continuous_thompson`, tolerance 2e-3 + 2%).
 //!
-//! No I/O, no clock, no allocation beyond a few vectors per decision. A decision over 168 slots
-//! costs about 20k instructions for a new shopper plus about 2.7–3.5k per touched slot (callgrind;
-//! timings in `docs/send-time.md`).
+//! No I/O, no clock, no allocation beyond a few vectors per decision. The decision's loops are
+//! compiled twice, for the baseline target and for AVX2 + FMA, and the `multiversion` crate picks
+//! one at run time (Rust never fuses floating-point operations on its own, so both give the same
+//! numbers; the feature `baseline-only` builds the baseline alone, and `scripts/test` runs this
+//! module's tests that way too). A decision over 168 slots costs about 13k instructions for a new shopper plus about
+//! 1.7–2.8k per touched slot (callgrind; timings in `docs/send-time.md`).
 
 use std::ops::Range;
 use std::sync::OnceLock;
 
+#[cfg(not(feature = "baseline-only"))]
 use multiversion::multiversion;
 use rand::Rng;
 
@@ -621,7 +625,10 @@ impl<'a> SlotMax<'a> {
 
 /// [`SlotMax::new`], compiled also for AVX2 and picked at run time (its loops run over slots and
 /// grid points and vectorize).
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "baseline-only"),
+    multiversion(targets("x86_64+avx2+fma"))
+)]
 fn build<'a>(
     table: &'a PriorTable,
     h: &Hierarchy,
@@ -856,7 +863,10 @@ fn build<'a>(
 /// last coarse point, so the loops run across shapes and vectorize; the tail above the start is
 /// the exact one for rates near 1, else `g / (|φ'| + φ''/φ')` (integration by parts, tiny
 /// there).
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "baseline-only"),
+    multiversion(targets("x86_64+avx2+fma"))
+)]
 fn knots_of_group(shapes: &[Shape], full: usize, coarse: &[usize]) -> Knots {
     let real = shapes.len();
     let nc = coarse.len();
