@@ -433,6 +433,8 @@ struct Live {
     /// Wide posteriors keep `ln F` at the coarse points (slot `offset` of `knots`), narrow ones
     /// `F` at every point (`live_cdf[offset..]`).
     wide: bool,
+    /// Wide and taking one integration step per coarse interval ([`FULL_STRIDE_STEPS`]).
+    full_steps: bool,
     offset: usize,
 }
 
@@ -581,7 +583,53 @@ impl<'a> SlotMax<'a> {
         // The cell: the last point with M ≤ u (the cell above `hi` when u ≥ M(hi)).
         let i = self.m.partition_point(|&m| m <= u) - 1;
         let c = self.lo + i;
-        pick(self.eligible, |j| self.increment(j, c).max(0.0), v)
+        let wide = self.wide_steps(c);
+        pick(
+            self.eligible,
+            |j| {
+                let i = self.live_of[j];
+                let step = if i == UNTOUCHED {
+                    self.increment(j, c)
+                } else {
+                    let l = &self.live[i as usize];
+                    if l.wide && !wide.is_empty() {
+                        wide[l.offset]
+                    } else {
+                        self.touched_increment(j, c)
+                    }
+                };
+                step.max(0.0)
+            },
+            v,
+        )
+    }
+
+    /// `Δ ln F` over cell `c` (below `hi`) of every wide touched slot, by slot offset: one
+    /// Hermite difference each, computed across the slots together (as `interpolate_step`).
+    fn wide_steps(&self, c: usize) -> Vec<f64> {
+        let knots = &self.knots;
+        if knots.n == 0 || c >= self.hi {
+            return Vec::new();
+        }
+        let coarse = &self.coarse;
+        let cc = ((c - coarse[0]) / COARSE).min(coarse.len() - 2);
+        let (k0, k1) = (coarse[cc], coarse[cc + 1]);
+        let bases = &HERMITE_BASES[k1 - k0];
+        let (w0, w1) = (&bases[c - k0], &bases[c + 1 - k0]);
+        let w: [f64; 6] = std::array::from_fn(|i| w1[i] - w0[i]);
+        let h = (k1 - k0) as f64 * STEP;
+        let (p0, p1, p2) = knots.row(cc);
+        let (q0, q1, q2) = knots.row(cc + 1);
+        let p = p0.iter().zip(p1).zip(p2);
+        let q = q0.iter().zip(q1).zip(q2);
+        p.zip(q)
+            .map(|(((p0, p1), p2), ((q0, q1), q2))| {
+                w[0] * p0
+                    + h * (w[1] * p1 + w[4] * q1)
+                    + h * h * (w[2] * p2 + w[3] * q2)
+                    + w[5] * q0
+            })
+            .collect()
     }
 
     /// Probability that [`sample`](Self::sample) returns `slot` (floored at
@@ -663,8 +711,10 @@ fn build<'a>(
         vmath::ln_beta_into(&a, &b, &mut lnb);
         live.extend(a.iter().zip(&b).zip(&lnb).map(|((&a, &b), &lnb)| {
             let shape = Shape::with_ln_beta(a, b, lnb);
+            let per_step = shape.per_step();
             Live {
-                wide: shape.per_step() >= WIDE_STEPS,
+                wide: per_step >= WIDE_STEPS,
+                full_steps: per_step >= FULL_STRIDE_STEPS,
                 shape,
                 offset: 0,
             }
@@ -703,13 +753,15 @@ fn build<'a>(
     // The range: below `lo` the maximum has mass < 1e-7 (bounded by the untouched product
     // and the lower-tail bounds of the touched slots with the highest means); above `hi`
     // it has mass < 1e-6, shared there in proportion to the slots' tails.
-    let mut by_mean: Vec<(f64, &Shape)> = live
-        .iter()
-        .map(|l| (l.shape.a / (l.shape.a + l.shape.b), &l.shape))
-        .collect();
-    if by_mean.len() > BOUNDING {
-        by_mean.select_nth_unstable_by(BOUNDING - 1, |p, q| q.0.total_cmp(&p.0));
-        by_mean.truncate(BOUNDING);
+    // The BOUNDING highest means, kept sorted in one pass.
+    let mut by_mean: Vec<(f64, &Shape)> = Vec::with_capacity(BOUNDING + 1);
+    for l in &live {
+        let mean = l.shape.a / (l.shape.a + l.shape.b);
+        if by_mean.len() < BOUNDING || mean > by_mean[BOUNDING - 1].0 {
+            let at = by_mean.partition_point(|(m, _)| *m >= mean);
+            by_mean.insert(at, (mean, &l.shape));
+            by_mean.truncate(BOUNDING);
+        }
     }
     let bound = |k: usize| base_at(k) + by_mean.iter().map(|(_, s)| s.ln_cdf_bound(k)).sum::<f64>();
     // Searched from where the whole table's sum (one load a point) puts them.
@@ -777,7 +829,7 @@ fn build<'a>(
     let mut half = Vec::new();
     for l in &mut live {
         if l.wide {
-            if l.shape.per_step() >= FULL_STRIDE_STEPS {
+            if l.full_steps {
                 l.offset = wide.len();
                 wide.push(l.shape);
             } else {
@@ -796,10 +848,7 @@ fn build<'a>(
         }
     }
     let full = wide.len();
-    for l in live
-        .iter_mut()
-        .filter(|l| l.wide && l.shape.per_step() < FULL_STRIDE_STEPS)
-    {
+    for l in live.iter_mut().filter(|l| l.wide && !l.full_steps) {
         l.offset += full;
     }
     wide.extend(half);
