@@ -685,9 +685,13 @@ fn build<'a>(
     eligible: &'a [usize],
 ) -> SlotMax<'a> {
     let slots = table.slots();
-    let mut is_eligible = [false; MAX_SLOTS];
-    for &j in eligible {
-        is_eligible[j] = true;
+    // (Marked only when some slot is not eligible: usually all are.)
+    let all_eligible = eligible.len() == slots;
+    let mut is_eligible = [all_eligible; MAX_SLOTS];
+    if !all_eligible {
+        for &j in eligible {
+            is_eligible[j] = true;
+        }
     }
     let mut live_of = [UNTOUCHED; MAX_SLOTS];
     let mut live = Vec::with_capacity(shopper.map_or(0, |s| s.slots.len()));
@@ -858,7 +862,7 @@ fn build<'a>(
         let mut sum = vec![[0.0; 3]; nc];
         for (c, s) in sum.iter_mut().enumerate() {
             let (ln_f, d1, d2) = knots.row(c);
-            *s = [ln_f.iter().sum(), d1.iter().sum(), d2.iter().sum()];
+            *s = [vmath::sum(ln_f), vmath::sum(d1), vmath::sum(d2)];
         }
         add_interpolated(&coarse, |c| sum[c], &mut ln_m);
     }
