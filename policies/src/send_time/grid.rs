@@ -46,8 +46,8 @@
 //! compiled twice, for the baseline target and for AVX2 + FMA, and the `multiversion` crate picks
 //! one at run time (Rust never fuses floating-point operations on its own, so both give the same
 //! numbers; the feature `baseline-only` builds the baseline alone, and `scripts/test` runs this
-//! module's tests that way too). A decision over 168 slots costs about 13k instructions for a new shopper plus about
-//! 1.7–2.8k per touched slot (callgrind; timings in `docs/send-time.md`).
+//! module's tests that way too). A decision over 168 slots costs about 12k instructions for a
+//! new shopper plus 1.6–2.8k per touched slot (callgrind; timings in `docs/send-time.md`).
 
 use std::ops::Range;
 use std::sync::OnceLock;
