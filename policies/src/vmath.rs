@@ -134,7 +134,7 @@ pub fn ln(x: f64) -> f64 {
 /// `Γ(x) = Γ(x + 1) / x`. Split into the part without logarithms ([`ln_gamma_parts`]) and the
 /// argument of the one logarithm the two cases need together ([`lanczos_product`]), so that
 /// [`ln_beta_into`] takes three Γs' logarithms as one.
-const LANCZOS: [f64; 9] = [
+pub(crate) const LANCZOS: [f64; 9] = [
     0.999_999_999_999_809_9,
     676.520_368_121_885_1,
     -1_259.139_216_722_402_8,

@@ -177,7 +177,7 @@ impl Shape {
     fn settle(&mut self, at_least: usize, ln_eps: f64) {
         let ok = |k: usize| self.ln_tail_bound(k) <= ln_eps;
         let last = GRID_POINTS - 1;
-        let mut lo = at_least.min(last);
+        let lo = at_least.min(last);
         if ok(lo) {
             self.top = lo;
             return;
@@ -188,16 +188,7 @@ impl Shape {
             self.tail = beta_cdf(nodes().l1x[last].exp(), self.b, self.a);
             return;
         }
-        let mut hi = last;
-        while lo + 1 < hi {
-            let mid = (lo + hi) / 2;
-            if ok(mid) {
-                hi = mid;
-            } else {
-                lo = mid;
-            }
-        }
-        self.top = hi;
+        self.top = bisect(lo, last, ok);
     }
 
     /// The upper tail above point `k` (at or above `top`): the exact tail kept for rates near
@@ -1208,6 +1199,12 @@ fn first_point_from(guess: usize, pred: impl Fn(usize) -> bool) -> usize {
             step *= 2;
         }
     }
+    bisect(lo, hi, pred)
+}
+
+/// The first point in `(lo, hi]` where the monotone `pred` holds, given it fails at `lo` and
+/// holds at `hi`.
+fn bisect(mut lo: usize, mut hi: usize, pred: impl Fn(usize) -> bool) -> usize {
     while lo + 1 < hi {
         let mid = (lo + hi) / 2;
         if pred(mid) {
