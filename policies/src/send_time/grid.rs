@@ -142,9 +142,42 @@ type Knot = [f64; 3];
 /// ∫ g over one step of width `h` in `u` from the density terms at its ends (Euler–Maclaurin:
 /// trapezoid with the `h²` and `h⁴` end corrections), never negative.
 fn cell_integral(h: f64, lower: Terms, upper: Terms) -> f64 {
-    (h / 2.0 * (lower.0 + upper.0) - h * h / 12.0 * (upper.1 - lower.1)
-        + h.powi(4) / 720.0 * (upper.2 - lower.2))
-        .max(0.0)
+    em_cell(em_weights(h), lower, upper)
+}
+
+/// The Euler–Maclaurin weights `(h/2, h²/12, h⁴/720)` of a step of width `h`.
+#[inline(always)]
+fn em_weights(h: f64) -> (f64, f64, f64) {
+    (h / 2.0, h * h / 12.0, h.powi(4) / 720.0)
+}
+
+/// [`cell_integral`] with its weights computed once per step width.
+#[inline(always)]
+fn em_cell((w1, w2, w4): (f64, f64, f64), lower: Terms, upper: Terms) -> f64 {
+    let cell = w1 * (lower.0 + upper.0) - w2 * (upper.1 - lower.1) + w4 * (upper.2 - lower.2);
+    if cell > 0.0 {
+        cell
+    } else {
+        0.0
+    }
+}
+
+/// The density's first and third `u`-derivatives at `x` from its value `g`, for `α = a`,
+/// `α + β = ab`.
+#[inline(always)]
+fn density_derivatives(a: f64, ab: f64, x: f64, g: f64) -> (f64, f64) {
+    let p1 = a - ab * x;
+    let p2 = -ab * (x * (1.0 - x));
+    let p3 = p2 * (1.0 - 2.0 * x);
+    (p1 * g, (p3 + 3.0 * p1 * p2 + p1 * p1 * p1) * g)
+}
+
+/// The upper tail far above the mode from the density `g`, its log-slope `φ' < 0` and
+/// log-curvature `φ''` there, by integrating by parts: `g / (|φ'| + φ''/φ')`, relative error
+/// O((φ''/φ'²)²).
+#[inline(always)]
+fn tail_by_parts(g: f64, slope: f64, curvature: f64) -> f64 {
+    g / (-slope + curvature / slope)
 }
 
 impl Shape {
@@ -192,8 +225,8 @@ impl Shape {
     }
 
     /// The upper tail above point `k` (at or above `top`): the exact tail kept for rates near
-    /// 1, else `g / (|φ'| + φ''/φ')` from integrating by parts, relative error
-    /// O((φ''/φ'²)²) — far above the mode, where `top` is, a tiny error on a tiny tail.
+    /// 1, else [`tail_by_parts`] — far above the mode, where `top` is, a tiny error on a tiny
+    /// tail.
     fn tail_above(&self, k: usize) -> f64 {
         let s = self.slope(k);
         if self.tail > 0.0 || s >= 0.0 {
@@ -201,7 +234,7 @@ impl Shape {
         }
         let x = nodes().x[k];
         let curvature = -(self.a + self.b) * x * (1.0 - x);
-        self.ln_density(k).exp() / (-s + curvature / s)
+        tail_by_parts(self.ln_density(k).exp(), s, curvature)
     }
 
     fn ln_density(&self, k: usize) -> f64 {
@@ -237,12 +270,9 @@ impl Shape {
 
     /// Density terms from x, ln x, ln(1 − x).
     fn terms(&self, x: f64, lx: f64, l1x: f64) -> Terms {
-        let (a, ab) = (self.a, self.a + self.b);
-        let g = (a * lx + self.b * l1x - self.lnb).exp();
-        let p1 = a - ab * x;
-        let p2 = -ab * x * (1.0 - x);
-        let p3 = p2 * (1.0 - 2.0 * x);
-        (g, p1 * g, (p3 + 3.0 * p1 * p2 + p1 * p1 * p1) * g)
+        let g = (self.a * lx + self.b * l1x - self.lnb).exp();
+        let (g1, g3) = density_derivatives(self.a, self.a + self.b, x, g);
+        (g, g1, g3)
     }
 
     fn terms_at_node(&self, k: usize) -> Terms {
@@ -283,7 +313,7 @@ impl Shape {
         let per_step = width / STEP / 3.0;
         let stride = per_step.floor().clamp(1.0, MAX_STRIDE as f64) as usize;
         let sub = (1.0 / per_step).ceil().clamp(1.0, 64.0) as usize;
-        let bases = hermite_bases();
+        let bases = HERMITE_BASES;
         let mut tail = self.tail_above(self.top);
         let mut upper = self.terms_at_node(self.top);
         let mut k1 = self.top;
@@ -339,10 +369,6 @@ static HERMITE_BASES: [[[f64; 6]; MAX_STRIDE + 1]; MAX_STRIDE + 1] = {
     all
 };
 
-fn hermite_bases() -> &'static [[[f64; 6]; MAX_STRIDE + 1]] {
-    &HERMITE_BASES
-}
-
 /// Quintic Hermite basis weights at `t = i / steps`, `i = 0..=steps`, in the order
 /// (value 0, slope 0, curvature 0, curvature 1, slope 1, value 1).
 const fn hermite_basis(steps: usize) -> [[f64; 6]; MAX_STRIDE + 1] {
@@ -390,8 +416,11 @@ impl PriorTable {
         let mut sum = vec![0.0; GRID_POINTS];
         for (row, &(a, b)) in ln_cdf.chunks_mut(GRID_POINTS).zip(&params) {
             Shape::new(a, b, 0).cdf_into(0, row);
-            for (l, s) in row.iter_mut().zip(sum.iter_mut()) {
-                *l = l.max(TINY).ln();
+            for l in row.iter_mut() {
+                *l = l.max(TINY);
+            }
+            vmath::ln_in_place(row);
+            for (l, s) in row.iter().zip(sum.iter_mut()) {
                 *s += *l;
             }
         }
@@ -429,8 +458,8 @@ struct Live {
     offset: usize,
 }
 
-/// `ln F` and its first two `u`-derivatives at the coarse points for a group of wide touched
-/// slots, coarse point by coarse point: slot `i`'s at coarse point `c` is at `c * n + i`.
+/// `ln F` and its first two `u`-derivatives at the coarse points for the wide touched slots, in
+/// rows by coarse point (see [`Knots::at`]).
 struct Knots {
     /// Slots.
     n: usize,
@@ -450,6 +479,8 @@ impl Knots {
         (self.rows - 1 - c) * 3 * self.lanes
     }
 
+    /// Slot `i`'s knot at coarse point `c`: rows run from the last coarse point down, each with
+    /// `lanes` values of `ln F`, then of `d ln F/du`, then of `d² ln F/du²`.
     fn at(&self, c: usize, i: usize) -> Knot {
         let j = self.row_start(c) + i;
         [
@@ -633,7 +664,7 @@ impl<'a> SlotMax<'a> {
             return 1.0;
         }
         let mut p = self.m[0] * self.alpha(slot) / self.alpha_sum;
-        // The same increments `cell` gives `sample`, with each ln F evaluated once.
+        // The increments `sample` draws by, from this slot's `ln F` over the range.
         let ln_f: Vec<f64> = match self.live_of[slot] {
             UNTOUCHED => self.table.row(slot)[self.lo..=self.hi].to_vec(),
             i if self.live[i as usize].wide => {
@@ -719,8 +750,8 @@ fn build<'a>(
     // whichever side is shorter.
     let n_untouched = eligible.len() - live.len();
     let subtract = slots - n_untouched <= n_untouched;
-    let rows: Vec<usize> = if subtract && eligible.len() == slots {
-        touched.clone()
+    let other_rows: Vec<usize> = if subtract && eligible.len() == slots {
+        Vec::new()
     } else if subtract {
         (0..slots)
             .filter(|&j| !is_eligible[j] || live_of[j] != UNTOUCHED)
@@ -732,7 +763,11 @@ fn build<'a>(
             .filter(|&j| live_of[j] == UNTOUCHED)
             .collect()
     };
-    let rows = &rows;
+    let rows: &[usize] = if subtract && eligible.len() == slots {
+        &touched
+    } else {
+        &other_rows
+    };
     let base_at = |k: usize| -> f64 {
         let sum: f64 = rows
             .iter()
@@ -962,8 +997,7 @@ fn knots_of_group(shapes: &[Shape], full: usize, coarse: &[usize]) -> Knots {
         lo1: &[f64],
         lo3: &[f64],
     ) {
-        let h = steps as f64 * STEP;
-        let (w1, w2, w4) = (h / 2.0, h * h / 12.0, h.powi(4) / 720.0);
+        let w = em_weights(steps as f64 * STEP);
         let [up0, up1, up3] = up;
         let ups = up0[r.clone()].iter_mut().zip(up1[r.clone()].iter_mut());
         let ups = ups.zip(up3[r.clone()].iter_mut());
@@ -972,8 +1006,7 @@ fn knots_of_group(shapes: &[Shape], full: usize, coarse: &[usize]) -> Knots {
             .zip(&lo1[r.clone()])
             .zip(&lo3[r.clone()]);
         for ((t, ((u0, u1), u3)), ((&l0, &l1), &l3)) in tail[r].iter_mut().zip(ups).zip(lows) {
-            let cell = w1 * (l0 + *u0) - w2 * (*u1 - l1) + w4 * (*u3 - l3);
-            *t += if cell > 0.0 { cell } else { 0.0 };
+            *t += em_cell(w, (l0, l1, l3), (*u0, *u1, *u3));
             (*u0, *u1, *u3) = (l0, l1, l3);
         }
     }
@@ -993,7 +1026,7 @@ fn knots_of_group(shapes: &[Shape], full: usize, coarse: &[usize]) -> Knots {
         *t = if s.tail > 0.0 || slope >= 0.0 {
             s.tail
         } else {
-            g / (-slope + curvature / slope)
+            tail_by_parts(g, slope, curvature)
         };
     }
     record(tail, up0, up1, &mut v);
@@ -1045,15 +1078,9 @@ fn terms_at(
         *g = a * lx + (ab - a) * l1x - lnb;
     }
     vmath::exp_in_place(g);
-    let x1 = x * (1.0 - x);
-    let x2 = 1.0 - 2.0 * x;
     let lanes = d1[r.clone()].iter_mut().zip(d3[r].iter_mut()).zip(&*g);
     for (((d1, d3), &g), (&a, &ab)) in lanes.zip(a.iter().zip(ab)) {
-        let p1 = a - ab * x;
-        let p2 = -ab * x1;
-        let p3 = p2 * x2;
-        *d1 = p1 * g;
-        *d3 = (p3 + 3.0 * p1 * p2 + p1 * p1 * p1) * g;
+        (*d1, *d3) = density_derivatives(a, ab, x, g);
     }
 }
 
@@ -1105,7 +1132,7 @@ fn deep_tail([ln_f, d1, d2]: [&mut [f64]; 3], f: &[f64], shapes: &[Shape], k0: u
 fn interpolate(coarse: &[usize], k: usize, knot: impl Fn(usize) -> Knot) -> f64 {
     let c = ((k - coarse[0]) / COARSE).min(coarse.len() - 2);
     let (k0, k1) = (coarse[c], coarse[c + 1]);
-    let w = &hermite_bases()[k1 - k0][k - k0];
+    let w = &HERMITE_BASES[k1 - k0][k - k0];
     let h = (k1 - k0) as f64 * STEP;
     let (p, q) = (knot(c), knot(c + 1));
     w[0] * p[0]
@@ -1119,7 +1146,7 @@ fn interpolate(coarse: &[usize], k: usize, knot: impl Fn(usize) -> Knot) -> f64 
 fn interpolate_step(coarse: &[usize], k: usize, knot: impl Fn(usize) -> Knot) -> f64 {
     let c = ((k - coarse[0]) / COARSE).min(coarse.len() - 2);
     let (k0, k1) = (coarse[c], coarse[c + 1]);
-    let bases = &hermite_bases()[k1 - k0];
+    let bases = &HERMITE_BASES[k1 - k0];
     let (w0, w1) = (&bases[k - k0], &bases[k + 1 - k0]);
     let w = |i: usize| w1[i] - w0[i];
     let h = (k1 - k0) as f64 * STEP;
@@ -1141,7 +1168,7 @@ fn add_interpolated(coarse: &[usize], knot: impl Fn(usize) -> Knot, out: &mut [f
         // The interpolant's coefficients on the six basis functions.
         let coef = [p[0], h * p[1], h * h * p[2], h * h * q[2], h * q[1], q[0]];
         let last = if c + 2 == coarse.len() { k1 } else { k1 - 1 };
-        let bases = &hermite_bases()[k1 - k0][..=last - k0];
+        let bases = &HERMITE_BASES[k1 - k0][..=last - k0];
         for (o, w) in out[k0 - lo..=last - lo].iter_mut().zip(bases) {
             *o += w.iter().zip(&coef).map(|(w, c)| w * c).sum::<f64>();
         }
