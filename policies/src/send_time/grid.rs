@@ -29,7 +29,9 @@
 //!   together, one node at a time across all of them, down from the range's top (the tail above
 //!   it by integration by parts), so the loops vectorize; `exp`, `ln` and `ln B` are the
 //!   branch-free batched versions of [`crate::vmath`]. Narrow ones (tens of trials on one slot)
-//!   are integrated at every point.
+//!   are integrated at every point, also together: in groups by the points their own step spans
+//!   (1, 2 or 3, the points inside a step by quintic Hermite), CDF error < 2e-7 (worst seen
+//!   1.1e-7; test `narrow_groups_match_exact`).
 //! * **The draw.** `M(u) = Π_j F_j(u)` is the CDF of the largest of the independent draws.
 //!   One uniform picks the cell `[u_c, u_{c+1}]` holding the maximum (probability
 //!   `M(u_{c+1}) − M(u_c)`); a second picks the slot that attains it with probability
@@ -47,7 +49,8 @@
 //! one at run time (Rust never fuses floating-point operations on its own, so both give the same
 //! numbers; the feature `baseline-only` builds the baseline alone, and `scripts/test` runs this
 //! module's tests that way too). A decision over 168 slots costs about 12k instructions for a
-//! new shopper plus 1.6–2.8k per touched slot (callgrind; timings in `docs/send-time.md`).
+//! new shopper plus 1.6–2.8k per wide touched slot and 4–9k per narrow one (callgrind; timings
+//! in `docs/send-time.md`).
 
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -91,6 +94,11 @@ const WIDE_STEPS: f64 = 4.0;
 const FULL_STRIDE_STEPS: f64 = 4.5;
 /// Most grid points one integration step of a wide posterior spans.
 const MAX_STRIDE: usize = 16;
+/// Lanes the groups of touched slots are padded to: the vectorized loops take eight values at a
+/// time (two vectors of four), and a remainder would run one value at a time.
+const LANES: usize = 4;
+/// Narrow touched slots are integrated in groups taking 1, 2 and 3 grid points per step.
+const FINE_GROUPS: usize = 3;
 /// How many touched slots (highest means) bound the maximum from below.
 const BOUNDING: usize = 4;
 
@@ -291,6 +299,20 @@ impl Shape {
         (1.0 / self.a + 1.0 / self.b).sqrt() / STEP / 3.0
     }
 
+    /// Grid points per integration step and sub-steps per grid point of [`Shape::cdf_into`]: a
+    /// third of the curvature scale of `ln g`, `1/√((α+β)·x(1−x))`, which is smallest at
+    /// x = 1/2 and largest at the mode; the steeper of the two keeps the tail above a skewed
+    /// mode accurate.
+    fn plan(&self) -> (usize, usize) {
+        let width = (1.0 / self.a + 1.0 / self.b)
+            .sqrt()
+            .min(2.0 / (self.a + self.b).sqrt());
+        let per_step = width / STEP / 3.0;
+        let stride = per_step.floor().clamp(1.0, MAX_STRIDE as f64) as usize;
+        let sub = (1.0 / per_step).ceil().clamp(1.0, 64.0) as usize;
+        (stride, sub)
+    }
+
     /// F at grid points `from..from + out.len()`, integrating the density down from `top` by
     /// Euler–Maclaurin steps of about a third of the density's width in `u` (its curvature
     /// scale √(1/α + 1/β)): wide posteriors take one density evaluation per several grid
@@ -305,14 +327,7 @@ impl Shape {
         if self.top <= from {
             return;
         }
-        // Curvature scale of ln g: 1/√((α+β)·x(1−x)), smallest at x = 1/2 and largest at the
-        // mode; the steeper of the two keeps the tail above a skewed mode accurate.
-        let width = (1.0 / self.a + 1.0 / self.b)
-            .sqrt()
-            .min(2.0 / (self.a + self.b).sqrt());
-        let per_step = width / STEP / 3.0;
-        let stride = per_step.floor().clamp(1.0, MAX_STRIDE as f64) as usize;
-        let sub = (1.0 / per_step).ceil().clamp(1.0, 64.0) as usize;
+        let (stride, sub) = self.plan();
         let bases = HERMITE_BASES;
         let mut tail = self.tail_above(self.top);
         let mut upper = self.terms_at_node(self.top);
@@ -451,10 +466,12 @@ impl PriorTable {
 struct Live {
     shape: Shape,
     /// Wide posteriors keep `ln F` at the coarse points (slot `offset` of `knots`), narrow ones
-    /// `F` at every point (`live_cdf[offset..]`).
+    /// at every point (slot `offset` of `fine`).
     wide: bool,
     /// Wide and taking one integration step per coarse interval ([`FULL_STRIDE_STEPS`]).
     full_steps: bool,
+    /// Narrow: the group of `fine` it is in (its integration step spans `group + 1` points).
+    group: u8,
     offset: usize,
 }
 
@@ -499,6 +516,26 @@ impl Knots {
     }
 }
 
+/// `F` of the narrow touched slots at every point of the range, in rows by point. (Their
+/// logarithms are taken of each row's product, and of single values where the draw and the
+/// propensity read them.)
+struct Fine {
+    /// Slots.
+    n: usize,
+    /// Values per row: `n` rounded up to whole vectors (the extra lanes are never read).
+    lanes: usize,
+    /// The range's first point (row 0).
+    lo: usize,
+    v: Vec<f64>,
+}
+
+impl Fine {
+    /// Slot `i`'s `ln F` at point `k`.
+    fn ln_at(&self, k: usize, i: usize) -> f64 {
+        vmath::ln(self.v[(k - self.lo) * self.lanes + i].max(TINY))
+    }
+}
+
 const UNTOUCHED: u8 = u8::MAX;
 
 /// The distribution of the best slot for one shopper: build once per decision, then
@@ -513,8 +550,9 @@ pub struct SlotMax<'a> {
     coarse: Vec<usize>,
     /// `(ln F, d ln F/du, d² ln F/du²)` of wide touched slots at the coarse points.
     knots: Knots,
-    /// F of narrow touched slots at points `lo..=hi`.
-    live_cdf: Vec<f64>,
+    /// `F` of narrow touched slots at points `lo..=hi`, by the points their integration steps
+    /// span (1, 2, 3).
+    fine: [Fine; FINE_GROUPS],
     lo: usize,
     hi: usize,
     /// ln M and M at points `lo..=hi`.
@@ -546,7 +584,7 @@ impl<'a> SlotMax<'a> {
                     let knots = &self.knots;
                     interpolate(&self.coarse, k, |c| knots.at(c, l.offset))
                 } else {
-                    self.live_cdf[l.offset + k - self.lo].max(TINY).ln()
+                    self.fine[l.group as usize].ln_at(k, l.offset)
                 }
             }
         }
@@ -741,6 +779,7 @@ fn build<'a>(
             Live {
                 wide: per_step >= WIDE_STEPS,
                 full_steps: per_step >= FULL_STRIDE_STEPS,
+                group: 0,
                 shape,
                 offset: 0,
             }
@@ -852,8 +891,7 @@ fn build<'a>(
     let mut coarse: Vec<usize> = (lo..hi).step_by(COARSE).collect();
     coarse.push(hi);
     let nc = coarse.len();
-    let mut live_cdf = Vec::new();
-    let mut narrow_product: Option<Vec<f64>> = None;
+    let mut narrow: [Vec<Shape>; FINE_GROUPS] = Default::default();
     // Wide slots, those taking full steps first, integrated together.
     let mut wide = Vec::with_capacity(live.len());
     let mut half = Vec::new();
@@ -867,14 +905,11 @@ fn build<'a>(
                 half.push(l.shape);
             }
         } else {
-            l.offset = live_cdf.len();
-            live_cdf.resize(live_cdf.len() + len, 0.0);
-            let cdf = &mut live_cdf[l.offset..];
-            l.shape.cdf_into(lo, cdf);
-            let product = narrow_product.get_or_insert_with(|| vec![1.0; len]);
-            for (p, f) in product.iter_mut().zip(cdf.iter()) {
-                *p *= *f;
-            }
+            // Grouped by the points their own step spans: 1, 2, or 3 and more.
+            l.group = (l.shape.plan().0.min(FINE_GROUPS) - 1) as u8;
+            let group = &mut narrow[l.group as usize];
+            l.offset = group.len();
+            group.push(l.shape);
         }
     }
     let full = wide.len();
@@ -892,7 +927,17 @@ fn build<'a>(
         }
         add_interpolated(&coarse, |c| sum[c], &mut ln_m);
     }
-    if let Some(mut product) = narrow_product {
+    let fine: [Fine; FINE_GROUPS] =
+        std::array::from_fn(|i| fine_of_group(&narrow[i], lo, hi, i + 1));
+    if fine.iter().any(|f| f.n > 0) {
+        let mut product = vec![1.0; len];
+        for f in fine.iter().filter(|f| f.n > 0) {
+            for (p, row) in product.iter_mut().zip(f.v.chunks_exact(f.lanes)) {
+                for x in &row[..f.n] {
+                    *p *= x;
+                }
+            }
+        }
         for p in &mut product {
             *p = p.max(TINY);
         }
@@ -926,7 +971,7 @@ fn build<'a>(
         live,
         coarse,
         knots,
-        live_cdf,
+        fine,
         lo,
         hi,
         ln_m,
@@ -959,7 +1004,7 @@ fn knots_of_group(shapes: &[Shape], full: usize, coarse: &[usize]) -> Knots {
     };
     // Whole vectors of four lanes, the extra ones repeating the last shape (in its group), so
     // that no loop ends in a scalar remainder.
-    let n = real.next_multiple_of(4);
+    let n = real.next_multiple_of(LANES);
     let full = if full == real { n } else { full };
     let mut padded = Vec::with_capacity(n);
     padded.extend_from_slice(shapes);
@@ -984,32 +1029,7 @@ fn knots_of_group(shapes: &[Shape], full: usize, coarse: &[usize]) -> Knots {
     // (Loops over zipped slices, without indexing, so that they vectorize; helpers are inlined
     // functions, not closures, so that they are compiled for the multiversioned target.)
     let params = (&*a, &*ab, &*lnb);
-    // One Euler–Maclaurin step of width `steps` grid points for shapes `r`, from the terms in
-    // `up*` (upper end) to those in `g`, `lo*` (lower end), which become the new upper end.
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    fn step(
-        steps: usize,
-        r: Range<usize>,
-        tail: &mut [f64],
-        up: [&mut [f64]; 3],
-        g: &[f64],
-        lo1: &[f64],
-        lo3: &[f64],
-    ) {
-        let w = em_weights(steps as f64 * STEP);
-        let [up0, up1, up3] = up;
-        let ups = up0[r.clone()].iter_mut().zip(up1[r.clone()].iter_mut());
-        let ups = ups.zip(up3[r.clone()].iter_mut());
-        let lows = g[r.clone()]
-            .iter()
-            .zip(&lo1[r.clone()])
-            .zip(&lo3[r.clone()]);
-        for ((t, ((u0, u1), u3)), ((&l0, &l1), &l3)) in tail[r].iter_mut().zip(ups).zip(lows) {
-            *t += em_cell(w, (l0, l1, l3), (*u0, *u1, *u3));
-            (*u0, *u1, *u3) = (l0, l1, l3);
-        }
-    }
+    let step = em_step;
     // F, g and g' at the next coarse point (down from the last), for `finish`.
     #[inline(always)]
     fn record(tail: &[f64], g: &[f64], d1: &[f64], v: &mut Vec<f64>) {
@@ -1019,16 +1039,7 @@ fn knots_of_group(shapes: &[Shape], full: usize, coarse: &[usize]) -> Knots {
     }
     let top = coarse[nc - 1];
     terms_at(nd, params, top, 0..n, up0, up1, up3);
-    let x = nd.x[top];
-    for (((t, s), &g), &ab) in tail.iter_mut().zip(shapes).zip(&*up0).zip(&*ab) {
-        let slope = s.a - ab * x;
-        let curvature = -ab * x * (1.0 - x);
-        *t = if s.tail > 0.0 || slope >= 0.0 {
-            s.tail
-        } else {
-            tail_by_parts(g, slope, curvature)
-        };
-    }
+    start_tails(shapes, nd.x[top], up0, ab, tail);
     record(tail, up0, up1, &mut v);
     let half = COARSE / 2;
     let mut k1 = top;
@@ -1056,6 +1067,166 @@ fn knots_of_group(shapes: &[Shape], full: usize, coarse: &[usize]) -> Knots {
         lanes: n,
         rows: nc,
         v,
+    }
+}
+
+/// `F` at every grid point `lo..=hi` of narrow touched posteriors (each settled at or below
+/// `hi`). They are integrated together, `stride` grid points per step down from `hi` (the tail
+/// above it as in [`knots_of_group`]; the points inside a step by quintic Hermite of the tail,
+/// as in [`Shape::cdf_into`]), so the loops run across shapes and vectorize; the few too
+/// narrow for one step per point (hundreds of trials) are then redone one at a time with
+/// sub-steps ([`Shape::cdf_into`]).
+#[cfg_attr(
+    not(feature = "baseline-only"),
+    multiversion(targets("x86_64+avx2+fma"))
+)]
+fn fine_of_group(shapes: &[Shape], lo: usize, hi: usize, stride: usize) -> Fine {
+    let real = shapes.len();
+    let len = hi - lo + 1;
+    let last = match shapes {
+        [] => {
+            return Fine {
+                n: 0,
+                lanes: 0,
+                lo,
+                v: Vec::new(),
+            }
+        }
+        // One alone costs less without the padding.
+        [one] => {
+            let mut v = vec![0.0; len];
+            one.cdf_into(lo, &mut v);
+            return Fine {
+                n: 1,
+                lanes: 1,
+                lo,
+                v,
+            };
+        }
+        [.., last] => *last,
+    };
+    // Whole vectors of four lanes, as in `knots_of_group`.
+    let n = real.next_multiple_of(LANES);
+    let mut padded = Vec::with_capacity(n);
+    padded.extend_from_slice(shapes);
+    padded.resize(n, last);
+    let shapes = &padded[..];
+    let nd = nodes();
+    let mut v = vec![0.0; len * n];
+    let mut scratch: Vec<f64> = shapes.iter().map(|s| s.a).collect();
+    scratch.extend(shapes.iter().map(|s| s.a + s.b));
+    scratch.extend(shapes.iter().map(|s| s.lnb));
+    scratch.resize(10 * n, 0.0);
+    let (a, rest) = scratch.split_at_mut(n);
+    let (ab, rest) = rest.split_at_mut(n);
+    let (lnb, rest) = rest.split_at_mut(n);
+    let (tail, rest) = rest.split_at_mut(n);
+    let (g, rest) = rest.split_at_mut(n);
+    let (up0, rest) = rest.split_at_mut(n);
+    let (up1, rest) = rest.split_at_mut(n);
+    let (up3, rest) = rest.split_at_mut(n);
+    let (lo1, lo3) = rest.split_at_mut(n);
+    let params = (&*a, &*ab, &*lnb);
+    terms_at(nd, params, hi, 0..n, up0, up1, up3);
+    start_tails(shapes, nd.x[hi], up0, ab, tail);
+    #[inline(always)]
+    fn write(row: &mut [f64], tail: &[f64]) {
+        for (f, t) in row.iter_mut().zip(tail) {
+            *f = (1.0 - t).max(0.0);
+        }
+    }
+    write(&mut v[(hi - lo) * n..], tail);
+    // The upper end's tail, density and slope, kept for the points inside a step.
+    let mut before = vec![0.0; 3 * n];
+    let mut k1 = hi;
+    while k1 > lo {
+        let k0 = k1 - stride.min(k1 - lo);
+        let steps = k1 - k0;
+        terms_at(nd, params, k0, 0..n, g, lo1, lo3);
+        if steps > 1 {
+            before[..n].copy_from_slice(tail);
+            before[n..2 * n].copy_from_slice(up0);
+            before[2 * n..].copy_from_slice(up1);
+        }
+        em_step(steps, 0..n, tail, [up0, up1, up3], g, lo1, lo3);
+        // The points inside: quintic Hermite of the tail T = 1 − F (T' = −g, T'' = −g'), as
+        // in `cdf_into`.
+        let h = steps as f64 * STEP;
+        for k in k0 + 1..k1 {
+            let w = &HERMITE_BASES[steps][k - k0];
+            let (t1, rest) = before.split_at(n);
+            let (g1, d1) = rest.split_at(n);
+            let row = &mut v[(k - lo) * n..][..n];
+            let ends = tail.iter().zip(&*up0).zip(&*up1);
+            let upper = t1.iter().zip(g1).zip(d1);
+            for ((f, ((&t0, &g0), &s0)), ((&t1, &g1), &s1)) in row.iter_mut().zip(ends).zip(upper) {
+                let t = w[0] * t0 - h * (w[1] * g0 + w[4] * g1) - h * h * (w[2] * s0 + w[3] * s1)
+                    + w[5] * t1;
+                *f = (1.0 - t.clamp(t1, t0)).max(0.0);
+            }
+        }
+        write(&mut v[(k0 - lo) * n..], tail);
+        k1 = k0;
+    }
+    let mut column = Vec::new();
+    for (i, s) in shapes[..real].iter().enumerate() {
+        if s.plan().1 > 1 {
+            column.resize(len, 0.0);
+            s.cdf_into(lo, &mut column);
+            for (row, &f) in v.chunks_exact_mut(n).zip(&column) {
+                row[i] = f;
+            }
+        }
+    }
+    Fine {
+        n: real,
+        lanes: n,
+        lo,
+        v,
+    }
+}
+
+/// One Euler–Maclaurin step of width `steps` grid points for shapes `r`, from the terms in
+/// `up*` (upper end) to those in `g`, `lo*` (lower end), which become the new upper end; the
+/// step's integral is added to `tail`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn em_step(
+    steps: usize,
+    r: Range<usize>,
+    tail: &mut [f64],
+    up: [&mut [f64]; 3],
+    g: &[f64],
+    lo1: &[f64],
+    lo3: &[f64],
+) {
+    let w = em_weights(steps as f64 * STEP);
+    let [up0, up1, up3] = up;
+    let ups = up0[r.clone()].iter_mut().zip(up1[r.clone()].iter_mut());
+    let ups = ups.zip(up3[r.clone()].iter_mut());
+    let lows = g[r.clone()]
+        .iter()
+        .zip(&lo1[r.clone()])
+        .zip(&lo3[r.clone()]);
+    for ((t, ((u0, u1), u3)), ((&l0, &l1), &l3)) in tail[r].iter_mut().zip(ups).zip(lows) {
+        *t += em_cell(w, (l0, l1, l3), (*u0, *u1, *u3));
+        (*u0, *u1, *u3) = (l0, l1, l3);
+    }
+}
+
+/// Each shape's upper tail above the point at `x`, from its density `g` there: the exact tail
+/// kept for rates near 1, else integration by parts ([`tail_by_parts`]; tiny where the shapes
+/// are settled).
+#[inline(always)]
+fn start_tails(shapes: &[Shape], x: f64, g: &[f64], ab: &[f64], tail: &mut [f64]) {
+    for (((t, s), &g), &ab) in tail.iter_mut().zip(shapes).zip(g).zip(ab) {
+        let slope = s.a - ab * x;
+        let curvature = -ab * x * (1.0 - x);
+        *t = if s.tail > 0.0 || slope >= 0.0 {
+            s.tail
+        } else {
+            tail_by_parts(g, slope, curvature)
+        };
     }
 }
 
@@ -1384,6 +1555,61 @@ mod tests {
             assert_eq!(&part[..], &f[150..190]);
         }
         eprintln!("worst grid CDF error {worst:e}");
+    }
+
+    #[test]
+    fn narrow_groups_match_exact() {
+        let n = nodes();
+        // Narrow posteriors as touched slots have them, one needing sub-steps (last).
+        let shapes: Vec<Shape> = [
+            (5.5, 45.0),
+            (3.0, 60.0),
+            (20.0, 30.0),
+            (3.0, 9.0),
+            (4.0, 8.0),
+            (12.0, 150.0),
+            (2.3, 15.7),
+            (50.0, 450.0),
+        ]
+        .iter()
+        .map(|&(a, b)| Shape::new(a, b, 0))
+        .collect();
+        assert!(shapes.iter().all(|s| s.per_step() < WIDE_STEPS));
+        assert!(shapes.last().unwrap().plan().1 > 1, "one takes sub-steps");
+        let hi = shapes.iter().map(|s| s.top).max().unwrap();
+        let lo = 60;
+        let mut worst: f64 = 0.0;
+        for stride in 1..=FINE_GROUPS {
+            // Each in the groups whose steps are no longer than its own, as `build` puts it.
+            let fits: Vec<Shape> = shapes
+                .iter()
+                .filter(|s| s.plan().0 >= stride)
+                .copied()
+                .collect();
+            assert!(fits.len() >= 2, "stride {stride}: {}", fits.len());
+            for group in [&fits[..], &fits[..1], &fits[1..]] {
+                let fine = fine_of_group(group, lo, hi, stride);
+                assert_eq!(fine.n, group.len());
+                for (i, s) in group.iter().enumerate() {
+                    for k in lo..=hi {
+                        let f = fine.v[(k - lo) * fine.lanes + i];
+                        let exact = beta_cdf(n.x[k], s.a, s.b);
+                        let err = (f - exact).abs();
+                        assert!(
+                            err < 2e-7,
+                            "Beta({}, {}), stride {stride}, at x = {}: {f} vs {exact}",
+                            s.a,
+                            s.b,
+                            n.x[k]
+                        );
+                        worst = worst.max(err);
+                        let ln = fine.ln_at(k, i);
+                        assert!((ln - f.max(TINY).ln()).abs() < 1e-12);
+                    }
+                }
+            }
+        }
+        eprintln!("worst narrow-group CDF error {worst:e}");
     }
 
     fn check_distribution(table: &PriorTable, me: Option<&ShopperCounts>, eligible: &[usize]) {
