@@ -1,7 +1,8 @@
 //! Send-time decisions over 168 slots (hour of week): the policy alone (the shopper's touched
 //! slots integrated on the grid, the draw through the distribution of the maximum, its
 //! propensity) for a new shopper, shoppers with 8 and 40 sends, and one with every slot touched;
-//! building a population's prior table (once a second per segment in the server); and the whole
+//! for shoppers as the simulator's hour-of-week scenario leaves them, with and without the
+//! default bound on slots kept; building a population's prior table (once a second per segment in the server); and the whole
 //! engine path (shopper state read/write in sled, decision log). Prints the encoded size of a
 //! shopper's state with every slot touched.
 
@@ -15,17 +16,21 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 use tailor_policies::send_time::grid::PriorTable;
-use tailor_policies::send_time::{prior_means, Hierarchy, PopulationCounts, ShopperCounts};
+use tailor_policies::send_time::{
+    prior_means, Hierarchy, PopulationCounts, ShopperCounts, MAX_SLOTS,
+};
 use tailor_sdk::wire::SendTimeRequest;
-use tailor_server::campaign::CampaignConfig;
+use tailor_server::campaign::{CampaignConfig, DEFAULT_MAX_SHOPPER_SLOTS};
 use tailor_server::config::Settings;
 use tailor_server::engine::send_time::{choose, Population};
 use tailor_server::engine::Engine;
+use tailor_server::simulate_send_time::{learned_states, Grid, Scenario, SEGMENTS};
 use tailor_server::store::{ShopperRecord, SledStore, Store};
 
 const H: Hierarchy = Hierarchy {
     prior_strength: 10.0,
     half_life_ms: Some(30.0 * 86_400_000.0),
+    max_shopper_slots: MAX_SLOTS,
 };
 
 /// A population that has seen a year of sends: rates peaking in the evening, plus one segment.
@@ -129,10 +134,108 @@ fn bench_policy(c: &mut Criterion) {
         b.iter(|| choose(&H, &table, Some(&regular), &daytime, 0.0, 2_000, &mut rng))
     });
     group.finish();
+    bench_simulated(c);
     let mut group = c.benchmark_group("send_time_prior_table");
     group.bench_function("slots=168/build", |b| {
         b.iter(|| PriorTable::new(&H, &means))
     });
+    group.finish();
+}
+
+/// Shoppers as the policy leaves them: 300 shoppers after 120 days of daily sends on hours of
+/// the week (the simulator's scenario, the server's default 30-day half-life), their states
+/// kept to at most 168 slots (no bound) and to the default bound. Each decision is over all 168
+/// slots, for each shopper in turn; and for the shopper whose decision takes longest.
+fn bench_simulated(c: &mut Criterion) {
+    let mut group = c.benchmark_group("send_time_choose_simulated");
+    group.throughput(Throughput::Elements(1));
+    let eligible: Vec<usize> = (0..168).collect();
+    for bound in [MAX_SLOTS, DEFAULT_MAX_SHOPPER_SLOTS] {
+        let scenario = Scenario::new(7, 300, 120, Grid::HourOfWeek);
+        let played = learned_states(&scenario, bound).expect("the scenario plays");
+        let h = Hierarchy {
+            max_shopper_slots: bound,
+            ..H
+        };
+        let tables: Vec<PriorTable> = SEGMENTS
+            .iter()
+            .map(|(segment, _, _)| {
+                let mut means = Vec::new();
+                let pop = &played.population;
+                prior_means(&h, &pop.global, pop.segments.get(*segment), &mut means);
+                PriorTable::new(&h, &means)
+            })
+            .collect();
+        let now = played.now_ms + 3_600_000;
+        let mut rng = Pcg64Mcg::seed_from_u64(1);
+        let states = &played.states;
+        let kept: Vec<usize> = states.iter().map(|(_, s)| s.slots.len()).collect();
+        // The slowest shopper: the longest of each one's fastest of 20 decisions.
+        let slowest = (0..states.len())
+            .max_by_key(|&i| {
+                let (segment, state) = &states[i];
+                (0..20)
+                    .map(|_| {
+                        let t = std::time::Instant::now();
+                        let c = choose(
+                            &h,
+                            &tables[*segment],
+                            Some(state),
+                            &eligible,
+                            0.0,
+                            now,
+                            &mut rng,
+                        );
+                        std::hint::black_box(c);
+                        t.elapsed()
+                    })
+                    .min()
+                    .unwrap_or_default()
+            })
+            .unwrap_or(0);
+        println!(
+            "send_time: simulated shoppers, at most {bound} slots: mean {:.1}, largest {} slots kept; slowest shopper #{slowest} keeps {}",
+            kept.iter().sum::<usize>() as f64 / kept.len() as f64,
+            kept.iter().max().unwrap_or(&0),
+            kept[slowest]
+        );
+        let mut i = 0;
+        group.bench_function(
+            format!("slots=168/each_shopper/kept_at_most={bound}"),
+            |b| {
+                b.iter(|| {
+                    i = (i + 1) % states.len();
+                    let (segment, state) = &states[i];
+                    choose(
+                        &h,
+                        &tables[*segment],
+                        Some(state),
+                        &eligible,
+                        0.0,
+                        now,
+                        &mut rng,
+                    )
+                })
+            },
+        );
+        let (segment, state) = &states[slowest];
+        group.bench_function(
+            format!("slots=168/slowest_shopper/kept_at_most={bound}"),
+            |b| {
+                b.iter(|| {
+                    choose(
+                        &h,
+                        &tables[*segment],
+                        Some(state),
+                        &eligible,
+                        0.0,
+                        now,
+                        &mut rng,
+                    )
+                })
+            },
+        );
+    }
     group.finish();
 }
 

@@ -40,6 +40,10 @@ pub struct Hierarchy {
     pub prior_strength: f64,
     /// Half-life of counts in milliseconds; `None` keeps them forever.
     pub half_life_ms: Option<f64>,
+    /// Most distinct slots a shopper's state keeps (at least 1): a new slot beyond them
+    /// replaces the one with the least evidence (fewest decayed trials), which goes back to the
+    /// population prior. Bounds a decision's cost, which grows with the touched slots.
+    pub max_shopper_slots: usize,
 }
 
 impl Hierarchy {
@@ -127,7 +131,9 @@ impl ShopperCounts {
     }
 
     /// Learn one outcome of `slot` at `now_ms`. Slots decayed below 1/16 of a trial are dropped,
-    /// so state stays bounded by the grid and shrinks when a shopper goes quiet.
+    /// so state shrinks when a shopper goes quiet; beyond [`Hierarchy::max_shopper_slots`] the
+    /// other slots with the fewest trials go (ties: fewer successes, then the lower slot), so a
+    /// new slot replaces the weakest and a lowered bound applies at the next update.
     pub fn update(&mut self, h: &Hierarchy, slot: usize, reward: f64, now_ms: u64) {
         if slot >= MAX_SLOTS {
             return;
@@ -154,6 +160,15 @@ impl ShopperCounts {
             Err(i) => self
                 .slots
                 .insert(i, (slot as u8, quantize(r), quantize(1.0))),
+        }
+        // Over the bound (a new slot, or a bound lowered since): the weakest others go.
+        let bound = h.max_shopper_slots.max(1);
+        while self.slots.len() > bound {
+            let weakest = (0..self.slots.len())
+                .filter(|&e| self.slots[e].0 as usize != slot)
+                .min_by_key(|&e| (self.slots[e].2, self.slots[e].1))
+                .expect("more than one slot is kept");
+            self.slots.remove(weakest);
         }
     }
 
@@ -267,6 +282,7 @@ mod tests {
     const H: Hierarchy = Hierarchy {
         prior_strength: 10.0,
         half_life_ms: None,
+        max_shopper_slots: MAX_SLOTS,
     };
 
     #[test]
@@ -324,6 +340,7 @@ mod tests {
         let h = Hierarchy {
             prior_strength: 10.0,
             half_life_ms: Some(86_400_000.0),
+            max_shopper_slots: MAX_SLOTS,
         };
         let mut s = ShopperCounts::default();
         s.update(&h, 3, 1.0, 0);
@@ -334,6 +351,64 @@ mod tests {
         s.update(&h, 4, 0.0, 10 * later);
         assert_eq!(s.slots.len(), 1);
         assert_eq!(s.slots[0].0, 4);
+    }
+
+    #[test]
+    fn full_state_replaces_its_weakest_slot() {
+        let h = Hierarchy {
+            max_shopper_slots: 3,
+            ..H
+        };
+        let mut s = ShopperCounts::default();
+        for (slot, sends) in [(40, 3), (7, 1), (90, 2)] {
+            for _ in 0..sends {
+                s.update(&h, slot, 0.0, 0);
+            }
+        }
+        s.update(&h, 7, 1.0, 0);
+        // Slot 7 has 2 trials and a success, slot 90 two trials: 90 is the weakest.
+        s.update(&h, 12, 1.0, 0);
+        let kept: Vec<u8> = s.slots.iter().map(|e| e.0).collect();
+        assert_eq!(kept, vec![7, 12, 40], "sorted by slot, 90 evicted");
+        // A slot already kept is updated in place, never evicting.
+        s.update(&h, 12, 0.0, 0);
+        assert_eq!(s.slots.len(), 3);
+        assert_eq!(s.slots[1], (12, 8, 16));
+        // Slots 7 and 12 now tie (two trials, one success): the lower goes.
+        s.update(&h, 100, 0.0, 0);
+        let kept: Vec<u8> = s.slots.iter().map(|e| e.0).collect();
+        assert_eq!(kept, vec![12, 40, 100]);
+        // A cap of 0 still keeps one slot.
+        let mut one = ShopperCounts::default();
+        let h0 = Hierarchy {
+            max_shopper_slots: 0,
+            ..H
+        };
+        one.update(&h0, 1, 1.0, 0);
+        one.update(&h0, 2, 0.0, 0);
+        assert_eq!(one.slots, vec![(2, 0, 8)]);
+        // A bound lowered later applies at the next update, which keeps the slot it updates.
+        let mut many = ShopperCounts::default();
+        for slot in 0..6 {
+            for _ in 0..=slot {
+                many.update(&H, slot, 0.0, 0);
+            }
+        }
+        many.update(
+            &Hierarchy {
+                max_shopper_slots: 2,
+                ..H
+            },
+            1,
+            1.0,
+            0,
+        );
+        let kept: Vec<u8> = many.slots.iter().map(|e| e.0).collect();
+        assert_eq!(
+            kept,
+            vec![1, 5],
+            "slot 1 updated, slot 5 the strongest other"
+        );
     }
 
     #[test]

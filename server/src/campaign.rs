@@ -124,6 +124,10 @@ pub struct SendTimeSettings {
     pub half_life_days: f64,
     /// A shopper's state is dropped after this many days without a decision or reward.
     pub retention_days: f64,
+    /// Most distinct slots one shopper's state keeps (1–168): a new slot beyond them replaces
+    /// the one with the least evidence, which falls back to the segment's prior. A decision's
+    /// cost grows with the slots kept.
+    pub max_shopper_slots: usize,
     /// Context field naming the shopper's segment (string); absent means the whole population.
     pub segment_attribute: String,
 }
@@ -136,10 +140,15 @@ impl Default for SendTimeSettings {
             frequency_cap_hours: 0.0,
             half_life_days: 30.0,
             retention_days: 180.0,
+            max_shopper_slots: DEFAULT_MAX_SHOPPER_SLOTS,
             segment_attribute: "segment".into(),
         }
     }
 }
+
+/// Default of [`SendTimeSettings::max_shopper_slots`] (see docs/send-time.md for the simulation
+/// behind it).
+pub const DEFAULT_MAX_SHOPPER_SLOTS: usize = 32;
 
 const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
@@ -290,6 +299,12 @@ impl SendTimeSettings {
             return Err(EngineError::invalid(
                 "send_time.retention_days",
                 "must be between 1 and 3650 days",
+            ));
+        }
+        if !(1..=tailor_policies::send_time::MAX_SLOTS).contains(&self.max_shopper_slots) {
+            return Err(EngineError::invalid(
+                "send_time.max_shopper_slots",
+                "must be between 1 and 168",
             ));
         }
         if self.segment_attribute.is_empty() || self.segment_attribute.len() > 64 {

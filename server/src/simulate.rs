@@ -51,6 +51,13 @@ pub struct SimulateArgs {
     /// Send-time scenario: days (one send per shopper per day).
     #[arg(long, default_value_t = 60)]
     pub days: usize,
+    /// Send-time scenario: the slot grid, `hour_of_day` or `hour_of_week`.
+    #[arg(long, default_value = "hour_of_day")]
+    pub slots: String,
+    /// Send-time scenario on hours of the week: comma-separated bounds on the slots a
+    /// shopper's state keeps, one per-shopper run each (default 168,32,16).
+    #[arg(long, value_delimiter = ',')]
+    pub max_shopper_slots: Vec<usize>,
     /// Shoppers (decisions) per policy.
     #[arg(long, default_value_t = 20_000)]
     pub rounds: usize,
@@ -885,7 +892,20 @@ pub fn run(args: &SimulateArgs, settings: &Settings) -> anyhow::Result<()> {
     match args.scenario.as_str() {
         "retail" => {}
         "send-time" | "send_time" => {
-            let report = crate::simulate_send_time::simulate(args.seed, args.shoppers, args.days)?;
+            use crate::simulate_send_time::{run, Grid, Scenario};
+            let grid = Grid::parse(&args.slots)?;
+            let mut scenario = Scenario::new(args.seed, args.shoppers, args.days, grid);
+            if !args.max_shopper_slots.is_empty() {
+                if let Some(bad) = args
+                    .max_shopper_slots
+                    .iter()
+                    .find(|&&b| !(1..=tailor_policies::send_time::MAX_SLOTS).contains(&b))
+                {
+                    bail!("--max-shopper-slots must be between 1 and 168, got {bad}");
+                }
+                scenario.max_shopper_slots = args.max_shopper_slots.clone();
+            }
+            let report = run(&scenario)?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -1431,6 +1451,8 @@ mod tests {
             scenario: "retail".into(),
             shoppers: 0,
             days: 0,
+            slots: "hour_of_day".into(),
+            max_shopper_slots: vec![],
             rounds: 300,
             policies: vec![],
             seed: 2,

@@ -93,6 +93,14 @@ async fn send_time_decides_in_the_shoppers_zone_and_validates() {
             "send_time.frequency_cap_hours",
         ),
         (
+            json!({"id": "x", "kind": "send_time", "slots": "hour_of_day", "send_time": {"max_shopper_slots": 0}}),
+            "send_time.max_shopper_slots",
+        ),
+        (
+            json!({"id": "x", "kind": "send_time", "slots": "hour_of_week", "send_time": {"max_shopper_slots": 169}}),
+            "send_time.max_shopper_slots",
+        ),
+        (
             json!({"id": "x", "slots": "hour_of_day", "policy": {"type": "thompson"}}),
             "slots",
         ),
@@ -436,6 +444,36 @@ async fn frequency_cap_allows_one_send_per_window() {
     let (s, second) = decide(&server, "capped", body(next)).await;
     assert_eq!(s, 200, "{second}");
     assert!(second["send_at"].as_str().unwrap() >= next, "{second}");
+}
+
+#[tokio::test]
+async fn a_shoppers_state_keeps_at_most_max_shopper_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]).await;
+    server
+        .create_campaign(campaign(
+            "bounded",
+            json!({"send_time": {"max_shopper_slots": 3}}),
+        ))
+        .await;
+    let mut served = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let (s, d) = decide(
+            &server,
+            "bounded",
+            json!({"shopper_id": "fay", "timezone": "Europe/Paris"}),
+        )
+        .await;
+        assert_eq!(s, 200, "{d}");
+        served.insert(d["slot"]["id"].as_str().unwrap().to_string());
+        reward(&server, d["event_id"].as_str().unwrap(), 0.0).await;
+    }
+    assert!(served.len() > 3, "explored only {served:?}");
+    let (s, info) = server.get("/admin/v1/shoppers/fay").await;
+    assert_eq!(s, 200, "{info}");
+    let learned = &info["campaigns"][0];
+    assert_eq!(learned["campaign"], "bounded", "{info}");
+    assert_eq!(learned["slots_learned"], 3, "{info}");
 }
 
 #[tokio::test]

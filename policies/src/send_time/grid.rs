@@ -1475,6 +1475,7 @@ mod tests {
     const H: Hierarchy = Hierarchy {
         prior_strength: 10.0,
         half_life_ms: None,
+        max_shopper_slots: MAX_SLOTS,
     };
 
     /// Prior means of a week of hours peaking in the evening.

@@ -30,7 +30,7 @@ use rand_pcg::Pcg64Mcg;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tailor_policies::send_time::grid::{PriorTable, SlotMax};
-use tailor_policies::send_time::{self as st, Hierarchy, PopulationCounts};
+use tailor_policies::send_time::{self as st, Hierarchy, PopulationCounts, MAX_SLOTS};
 use tailor_sdk::wire::{Candidate, DecideRequest, SendSlot, SendTimeRequest, SendTimeResponse};
 
 use super::{now_ms, CampaignRuntime, Engine};
@@ -124,6 +124,7 @@ impl SendTimeRuntime {
             prior_strength: settings.prior_strength,
             half_life_ms: (settings.half_life_days > 0.0)
                 .then_some(settings.half_life_days * DAY_MS),
+            max_shopper_slots: settings.max_shopper_slots,
         };
         let candidates = specs
             .iter()
@@ -627,6 +628,7 @@ impl Engine {
                     .unwrap_or(Hierarchy {
                         prior_strength: 1.0,
                         half_life_ms: None,
+                        max_shopper_slots: MAX_SLOTS,
                     });
                 serde_json::json!({
                     "campaign": campaign,
