@@ -328,6 +328,9 @@ impl Shape {
             return;
         }
         let (stride, sub) = self.plan();
+        if sub == 1 {
+            return cdf_by_steps(self, from, stride, out);
+        }
         let bases = HERMITE_BASES;
         let mut tail = self.tail_above(self.top);
         let mut upper = self.terms_at_node(self.top);
@@ -369,6 +372,92 @@ impl Shape {
             tail = t0;
             upper = lower;
             k1 = k0;
+        }
+    }
+}
+
+/// [`Shape::cdf_into`] for posteriors whose steps span whole grid points (all but the narrowest),
+/// with the same numbers, computed step by step across all the steps at once so that the loops
+/// vectorize: the densities at every step end (one batched `exp`), every step's integral, their
+/// running sum down from the top, and the points inside the steps by quintic Hermite. `out`
+/// already holds the points at and above the top.
+#[cfg_attr(
+    not(feature = "baseline-only"),
+    multiversion(targets("x86_64+avx2+fma"))
+)]
+fn cdf_by_steps(shape: &Shape, from: usize, stride: usize, out: &mut [f64]) {
+    let top = shape.top;
+    let nd = nodes();
+    // Step ends top = n_0 > n_1 > … > n_m, the last at or below `from` (0 at the lowest).
+    let m = (top - from).div_ceil(stride);
+    let mut buf = vec![0.0; 4 * (m + 1)];
+    let (g, rest) = buf.split_at_mut(m + 1);
+    let (d1, rest) = rest.split_at_mut(m + 1);
+    let (d3, tail) = rest.split_at_mut(m + 1);
+    let (a, b, ab, lnb) = (shape.a, shape.b, shape.a + shape.b, shape.lnb);
+    for (i, g) in g.iter_mut().enumerate() {
+        let k = top.saturating_sub(i * stride);
+        *g = a * nd.lx[k] + b * nd.l1x[k] - lnb;
+    }
+    vmath::exp_in_place(g);
+    for (i, ((d1, d3), &g)) in d1.iter_mut().zip(d3.iter_mut()).zip(&*g).enumerate() {
+        let k = top.saturating_sub(i * stride);
+        (*d1, *d3) = density_derivatives(a, ab, nd.x[k], g);
+    }
+    // Step `i` (from n_{i+1} up to n_i) into `tail[i + 1]`; the last may be shorter.
+    let w = em_weights(stride as f64 * STEP);
+    for i in 0..m {
+        tail[i + 1] = em_cell(w, (g[i + 1], d1[i + 1], d3[i + 1]), (g[i], d1[i], d3[i]));
+    }
+    let last_steps = top.saturating_sub((m - 1) * stride) - top.saturating_sub(m * stride);
+    if last_steps != stride {
+        let i = m - 1;
+        tail[m] = cell_integral(
+            last_steps as f64 * STEP,
+            (g[m], d1[m], d3[m]),
+            (g[i], d1[i], d3[i]),
+        );
+    }
+    tail[0] = shape.tail_above(top);
+    for i in 1..=m {
+        tail[i] += tail[i - 1];
+    }
+    let end = from + out.len();
+    for (i, &t) in tail.iter().enumerate().skip(1) {
+        let k = top.saturating_sub(i * stride);
+        if k >= from && k < end {
+            out[k - from] = (1.0 - t).max(0.0);
+        }
+    }
+    // Points inside the steps: quintic Hermite of the tail T = 1 − F with T' = −g and
+    // T'' = −g' (scaled to t ∈ [0, 1]), clamped to the step's ends. The steps wholly inside
+    // `from..end` (all but the last, and any reaching above `end`) position by position
+    // across them; the others one point at a time.
+    let h = stride as f64 * STEP;
+    let inside = top.saturating_sub(end).div_ceil(stride).min(m - 1)..m - 1;
+    for j in 1..stride {
+        let w = &HERMITE_BASES[stride][j];
+        for i in inside.clone() {
+            let (t0, t1) = (tail[i + 1], tail[i]);
+            let tk = w[0] * t0
+                - h * (w[1] * g[i + 1] + w[4] * g[i])
+                - h * h * (w[2] * d1[i + 1] + w[3] * d1[i])
+                + w[5] * t1;
+            out[top - (i + 1) * stride + j - from] = 1.0 - tk.clamp(t1, t0);
+        }
+    }
+    for i in (0..inside.start).chain(m - 1..m) {
+        let (k0, k1) = (top.saturating_sub((i + 1) * stride), top - i * stride);
+        let h = (k1 - k0) as f64 * STEP;
+        let basis = &HERMITE_BASES[k1 - k0];
+        let (t0, t1) = (tail[i + 1], tail[i]);
+        for k in (k0 + 1).max(from)..k1.min(end) {
+            let w = &basis[k - k0];
+            let tk = w[0] * t0
+                - h * (w[1] * g[i + 1] + w[4] * g[i])
+                - h * h * (w[2] * d1[i + 1] + w[3] * d1[i])
+                + w[5] * t1;
+            out[k - from] = 1.0 - tk.clamp(t1, t0);
         }
     }
 }
