@@ -19,7 +19,8 @@
 //! Forgetting: counts decay by `2^(-Δt / half_life)`; the caller passes the clock as
 //! milliseconds since the epoch. Shopper counts are stored compactly ([`ShopperCounts`]): only
 //! touched slots, quantized to 1/8 of a trial, which keeps 168 touched slots under 1.5 KB
-//! postcard-encoded (test `worst_case_state_fits`).
+//! postcard-encoded (test `worst_case_state_fits`), and at most
+//! [`Hierarchy::max_shopper_slots`] of them, the weakest giving way.
 //!
 //! No I/O, no clock: time is passed in, the RNG is passed in.
 

@@ -547,6 +547,7 @@ mod tests {
         let s = SimShopper {
             segment: 0,
             preferred: 23.0,
+            weekend_preferred: 23.0,
         };
         assert!(s.open_probability(23) > s.open_probability(0));
         assert!(s.open_probability(0) > s.open_probability(12));
