@@ -169,24 +169,17 @@ fn bench_simulated(c: &mut Criterion) {
         let now = played.now_ms + 3_600_000;
         let mut rng = Pcg64Mcg::seed_from_u64(1);
         let states = &played.states;
+        let decide = |(segment, state): &(usize, ShopperCounts), rng: &mut Pcg64Mcg| {
+            choose(&h, &tables[*segment], Some(state), &eligible, 0.0, now, rng)
+        };
         let kept: Vec<usize> = states.iter().map(|(_, s)| s.slots.len()).collect();
         // The slowest shopper: the longest of each one's fastest of 20 decisions.
         let slowest = (0..states.len())
             .max_by_key(|&i| {
-                let (segment, state) = &states[i];
                 (0..20)
                     .map(|_| {
                         let t = std::time::Instant::now();
-                        let c = choose(
-                            &h,
-                            &tables[*segment],
-                            Some(state),
-                            &eligible,
-                            0.0,
-                            now,
-                            &mut rng,
-                        );
-                        std::hint::black_box(c);
+                        std::hint::black_box(decide(&states[i], &mut rng));
                         t.elapsed()
                     })
                     .min()
@@ -205,35 +198,13 @@ fn bench_simulated(c: &mut Criterion) {
             |b| {
                 b.iter(|| {
                     i = (i + 1) % states.len();
-                    let (segment, state) = &states[i];
-                    choose(
-                        &h,
-                        &tables[*segment],
-                        Some(state),
-                        &eligible,
-                        0.0,
-                        now,
-                        &mut rng,
-                    )
+                    decide(&states[i], &mut rng)
                 })
             },
         );
-        let (segment, state) = &states[slowest];
         group.bench_function(
             format!("slots=168/slowest_shopper/kept_at_most={bound}"),
-            |b| {
-                b.iter(|| {
-                    choose(
-                        &h,
-                        &tables[*segment],
-                        Some(state),
-                        &eligible,
-                        0.0,
-                        now,
-                        &mut rng,
-                    )
-                })
-            },
+            |b| b.iter(|| decide(&states[slowest], &mut rng)),
         );
     }
     group.finish();

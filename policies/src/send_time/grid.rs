@@ -1093,31 +1093,17 @@ fn knots_of_group(shapes: &[Shape], full: usize, coarse: &[usize]) -> Knots {
     };
     // Whole vectors of four lanes, the extra ones repeating the last shape (in its group), so
     // that no loop ends in a scalar remainder.
-    let n = real.next_multiple_of(LANES);
+    let (padded, mut scratch) = lanes(shapes, last);
+    let n = padded.len();
     let full = if full == real { n } else { full };
-    let mut padded = Vec::with_capacity(n);
-    padded.extend_from_slice(shapes);
-    padded.resize(n, last);
     let shapes = &padded[..];
     let nd = nodes();
-    // The rows are pushed as they are integrated (no zeroing); scratch in one allocation.
+    // The rows are pushed as they are integrated (no zeroing).
     let mut v = Vec::with_capacity(3 * n * nc);
-    let mut scratch: Vec<f64> = shapes.iter().map(|s| s.a).collect();
-    scratch.extend(shapes.iter().map(|s| s.a + s.b));
-    scratch.extend(shapes.iter().map(|s| s.lnb));
-    scratch.resize(10 * n, 0.0);
-    let (a, rest) = scratch.split_at_mut(n);
-    let (ab, rest) = rest.split_at_mut(n);
-    let (lnb, rest) = rest.split_at_mut(n);
-    let (tail, rest) = rest.split_at_mut(n);
-    let (g, rest) = rest.split_at_mut(n);
-    let (up0, rest) = rest.split_at_mut(n);
-    let (up1, rest) = rest.split_at_mut(n);
-    let (up3, rest) = rest.split_at_mut(n);
-    let (lo1, lo3) = rest.split_at_mut(n);
+    let (a, ab, lnb, tail, g, up0, up1, up3, lo1, lo3) = rows(&mut scratch, n);
     // (Loops over zipped slices, without indexing, so that they vectorize; helpers are inlined
     // functions, not closures, so that they are compiled for the multiversioned target.)
-    let params = (&*a, &*ab, &*lnb);
+    let params = (a, ab, lnb);
     let step = em_step;
     // F, g and g' at the next coarse point (down from the last), for `finish`.
     #[inline(always)]
@@ -1194,28 +1180,13 @@ fn fine_of_group(shapes: &[Shape], lo: usize, hi: usize, stride: usize) -> Fine 
         }
         [.., last] => *last,
     };
-    // Whole vectors of four lanes, as in `knots_of_group`.
-    let n = real.next_multiple_of(LANES);
-    let mut padded = Vec::with_capacity(n);
-    padded.extend_from_slice(shapes);
-    padded.resize(n, last);
+    let (padded, mut scratch) = lanes(shapes, last);
+    let n = padded.len();
     let shapes = &padded[..];
     let nd = nodes();
     let mut v = vec![0.0; len * n];
-    let mut scratch: Vec<f64> = shapes.iter().map(|s| s.a).collect();
-    scratch.extend(shapes.iter().map(|s| s.a + s.b));
-    scratch.extend(shapes.iter().map(|s| s.lnb));
-    scratch.resize(10 * n, 0.0);
-    let (a, rest) = scratch.split_at_mut(n);
-    let (ab, rest) = rest.split_at_mut(n);
-    let (lnb, rest) = rest.split_at_mut(n);
-    let (tail, rest) = rest.split_at_mut(n);
-    let (g, rest) = rest.split_at_mut(n);
-    let (up0, rest) = rest.split_at_mut(n);
-    let (up1, rest) = rest.split_at_mut(n);
-    let (up3, rest) = rest.split_at_mut(n);
-    let (lo1, lo3) = rest.split_at_mut(n);
-    let params = (&*a, &*ab, &*lnb);
+    let (a, ab, lnb, tail, g, up0, up1, up3, lo1, lo3) = rows(&mut scratch, n);
+    let params = (a, ab, lnb);
     terms_at(nd, params, hi, 0..n, up0, up1, up3);
     start_tails(shapes, nd.x[hi], up0, ab, tail);
     #[inline(always)]
@@ -1273,6 +1244,51 @@ fn fine_of_group(shapes: &[Shape], lo: usize, hi: usize, stride: usize) -> Fine 
         lo,
         v,
     }
+}
+
+/// A group's shapes padded to whole vectors of [`LANES`] (the extra lanes repeat `last`, so that
+/// no loop ends in a scalar remainder), and the scratch of their integration (see [`rows`]).
+#[inline(always)]
+fn lanes(shapes: &[Shape], last: Shape) -> (Vec<Shape>, Vec<f64>) {
+    let n = shapes.len().next_multiple_of(LANES);
+    let mut padded = Vec::with_capacity(n);
+    padded.extend_from_slice(shapes);
+    padded.resize(n, last);
+    let mut scratch: Vec<f64> = padded.iter().map(|s| s.a).collect();
+    scratch.extend(padded.iter().map(|s| s.a + s.b));
+    scratch.extend(padded.iter().map(|s| s.lnb));
+    scratch.resize(10 * n, 0.0);
+    (padded, scratch)
+}
+
+/// The scratch of [`lanes`] as rows of `n` values: the shapes' `α`, `α + β` and `ln B`, their
+/// tails, and the density with its first and third derivatives at a step's lower end (`g`,
+/// `lo1`, `lo3`) and upper end (`up0`, `up1`, `up3`), in that order.
+type Rows<'a> = (
+    &'a [f64],
+    &'a [f64],
+    &'a [f64],
+    &'a mut [f64],
+    &'a mut [f64],
+    &'a mut [f64],
+    &'a mut [f64],
+    &'a mut [f64],
+    &'a mut [f64],
+    &'a mut [f64],
+);
+
+#[inline(always)]
+fn rows(scratch: &mut [f64], n: usize) -> Rows<'_> {
+    let (a, rest) = scratch.split_at_mut(n);
+    let (ab, rest) = rest.split_at_mut(n);
+    let (lnb, rest) = rest.split_at_mut(n);
+    let (tail, rest) = rest.split_at_mut(n);
+    let (g, rest) = rest.split_at_mut(n);
+    let (up0, rest) = rest.split_at_mut(n);
+    let (up1, rest) = rest.split_at_mut(n);
+    let (up3, rest) = rest.split_at_mut(n);
+    let (lo1, lo3) = rest.split_at_mut(n);
+    (a, ab, lnb, tail, g, up0, up1, up3, lo1, lo3)
 }
 
 /// One Euler–Maclaurin step of width `steps` grid points for shapes `r`, from the terms in
