@@ -2,9 +2,9 @@
 //! slots integrated on the grid, the draw through the distribution of the maximum, its
 //! propensity) for a new shopper, shoppers with 8 and 40 sends, and one with every slot touched;
 //! for shoppers as the simulator's hour-of-week scenario leaves them, with and without the
-//! default bound on slots kept; building a population's prior table (once a second per segment in the server); and the whole
-//! engine path (shopper state read/write in sled, decision log). Prints the encoded size of a
-//! shopper's state with every slot touched.
+//! default bound on slots kept; building a population's prior table (once a second per segment
+//! in the server); and the whole engine path (shopper state read/write in sled, decision log).
+//! Prints the encoded size of a shopper's state with every slot touched.
 
 use std::sync::Arc;
 

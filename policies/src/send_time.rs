@@ -104,9 +104,12 @@ impl PopulationCounts {
 /// One shopper's counts: only touched slots, quantized. Compact when postcard-encoded.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ShopperCounts {
-    /// When the counts were last decayed (minutes since the epoch).
+    /// The time the stored counts are expressed at (minutes since the epoch): at a later time
+    /// they are worth `decay(clock, now)` times as much. It moves forward (and the counts are
+    /// decayed to it) only once they have lost half their weight, so that rounding the counts
+    /// to eighths does not undo the decay of frequent small updates.
     pub clock_min: u32,
-    /// `(slot, successes·8, trials·8)`, sorted by slot.
+    /// `(slot, successes·8, trials·8)` at the clock, sorted by slot.
     pub slots: Vec<(u8, u16, u16)>,
 }
 
@@ -131,43 +134,49 @@ impl ShopperCounts {
         })
     }
 
-    /// Learn one outcome of `slot` at `now_ms`. Slots decayed below 1/16 of a trial are dropped,
-    /// so state shrinks when a shopper goes quiet; beyond [`Hierarchy::max_shopper_slots`] the
-    /// other slots with the fewest trials go (ties: fewer successes, then the lower slot), so a
-    /// new slot replaces the weakest and a lowered bound applies at the next update.
+    /// Learn one outcome of `slot` at `now_ms`. Once the counts have lost half their weight
+    /// they are decayed to `now_ms` (see [`ShopperCounts::clock_min`]); slots decayed below 1/16
+    /// of a trial are then dropped, so state shrinks when a shopper goes quiet. Beyond
+    /// [`Hierarchy::max_shopper_slots`] the other slots with the least evidence of engagement
+    /// go: the fewest successes, then the fewest trials, then the lower slot. So a new slot
+    /// replaces the weakest, a slot the shopper engages with outlasts ones they ignore, and a
+    /// lowered bound applies at the next update.
     pub fn update(&mut self, h: &Hierarchy, slot: usize, reward: f64, now_ms: u64) {
         if slot >= MAX_SLOTS {
             return;
         }
-        let now_min = (now_ms / 60_000).min(u32::MAX as u64) as u32;
-        let g = h.decay(self.clock_min as u64 * 60_000, now_ms);
-        if g < 1.0 {
+        let mut g = h.decay(self.clock_min as u64 * 60_000, now_ms);
+        if g < 0.5 {
             for e in &mut self.slots {
                 e.1 = quantize(e.1 as f64 / QUANT as f64 * g);
                 e.2 = quantize(e.2 as f64 / QUANT as f64 * g);
             }
             self.slots.retain(|e| e.2 > 0);
+            self.clock_min = (now_ms / 60_000).min(u32::MAX as u64) as u32;
+            // (The clock is whole minutes: what is left of the minute still decays.)
+            g = h.decay(self.clock_min as u64 * 60_000, now_ms);
         }
-        self.clock_min = self.clock_min.max(now_min);
-        let r = reward.clamp(0.0, 1.0);
+        // The outcome, expressed at the clock.
+        let weight = 1.0 / g;
+        let r = reward.clamp(0.0, 1.0) * weight;
         match self.slots.binary_search_by_key(&(slot as u8), |e| e.0) {
             Ok(i) => {
                 let e = &mut self.slots[i];
-                let n = e.2 as f64 / QUANT as f64 + 1.0;
+                let n = e.2 as f64 / QUANT as f64 + weight;
                 let s = e.1 as f64 / QUANT as f64 + r;
                 e.2 = quantize(n);
                 e.1 = quantize(s).min(e.2);
             }
             Err(i) => self
                 .slots
-                .insert(i, (slot as u8, quantize(r), quantize(1.0))),
+                .insert(i, (slot as u8, quantize(r), quantize(weight))),
         }
         // Over the bound (a new slot, or a bound lowered since): the weakest others go.
         let bound = h.max_shopper_slots.max(1);
         while self.slots.len() > bound {
             let weakest = (0..self.slots.len())
                 .filter(|&e| self.slots[e].0 as usize != slot)
-                .min_by_key(|&e| (self.slots[e].2, self.slots[e].1))
+                .min_by_key(|&e| (self.slots[e].1, self.slots[e].2))
                 .expect("more than one slot is kept");
             self.slots.remove(weakest);
         }
@@ -355,6 +364,37 @@ mod tests {
     }
 
     #[test]
+    fn daily_updates_still_forget() {
+        const DAY: u64 = 86_400_000;
+        let h = Hierarchy {
+            half_life_ms: Some(30.0 * DAY as f64),
+            ..H
+        };
+        let mut s = ShopperCounts::default();
+        s.update(&h, 3, 1.0, 0);
+        for day in 1..=30 {
+            s.update(&h, 4, 0.0, day * DAY);
+        }
+        // One half-life later the single send weighs half a trial.
+        let at = |s: &ShopperCounts, slot: usize| s.decayed(&h, 30 * DAY).find(|e| e.0 == slot);
+        let (_, succ, n) = at(&s, 3).unwrap();
+        assert!(
+            (n - 0.5).abs() < 1e-9 && (succ - 0.5).abs() < 1e-9,
+            "{n} {succ}"
+        );
+        // Thirty daily sends, each decayed by its age (rounding to eighths aside).
+        let exact: f64 = (1..=30).map(|d| (-(30 - d) as f64 / 30.0).exp2()).sum();
+        let (_, _, n4) = at(&s, 4).unwrap();
+        assert!((n4 - exact).abs() < 0.5, "{n4} vs {exact}");
+        // Four months on, the single send is gone.
+        for day in 31..=150 {
+            s.update(&h, 4, 0.0, day * DAY);
+        }
+        assert!(s.slots.iter().all(|e| e.0 != 3), "{:?}", s.slots);
+        assert!(s.trials(&h, 150 * DAY) < 45.0);
+    }
+
+    #[test]
     fn full_state_replaces_its_weakest_slot() {
         let h = Hierarchy {
             max_shopper_slots: 3,
@@ -375,10 +415,14 @@ mod tests {
         s.update(&h, 12, 0.0, 0);
         assert_eq!(s.slots.len(), 3);
         assert_eq!(s.slots[1], (12, 8, 16));
-        // Slots 7 and 12 now tie (two trials, one success): the lower goes.
+        // A slot with an open outlasts one ignored three times.
         s.update(&h, 100, 0.0, 0);
         let kept: Vec<u8> = s.slots.iter().map(|e| e.0).collect();
-        assert_eq!(kept, vec![12, 40, 100]);
+        assert_eq!(kept, vec![7, 12, 100]);
+        // Among slots without opens, the fewest trials go; ties, the lower slot.
+        s.update(&h, 101, 0.0, 0);
+        let kept: Vec<u8> = s.slots.iter().map(|e| e.0).collect();
+        assert_eq!(kept, vec![7, 12, 101]);
         // A cap of 0 still keeps one slot.
         let mut one = ShopperCounts::default();
         let h0 = Hierarchy {

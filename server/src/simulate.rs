@@ -54,8 +54,9 @@ pub struct SimulateArgs {
     /// Send-time scenario: the slot grid, `hour_of_day` or `hour_of_week`.
     #[arg(long, default_value = "hour_of_day")]
     pub slots: String,
-    /// Send-time scenario on hours of the week: comma-separated bounds on the slots a
-    /// shopper's state keeps, one per-shopper run each (default 168,32,16).
+    /// Send-time scenario: comma-separated bounds on the slots a shopper's state keeps, one
+    /// per-shopper run each (default: 168,32,16,8 on hours of the week, none on hours of the
+    /// day); bounds of the grid's size or more are one unbounded run.
     #[arg(long, value_delimiter = ',')]
     pub max_shopper_slots: Vec<usize>,
     /// Shoppers (decisions) per policy.

@@ -24,7 +24,7 @@
 //! its habit, each shopper by a bit more) and engage more or less on weekend days, so a
 //! shopper's best slot depends on the day and their state can touch up to 168 slots. Counts
 //! forget with the server's default half-life (30 days), and `per_shopper` is played once per
-//! bound on the slots a shopper's state keeps (`--max-shopper-slots`, default 168, 32 and 16)
+//! bound on the slots a shopper's state keeps (`--max-shopper-slots`, default 168, 32, 16, 8)
 //! to show what the bound costs in learning; the table adds the slots kept at the end.
 
 use std::collections::HashMap;
@@ -296,11 +296,11 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// The scenario on `grid`: for hours of the week with the bounds 168 (none), 32 and 16.
+    /// The scenario on `grid`: for hours of the week with the bounds 168 (none), 32, 16 and 8.
     pub fn new(seed: u64, shoppers: usize, days: usize, grid: Grid) -> Self {
         let max_shopper_slots = match grid {
             Grid::HourOfDay => vec![MAX_SLOTS],
-            Grid::HourOfWeek => vec![MAX_SLOTS, 32, 16],
+            Grid::HourOfWeek => vec![MAX_SLOTS, 32, 16, 8],
         };
         Self {
             seed,
@@ -493,8 +493,15 @@ pub fn run(sc: &Scenario) -> anyhow::Result<SendTimeReport> {
         })
         .sum::<f64>()
         / sc.shoppers as f64;
-    let mut runs: Vec<(String, Kind, usize)> = sc
-        .max_shopper_slots
+    // Bounds of the grid's size or more are the same unbounded run.
+    let mut bounds: Vec<usize> = Vec::new();
+    for &b in &sc.max_shopper_slots {
+        let b = b.min(sc.grid.slots());
+        if !bounds.contains(&b) {
+            bounds.push(b);
+        }
+    }
+    let mut runs: Vec<(String, Kind, usize)> = bounds
         .iter()
         .map(|&bound| {
             let name = if bound >= sc.grid.slots() {

@@ -94,8 +94,8 @@ const WIDE_STEPS: f64 = 4.0;
 const FULL_STRIDE_STEPS: f64 = 4.5;
 /// Most grid points one integration step of a wide posterior spans.
 const MAX_STRIDE: usize = 16;
-/// Lanes the groups of touched slots are padded to: the vectorized loops take eight values at a
-/// time (two vectors of four), and a remainder would run one value at a time.
+/// Lanes the groups of touched slots are padded to (whole vectors of four doubles), so that no
+/// loop over a group ends in a remainder of single values.
 const LANES: usize = 4;
 /// Narrow touched slots are integrated in groups taking 1, 2 and 3 grid points per step.
 const FINE_GROUPS: usize = 3;
@@ -377,7 +377,8 @@ impl Shape {
 }
 
 /// [`Shape::cdf_into`] for posteriors whose steps span whole grid points (all but the narrowest),
-/// with the same numbers, computed step by step across all the steps at once so that the loops
+/// with the same formulas (the densities through the batched `exp`, within a few ulp of the
+/// standard library's), computed across all the steps at once so that the loops
 /// vectorize: the densities at every step end (one batched `exp`), every step's integral, their
 /// running sum down from the top, and the points inside the steps by quintic Hermite. `out`
 /// already holds the points at and above the top.
@@ -611,7 +612,8 @@ impl Knots {
 struct Fine {
     /// Slots.
     n: usize,
-    /// Values per row: `n` rounded up to whole vectors (the extra lanes are never read).
+    /// Values per row: `n` rounded up to whole vectors, or 1 for a group of one (the extra lanes
+    /// are never read).
     lanes: usize,
     /// The range's first point (row 0).
     lo: usize,
