@@ -42,8 +42,9 @@ pub struct Hierarchy {
     /// Half-life of counts in milliseconds; `None` keeps them forever.
     pub half_life_ms: Option<f64>,
     /// Most distinct slots a shopper's state keeps (at least 1): a new slot beyond them
-    /// replaces the one with the least evidence (fewest decayed trials), which goes back to the
-    /// population prior. Bounds a decision's cost, which grows with the touched slots.
+    /// replaces the one with the least evidence of engagement (fewest opens, then fewest decayed
+    /// trials), which goes back to the population prior. Bounds a decision's cost, which grows
+    /// with the touched slots.
     pub max_shopper_slots: usize,
 }
 

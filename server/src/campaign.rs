@@ -125,8 +125,8 @@ pub struct SendTimeSettings {
     /// A shopper's state is dropped after this many days without a decision or reward.
     pub retention_days: f64,
     /// Most distinct slots one shopper's state keeps (1–168): a new slot beyond them replaces
-    /// the one with the least evidence, which falls back to the segment's prior. A decision's
-    /// cost grows with the slots kept.
+    /// the one with the fewest opens (then the fewest decayed trials), which falls back to the
+    /// segment's prior. A decision's cost grows with the slots kept.
     pub max_shopper_slots: usize,
     /// Context field naming the shopper's segment (string); absent means the whole population.
     pub segment_attribute: String,
