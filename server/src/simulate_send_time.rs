@@ -482,15 +482,11 @@ pub fn simulate(seed: u64, n_shoppers: usize, days: usize) -> anyhow::Result<Sen
 pub fn run(sc: &Scenario) -> anyhow::Result<SendTimeReport> {
     let world = World::new(sc)?;
     // The oracle knows each shopper's best eligible slot every day.
+    let eligible: Vec<Vec<usize>> = (0..sc.days).map(|d| sc.grid.eligible(d)).collect();
     let oracle = world
         .people
         .iter()
-        .map(|p| {
-            (0..sc.days)
-                .map(|d| p.best(sc.grid, &sc.grid.eligible(d)))
-                .sum::<f64>()
-                / sc.days as f64
-        })
+        .map(|p| eligible.iter().map(|e| p.best(sc.grid, e)).sum::<f64>() / sc.days as f64)
         .sum::<f64>()
         / sc.shoppers as f64;
     // Bounds of the grid's size or more are the same unbounded run.

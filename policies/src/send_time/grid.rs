@@ -354,17 +354,10 @@ impl Shape {
                 cell_integral(h, lower, upper)
             };
             let (t1, t0) = (tail, tail + cell);
-            // Points strictly inside the step: quintic Hermite of the tail
-            // T = 1 − F with T' = −g and T'' = −g' (scaled to t ∈ [0, 1]), clamped to the
-            // step's ends.
-            let steps = k1 - k0;
-            let basis = &bases[steps];
-            let (d0, d1) = (-h * lower.0, -h * upper.0);
-            let (c0, c1) = (-h * h * lower.1, -h * h * upper.1);
+            let basis = &bases[k1 - k0];
             for k in (k0 + 1).max(from)..k1.min(end) {
-                let w = &basis[k - k0];
-                let tk = w[0] * t0 + w[1] * d0 + w[2] * c0 + w[3] * c1 + w[4] * d1 + w[5] * t1;
-                out[k - from] = 1.0 - tk.clamp(t1, t0);
+                let (lower, upper) = ((t0, lower.0, lower.1), (t1, upper.0, upper.1));
+                out[k - from] = cdf_inside(&basis[k - k0], h, lower, upper);
             }
             if k0 < end && k0 >= from {
                 out[k0 - from] = (1.0 - t0).max(0.0);
@@ -430,8 +423,7 @@ fn cdf_by_steps(shape: &Shape, from: usize, stride: usize, out: &mut [f64]) {
             out[k - from] = (1.0 - t).max(0.0);
         }
     }
-    // Points inside the steps: quintic Hermite of the tail T = 1 − F with T' = −g and
-    // T'' = −g' (scaled to t ∈ [0, 1]), clamped to the step's ends. The steps wholly inside
+    // Points inside the steps ([`cdf_inside`]). The steps wholly inside
     // `from..end` (all but the last, and any reaching above `end`) position by position
     // across them; the others one point at a time.
     let h = stride as f64 * STEP;
@@ -439,28 +431,30 @@ fn cdf_by_steps(shape: &Shape, from: usize, stride: usize, out: &mut [f64]) {
     for j in 1..stride {
         let w = &HERMITE_BASES[stride][j];
         for i in inside.clone() {
-            let (t0, t1) = (tail[i + 1], tail[i]);
-            let tk = w[0] * t0
-                - h * (w[1] * g[i + 1] + w[4] * g[i])
-                - h * h * (w[2] * d1[i + 1] + w[3] * d1[i])
-                + w[5] * t1;
-            out[top - (i + 1) * stride + j - from] = 1.0 - tk.clamp(t1, t0);
+            let (lower, upper) = ((tail[i + 1], g[i + 1], d1[i + 1]), (tail[i], g[i], d1[i]));
+            out[top - (i + 1) * stride + j - from] = cdf_inside(w, h, lower, upper);
         }
     }
     for i in (0..inside.start).chain(m - 1..m) {
         let (k0, k1) = (top.saturating_sub((i + 1) * stride), top - i * stride);
         let h = (k1 - k0) as f64 * STEP;
         let basis = &HERMITE_BASES[k1 - k0];
-        let (t0, t1) = (tail[i + 1], tail[i]);
+        let (lower, upper) = ((tail[i + 1], g[i + 1], d1[i + 1]), (tail[i], g[i], d1[i]));
         for k in (k0 + 1).max(from)..k1.min(end) {
-            let w = &basis[k - k0];
-            let tk = w[0] * t0
-                - h * (w[1] * g[i + 1] + w[4] * g[i])
-                - h * h * (w[2] * d1[i + 1] + w[3] * d1[i])
-                + w[5] * t1;
-            out[k - from] = 1.0 - tk.clamp(t1, t0);
+            out[k - from] = cdf_inside(&basis[k - k0], h, lower, upper);
         }
     }
+}
+
+/// F at a point inside an integration step of width `h` in `u`, by quintic Hermite of the tail
+/// T = 1 − F (T' = −g, T'' = −g', scaled to t ∈ [0, 1]; basis weights `w` of
+/// [`hermite_basis`]) from `(T, g, g')` at the step's lower and upper ends, the tail clamped to
+/// the step's ends.
+#[inline(always)]
+fn cdf_inside(w: &[f64; 6], h: f64, lower: (f64, f64, f64), upper: (f64, f64, f64)) -> f64 {
+    let ((t0, g0, s0), (t1, g1, s1)) = (lower, upper);
+    let t = w[0] * t0 - h * (w[1] * g0 + w[4] * g1) - h * h * (w[2] * s0 + w[3] * s1) + w[5] * t1;
+    1.0 - t.clamp(t1, t0)
 }
 
 /// [`hermite_basis`] for every step count up to the largest stride, computed at compile time.
@@ -1211,8 +1205,7 @@ fn fine_of_group(shapes: &[Shape], lo: usize, hi: usize, stride: usize) -> Fine 
             before[2 * n..].copy_from_slice(up1);
         }
         em_step(steps, 0..n, tail, [up0, up1, up3], g, lo1, lo3);
-        // The points inside: quintic Hermite of the tail T = 1 − F (T' = −g, T'' = −g'), as
-        // in `cdf_into`.
+        // The points inside ([`cdf_inside`]).
         let h = steps as f64 * STEP;
         for k in k0 + 1..k1 {
             let w = &HERMITE_BASES[steps][k - k0];
@@ -1222,9 +1215,7 @@ fn fine_of_group(shapes: &[Shape], lo: usize, hi: usize, stride: usize) -> Fine 
             let ends = tail.iter().zip(&*up0).zip(&*up1);
             let upper = t1.iter().zip(g1).zip(d1);
             for ((f, ((&t0, &g0), &s0)), ((&t1, &g1), &s1)) in row.iter_mut().zip(ends).zip(upper) {
-                let t = w[0] * t0 - h * (w[1] * g0 + w[4] * g1) - h * h * (w[2] * s0 + w[3] * s1)
-                    + w[5] * t1;
-                *f = (1.0 - t.clamp(t1, t0)).max(0.0);
+                *f = cdf_inside(w, h, (t0, g0, s0), (t1, g1, s1)).max(0.0);
             }
         }
         write(&mut v[(k0 - lo) * n..], tail);
