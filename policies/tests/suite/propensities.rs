@@ -265,3 +265,54 @@ fn exploration_mixture_is_exact_for_thompson() {
         assert!((c.probability - mixed[c.index]).abs() < 1e-12);
     }
 }
+
+/// Cases the property test once shrank to: `linear_thompson` first-slot distributions summed to
+/// 0.9924 and 0.9947 when each propensity was one 16-point rule over a wide range.
+#[test]
+fn linear_thompson_distributions_sum_to_one() {
+    let cases: [(usize, &[(usize, f64)]); 2] = [
+        (
+            2,
+            &[
+                (1, 0.0),
+                (5, 0.0),
+                (1, 0.0),
+                (2, 0.0),
+                (1, 0.0),
+                (2, 0.0),
+                (0, 0.0),
+                (7, 0.0),
+                (0, 0.492_759),
+                (5, 0.053_523),
+            ],
+        ),
+        (
+            7,
+            &[
+                (4, 0.523_510),
+                (10, 0.702_520),
+                (10, 0.0),
+                (4, 0.0),
+                (2, 0.0),
+                (8, 0.0),
+                (0, 0.0),
+                (0, 0.914_800),
+                (0, 0.0),
+                (8, 0.0),
+                (3, 0.947_680),
+                (0, 0.181_979),
+            ],
+        ),
+    ];
+    for (n, updates) in cases {
+        let (ids, xs) = id_vectors(n, 16);
+        let a = arms(&ids, &xs);
+        let mut p = build(r#"{"type":"linear_thompson"}"#, 16);
+        for &(i, r) in updates {
+            p.update(a[i % n], r, 0.5);
+        }
+        let dist = p.first_slot_distribution(&a, true, 0.0).unwrap();
+        let total: f64 = dist.iter().sum();
+        assert!((total - 1.0).abs() < 1e-6, "{n} arms sum to {total}");
+    }
+}

@@ -30,7 +30,16 @@ proptest! {
         }
         let dist = p.first_slot_distribution(&a, explore, exploration).unwrap();
         let total: f64 = dist.iter().sum();
-        prop_assert!((total - 1.0).abs() < 5e-3, "{} sums to {}", ALL[which], total);
+        // Normal and Student marginals integrate to 1e-6; Beta densities with a parameter in
+        // (1, 2) have unbounded slope at an end and tabulated CDFs err by up to 2e-4.
+        let tolerance = if ALL[which].contains("linear_thompson")
+            || ALL[which].contains("gaussian_thompson")
+        {
+            1e-4
+        } else {
+            5e-3
+        };
+        prop_assert!((total - 1.0).abs() < tolerance, "{} sums to {}", ALL[which], total);
         prop_assert!((dist[c[0].index] - c[0].probability).abs() < 1e-9
             || c[0].probability == tailor_policies::propensity::MIN_PROPENSITY);
     }
