@@ -454,7 +454,9 @@ fn cdf_by_steps(shape: &Shape, from: usize, stride: usize, out: &mut [f64]) {
 fn cdf_inside(w: &[f64; 6], h: f64, lower: (f64, f64, f64), upper: (f64, f64, f64)) -> f64 {
     let ((t0, g0, s0), (t1, g1, s1)) = (lower, upper);
     let t = w[0] * t0 - h * (w[1] * g0 + w[4] * g1) - h * h * (w[2] * s0 + w[3] * s1) + w[5] * t1;
-    1.0 - t.clamp(t1, t0)
+    // (`max` then `min`, not `clamp`: clamp's check that t1 ≤ t0 is a branch that keeps the
+    // loops over lanes scalar.)
+    1.0 - t.max(t1).min(t0)
 }
 
 /// [`hermite_basis`] for every step count up to the largest stride, computed at compile time.
