@@ -5,6 +5,7 @@
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 use serde_json::{json, Value};
+use tailor_server::campaign::DEFAULT_MAX_SHOPPER_SLOTS;
 
 use crate::harness::Server;
 use crate::plugins::install;
@@ -242,13 +243,13 @@ async fn each_shopper_learns_their_own_hour_and_it_survives_kill_9() {
     let (s, info) = server.get("/admin/v1/shoppers/night-owl").await;
     assert_eq!(s, 200, "{info}");
     assert_eq!(info["campaigns"][0]["campaign"], "push");
-    // 150 sends; the slots beyond the default bound of 16 went with their trials.
+    // 150 sends; the slots beyond the default bound went with their trials.
     assert!(
         info["campaigns"][0]["trials"].as_f64().unwrap() > 60.0,
         "{info}"
     );
     assert!(
-        info["campaigns"][0]["slots_learned"].as_u64().unwrap() <= 16,
+        info["campaigns"][0]["slots_learned"].as_u64().unwrap() <= DEFAULT_MAX_SHOPPER_SLOTS as u64,
         "{info}"
     );
     assert!(

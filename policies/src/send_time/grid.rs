@@ -502,6 +502,9 @@ pub struct PriorTable {
     alpha_total: f64,
     /// Row-major: slot `j`'s `ln F` at point `k` is `ln_cdf[j * GRID_POINTS + k]`.
     ln_cdf: Vec<f64>,
+    /// The same, point-major (`by_point[k * slots + j]`): a draw reads every slot's increment
+    /// over one cell from two contiguous rows.
+    by_point: Vec<f64>,
     sum: Vec<f64>,
 }
 
@@ -525,10 +528,18 @@ impl PriorTable {
                 *s += *l;
             }
         }
+        let n = params.len();
+        let mut by_point = vec![0.0; ln_cdf.len()];
+        for (j, row) in ln_cdf.chunks_exact(GRID_POINTS).enumerate() {
+            for (k, &l) in row.iter().enumerate() {
+                by_point[k * n + j] = l;
+            }
+        }
         Self {
             alpha_total: params.iter().map(|p| p.0).sum(),
             params,
             ln_cdf,
+            by_point,
             sum,
         }
     }
@@ -633,6 +644,8 @@ pub struct SlotMax<'a> {
     /// Index into `live` of each slot, or [`UNTOUCHED`].
     live_of: [u8; MAX_SLOTS],
     live: Vec<Live>,
+    /// The slot of each `live` entry.
+    touched: Vec<usize>,
     /// Coarse points: `lo`, `lo + COARSE`, …, and `hi`.
     coarse: Vec<usize>,
     /// `(ln F, d ln F/du, d² ln F/du²)` of wide touched slots at the coarse points.
@@ -677,22 +690,8 @@ impl<'a> SlotMax<'a> {
         }
     }
 
-    /// `Δ ln F_slot` over cell `c` (from point `c` to `c + 1`); `c == hi` is the cell from the
-    /// top point to x = 1.
-    #[inline(always)]
-    fn increment(&self, slot: usize, c: usize) -> f64 {
-        if self.live_of[slot] == UNTOUCHED {
-            let row = &self.table.ln_cdf[slot * GRID_POINTS..(slot + 1) * GRID_POINTS];
-            return if c == self.hi {
-                -row[c]
-            } else {
-                row[c + 1] - row[c]
-            };
-        }
-        self.touched_increment(slot, c)
-    }
-
-    /// [`SlotMax::increment`] of a touched slot.
+    /// `Δ ln F_slot` of a touched slot over cell `c` (from point `c` to `c + 1`); `c == hi` is
+    /// the cell from the top point to x = 1.
     fn touched_increment(&self, slot: usize, c: usize) -> f64 {
         let l = &self.live[self.live_of[slot] as usize];
         if c == self.hi {
@@ -730,25 +729,30 @@ impl<'a> SlotMax<'a> {
         // The cell: the last point with M ≤ u (the cell above `hi` when u ≥ M(hi)).
         let i = self.m.partition_point(|&m| m <= u) - 1;
         let c = self.lo + i;
+        // Every slot's increment over the cell as if untouched, from two contiguous rows of the
+        // point-major table; then the touched slots' own.
+        let n = self.table.slots();
+        let at = |k: usize| &self.table.by_point[k * n..(k + 1) * n];
+        let mut steps = [0.0; MAX_SLOTS];
+        let steps = &mut steps[..n];
+        if c == self.hi {
+            for (s, &l) in steps.iter_mut().zip(at(c)) {
+                *s = -l;
+            }
+        } else {
+            for ((s, &l0), &l1) in steps.iter_mut().zip(at(c)).zip(at(c + 1)) {
+                *s = l1 - l0;
+            }
+        }
         let wide = self.wide_steps(c);
-        pick(
-            self.eligible,
-            |j| {
-                let i = self.live_of[j];
-                let step = if i == UNTOUCHED {
-                    self.increment(j, c)
-                } else {
-                    let l = &self.live[i as usize];
-                    if l.wide && !wide.is_empty() {
-                        wide[l.offset]
-                    } else {
-                        self.touched_increment(j, c)
-                    }
-                };
-                step.max(0.0)
-            },
-            v,
-        )
+        for (l, &j) in self.live.iter().zip(&self.touched) {
+            steps[j] = if l.wide && !wide.is_empty() {
+                wide[l.offset]
+            } else {
+                self.touched_increment(j, c)
+            };
+        }
+        pick(self.eligible, |j| steps[j].max(0.0), v)
     }
 
     /// `Δ ln F` over cell `c` (below `hi`) of every wide touched slot, by slot offset: one
@@ -1056,6 +1060,7 @@ fn build<'a>(
         eligible,
         live_of,
         live,
+        touched,
         coarse,
         knots,
         fine,
