@@ -752,7 +752,22 @@ impl<'a> SlotMax<'a> {
                 self.touched_increment(j, c)
             };
         }
-        pick(self.eligible, |j| steps[j].max(0.0), v)
+        if self.eligible.len() < n {
+            return pick(self.eligible, |j| steps[j].max(0.0), v);
+        }
+        // Every slot eligible: the same draw over slots in index order, across the array.
+        for s in steps.iter_mut() {
+            *s = s.max(0.0);
+        }
+        let mut target = v * vmath::sum(steps);
+        for (j, &s) in steps.iter().enumerate() {
+            if target < s {
+                return j;
+            }
+            target -= s;
+        }
+        // Rounding left a sliver: the last slot with weight.
+        steps.iter().rposition(|&s| s > 0.0).unwrap_or(0)
     }
 
     /// `Δ ln F` over cell `c` (below `hi`) of every wide touched slot, by slot offset: one
