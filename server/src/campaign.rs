@@ -148,7 +148,7 @@ impl Default for SendTimeSettings {
 
 /// Default of [`SendTimeSettings::max_shopper_slots`] (see docs/send-time.md for the simulation
 /// behind it).
-pub const DEFAULT_MAX_SHOPPER_SLOTS: usize = 8;
+pub const DEFAULT_MAX_SHOPPER_SLOTS: usize = 12;
 
 const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 

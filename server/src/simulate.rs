@@ -55,7 +55,7 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "hour_of_day")]
     pub slots: String,
     /// Send-time scenario: comma-separated bounds on the slots a shopper's state keeps, one
-    /// per-shopper run each (default: 168,32,16,8 on hours of the week, none on hours of the
+    /// per-shopper run each (default: 168,16,12,8 on hours of the week, none on hours of the
     /// day); bounds of the grid's size or more are one unbounded run.
     #[arg(long, value_delimiter = ',')]
     pub max_shopper_slots: Vec<usize>,

@@ -24,7 +24,7 @@
 //! its habit, each shopper by a bit more) and engage more or less on weekend days, so a
 //! shopper's best slot depends on the day and their state can touch up to 168 slots. Counts
 //! forget with the server's default half-life (30 days), and `per_shopper` is played once per
-//! bound on the slots a shopper's state keeps (`--max-shopper-slots`, default 168, 32, 16, 8)
+//! bound on the slots a shopper's state keeps (`--max-shopper-slots`, default 168, 16, 12, 8)
 //! to show what the bound costs in learning; the table adds the slots kept at the end.
 
 use std::collections::HashMap;
@@ -300,7 +300,7 @@ impl Scenario {
     pub fn new(seed: u64, shoppers: usize, days: usize, grid: Grid) -> Self {
         let max_shopper_slots = match grid {
             Grid::HourOfDay => vec![MAX_SLOTS],
-            Grid::HourOfWeek => vec![MAX_SLOTS, 32, 16, 8],
+            Grid::HourOfWeek => vec![MAX_SLOTS, 16, 12, 8],
         };
         Self {
             seed,
