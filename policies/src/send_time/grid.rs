@@ -1325,7 +1325,11 @@ fn em_step(
     // (Indexed over slices cut to one length, which vectorizes; a zip of six did not.)
     let tail = &mut tail[r.clone()];
     let n = tail.len();
-    let (u0, u1, u3) = (&mut up0[r.clone()], &mut up1[r.clone()], &mut up3[r.clone()]);
+    let (u0, u1, u3) = (
+        &mut up0[r.clone()],
+        &mut up1[r.clone()],
+        &mut up3[r.clone()],
+    );
     let (u0, u1, u3) = (&mut u0[..n], &mut u1[..n], &mut u3[..n]);
     let (l0, l1, l3) = (&g[r.clone()][..n], &lo1[r.clone()][..n], &lo3[r][..n]);
     for i in 0..n {
