@@ -35,12 +35,12 @@
 //! (`quadrature_error_against_fine_reference`: 100 arms at a uniform prior, wide vs narrow,
 //! narrow vs wide, 60 assorted posteriors) the absolute error is at most 5.6e-7; two normals
 //! match the closed form `Φ(Δ/√(σ₀²+σ₁²))` within 1e-6 (`normals_match_closed_form`, down to a
-//! 20:1 width ratio). Against 10^6 Monte
-//! Carlo draws (`thompson_propensity_matches_monte_carlo`, `gaussian_propensity_matches_monte_carlo`,
-//! tests/suite/propensities.rs) every arm agrees within 5 Monte Carlo standard errors + 1e-3, and
-//! empirical choice frequencies pass a χ² test against the reported propensities. Priors with
-//! `α < 1` or `β < 1` have unbounded densities at 0 or 1 and can be off by about 1e-2. Results
-//! are floored at [`MIN_PROPENSITY`] because a served candidate had a positive chance.
+//! 20:1 width ratio). Against 10^6 Monte Carlo draws (`thompson_propensity_matches_monte_carlo`,
+//! `gaussian_propensity_matches_monte_carlo`, tests/suite/propensities.rs) every arm agrees
+//! within 5 Monte Carlo standard errors + 1e-3, and empirical choice frequencies pass a χ² test
+//! against the reported propensities. Priors with `α < 1` or `β < 1` have unbounded densities at
+//! 0 or 1 and can be off by about 1e-2. Results are floored at [`MIN_PROPENSITY`] because a
+//! served candidate had a positive chance.
 //!
 //! Cost: one decision evaluates 16 CDFs per panel (one to eight panels, plus about 8 to place
 //! the range) per distinct competing posterior (table lookups in the common case); see
