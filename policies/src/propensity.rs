@@ -167,14 +167,14 @@ pub(crate) fn max_probability<M: Marginal>(chosen: &M, others: &[(M, u32)]) -> f
         .map(|a| a.0.x_spread())
         .fold(f64::INFINITY, f64::min);
     let rise = (top.min(hi) - x_lo) / (PANEL_SDS * narrowest);
-    let s_spread = PANEL_SDS * chosen.s_spread();
+    let panel_width = PANEL_SDS * chosen.s_spread();
     let (xs, ws) = gauss_legendre();
     let mut total = 0.0;
     for (i, (a, b)) in panels.into_iter().enumerate() {
         if b <= a {
             continue;
         }
-        let own = (b - a) / s_spread;
+        let own = (b - a) / panel_width;
         let needed = if i == 0 { own.max(rise) } else { own };
         let cuts = needed.ceil().clamp(1.0, MAX_PANELS as f64);
         let half = 0.5 * (b - a) / cuts;

@@ -755,19 +755,11 @@ impl<'a> SlotMax<'a> {
         if self.eligible.len() < n {
             return pick(self.eligible, |j| steps[j].max(0.0), v);
         }
-        // Every slot eligible: the same draw over slots in index order, across the array.
+        // Every slot eligible: the weights are the array itself, by slot.
         for s in steps.iter_mut() {
             *s = s.max(0.0);
         }
-        let mut target = v * vmath::sum(steps);
-        for (j, &s) in steps.iter().enumerate() {
-            if target < s {
-                return j;
-            }
-            target -= s;
-        }
-        // Rounding left a sliver: the last slot with weight.
-        steps.iter().rposition(|&s| s > 0.0).unwrap_or(0)
+        pick_index(steps, v).unwrap_or(0)
     }
 
     /// `Δ ln F` over cell `c` (below `hi`) of every wide touched slot, by slot offset: one
@@ -1541,25 +1533,25 @@ fn bisect(mut lo: usize, mut hi: usize, pred: impl Fn(usize) -> bool) -> usize {
 /// One of `items` with probability proportional to `weight`, `v` uniform in [0, 1).
 fn pick(items: &[usize], weight: impl Fn(usize) -> f64, v: f64) -> usize {
     let mut weights = [0.0; MAX_SLOTS];
-    let mut total = 0.0;
+    let weights = &mut weights[..items.len()];
     for (w, &j) in weights.iter_mut().zip(items) {
         *w = weight(j);
-        total += *w;
     }
-    let mut target = v * total;
-    for (&w, &j) in weights.iter().zip(items) {
+    pick_index(weights, v).map_or(items[0], |i| items[i])
+}
+
+/// The index whose share of `weights` (non-negative) holds `v ∈ [0, 1)` of their sum; `None`
+/// when they are all zero.
+fn pick_index(weights: &[f64], v: f64) -> Option<usize> {
+    let mut target = v * vmath::sum(weights);
+    for (i, &w) in weights.iter().enumerate() {
         if target < w {
-            return j;
+            return Some(i);
         }
         target -= w;
     }
-    // Rounding left a sliver: the last slot with weight.
-    items
-        .iter()
-        .zip(&weights)
-        .rev()
-        .find(|(_, &w)| w > 0.0)
-        .map_or(items[0], |(&j, _)| j)
+    // Rounding left a sliver: the last index with weight.
+    weights.iter().rposition(|&w| w > 0.0)
 }
 
 /// Thompson sampling over the `eligible` slots from a prior table and the shopper's counts.
