@@ -95,6 +95,16 @@ impl Client {
         self.inner.reward(event_id, value)
     }
 
+    /// See [`crate::Client::reward_in`]. Never blocks.
+    pub fn reward_in(
+        &self,
+        campaign: impl Into<String>,
+        event_id: impl Into<String>,
+        value: f64,
+    ) -> Result<(), Error> {
+        self.inner.reward_in(campaign, event_id, value)
+    }
+
     /// See [`crate::Client::reward_decision`]. Never blocks.
     pub fn reward_decision(&self, decision: &Decision, value: f64) -> Result<bool, Error> {
         self.inner.reward_decision(decision, value)

@@ -190,12 +190,25 @@ fn parse_base(url: &str) -> Result<Url, Error> {
     Ok(parsed)
 }
 
+/// Everything but RFC 3986's unreserved characters (`A-Z a-z 0-9 - . _ ~`) is escaped in a
+/// path segment: reserved characters such as `+`, `/`, `%`, `=` or `&` then reach the server as
+/// data (a base64 id `a+b/c==` round-trips), whatever the server or a proxy would make of them.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// `base` with `segments` appended, each percent-encoded as one path segment.
 fn endpoint(base: &Url, segments: &[&str]) -> Url {
     let mut url = base.clone();
-    if let Ok(mut path) = url.path_segments_mut() {
-        path.pop_if_empty().extend(segments);
+    let mut path = url.path().trim_end_matches('/').to_string();
+    for s in segments {
+        path.push('/');
+        path.extend(percent_encoding::utf8_percent_encode(s, SEGMENT));
     }
+    // The escapes are kept as they are: `set_path` does not encode `%` again.
+    url.set_path(&path);
     url
 }
 
@@ -325,13 +338,22 @@ impl Client {
     }
 
     /// Queue a reward of `value` for the first slot of `event_id`. Never waits on the network.
+    ///
+    /// Event ids are per campaign: the server rewards the event of the key's campaign (a
+    /// campaign-scoped key) or of the one campaign holding the id. When the same id may exist in
+    /// several campaigns, use [`Client::reward_in`].
     pub fn reward(&self, event_id: impl Into<String>, value: f64) -> Result<(), Error> {
-        self.reward_with(BatchReward {
-            event_id: event_id.into(),
-            value,
-            action_id: None,
-            reward_id: None,
-        })
+        self.reward_with(BatchReward::new(event_id, value))
+    }
+
+    /// Queue a reward of `value` for the first slot of `event_id` in `campaign`.
+    pub fn reward_in(
+        &self,
+        campaign: impl Into<String>,
+        event_id: impl Into<String>,
+        value: f64,
+    ) -> Result<(), Error> {
+        self.reward_with(BatchReward::new(event_id, value).in_campaign(campaign))
     }
 
     /// Queue a reward for a decision; `Ok(false)` for a fallback, which has nothing to reward.
@@ -360,6 +382,9 @@ impl Client {
         };
         if reward.event_id.is_empty() {
             return Err(invalid("event_id", "must not be empty"));
+        }
+        if reward.campaign.as_deref() == Some("") {
+            return Err(invalid("campaign", "must not be empty when given"));
         }
         if !reward.value.is_finite() {
             return Err(invalid("value", "must be a finite number"));
@@ -457,6 +482,15 @@ mod tests {
         assert_eq!(
             endpoint(&base, &["v1", "rewards"]).as_str(),
             "http://h:1/v1/rewards"
+        );
+        // Every reserved character is escaped, so a base64 id stays one segment, unchanged.
+        assert_eq!(
+            endpoint(&base, &["e", "a+b/c%d==", "x&y;z?#"]).as_str(),
+            "http://h:1/e/a%2Bb%2Fc%25d%3D%3D/x%26y%3Bz%3F%23"
+        );
+        assert_eq!(
+            endpoint(&base, &["é ~._-"]).as_str(),
+            "http://h:1/%C3%A9%20~._-"
         );
         assert!(parse_base("ftp://h").is_err());
         assert!(parse_base("nonsense").is_err());

@@ -468,12 +468,7 @@ mod tests {
     }
 
     fn reward(id: &str) -> BatchReward {
-        BatchReward {
-            event_id: id.into(),
-            value: 1.0,
-            action_id: None,
-            reward_id: None,
-        }
+        BatchReward::new(id, 1.0)
     }
 
     #[tokio::test]

@@ -84,7 +84,7 @@ pub struct DecideResponse {
     pub distribution: Option<Vec<ChosenAction>>,
 }
 
-/// `POST /v1/events/{event_id}/reward`.
+/// `POST /v1/events/{event_id}/reward` and `POST /v1/campaigns/{campaign}/events/{event_id}/reward`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -96,6 +96,10 @@ pub struct RewardRequest {
     /// Idempotency key for `sum` aggregation; a repeat with the same key is a duplicate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reward_id: Option<String>,
+    /// The campaign of the decision (event ids are per campaign). Default: the key's campaign
+    /// for a scoped key, else the one campaign holding the event id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<String>,
 }
 
 /// What happened to a reward.
@@ -168,6 +172,29 @@ pub struct BatchReward {
     pub action_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reward_id: Option<String>,
+    /// The campaign of the decision (event ids are per campaign). Default: the key's campaign
+    /// for a scoped key, else the one campaign holding the event id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<String>,
+}
+
+impl BatchReward {
+    /// A reward of `value` for the first slot of `event_id`, campaign left to the server.
+    pub fn new(event_id: impl Into<String>, value: f64) -> Self {
+        Self {
+            event_id: event_id.into(),
+            value,
+            action_id: None,
+            reward_id: None,
+            campaign: None,
+        }
+    }
+
+    /// Name the decision's campaign.
+    pub fn in_campaign(mut self, campaign: impl Into<String>) -> Self {
+        self.campaign = Some(campaign.into());
+        self
+    }
 }
 
 /// `POST /v1/rewards`: up to 1,000 rewards, acknowledged together once durable.

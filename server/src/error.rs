@@ -21,8 +21,13 @@ pub enum EngineError {
     CampaignExists { id: String },
     #[error("event {id:?} is unknown")]
     EventNotFound { id: String },
-    #[error("event {id:?} belongs to campaign {campaign:?}")]
-    EventConflict { id: String, campaign: String },
+    /// A replayed event id whose candidate set differs from the recorded decision's.
+    #[error("event_id {id:?} already names a decision of this campaign over other candidates; a retry must send the same candidates, a new decision needs a new event_id")]
+    EventIdConflict { id: String },
+    /// An event id held by several campaigns, rewarded without naming one. `campaigns` lists
+    /// only campaigns the caller's key can see.
+    #[error("event {id:?} exists in several campaigns ({}); name the campaign: POST /v1/campaigns/{{campaign}}/events/{{event_id}}/reward, or `campaign` in the body", campaigns.join(", "))]
+    AmbiguousEvent { id: String, campaigns: Vec<String> },
     #[error("the reward window of event {id:?} has closed")]
     RewardWindowClosed { id: String },
     /// A plugin refused to let the decision proceed (campaign configured to refuse on failure).
@@ -79,7 +84,8 @@ impl EngineError {
         match self {
             Self::Malformed { field, .. } | Self::Invalid { field, .. } => Some(field),
             Self::PayloadTooLarge { .. } => Some("body"),
-            Self::EventConflict { .. } => Some("event_id"),
+            Self::EventIdConflict { .. } => Some("event_id"),
+            Self::AmbiguousEvent { .. } => Some("campaign"),
             Self::FrequencyCapped { .. } => Some("earliest"),
             _ => None,
         }

@@ -186,6 +186,7 @@ async fn sdk_decides_and_rewards_show_in_stats() {
             value: 0.5,
             action_id: Some(d.actions[1].clone()),
             reward_id: None,
+            campaign: None,
         })
         .unwrap();
     tokio::time::timeout(Duration::from_secs(20), client.flush())

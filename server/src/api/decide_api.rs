@@ -2,34 +2,65 @@
 
 use std::time::Instant;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use tailor_sdk::wire::{
     BatchRewardResult, DecideRequest, RewardBatchRequest, RewardBatchResponse, RewardRequest,
     SendTimeRequest,
 };
 
 use super::error::ApiError;
-use super::{body, AppState};
+use super::{body, path, AppState};
 use crate::campaign::CampaignKind;
 use crate::engine::DecideInput;
 use crate::error::EngineError;
 use crate::keys::Principal;
 
-/// A campaign-scoped key may reward only its campaign's events. Unknown events pass through
-/// (the engine answers 404).
-fn check_reward_scope(
+/// The campaign whose decision `event_id` a reward joins (event ids are per campaign).
+///
+/// Named (in the path or the body): that campaign, if the key reaches it. Not named: the key's
+/// campaign when it is scoped, so a scoped key never learns whether another campaign holds the
+/// id; for an unscoped key, the one live campaign holding it (404 when none, 409
+/// `ambiguous_event` listing them when several: such a key sees every campaign).
+fn event_campaign(
     state: &AppState,
     who: &Principal,
     event_id: &str,
-) -> Result<(), EngineError> {
-    let Some(scope) = &who.campaign else {
-        return Ok(());
-    };
-    match state.engine.store().event(event_id)? {
-        Some(e) if e.campaign != *scope => Err(EngineError::Forbidden {
+    named: Option<&str>,
+) -> Result<String, EngineError> {
+    match (named, &who.campaign) {
+        (Some(c), Some(scope)) if c != scope => Err(EngineError::Forbidden {
             message: format!("key {:?} is scoped to campaign {scope:?}", who.key_id),
         }),
-        _ => Ok(()),
+        (Some(c), _) => Ok(c.to_string()),
+        (None, Some(scope)) => Ok(scope.clone()),
+        (None, None) => {
+            let mut found = state.engine.campaigns_with_event(event_id)?;
+            match found.len() {
+                0 => Err(EngineError::EventNotFound {
+                    id: event_id.to_string(),
+                }),
+                1 => Ok(found.remove(0)),
+                _ => Err(EngineError::AmbiguousEvent {
+                    id: event_id.to_string(),
+                    campaigns: found,
+                }),
+            }
+        }
+    }
+}
+
+/// The campaign named by the path and/or the body; they must agree.
+fn named_campaign<'a>(
+    in_path: Option<&'a str>,
+    in_body: Option<&'a str>,
+) -> Result<Option<&'a str>, EngineError> {
+    match (in_path, in_body) {
+        (Some(p), Some(b)) if p != b => Err(EngineError::invalid_owned(
+            "campaign",
+            format!("{b:?} differs from the campaign in the path ({p:?})"),
+        )),
+        (Some(p), _) => Ok(Some(p)),
+        (None, b) => Ok(b),
     }
 }
 
@@ -39,6 +70,10 @@ pub const MAX_BATCH: usize = 1_000;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/campaigns/{campaign}/decide", web::post().to(decide))
         .route("/v1/events/{event_id}/reward", web::post().to(reward))
+        .route(
+            "/v1/campaigns/{campaign}/events/{event_id}/reward",
+            web::post().to(reward_in_campaign),
+        )
         .route("/v1/rewards", web::post().to(reward_batch));
 }
 
@@ -79,6 +114,7 @@ async fn decide(
                     request,
                     raw,
                     defer: false,
+                    slot: None,
                 },
             )?
         }
@@ -97,12 +133,14 @@ async fn decide(
     operation_id = "reward",
     tag = "decide",
     summary = "Reward one decision",
-    params(("event_id" = String, Path, description = "The decision's event id")),
+    description = "Event ids are per campaign. Without `campaign` in the body, a campaign-scoped key rewards its campaign's event; an unscoped key rewards the one campaign holding the id, and gets 409 `ambiguous_event` when several do. The id is percent-decoded once (send `+`, `/`, `%` escaped).",
+    params(("event_id" = String, Path, description = "The decision's event id, percent-encoded")),
     request_body = crate::api::openapi::RewardRequest,
     responses(
         (status = 200, body = crate::api::openapi::RewardResponse),
         (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "Unknown event", body = crate::api::openapi::ErrorBody),
+        (status = 409, description = "`ambiguous_event`: several campaigns hold the id; name the campaign", body = crate::api::openapi::ErrorBody),
         (status = 410, description = "The reward window has closed", body = crate::api::openapi::ErrorBody),
         (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
@@ -111,14 +149,57 @@ async fn decide(
 async fn reward(
     state: web::Data<AppState>,
     who: Principal,
-    path: web::Path<String>,
+    req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    reward_one(state, who, req, payload, None).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/campaigns/{campaign}/events/{event_id}/reward",
+    operation_id = "reward_in_campaign",
+    tag = "decide",
+    summary = "Reward one decision of a named campaign",
+    description = "Event ids are per campaign: the same id in two campaigns names two decisions. The id is percent-decoded once (send `+`, `/`, `%` escaped).",
+    params(
+        ("campaign" = String, Path, description = "Campaign id"),
+        ("event_id" = String, Path, description = "The decision's event id, percent-encoded")
+    ),
+    request_body = crate::api::openapi::RewardRequest,
+    responses(
+        (status = 200, body = crate::api::openapi::RewardResponse),
+        (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "Unknown event in this campaign", body = crate::api::openapi::ErrorBody),
+        (status = 410, description = "The reward window has closed", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
+async fn reward_in_campaign(
+    state: web::Data<AppState>,
+    who: Principal,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let campaign = path::segment(&req, "campaign")?;
+    reward_one(state, who, req, payload, Some(campaign)).await
+}
+
+async fn reward_one(
+    state: web::Data<AppState>,
+    who: Principal,
+    req: HttpRequest,
+    payload: web::Payload,
+    in_path: Option<String>,
+) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    check_reward_scope(&state, &who, &path)?;
+    let event_id = path::segment(&req, "event_id")?;
     let raw = body::read(payload, state.body_limit).await?;
     let request: RewardRequest = body::parse(&raw)?;
-    let response = state.engine.reward(&path, request).await?;
+    let named = named_campaign(in_path.as_deref(), request.campaign.as_deref())?;
+    let campaign = event_campaign(&state, &who, &event_id, named)?;
+    let response = state.engine.reward(&campaign, &event_id, request).await?;
     metrics::histogram!("tailor_reward_seconds").record(started.elapsed().as_secs_f64());
     Ok(HttpResponse::Ok().json(response))
 }
@@ -152,27 +233,23 @@ async fn reward_batch(
         )
         .into());
     }
-    let items = batch
-        .rewards
-        .into_iter()
-        .map(|r| {
-            (
+    let ids: Vec<String> = batch.rewards.iter().map(|r| r.event_id.clone()).collect();
+    // Items whose campaign cannot be settled (outside a scoped key's campaign, unknown,
+    // ambiguous) fail on their own; the rest go through.
+    let mut refused = Vec::new();
+    let mut allowed = Vec::with_capacity(batch.rewards.len());
+    for (i, r) in batch.rewards.into_iter().enumerate() {
+        match event_campaign(&state, &who, &r.event_id, r.campaign.as_deref()) {
+            Ok(campaign) => allowed.push((
+                campaign,
                 r.event_id,
                 RewardRequest {
                     value: r.value,
                     action_id: r.action_id,
                     reward_id: r.reward_id,
+                    campaign: None,
                 },
-            )
-        })
-        .collect::<Vec<_>>();
-    let ids: Vec<String> = items.iter().map(|(id, _)| id.clone()).collect();
-    // Items outside a scoped key's campaign fail on their own; the rest go through.
-    let mut refused = Vec::new();
-    let mut allowed = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        match check_reward_scope(&state, &who, &item.0) {
-            Ok(()) => allowed.push(item),
+            )),
             Err(e) => refused.push((i, e)),
         }
     }

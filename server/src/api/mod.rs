@@ -12,6 +12,7 @@ pub mod keys_api;
 pub mod ope_api;
 pub mod openapi;
 pub mod ops_api;
+pub mod path;
 pub mod personalizer;
 pub mod plugins_api;
 pub mod query;

@@ -30,6 +30,10 @@ pub struct DecideInput {
     /// The decision is not learned from until [`Engine::activate`] (Personalizer's
     /// `deferActivation`): its rewards are ignored and its window closes without learning.
     pub defer: bool,
+    /// The decision fills this slot of a Personalizer multi-slot event: its engine event id is
+    /// [`slot_event_id`](super::slot_event_id)`(event_id, slot)`, which no single-slot id can
+    /// equal.
+    pub slot: Option<String>,
 }
 
 /// What a decide call carries: an item request or a send-time request.
@@ -110,7 +114,16 @@ pub(super) fn event_for(d: &DecisionRecord) -> EventRecord {
         slots: vec![SlotState::default(); d.actions.len()],
         actions: d.actions.clone(),
         closed: false,
+        candidate_set: 0,
     }
+}
+
+/// Order-independent hash of a request's candidate ids (unique within a request), never 0.
+fn candidate_set(candidates: &[tailor_sdk::wire::Candidate]) -> u64 {
+    let h = candidates.iter().fold(0u64, |acc, c| {
+        acc.wrapping_add(xxhash_rust::xxh3::xxh3_64_with_seed(c.id.as_bytes(), 3))
+    });
+    h.max(1)
 }
 
 fn response_of(event: &EventRecord, replayed: bool) -> DecideResponse {
@@ -192,6 +205,11 @@ impl Engine {
         if let Some(id) = &req.event_id {
             check_id("event_id", id)?;
         }
+        if let Some(slot) = &input.slot {
+            if slot.is_empty() || slot.len() > MAX_ID_LEN {
+                return Err(bad_id("slot"));
+            }
+        }
         if let Some(id) = &req.shopper_id {
             check_id("shopper_id", id)?;
         }
@@ -213,14 +231,20 @@ impl Engine {
                 ));
             }
         }
+        let candidate_set = candidate_set(&req.candidates);
+        let event_id = match (&req.event_id, &input.slot) {
+            (Some(id), Some(slot)) => Some(super::slot_event_id(id, slot)),
+            (Some(id), None) => Some(id.clone()),
+            (None, _) => None,
+        };
         // A retried request with a known event id gets the recorded decision back, before any
-        // plugin or featurizing work is spent on it.
-        if let Some(id) = &req.event_id {
-            if let Some(existing) = self.store.event(id)? {
-                if existing.campaign != rt.config.id {
-                    return Err(EngineError::EventConflict {
-                        id: id.clone(),
-                        campaign: existing.campaign,
+        // plugin or featurizing work is spent on it; the same id over other candidates is a
+        // different decision, and says so rather than serving an action not offered.
+        if let Some(id) = &event_id {
+            if let Some(existing) = self.store.event(campaign, id)? {
+                if existing.candidate_set != 0 && existing.candidate_set != candidate_set {
+                    return Err(EngineError::EventIdConflict {
+                        id: req.event_id.clone().unwrap_or_default(),
                     });
                 }
                 return Ok(response_of(&existing, true));
@@ -263,10 +287,13 @@ impl Engine {
         };
         let empty = SparseVec::default();
 
-        let event_id = req
-            .event_id
-            .clone()
-            .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
+        let event_id = event_id.unwrap_or_else(|| {
+            let id = format!("{:032x}", rand::random::<u128>());
+            match &input.slot {
+                Some(slot) => super::slot_event_id(&id, slot),
+                None => id,
+            }
+        });
         let seed = xxhash_rust::xxh3::xxh3_64_with_seed(event_id.as_bytes(), rt.salt);
         let explore = req.explore.unwrap_or(true);
 
@@ -370,10 +397,13 @@ impl Engine {
             },
             removed: stage.removed,
         };
-        let event = event_for(&decision);
+        let event = EventRecord {
+            candidate_set,
+            ..event_for(&decision)
+        };
         if input.defer {
             // Before the decision: a crash in between leaves only a harmless orphan mark.
-            self.store.defer(&decision.event_id)?;
+            self.store.defer(campaign, &decision.event_id)?;
         }
         self.store.log_decision(&decision, &event)?;
         metrics::counter!("tailor_decisions_total", "campaign" => decision.campaign.clone())

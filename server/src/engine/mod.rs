@@ -26,6 +26,7 @@ use tailor_policies::{Arm, Featurizer, Policy};
 
 pub use decide::{DecideCall, DecideInput, Decision};
 pub use durability::GroupCommit;
+pub use reward::{slot_event_id, SLOT_SEPARATOR};
 
 use crate::campaign::CampaignConfig;
 use crate::config::EngineSettings;
@@ -356,7 +357,7 @@ impl Engine {
                     drop(books);
                     // A crash between the decision-log write and the event write leaves the
                     // event missing; rebuild it so the reward window still works.
-                    if self.store.event(&d.event_id)?.is_none() {
+                    if self.store.event(&d.campaign, &d.event_id)?.is_none() {
                         let event = decide::event_for(&d);
                         self.store.log_decision(&d, &event)?;
                     }

@@ -24,14 +24,65 @@ enum Joined {
     Status(RewardStatus),
 }
 
+/// Separates a Personalizer multi-slot event id from a slot id in the engine event id of one
+/// slot. A control character: no event id a client sends can hold one (`check_id`), so a slot's
+/// engine event never collides with a single-slot event, whatever the ids.
+pub const SLOT_SEPARATOR: char = '\u{1f}';
+
+/// The engine event id of `slot` of the multi-slot event `event_id`.
+pub fn slot_event_id(event_id: &str, slot: &str) -> String {
+    format!("{event_id}{SLOT_SEPARATOR}{slot}")
+}
+
 impl Engine {
-    /// Join a reward to its decision. Returns once the reward is durable.
+    /// The live campaigns (in id order) holding a decision with this event id. Bounded by the
+    /// number of campaigns: one point lookup each.
+    pub fn campaigns_with_event(&self, event_id: &str) -> Result<Vec<String>, EngineError> {
+        let mut ids: Vec<String> = self
+            .campaigns()
+            .iter()
+            .map(|rt| rt.config.id.clone())
+            .collect();
+        ids.sort();
+        let mut found = Vec::new();
+        for c in ids {
+            if self.store.event(&c, event_id)?.is_some() {
+                found.push(c);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The engine event id of one slot of a Personalizer multi-slot event, if that slot was
+    /// decided. Events decided before the store moved to schema 2 used `{eventId}/{slotId}`.
+    pub fn slot_event(
+        &self,
+        campaign: &str,
+        event_id: &str,
+        slot: &str,
+    ) -> Result<Option<String>, EngineError> {
+        let id = slot_event_id(event_id, slot);
+        if self.store.event(campaign, &id)?.is_some() {
+            return Ok(Some(id));
+        }
+        let legacy = format!("{event_id}/{slot}");
+        let cutoff = self.store.legacy_decision_seq();
+        Ok(self
+            .store
+            .event(campaign, &legacy)?
+            .filter(|e| e.decision_seq <= cutoff)
+            .map(|_| legacy))
+    }
+
+    /// Join a reward to the decision `event_id` of `campaign`. Returns once the reward is
+    /// durable.
     pub async fn reward(
         &self,
+        campaign: &str,
         event_id: &str,
         req: RewardRequest,
     ) -> Result<RewardResponse, EngineError> {
-        let status = self.join_one(event_id, &req)?;
+        let status = self.join_one(campaign, event_id, &req)?;
         // A duplicate may race the original's flush; acknowledge it only once durable too.
         self.commit.wait().await?;
         Ok(RewardResponse {
@@ -40,15 +91,16 @@ impl Engine {
         })
     }
 
-    /// Join many rewards with one durability wait. Each item succeeds or fails on its own.
+    /// Join many rewards, each `(campaign, event id, reward)`, with one durability wait. Each
+    /// item succeeds or fails on its own.
     pub async fn reward_batch(
         &self,
-        items: Vec<(String, RewardRequest)>,
+        items: Vec<(String, String, RewardRequest)>,
     ) -> Result<Vec<Result<RewardResponse, EngineError>>, EngineError> {
         let results: Vec<_> = items
             .into_iter()
-            .map(|(event_id, req)| {
-                self.join_one(&event_id, &req)
+            .map(|(campaign, event_id, req)| {
+                self.join_one(&campaign, &event_id, &req)
                     .map(|status| RewardResponse { event_id, status })
             })
             .collect();
@@ -56,7 +108,12 @@ impl Engine {
         Ok(results)
     }
 
-    fn join_one(&self, event_id: &str, req: &RewardRequest) -> Result<RewardStatus, EngineError> {
+    fn join_one(
+        &self,
+        campaign: &str,
+        event_id: &str,
+        req: &RewardRequest,
+    ) -> Result<RewardStatus, EngineError> {
         if !req.value.is_finite() {
             return Err(EngineError::invalid("value", "must be a finite number"));
         }
@@ -68,14 +125,14 @@ impl Engine {
                 ));
             }
         }
-        let Some(event) = self.store.event(event_id)? else {
+        let Some(event) = self.store.event(campaign, event_id)? else {
             return Err(EngineError::EventNotFound {
                 id: event_id.to_string(),
             });
         };
         let rt = self.campaign(&event.campaign)?;
         // A deferred decision that was never activated is not learned from.
-        if self.store.is_deferred(event_id)? {
+        if self.store.is_deferred(campaign, event_id)? {
             metrics::counter!("tailor_rewards_total", "campaign" => event.campaign, "status" => "ignored")
                 .increment(1);
             return Ok(RewardStatus::Ignored);
@@ -100,7 +157,7 @@ impl Engine {
                 continue;
             }
             // Re-read under the campaign's lock: rewards of one campaign join one at a time.
-            let Some(mut event) = self.store.event(event_id)? else {
+            let Some(mut event) = self.store.event(&rt.config.id, event_id)? else {
                 return Err(EngineError::EventNotFound {
                     id: event_id.to_string(),
                 });
@@ -193,37 +250,49 @@ impl Engine {
 
     /// Activate a deferred decision: from now on its rewards join and learn as usual. Returns
     /// once durable; false when the decision was not deferred (a no-op).
-    pub async fn activate(&self, event_id: &str) -> Result<bool, EngineError> {
-        if self.store.event(event_id)?.is_none() {
+    pub async fn activate(&self, campaign: &str, event_id: &str) -> Result<bool, EngineError> {
+        if self.store.event(campaign, event_id)?.is_none() {
             return Err(EngineError::EventNotFound {
                 id: event_id.to_string(),
             });
         }
-        let was = self.store.activate(event_id)?;
+        let was = self.store.activate(campaign, event_id)?;
         self.commit.wait().await?;
         Ok(was)
     }
 
-    /// Activate every deferred decision whose event id starts with `prefix` (the slots of a
-    /// Personalizer multi-slot event). Returns how many were activated, once durable.
-    pub async fn activate_prefix(
+    /// Activate every deferred slot of the Personalizer multi-slot event `event_id` of
+    /// `campaign`. Returns how many were activated, once durable.
+    pub async fn activate_slots(
         &self,
         campaign: &str,
-        prefix: &str,
+        event_id: &str,
     ) -> Result<usize, EngineError> {
-        let mut n = 0;
-        for id in self.store.deferred_with_prefix(prefix)? {
-            if self
+        let mut ids = self
+            .store
+            .deferred_with_prefix(campaign, &slot_event_id(event_id, ""))?;
+        // Slots decided before schema 2 were `{eventId}/{slotId}`: only those of that era, so a
+        // newer single-slot event `{eventId}/x` is never taken for a slot.
+        let cutoff = self.store.legacy_decision_seq();
+        if cutoff > 0 {
+            for id in self
                 .store
-                .event(&id)?
-                .is_some_and(|e| e.campaign == campaign)
+                .deferred_with_prefix(campaign, &format!("{event_id}/"))?
             {
-                self.store.activate(&id)?;
-                n += 1;
+                if self
+                    .store
+                    .event(campaign, &id)?
+                    .is_some_and(|e| e.decision_seq <= cutoff)
+                {
+                    ids.push(id);
+                }
             }
         }
+        for id in &ids {
+            self.store.activate(campaign, id)?;
+        }
         self.commit.wait().await?;
-        Ok(n)
+        Ok(ids.len())
     }
 
     /// Close every reward window that ended by `now`: apply summed or default rewards, once.
@@ -234,15 +303,15 @@ impl Engine {
             if due.is_empty() {
                 return Ok(closed);
             }
-            for event_id in &due {
-                self.close_window(event_id)?;
+            for (campaign, event_id) in &due {
+                self.close_window(campaign, event_id)?;
                 closed += 1;
             }
         }
     }
 
-    fn close_window(&self, event_id: &str) -> Result<(), EngineError> {
-        let Some(event) = self.store.event(event_id)? else {
+    fn close_window(&self, campaign: &str, event_id: &str) -> Result<(), EngineError> {
+        let Some(event) = self.store.event(campaign, event_id)? else {
             return Ok(());
         };
         let Ok(mut rt) = self.campaign(&event.campaign) else {
@@ -259,14 +328,14 @@ impl Engine {
                 rt = self.campaign(&event.campaign)?;
                 continue;
             }
-            let Some(mut event) = self.store.event(event_id)? else {
+            let Some(mut event) = self.store.event(campaign, event_id)? else {
                 return Ok(());
             };
-            if self.store.is_deferred(event_id)? {
+            if self.store.is_deferred(campaign, event_id)? {
                 // Never activated: the window closes with nothing learned.
                 event.closed = true;
                 self.store.commit_rewards(&event, &[], true)?;
-                self.store.activate(event_id)?;
+                self.store.activate(campaign, event_id)?;
                 return Ok(());
             }
             let now = now_ms();

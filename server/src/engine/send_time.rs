@@ -365,14 +365,8 @@ impl Engine {
             })?),
         };
         if let Some(id) = &req.event_id {
-            if let Some(existing) = self.store.event(id)? {
-                if existing.campaign != rt.config.id {
-                    return Err(EngineError::EventConflict {
-                        id: id.clone(),
-                        campaign: existing.campaign,
-                    });
-                }
-                let Some(ev) = self.store.send_event(id)? else {
+            if let Some(existing) = self.store.event(&rt.config.id, id)? {
+                let Some(ev) = self.store.send_event(&rt.config.id, id)? else {
                     return Err(EngineError::invalid(
                         "event_id",
                         "already used by a decision whose shopper data was deleted",
@@ -525,6 +519,7 @@ impl Engine {
         };
         // The send event first: a decision in the log always has it (recovery relies on it).
         self.store.put_send_event(
+            &rt.config.id,
             &event_id,
             &SendEventRecord {
                 token,
@@ -559,7 +554,7 @@ impl Engine {
         let Some(sendt) = &rt.send_time else {
             return Ok(());
         };
-        let Some(ev) = self.store.send_event(&r.event_id)? else {
+        let Some(ev) = self.store.send_event(&r.campaign, &r.event_id)? else {
             return Ok(());
         };
         let slot = ev.slot as usize;

@@ -1,15 +1,19 @@
 //! Storage behind a trait, with sled as the embedded default.
 //!
 //! Trees: `campaigns` (id -> JSON config), `policy_state` (campaign -> versioned snapshot),
-//! `decisions` (big-endian seq -> decision record), `events` (event id -> join state),
-//! `rewards` (big-endian seq -> applied reward), `pending` (big-endian deadline ++ event id),
-//! `meta` (schema version and the like), `api_keys` (key id -> JSON key record, secret hashed),
-//! `audit` (big-endian seq -> JSON audit entry, append-only), `deferred` (event id -> empty:
-//! decisions waiting for activation), `shoppers` (shopper id ++ 0 ++ campaign -> send-time
-//! shopper state), `shopper_tokens` (token -> shopper id ++ 0 ++ campaign), `send_events` (event
-//! id -> the token, segment and slot of a send-time decision). Binary records are postcard behind
-//! a version byte.
+//! `decisions` (big-endian seq -> decision record), `events` (campaign ++ 0 ++ event id -> join
+//! state), `rewards` (big-endian seq -> applied reward), `pending` (big-endian deadline ++
+//! campaign ++ 0 ++ event id), `meta` (schema version and the like), `api_keys` (key id -> JSON
+//! key record, secret hashed), `audit` (big-endian seq -> JSON audit entry, append-only),
+//! `deferred` (campaign ++ 0 ++ event id -> empty: decisions waiting for activation), `shoppers`
+//! (shopper id ++ 0 ++ campaign -> send-time shopper state), `shopper_tokens` (token -> shopper
+//! id ++ 0 ++ campaign), `send_events` (campaign ++ 0 ++ event id -> the token, segment and slot
+//! of a send-time decision). Binary records are postcard behind a version byte.
+//!
+//! Event ids are unique per campaign, not globally: every entry about an event is keyed by its
+//! campaign first (schema 2; `migrate.rs` rewrites a schema 1 store at open).
 
+mod migrate;
 mod records;
 mod sled_store;
 
@@ -51,7 +55,8 @@ pub trait Store: Send + Sync + 'static {
         decision: &DecisionRecord,
         event: &EventRecord,
     ) -> Result<(), StoreError>;
-    fn event(&self, event_id: &str) -> Result<Option<EventRecord>, StoreError>;
+    /// The join state of `event_id` in `campaign`.
+    fn event(&self, campaign: &str, event_id: &str) -> Result<Option<EventRecord>, StoreError>;
     fn decision(&self, seq: u64) -> Result<Option<DecisionRecord>, StoreError>;
 
     /// Atomically store the new join state of an event, append `rewards` to the reward log and,
@@ -63,8 +68,9 @@ pub trait Store: Send + Sync + 'static {
         close: bool,
     ) -> Result<(), StoreError>;
 
-    /// Event ids whose reward window ended at or before `now_ms`, oldest first.
-    fn due_events(&self, now_ms: u64, limit: usize) -> Result<Vec<String>, StoreError>;
+    /// (campaign, event id) of the events whose reward window ended at or before `now_ms`,
+    /// oldest first.
+    fn due_events(&self, now_ms: u64, limit: usize) -> Result<Vec<(String, String)>, StoreError>;
 
     fn put_snapshot(&self, campaign: &str, snapshot: &CampaignSnapshot) -> Result<(), StoreError>;
     fn snapshot(&self, campaign: &str) -> Result<Option<CampaignSnapshot>, StoreError>;
@@ -92,12 +98,17 @@ pub trait Store: Send + Sync + 'static {
     /// Mark a decision as deferred (tree `deferred`): its rewards are ignored and its window
     /// closes without learning until [`Store::activate`] removes the mark. Written before the
     /// decision itself, so a crash never leaves an unmarked deferred decision.
-    fn defer(&self, event_id: &str) -> Result<(), StoreError>;
-    fn is_deferred(&self, event_id: &str) -> Result<bool, StoreError>;
+    fn defer(&self, campaign: &str, event_id: &str) -> Result<(), StoreError>;
+    fn is_deferred(&self, campaign: &str, event_id: &str) -> Result<bool, StoreError>;
     /// Remove the deferral mark; false when the event was not deferred.
-    fn activate(&self, event_id: &str) -> Result<bool, StoreError>;
-    /// Deferred event ids starting with `prefix`.
-    fn deferred_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    fn activate(&self, campaign: &str, event_id: &str) -> Result<bool, StoreError>;
+    /// Deferred event ids of `campaign` starting with `prefix`.
+    fn deferred_with_prefix(&self, campaign: &str, prefix: &str)
+        -> Result<Vec<String>, StoreError>;
+    /// The highest decision seq logged before the store moved to schema 2, 0 when it was
+    /// created at 2: events up to it may carry ids built the schema 1 way (Personalizer
+    /// multi-slot `{eventId}/{slotId}`).
+    fn legacy_decision_seq(&self) -> u64;
 
     /// Rewards with sequence numbers strictly above `after`, in order.
     fn rewards_after(
@@ -144,8 +155,17 @@ pub trait Store: Send + Sync + 'static {
     /// Returns the number of campaign states removed (0 when there was nothing: deleting is
     /// idempotent).
     fn delete_shopper(&self, shopper: &str) -> Result<usize, StoreError>;
-    fn put_send_event(&self, event_id: &str, record: &SendEventRecord) -> Result<(), StoreError>;
-    fn send_event(&self, event_id: &str) -> Result<Option<SendEventRecord>, StoreError>;
+    fn put_send_event(
+        &self,
+        campaign: &str,
+        event_id: &str,
+        record: &SendEventRecord,
+    ) -> Result<(), StoreError>;
+    fn send_event(
+        &self,
+        campaign: &str,
+        event_id: &str,
+    ) -> Result<Option<SendEventRecord>, StoreError>;
 
     /// Make every write so far durable.
     fn flush(&self) -> FlushFuture;

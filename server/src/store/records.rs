@@ -93,6 +93,43 @@ pub struct EventRecord {
     pub slots: Vec<SlotState>,
     /// The reward window has been closed (all slots applied).
     pub closed: bool,
+    /// Order-independent hash of the request's candidate ids, so a replayed event id with other
+    /// candidates is told apart; 0 when unknown (send-time decisions, events from before schema
+    /// 2, events rebuilt from the decision log).
+    pub candidate_set: u64,
+}
+
+/// [`EventRecord`] as schema 1 stored it (read only by the migration).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct EventRecordV1 {
+    pub event_id: String,
+    pub campaign: String,
+    pub decision_seq: u64,
+    pub at_ms: u64,
+    pub deadline_ms: u64,
+    pub policy: String,
+    pub holdout: bool,
+    pub actions: Vec<LoggedAction>,
+    pub slots: Vec<SlotState>,
+    pub closed: bool,
+}
+
+impl From<EventRecordV1> for EventRecord {
+    fn from(v: EventRecordV1) -> Self {
+        Self {
+            event_id: v.event_id,
+            campaign: v.campaign,
+            decision_seq: v.decision_seq,
+            at_ms: v.at_ms,
+            deadline_ms: v.deadline_ms,
+            policy: v.policy,
+            holdout: v.holdout,
+            actions: v.actions,
+            slots: v.slots,
+            closed: v.closed,
+            candidate_set: 0,
+        }
+    }
 }
 
 /// Why a reward reached the learners.

@@ -6,15 +6,21 @@ use std::sync::Arc;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
+use super::migrate;
 use super::records::{decode, encode};
 use super::{
     CampaignSnapshot, DecisionRecord, EventRecord, FlushFuture, RewardRecord, SendEventRecord,
     ShopperRecord, Store, StoreError,
 };
 
-/// Schema of the trees and keys below; bump on an incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
-const SCHEMA_KEY: &[u8] = b"schema_version";
+/// Schema of the trees and keys below; bump on an incompatible change. Version 2 keys
+/// everything about an event by campaign ++ 0 ++ event id (version 1 keyed by event id alone,
+/// so event ids were global); [`migrate`] rewrites a version 1 store at open.
+pub const SCHEMA_VERSION: u32 = 2;
+pub(super) const SCHEMA_KEY: &[u8] = b"schema_version";
+/// Meta key: the highest decision seq logged before the store moved to schema 2 (absent when the
+/// store was created at 2). See [`Store::legacy_decision_seq`].
+pub(super) const LEGACY_SEQ_KEY: &[u8] = b"schema1_last_decision_seq";
 
 /// Embedded store in one directory.
 #[derive(Clone)]
@@ -35,6 +41,7 @@ pub struct SledStore {
     /// Whether any decision was ever deferred in this store: until one is, reward joins skip the
     /// `deferred` lookup (the native API never defers).
     any_deferred: Arc<AtomicBool>,
+    legacy_decision_seq: u64,
 }
 
 fn shopper_key(shopper: &str, campaign: &str) -> Vec<u8> {
@@ -59,9 +66,30 @@ impl std::fmt::Debug for SledStore {
     }
 }
 
-fn pending_key(deadline_ms: u64, event_id: &str) -> Vec<u8> {
-    let mut k = deadline_ms.to_be_bytes().to_vec();
+/// Key of everything stored about one event (trees `events`, `deferred`, `send_events`, and
+/// `pending` after its deadline): campaign ++ 0 ++ event id. Campaign ids are `[A-Za-z0-9._-]`
+/// and event ids carry no control characters, so the first 0 splits the key and two
+/// (campaign, event) pairs never share one.
+fn event_key(campaign: &str, event_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(campaign.len() + event_id.len() + 1);
+    push_event_key(&mut k, campaign, event_id);
+    k
+}
+
+pub(super) fn push_event_key(k: &mut Vec<u8>, campaign: &str, event_id: &str) {
+    k.extend_from_slice(campaign.as_bytes());
+    k.push(0);
     k.extend_from_slice(event_id.as_bytes());
+}
+
+/// (campaign, event id) of an [`event_key`].
+fn split_event_key(k: &[u8]) -> (String, String) {
+    split_shopper_key(k)
+}
+
+fn pending_key(deadline_ms: u64, campaign: &str, event_id: &str) -> Vec<u8> {
+    let mut k = deadline_ms.to_be_bytes().to_vec();
+    push_event_key(&mut k, campaign, event_id);
     k
 }
 
@@ -74,6 +102,7 @@ impl SledStore {
             .flush_every_ms(Some(flush_every_ms))
             .open()?;
         let meta = db.open_tree("meta")?;
+        let mut legacy_decision_seq = 0;
         match meta.get(SCHEMA_KEY)? {
             Some(v) => {
                 let found =
@@ -81,11 +110,21 @@ impl SledStore {
                         what: "schema version",
                         message: "not 4 bytes".into(),
                     })?);
-                if found != SCHEMA_VERSION {
+                if found == 1 {
+                    migrate::v1_to_v2(&db)?;
+                } else if found != SCHEMA_VERSION {
                     return Err(StoreError::Schema {
                         found,
                         expected: SCHEMA_VERSION,
                     });
+                }
+                if let Some(v) = meta.get(LEGACY_SEQ_KEY)? {
+                    legacy_decision_seq = u64::from_be_bytes(v.as_ref().try_into().map_err(
+                        |_| StoreError::Corrupt {
+                            what: "legacy decision seq",
+                            message: "not 8 bytes".into(),
+                        },
+                    )?);
                 }
             }
             None => {
@@ -107,12 +146,18 @@ impl SledStore {
             send_events: db.open_tree("send_events")?,
             any_deferred: Arc::new(AtomicBool::new(!deferred.is_empty())),
             deferred,
+            legacy_decision_seq,
             db,
         })
     }
 }
 
 impl SledStore {
+    #[cfg(test)]
+    pub(super) fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     /// Item decisions keep their raw request, which may carry `"shopper_id"`: rewrite every
     /// record naming `shopper` without it. A linear scan (deletions are rare); records whose
     /// bytes do not mention `shopper_id` at all are not decoded.
@@ -177,16 +222,18 @@ impl Store for SledStore {
         // rebuilds missing event and pending entries from its tail.
         self.decisions
             .insert(decision.seq.to_be_bytes(), encode(decision))?;
-        self.pending
-            .insert(pending_key(event.deadline_ms, &event.event_id), &[])?;
+        self.pending.insert(
+            pending_key(event.deadline_ms, &event.campaign, &event.event_id),
+            &[],
+        )?;
         self.events
-            .insert(event.event_id.as_bytes(), encode(event))?;
+            .insert(event_key(&event.campaign, &event.event_id), encode(event))?;
         Ok(())
     }
 
-    fn event(&self, event_id: &str) -> Result<Option<EventRecord>, StoreError> {
+    fn event(&self, campaign: &str, event_id: &str) -> Result<Option<EventRecord>, StoreError> {
         self.events
-            .get(event_id.as_bytes())?
+            .get(event_key(campaign, event_id))?
             .map(|v| decode("event", &v))
             .transpose()
     }
@@ -209,10 +256,11 @@ impl Store for SledStore {
             .iter()
             .map(|r| (r.seq.to_be_bytes(), encode(r)))
             .collect();
-        let pkey = pending_key(event.deadline_ms, &event.event_id);
+        let pkey = pending_key(event.deadline_ms, &event.campaign, &event.event_id);
+        let ekey = event_key(&event.campaign, &event.event_id);
         (&self.events, &self.rewards, &self.pending)
             .transaction(|(events, rewards, pending)| {
-                events.insert(event.event_id.as_bytes(), event_bytes.as_slice())?;
+                events.insert(ekey.as_slice(), event_bytes.as_slice())?;
                 for (k, v) in &reward_rows {
                     rewards.insert(k, v.as_slice())?;
                 }
@@ -227,14 +275,14 @@ impl Store for SledStore {
             })
     }
 
-    fn due_events(&self, now_ms: u64, limit: usize) -> Result<Vec<String>, StoreError> {
+    fn due_events(&self, now_ms: u64, limit: usize) -> Result<Vec<(String, String)>, StoreError> {
         let end = (now_ms.saturating_add(1)).to_be_bytes();
         self.pending
             .range(..end.as_slice())
             .take(limit)
             .map(|kv| {
                 let (k, _) = kv?;
-                Ok(String::from_utf8_lossy(&k[8..]).into_owned())
+                Ok(split_event_key(k.get(8..).unwrap_or_default()))
             })
             .collect()
     }
@@ -300,29 +348,36 @@ impl Store for SledStore {
         Ok((decisions, rewards))
     }
 
-    fn defer(&self, event_id: &str) -> Result<(), StoreError> {
+    fn defer(&self, campaign: &str, event_id: &str) -> Result<(), StoreError> {
         // Set before the mark is written, so a reader that can see the mark sees the flag.
         self.any_deferred.store(true, Ordering::SeqCst);
-        self.deferred.insert(event_id.as_bytes(), &[])?;
+        self.deferred.insert(event_key(campaign, event_id), &[])?;
         Ok(())
     }
 
-    fn is_deferred(&self, event_id: &str) -> Result<bool, StoreError> {
+    fn is_deferred(&self, campaign: &str, event_id: &str) -> Result<bool, StoreError> {
         if !self.any_deferred.load(Ordering::SeqCst) {
             return Ok(false);
         }
-        Ok(self.deferred.contains_key(event_id.as_bytes())?)
+        Ok(self.deferred.contains_key(event_key(campaign, event_id))?)
     }
 
-    fn activate(&self, event_id: &str) -> Result<bool, StoreError> {
-        Ok(self.deferred.remove(event_id.as_bytes())?.is_some())
+    fn activate(&self, campaign: &str, event_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .deferred
+            .remove(event_key(campaign, event_id))?
+            .is_some())
     }
 
-    fn deferred_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+    fn deferred_with_prefix(&self, campaign: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
         self.deferred
-            .scan_prefix(prefix.as_bytes())
-            .map(|kv| Ok(String::from_utf8_lossy(&kv?.0).into_owned()))
+            .scan_prefix(event_key(campaign, prefix))
+            .map(|kv| Ok(split_event_key(&kv?.0).1))
             .collect()
+    }
+
+    fn legacy_decision_seq(&self) -> u64 {
+        self.legacy_decision_seq
     }
 
     fn evaluations(&self, campaign: &str) -> Result<Vec<Vec<u8>>, StoreError> {
@@ -462,15 +517,24 @@ impl Store for SledStore {
         Ok(states.len())
     }
 
-    fn put_send_event(&self, event_id: &str, record: &SendEventRecord) -> Result<(), StoreError> {
+    fn put_send_event(
+        &self,
+        campaign: &str,
+        event_id: &str,
+        record: &SendEventRecord,
+    ) -> Result<(), StoreError> {
         self.send_events
-            .insert(event_id.as_bytes(), encode(record))?;
+            .insert(event_key(campaign, event_id), encode(record))?;
         Ok(())
     }
 
-    fn send_event(&self, event_id: &str) -> Result<Option<SendEventRecord>, StoreError> {
+    fn send_event(
+        &self,
+        campaign: &str,
+        event_id: &str,
+    ) -> Result<Option<SendEventRecord>, StoreError> {
         self.send_events
-            .get(event_id.as_bytes())?
+            .get(event_key(campaign, event_id))?
             .map(|v| decode("send event", &v))
             .transpose()
     }
@@ -505,7 +569,12 @@ mod tests {
             }],
             slots: vec![SlotState::default()],
             closed: false,
+            candidate_set: 0,
         }
+    }
+
+    fn pair(campaign: &str, id: &str) -> (String, String) {
+        (campaign.to_string(), id.to_string())
     }
 
     fn decision(seq: u64, id: &str) -> DecisionRecord {
@@ -534,8 +603,11 @@ mod tests {
         let e2 = event("e2", 1_000);
         s.log_decision(&decision(1, "e1"), &e1).unwrap();
         s.log_decision(&decision(2, "e2"), &e2).unwrap();
-        assert_eq!(s.due_events(1_500, 10).unwrap(), vec!["e2".to_string()]);
-        assert_eq!(s.due_events(5_000, 10).unwrap(), vec!["e2", "e1"]);
+        assert_eq!(s.due_events(1_500, 10).unwrap(), vec![pair("c", "e2")]);
+        assert_eq!(
+            s.due_events(5_000, 10).unwrap(),
+            vec![pair("c", "e2"), pair("c", "e1")]
+        );
         let r = RewardRecord {
             seq: 10,
             event_id: "e2".into(),
@@ -550,13 +622,14 @@ mod tests {
         };
         s.commit_rewards(&e2, std::slice::from_ref(&r), true)
             .unwrap();
-        assert_eq!(s.due_events(5_000, 10).unwrap(), vec!["e1"]);
+        assert_eq!(s.due_events(5_000, 10).unwrap(), vec![pair("c", "e1")]);
         let all: Vec<_> = s.rewards_after(0).collect::<Result<_, _>>().unwrap();
         assert_eq!(all, vec![r]);
         assert_eq!(s.rewards_after(10).count(), 0);
         assert_eq!(s.decisions_after(1).count(), 1);
-        assert_eq!(s.event("e1").unwrap().unwrap(), e1);
-        assert!(s.event("nope").unwrap().is_none());
+        assert_eq!(s.event("c", "e1").unwrap().unwrap(), e1);
+        assert!(s.event("c", "nope").unwrap().is_none());
+        assert!(s.event("d", "e1").unwrap().is_none(), "event ids are per campaign");
     }
 
     #[test]
@@ -580,8 +653,8 @@ mod tests {
             send_at_ms: 5,
             timezone: "UTC".into(),
         };
-        s.put_send_event("e1", &ev(11)).unwrap();
-        s.put_send_event("e2", &ev(13)).unwrap();
+        s.put_send_event("c1", "e1", &ev(11)).unwrap();
+        s.put_send_event("c1", "e2", &ev(13)).unwrap();
         // Replacing the token drops the old token entry.
         s.put_shopper("ann", "c2", &rec(14)).unwrap();
         assert!(s.shopper_of_token(12).unwrap().is_none());
@@ -606,8 +679,8 @@ mod tests {
         for t in [11u64, 14] {
             assert!(s.shopper_of_token(t).unwrap().is_none());
         }
-        assert!(s.send_event("e1").unwrap().is_none());
-        assert!(s.send_event("e2").unwrap().is_some());
+        assert!(s.send_event("c1", "e1").unwrap().is_none());
+        assert!(s.send_event("c1", "e2").unwrap().is_some());
         assert_eq!(s.shopper_states("annabel").unwrap().len(), 1);
     }
 
@@ -616,25 +689,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
-            assert!(!s.is_deferred("a/1").unwrap());
-            s.defer("a/1").unwrap();
-            s.defer("a/2").unwrap();
-            s.defer("b").unwrap();
-            assert!(s.is_deferred("a/1").unwrap());
-            let mut slots = s.deferred_with_prefix("a/").unwrap();
+            assert!(!s.is_deferred("c", "a/1").unwrap());
+            s.defer("c", "a/1").unwrap();
+            s.defer("c", "a/2").unwrap();
+            s.defer("c", "b").unwrap();
+            s.defer("d", "a/3").unwrap();
+            assert!(s.is_deferred("c", "a/1").unwrap());
+            assert!(!s.is_deferred("d", "a/1").unwrap(), "marks are per campaign");
+            let mut slots = s.deferred_with_prefix("c", "a/").unwrap();
             slots.sort();
             assert_eq!(slots, vec!["a/1".to_string(), "a/2".to_string()]);
             s.db.flush().unwrap();
         }
         let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
         assert!(
-            s.is_deferred("a/2").unwrap(),
+            s.is_deferred("c", "a/2").unwrap(),
             "the flag is rebuilt from the tree"
         );
-        assert!(s.activate("a/2").unwrap());
-        assert!(!s.activate("a/2").unwrap());
-        assert!(!s.is_deferred("a/2").unwrap());
-        assert!(s.is_deferred("b").unwrap());
+        assert!(s.activate("c", "a/2").unwrap());
+        assert!(!s.activate("c", "a/2").unwrap());
+        assert!(!s.is_deferred("c", "a/2").unwrap());
+        assert!(s.is_deferred("c", "b").unwrap());
+        assert!(s.is_deferred("d", "a/3").unwrap());
     }
 
     #[test]

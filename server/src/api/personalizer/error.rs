@@ -121,8 +121,11 @@ impl From<EngineError> for PzError {
             EngineError::CampaignExists { .. } => {
                 (StatusCode::CONFLICT, "Conflict", "campaign_exists")
             }
-            EngineError::EventConflict { .. } => {
-                (StatusCode::CONFLICT, "Conflict", "event_conflict")
+            EngineError::EventIdConflict { .. } => {
+                (StatusCode::CONFLICT, "Conflict", "event_id_conflict")
+            }
+            EngineError::AmbiguousEvent { .. } => {
+                (StatusCode::CONFLICT, "Conflict", "ambiguous_event")
             }
             EngineError::RewardWindowClosed { .. } => (
                 StatusCode::BAD_REQUEST,

@@ -19,7 +19,7 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde_json::{Map, Value};
 use tailor_sdk::wire::{Candidate, ChosenAction, DecideRequest, RewardRequest};
 
-use super::{body, AppState};
+use super::{body, path, AppState};
 use crate::engine::{featurize, DecideInput};
 use crate::error::EngineError;
 use crate::keys::Principal;
@@ -72,11 +72,9 @@ fn campaign_of(req: &HttpRequest) -> Result<String, PzError> {
         })
 }
 
-fn event_id_of(req: &HttpRequest) -> String {
-    req.match_info()
-        .get("eventId")
-        .unwrap_or_default()
-        .to_string()
+/// The path's event id, fully percent-decoded (`api/path.rs`).
+fn event_id_of(req: &HttpRequest) -> Result<String, PzError> {
+    Ok(path::segment(req, "eventId")?)
 }
 
 /// Personalizer's feature lists (`[{"a": 1}, {"ns": {"b": "x"}}]`) as one Tailor features object:
@@ -137,6 +135,7 @@ fn decide(
     campaign: &str,
     request: DecideRequest,
     defer: bool,
+    slot: Option<String>,
 ) -> Result<tailor_sdk::wire::DecideResponse, EngineError> {
     let raw = serde_json::to_vec(&request).expect("JSON encoding of a decide request");
     state
@@ -147,6 +146,7 @@ fn decide(
                 request,
                 raw,
                 defer,
+                slot,
             },
         )?
         .into_items()
@@ -195,6 +195,7 @@ async fn rank(
             distribution: true,
         },
         r.defer_activation.unwrap_or(false),
+        None,
     )?;
     let chosen = &response.actions[0];
     let ranking = ranking_of(
@@ -266,11 +267,6 @@ fn ranking_of(
             }),
     );
     ranking
-}
-
-/// The engine event of one slot of a multi-slot event.
-fn slot_event(event_id: &str, slot: &str) -> String {
-    format!("{event_id}/{slot}")
 }
 
 async fn rank_multi(
@@ -375,13 +371,15 @@ async fn rank_multi(
             DecideRequest {
                 context: ctx,
                 candidates,
-                event_id: Some(slot_event(&event_id, &s.id)),
+                event_id: Some(event_id.clone()),
                 k: Some(1),
                 shopper_id: None,
                 explore: None,
                 distribution: false,
             },
             defer,
+            // The engine event is `slot_event_id(event_id, slot)`, apart from single-slot ids.
+            Some(s.id.clone()),
         )?;
         let chosen = response.actions[0].id.clone();
         taken.insert(chosen.clone());
@@ -398,11 +396,11 @@ fn check_scope(state: &AppState, campaign: &str, event_id: &str) -> Result<(), P
     match state
         .engine
         .store()
-        .event(event_id)
+        .event(campaign, event_id)
         .map_err(EngineError::from)?
     {
-        Some(e) if e.campaign == campaign => Ok(()),
-        _ => Err(PzError::not_found(format!("event {event_id:?} is unknown"))),
+        Some(_) => Ok(()),
+        None => Err(PzError::not_found(format!("event {event_id:?} is unknown"))),
     }
 }
 
@@ -427,18 +425,20 @@ async fn reward(
     payload: web::Payload,
 ) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
-    let event_id = event_id_of(&req);
+    let event_id = event_id_of(&req)?;
     let raw = body::read(payload, state.body_limit).await?;
     let r: wire::RewardRequest = body::parse(&raw)?;
     check_scope(&state, &campaign, &event_id)?;
     let out = state
         .engine
         .reward(
+            &campaign,
             &event_id,
             RewardRequest {
                 value: r.value,
                 action_id: None,
                 reward_id: Some(each_reward()),
+                campaign: None,
             },
         )
         .await
@@ -449,9 +449,9 @@ async fn reward(
 
 async fn activate(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
-    let event_id = event_id_of(&req);
+    let event_id = event_id_of(&req)?;
     check_scope(&state, &campaign, &event_id)?;
-    state.engine.activate(&event_id).await?;
+    state.engine.activate(&campaign, &event_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -461,24 +461,25 @@ async fn reward_multi(
     payload: web::Payload,
 ) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
-    let event_id = event_id_of(&req);
+    let event_id = event_id_of(&req)?;
     let raw = body::read(payload, state.body_limit).await?;
     let r: MultiSlotRewardRequest = body::parse(&raw)?;
     let mut items = Vec::with_capacity(r.reward.len());
     for s in &r.reward {
-        let id = slot_event(&event_id, &s.slot_id);
-        if check_scope(&state, &campaign, &id).is_err() {
+        let Some(id) = state.engine.slot_event(&campaign, &event_id, &s.slot_id)? else {
             return Err(PzError::not_found(format!(
                 "event {event_id:?} has no slot {:?}",
                 s.slot_id
             )));
-        }
+        };
         items.push((
+            campaign.clone(),
             id,
             RewardRequest {
                 value: s.value,
                 action_id: None,
                 reward_id: Some(each_reward()),
+                campaign: None,
             },
         ));
     }
@@ -493,10 +494,7 @@ async fn activate_multi(
     req: HttpRequest,
 ) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
-    let event_id = event_id_of(&req);
-    state
-        .engine
-        .activate_prefix(&campaign, &slot_event(&event_id, ""))
-        .await?;
+    let event_id = event_id_of(&req)?;
+    state.engine.activate_slots(&campaign, &event_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

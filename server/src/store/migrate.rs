@@ -1,0 +1,450 @@
+//! Schema migrations, run by [`SledStore::open`](super::SledStore::open) before anything reads
+//! the trees.
+//!
+//! Schema 1 → 2: entries about an event were keyed by the event id alone, so an id was global
+//! across campaigns. Schema 2 keys them by campaign ++ 0 ++ event id (trees `events`,
+//! `deferred`, `send_events`; `pending` keeps its deadline prefix), and an event record carries
+//! the hash of its candidate set (`candidate_set`, 0 for the converted ones: unknown).
+//!
+//! Crash safety: each tree is rewritten in chunks, each chunk one atomic sled batch that inserts
+//! the new entries and removes the old ones. An old key never holds a 0 byte after its prefix
+//! (event ids carry no control characters) and a new one always does, so a re-run after a crash
+//! converts exactly what is left. `events` is converted last: while the other trees are
+//! converted, every event still has its old record, which names its campaign. The schema
+//! version is bumped only once everything is converted and flushed.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Bound;
+
+use super::records::{decode, encode, EventRecordV1};
+use super::sled_store::{push_event_key, LEGACY_SEQ_KEY, SCHEMA_KEY};
+use super::{DecisionRecord, EventRecord, StoreError};
+
+/// Entries per atomic batch.
+const CHUNK: usize = 4096;
+
+/// The trees keyed by event id besides `events`, with the length of their key prefix.
+const EVENT_TREES: [(&str, usize); 3] = [("pending", 8), ("deferred", 0), ("send_events", 0)];
+
+/// What one migration did, for the log.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Migrated {
+    /// Entries rewritten under their new key, every tree.
+    pub converted: u64,
+    /// Entries whose campaign could not be found (orphans of a crash before their decision was
+    /// logged): dropped, as recovery would never have used them.
+    pub dropped: u64,
+}
+
+fn is_old(key: &[u8], prefix_len: usize) -> bool {
+    key.len() > prefix_len && !key[prefix_len..].contains(&0)
+}
+
+pub(super) fn v1_to_v2(db: &sled::Db) -> Result<Migrated, StoreError> {
+    let events = db.open_tree("events")?;
+    let decisions = db.open_tree("decisions")?;
+
+    // Ids in the other trees whose event record is missing: a crash between the decision log
+    // write and the event write (recovery rebuilds those events from the log), or before the
+    // decision (harmless orphans). Their campaign is in the decision log, if anywhere.
+    let mut orphans: HashSet<Vec<u8>> = HashSet::new();
+    for (name, prefix_len) in EVENT_TREES {
+        for kv in db.open_tree(name)?.iter() {
+            let (k, _) = kv?;
+            if is_old(&k, prefix_len) && !events.contains_key(&k[prefix_len..])? {
+                orphans.insert(k[prefix_len..].to_vec());
+            }
+        }
+    }
+    let mut orphan_campaign: HashMap<Vec<u8>, String> = HashMap::new();
+    if !orphans.is_empty() {
+        // Newest first: orphans are from the last moments before a crash.
+        for kv in decisions.iter().rev() {
+            let (_, v) = kv?;
+            let d: DecisionRecord = decode("decision", &v)?;
+            if orphans.remove(d.event_id.as_bytes()) {
+                orphan_campaign.insert(d.event_id.into_bytes(), d.campaign);
+                if orphans.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+
+    let mut done = Migrated::default();
+    for (name, prefix_len) in EVENT_TREES {
+        let tree = db.open_tree(name)?;
+        rekey(&tree, prefix_len, &mut done, |id, value| {
+            let campaign = match events.get(id)? {
+                Some(e) => Some(decode::<EventRecordV1>("event", &e)?.campaign),
+                None => orphan_campaign.get(id).cloned(),
+            };
+            Ok(campaign.map(|c| (c, value.to_vec())))
+        })?;
+    }
+    rekey(&events, 0, &mut done, |_, value| {
+        let event: EventRecord = decode::<EventRecordV1>("event", value)?.into();
+        Ok(Some((event.campaign.clone(), encode(&event))))
+    })?;
+    db.flush()?;
+
+    let last_decision = match decisions.last()? {
+        Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().map_err(|_| {
+            StoreError::Corrupt {
+                what: "decision key",
+                message: "not 8 bytes".into(),
+            }
+        })?),
+        None => 0,
+    };
+    let mut meta = sled::Batch::default();
+    meta.insert(LEGACY_SEQ_KEY, &last_decision.to_be_bytes());
+    meta.insert(SCHEMA_KEY, &2u32.to_be_bytes());
+    db.open_tree("meta")?.apply_batch(meta)?;
+    db.flush()?;
+    tracing::info!(
+        converted = done.converted,
+        dropped = done.dropped,
+        "store migrated from schema 1 to 2: event ids are per campaign"
+    );
+    Ok(done)
+}
+
+/// Rewrite every old-format key of `tree` (a `prefix_len`-byte prefix, then an event id) as
+/// prefix ++ campaign ++ 0 ++ event id, with the value `convert` gives; `None` drops the entry.
+fn rekey(
+    tree: &sled::Tree,
+    prefix_len: usize,
+    done: &mut Migrated,
+    mut convert: impl FnMut(&[u8], &[u8]) -> Result<Option<(String, Vec<u8>)>, StoreError>,
+) -> Result<(), StoreError> {
+    let mut after: Bound<Vec<u8>> = Bound::Unbounded;
+    loop {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        // New keys this batch inserts may sort after `after`; they are skipped as not old.
+        for kv in tree.range::<Vec<u8>, _>((after.clone(), Bound::Unbounded)) {
+            let (k, v) = kv?;
+            if !is_old(&k, prefix_len) {
+                continue;
+            }
+            let id = std::str::from_utf8(&k[prefix_len..]).map_err(|_| StoreError::Corrupt {
+                what: "event id",
+                message: "not UTF-8".into(),
+            })?;
+            match convert(id.as_bytes(), &v)? {
+                Some((campaign, value)) => {
+                    let mut key = k[..prefix_len].to_vec();
+                    push_event_key(&mut key, &campaign, id);
+                    batch.insert(key, value);
+                    done.converted += 1;
+                }
+                None => done.dropped += 1,
+            }
+            batch.remove(k.as_ref());
+            after = Bound::Excluded(k.to_vec());
+            n += 1;
+            if n == CHUNK {
+                break;
+            }
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        tree.apply_batch(batch)?;
+    }
+}
+
+/// Test fixture: rewrite a schema 2 store in `dir` into the schema 1 layout, as a store written
+/// by a build before event ids were per campaign (Personalizer multi-slot slots back to
+/// `{eventId}/{slotId}`). Fails when two campaigns share an event id, which schema 1 could not
+/// hold. Not used by the server; the end-to-end migration test starts from it.
+#[doc(hidden)]
+pub fn downgrade_to_schema1(dir: &std::path::Path) -> Result<(), StoreError> {
+    let db = sled::Config::new().path(dir).open()?;
+    let old_id = |id: &str| id.replace(crate::engine::SLOT_SEPARATOR, "/");
+    let split = |k: &[u8], prefix_len: usize| -> (Vec<u8>, String) {
+        let rest = &k[prefix_len..];
+        let cut = rest.iter().position(|&b| b == 0).unwrap_or(0);
+        (
+            k[..prefix_len].to_vec(),
+            String::from_utf8_lossy(&rest[cut + 1..]).into_owned(),
+        )
+    };
+    for (name, prefix_len) in EVENT_TREES.into_iter().chain([("events", 0)]) {
+        let tree = db.open_tree(name)?;
+        let mut seen = HashSet::new();
+        for kv in tree.iter() {
+            let (k, v) = kv?;
+            let (mut key, id) = split(&k, prefix_len);
+            key.extend_from_slice(old_id(&id).as_bytes());
+            if !seen.insert(key.clone()) {
+                return Err(StoreError::Corrupt {
+                    what: "event id",
+                    message: format!("{id:?} is in two campaigns; schema 1 cannot hold it"),
+                });
+            }
+            let value = if name == "events" {
+                let e: EventRecord = decode("event", &v)?;
+                encode(&EventRecordV1 {
+                    event_id: old_id(&e.event_id),
+                    campaign: e.campaign,
+                    decision_seq: e.decision_seq,
+                    at_ms: e.at_ms,
+                    deadline_ms: e.deadline_ms,
+                    policy: e.policy,
+                    holdout: e.holdout,
+                    actions: e.actions,
+                    slots: e.slots,
+                    closed: e.closed,
+                })
+            } else {
+                v.to_vec()
+            };
+            tree.remove(&k)?;
+            tree.insert(key, value)?;
+        }
+    }
+    for (name, what) in [("decisions", "decision"), ("rewards", "reward")] {
+        let tree = db.open_tree(name)?;
+        for kv in tree.iter() {
+            let (k, v) = kv?;
+            let value = if name == "decisions" {
+                let mut d: DecisionRecord = decode(what, &v)?;
+                d.event_id = old_id(&d.event_id);
+                encode(&d)
+            } else {
+                let mut r: super::RewardRecord = decode(what, &v)?;
+                r.event_id = old_id(&r.event_id);
+                encode(&r)
+            };
+            tree.insert(k, value)?;
+        }
+    }
+    let meta = db.open_tree("meta")?;
+    meta.insert(SCHEMA_KEY, &1u32.to_be_bytes())?;
+    meta.remove(LEGACY_SEQ_KEY)?;
+    db.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{LoggedAction, SendEventRecord, SledStore, SlotState, Store};
+
+    fn v1_event(id: &str, campaign: &str, seq: u64, deadline: u64) -> EventRecordV1 {
+        EventRecordV1 {
+            event_id: id.into(),
+            campaign: campaign.into(),
+            decision_seq: seq,
+            at_ms: 1,
+            deadline_ms: deadline,
+            policy: "thompson".into(),
+            holdout: false,
+            actions: vec![LoggedAction {
+                id: "a".into(),
+                probability: 0.5,
+                x: Default::default(),
+            }],
+            slots: vec![SlotState::default()],
+            closed: false,
+        }
+    }
+
+    fn decision(seq: u64, id: &str, campaign: &str) -> DecisionRecord {
+        DecisionRecord {
+            seq,
+            event_id: id.into(),
+            campaign: campaign.into(),
+            at_ms: 1,
+            deadline_ms: 9,
+            policy: "thompson".into(),
+            seed: 7,
+            holdout: false,
+            explore: true,
+            actions: vec![],
+            candidates: 1,
+            request: vec![],
+            removed: vec![],
+        }
+    }
+
+    /// A schema 1 store written byte by byte, the way the schema 1 code laid it out: events,
+    /// pending, deferred and send events keyed by the bare event id. `e3`'s event record is
+    /// missing (a crash after its decision was logged); `ghost` was deferred and never decided.
+    fn write_schema1(dir: &std::path::Path) {
+        let db = sled::open(dir).unwrap();
+        let t = |name: &str| db.open_tree(name).unwrap();
+        t("meta").insert(SCHEMA_KEY, &1u32.to_be_bytes()).unwrap();
+        for (seq, id, c) in [(1u64, "a+b/c%d==", "c1"), (2, "e2", "c2"), (3, "e3", "c2")] {
+            t("decisions")
+                .insert(seq.to_be_bytes(), encode(&decision(seq, id, c)))
+                .unwrap();
+            let mut pending = (1_000 * seq).to_be_bytes().to_vec();
+            pending.extend_from_slice(id.as_bytes());
+            t("pending").insert(pending, &[]).unwrap();
+            if id != "e3" {
+                t("events")
+                    .insert(id.as_bytes(), encode(&v1_event(id, c, seq, 1_000 * seq)))
+                    .unwrap();
+            }
+        }
+        t("deferred").insert("e2", &[]).unwrap();
+        t("deferred").insert("e3", &[]).unwrap();
+        t("deferred").insert("ghost", &[]).unwrap();
+        let send = SendEventRecord {
+            token: 5,
+            segment: None,
+            slot: 1,
+            send_at_ms: 2,
+            timezone: "UTC".into(),
+        };
+        t("send_events").insert("e2", encode(&send)).unwrap();
+        db.flush().unwrap();
+    }
+
+    /// Every tree but `meta`, as (tree, key, value) rows.
+    fn dump(dir: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+        let db = sled::open(dir).unwrap();
+        let mut rows = Vec::new();
+        for name in db.tree_names() {
+            if name.as_ref() == b"meta" {
+                continue;
+            }
+            for kv in db.open_tree(&name).unwrap().iter() {
+                let (k, v) = kv.unwrap();
+                rows.push((name.to_vec(), k.to_vec(), v.to_vec()));
+            }
+        }
+        rows
+    }
+
+    fn check_migrated(s: &SledStore) {
+        let e = s.event("c1", "a+b/c%d==").unwrap().expect("event moved under c1");
+        assert_eq!(
+            (e.campaign.as_str(), e.decision_seq, e.candidate_set),
+            ("c1", 1, 0)
+        );
+        assert!(s.event("c2", "a+b/c%d==").unwrap().is_none());
+        assert!(s.event("c2", "e2").unwrap().is_some());
+        assert_eq!(
+            s.due_events(10_000, 10).unwrap(),
+            vec![
+                ("c1".to_string(), "a+b/c%d==".to_string()),
+                ("c2".into(), "e2".into()),
+                // The orphan's campaign came from the decision log.
+                ("c2".into(), "e3".into()),
+            ]
+        );
+        assert!(s.is_deferred("c2", "e2").unwrap());
+        assert!(s.is_deferred("c2", "e3").unwrap());
+        assert!(!s.is_deferred("c1", "ghost").unwrap());
+        assert_eq!(s.send_event("c2", "e2").unwrap().unwrap().token, 5);
+        assert_eq!(s.legacy_decision_seq(), 3);
+        let db = s.db();
+        let meta = db.open_tree("meta").unwrap();
+        assert_eq!(
+            meta.get(SCHEMA_KEY).unwrap().unwrap().as_ref(),
+            &2u32.to_be_bytes()
+        );
+        // No old-format key is left, in any tree keyed by event.
+        for (name, prefix_len) in EVENT_TREES.into_iter().chain([("events", 0)]) {
+            for kv in db.open_tree(name).unwrap().iter() {
+                let (k, _) = kv.unwrap();
+                assert!(!is_old(&k, prefix_len), "{name}: old key {:?} left", &k[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_schema1_store_is_rewritten_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        write_schema1(dir.path());
+        let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
+        check_migrated(&s);
+        drop(s);
+        // Opening again does nothing more.
+        let before = dump(dir.path());
+        let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
+        check_migrated(&s);
+        drop(s);
+        assert_eq!(dump(dir.path()), before);
+    }
+
+    #[test]
+    fn a_migration_cut_short_by_a_crash_finishes_on_the_next_open() {
+        // Crash after `pending` and half of `events` were converted, schema still 1.
+        let dir = tempfile::tempdir().unwrap();
+        write_schema1(dir.path());
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let events = db.open_tree("events").unwrap();
+            let mut done = Migrated::default();
+            rekey(&db.open_tree("pending").unwrap(), 8, &mut done, |id, v| {
+                let e: EventRecordV1 = match events.get(id)? {
+                    Some(e) => decode("event", &e)?,
+                    None => return Ok(Some(("c2".into(), v.to_vec()))),
+                };
+                Ok(Some((e.campaign, v.to_vec())))
+            })
+            .unwrap();
+            let first = events.iter().next().unwrap().unwrap();
+            let e: EventRecord = decode::<EventRecordV1>("event", &first.1).unwrap().into();
+            let mut key = Vec::new();
+            push_event_key(&mut key, &e.campaign, &e.event_id);
+            events.insert(key, encode(&e)).unwrap();
+            events.remove(first.0).unwrap();
+            db.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
+        check_migrated(&s);
+        drop(s);
+
+        // Crash after every tree was converted, before the version bump: the re-run changes
+        // nothing.
+        let clean = tempfile::tempdir().unwrap();
+        write_schema1(clean.path());
+        drop(SledStore::open(clean.path(), 1 << 20, 100).unwrap());
+        let converted = dump(clean.path());
+        {
+            let db = sled::open(clean.path()).unwrap();
+            db.open_tree("meta")
+                .unwrap()
+                .insert(SCHEMA_KEY, &1u32.to_be_bytes())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let s = SledStore::open(clean.path(), 1 << 20, 100).unwrap();
+        check_migrated(&s);
+        drop(s);
+        assert_eq!(dump(clean.path()), converted);
+    }
+
+    #[test]
+    fn the_fixture_writes_what_the_migration_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
+            let mut e: EventRecord = v1_event("x", "c1", 1, 50).into();
+            e.candidate_set = 9;
+            s.log_decision(&decision(1, "x", "c1"), &e).unwrap();
+            let slot = crate::engine::slot_event_id("p", "main");
+            let e: EventRecord = v1_event(&slot, "c1", 2, 60).into();
+            s.log_decision(&decision(2, &slot, "c1"), &e).unwrap();
+            s.defer("c1", &slot).unwrap();
+        }
+        downgrade_to_schema1(dir.path()).unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            assert!(db.open_tree("events").unwrap().contains_key("p/main").unwrap());
+            assert!(db.open_tree("deferred").unwrap().contains_key("p/main").unwrap());
+        }
+        let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
+        let x = s.event("c1", "x").unwrap().unwrap();
+        assert_eq!((x.deadline_ms, x.candidate_set), (50, 0));
+        assert!(s.event("c1", "p/main").unwrap().is_some());
+        assert!(s.is_deferred("c1", "p/main").unwrap());
+        assert_eq!(s.legacy_decision_seq(), 2);
+    }
+}
