@@ -266,12 +266,22 @@ async fn role_matrix_and_audit() {
     )
     .await;
     assert_eq!(s, 200);
-    // A reward's campaign is its event's campaign.
+    // Event ids are per campaign: a scoped key rewards in its own campaign, where another
+    // campaign's event does not exist (and naming that campaign is refused).
     let (s, v) = call(
         &server,
         Some(&home_only),
         Method::POST,
         "/v1/events/ev-other/reward",
+        Some(&json!({"value": 1.0})),
+    )
+    .await;
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = call(
+        &server,
+        Some(&home_only),
+        Method::POST,
+        "/v1/campaigns/other/events/ev-other/reward",
         Some(&json!({"value": 1.0})),
     )
     .await;
@@ -295,7 +305,7 @@ async fn role_matrix_and_audit() {
     )
     .await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!(v["results"][0]["http_status"], 403, "{v}");
+    assert_eq!(v["results"][0]["http_status"], 404, "{v}");
     assert_eq!(v["results"][1]["status"], "duplicate", "{v}");
     // A scoped admin key sees and changes only its campaign.
     let (_, home_editor) = create_key(&server, json!({"role": "editor", "campaign": "home"})).await;

@@ -3,6 +3,7 @@
 
 mod browser;
 mod control_room;
+mod event_ids;
 mod foundation;
 mod harness;
 mod ope;

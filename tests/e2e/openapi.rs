@@ -11,6 +11,7 @@ use crate::harness::Server;
 const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/campaigns/{campaign}/decide"),
     ("post", "/v1/events/{event_id}/reward"),
+    ("post", "/v1/campaigns/{campaign}/events/{event_id}/reward"),
     ("post", "/v1/rewards"),
     ("post", "/admin/v1/campaigns"),
     ("get", "/admin/v1/campaigns"),

@@ -109,6 +109,7 @@ impl Modify for BearerAuth {
     paths(
         decide_api::decide,
         decide_api::reward,
+        decide_api::reward_in_campaign,
         decide_api::reward_batch,
         admin_api::create,
         admin_api::list,

@@ -89,12 +89,12 @@ pub(super) fn v1_to_v2(db: &sled::Db) -> Result<Migrated, StoreError> {
     db.flush()?;
 
     let last_decision = match decisions.last()? {
-        Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().map_err(|_| {
-            StoreError::Corrupt {
+        Some((k, _)) => {
+            u64::from_be_bytes(k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
                 what: "decision key",
                 message: "not 8 bytes".into(),
-            }
-        })?),
+            })?)
+        }
         None => 0,
     };
     let mut meta = sled::Batch::default();
@@ -321,7 +321,10 @@ mod tests {
     }
 
     fn check_migrated(s: &SledStore) {
-        let e = s.event("c1", "a+b/c%d==").unwrap().expect("event moved under c1");
+        let e = s
+            .event("c1", "a+b/c%d==")
+            .unwrap()
+            .expect("event moved under c1");
         assert_eq!(
             (e.campaign.as_str(), e.decision_seq, e.candidate_set),
             ("c1", 1, 0)
@@ -437,8 +440,16 @@ mod tests {
         downgrade_to_schema1(dir.path()).unwrap();
         {
             let db = sled::open(dir.path()).unwrap();
-            assert!(db.open_tree("events").unwrap().contains_key("p/main").unwrap());
-            assert!(db.open_tree("deferred").unwrap().contains_key("p/main").unwrap());
+            assert!(db
+                .open_tree("events")
+                .unwrap()
+                .contains_key("p/main")
+                .unwrap());
+            assert!(db
+                .open_tree("deferred")
+                .unwrap()
+                .contains_key("p/main")
+                .unwrap());
         }
         let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
         let x = s.event("c1", "x").unwrap().unwrap();

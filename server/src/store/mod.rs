@@ -20,6 +20,8 @@ mod sled_store;
 use std::future::Future;
 use std::pin::Pin;
 
+#[doc(hidden)]
+pub use migrate::downgrade_to_schema1;
 pub use records::{
     CampaignSnapshot, Counters, DecisionRecord, EventRecord, LoggedAction, RewardKind,
     RewardRecord, SendEventRecord, ShopperRecord, SlotState,

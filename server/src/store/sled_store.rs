@@ -119,12 +119,13 @@ impl SledStore {
                     });
                 }
                 if let Some(v) = meta.get(LEGACY_SEQ_KEY)? {
-                    legacy_decision_seq = u64::from_be_bytes(v.as_ref().try_into().map_err(
-                        |_| StoreError::Corrupt {
-                            what: "legacy decision seq",
-                            message: "not 8 bytes".into(),
-                        },
-                    )?);
+                    legacy_decision_seq =
+                        u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+                            StoreError::Corrupt {
+                                what: "legacy decision seq",
+                                message: "not 8 bytes".into(),
+                            }
+                        })?);
                 }
             }
             None => {
@@ -369,7 +370,11 @@ impl Store for SledStore {
             .is_some())
     }
 
-    fn deferred_with_prefix(&self, campaign: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+    fn deferred_with_prefix(
+        &self,
+        campaign: &str,
+        prefix: &str,
+    ) -> Result<Vec<String>, StoreError> {
         self.deferred
             .scan_prefix(event_key(campaign, prefix))
             .map(|kv| Ok(split_event_key(&kv?.0).1))
@@ -629,7 +634,10 @@ mod tests {
         assert_eq!(s.decisions_after(1).count(), 1);
         assert_eq!(s.event("c", "e1").unwrap().unwrap(), e1);
         assert!(s.event("c", "nope").unwrap().is_none());
-        assert!(s.event("d", "e1").unwrap().is_none(), "event ids are per campaign");
+        assert!(
+            s.event("d", "e1").unwrap().is_none(),
+            "event ids are per campaign"
+        );
     }
 
     #[test]
@@ -695,7 +703,10 @@ mod tests {
             s.defer("c", "b").unwrap();
             s.defer("d", "a/3").unwrap();
             assert!(s.is_deferred("c", "a/1").unwrap());
-            assert!(!s.is_deferred("d", "a/1").unwrap(), "marks are per campaign");
+            assert!(
+                !s.is_deferred("d", "a/1").unwrap(),
+                "marks are per campaign"
+            );
             let mut slots = s.deferred_with_prefix("c", "a/").unwrap();
             slots.sort();
             assert_eq!(slots, vec!["a/1".to_string(), "a/2".to_string()]);
