@@ -2,9 +2,9 @@
 //!
 //! One task sends one batch at a time and retries it (with exponential backoff and jitter) until
 //! every item is settled: acknowledged by the server (accepted, duplicate or ignored, all durable),
-//! or refused by it for good (404 unknown event, 410 window closed, 400 invalid). Batches settle in
-//! queue order, so "everything queued before sequence number N is settled" is one watermark, which
-//! is what [`Client::flush`](crate::Client::flush) waits on.
+//! or refused by it for good (404 unknown event, 409 ambiguous event, 410 window closed, 400
+//! invalid). Batches settle in queue order, so "everything queued before sequence number N is
+//! settled" is one watermark, which is what [`Client::flush`](crate::Client::flush) waits on.
 //!
 //! Retrying is safe because the server is idempotent per event (`earliest`) and per `reward_id`
 //! (`sum`), and every queued reward carries a `reward_id` (the client makes one when the caller

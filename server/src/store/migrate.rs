@@ -14,7 +14,6 @@
 //! version is bumped only once everything is converted and flushed.
 
 use std::collections::{HashMap, HashSet};
-use std::ops::Bound;
 
 use super::records::{decode, encode, EventRecordV1};
 use super::sled_store::{push_event_key, LEGACY_SEQ_KEY, SCHEMA_KEY};
@@ -112,47 +111,46 @@ pub(super) fn v1_to_v2(db: &sled::Db) -> Result<Migrated, StoreError> {
 
 /// Rewrite every old-format key of `tree` (a `prefix_len`-byte prefix, then an event id) as
 /// prefix ++ campaign ++ 0 ++ event id, with the value `convert` gives; `None` drops the entry.
+///
+/// One pass: sled's iterator moves on from the last key it returned, so batches applied under it
+/// are fine; a new key inserted ahead of it is visited once and skipped (not old).
 fn rekey(
     tree: &sled::Tree,
     prefix_len: usize,
     done: &mut Migrated,
     mut convert: impl FnMut(&[u8], &[u8]) -> Result<Option<(String, Vec<u8>)>, StoreError>,
 ) -> Result<(), StoreError> {
-    let mut after: Bound<Vec<u8>> = Bound::Unbounded;
-    loop {
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        // New keys this batch inserts may sort after `after`; they are skipped as not old.
-        for kv in tree.range::<Vec<u8>, _>((after.clone(), Bound::Unbounded)) {
-            let (k, v) = kv?;
-            if !is_old(&k, prefix_len) {
-                continue;
-            }
-            let id = std::str::from_utf8(&k[prefix_len..]).map_err(|_| StoreError::Corrupt {
-                what: "event id",
-                message: "not UTF-8".into(),
-            })?;
-            match convert(id.as_bytes(), &v)? {
-                Some((campaign, value)) => {
-                    let mut key = k[..prefix_len].to_vec();
-                    push_event_key(&mut key, &campaign, id);
-                    batch.insert(key, value);
-                    done.converted += 1;
-                }
-                None => done.dropped += 1,
-            }
-            batch.remove(k.as_ref());
-            after = Bound::Excluded(k.to_vec());
-            n += 1;
-            if n == CHUNK {
-                break;
-            }
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for kv in tree.iter() {
+        let (k, v) = kv?;
+        if !is_old(&k, prefix_len) {
+            continue;
         }
-        if n == 0 {
-            return Ok(());
+        let id = std::str::from_utf8(&k[prefix_len..]).map_err(|_| StoreError::Corrupt {
+            what: "event id",
+            message: "not UTF-8".into(),
+        })?;
+        match convert(id.as_bytes(), &v)? {
+            Some((campaign, value)) => {
+                let mut key = k[..prefix_len].to_vec();
+                push_event_key(&mut key, &campaign, id);
+                batch.insert(key, value);
+                done.converted += 1;
+            }
+            None => done.dropped += 1,
         }
+        batch.remove(k.as_ref());
+        n += 1;
+        if n == CHUNK {
+            tree.apply_batch(std::mem::take(&mut batch))?;
+            n = 0;
+        }
+    }
+    if n > 0 {
         tree.apply_batch(batch)?;
     }
+    Ok(())
 }
 
 /// Test fixture: rewrite a schema 2 store in `dir` into the schema 1 layout, as a store written
