@@ -8,6 +8,7 @@ use tailor_sdk::wire::{
     SendTimeRequest,
 };
 
+use super::auth::{Access, Authorized, Routes, Scope};
 use super::error::ApiError;
 use super::{body, AppState};
 use crate::campaign::CampaignKind;
@@ -36,10 +37,19 @@ fn check_reward_scope(
 /// Most rewards accepted in one batch.
 pub const MAX_BATCH: usize = 1_000;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/campaigns/{campaign}/decide", web::post().to(decide))
-        .route("/v1/events/{event_id}/reward", web::post().to(reward))
-        .route("/v1/rewards", web::post().to(reward_batch));
+pub fn configure(r: &mut Routes) {
+    r.post(
+        "/v1/campaigns/{campaign}/decide",
+        Access::decide(Scope::Path("campaign")),
+        decide,
+    )
+    // A scoped key's rewards are checked against each event's campaign.
+    .post(
+        "/v1/events/{event_id}/reward",
+        Access::decide(Scope::Handler),
+        reward,
+    )
+    .post("/v1/rewards", Access::decide(Scope::Handler), reward_batch);
 }
 
 #[utoipa::path(
@@ -63,7 +73,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
 )]
 async fn decide(
-    state: web::Data<AppState>,
+    state: Authorized,
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -109,7 +119,7 @@ async fn decide(
     )
 )]
 async fn reward(
-    state: web::Data<AppState>,
+    state: Authorized,
     who: Principal,
     path: web::Path<String>,
     payload: web::Payload,
@@ -138,7 +148,7 @@ async fn reward(
     )
 )]
 async fn reward_batch(
-    state: web::Data<AppState>,
+    state: Authorized,
     who: Principal,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {

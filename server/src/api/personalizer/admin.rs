@@ -3,51 +3,97 @@
 //! Settings without a Tailor meaning are kept in the campaign's `personalizer` field so GETs
 //! return what PUTs set.
 
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 
 use super::error::PzError;
 use super::wire::PolicySettings;
 use super::{both, campaign_of, duration, time, vw};
-use crate::api::{auth, body, AppState};
+use crate::api::auth::{self, Authorized, Routes};
+use crate::api::body;
+use crate::api::AppState;
 use crate::audit::Change;
 use crate::campaign::{CampaignConfig, CampaignStatus, RewardAggregation};
 use crate::engine::now_ms;
 use crate::error::EngineError;
+use crate::keys::Role as KeyRole;
 use crate::ope::{self, CandidateSpec, EvaluationRequest, Mode, Role};
 
 /// Largest model file accepted by `PUT model`.
 const MODEL_LIMIT: usize = 256 << 20;
 
-pub fn configure(c: &mut web::ServiceConfig) {
-    both(c, "/configurations/service", || web::get().to(get_service));
-    both(c, "/configurations/service", || web::put().to(put_service));
-    both(c, "/configurations/policy", || web::get().to(get_policy));
-    both(c, "/configurations/policy", || web::put().to(put_policy));
-    both(c, "/configurations/policy", || {
-        web::delete().to(reset_policy)
-    });
-    both(c, "/configurations/applyFromEvaluation", || {
-        web::post().to(apply_from_evaluation)
-    });
-    both(c, "/model", || web::get().to(export_model));
-    both(c, "/model", || web::put().to(import_model));
-    both(c, "/model", || web::delete().to(reset_model));
-    both(c, "/model/properties", || web::get().to(model_properties));
-    both(c, "/logs", || web::delete().to(delete_logs));
-    both(c, "/logs/properties", || web::get().to(log_properties));
-    both(c, "/evaluations", || web::get().to(list_evaluations));
-    both(c, "/evaluations/{evaluationId}", || {
-        web::get().to(get_evaluation)
-    });
-    both(c, "/evaluations/{evaluationId}", || {
-        web::put().to(create_evaluation)
-    });
-    both(c, "/evaluations/{evaluationId}", || {
-        web::delete().to(delete_evaluation)
-    });
+pub fn configure(r: &mut Routes) {
+    use KeyRole::{Editor, Viewer};
+    both(
+        r,
+        Method::GET,
+        "/configurations/service",
+        Viewer,
+        get_service,
+    );
+    both(
+        r,
+        Method::PUT,
+        "/configurations/service",
+        Editor,
+        put_service,
+    );
+    both(r, Method::GET, "/configurations/policy", Viewer, get_policy);
+    both(r, Method::PUT, "/configurations/policy", Editor, put_policy);
+    both(
+        r,
+        Method::DELETE,
+        "/configurations/policy",
+        Editor,
+        reset_policy,
+    );
+    both(
+        r,
+        Method::POST,
+        "/configurations/applyFromEvaluation",
+        Editor,
+        apply_from_evaluation,
+    );
+    both(r, Method::GET, "/model", Viewer, export_model);
+    both(r, Method::PUT, "/model", Editor, import_model);
+    both(r, Method::DELETE, "/model", Editor, reset_model);
+    both(
+        r,
+        Method::GET,
+        "/model/properties",
+        Viewer,
+        model_properties,
+    );
+    both(r, Method::DELETE, "/logs", Editor, delete_logs);
+    both(r, Method::GET, "/logs/properties", Viewer, log_properties);
+    both(r, Method::GET, "/evaluations", Viewer, list_evaluations);
+    both(
+        r,
+        Method::GET,
+        "/evaluations/{evaluationId}",
+        Viewer,
+        get_evaluation,
+    );
+    both(
+        r,
+        Method::PUT,
+        "/evaluations/{evaluationId}",
+        Editor,
+        create_evaluation,
+    );
+    both(
+        r,
+        Method::DELETE,
+        "/evaluations/{evaluationId}",
+        Editor,
+        delete_evaluation,
+    );
+    // Not implemented (501) whatever the method; a viewer may learn that.
     for path in ["/featureImportances", "/featureImportances/{id}"] {
-        both(c, path, || web::route().to(feature_importances));
+        for method in [Method::GET, Method::PUT, Method::POST, Method::DELETE] {
+            both(r, method, path, Viewer, feature_importances);
+        }
     }
 }
 
@@ -192,10 +238,7 @@ async fn apprentice_metrics(state: &AppState, campaign: &str) -> Result<Value, P
     }))
 }
 
-async fn get_service(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, PzError> {
+async fn get_service(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let config = state.engine.campaign(&campaign)?.config.clone();
     Ok(HttpResponse::Ok().json(service_view(&state, &config).await?))
@@ -309,7 +352,7 @@ fn apply_service(config: &mut CampaignConfig, obj: &Map<String, Value>) -> Resul
 }
 
 async fn put_service(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, PzError> {
@@ -346,7 +389,7 @@ fn policy_view(config: &CampaignConfig) -> PolicySettings {
     }
 }
 
-async fn get_policy(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, PzError> {
+async fn get_policy(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let config = state.engine.campaign(&campaign)?.config.clone();
     Ok(HttpResponse::Ok().json(policy_view(&config)))
@@ -367,7 +410,7 @@ fn apply_policy(config: &mut CampaignConfig, p: &PolicySettings) -> Result<(), E
 }
 
 async fn put_policy(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, PzError> {
@@ -381,10 +424,7 @@ async fn put_policy(
     Ok(HttpResponse::Ok().json(policy_view(&config)))
 }
 
-async fn reset_policy(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, PzError> {
+async fn reset_policy(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let p = PolicySettings {
         name: "default".into(),
@@ -397,10 +437,7 @@ async fn reset_policy(
     Ok(HttpResponse::Ok().json(policy_view(&config)))
 }
 
-async fn export_model(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, PzError> {
+async fn export_model(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let bytes = state.engine.export_model(&campaign)?;
     Ok(HttpResponse::Ok()
@@ -409,7 +446,7 @@ async fn export_model(
 }
 
 async fn import_model(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, PzError> {
@@ -425,10 +462,7 @@ async fn import_model(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn reset_model(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, PzError> {
+async fn reset_model(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     state.engine.reset_model(&campaign)?;
     update(&state, &req, &campaign, "personalizer.model.reset", |c| {
@@ -439,10 +473,7 @@ async fn reset_model(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn model_properties(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, PzError> {
+async fn model_properties(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let config = state.engine.campaign(&campaign)?.config.clone();
     // The model learns online, reward by reward: it was last modified just now.
@@ -454,10 +485,7 @@ async fn model_properties(
     Ok(HttpResponse::Ok().json(json!({"creationTime": created, "lastModifiedTime": now})))
 }
 
-async fn delete_logs(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, PzError> {
+async fn delete_logs(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let engine = state.engine.clone();
     let id = campaign.clone();
@@ -480,10 +508,7 @@ async fn delete_logs(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn log_properties(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, PzError> {
+async fn log_properties(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let engine = state.engine.clone();
     let range = web::block(move || -> Result<Option<(u64, u64)>, EngineError> {
@@ -622,10 +647,7 @@ fn stored_evaluations(state: &AppState, campaign: &str) -> Result<Vec<Value>, En
     Ok(docs)
 }
 
-async fn list_evaluations(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, PzError> {
+async fn list_evaluations(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let value: Vec<Value> = stored_evaluations(&state, &campaign)?
         .iter()
@@ -635,10 +657,7 @@ async fn list_evaluations(
     Ok(HttpResponse::Ok().json(json!({ "value": value })))
 }
 
-async fn get_evaluation(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, PzError> {
+async fn get_evaluation(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let id = evaluation_id(&req)?;
     stored_evaluations(&state, &campaign)?
@@ -648,10 +667,7 @@ async fn get_evaluation(
         .ok_or_else(|| PzError::not_found(format!("evaluation {id:?} does not exist")))
 }
 
-async fn delete_evaluation(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, PzError> {
+async fn delete_evaluation(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let id = evaluation_id(&req)?;
     state.engine.campaign(&campaign)?;
@@ -682,7 +698,7 @@ fn time_field(obj: &Value, field: &str) -> Result<Option<u64>, EngineError> {
 }
 
 async fn create_evaluation(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, PzError> {

@@ -15,41 +15,72 @@ pub mod wire;
 
 use std::collections::{HashMap, HashSet};
 
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::http::Method;
+use actix_web::{web, FromRequest, Handler, HttpMessage, HttpRequest, HttpResponse, Responder};
 use serde_json::{Map, Value};
 use tailor_sdk::wire::{Candidate, ChosenAction, DecideRequest, RewardRequest};
 
+use super::auth::{Access, Authorized, Routes};
 use super::{body, AppState};
 use crate::engine::{featurize, DecideInput};
 use crate::error::EngineError;
-use crate::keys::Principal;
+use crate::keys::{Principal, Role};
 use error::PzError;
 use wire::*;
 
 /// The version segment of the versioned path forms.
 const VERSION: &str = "{version:v1\\.(?:0|1-preview\\.[0-9]+)}";
 
-/// Register `path` (below `/personalizer`) both unversioned and versioned.
-fn both(cfg: &mut web::ServiceConfig, path: &str, route: impl Fn() -> actix_web::Route) {
-    cfg.route(path, route());
-    cfg.route(&format!("/{VERSION}{path}"), route());
+/// Register `handler` for `method` on `path` (below `/personalizer`), both unversioned and
+/// versioned, for a key of the request's learning loop of at least `role`.
+fn both<F, Args>(r: &mut Routes, method: Method, path: &str, role: Role, handler: F)
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    let access = Access::Loop { role };
+    r.add(method.clone(), path, access, handler.clone());
+    r.add(method, &format!("/{VERSION}{path}"), access, handler);
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/personalizer")
             .configure(|c| {
-                both(c, "/rank", || web::post().to(rank));
-                both(c, "/events/{eventId}/reward", || web::post().to(reward));
-                both(c, "/events/{eventId}/activate", || web::post().to(activate));
-                both(c, "/multislot/rank", || web::post().to(rank_multi));
-                both(c, "/multislot/events/{eventId}/reward", || {
-                    web::post().to(reward_multi)
-                });
-                both(c, "/multislot/events/{eventId}/activate", || {
-                    web::post().to(activate_multi)
-                });
-                admin::configure(c);
+                let r = &mut Routes::new(c);
+                let post = Method::POST;
+                both(r, post.clone(), "/rank", Role::Decide, rank);
+                both(
+                    r,
+                    post.clone(),
+                    "/events/{eventId}/reward",
+                    Role::Decide,
+                    reward,
+                );
+                both(
+                    r,
+                    post.clone(),
+                    "/events/{eventId}/activate",
+                    Role::Decide,
+                    activate,
+                );
+                both(r, post.clone(), "/multislot/rank", Role::Decide, rank_multi);
+                both(
+                    r,
+                    post.clone(),
+                    "/multislot/events/{eventId}/reward",
+                    Role::Decide,
+                    reward_multi,
+                );
+                both(
+                    r,
+                    post,
+                    "/multislot/events/{eventId}/activate",
+                    Role::Decide,
+                    activate_multi,
+                );
+                admin::configure(r);
             })
             .default_service(web::to(no_route)),
     );
@@ -159,7 +190,7 @@ fn decide(
 }
 
 async fn rank(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, PzError> {
@@ -274,7 +305,7 @@ fn slot_event(event_id: &str, slot: &str) -> String {
 }
 
 async fn rank_multi(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, PzError> {
@@ -422,7 +453,7 @@ fn reward_outcome(r: Result<(), EngineError>) -> Result<(), PzError> {
 }
 
 async fn reward(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, PzError> {
@@ -447,7 +478,7 @@ async fn reward(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn activate(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, PzError> {
+async fn activate(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let event_id = event_id_of(&req);
     check_scope(&state, &campaign, &event_id)?;
@@ -456,7 +487,7 @@ async fn activate(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
 }
 
 async fn reward_multi(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, PzError> {
@@ -488,10 +519,7 @@ async fn reward_multi(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn activate_multi(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, PzError> {
+async fn activate_multi(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let event_id = event_id_of(&req);
     state
