@@ -3,8 +3,13 @@
 //! - [`PluginHost`] loads every library in the plugin directory (at start and on
 //!   [`PluginHost::reload`]), checks each one's handshake against [`tailor_plugin::abi`] before
 //!   calling anything else, and lists what it found ([`PluginInfo`], load errors included).
-//!   Libraries are never unloaded: a changed file is loaded beside the old version and becomes
-//!   the current one for its name; existing attachments keep the version they were made with
+//!   A file is never mapped in place: `file.rs` refuses anything but a regular file of a sane
+//!   size (FIFOs and devices are never opened), reads it once and checks that the bytes are a
+//!   complete ELF shared object for this machine; `library.rs` maps a private copy of exactly
+//!   those bytes. A truncated, empty, foreign or non-ELF file is a listed error, not a crash
+//!   (issue 17; see docs/security/plugins.md). Libraries are never unloaded: a changed file is
+//!   loaded beside the old version and becomes the current one for its name; existing
+//!   attachments keep the version they were made with
 //!   until their campaign re-attaches (see [`PluginHost::generation`]).
 //! - [`PluginHost::attach`] validates a campaign's JSON config through the plugin and returns an
 //!   [`AttachedPlugin`], which runs the constraint or extractor on a request view built once per
