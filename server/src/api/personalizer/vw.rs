@@ -132,6 +132,9 @@ pub fn parse(arguments: &str, current: &FeaturizerConfig) -> Result<Mapped, Engi
     let mut saw_adf = false;
     let mut ignored = Vec::new();
     while let Some(t) = tokens.next() {
+        if let Some((_, why)) = CANNOT_HONOUR.iter().find(|(name, _)| *name == t) {
+            return Err(bad(format!("{t}: not available ({why})")));
+        }
         let mut value = |name: &str| -> Result<String, EngineError> {
             tokens
                 .next()
@@ -206,10 +209,6 @@ pub fn parse(arguments: &str, current: &FeaturizerConfig) -> Result<Mapped, Engi
                     return Err(bad(format!("{t} {v}: must be a number")));
                 }
                 ignored.push(format!("{t} {v}"));
-            }
-            _ if CANNOT_HONOUR.iter().any(|(name, _)| *name == t) => {
-                let why = CANNOT_HONOUR.iter().find(|(name, _)| *name == t).map_or("", |w| w.1);
-                return Err(bad(format!("{t}: not available ({why})")));
             }
             _ if OTHER_EXPLORATION.contains(&t) => {
                 return Err(bad(format!(
