@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::error::PzError;
 use super::wire::PolicySettings;
-use super::{both, campaign_of, duration, time, vw};
+use super::{both, campaign_of, duration, time, vw, wrong_method};
 use crate::api::auth::{self, Authorized, Routes};
 use crate::api::body;
 use crate::api::AppState;
@@ -94,6 +94,23 @@ pub fn configure(r: &mut Routes) {
         for method in [Method::GET, Method::PUT, Method::POST, Method::DELETE] {
             both(r, method, path, Viewer, feature_importances);
         }
+    }
+}
+
+/// The 405 answers of the paths above, registered after every real route.
+pub fn wrong_methods(c: &mut Routes) {
+    for (path, allow) in [
+        ("/configurations/service", "GET, PUT"),
+        ("/configurations/policy", "GET, PUT, DELETE"),
+        ("/configurations/applyFromEvaluation", "POST"),
+        ("/model", "GET, PUT, DELETE"),
+        ("/model/properties", "GET"),
+        ("/logs", "DELETE"),
+        ("/logs/properties", "GET"),
+        ("/evaluations", "GET"),
+        ("/evaluations/{evaluationId}", "GET, PUT, DELETE"),
+    ] {
+        wrong_method(c, path, allow);
     }
 }
 
@@ -395,7 +412,22 @@ async fn get_policy(state: Authorized, req: HttpRequest) -> Result<HttpResponse,
     Ok(HttpResponse::Ok().json(policy_view(&config)))
 }
 
+/// Personalizer's limits on a policy's name and arguments (`maxLength` 256 and 1024).
+const MAX_POLICY_NAME_CHARS: usize = 256;
+const MAX_POLICY_ARGUMENTS_CHARS: usize = 1024;
+
 fn apply_policy(config: &mut CampaignConfig, p: &PolicySettings) -> Result<(), EngineError> {
+    for (field, value, max) in [
+        ("name", &p.name, MAX_POLICY_NAME_CHARS),
+        ("arguments", &p.arguments, MAX_POLICY_ARGUMENTS_CHARS),
+    ] {
+        if value.chars().count() > max {
+            return Err(EngineError::invalid_owned(
+                field,
+                format!("must be at most {max} characters (Personalizer's limit)"),
+            ));
+        }
+    }
     let mapped = vw::parse(&p.arguments, &config.featurizer)?;
     config.policy = mapped.policy;
     config.featurizer = mapped.featurizer;
@@ -407,6 +439,25 @@ fn apply_policy(config: &mut CampaignConfig, p: &PolicySettings) -> Result<(), E
     });
     set_stored(config, "policy", record);
     Ok(())
+}
+
+/// Header of a policy answer listing the arguments accepted without effect (the note of
+/// docs/migrating-from-personalizer.md), e.g. `--quiet --power_t 0`.
+pub const IGNORED_ARGUMENTS: &str = "x-tailor-ignored-arguments";
+
+/// The policy as set, with the note of what in its arguments had no effect.
+fn policy_response(config: &CampaignConfig, arguments: &str) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    let ignored = vw::parse(arguments, &config.featurizer)
+        .map(|m| m.ignored.join(" "))
+        .unwrap_or_default();
+    if !ignored.is_empty() {
+        tracing::info!(campaign = %config.id, ignored = %ignored, "policy arguments accepted without effect");
+        if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&ignored) {
+            response.insert_header((IGNORED_ARGUMENTS, v));
+        }
+    }
+    response.json(policy_view(config))
 }
 
 async fn put_policy(
@@ -421,7 +472,7 @@ async fn put_policy(
         apply_policy(c, &p)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(policy_view(&config)))
+    Ok(policy_response(&config, &p.arguments))
 }
 
 async fn reset_policy(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
@@ -434,7 +485,7 @@ async fn reset_policy(state: Authorized, req: HttpRequest) -> Result<HttpRespons
         apply_policy(c, &p)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(policy_view(&config)))
+    Ok(policy_response(&config, &p.arguments))
 }
 
 async fn export_model(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
@@ -716,6 +767,15 @@ async fn create_evaluation(
     };
     let from_ms = time_field(&body, "startTime")?;
     let to_ms = time_field(&body, "endTime")?;
+    if let (Some(from), Some(to)) = (from_ms, to_ms) {
+        if to < from {
+            return Err(EngineError::invalid(
+                "endTime",
+                "must not be before startTime (Personalizer's InvalidEvaluationContract)",
+            )
+            .into());
+        }
+    }
     let featurizer = state.engine.campaign(&campaign)?.config.featurizer.clone();
     let mut candidates = Vec::new();
     let mut kept_policies = Vec::new();
