@@ -82,7 +82,6 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
     };
     let mut server = HttpServer::new(move || {
         App::new()
-            .wrap(actix_web::middleware::from_fn(api::auth::authorize))
             .app_data(web::Data::new(state.clone()))
             .configure(api::configure)
             .default_service(web::to(api::not_found))

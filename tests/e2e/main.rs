@@ -11,5 +11,6 @@ mod openapi;
 mod personalizer;
 mod plugins;
 mod sdk;
+mod security;
 mod send_time;
 mod simulate;

@@ -835,3 +835,328 @@ async fn personalizer_official_python_client() {
     );
     assert!(stdout.contains("checks passed"), "{stdout}");
 }
+
+/// `n` actions with distinct ids and one feature each.
+fn many_actions(n: usize) -> Value {
+    Value::Array(
+        (0..n)
+            .map(|i| json!({"id": format!("a{i}"), "features": [{"i": i}]}))
+            .collect(),
+    )
+}
+
+fn assert_target(status: u16, v: &Value, target: &str) {
+    assert_eq!(status, 400, "{v}");
+    assert_pz_error(v, "BadRequest");
+    assert_eq!(v["error"]["target"], target, "{v}");
+}
+
+/// Issue 17: the limits Personalizer documented (50 actions, 50 slots, 256-character ids),
+/// contexts nested as deep as Personalizer took them, and error targets in the caller's names.
+#[tokio::test]
+async fn personalizer_limits_and_targets_are_personalizers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), FAST).await;
+    let key = setup(&server, "limits", 600.0).await;
+    let pz = Pz::new(&server, &key);
+
+    // 50 actions rank; 51 and 1,001 are refused, naming `actions`, before anything is logged.
+    let (status, v) = pz
+        .post("/v1.0/rank", &json!({"actions": many_actions(50)}))
+        .await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["ranking"].as_array().unwrap().len(), 50);
+    for n in [51, 1001] {
+        let (status, v) = pz
+            .post("/v1.0/rank", &json!({"actions": many_actions(n)}))
+            .await;
+        assert_target(status, &v, "actions");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("50"),
+            "{v}"
+        );
+    }
+    assert_eq!(server.stats("limits").await["decisions"], 1);
+
+    // Ids: 256 characters pass, 257 are refused under the caller's field name.
+    let long = |n: usize| "e".repeat(n);
+    let (status, v) = pz
+        .post(
+            "/v1.0/rank",
+            &json!({"actions": actions(), "eventId": long(256)}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = pz
+        .post(
+            "/v1.0/rank",
+            &json!({"actions": actions(), "eventId": long(257)}),
+        )
+        .await;
+    assert_target(status, &v, "eventId");
+    let mut acts = actions();
+    acts[1]["id"] = json!(long(257));
+    let (status, v) = pz.post("/v1.0/rank", &json!({"actions": acts})).await;
+    assert_target(status, &v, "actions[1].id");
+
+    // An error the engine finds names the action as sent, even past excluded actions: the
+    // duplicate is the third candidate but the fourth action.
+    let dup = json!([
+        {"id": "a", "features": [{"x": 1}]},
+        {"id": "skip", "features": [{"x": 2}]},
+        {"id": "b", "features": [{"x": 3}]},
+        {"id": "a", "features": [{"x": 4}]},
+    ]);
+    let (status, v) = pz
+        .post(
+            "/v1.0/rank",
+            &json!({"actions": dup, "excludedActions": ["skip"]}),
+        )
+        .await;
+    assert_target(status, &v, "actions[3].id");
+    // A non-finite number cannot be sent as JSON; a bad array item in the context can.
+    let (status, v) = pz
+        .post(
+            "/v1.0/rank",
+            &json!({"actions": actions(), "contextFeatures": [{"user": {"tags": [{"x": 1}]}}]}),
+        )
+        .await;
+    assert_target(status, &v, "contextFeatures.user.tags[0]");
+    let (status, v) = pz
+        .post(
+            "/v1.0/rank",
+            &json!({"actions": [{"id": "a", "features": [{"n": {"bad": [[1]]}}]}]}),
+        )
+        .await;
+    assert_target(status, &v, "actions[0].features.n.bad[0]");
+
+    // Contexts nested 5 levels deep rank (Personalizer took them); 33 levels are refused,
+    // naming the path under `contextFeatures`.
+    let five = json!([{"user": {"profile": {"history": {"last": {"category": "shoes"}}}}}]);
+    let (status, v) = pz
+        .post(
+            "/v1.0/rank",
+            &json!({"actions": actions(), "contextFeatures": five}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let mut deep = json!(1);
+    for _ in 0..34 {
+        deep = json!({ "n": deep });
+    }
+    let (status, v) = pz
+        .post(
+            "/v1.0/rank",
+            &json!({"actions": actions(), "contextFeatures": [deep]}),
+        )
+        .await;
+    assert_target(status, &v, &format!("contextFeatures{}", ".n".repeat(33)));
+
+    // Multi-slot: 50 slots at most, 256-character slot ids, and an event id that with a slot
+    // id would not fit Tailor's per-slot event is refused before the first slot is decided.
+    let before = server.stats("limits").await["decisions"].as_u64().unwrap();
+    let slots51: Vec<Value> = (0..51)
+        .map(|i| json!({"id": format!("s{i}"), "baselineAction": "a0"}))
+        .collect();
+    let (status, v) = pz
+        .post(
+            "/v1.0/multislot/rank",
+            &json!({"actions": many_actions(50), "slots": slots51}),
+        )
+        .await;
+    assert_target(status, &v, "slots");
+    let (status, v) = pz
+        .post(
+            "/v1.0/multislot/rank",
+            &json!({"actions": actions(), "slots": [{"id": long(257), "baselineAction": "pasta"}]}),
+        )
+        .await;
+    assert_target(status, &v, "slots[0].id");
+    let (status, v) = pz
+        .post(
+            "/v1.0/multislot/rank",
+            &json!({
+                "actions": actions(),
+                "eventId": long(200),
+                "slots": [
+                    {"id": "hero", "baselineAction": "pasta"},
+                    {"id": long(100), "baselineAction": "salad"},
+                ],
+            }),
+        )
+        .await;
+    assert_target(status, &v, "eventId");
+    assert_eq!(
+        server.stats("limits").await["decisions"].as_u64().unwrap(),
+        before,
+        "nothing was decided for the refused multi-slot ranks"
+    );
+}
+
+/// Issue 17: a Personalizer path called with the wrong method is a 405 in Personalizer's shape
+/// with `Allow`; an unknown path stays a 404.
+#[tokio::test]
+async fn personalizer_wrong_methods_are_405_with_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), FAST).await;
+    let key = setup(&server, "methods", 600.0).await;
+    let pz = Pz::new(&server, &key);
+    let q = "?api-version=2022-09-01-preview";
+    for (method, path, allow) in [
+        (reqwest::Method::GET, "/v1.0/rank".to_string(), "POST"),
+        (reqwest::Method::GET, format!("/rank{q}"), "POST"),
+        (
+            reqwest::Method::PUT,
+            "/v1.1-preview.3/multislot/rank".into(),
+            "POST",
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1.0/events/e1/reward".into(),
+            "POST",
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("/events/e1/activate{q}"),
+            "POST",
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1.0/multislot/events/e1/reward".into(),
+            "POST",
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/v1.0/configurations/service".into(),
+            "GET, PUT",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/configurations/policy{q}"),
+            "GET, PUT, DELETE",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1.0/model".into(),
+            "GET, PUT, DELETE",
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/v1.0/model/properties".into(),
+            "GET",
+        ),
+        (reqwest::Method::GET, "/v1.0/logs".into(), "DELETE"),
+        (reqwest::Method::POST, "/v1.0/evaluations".into(), "GET"),
+        (
+            reqwest::Method::POST,
+            format!("/evaluations/ev1{q}"),
+            "GET, PUT, DELETE",
+        ),
+    ] {
+        let resp = pz
+            .http
+            .request(method.clone(), format!("{}{path}", pz.base))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 405, "{method} {path}");
+        assert_eq!(
+            resp.headers().get("allow").and_then(|h| h.to_str().ok()),
+            Some(allow),
+            "{method} {path}"
+        );
+        let v: Value = resp.json().await.unwrap();
+        assert_pz_error(&v, "MethodNotAllowed");
+        assert_eq!(
+            v["error"]["innerError"]["code"], "method_not_allowed",
+            "{v}"
+        );
+    }
+    // The right methods still answer, and unknown paths are still 404s.
+    let (status, v) = pz.post("/v1.0/rank", &json!({"actions": actions()})).await;
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = pz.get("/v1.0/configurations/service").await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = pz.get("/v1.0/nothing/here").await;
+    assert_eq!(status, 404, "{v}");
+    assert_pz_error(&v, "ResourceNotFound");
+}
+
+/// Issue 17: an evaluation ending before it starts is refused naming `endTime`; VW arguments
+/// that change nothing (`--quiet`, ...) are accepted with a note, those Tailor cannot honour
+/// are still refused.
+#[tokio::test]
+async fn personalizer_evaluation_times_and_harmless_vw_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), FAST).await;
+    let key = setup(&server, "evals", 600.0).await;
+    let pz = Pz::new(&server, &key);
+    let (status, v) = pz
+        .put(
+            "/v1.0/evaluations/backwards",
+            &json!({
+                "name": "backwards",
+                "startTime": "2026-03-02T00:00:00Z",
+                "endTime": "2026-03-01T00:00:00Z",
+            }),
+        )
+        .await;
+    assert_target(status, &v, "endTime");
+    let (status, v) = pz.get("/v1.0/evaluations").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["value"],
+        json!([]),
+        "the refused evaluation was not stored: {v}"
+    );
+    // Equal times are an (empty) window, not an error.
+    let (status, v) = pz
+        .put(
+            "/v1.0/evaluations/instant",
+            &json!({"startTime": "2026-03-01T00:00:00Z", "endTime": "2026-03-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+
+    let args = "--cb_explore_adf --quiet --epsilon 0.1 --holdout_off --progress 100 -q ::";
+    let resp = pz
+        .http
+        .put(format!("{}/v1.0/configurations/policy", pz.base))
+        .json(&json!({"name": "quiet", "arguments": args}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        resp.headers()
+            .get("x-tailor-ignored-arguments")
+            .and_then(|h| h.to_str().ok()),
+        Some("--quiet --holdout_off --progress 100")
+    );
+    let (status, v) = pz.get("/v1.0/configurations/policy").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["arguments"], args);
+    let config = server.get("/admin/v1/campaigns/evals").await.1;
+    assert_eq!(config["policy"]["epsilon"], 0.1, "{config}");
+    for bad in [
+        "--cb_explore_adf -t",
+        "--cb_explore_adf -f model.vw",
+        "--cb_explore_adf --passes 2",
+    ] {
+        let (status, v) = pz
+            .put(
+                "/v1.0/configurations/policy",
+                &json!({"name": "bad", "arguments": bad}),
+            )
+            .await;
+        assert_target(status, &v, "arguments");
+    }
+    let (status, v) = pz
+        .put(
+            "/v1.0/configurations/policy",
+            &json!({"name": "long", "arguments": format!("--cb_explore_adf{}", " --quiet".repeat(200))}),
+        )
+        .await;
+    assert_target(status, &v, "arguments");
+}

@@ -178,4 +178,37 @@ try:
 except HttpResponseError as e:
     check(e.status_code == 501, "feature importances: 501 in Personalizer's shape")
 
+# Issue 17: Personalizer's limits and field names, as its client reports them.
+try:
+    client.rank({"actions": [{"id": f"a{i}", "features": [{"i": i}]} for i in range(51)]})
+    check(False, "51 actions are refused")
+except HttpResponseError as e:
+    check(
+        e.status_code == 400 and e.error.code == "BadRequest" and e.error.target == "actions",
+        f"51 actions: 400 BadRequest naming actions ({e.error.target})",
+    )
+try:
+    client.rank({"actions": ACTIONS, "eventId": "e" * 257})
+    check(False, "a 257-character eventId is refused")
+except HttpResponseError as e:
+    check(e.status_code == 400 and e.error.target == "eventId", f"long eventId names eventId ({e.error.target})")
+try:
+    client.rank({"actions": ACTIONS + [dict(ACTIONS[0])], "excludedActions": ["curry"]})
+    check(False, "a duplicate action id is refused")
+except HttpResponseError as e:
+    check(e.error.target == "actions[4].id", f"the duplicate is named as sent ({e.error.target})")
+deep = [{"user": {"profile": {"history": {"last": {"category": "shoes"}}}}}]
+r = client.rank({"contextFeatures": deep, "actions": ACTIONS})
+check(r["rewardActionId"] in {a["id"] for a in ACTIONS}, "a context nested 5 levels deep ranks")
+try:
+    admin.create_evaluation(
+        "backwards",
+        {"name": "backwards", "startTime": now.isoformat(), "endTime": start.isoformat(), "policies": []},
+    )
+    check(False, "an evaluation ending before it starts is refused")
+except HttpResponseError as e:
+    check(e.status_code == 400 and e.error.target == "endTime", f"endTime before startTime names endTime ({e.error.target})")
+p = admin.update_policy({"name": "quiet", "arguments": "--cb_explore_adf --quiet --epsilon 0.2 -q ::"})
+check(p["arguments"].startswith("--cb_explore_adf --quiet"), "--quiet is accepted")
+
 print(f"{checks} checks passed")

@@ -3,8 +3,9 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use tailor_sdk::wire::{ActionStats, CampaignStats};
 
+use super::auth::{Access, Authorized, Routes, Scope};
 use super::error::ApiError;
-use super::{auth, body, AppState};
+use super::{auth, body};
 use crate::audit::Change;
 use crate::campaign::CampaignConfig;
 use crate::engine::CampaignRuntime;
@@ -15,13 +16,19 @@ fn json_of(config: &CampaignConfig) -> serde_json::Value {
     serde_json::to_value(config).expect("campaign config as JSON")
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/admin/v1/campaigns", web::post().to(create))
-        .route("/admin/v1/campaigns", web::get().to(list))
-        .route("/admin/v1/campaigns/{id}", web::get().to(get))
-        .route("/admin/v1/campaigns/{id}", web::put().to(update))
-        .route("/admin/v1/campaigns/{id}", web::delete().to(delete))
-        .route("/admin/v1/campaigns/{id}/stats", web::get().to(stats));
+pub fn configure(r: &mut Routes) {
+    let campaign = Scope::Path("id");
+    r.post("/admin/v1/campaigns", Access::editor(Scope::Server), create)
+        // Filtered to a scoped key's campaign by the handler.
+        .get("/admin/v1/campaigns", Access::viewer(Scope::Handler), list)
+        .get("/admin/v1/campaigns/{id}", Access::viewer(campaign), get)
+        .put("/admin/v1/campaigns/{id}", Access::editor(campaign), update)
+        .delete("/admin/v1/campaigns/{id}", Access::editor(campaign), delete)
+        .get(
+            "/admin/v1/campaigns/{id}/stats",
+            Access::viewer(campaign),
+            stats,
+        );
 }
 
 #[utoipa::path(
@@ -40,7 +47,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
 )]
 async fn create(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -71,7 +78,7 @@ async fn create(
         (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
     )
 )]
-async fn list(state: web::Data<AppState>, who: Principal) -> HttpResponse {
+async fn list(state: Authorized, who: Principal) -> HttpResponse {
     let configs: Vec<CampaignConfig> = state
         .engine
         .campaigns()
@@ -96,7 +103,7 @@ async fn list(state: web::Data<AppState>, who: Principal) -> HttpResponse {
         (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
     )
 )]
-async fn get(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get(state: Authorized, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(&state.engine.campaign(&id)?.config))
 }
 
@@ -117,7 +124,7 @@ async fn get(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpRe
     )
 )]
 async fn update(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     id: web::Path<String>,
     payload: web::Payload,
@@ -158,7 +165,7 @@ async fn update(
     )
 )]
 async fn delete(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -217,10 +224,7 @@ pub fn campaign_stats(rt: &CampaignRuntime) -> CampaignStats {
         (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
     )
 )]
-async fn stats(
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+async fn stats(state: Authorized, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let rt = state.engine.campaign(&id)?;
     Ok(HttpResponse::Ok().json(campaign_stats(&rt)))
 }

@@ -1,17 +1,18 @@
 //! `GET /admin/v1/audit`: the audit log, newest first. Read-only: no route changes it.
 
-use actix_web::{web, HttpResponse};
+use actix_web::HttpResponse;
 use serde::Deserialize;
 
+use super::auth::{Access, Authorized, Routes, Scope};
 use super::error::ApiError;
 use super::query::Query;
-use super::AppState;
 use crate::audit::MAX_LIMIT;
 use crate::error::EngineError;
 use crate::keys::Principal;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/admin/v1/audit", web::get().to(list));
+pub fn configure(r: &mut Routes) {
+    // Filtered to a scoped key's campaign by the handler.
+    r.get("/admin/v1/audit", Access::viewer(Scope::Handler), list);
 }
 
 #[derive(Debug, Deserialize)]
@@ -36,7 +37,7 @@ struct AuditQuery {
     )
 )]
 async fn list(
-    state: web::Data<AppState>,
+    state: Authorized,
     who: Principal,
     q: Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {

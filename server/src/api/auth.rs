@@ -1,26 +1,30 @@
-//! Authentication and authorization of every request, as one middleware.
+//! Authentication and authorization, declared with each route.
 //!
-//! | path | needs |
+//! Every route is registered through [`Routes`], which takes the route's [`Access`] next to its
+//! path, method and handler, and wraps that one resource in the check. The check runs after the
+//! router matched, so it sees exactly the route (and the percent-decoded path parameters) the
+//! handler will see: there is no second routing table that a path spelling could slip past.
+//! It fails closed twice over: a route registered without a declaration has no check, and its
+//! handler cannot reach the server state, because the only extractor of that state
+//! ([`Authorized`]) refuses a request no declaration let through.
+//!
+//! | access | who |
 //! |---|---|
-//! | `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, `/ui...` | nothing |
-//! | `/v1/...` | any key (a campaign-scoped key only its campaign) |
-//! | `/personalizer/...` rank, reward, activate | a key scoped to one campaign (the learning loop), any role |
-//! | other `GET /personalizer/...` | a scoped `viewer` or `editor` key |
-//! | other methods on `/personalizer/...` | a scoped `editor` key |
-//! | `GET /admin/...` | `viewer` or `editor` |
-//! | other methods on `/admin/...` | `editor` |
-//! | `/admin/v1/keys...`, `/admin/v1/plugins...` and other server-wide areas | an unscoped admin key of the role above |
+//! | [`Access::Public`] | anyone: `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, `/docs`, `/ui` |
+//! | [`Access::Key`] `{ role, scope }` | a key of at least `role` (`decide` < `viewer` < `editor`); a campaign-scoped key only where `scope` lets it |
+//! | [`Access::Loop`] `{ role }` | the Personalizer surface: a key scoped to one campaign (its learning loop) of at least `role` |
 //!
 //! The key comes in `Authorization: Bearer KEY` (or `Ocp-Apim-Subscription-Key`, for the
-//! Personalizer-compatible surface). 401 when it is missing or unknown or revoked, 403 when the
-//! role or scope does not allow the request; on `/personalizer/...` in Personalizer's error shape. Admin changes that no handler audited themselves are
-//! audited here (route, method, key), so no change escapes the audit log.
+//! Personalizer-compatible surface). 401 when it is missing, unknown or revoked, 403 when the
+//! role or scope does not allow the request; on `/personalizer/...` in Personalizer's error shape.
+//! Changes (routes that need an editor) that no handler audited itself are audited here with the
+//! caller's key id, so no change escapes the audit log.
 
-use actix_web::body::MessageBody;
+use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
-use actix_web::middleware::Next;
-use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{guard, web, FromRequest, Handler, HttpMessage, HttpRequest, Responder};
 
 use super::error::ApiError;
 use super::AppState;
@@ -28,76 +32,206 @@ use crate::audit::Change;
 use crate::error::EngineError;
 use crate::keys::{Principal, Role};
 
-/// What a route needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Need {
-    Open,
-    /// Decide and reward; `campaign` when the path names one.
-    Decide {
-        campaign: Option<String>,
-    },
-    Admin {
-        write: bool,
-        campaign: Option<String>,
-        /// Key management and other server-wide areas a scoped key cannot reach.
-        global: bool,
-    },
-    /// The Personalizer-compatible surface: a key scoped to one campaign, of at least `role`.
-    Personalizer {
-        role: Role,
-    },
+/// How a campaign-scoped key is confined on a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The route's campaign is the (percent-decoded) path parameter of this name; a scoped key
+    /// reaches only its own.
+    Path(&'static str),
+    /// The handler confines a scoped key itself: listings are filtered to its campaign, a reward
+    /// is checked against its event's campaign.
+    Handler,
+    /// Server-wide (keys, plugins, shoppers, new campaigns): a scoped key is refused.
+    Server,
 }
 
-fn need(method: &Method, path: &str) -> Need {
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match segs.as_slice() {
-        ["v1", "campaigns", c, ..] => Need::Decide {
-            campaign: Some((*c).to_string()),
-        },
-        ["v1", ..] => Need::Decide { campaign: None },
-        ["personalizer", rest @ ..] => {
-            // Drop the version segment of the `/personalizer/v1.0/...` forms.
-            let rest = match rest {
-                [v, tail @ ..] if v.starts_with("v1.") => tail,
-                _ => rest,
-            };
-            let decide = *method == Method::POST
-                && matches!(
-                    rest,
-                    ["rank"]
-                        | ["multislot", "rank"]
-                        | ["events", _, "reward" | "activate"]
-                        | ["multislot", "events", _, "reward" | "activate"]
-                );
-            let role = if decide {
-                Role::Decide
-            } else if matches!(*method, Method::GET | Method::HEAD) {
-                Role::Viewer
-            } else {
-                Role::Editor
-            };
-            Need::Personalizer { role }
+/// What a route needs, declared where it is registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No key.
+    Public,
+    /// A key of at least `role`, confined by `scope` when it is scoped to a campaign.
+    Key { role: Role, scope: Scope },
+    /// The Personalizer-compatible surface: a key scoped to one campaign (the learning loop the
+    /// request is about) of at least `role`. Errors in Personalizer's shape.
+    Loop { role: Role },
+}
+
+impl Access {
+    /// Decide and reward, any key; a scoped key only the campaign of path parameter `param`.
+    pub const fn decide(scope: Scope) -> Self {
+        Access::Key {
+            role: Role::Decide,
+            scope,
         }
-        ["admin", rest @ ..] => {
-            let write = !matches!(*method, Method::GET | Method::HEAD);
-            let campaign = match rest {
-                ["v1", "campaigns", c, ..] => Some((*c).to_string()),
-                _ => None,
-            };
-            // A scoped key may list campaigns and read the audit log (both filtered to its
-            // campaign by the handlers); everything else without a campaign is server-wide.
-            let scoped_listing = matches!(
-                rest,
-                ["v1", "campaigns"] | ["v1", "audit"] | ["v1", "whoami"]
-            );
-            let global = campaign.is_none() && (write || !scoped_listing);
-            Need::Admin {
-                write,
-                campaign,
-                global,
-            }
+    }
+
+    /// Read the admin API.
+    pub const fn viewer(scope: Scope) -> Self {
+        Access::Key {
+            role: Role::Viewer,
+            scope,
         }
-        _ => Need::Open,
+    }
+
+    /// Change something through the admin API.
+    pub const fn editor(scope: Scope) -> Self {
+        Access::Key {
+            role: Role::Editor,
+            scope,
+        }
+    }
+
+    /// A change: audited when the handler did not audit it itself.
+    fn is_change(self) -> bool {
+        matches!(
+            self,
+            Access::Key {
+                role: Role::Editor,
+                ..
+            } | Access::Loop { role: Role::Editor }
+        )
+    }
+}
+
+/// Registers routes, each with its [`Access`]. The only way routes are added to the app.
+pub struct Routes<'a> {
+    cfg: &'a mut web::ServiceConfig,
+}
+
+impl<'a> Routes<'a> {
+    pub fn new(cfg: &'a mut web::ServiceConfig) -> Self {
+        Self { cfg }
+    }
+
+    /// Register `handler` for `method` on `path`, reachable only as `access` allows.
+    pub fn add<F, Args>(
+        &mut self,
+        method: Method,
+        path: &str,
+        access: Access,
+        handler: F,
+    ) -> &mut Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.cfg.service(
+            web::resource(path)
+                .guard(guard::Method(method.clone()))
+                .wrap(from_fn(move |req: ServiceRequest, next: Next<BoxBody>| {
+                    authorize(access, req, next)
+                }))
+                .route(web::method(method).to(handler)),
+        );
+        self
+    }
+
+    /// Register `handler` for every method on `path` (the handler answers by method itself).
+    pub fn any<F, Args>(&mut self, path: &str, access: Access, handler: F) -> &mut Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.cfg.service(
+            web::resource(path)
+                .wrap(from_fn(move |req: ServiceRequest, next: Next<BoxBody>| {
+                    authorize(access, req, next)
+                }))
+                .route(web::route().to(handler)),
+        );
+        self
+    }
+
+    pub fn get<F, Args>(&mut self, path: &str, access: Access, handler: F) -> &mut Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.add(Method::GET, path, access, handler)
+    }
+
+    pub fn post<F, Args>(&mut self, path: &str, access: Access, handler: F) -> &mut Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.add(Method::POST, path, access, handler)
+    }
+
+    pub fn put<F, Args>(&mut self, path: &str, access: Access, handler: F) -> &mut Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.add(Method::PUT, path, access, handler)
+    }
+
+    pub fn delete<F, Args>(&mut self, path: &str, access: Access, handler: F) -> &mut Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.add(Method::DELETE, path, access, handler)
+    }
+}
+
+/// Marks a request that passed its route's declared access; what [`Authorized`] looks for.
+#[derive(Debug, Clone, Copy)]
+struct Granted;
+
+/// Marks a request whose handler wrote its own audit entry.
+#[derive(Debug, Clone, Copy)]
+pub struct Audited;
+
+/// The server state, for handlers. Extracting it fails closed (403) unless the route's declared
+/// [`Access`] let the request through, so a handler registered without a declaration cannot act.
+pub struct Authorized(web::Data<AppState>);
+
+impl std::ops::Deref for Authorized {
+    type Target = web::Data<AppState>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl FromRequest for Authorized {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(if req.extensions().get::<Granted>().is_none() {
+            tracing::error!(path = %req.path(), "a route without an access declaration was called; refused");
+            Err(ApiError(EngineError::Forbidden {
+                message: "this route declares no access and is refused".into(),
+            }))
+        } else {
+            Ok(Authorized(
+                req.app_data::<web::Data<AppState>>()
+                    .expect("AppState is registered")
+                    .clone(),
+            ))
+        })
+    }
+}
+
+impl FromRequest for Principal {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(req.extensions().get::<Principal>().cloned().ok_or_else(|| {
+            ApiError(EngineError::Unauthorized {
+                message: "an API key is required".into(),
+            })
+        }))
     }
 }
 
@@ -118,31 +252,36 @@ fn bearer(req: &ServiceRequest) -> Option<String> {
         .map(|v| v.trim().to_string())
 }
 
-fn forbidden(message: String) -> ApiError {
-    ApiError(EngineError::Forbidden { message })
+fn forbidden(message: String) -> EngineError {
+    EngineError::Forbidden { message }
 }
 
-fn check(p: &Principal, need: &Need) -> Result<(), ApiError> {
-    let scope_ok = |campaign: &Option<String>| match (&p.campaign, campaign) {
-        (None, _) => true,
-        (Some(s), Some(c)) => s == c,
-        (Some(_), None) => false,
-    };
-    match need {
-        Need::Open => Ok(()),
-        Need::Personalizer { role } => {
+fn scoped_elsewhere(p: &Principal) -> EngineError {
+    forbidden(format!(
+        "key {:?} is scoped to campaign {:?}",
+        p.key_id,
+        p.campaign.as_deref().unwrap_or_default()
+    ))
+}
+
+/// Whether `p` may make a request that needs `access`, on campaign `campaign` (the decoded
+/// path parameter that `Scope::Path` names, when the route has one).
+fn check(p: &Principal, access: Access, campaign: Option<&str>) -> Result<(), EngineError> {
+    match access {
+        Access::Public => Ok(()),
+        Access::Loop { role } => {
             if p.campaign.is_none() {
                 return Err(forbidden(format!(
                     "key {:?} is not scoped to a campaign; a Personalizer key selects its learning loop: create one with POST /admin/v1/keys {{\"role\": \"editor\", \"campaign\": \"<campaign id>\"}}",
                     p.key_id
                 )));
             }
-            if p.role < *role {
+            if p.role < role {
                 return Err(forbidden(format!(
                     "key {:?} is a {} key; this call needs a {} key",
                     p.key_id,
                     p.role.as_str(),
-                    if *role == Role::Editor {
+                    if role == Role::Editor {
                         "editor"
                     } else {
                         "viewer or editor"
@@ -151,59 +290,57 @@ fn check(p: &Principal, need: &Need) -> Result<(), ApiError> {
             }
             Ok(())
         }
-        Need::Decide { campaign } => {
-            if campaign.is_some() && !scope_ok(campaign) {
-                return Err(forbidden(format!(
-                    "key {:?} is scoped to campaign {:?}",
-                    p.key_id,
-                    p.campaign.as_deref().unwrap_or_default()
-                )));
+        Access::Key { role, scope } => {
+            if p.role < role {
+                return Err(forbidden(match (p.role, role) {
+                    (Role::Decide, _) => format!(
+                        "key {:?} is a decide key; the admin API needs a viewer or editor key",
+                        p.key_id
+                    ),
+                    _ => format!(
+                        "key {:?} is a viewer key; changes need an editor key",
+                        p.key_id
+                    ),
+                }));
             }
-            Ok(())
-        }
-        Need::Admin {
-            write,
-            campaign,
-            global,
-        } => {
-            if p.role == Role::Decide {
-                return Err(forbidden(format!(
-                    "key {:?} is a decide key; the admin API needs a viewer or editor key",
-                    p.key_id
-                )));
+            let Some(own) = &p.campaign else {
+                return Ok(());
+            };
+            match scope {
+                Scope::Handler => Ok(()),
+                Scope::Server => Err(scoped_elsewhere(p)),
+                Scope::Path(_) => match campaign {
+                    Some(c) if c == own => Ok(()),
+                    _ => Err(scoped_elsewhere(p)),
+                },
             }
-            if *write && p.role != Role::Editor {
-                return Err(forbidden(format!(
-                    "key {:?} is a viewer key; changes need an editor key",
-                    p.key_id
-                )));
-            }
-            if p.campaign.is_some() && (*global || (campaign.is_some() && !scope_ok(campaign))) {
-                return Err(forbidden(format!(
-                    "key {:?} is scoped to campaign {:?}",
-                    p.key_id,
-                    p.campaign.as_deref().unwrap_or_default()
-                )));
-            }
-            Ok(())
         }
     }
 }
 
-/// Marks a request whose handler wrote its own audit entry.
-#[derive(Debug, Clone, Copy)]
-pub struct Audited;
+/// The value of path parameter `name`, fully percent-decoded (invalid UTF-8 replaced) as
+/// `web::Path` decodes it for the handler, so the campaign checked is the campaign served.
+fn path_param(req: &ServiceRequest, name: &str) -> Option<String> {
+    let raw = req.match_info().get(name)?;
+    Some(
+        percent_encoding::percent_decode_str(raw)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
+}
 
-/// The middleware: authenticate, authorize, and audit unaudited admin changes.
-pub async fn authorize(
+/// The check every declared route runs: authenticate, authorize against the route's
+/// declaration, and audit changes no handler audited.
+async fn authorize(
+    access: Access,
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
+    next: Next<BoxBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let need = need(req.method(), req.path());
-    if need == Need::Open {
+    if access == Access::Public {
+        req.extensions_mut().insert(Granted);
         return next.call(req).await;
     }
-    let personalizer = matches!(need, Need::Personalizer { .. });
+    let personalizer = matches!(access, Access::Loop { .. });
     let fail = |e: EngineError| -> actix_web::Error {
         if personalizer {
             super::personalizer::error::PzError::from(e).into()
@@ -229,18 +366,20 @@ pub async fn authorize(
             message: "the API key is unknown or revoked".into(),
         }));
     };
-    check(&principal, &need).map_err(|e| fail(e.0))?;
-    let admin_write = matches!(need, Need::Admin { write: true, .. })
-        || matches!(need, Need::Personalizer { role: Role::Editor });
-    let campaign = match &need {
-        Need::Admin { campaign, .. } => campaign.clone(),
-        Need::Personalizer { .. } => principal.campaign.clone(),
+    let campaign = match access {
+        Access::Key {
+            scope: Scope::Path(name),
+            ..
+        } => path_param(&req, name),
+        Access::Loop { .. } => principal.campaign.clone(),
         _ => None,
     };
+    check(&principal, access, campaign.as_deref()).map_err(fail)?;
     let route = format!("{} {}", req.method(), req.path());
     req.extensions_mut().insert(principal.clone());
+    req.extensions_mut().insert(Granted);
     let res = next.call(req).await?;
-    if admin_write
+    if access.is_change()
         && res.status().is_success()
         && res.request().extensions().get::<Audited>().is_none()
     {
@@ -258,27 +397,16 @@ pub async fn authorize(
     Ok(res)
 }
 
-impl FromRequest for Principal {
-    type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(req.extensions().get::<Principal>().cloned().ok_or_else(|| {
-            ApiError(EngineError::Unauthorized {
-                message: "an API key is required".into(),
-            })
-        }))
-    }
-}
-
 /// Append a change made by the request's key to the audit log (durably) and mark the request
-/// audited.
+/// audited. Only reachable from a handler behind a declared key access, so the key is known.
 pub async fn audit(state: &AppState, req: &HttpRequest, change: Change) -> Result<(), EngineError> {
     let key_id = req
         .extensions()
         .get::<Principal>()
         .map(|p| p.key_id.clone())
-        .unwrap_or_else(|| "unknown".into());
+        .ok_or_else(|| EngineError::Unauthorized {
+            message: "an API key is required".into(),
+        })?;
     state.audit.append(&key_id, change).await?;
     req.extensions_mut().insert(Audited);
     Ok(())
@@ -287,6 +415,7 @@ pub async fn audit(state: &AppState, req: &HttpRequest, change: Change) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Scope::{Handler, Path, Server};
 
     fn p(role: Role, campaign: Option<&str>) -> Principal {
         Principal {
@@ -297,55 +426,93 @@ mod tests {
     }
 
     #[test]
-    fn routes_and_roles() {
-        assert_eq!(need(&Method::GET, "/healthz"), Need::Open);
-        assert_eq!(need(&Method::GET, "/ui"), Need::Open);
-        let decide = need(&Method::POST, "/v1/campaigns/home/decide");
-        let reward = need(&Method::POST, "/v1/events/e1/reward");
-        let list = need(&Method::GET, "/admin/v1/campaigns");
-        let create = need(&Method::POST, "/admin/v1/campaigns");
-        let read = need(&Method::GET, "/admin/v1/campaigns/home");
-        let write = need(&Method::PUT, "/admin/v1/campaigns/home");
-        let keys = need(&Method::GET, "/admin/v1/keys");
-        let plugins = need(&Method::GET, "/admin/v1/plugins");
+    fn roles_and_scopes() {
+        let decide = Access::decide(Path("campaign"));
+        let reward = Access::decide(Handler);
+        let list = Access::viewer(Handler);
+        let create = Access::editor(Server);
+        let read = Access::viewer(Path("id"));
+        let write = Access::editor(Path("id"));
+        let keys = Access::viewer(Server);
 
         let decide_key = p(Role::Decide, None);
-        assert!(check(&decide_key, &decide).is_ok());
-        assert!(check(&decide_key, &reward).is_ok());
-        assert!(check(&decide_key, &read).is_err());
+        assert!(check(&decide_key, decide, Some("home")).is_ok());
+        assert!(check(&decide_key, reward, None).is_ok());
+        assert!(check(&decide_key, read, Some("home")).is_err());
+        assert!(check(&decide_key, list, None).is_err());
 
         let viewer = p(Role::Viewer, None);
-        assert!(check(&viewer, &read).is_ok());
-        assert!(check(&viewer, &keys).is_ok());
-        assert!(check(&viewer, &write).is_err());
+        assert!(check(&viewer, read, Some("home")).is_ok());
+        assert!(check(&viewer, keys, None).is_ok());
+        assert!(check(&viewer, write, Some("home")).is_err());
+        assert!(check(&viewer, create, None).is_err());
 
         let scoped = p(Role::Editor, Some("home"));
-        assert!(check(&scoped, &write).is_ok());
-        assert!(check(&scoped, &list).is_ok());
-        assert!(check(&scoped, &create).is_err());
-        assert!(check(&scoped, &keys).is_err());
-        assert!(check(&scoped, &plugins).is_err());
-        assert!(check(&scoped, &need(&Method::PUT, "/admin/v1/campaigns/other")).is_err());
+        assert!(check(&scoped, write, Some("home")).is_ok());
+        assert!(check(&scoped, list, None).is_ok());
+        assert!(check(&scoped, create, None).is_err());
+        assert!(check(&scoped, keys, None).is_err());
+        assert!(check(&scoped, write, Some("other")).is_err());
+        // A path parameter that could not be read never matches a scope.
+        assert!(check(&scoped, write, None).is_err());
+
         let scoped_decide = p(Role::Decide, Some("home"));
-        assert!(check(&scoped_decide, &decide).is_ok());
-        assert!(check(
-            &scoped_decide,
-            &need(&Method::POST, "/v1/campaigns/other/decide")
-        )
-        .is_err());
+        assert!(check(&scoped_decide, decide, Some("home")).is_ok());
+        assert!(check(&scoped_decide, decide, Some("other")).is_err());
+        assert!(check(&scoped_decide, reward, None).is_ok());
 
         // Personalizer: a scoped key; rank/reward with any role, reads viewer, writes editor.
-        let rank = need(&Method::POST, "/personalizer/v1.0/rank");
-        let multi = need(&Method::POST, "/personalizer/multislot/events/e/activate");
-        let read = need(&Method::GET, "/personalizer/v1.0/configurations/service");
-        let write = need(&Method::PUT, "/personalizer/configurations/policy");
-        assert!(check(&scoped_decide, &rank).is_ok());
-        assert!(check(&scoped_decide, &multi).is_ok());
-        assert!(check(&scoped_decide, &read).is_err());
-        assert!(check(&p(Role::Viewer, Some("home")), &read).is_ok());
-        assert!(check(&p(Role::Viewer, Some("home")), &write).is_err());
-        assert!(check(&scoped, &write).is_ok());
-        let unscoped = check(&p(Role::Editor, None), &rank).unwrap_err();
+        let rank = Access::Loop { role: Role::Decide };
+        let pz_read = Access::Loop { role: Role::Viewer };
+        let pz_write = Access::Loop { role: Role::Editor };
+        assert!(check(&scoped_decide, rank, None).is_ok());
+        assert!(check(&scoped_decide, pz_read, None).is_err());
+        assert!(check(&p(Role::Viewer, Some("home")), pz_read, None).is_ok());
+        assert!(check(&p(Role::Viewer, Some("home")), pz_write, None).is_err());
+        assert!(check(&scoped, pz_write, None).is_ok());
+        let unscoped = check(&p(Role::Editor, None), rank, None).unwrap_err();
         assert!(unscoped.to_string().contains("not scoped"), "{unscoped}");
+    }
+
+    #[test]
+    fn changes_are_the_editor_routes() {
+        assert!(Access::editor(Server).is_change());
+        assert!(Access::Loop { role: Role::Editor }.is_change());
+        assert!(!Access::viewer(Server).is_change());
+        assert!(!Access::decide(Handler).is_change());
+        assert!(!Access::Public.is_change());
+    }
+
+    /// No handler reaches the server state except through `Authorized`, which only a declared
+    /// route grants (issue 17: the route table is the only authorization table).
+    #[test]
+    fn handlers_take_the_state_only_through_authorized() {
+        let api = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
+        let mut offenders = Vec::new();
+        let mut stack = vec![api];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).expect("api dir") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                if path.file_name().is_some_and(|n| n == "auth.rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).expect("source");
+                for (i, line) in text.lines().enumerate() {
+                    let registers = line.contains(".route(\"") || line.contains("cfg.route(");
+                    if line.contains("web::Data<AppState>") || registers {
+                        offenders.push(format!("{}:{}: {}", path.display(), i + 1, line.trim()));
+                    }
+                }
+            }
+        }
+        assert!(
+            offenders.is_empty(),
+            "undeclared state access or route registration:\n{}",
+            offenders.join("\n")
+        );
     }
 }

@@ -4,17 +4,19 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::auth::{Access, Authorized, Routes, Scope};
 use super::error::ApiError;
 use super::{auth, body, AppState};
 use crate::audit::Change;
 use crate::campaign::{CampaignConfig, CampaignStatus};
 use crate::error::EngineError;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/admin/v1/campaigns/{id}/pause", web::post().to(pause))
-        .route("/admin/v1/campaigns/{id}/resume", web::post().to(resume))
-        .route("/admin/v1/campaigns/{id}/holdout", web::put().to(holdout))
-        .route("/admin/v1/campaigns/{id}/policy", web::put().to(policy));
+pub fn configure(r: &mut Routes) {
+    let edit = Access::editor(Scope::Path("id"));
+    r.post("/admin/v1/campaigns/{id}/pause", edit, pause)
+        .post("/admin/v1/campaigns/{id}/resume", edit, resume)
+        .put("/admin/v1/campaigns/{id}/holdout", edit, holdout)
+        .put("/admin/v1/campaigns/{id}/policy", edit, policy);
 }
 
 /// Apply `change` to the campaign's config, update it through the engine, and audit before and
@@ -73,7 +75,7 @@ async fn mutate(
     )
 )]
 async fn pause(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -99,7 +101,7 @@ async fn pause(
     )
 )]
 async fn resume(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -134,7 +136,7 @@ pub(crate) struct HoldoutBody {
     )
 )]
 async fn holdout(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     id: web::Path<String>,
     payload: web::Payload,
@@ -177,7 +179,7 @@ pub(crate) struct PolicyBody {
     )
 )]
 async fn policy(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     id: web::Path<String>,
     payload: web::Payload,

@@ -8,6 +8,7 @@ use tailor_sdk::wire::{
     SendTimeRequest,
 };
 
+use super::auth::{Access, Authorized, Routes, Scope};
 use super::error::ApiError;
 use super::{body, path, AppState};
 use crate::campaign::CampaignKind;
@@ -67,14 +68,25 @@ fn named_campaign<'a>(
 /// Most rewards accepted in one batch.
 pub const MAX_BATCH: usize = 1_000;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/campaigns/{campaign}/decide", web::post().to(decide))
-        .route("/v1/events/{event_id}/reward", web::post().to(reward))
-        .route(
-            "/v1/campaigns/{campaign}/events/{event_id}/reward",
-            web::post().to(reward_in_campaign),
-        )
-        .route("/v1/rewards", web::post().to(reward_batch));
+pub fn configure(r: &mut Routes) {
+    r.post(
+        "/v1/campaigns/{campaign}/decide",
+        Access::decide(Scope::Path("campaign")),
+        decide,
+    )
+    // Without a campaign in the path, the handler settles the event's campaign for a scoped
+    // key (its own: event ids are per campaign).
+    .post(
+        "/v1/events/{event_id}/reward",
+        Access::decide(Scope::Handler),
+        reward,
+    )
+    .post(
+        "/v1/campaigns/{campaign}/events/{event_id}/reward",
+        Access::decide(Scope::Path("campaign")),
+        reward_in_campaign,
+    )
+    .post("/v1/rewards", Access::decide(Scope::Handler), reward_batch);
 }
 
 #[utoipa::path(
@@ -98,7 +110,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
 )]
 async fn decide(
-    state: web::Data<AppState>,
+    state: Authorized,
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -147,7 +159,7 @@ async fn decide(
     )
 )]
 async fn reward(
-    state: web::Data<AppState>,
+    state: Authorized,
     who: Principal,
     req: HttpRequest,
     payload: web::Payload,
@@ -177,7 +189,7 @@ async fn reward(
     )
 )]
 async fn reward_in_campaign(
-    state: web::Data<AppState>,
+    state: Authorized,
     who: Principal,
     req: HttpRequest,
     payload: web::Payload,
@@ -187,7 +199,7 @@ async fn reward_in_campaign(
 }
 
 async fn reward_one(
-    state: web::Data<AppState>,
+    state: Authorized,
     who: Principal,
     req: HttpRequest,
     payload: web::Payload,
@@ -219,7 +231,7 @@ async fn reward_one(
     )
 )]
 async fn reward_batch(
-    state: web::Data<AppState>,
+    state: Authorized,
     who: Principal,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {

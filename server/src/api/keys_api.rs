@@ -3,16 +3,17 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::auth::{Access, Authorized, Routes, Scope};
 use super::error::ApiError;
-use super::{auth, body, AppState};
+use super::{auth, body};
 use crate::audit::Change;
 use crate::keys::{Principal, Role};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/admin/v1/keys", web::post().to(create))
-        .route("/admin/v1/keys", web::get().to(list))
-        .route("/admin/v1/keys/{id}", web::delete().to(revoke))
-        .route("/admin/v1/whoami", web::get().to(whoami));
+pub fn configure(r: &mut Routes) {
+    r.post("/admin/v1/keys", Access::editor(Scope::Server), create)
+        .get("/admin/v1/keys", Access::viewer(Scope::Server), list)
+        .delete("/admin/v1/keys/{id}", Access::editor(Scope::Server), revoke)
+        .get("/admin/v1/whoami", Access::viewer(Scope::Handler), whoami);
 }
 
 /// The calling key's id, role and scope (the dashboard uses it to disable controls).
@@ -62,7 +63,7 @@ pub(crate) struct CreateKey {
     )
 )]
 async fn create(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     who: Principal,
     payload: web::Payload,
@@ -102,7 +103,7 @@ async fn create(
         (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
     )
 )]
-async fn list(state: web::Data<AppState>) -> HttpResponse {
+async fn list(state: Authorized) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "keys": state.keys.list() }))
 }
 
@@ -121,7 +122,7 @@ async fn list(state: web::Data<AppState>) -> HttpResponse {
     )
 )]
 async fn revoke(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {

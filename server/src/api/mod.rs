@@ -42,22 +42,24 @@ pub struct AppState {
 }
 
 /// Register every route.
+/// Register every route, each with its declared [`auth::Access`].
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(query::config());
-    decide_api::configure(cfg);
-    admin_api::configure(cfg);
-    ops_api::configure(cfg);
-    plugins_api::configure(cfg);
-    ope_api::configure(cfg);
-    keys_api::configure(cfg);
-    audit_api::configure(cfg);
-    control_api::configure(cfg);
-    reports_api::configure(cfg);
+    let mut r = auth::Routes::new(cfg);
+    decide_api::configure(&mut r);
+    admin_api::configure(&mut r);
+    ops_api::configure(&mut r);
+    plugins_api::configure(&mut r);
+    ope_api::configure(&mut r);
+    keys_api::configure(&mut r);
+    audit_api::configure(&mut r);
+    control_api::configure(&mut r);
+    reports_api::configure(&mut r);
+    shoppers_api::configure(&mut r);
+    send_time_api::configure(&mut r);
+    ui::configure(&mut r);
+    openapi::configure(&mut r);
     personalizer::configure(cfg);
-    shoppers_api::configure(cfg);
-    send_time_api::configure(cfg);
-    ui::configure(cfg);
-    openapi::configure(cfg);
 }
 
 /// JSON 404 for unknown routes.

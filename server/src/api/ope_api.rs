@@ -3,24 +3,24 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
+use super::auth::{Access, Authorized, Routes, Scope};
+use super::body;
 use super::error::ApiError;
 use super::query::Query;
-use super::{body, AppState};
 use crate::error::EngineError;
 use crate::ope::{self, EvaluationRequest, Mode, Role};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(
+pub fn configure(r: &mut Routes) {
+    let read = Access::viewer(Scope::Path("id"));
+    r.post(
         "/admin/v1/campaigns/{id}/evaluations",
-        web::post().to(create),
+        Access::editor(Scope::Path("id")),
+        create,
     )
-    .route("/admin/v1/campaigns/{id}/evaluations", web::get().to(list))
-    .route(
-        "/admin/v1/campaigns/{id}/evaluations/{eval}",
-        web::get().to(get),
-    )
-    .route("/admin/v1/campaigns/{id}/shadow", web::get().to(shadow))
-    .route("/admin/v1/campaigns/{id}/log", web::get().to(export));
+    .get("/admin/v1/campaigns/{id}/evaluations", read, list)
+    .get("/admin/v1/campaigns/{id}/evaluations/{eval}", read, get)
+    .get("/admin/v1/campaigns/{id}/shadow", read, shadow)
+    .get("/admin/v1/campaigns/{id}/log", read, export);
 }
 
 /// A time range in the query string.
@@ -57,7 +57,7 @@ fn blocking_error(e: actix_web::error::BlockingError) -> ApiError {
     )
 )]
 async fn create(
-    state: web::Data<AppState>,
+    state: Authorized,
     id: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -91,7 +91,7 @@ async fn create(
         (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
     )
 )]
-async fn list(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn list(state: Authorized, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let evaluations = ope::list(&state.engine, &id)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "evaluations": evaluations })))
 }
@@ -112,7 +112,7 @@ async fn list(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpR
     )
 )]
 async fn get(
-    state: web::Data<AppState>,
+    state: Authorized,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, eval) = path.into_inner();
@@ -145,7 +145,7 @@ async fn get(
     )
 )]
 async fn shadow(
-    state: web::Data<AppState>,
+    state: Authorized,
     id: web::Path<String>,
     query: Query<RangeQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -210,7 +210,7 @@ async fn shadow(
     )
 )]
 async fn export(
-    state: web::Data<AppState>,
+    state: Authorized,
     id: web::Path<String>,
     query: Query<RangeQuery>,
 ) -> Result<HttpResponse, ApiError> {

@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 
-use actix_web::{web, HttpResponse};
+use actix_web::HttpResponse;
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -24,6 +24,7 @@ pub use tailor_sdk::wire::{
     RewardBatchResponse, RewardRequest, RewardResponse,
 };
 
+use super::auth::{Access, Routes};
 use super::{
     admin_api, audit_api, control_api, decide_api, keys_api, ope_api, ops_api, plugins_api,
     reports_api, send_time_api, shoppers_api,
@@ -177,9 +178,9 @@ pub fn document() -> &'static str {
 
 const DOCS_HTML: &str = include_str!("../../ui/docs.html");
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/openapi.json", web::get().to(spec))
-        .route("/docs", web::get().to(docs));
+pub fn configure(r: &mut Routes) {
+    r.get("/openapi.json", Access::Public, spec)
+        .get("/docs", Access::Public, docs);
 }
 
 async fn spec() -> HttpResponse {

@@ -1,13 +1,13 @@
 //! Health, readiness and Prometheus metrics.
 
-use actix_web::{web, HttpResponse};
+use actix_web::HttpResponse;
 
-use super::AppState;
+use super::auth::{Access, Authorized, Routes};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics));
+pub fn configure(r: &mut Routes) {
+    r.get("/healthz", Access::Public, healthz)
+        .get("/readyz", Access::Public, readyz)
+        .get("/metrics", Access::Public, metrics);
 }
 
 #[utoipa::path(
@@ -38,7 +38,7 @@ async fn healthz() -> HttpResponse {
     ),
     security(())
 )]
-async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+async fn readyz(state: Authorized) -> HttpResponse {
     match state.engine.store().next_seq() {
         Ok(_) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
         Err(e) => HttpResponse::ServiceUnavailable()
@@ -57,7 +57,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     ),
     security(())
 )]
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+async fn metrics(state: Authorized) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

@@ -2,11 +2,15 @@
 
 use actix_web::{web, HttpResponse};
 
-use super::AppState;
+use super::auth::{Access, Authorized, Routes, Scope};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/admin/v1/plugins", web::get().to(list))
-        .route("/admin/v1/plugins/reload", web::post().to(reload));
+pub fn configure(r: &mut Routes) {
+    r.get("/admin/v1/plugins", Access::viewer(Scope::Server), list)
+        .post(
+            "/admin/v1/plugins/reload",
+            Access::editor(Scope::Server),
+            reload,
+        );
 }
 
 /// Every loaded plugin (current and older versions, with failure counts and quarantine reason)
@@ -23,7 +27,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
     )
 )]
-async fn list(state: web::Data<AppState>) -> HttpResponse {
+async fn list(state: Authorized) -> HttpResponse {
     let host = state.engine.plugins();
     HttpResponse::Ok().json(serde_json::json!({
         "dir": host.dir(),
@@ -45,7 +49,7 @@ async fn list(state: web::Data<AppState>) -> HttpResponse {
         (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
     )
 )]
-async fn reload(state: web::Data<AppState>) -> HttpResponse {
+async fn reload(state: Authorized) -> HttpResponse {
     let engine = state.engine.clone();
     let report = web::block(move || engine.reload_plugins()).await;
     match report {

@@ -5,33 +5,24 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use super::auth::{Access, Authorized, Routes, Scope};
 use super::error::ApiError;
 use super::AppState;
 use crate::engine::reports;
 use crate::error::EngineError;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/admin/v1/campaigns/{id}/reports/actions",
-        web::get().to(actions),
-    )
-    .route("/admin/v1/campaigns/{id}/reports/lift", web::get().to(lift))
-    .route(
-        "/admin/v1/campaigns/{id}/reports/hidden-gems",
-        web::get().to(gems),
-    )
-    .route(
-        "/admin/v1/campaigns/{id}/reports/affinity",
-        web::get().to(affinity),
-    )
-    .route(
-        "/admin/v1/campaigns/{id}/reports/policies",
-        web::get().to(policies),
-    )
-    .route(
-        "/admin/v1/campaigns/{id}/reports/policy-values",
-        web::get().to(policy_values),
-    );
+pub fn configure(r: &mut Routes) {
+    let read = Access::viewer(Scope::Path("id"));
+    r.get("/admin/v1/campaigns/{id}/reports/actions", read, actions)
+        .get("/admin/v1/campaigns/{id}/reports/lift", read, lift)
+        .get("/admin/v1/campaigns/{id}/reports/hidden-gems", read, gems)
+        .get("/admin/v1/campaigns/{id}/reports/affinity", read, affinity)
+        .get("/admin/v1/campaigns/{id}/reports/policies", read, policies)
+        .get(
+            "/admin/v1/campaigns/{id}/reports/policy-values",
+            read,
+            policy_values,
+        );
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,7 +90,7 @@ async fn report<R: serde::Serialize + Send + 'static>(
     )
 )]
 async fn actions(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -129,7 +120,7 @@ async fn actions(
     )
 )]
 async fn lift(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -154,7 +145,7 @@ async fn lift(
     )
 )]
 async fn gems(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -186,7 +177,7 @@ async fn gems(
     )
 )]
 async fn affinity(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -222,7 +213,7 @@ async fn affinity(
     )
 )]
 async fn policies(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -253,7 +244,7 @@ async fn policies(
     )
 )]
 async fn policy_values(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {

@@ -4,22 +4,26 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::auth::{Access, Authorized, Routes, Scope};
 use super::error::ApiError;
-use super::AppState;
 use crate::error::EngineError;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(
+pub fn configure(r: &mut Routes) {
+    let read = Access::viewer(Scope::Path("id"));
+    r.get(
         "/admin/v1/campaigns/{id}/reports/best-slots",
-        web::get().to(best_slots),
+        read,
+        best_slots,
     )
-    .route(
+    .get(
         "/admin/v1/campaigns/{id}/reports/concentration",
-        web::get().to(concentration),
+        read,
+        concentration,
     )
-    .route(
+    .get(
         "/admin/v1/campaigns/{id}/reports/slot-rates",
-        web::get().to(slot_rates),
+        read,
+        slot_rates,
     );
 }
 
@@ -53,7 +57,7 @@ fn query(req: &HttpRequest) -> Result<Query, EngineError> {
     )
 )]
 async fn best_slots(
-    state: web::Data<AppState>,
+    state: Authorized,
     id: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
@@ -81,7 +85,7 @@ async fn best_slots(
     )
 )]
 async fn concentration(
-    state: web::Data<AppState>,
+    state: Authorized,
     id: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
@@ -108,9 +112,6 @@ async fn concentration(
         (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
     )
 )]
-async fn slot_rates(
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+async fn slot_rates(state: Authorized, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.engine.report_slot_rates(&id)?))
 }

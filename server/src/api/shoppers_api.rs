@@ -3,13 +3,23 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use sha2::{Digest, Sha256};
 
+use super::auth;
+use super::auth::{Access, Authorized, Routes, Scope};
 use super::error::ApiError;
-use super::{auth, AppState};
 use crate::audit::Change;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/admin/v1/shoppers/{id}", web::get().to(get))
-        .route("/admin/v1/shoppers/{id}", web::delete().to(delete));
+pub fn configure(r: &mut Routes) {
+    // A shopper's state spans campaigns: server-wide.
+    r.get(
+        "/admin/v1/shoppers/{id}",
+        Access::viewer(Scope::Server),
+        get,
+    )
+    .delete(
+        "/admin/v1/shoppers/{id}",
+        Access::editor(Scope::Server),
+        delete,
+    );
 }
 
 #[utoipa::path(
@@ -27,7 +37,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
     )
 )]
-async fn get(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get(state: Authorized, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.engine.shopper(&id)?))
 }
 
@@ -59,7 +69,7 @@ fn digest(id: &str) -> String {
     )
 )]
 async fn delete(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {

@@ -2,15 +2,17 @@
 //! page itself is open; every call it makes sends the key typed into it, and it reads the same
 //! admin endpoints as any client.
 
-use actix_web::{web, HttpResponse};
+use actix_web::HttpResponse;
+
+use super::auth::{Access, Routes};
 
 const INDEX: &str = include_str!("../../ui/index.html");
 const APP_JS: &str = include_str!("../../ui/app.js");
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/ui", web::get().to(index))
-        .route("/ui/", web::get().to(index))
-        .route("/ui/app.js", web::get().to(app_js));
+pub fn configure(r: &mut Routes) {
+    r.get("/ui", Access::Public, index)
+        .get("/ui/", Access::Public, index)
+        .get("/ui/app.js", Access::Public, app_js);
 }
 
 async fn index() -> HttpResponse {

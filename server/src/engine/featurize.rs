@@ -21,7 +21,7 @@ pub fn features_at(
         Value::Null => {}
         Value::Object(map) => {
             for (k, v) in map {
-                if let Err(e) = push(&mut out, "", "", k, v, 0) {
+                if let Err(e) = push(&mut out, "", k, v, 0) {
                     return Err(prefix(e, &field()));
                 }
             }
@@ -50,11 +50,22 @@ fn prefix(e: EngineError, field: &str) -> EngineError {
     }
 }
 
-const MAX_DEPTH: usize = 4;
+/// The path of `key` below the features object (`.a.b.key`), for errors.
+fn path(namespace: &str, key: &str) -> String {
+    if namespace.is_empty() {
+        format!(".{key}")
+    } else {
+        format!(".{namespace}.{key}")
+    }
+}
+
+/// How many levels deep namespaces may nest: deep enough for real payloads (Personalizer
+/// accepted contexts nested past 4 levels), while the bound keeps the recursive walk's stack
+/// small. serde_json's parser refuses 128 levels before this walk ever sees them.
+pub const MAX_DEPTH: usize = 32;
 
 fn push(
     out: &mut SparseFeatures,
-    field: &str,
     namespace: &str,
     key: &str,
     value: &Value,
@@ -67,7 +78,7 @@ fn push(
             Some(f) if f.is_finite() => out.push_numeric(namespace, key, f),
             _ => {
                 return Err(EngineError::invalid_owned(
-                    &format!("{field}.{key}"),
+                    &path(namespace, key),
                     "must be a finite number".into(),
                 ))
             }
@@ -83,7 +94,7 @@ fn push(
                         }
                         _ => {
                             return Err(EngineError::invalid_owned(
-                                &format!("{field}.{key}[{i}]"),
+                                &format!("{}[{i}]", path(namespace, key)),
                                 "must be a finite number".into(),
                             ))
                         }
@@ -93,7 +104,7 @@ fn push(
                     }
                     _ => {
                         return Err(EngineError::invalid_owned(
-                            &format!("{field}.{key}[{i}]"),
+                            &format!("{}[{i}]", path(namespace, key)),
                             "arrays may hold strings, numbers or booleans only".into(),
                         ))
                     }
@@ -103,7 +114,7 @@ fn push(
         Value::Object(map) => {
             if depth >= MAX_DEPTH {
                 return Err(EngineError::invalid_owned(
-                    &format!("{field}.{key}"),
+                    &path(namespace, key),
                     format!("namespaces nest at most {MAX_DEPTH} deep"),
                 ));
             }
@@ -113,7 +124,7 @@ fn push(
                 format!("{namespace}.{key}")
             };
             for (k, v) in map {
-                push(out, field, &ns, k, v, depth + 1)?;
+                push(out, &ns, k, v, depth + 1)?;
             }
         }
     }
@@ -139,12 +150,29 @@ mod tests {
     fn rejects_non_objects_and_deep_nesting() {
         let e = features("candidates[0].features", &json!([1, 2])).unwrap_err();
         assert_eq!(e.field(), Some("candidates[0].features"));
-        let e = features(
-            "context",
-            &json!({"a": {"b": {"c": {"d": {"e": {"f": 1}}}}}}),
-        )
-        .unwrap_err();
+        // Five levels, as Personalizer callers send, are namespaces like any other.
+        let five = json!({"a": {"b": {"c": {"d": {"e": {"f": 1}}}}}});
+        assert_eq!(features("context", &five).unwrap().entries.len(), 1);
+        // MAX_DEPTH namespace levels below the features object pass; one more is refused,
+        // naming the whole path.
+        let nested = |levels: usize| {
+            let mut v = json!(1);
+            for _ in 0..=levels {
+                v = json!({ "n": v });
+            }
+            v
+        };
+        assert_eq!(
+            features("context", &nested(MAX_DEPTH))
+                .unwrap()
+                .entries
+                .len(),
+            1
+        );
+        let e = features("context", &nested(MAX_DEPTH + 1)).unwrap_err();
         assert!(e.to_string().contains("nest"), "{e}");
+        let expected = format!("context{}", ".n".repeat(MAX_DEPTH + 1));
+        assert_eq!(e.field(), Some(expected.as_str()));
         let e = features("context", &json!({"a": [{"x": 1}]})).unwrap_err();
         assert_eq!(e.field(), Some("context.a[0]"));
     }

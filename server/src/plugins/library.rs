@@ -94,37 +94,75 @@ unsafe fn static_str(
     std::str::from_utf8(bytes).map_err(|_| bad("is not UTF-8"))
 }
 
-impl Library {
-    /// Loads `bytes` (the content of `path`) and checks the handshake.
-    pub(super) fn load(path: &Path, bytes: &[u8], hash: u64) -> Result<Library, PluginError> {
-        // dlopen returns the already-loaded library for a path it has seen, so a changed file
-        // at the same path would never load. Every version gets its own private copy instead,
-        // which also protects the process from a plugin file being overwritten in place.
-        let shadow_dir =
-            std::env::temp_dir().join(format!("tailor-plugins-{}", std::process::id()));
-        let io = |e: std::io::Error| PluginError::Io {
+/// A private copy of a library's bytes: a fresh directory (mode 0700, random name, created
+/// exclusively) under the system temp directory holding one read-only file. Dropping it removes
+/// both.
+pub(super) struct Staged {
+    _dir: tempfile::TempDir,
+    pub(super) file: PathBuf,
+}
+
+impl Staged {
+    pub(super) fn write(path: &Path, bytes: &[u8], hash: u64) -> Result<Staged, PluginError> {
+        use std::io::Write;
+        let io = |what: &str, e: std::io::Error| PluginError::Io {
             path: path.to_path_buf(),
-            message: format!("cannot stage library in {}: {e}", shadow_dir.display()),
+            message: format!(
+                "cannot stage a private copy in {}: {what}: {e}",
+                std::env::temp_dir().display()
+            ),
         };
-        std::fs::create_dir_all(&shadow_dir).map_err(io)?;
+        let mut dir = tempfile::Builder::new();
+        dir.prefix("tailor-plugin-");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            dir.permissions(std::fs::Permissions::from_mode(0o700));
+        }
+        let dir = dir.tempdir().map_err(|e| io("creating a directory", e))?;
         let stem = path
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or("plugin");
-        // Unique per load: two hosts in one process (tests) must never share a staging file.
-        static LOADS: AtomicU64 = AtomicU64::new(0);
-        let shadow = shadow_dir.join(format!(
-            "{stem}-{hash:016x}-{}.{}",
-            LOADS.fetch_add(1, Ordering::Relaxed),
+        let file = dir.path().join(format!(
+            "{stem}-{hash:016x}.{}",
             std::env::consts::DLL_EXTENSION
         ));
-        std::fs::write(&shadow, bytes).map_err(io)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o500);
+        }
+        let mut out = options
+            .open(&file)
+            .map_err(|e| io("creating the copy", e))?;
+        out.write_all(bytes)
+            .map_err(|e| io("writing the copy", e))?;
+        drop(out);
+        Ok(Staged { _dir: dir, file })
+    }
+}
 
+impl Library {
+    /// Loads `bytes` (the content of `path`, read once by [`super::file::read_library`]) and
+    /// checks the handshake. The bytes are checked as an ELF shared object first
+    /// ([`super::file::check_elf`]); `path` itself is never mapped.
+    pub(super) fn load(path: &Path, bytes: &[u8], hash: u64) -> Result<Library, PluginError> {
+        super::file::check_elf(path, bytes)?;
+        // dlopen maps the file it is given, so it is given a private copy of the checked bytes,
+        // never the operator's file: truncating or rewriting that file later cannot fault the
+        // server, and every version gets its own path (dlopen returns the already-loaded
+        // library for a path it has seen).
+        let staged = Staged::write(path, bytes, hash)?;
         // SAFETY: loading runs the library's initializers. Plugins are trusted code installed by
-        // the operator; this is the documented risk of native plugins.
-        let loaded = unsafe { libloading::Library::new(&shadow) };
-        // The mapping stays valid after the file is removed; the copy is only clutter now.
-        let _ = std::fs::remove_file(&shadow);
+        // the operator; this is the documented risk of native plugins. The file is a complete
+        // ELF shared object for this machine (checked above) that nobody else can write.
+        let loaded = unsafe { libloading::Library::new(&staged.file) };
+        // The mapping stays valid after the copy is removed, and with no path left to it the
+        // mapped file can never be modified.
+        drop(staged);
         let lib = loaded.map_err(|e| PluginError::Open {
             path: path.to_path_buf(),
             message: e.to_string(),

@@ -3,8 +3,13 @@
 //! - [`PluginHost`] loads every library in the plugin directory (at start and on
 //!   [`PluginHost::reload`]), checks each one's handshake against [`tailor_plugin::abi`] before
 //!   calling anything else, and lists what it found ([`PluginInfo`], load errors included).
-//!   Libraries are never unloaded: a changed file is loaded beside the old version and becomes
-//!   the current one for its name; existing attachments keep the version they were made with
+//!   A file is never mapped in place: `file.rs` refuses anything but a regular file of a sane
+//!   size (FIFOs and devices are never opened), reads it once and checks that the bytes are a
+//!   complete ELF shared object for this machine; `library.rs` maps a private copy of exactly
+//!   those bytes. A truncated, empty, foreign or non-ELF file is a listed error, not a crash
+//!   (issue 17; see docs/security/plugins.md). Libraries are never unloaded: a changed file is
+//!   loaded beside the old version and becomes the current one for its name; existing
+//!   attachments keep the version they were made with
 //!   until their campaign re-attaches (see [`PluginHost::generation`]).
 //! - [`PluginHost::attach`] validates a campaign's JSON config through the plugin and returns an
 //!   [`AttachedPlugin`], which runs the constraint or extractor on a request view built once per
@@ -21,6 +26,7 @@
 //! that loads or calls foreign code. Everything unsafe is in `library.rs`.
 
 mod chain;
+mod file;
 mod library;
 mod stage;
 
@@ -65,6 +71,8 @@ impl fmt::Display for PluginKind {
 pub enum PluginError {
     #[error("{path}: {message}")]
     Io { path: PathBuf, message: String },
+    #[error("{path}: not a loadable plugin file: {message}")]
+    Invalid { path: PathBuf, message: String },
     #[error("{path}: cannot load library: {message}")]
     Open { path: PathBuf, message: String },
     #[error("{path}: not a Tailor plugin (no `tailor_plugin_handshake` symbol)")]
@@ -114,6 +122,7 @@ impl PluginError {
             | PluginError::Failed { plugin, .. }
             | PluginError::Panicked { plugin, .. } => Some(plugin),
             PluginError::Io { .. }
+            | PluginError::Invalid { .. }
             | PluginError::Open { .. }
             | PluginError::NotAPlugin { .. }
             | PluginError::AbiMismatch { .. }
@@ -308,10 +317,7 @@ impl PluginHost {
     /// Loads one library and makes it current for its name. `Ok(None)` when an identical file
     /// is already loaded (it becomes current again if it was not).
     pub fn load_file(&self, path: &Path) -> Result<Option<PluginInfo>, PluginError> {
-        let bytes = std::fs::read(path).map_err(|e| PluginError::Io {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let bytes = file::read_library(path)?;
         let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
         let existing = {
             let state = self.state.read();
@@ -437,10 +443,7 @@ impl fmt::Display for CheckReport {
 /// Loads one library, runs and checks its handshake, and describes it. The library stays loaded
 /// (libraries are never unloaded); meant for the `tailor plugin check` CLI.
 pub fn check(path: &Path) -> Result<CheckReport, PluginError> {
-    let bytes = std::fs::read(path).map_err(|e| PluginError::Io {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let bytes = file::read_library(path)?;
     let lib = Library::load(path, &bytes, xxhash_rust::xxh3::xxh3_64(&bytes))?;
     Ok(CheckReport {
         info: lib.info(true),

@@ -3,51 +3,114 @@
 //! Settings without a Tailor meaning are kept in the campaign's `personalizer` field so GETs
 //! return what PUTs set.
 
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 
 use super::error::PzError;
 use super::wire::PolicySettings;
-use super::{both, campaign_of, duration, time, vw};
-use crate::api::{auth, body, AppState};
+use super::{both, campaign_of, duration, time, vw, wrong_method};
+use crate::api::auth::{self, Authorized, Routes};
+use crate::api::body;
+use crate::api::AppState;
 use crate::audit::Change;
 use crate::campaign::{CampaignConfig, CampaignStatus, RewardAggregation};
 use crate::engine::now_ms;
 use crate::error::EngineError;
+use crate::keys::Role as KeyRole;
 use crate::ope::{self, CandidateSpec, EvaluationRequest, Mode, Role};
 
 /// Largest model file accepted by `PUT model`.
 const MODEL_LIMIT: usize = 256 << 20;
 
-pub fn configure(c: &mut web::ServiceConfig) {
-    both(c, "/configurations/service", || web::get().to(get_service));
-    both(c, "/configurations/service", || web::put().to(put_service));
-    both(c, "/configurations/policy", || web::get().to(get_policy));
-    both(c, "/configurations/policy", || web::put().to(put_policy));
-    both(c, "/configurations/policy", || {
-        web::delete().to(reset_policy)
-    });
-    both(c, "/configurations/applyFromEvaluation", || {
-        web::post().to(apply_from_evaluation)
-    });
-    both(c, "/model", || web::get().to(export_model));
-    both(c, "/model", || web::put().to(import_model));
-    both(c, "/model", || web::delete().to(reset_model));
-    both(c, "/model/properties", || web::get().to(model_properties));
-    both(c, "/logs", || web::delete().to(delete_logs));
-    both(c, "/logs/properties", || web::get().to(log_properties));
-    both(c, "/evaluations", || web::get().to(list_evaluations));
-    both(c, "/evaluations/{evaluationId}", || {
-        web::get().to(get_evaluation)
-    });
-    both(c, "/evaluations/{evaluationId}", || {
-        web::put().to(create_evaluation)
-    });
-    both(c, "/evaluations/{evaluationId}", || {
-        web::delete().to(delete_evaluation)
-    });
+pub fn configure(r: &mut Routes) {
+    use KeyRole::{Editor, Viewer};
+    both(
+        r,
+        Method::GET,
+        "/configurations/service",
+        Viewer,
+        get_service,
+    );
+    both(
+        r,
+        Method::PUT,
+        "/configurations/service",
+        Editor,
+        put_service,
+    );
+    both(r, Method::GET, "/configurations/policy", Viewer, get_policy);
+    both(r, Method::PUT, "/configurations/policy", Editor, put_policy);
+    both(
+        r,
+        Method::DELETE,
+        "/configurations/policy",
+        Editor,
+        reset_policy,
+    );
+    both(
+        r,
+        Method::POST,
+        "/configurations/applyFromEvaluation",
+        Editor,
+        apply_from_evaluation,
+    );
+    both(r, Method::GET, "/model", Viewer, export_model);
+    both(r, Method::PUT, "/model", Editor, import_model);
+    both(r, Method::DELETE, "/model", Editor, reset_model);
+    both(
+        r,
+        Method::GET,
+        "/model/properties",
+        Viewer,
+        model_properties,
+    );
+    both(r, Method::DELETE, "/logs", Editor, delete_logs);
+    both(r, Method::GET, "/logs/properties", Viewer, log_properties);
+    both(r, Method::GET, "/evaluations", Viewer, list_evaluations);
+    both(
+        r,
+        Method::GET,
+        "/evaluations/{evaluationId}",
+        Viewer,
+        get_evaluation,
+    );
+    both(
+        r,
+        Method::PUT,
+        "/evaluations/{evaluationId}",
+        Editor,
+        create_evaluation,
+    );
+    both(
+        r,
+        Method::DELETE,
+        "/evaluations/{evaluationId}",
+        Editor,
+        delete_evaluation,
+    );
+    // Not implemented (501) whatever the method; a viewer may learn that.
     for path in ["/featureImportances", "/featureImportances/{id}"] {
-        both(c, path, || web::route().to(feature_importances));
+        for method in [Method::GET, Method::PUT, Method::POST, Method::DELETE] {
+            both(r, method, path, Viewer, feature_importances);
+        }
+    }
+}
+
+/// The 405 answers of the paths above, registered after every real route.
+pub fn wrong_methods(c: &mut Routes) {
+    for (path, allow) in [
+        ("/configurations/service", "GET, PUT"),
+        ("/configurations/policy", "GET, PUT, DELETE"),
+        ("/configurations/applyFromEvaluation", "POST"),
+        ("/model", "GET, PUT, DELETE"),
+        ("/model/properties", "GET"),
+        ("/logs", "DELETE"),
+        ("/logs/properties", "GET"),
+        ("/evaluations", "GET"),
+        ("/evaluations/{evaluationId}", "GET, PUT, DELETE"),
+    ] {
+        wrong_method(c, path, allow);
     }
 }
 
@@ -192,10 +255,7 @@ async fn apprentice_metrics(state: &AppState, campaign: &str) -> Result<Value, P
     }))
 }
 
-async fn get_service(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, PzError> {
+async fn get_service(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let config = state.engine.campaign(&campaign)?.config.clone();
     Ok(HttpResponse::Ok().json(service_view(&state, &config).await?))
@@ -309,7 +369,7 @@ fn apply_service(config: &mut CampaignConfig, obj: &Map<String, Value>) -> Resul
 }
 
 async fn put_service(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, PzError> {
@@ -346,13 +406,28 @@ fn policy_view(config: &CampaignConfig) -> PolicySettings {
     }
 }
 
-async fn get_policy(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, PzError> {
+async fn get_policy(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let config = state.engine.campaign(&campaign)?.config.clone();
     Ok(HttpResponse::Ok().json(policy_view(&config)))
 }
 
+/// Personalizer's limits on a policy's name and arguments (`maxLength` 256 and 1024).
+const MAX_POLICY_NAME_CHARS: usize = 256;
+const MAX_POLICY_ARGUMENTS_CHARS: usize = 1024;
+
 fn apply_policy(config: &mut CampaignConfig, p: &PolicySettings) -> Result<(), EngineError> {
+    for (field, value, max) in [
+        ("name", &p.name, MAX_POLICY_NAME_CHARS),
+        ("arguments", &p.arguments, MAX_POLICY_ARGUMENTS_CHARS),
+    ] {
+        if value.chars().count() > max {
+            return Err(EngineError::invalid_owned(
+                field,
+                format!("must be at most {max} characters (Personalizer's limit)"),
+            ));
+        }
+    }
     let mapped = vw::parse(&p.arguments, &config.featurizer)?;
     config.policy = mapped.policy;
     config.featurizer = mapped.featurizer;
@@ -366,8 +441,27 @@ fn apply_policy(config: &mut CampaignConfig, p: &PolicySettings) -> Result<(), E
     Ok(())
 }
 
+/// Header of a policy answer listing the arguments accepted without effect (the note of
+/// docs/migrating-from-personalizer.md), e.g. `--quiet --power_t 0`.
+pub const IGNORED_ARGUMENTS: &str = "x-tailor-ignored-arguments";
+
+/// The policy as set, with the note of what in its arguments had no effect.
+fn policy_response(config: &CampaignConfig, arguments: &str) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    let ignored = vw::parse(arguments, &config.featurizer)
+        .map(|m| m.ignored.join(" "))
+        .unwrap_or_default();
+    if !ignored.is_empty() {
+        tracing::info!(campaign = %config.id, ignored = %ignored, "policy arguments accepted without effect");
+        if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&ignored) {
+            response.insert_header((IGNORED_ARGUMENTS, v));
+        }
+    }
+    response.json(policy_view(config))
+}
+
 async fn put_policy(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, PzError> {
@@ -378,13 +472,10 @@ async fn put_policy(
         apply_policy(c, &p)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(policy_view(&config)))
+    Ok(policy_response(&config, &p.arguments))
 }
 
-async fn reset_policy(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, PzError> {
+async fn reset_policy(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let p = PolicySettings {
         name: "default".into(),
@@ -394,13 +485,10 @@ async fn reset_policy(
         apply_policy(c, &p)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(policy_view(&config)))
+    Ok(policy_response(&config, &p.arguments))
 }
 
-async fn export_model(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, PzError> {
+async fn export_model(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let bytes = state.engine.export_model(&campaign)?;
     Ok(HttpResponse::Ok()
@@ -409,7 +497,7 @@ async fn export_model(
 }
 
 async fn import_model(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, PzError> {
@@ -425,10 +513,7 @@ async fn import_model(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn reset_model(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, PzError> {
+async fn reset_model(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     state.engine.reset_model(&campaign)?;
     update(&state, &req, &campaign, "personalizer.model.reset", |c| {
@@ -439,10 +524,7 @@ async fn reset_model(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn model_properties(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, PzError> {
+async fn model_properties(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let config = state.engine.campaign(&campaign)?.config.clone();
     // The model learns online, reward by reward: it was last modified just now.
@@ -454,10 +536,7 @@ async fn model_properties(
     Ok(HttpResponse::Ok().json(json!({"creationTime": created, "lastModifiedTime": now})))
 }
 
-async fn delete_logs(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, PzError> {
+async fn delete_logs(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let engine = state.engine.clone();
     let id = campaign.clone();
@@ -480,10 +559,7 @@ async fn delete_logs(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn log_properties(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, PzError> {
+async fn log_properties(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let engine = state.engine.clone();
     let range = web::block(move || -> Result<Option<(u64, u64)>, EngineError> {
@@ -622,10 +698,7 @@ fn stored_evaluations(state: &AppState, campaign: &str) -> Result<Vec<Value>, En
     Ok(docs)
 }
 
-async fn list_evaluations(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, PzError> {
+async fn list_evaluations(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let value: Vec<Value> = stored_evaluations(&state, &campaign)?
         .iter()
@@ -635,10 +708,7 @@ async fn list_evaluations(
     Ok(HttpResponse::Ok().json(json!({ "value": value })))
 }
 
-async fn get_evaluation(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, PzError> {
+async fn get_evaluation(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let id = evaluation_id(&req)?;
     stored_evaluations(&state, &campaign)?
@@ -648,10 +718,7 @@ async fn get_evaluation(
         .ok_or_else(|| PzError::not_found(format!("evaluation {id:?} does not exist")))
 }
 
-async fn delete_evaluation(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, PzError> {
+async fn delete_evaluation(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let id = evaluation_id(&req)?;
     state.engine.campaign(&campaign)?;
@@ -682,7 +749,7 @@ fn time_field(obj: &Value, field: &str) -> Result<Option<u64>, EngineError> {
 }
 
 async fn create_evaluation(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, PzError> {
@@ -700,6 +767,15 @@ async fn create_evaluation(
     };
     let from_ms = time_field(&body, "startTime")?;
     let to_ms = time_field(&body, "endTime")?;
+    if let (Some(from), Some(to)) = (from_ms, to_ms) {
+        if to < from {
+            return Err(EngineError::invalid(
+                "endTime",
+                "must not be before startTime (Personalizer's InvalidEvaluationContract)",
+            )
+            .into());
+        }
+    }
     let featurizer = state.engine.campaign(&campaign)?.config.featurizer.clone();
     let mut candidates = Vec::new();
     let mut kept_policies = Vec::new();

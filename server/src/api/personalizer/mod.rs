@@ -15,44 +15,109 @@ pub mod wire;
 
 use std::collections::{HashMap, HashSet};
 
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::http::Method;
+use actix_web::{web, FromRequest, Handler, HttpMessage, HttpRequest, HttpResponse, Responder};
 use serde_json::{Map, Value};
 use tailor_sdk::wire::{Candidate, ChosenAction, DecideRequest, RewardRequest};
 
+use super::auth::{Access, Authorized, Routes};
 use super::{body, path, AppState};
 use crate::engine::{featurize, DecideInput};
 use crate::error::EngineError;
-use crate::keys::Principal;
+use crate::keys::{Principal, Role};
 use error::PzError;
 use wire::*;
+
+/// Personalizer's limit on the actions of one rank ("Action count should be between 1 and 50").
+pub const MAX_ACTIONS: usize = 50;
+
+/// Personalizer's limit on the slots of one multi-slot rank.
+pub const MAX_SLOTS: usize = 50;
+
+/// Personalizer's limit on an event, action or slot id, in characters (`maxLength: 256`).
+pub const MAX_ID_CHARS: usize = 256;
+
+/// Tailor's own limit on an engine event id, in bytes (a multi-slot slot is the engine event
+/// `{eventId}` U+001F `{slotId}`, `engine::slot_event_id`).
+const MAX_ENGINE_ID_BYTES: usize = 256;
 
 /// The version segment of the versioned path forms.
 const VERSION: &str = "{version:v1\\.(?:0|1-preview\\.[0-9]+)}";
 
-/// Register `path` (below `/personalizer`) both unversioned and versioned.
-fn both(cfg: &mut web::ServiceConfig, path: &str, route: impl Fn() -> actix_web::Route) {
-    cfg.route(path, route());
-    cfg.route(&format!("/{VERSION}{path}"), route());
+/// Register `handler` for `method` on `path` (below `/personalizer`), both unversioned and
+/// versioned, for a key of the request's learning loop of at least `role`.
+fn both<F, Args>(r: &mut Routes, method: Method, path: &str, role: Role, handler: F)
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    let access = Access::Loop { role };
+    r.add(method.clone(), path, access, handler.clone());
+    r.add(method, &format!("/{VERSION}{path}"), access, handler);
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/personalizer")
             .configure(|c| {
-                both(c, "/rank", || web::post().to(rank));
-                both(c, "/events/{eventId}/reward", || web::post().to(reward));
-                both(c, "/events/{eventId}/activate", || web::post().to(activate));
-                both(c, "/multislot/rank", || web::post().to(rank_multi));
-                both(c, "/multislot/events/{eventId}/reward", || {
-                    web::post().to(reward_multi)
-                });
-                both(c, "/multislot/events/{eventId}/activate", || {
-                    web::post().to(activate_multi)
-                });
-                admin::configure(c);
+                let r = &mut Routes::new(c);
+                let post = Method::POST;
+                both(r, post.clone(), "/rank", Role::Decide, rank);
+                both(
+                    r,
+                    post.clone(),
+                    "/events/{eventId}/reward",
+                    Role::Decide,
+                    reward,
+                );
+                both(
+                    r,
+                    post.clone(),
+                    "/events/{eventId}/activate",
+                    Role::Decide,
+                    activate,
+                );
+                both(r, post.clone(), "/multislot/rank", Role::Decide, rank_multi);
+                both(
+                    r,
+                    post.clone(),
+                    "/multislot/events/{eventId}/reward",
+                    Role::Decide,
+                    reward_multi,
+                );
+                both(
+                    r,
+                    post,
+                    "/multislot/events/{eventId}/activate",
+                    Role::Decide,
+                    activate_multi,
+                );
+                admin::configure(r);
+                // After every real route: the other methods on these paths are 405s.
+                for path in [
+                    "/rank",
+                    "/events/{eventId}/reward",
+                    "/events/{eventId}/activate",
+                    "/multislot/rank",
+                    "/multislot/events/{eventId}/reward",
+                    "/multislot/events/{eventId}/activate",
+                ] {
+                    wrong_method(r, path, "POST");
+                }
+                admin::wrong_methods(r);
             })
             .default_service(web::to(no_route)),
     );
+}
+
+/// Answer 405 with `Allow: {allow}` for any method on `path` that no route registered before
+/// this call answers (resources match in registration order).
+fn wrong_method(r: &mut Routes, path: &str, allow: &'static str) {
+    let answer = move || async move { Err::<HttpResponse, _>(PzError::method_not_allowed(allow)) };
+    // Open: it only tells which methods the path takes, as /openapi.json does.
+    r.any(path, Access::Public, answer);
+    r.any(&format!("/{VERSION}{path}"), Access::Public, answer);
 }
 
 async fn no_route() -> Result<HttpResponse, PzError> {
@@ -111,6 +176,38 @@ fn merge_into(out: &mut Map<String, Value>, m: &Map<String, Value>) {
     }
 }
 
+/// An id within Personalizer's documented length.
+fn check_id_length(field: &str, id: &str) -> Result<(), EngineError> {
+    let chars = id.chars().count();
+    if chars > MAX_ID_CHARS {
+        return Err(EngineError::invalid_owned(
+            field,
+            format!("must be at most {MAX_ID_CHARS} characters (Personalizer's limit); this one has {chars}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Personalizer's limits on a rank's actions and event id, checked before anything is decided.
+fn check_rank(actions: &[RankableAction], event_id: Option<&str>) -> Result<(), EngineError> {
+    if actions.len() > MAX_ACTIONS {
+        return Err(EngineError::invalid_owned(
+            "actions",
+            format!(
+                "action count should be between 1 and {MAX_ACTIONS} (Personalizer's limit); {} were sent",
+                actions.len()
+            ),
+        ));
+    }
+    for (i, a) in actions.iter().enumerate() {
+        check_id_length(&format!("actions[{i}].id"), &a.id)?;
+    }
+    if let Some(id) = event_id {
+        check_id_length("eventId", id)?;
+    }
+    Ok(())
+}
+
 fn candidates_of(actions: &[RankableAction]) -> Result<Vec<Candidate>, EngineError> {
     if actions.is_empty() {
         return Err(EngineError::invalid("actions", "must not be empty"));
@@ -159,13 +256,14 @@ fn decide(
 }
 
 async fn rank(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let raw = body::read(payload, state.body_limit).await?;
     let r: RankRequest = body::parse(&raw)?;
+    check_rank(&r.actions, r.event_id.as_deref())?;
     let all = candidates_of(&r.actions)?;
     let excluded: HashSet<&str> = r
         .excluded_actions
@@ -174,11 +272,11 @@ async fn rank(
         .map(String::as_str)
         .collect();
     let context = merge_features("contextFeatures", r.context_features.as_deref())?;
-    let candidates: Vec<Candidate> = all
-        .iter()
-        .filter(|c| !excluded.contains(c.id.as_str()))
-        .cloned()
+    // The action each candidate is, so errors name `actions[j]` as sent.
+    let picked: Vec<usize> = (0..all.len())
+        .filter(|&i| !excluded.contains(all[i].id.as_str()))
         .collect();
+    let candidates: Vec<Candidate> = picked.iter().map(|&i| all[i].clone()).collect();
     if candidates.is_empty() {
         return Err(EngineError::invalid("excludedActions", "every action is excluded").into());
     }
@@ -196,7 +294,8 @@ async fn rank(
         },
         r.defer_activation.unwrap_or(false),
         None,
-    )?;
+    )
+    .map_err(|e| PzError::for_actions(e, &picked))?;
     let chosen = &response.actions[0];
     let ranking = ranking_of(
         &r.actions,
@@ -270,17 +369,28 @@ fn ranking_of(
 }
 
 async fn rank_multi(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let raw = body::read(payload, state.body_limit).await?;
     let r: MultiSlotRankRequest = body::parse(&raw)?;
+    check_rank(&r.actions, r.event_id.as_deref())?;
     let all = candidates_of(&r.actions)?;
     let context = merge_features("contextFeatures", r.context_features.as_deref())?;
     if r.slots.is_empty() {
         return Err(EngineError::invalid("slots", "must not be empty").into());
+    }
+    if r.slots.len() > MAX_SLOTS {
+        return Err(EngineError::invalid_owned(
+            "slots",
+            format!(
+                "slot count should be between 1 and {MAX_SLOTS} (Personalizer's limit); {} were sent",
+                r.slots.len()
+            ),
+        )
+        .into());
     }
     let index: HashMap<&str, usize> = all
         .iter()
@@ -296,6 +406,25 @@ async fn rank_multi(
             return Err(EngineError::invalid_owned(
                 &format!("slots[{i}].id"),
                 format!("slot ids must be non-empty and unique ({:?})", s.id),
+            )
+            .into());
+        }
+        check_id_length(&format!("slots[{i}].id"), &s.id)?;
+        // Each slot is the engine event `{eventId}` U+001F `{slotId}`, which must fit Tailor's
+        // id limit (a generated event id has 32 characters).
+        let event_bytes = r.event_id.as_ref().map_or(32, String::len);
+        let bytes = event_bytes + 1 + s.id.len();
+        if bytes > MAX_ENGINE_ID_BYTES {
+            let field = match r.event_id {
+                Some(_) => "eventId".to_string(),
+                None => format!("slots[{i}].id"),
+            };
+            return Err(EngineError::invalid_owned(
+                &field,
+                format!(
+                    "eventId, a separator and slot id {:?} are {bytes} bytes; Tailor keeps each slot as its own event named by all three, at most {MAX_ENGINE_ID_BYTES} bytes",
+                    s.id
+                ),
             )
             .into());
         }
@@ -354,10 +483,17 @@ async fn rank_multi(
             .flatten()
             .map(String::as_str)
             .collect();
-        // The baseline first: it is what the Apprentice and LoggingOnly modes serve.
-        let mut candidates = vec![all[index[s.baseline_action.as_str()]].clone()];
-        candidates.extend(all.iter().filter(|c| c.id != s.baseline_action).cloned());
-        candidates.retain(|c| !excluded.contains(c.id.as_str()) && !taken.contains(&c.id));
+        // The baseline first: it is what the Apprentice and LoggingOnly modes serve. `picked`
+        // is the action each candidate is, so errors name `actions[j]` as sent.
+        let baseline = index[s.baseline_action.as_str()];
+        let picked: Vec<usize> = std::iter::once(baseline)
+            .chain((0..all.len()).filter(|&i| i != baseline))
+            .filter(|&i| {
+                let id = all[i].id.as_str();
+                !excluded.contains(id) && !taken.contains(id)
+            })
+            .collect();
+        let candidates: Vec<Candidate> = picked.iter().map(|&i| all[i].clone()).collect();
         if candidates.is_empty() {
             return Err(EngineError::invalid_owned(
                 "slots",
@@ -380,7 +516,8 @@ async fn rank_multi(
             defer,
             // The engine event is `slot_event_id(event_id, slot)`, apart from single-slot ids.
             Some(s.id.clone()),
-        )?;
+        )
+        .map_err(|e| PzError::for_actions(e, &picked))?;
         let chosen = response.actions[0].id.clone();
         taken.insert(chosen.clone());
         slots.push(SlotResponse {
@@ -420,7 +557,7 @@ fn reward_outcome(r: Result<(), EngineError>) -> Result<(), PzError> {
 }
 
 async fn reward(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, PzError> {
@@ -447,7 +584,7 @@ async fn reward(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn activate(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, PzError> {
+async fn activate(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let event_id = event_id_of(&req)?;
     check_scope(&state, &campaign, &event_id)?;
@@ -456,7 +593,7 @@ async fn activate(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
 }
 
 async fn reward_multi(
-    state: web::Data<AppState>,
+    state: Authorized,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, PzError> {
@@ -489,10 +626,7 @@ async fn reward_multi(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn activate_multi(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, PzError> {
+async fn activate_multi(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let event_id = event_id_of(&req)?;
     state.engine.activate_slots(&campaign, &event_id).await?;

@@ -18,6 +18,9 @@ const VW_DEFAULT_EPSILON: f64 = 0.05;
 pub struct Mapped {
     pub policy: PolicyConfig,
     pub featurizer: FeaturizerConfig,
+    /// Arguments accepted without effect here (output, input-source and solver settings), as
+    /// given (`--quiet`, `--power_t 0`): the note a caller gets back.
+    pub ignored: Vec<String>,
 }
 
 fn bad(message: String) -> EngineError {
@@ -43,12 +46,80 @@ const OTHER_EXPLORATION: &[&str] = &[
 /// defaults send them) and kept in the stored argument string.
 const SOLVER_ONLY: &[&str] = &["--power_t", "-l", "--learning_rate", "--initial_t"];
 
-/// Flags without a value that change nothing here.
+/// Flags without a value that do not change what is learned: VW's input format and source,
+/// console output, model-file bookkeeping, and hold-out (which only affects VW's multi-pass
+/// progress reports; Personalizer learned in one online pass).
 const HARMLESS_FLAGS: &[&str] = &[
-    "--cb_explore_adf",
     "--dsjson",
     "--save_resume",
     "--preserve_performance_counters",
+    "--quiet",
+    "--no_stdin",
+    "--holdout_off",
+    "--onethread",
+];
+
+/// Arguments with a value that do not change what is learned: progress-report interval, and the
+/// random seed (Tailor seeds each decision's exploration from its event id, as Personalizer
+/// did).
+const HARMLESS_WITH_VALUE: &[&str] = &["--progress", "-P", "--random_seed"];
+
+/// Arguments Tailor cannot honour, with the reason.
+const CANNOT_HONOUR: &[(&str, &str)] = &[
+    (
+        "-t",
+        "test-only mode stops learning; use learningMode Apprentice or LoggingOnly",
+    ),
+    (
+        "--testonly",
+        "test-only mode stops learning; use learningMode Apprentice or LoggingOnly",
+    ),
+    (
+        "-i",
+        "models are imported with PUT model, not read from a file",
+    ),
+    (
+        "--initial_regressor",
+        "models are imported with PUT model, not read from a file",
+    ),
+    (
+        "-f",
+        "models are exported with GET model, not written to a file",
+    ),
+    (
+        "--final_regressor",
+        "models are exported with GET model, not written to a file",
+    ),
+    (
+        "--readable_model",
+        "models are exported with GET model, not written to a file",
+    ),
+    (
+        "-d",
+        "Tailor learns from rank and reward calls, not from a data file",
+    ),
+    (
+        "--data",
+        "Tailor learns from rank and reward calls, not from a data file",
+    ),
+    (
+        "-c",
+        "Tailor learns online in one pass; there is no cache file",
+    ),
+    (
+        "--cache",
+        "Tailor learns online in one pass; there is no cache file",
+    ),
+    ("--passes", "Tailor learns online in one pass"),
+    ("--noconstant", "Tailor's regression always has a constant"),
+    (
+        "--l1",
+        "Tailor's ridge regression has its own (L2) regularization",
+    ),
+    (
+        "--l2",
+        "Tailor's ridge regression has its own (L2) regularization",
+    ),
 ];
 
 /// Parse `arguments` against the campaign's current featurizer (kept unless `-b` or `-q`
@@ -59,7 +130,11 @@ pub fn parse(arguments: &str, current: &FeaturizerConfig) -> Result<Mapped, Engi
     let mut dimension = current.dimension;
     let mut tokens = arguments.split_whitespace().peekable();
     let mut saw_adf = false;
+    let mut ignored = Vec::new();
     while let Some(t) = tokens.next() {
+        if let Some((_, why)) = CANNOT_HONOUR.iter().find(|(name, _)| *name == t) {
+            return Err(bad(format!("{t}: not available ({why})")));
+        }
         let mut value = |name: &str| -> Result<String, EngineError> {
             tokens
                 .next()
@@ -68,7 +143,19 @@ pub fn parse(arguments: &str, current: &FeaturizerConfig) -> Result<Mapped, Engi
         };
         match t {
             "--cb_explore_adf" => saw_adf = true,
-            _ if HARMLESS_FLAGS.contains(&t) => {}
+            _ if HARMLESS_FLAGS.contains(&t) => ignored.push(t.to_string()),
+            _ if HARMLESS_WITH_VALUE.contains(&t) => {
+                let v = value(t)?;
+                ignored.push(format!("{t} {v}"));
+            }
+            "--loss_function" => {
+                let v = value(t)?;
+                if v != "squared" {
+                    return Err(bad(format!(
+                        "--loss_function {v}: Tailor's reward regression uses squared loss"
+                    )));
+                }
+            }
             "--epsilon" => {
                 let v = value(t)?;
                 epsilon = v
@@ -121,6 +208,7 @@ pub fn parse(arguments: &str, current: &FeaturizerConfig) -> Result<Mapped, Engi
                 if v.parse::<f64>().is_err() {
                     return Err(bad(format!("{t} {v}: must be a number")));
                 }
+                ignored.push(format!("{t} {v}"));
             }
             _ if OTHER_EXPLORATION.contains(&t) => {
                 return Err(bad(format!(
@@ -150,6 +238,7 @@ pub fn parse(arguments: &str, current: &FeaturizerConfig) -> Result<Mapped, Engi
             interactions,
             context_features: current.context_features,
         },
+        ignored,
     })
 }
 
@@ -190,11 +279,45 @@ mod tests {
             ("--cb_explore_adf --cb_type ips", "ips"),
             ("--cb_explore_adf -b 20", "4096"),
             ("--cb_explore_adf --frobnicate", "unknown"),
+            ("--cb_explore_adf -t", "Apprentice"),
+            ("--cb_explore_adf -f model.vw", "GET model"),
+            ("--cb_explore_adf --passes 3", "one pass"),
+            ("--cb_explore_adf --loss_function logistic", "squared"),
+            ("--cb_explore_adf --l2 0.1", "regularization"),
+            ("--cb_explore_adf --progress", "needs a value"),
             ("--epsilon 0.1", "--cb_explore_adf"),
         ] {
             let e = parse(args, &f).unwrap_err();
             assert_eq!(e.field(), Some("arguments"));
             assert!(e.to_string().contains(needle), "{args}: {e}");
         }
+    }
+
+    #[test]
+    fn accepts_and_reports_what_changes_nothing() {
+        let f = FeaturizerConfig::default();
+        let m = parse(
+            "--cb_explore_adf --quiet --epsilon 0.1 --no_stdin --holdout_off --progress 10 \
+             --random_seed 7 --save_resume --power_t 0 --loss_function squared -q ::",
+            &f,
+        )
+        .unwrap();
+        assert_eq!(
+            m.ignored,
+            [
+                "--quiet",
+                "--no_stdin",
+                "--holdout_off",
+                "--progress 10",
+                "--random_seed 7",
+                "--save_resume",
+                "--power_t 0",
+            ]
+        );
+        // The learning settings are what they would be without them.
+        let plain = parse("--cb_explore_adf --epsilon 0.1 -q ::", &f).unwrap();
+        assert_eq!(m.policy, plain.policy);
+        assert_eq!(m.featurizer, plain.featurizer);
+        assert!(plain.ignored.is_empty());
     }
 }
