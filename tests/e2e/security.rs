@@ -277,7 +277,10 @@ async fn bypass_matrix_over_every_route_and_spelling() {
                 let started = std::time::Instant::now();
                 let (status, body) = raw(&addr, method, &spelling, k);
                 if started.elapsed() > Duration::from_secs(1) {
-                    eprintln!("slow: {caller:?} {method} {spelling} -> {status} in {:?}", started.elapsed());
+                    eprintln!(
+                        "slow: {caller:?} {method} {spelling} -> {status} in {:?}",
+                        started.elapsed()
+                    );
                 }
                 tried += 1;
                 *by_caller.entry(format!("{caller:?}")).or_default() += 1;
