@@ -304,22 +304,26 @@ impl Engine {
                 return Ok(closed);
             }
             for (campaign, event_id) in &due {
-                self.close_window(campaign, event_id)?;
+                if !self.close_window(campaign, event_id)? {
+                    // Its join state is gone: without this the sweep would meet it forever.
+                    tracing::warn!(%campaign, %event_id, "dropping the deadline of an event with no join state");
+                    self.store.drop_orphan_pending(campaign, event_id, now)?;
+                }
                 closed += 1;
             }
         }
     }
 
-    fn close_window(&self, campaign: &str, event_id: &str) -> Result<(), EngineError> {
+    fn close_window(&self, campaign: &str, event_id: &str) -> Result<bool, EngineError> {
         let Some(event) = self.store.event(campaign, event_id)? else {
-            return Ok(());
+            return Ok(false);
         };
         let Ok(mut rt) = self.campaign(&event.campaign) else {
             // The campaign is gone: just drop the pending entry.
             let mut event = event;
             event.closed = true;
             self.store.commit_rewards(&event, &[], true)?;
-            return Ok(());
+            return Ok(true);
         };
         loop {
             let mut books = rt.books.lock();
@@ -329,14 +333,14 @@ impl Engine {
                 continue;
             }
             let Some(mut event) = self.store.event(campaign, event_id)? else {
-                return Ok(());
+                return Ok(false);
             };
             if self.store.is_deferred(campaign, event_id)? {
                 // Never activated: the window closes with nothing learned.
                 event.closed = true;
                 self.store.commit_rewards(&event, &[], true)?;
                 self.store.activate(campaign, event_id)?;
-                return Ok(());
+                return Ok(true);
             }
             let now = now_ms();
             let mut records = Vec::new();
@@ -364,7 +368,7 @@ impl Engine {
                 }
                 books.count_reward(r);
             }
-            return Ok(());
+            return Ok(true);
         }
     }
 }

@@ -74,6 +74,15 @@ pub trait Store: Send + Sync + 'static {
     /// oldest first.
     fn due_events(&self, now_ms: u64, limit: usize) -> Result<Vec<(String, String)>, StoreError>;
 
+    /// Drop the pending-deadline entries due by `now_ms` of an event whose join state is gone
+    /// (an orphan a crash can leave), so the window sweeper does not meet them again.
+    fn drop_orphan_pending(
+        &self,
+        campaign: &str,
+        event_id: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
+
     fn put_snapshot(&self, campaign: &str, snapshot: &CampaignSnapshot) -> Result<(), StoreError>;
     fn snapshot(&self, campaign: &str) -> Result<Option<CampaignSnapshot>, StoreError>;
     fn delete_snapshot(&self, campaign: &str) -> Result<(), StoreError>;

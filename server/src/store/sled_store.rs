@@ -288,6 +288,23 @@ impl Store for SledStore {
             .collect()
     }
 
+    fn drop_orphan_pending(
+        &self,
+        campaign: &str,
+        event_id: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let wanted = event_key(campaign, event_id);
+        let end = (now_ms.saturating_add(1)).to_be_bytes();
+        for kv in self.pending.range(..end.as_slice()) {
+            let (k, _) = kv?;
+            if k.get(8..) == Some(wanted.as_slice()) {
+                self.pending.remove(k)?;
+            }
+        }
+        Ok(())
+    }
+
     fn put_snapshot(&self, campaign: &str, snapshot: &CampaignSnapshot) -> Result<(), StoreError> {
         self.policy_state
             .insert(campaign.as_bytes(), encode(snapshot))?;
@@ -598,6 +615,23 @@ mod tests {
             request: vec![],
             removed: vec![],
         }
+    }
+
+    /// A deadline whose event record is gone is dropped, and only it (the sweeper's way out of
+    /// meeting an orphan forever).
+    #[test]
+    fn orphan_deadlines_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
+        s.log_decision(&decision(1, "e1"), &event("e1", 1_000))
+            .unwrap();
+        s.log_decision(&decision(2, "e2"), &event("e2", 1_500))
+            .unwrap();
+        s.drop_orphan_pending("c", "e2", 5_000).unwrap();
+        assert_eq!(s.due_events(5_000, 10).unwrap(), vec![pair("c", "e1")]);
+        // Not yet due: kept.
+        s.drop_orphan_pending("c", "e1", 500).unwrap();
+        assert_eq!(s.due_events(5_000, 10).unwrap(), vec![pair("c", "e1")]);
     }
 
     #[test]
