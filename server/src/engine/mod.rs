@@ -240,6 +240,14 @@ impl CampaignRuntime {
             }
         }
         books.counters = snap.counters.into_iter().collect();
+        // Counters of a store written before reward ranges existed may hold a non-finite sum
+        // (issue 17: three rewards of 1e308); reports must never show one.
+        for c in books.counters.values_mut() {
+            if !c.reward_sum.is_finite() {
+                let bound = self.config.reward_range.times(c.rewards as usize);
+                c.reward_sum = bound.clamp(c.reward_sum);
+            }
+        }
         books.decisions = snap.decisions;
         books.rewards = snap.rewards;
         books.decision_seq = snap.decision_seq;
@@ -328,6 +336,9 @@ impl Engine {
                 };
                 let mut books = rt.books.lock();
                 if r.seq > books.reward_seq {
+                    // A log written before reward ranges existed may hold any finite value.
+                    let mut r = r;
+                    r.value = rt.config.reward_range.clamp(r.value);
                     if rt.config.learns() {
                         rt.learner.write().learn(&r);
                         self.learn_send_time(rt, &r)?;
