@@ -298,6 +298,11 @@ impl Engine {
                     what: "campaign",
                     message: format!("{id}: {e}"),
                 })?;
+            // Stored before reward ranges existed: it gets the safe default [0, 1] (a reward
+            // above it is refused, visibly, rather than learned from), and the log says so.
+            if !json_has_key(&json, "reward_range") {
+                tracing::warn!(campaign = %id, "campaign has no reward_range; using [0, 1] (rewards outside it are refused: set reward_range if this campaign's rewards are larger)");
+            }
             // A stored campaign always loads; a plugin that cannot attach makes its decisions
             // fall back (see PluginChain::attach_lenient) rather than keeping the server down.
             let chain = PluginChain::attach_lenient(&plugins, &config.plugins);
@@ -559,6 +564,12 @@ impl Engine {
         self.store.flush().await?;
         Ok(())
     }
+}
+
+/// Whether a stored JSON object has a top-level `key`.
+fn json_has_key(json: &[u8], key: &str) -> bool {
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(json)
+        .is_ok_and(|m| m.contains_key(key))
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
