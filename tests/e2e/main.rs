@@ -9,6 +9,7 @@ mod ope;
 mod openapi;
 mod personalizer;
 mod plugins;
+mod rewards;
 mod sdk;
 mod send_time;
 mod simulate;
