@@ -447,7 +447,7 @@ async fn personalizer_rewards_honour_the_range() {
     let (s, k) = server
         .post(
             "/admin/v1/keys",
-            &json!({"role": "decide", "campaign": "pz"}),
+            &json!({"role": "editor", "campaign": "pz"}),
         )
         .await;
     assert_eq!(s, 201, "{k}");
@@ -512,4 +512,15 @@ async fn personalizer_rewards_honour_the_range() {
     .await;
     assert_eq!(s, 204, "{v}");
     assert_eq!(server.stats("pz").await["rewards"], 2);
+
+    // The service configuration's default reward must lie in the range too.
+    let r = http
+        .put(server.url("/personalizer/v1.0/configurations/service"))
+        .json(&json!({"defaultReward": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["target"], "defaultReward", "{v}");
 }
