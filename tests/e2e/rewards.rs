@@ -524,3 +524,67 @@ async fn personalizer_rewards_honour_the_range() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["target"], "defaultReward", "{v}");
 }
+
+/// The same for the other learning policies the issue names (linear Thompson, ε-greedy, Gaussian
+/// Thompson): a refused 1e6 reward leaves the learned best-product share where it was (within
+/// sampling noise of 200 fresh decisions), while the control with a range admitting it shows the
+/// takeover it would have caused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_learning_policy_is_taken_over_by_a_refused_reward() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), FAST).await;
+    for (i, policy) in [
+        json!({"type": "linear_thompson"}),
+        json!({"type": "epsilon_greedy", "epsilon": 0.05}),
+        json!({"type": "gaussian_thompson"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = policy["type"].as_str().unwrap().to_string();
+        let id = format!("p{i}");
+        let campaign = json!({"id": id, "policy": policy, "reward_wait_seconds": 600});
+        server.create_campaign(campaign.clone()).await;
+        let mut rng = Pcg64Mcg::seed_from_u64(100 + i as u64);
+        learn(&server, &id, &format!("{id}-a"), 2_000, &mut rng).await;
+        let before = best_share(&server, &id, &format!("{id}-before"), 200).await;
+        assert!(before > 0.6, "{name} did not learn: {before}");
+        attack_decision(&server, &id, &format!("{id}-attack-1")).await;
+        let (s, r) = server
+            .post(
+                &format!("/v1/events/{id}-attack-1/reward"),
+                &json!({"value": 1e6}),
+            )
+            .await;
+        assert_eq!(s, 400, "{name}: {r}");
+        assert_eq!(r["error"]["field"], "value", "{name}: {r}");
+        let after = best_share(&server, &id, &format!("{id}-after"), 200).await;
+        // Sampling noise of a share over 200 decisions: about 0.035 at 0.8.
+        assert!(
+            after >= before - 0.12,
+            "{name}: before {before}, after {after}"
+        );
+
+        let mut wide = campaign.clone();
+        wide["reward_range"] = json!([0, 1e9]);
+        let (s, v) = server
+            .put(&format!("/admin/v1/campaigns/{id}"), &wide)
+            .await;
+        assert_eq!(s, 200, "{v}");
+        attack_decision(&server, &id, &format!("{id}-attack-2")).await;
+        let (s, r) = server
+            .post(
+                &format!("/v1/events/{id}-attack-2/reward"),
+                &json!({"value": 1e6}),
+            )
+            .await;
+        assert_eq!(s, 200, "{name}: {r}");
+        learn(&server, &id, &format!("{id}-b"), 600, &mut rng).await;
+        let taken = best_share(&server, &id, &format!("{id}-wide"), 200).await;
+        eprintln!("{name}: best-product share {before} learned, {after} after a refused 1e6 reward, {taken} 600 rounds after an admitted one");
+        assert!(
+            taken < 0.5,
+            "{name}: an admitted 1e6 reward should have taken over: {taken}"
+        );
+    }
+}
