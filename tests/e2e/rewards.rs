@@ -231,7 +231,7 @@ async fn one_huge_reward_cannot_take_over_a_linucb_campaign() {
     );
 }
 
-/// Campaign settings are validated, naming the field.
+/// Campaign settings are validated, naming the field; send-time campaigns are bounded too.
 #[tokio::test]
 async fn reward_range_settings_are_validated() {
     let dir = tempfile::tempdir().unwrap();
@@ -268,6 +268,36 @@ async fn reward_range_settings_are_validated() {
             .is_some_and(|f| f.contains("reward_out_of_range")),
         "{r}"
     );
+
+    // Send-time campaigns default to [0, 1] too (opens): 1e6 is refused, 1 joins.
+    server
+        .create_campaign(json!({"id": "mail", "kind": "send_time", "slots": "hour_of_day"}))
+        .await;
+    let (_, c) = server.get("/admin/v1/campaigns/mail").await;
+    assert_eq!(c["reward_range"], json!([0.0, 1.0]), "{c}");
+    let (s, d) = server
+        .post(
+            "/v1/campaigns/mail/decide",
+            &json!({"shopper_id": "ann", "timezone": "Europe/Paris"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{d}");
+    let event = d["event_id"].as_str().unwrap();
+    let (s, r) = server
+        .post(
+            &format!("/v1/events/{event}/reward"),
+            &json!({"value": 1e6}),
+        )
+        .await;
+    assert_eq!(
+        (s, r["error"]["field"].as_str()),
+        (400, Some("value")),
+        "{r}"
+    );
+    let (s, r) = server
+        .post(&format!("/v1/events/{event}/reward"), &json!({"value": 1}))
+        .await;
+    assert_eq!((s, r["status"].as_str()), (200, Some("accepted")), "{r}");
 }
 
 /// Number-valued fields that must be present and finite wherever they appear.
