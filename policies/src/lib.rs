@@ -9,6 +9,7 @@
 //! * [`linear`]: the ridge model behind LinUCB, linear Thompson sampling and epsilon-greedy.
 //! * [`send_time`]: hierarchical Thompson sampling over send slots (send-time campaigns).
 //! * [`ope`]: off-policy evaluation (IPS, SNIPS, doubly robust) of policies on logged decisions.
+//! * [`reward_range`]: the interval a campaign's rewards (and estimates of them) live in.
 //!
 //! Architecture invariant: nothing here touches the network, the disk or the clock, and every
 //! random draw comes from an RNG passed in by the caller, so decisions are reproducible from a seed.
@@ -19,9 +20,11 @@ pub mod linear;
 pub mod ope;
 pub mod policy;
 pub mod propensity;
+pub mod reward_range;
 pub mod send_time;
 pub mod vmath;
 
 pub use error::PolicyError;
 pub use features::{Featurizer, FeaturizerConfig, SparseFeatures, SparseVec};
 pub use policy::{Arm, Choice, Estimator, Policy, PolicyConfig};
+pub use reward_range::RewardRange;

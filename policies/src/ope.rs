@@ -56,13 +56,25 @@
 //! `min_effective_sample_size` means the log barely supports the target (warned, and the
 //! intervals are not to be trusted); a target that never agrees with the log (`Σw = 0`) is
 //! refused.
+//!
+//! ## Staying in the reward range ([`OffPolicyRun::reward_range`])
+//!
+//! With the rewards' range `[lo, hi]` known, every reported number stays in it (issue 17: IPS and
+//! DR reported −1425 and 658 for rewards in `[0, 1]` on a log with extreme weights). Logged rewards
+//! and reward-model predictions are clamped into it; SNIPS is a weighted mean of in-range rewards
+//! and stays inside by construction; an IPS or DR value outside it is clipped to the nearest
+//! bound (the true value lies in the range, so moving an estimate into it never increases its
+//! error) and its interval becomes the whole range; every other interval is clipped to the range.
+//! An estimate is marked `reliable: false` with its reasons ([`Unreliable`]) when a value had to
+//! be clipped, when the effective sample size is below the guard, or when one event carries more
+//! than `max_weight_share` of the total weight. A slate of `k` slots uses `[k·lo, k·hi]`.
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::linear::Ridge;
-use crate::{Arm, Policy, PolicyError};
+use crate::{Arm, Policy, PolicyError, RewardRange};
 
 /// Two-sided 95% normal quantile.
 pub const Z95: f64 = 1.959_963_984_540_054;
@@ -91,6 +103,33 @@ impl Interval {
     pub fn contains(&self, x: f64) -> bool {
         self.low <= x && x <= self.high
     }
+
+    /// The interval moved into `range`: a value outside it (or not a number) becomes the nearest
+    /// bound with the whole range as its interval, and `false` is returned; otherwise the bounds
+    /// are clipped. The standard error is capped at the range's width (finite).
+    fn bounded(self, range: RewardRange) -> (Self, bool) {
+        let std_error = if self.std_error.is_nan() {
+            range.width()
+        } else {
+            self.std_error.min(range.width())
+        };
+        if !range.contains(self.value) {
+            let clipped = Self {
+                value: range.clamp(self.value),
+                std_error,
+                low: range.lo,
+                high: range.hi,
+            };
+            return (clipped, false);
+        }
+        let bounded = Self {
+            value: self.value,
+            std_error,
+            low: range.clamp(self.low.min(self.value)),
+            high: range.clamp(self.high.max(self.value)),
+        };
+        (bounded, true)
+    }
 }
 
 /// Thresholds of the guard rails.
@@ -105,6 +144,9 @@ pub struct Guards {
     pub min_events: u64,
     /// Above this share of events with missing propensities the evaluation is refused.
     pub max_missing_share: f64,
+    /// An estimate where one event carries more than this share of the total importance weight
+    /// (`max w / Σ w`) is marked unreliable: that one event decides it.
+    pub max_weight_share: f64,
 }
 
 impl Default for Guards {
@@ -114,8 +156,34 @@ impl Default for Guards {
             min_effective_sample_size: 30.0,
             min_events: 30,
             max_missing_share: 0.5,
+            max_weight_share: 0.2,
         }
     }
+}
+
+/// Why an estimate is not to be relied on (its `reliable` is false).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Unreliable {
+    /// The estimator's raw value left the reward range; it was clipped to the nearest bound and
+    /// its interval is the whole range.
+    OutOfRange {
+        estimator: String,
+        raw_value: f64,
+        low: f64,
+        high: f64,
+    },
+    /// The log barely supports the target: `(Σw)²/Σw²` below the guard.
+    SmallEffectiveSampleSize {
+        effective_sample_size: f64,
+        minimum: f64,
+    },
+    /// One event carries more than the guard's share of the total weight.
+    LargeWeight {
+        max_weight: f64,
+        share: f64,
+        maximum_share: f64,
+    },
 }
 
 /// Something the caller should know before trusting an estimate.
@@ -161,10 +229,24 @@ pub struct Estimates {
     /// `(Σw)² / Σw²`: how many logged events the estimate is effectively worth.
     pub effective_sample_size: f64,
     pub max_weight: f64,
+    /// `max w / Σ w`: the largest share of the total weight one event carries (for a slate, the
+    /// largest over its slots).
+    #[serde(default)]
+    pub max_weight_share: f64,
     /// Mean target probability of the logged action: the expected share of events where the
     /// target would have chosen what was served.
     pub agreement: f64,
     pub warnings: Vec<Warning>,
+    /// False when any of `unreliable` applies: then read the estimate as "the log cannot say".
+    #[serde(default = "yes")]
+    pub reliable: bool,
+    /// Why the estimate is not reliable (empty when it is).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreliable: Vec<Unreliable>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// An estimate, or why there is none.
@@ -436,6 +518,7 @@ pub struct RunReport {
 #[derive(Debug, Clone)]
 pub struct OffPolicyRun {
     guards: Guards,
+    range: Option<RewardRange>,
     model: RewardModel,
     targets: Vec<Target>,
     logged_slots: Vec<Moments>,
@@ -455,6 +538,7 @@ impl OffPolicyRun {
     pub fn new(guards: Guards, model: RewardModel, targets: Vec<Target>) -> Self {
         Self {
             guards,
+            range: None,
             model,
             targets,
             logged_slots: Vec::new(),
@@ -464,6 +548,21 @@ impl OffPolicyRun {
             missing: 0,
             scratch: Vec::new(),
             predictions: Vec::new(),
+        }
+    }
+
+    /// The range the logged rewards live in: rewards and reward-model predictions are clamped
+    /// into it, and every estimate stays in it or is marked unreliable (see the module docs).
+    /// Without it estimates are reported as computed.
+    pub fn reward_range(mut self, range: RewardRange) -> Self {
+        self.range = Some(range);
+        self
+    }
+
+    fn clamp_reward(&self, r: f64) -> f64 {
+        match self.range {
+            Some(range) => range.clamp(r),
+            None => r,
         }
     }
 
@@ -501,10 +600,11 @@ impl OffPolicyRun {
                 continue;
             }
             let arm = arms[s.index];
+            let reward = self.clamp_reward(s.reward);
             for t in self.targets.iter_mut().filter(|t| t.learns) {
-                t.policy.update(arm, s.reward, s.propensity.unwrap_or(1.0));
+                t.policy.update(arm, reward, s.propensity.unwrap_or(1.0));
             }
-            self.model.learn(arm, s.reward);
+            self.model.learn(arm, reward);
         }
         trace
     }
@@ -518,14 +618,18 @@ impl OffPolicyRun {
         }
         let mut total_r = 0.0;
         for (j, s) in event.slots.iter().enumerate() {
-            self.logged_slots[j].push(s.reward);
-            total_r += s.reward;
+            let r = self.clamp_reward(s.reward);
+            self.logged_slots[j].push(r);
+            total_r += r;
         }
         self.logged_total.push(total_r);
 
+        let (model, range) = (&self.model, self.range);
         self.predictions.clear();
-        self.predictions
-            .extend(arms.iter().map(|&a| self.model.predict(a)));
+        self.predictions.extend(arms.iter().map(|&a| {
+            let q = model.predict(a);
+            range.map_or(q, |r| r.clamp(q))
+        }));
         let q = &self.predictions;
         let min_p = self.guards.min_propensity;
         let mut traces = Vec::with_capacity(self.targets.len());
@@ -551,7 +655,7 @@ impl OffPolicyRun {
                         .unwrap_or(0);
                 }
                 let w = pi / mu.min(1.0);
-                let r = s.reward;
+                let r = range.map_or(s.reward, |rg| rg.clamp(s.reward));
                 let dm: f64 = remaining.iter().map(|&i| dist[i] * q[i]).sum();
                 let dr = dm + w * (r - q[s.index]);
                 let sums = &mut t.slots[j];
@@ -583,10 +687,18 @@ impl OffPolicyRun {
 
     /// The estimates so far.
     pub fn finish(&self) -> RunReport {
+        let k = self.logged_slots.len();
+        let clip = |iv: Interval, range: Option<RewardRange>| match range {
+            Some(r) => iv.bounded(r).0,
+            None => iv,
+        };
         let logging = (self.used > 0).then(|| OnPolicy {
-            total: self.logged_total.interval(),
-            slots: if self.logged_slots.len() > 1 {
-                self.logged_slots.iter().map(Moments::interval).collect()
+            total: clip(self.logged_total.interval(), self.range.map(|r| r.times(k))),
+            slots: if k > 1 {
+                self.logged_slots
+                    .iter()
+                    .map(|m| clip(m.interval(), self.range))
+                    .collect()
             } else {
                 Vec::new()
             },
@@ -596,7 +708,13 @@ impl OffPolicyRun {
             .iter()
             .map(|t| {
                 let slots: Vec<Outcome> = t.slots.iter().map(|s| self.slot_outcome(s)).collect();
-                let total = self.total_outcome(t, &slots);
+                let total = self
+                    .total_outcome(t, &slots)
+                    .map(|e| self.judged(e, self.range.map(|r| r.times(slots.len()))));
+                let slots: Vec<Outcome> = slots
+                    .into_iter()
+                    .map(|o| o.map(|e| self.judged(e, self.range)))
+                    .collect();
                 TargetReport {
                     name: t.name.clone(),
                     total,
@@ -611,6 +729,48 @@ impl OffPolicyRun {
             logging,
             targets,
         }
+    }
+
+    /// Bound `e`'s values to `range` and say whether it can be relied on. Slot estimates are
+    /// judged after the slate total is built from their raw values.
+    fn judged(&self, mut e: Estimates, range: Option<RewardRange>) -> Estimates {
+        let mut why = Vec::new();
+        if e.effective_sample_size < self.guards.min_effective_sample_size {
+            why.push(Unreliable::SmallEffectiveSampleSize {
+                effective_sample_size: e.effective_sample_size,
+                minimum: self.guards.min_effective_sample_size,
+            });
+        }
+        if e.max_weight_share > self.guards.max_weight_share {
+            why.push(Unreliable::LargeWeight {
+                max_weight: e.max_weight,
+                share: e.max_weight_share,
+                maximum_share: self.guards.max_weight_share,
+            });
+        }
+        if let Some(range) = range {
+            for (name, iv) in [
+                ("ips", &mut e.ips),
+                ("snips", &mut e.snips),
+                ("dr", &mut e.dr),
+            ] {
+                let raw = iv.value;
+                let (bounded, inside) = iv.bounded(range);
+                *iv = bounded;
+                if !inside {
+                    why.push(Unreliable::OutOfRange {
+                        estimator: name.into(),
+                        raw_value: raw,
+                        low: range.lo,
+                        high: range.hi,
+                    });
+                }
+            }
+            e.direct = range.clamp(e.direct);
+        }
+        e.reliable = why.is_empty();
+        e.unreliable = why;
+        e
     }
 
     fn refusal(&self) -> Option<Refusal> {
@@ -681,8 +841,11 @@ impl OffPolicyRun {
             direct: s.direct.mean,
             effective_sample_size: ess,
             max_weight: s.max_w,
+            max_weight_share: s.max_w / s.sum_w,
             agreement: s.agreement / n,
             warnings,
+            reliable: true,
+            unreliable: Vec::new(),
         })
     }
 
@@ -720,8 +883,11 @@ impl OffPolicyRun {
                 .map(|e| e.effective_sample_size)
                 .fold(f64::INFINITY, f64::min),
             max_weight: ok.iter().map(|e| e.max_weight).fold(0.0, f64::max),
+            max_weight_share: ok.iter().map(|e| e.max_weight_share).fold(0.0, f64::max),
             agreement: ok[0].agreement,
             warnings,
+            reliable: true,
+            unreliable: Vec::new(),
         })
     }
 }
@@ -1099,5 +1265,186 @@ mod tests {
             "agreement {}",
             e.agreement
         );
+    }
+
+    /// Issue 17, part 7: on a log with extreme weights, IPS and DR left the reward range (−1425
+    /// and 658 for rewards in [0, 1]). With the range known, every value stays in it and the
+    /// estimate says it is unreliable, and why.
+    #[test]
+    fn extreme_weights_stay_in_range_and_are_flagged() {
+        let ids = ["a", "b"];
+        let xs = [
+            SparseVec::from_pairs(vec![(0, 1.0)]),
+            SparseVec::from_pairs(vec![(1, 1.0)]),
+        ];
+        let arms: Vec<Arm<'_>> = (0..2)
+            .map(|i| Arm {
+                id: ids[i],
+                x: &xs[i],
+            })
+            .collect();
+        let run_with = |range: Option<RewardRange>| {
+            let uniform = Target::frozen("u", PolicyConfig::Uniform {}.build(4).unwrap(), 0.0);
+            let mut run = OffPolicyRun::new(
+                Guards::default(),
+                RewardModelConfig::default().build(4).unwrap(),
+                vec![uniform],
+            );
+            if let Some(r) = range {
+                run = run.reward_range(r);
+            }
+            for i in 0..50 {
+                // One logged choice with a propensity of 1e-4 and reward 1: weight 5000.
+                let (index, propensity, reward) = if i == 7 {
+                    (0, 1e-4, 1.0)
+                } else {
+                    (1, 0.9999, 0.0)
+                };
+                run.push(&LoggedEvent {
+                    arms: &arms,
+                    slots: &[LoggedSlot {
+                        index,
+                        propensity: Some(propensity),
+                        reward,
+                    }],
+                    explore: true,
+                });
+            }
+            run.finish()
+        };
+        let raw = run_with(None);
+        let e = raw.targets[0].total.as_ref().unwrap();
+        assert!(
+            e.ips.value > 1.0,
+            "the unbounded IPS leaves [0, 1]: {}",
+            e.ips.value
+        );
+        let bounded = run_with(Some(RewardRange::UNIT));
+        let e = bounded.targets[0].total.as_ref().unwrap();
+        for iv in [e.ips, e.snips, e.dr] {
+            assert!((0.0..=1.0).contains(&iv.value), "{iv:?}");
+            assert!(0.0 <= iv.low && iv.high <= 1.0, "{iv:?}");
+            assert!(iv.std_error.is_finite(), "{iv:?}");
+        }
+        assert!(!e.reliable);
+        assert!(
+            e.unreliable.iter().any(
+                |u| matches!(u, Unreliable::OutOfRange { estimator, .. } if estimator == "ips")
+            ),
+            "{:?}",
+            e.unreliable
+        );
+        assert!(
+            e.unreliable
+                .iter()
+                .any(|u| matches!(u, Unreliable::LargeWeight { .. })),
+            "{:?}",
+            e.unreliable
+        );
+        let json = serde_json::to_value(e).unwrap();
+        assert_eq!(json["reliable"], false);
+        assert!(json["unreliable"][0]["kind"].is_string(), "{json}");
+    }
+
+    /// On a well-supported log the same guards leave the estimate reliable.
+    #[test]
+    fn a_well_supported_estimate_is_reliable() {
+        let sim = Sim::new();
+        let (report, _) = sim.run(7, 2000, RewardModelConfig::default());
+        let e = report.targets[0].total.as_ref().unwrap();
+        assert!(e.reliable, "{:?}", e.unreliable);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 64,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// For random logs with rewards in [lo, hi] and propensities down to 1e-6, every reported
+        /// estimate (values, interval bounds, direct method, logging policy) is in the range —
+        /// [k·lo, k·hi] for a slate of k slots — with a finite standard error; and whenever the
+        /// unbounded IPS would have left the range, the estimate is marked unreliable.
+        #[test]
+        fn every_estimate_is_in_range_or_unreliable(
+            lo in -100.0..100.0f64,
+            width in 0.001..1000.0f64,
+            slots in 1usize..3,
+            events in proptest::collection::vec(
+                (0u64..u64::MAX, proptest::collection::vec((-6.0..0.0f64, 0.0..1.0f64), 3)),
+                1..80,
+            ),
+        ) {
+            let range = RewardRange::new(lo, lo + width).unwrap();
+            let ids = ["a", "b", "c"];
+            let xs: Vec<SparseVec> = (0..3).map(|i| SparseVec::from_pairs(vec![(i as u32, 1.0)])).collect();
+            let arms: Vec<Arm<'_>> = (0..3).map(|i| Arm { id: ids[i], x: &xs[i] }).collect();
+            let targets = || vec![
+                Target::frozen("uniform", PolicyConfig::Uniform {}.build(4).unwrap(), 0.0),
+                Target::frozen("fixed+0.1", PolicyConfig::Fixed {}.build(4).unwrap(), 0.1),
+                Target::replayed("greedy", PolicyConfig::EpsilonGreedy { epsilon: 0.2, estimator: crate::Estimator::Ridge, lambda: 1.0, half_life: None }.build(4).unwrap(), 0.0),
+            ];
+            let mut bounded = OffPolicyRun::new(
+                Guards::default(),
+                RewardModelConfig::default().build(4).unwrap(),
+                targets(),
+            ).reward_range(range);
+            let mut raw = OffPolicyRun::new(
+                Guards::default(),
+                RewardModelConfig::None {}.build(4).unwrap(),
+                targets(),
+            );
+            for (seed, per_arm) in &events {
+                let logged: Vec<LoggedSlot> = (0..slots)
+                    .map(|j| {
+                        let index = ((seed >> (8 * j)) % 3) as usize;
+                        let (log_p, u) = per_arm[index];
+                        LoggedSlot {
+                            index,
+                            propensity: Some(10f64.powf(log_p)),
+                            reward: lo + u * width,
+                        }
+                    })
+                    .collect();
+                let event = LoggedEvent { arms: &arms, slots: &logged, explore: true };
+                bounded.push(&event);
+                raw.push(&event);
+            }
+            let b = bounded.finish();
+            let r = raw.finish();
+            let check = |e: &Estimates, rg: RewardRange| -> Result<(), proptest::test_runner::TestCaseError> {
+                let tol = 1e-9 * (1.0 + rg.lo.abs().max(rg.hi.abs()));
+                for iv in [e.ips, e.snips, e.dr] {
+                    proptest::prop_assert!(iv.value >= rg.lo - tol && iv.value <= rg.hi + tol, "{:?} outside {:?}", iv, rg);
+                    proptest::prop_assert!(iv.low >= rg.lo - tol && iv.high <= rg.hi + tol, "{:?} outside {:?}", iv, rg);
+                    proptest::prop_assert!(iv.low <= iv.value && iv.value <= iv.high, "{:?}", iv);
+                    proptest::prop_assert!(iv.std_error.is_finite(), "{:?}", iv);
+                }
+                proptest::prop_assert!(e.direct >= rg.lo - tol && e.direct <= rg.hi + tol);
+                proptest::prop_assert_eq!(e.reliable, e.unreliable.is_empty());
+                Ok(())
+            };
+            for (bt, rt) in b.targets.iter().zip(&r.targets) {
+                let k = bt.slots.len().max(1);
+                if let Ok(e) = &bt.total {
+                    check(e, range.times(k))?;
+                    if let Ok(raw_e) = &rt.total {
+                        let rg = range.times(k);
+                        let tol = 1e-9 * (1.0 + rg.lo.abs().max(rg.hi.abs()));
+                        if raw_e.ips.value < rg.lo - tol || raw_e.ips.value > rg.hi + tol {
+                            proptest::prop_assert!(!e.reliable, "raw IPS {} outside {:?} but reliable", raw_e.ips.value, rg);
+                        }
+                    }
+                }
+                for e in bt.slots.iter().flatten() {
+                    check(e, range)?;
+                }
+            }
+            if let Some(l) = &b.logging {
+                let rg = range.times(slots);
+                let tol = 1e-9 * (1.0 + rg.lo.abs().max(rg.hi.abs()));
+                proptest::prop_assert!(l.total.low >= rg.lo - tol && l.total.high <= rg.hi + tol, "{:?}", l.total);
+            }
+        }
     }
 }

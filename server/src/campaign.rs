@@ -1,7 +1,7 @@
 //! Campaign configuration: what an admin sends, validated into something the engine can run.
 
 use serde::{Deserialize, Serialize};
-use tailor_policies::{FeaturizerConfig, PolicyConfig};
+use tailor_policies::{FeaturizerConfig, PolicyConfig, RewardRange};
 
 use crate::error::EngineError;
 
@@ -32,9 +32,19 @@ pub struct CampaignConfig {
     /// How long after a decision rewards are accepted.
     #[serde(default = "default_wait")]
     pub reward_wait_seconds: f64,
-    /// Reward applied to a slot that got none within the window.
+    /// Reward applied to a slot that got none within the window (inside `reward_range`).
     #[serde(default)]
     pub default_reward: f64,
+    /// `[low, high]`: the rewards this campaign learns from (default `[0, 1]`). Both bounds
+    /// finite, at most 1e9 in magnitude, low < high. Each reward, each `sum` total and the default
+    /// reward stay inside it (docs/security/rewards.md).
+    #[serde(default)]
+    #[schema(value_type = Vec<f64>, example = json!([0.0, 1.0]))]
+    pub reward_range: RewardRange,
+    /// What a reward outside `reward_range` gets: `refuse` (400 naming `value`, nothing recorded;
+    /// the default) or `clip` (moved to the nearest bound and learned from).
+    #[serde(default)]
+    pub reward_out_of_range: OutOfRange,
     #[serde(default)]
     pub reward_aggregation: RewardAggregation,
     #[serde(default)]
@@ -347,6 +357,17 @@ pub enum RewardAggregation {
     Sum,
 }
 
+/// What a reward outside the campaign's `reward_range` gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutOfRange {
+    /// 400 naming the field and the range; nothing is recorded.
+    #[default]
+    Refuse,
+    /// Moved to the nearest bound, then joined and learned from as usual.
+    Clip,
+}
+
 /// Whether the campaign's policy serves.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -432,8 +453,19 @@ impl CampaignConfig {
                 "at most 64 characters",
             ));
         }
-        if !self.default_reward.is_finite() {
-            return Err(EngineError::invalid("default_reward", "must be finite"));
+        if let Err(tailor_policies::PolicyError::InvalidConfig { message, .. }) =
+            self.reward_range.validate()
+        {
+            return Err(EngineError::invalid_owned("reward_range", message));
+        }
+        if !self.reward_range.contains(self.default_reward) {
+            return Err(EngineError::invalid_owned(
+                "default_reward",
+                format!(
+                    "must be a number inside reward_range [{}, {}], got {}",
+                    self.reward_range.lo, self.reward_range.hi, self.default_reward
+                ),
+            ));
         }
         let featurizer = self
             .featurizer
@@ -510,6 +542,29 @@ impl CampaignConfig {
     /// The send-time settings, defaults filled in.
     pub fn send_time_settings(&self) -> SendTimeSettings {
         self.send_time.clone().unwrap_or_default()
+    }
+
+    /// The value a reward sent as `value` joins with: itself inside `reward_range`; outside, an
+    /// error naming `field` and the range (`refuse`) or the nearest bound (`clip`). Never
+    /// accepts a non-finite value.
+    pub fn admit_reward(&self, field: &str, value: f64) -> Result<f64, EngineError> {
+        if !value.is_finite() {
+            return Err(EngineError::invalid(field, "must be a finite number"));
+        }
+        let range = self.reward_range;
+        if range.contains(value) {
+            return Ok(value);
+        }
+        match self.reward_out_of_range {
+            OutOfRange::Clip => Ok(range.clamp(value)),
+            OutOfRange::Refuse => Err(EngineError::invalid_owned(
+                field,
+                format!(
+                    "{value} is outside campaign {:?}'s reward_range [{}, {}] (the campaign refuses out-of-range rewards; see reward_out_of_range)",
+                    self.id, range.lo, range.hi
+                ),
+            )),
+        }
     }
 
     pub fn reward_wait_ms(&self) -> u64 {

@@ -154,7 +154,10 @@ async fn acknowledged_rewards_survive_sigkill() {
     )
     .await;
     server
-        .create_campaign(json!({"id": "crash", "policy": {"type": "thompson"}}))
+        // Rewards up to 1.5 below: the range must allow them (issue 17).
+        .create_campaign(
+            json!({"id": "crash", "policy": {"type": "thompson"}, "reward_range": [0, 2]}),
+        )
         .await;
     let mut expected: std::collections::HashMap<String, (u64, f64)> = Default::default();
     let n = 300;

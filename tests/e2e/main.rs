@@ -10,6 +10,7 @@ mod ope;
 mod openapi;
 mod personalizer;
 mod plugins;
+mod rewards;
 mod sdk;
 mod security;
 mod send_time;

@@ -76,6 +76,8 @@ async fn setup(server: &Server, id: &str, wait_seconds: f64) -> String {
             "policy": {"type": "epsilon_greedy", "epsilon": 0.1, "estimator": "ridge"},
             "featurizer": {"dimension": 64, "interactions": true},
             "reward_wait_seconds": wait_seconds,
+            // Personalizer documented rewards in -1..1; the `sum` test adds three rewards of 1.
+            "reward_range": [-1, 3],
         }))
         .await;
     scoped_key(server, id, "editor").await

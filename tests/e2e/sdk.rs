@@ -100,7 +100,10 @@ async fn sdk_decides_and_rewards_show_in_stats() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]).await;
     server
-        .create_campaign(json!({"id": "home", "policy": {"type": "thompson"}}))
+        // A reward of 2.0 below: the range must allow it (issue 17).
+        .create_campaign(
+            json!({"id": "home", "policy": {"type": "thompson"}, "reward_range": [0, 2]}),
+        )
         .await;
     // The key is not checked yet; it must not get in the way.
     let client = ClientBuilder::new(&server.base)
@@ -331,7 +334,9 @@ async fn sdk_kill9_mid_stream_loses_nothing_and_doubles_nothing() {
     server
         .create_campaign(json!({
             "id": "cart", "policy": {"type": "thompson"},
-            "reward_wait_seconds": window_s, "reward_aggregation": "sum"
+            "reward_wait_seconds": window_s, "reward_aggregation": "sum",
+            // Each event's total is 1 + 2 (issue 17: totals stay in the range).
+            "reward_range": [0, 3]
         }))
         .await;
     let relay = Relay::start(Mode::Forward(server_addr(&server))).await;

@@ -217,4 +217,24 @@ mod tests {
         let unique: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
         assert_eq!(ids.len(), unique.len(), "operation ids are unique: {ids:?}");
     }
+
+    /// The campaign schema documents the reward bounds (issue 17).
+    #[test]
+    fn campaign_schema_has_the_reward_range_fields() {
+        let v: serde_json::Value = serde_json::from_str(document()).unwrap();
+        let schemas = &v["components"]["schemas"];
+        let props = &schemas["CampaignConfig"]["properties"];
+        assert_eq!(props["reward_range"]["type"], "array", "{props}");
+        assert_eq!(props["reward_range"]["items"]["type"], "number", "{props}");
+        let out = serde_json::to_string(&props["reward_out_of_range"]).unwrap();
+        let target = if out.contains("$ref") {
+            serde_json::to_string(&schemas["OutOfRange"]).unwrap()
+        } else {
+            out
+        };
+        assert!(
+            target.contains("refuse") && target.contains("clip"),
+            "{target}"
+        );
+    }
 }

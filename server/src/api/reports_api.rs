@@ -60,11 +60,11 @@ async fn report<R: serde::Serialize + Send + 'static>(
     history_path: Option<String>,
     f: impl FnOnce(&reports::Dataset) -> R + Send + 'static,
 ) -> Result<HttpResponse, ApiError> {
-    state.engine.campaign(id)?;
+    let range = state.engine.campaign(id)?.config.reward_range;
     let engine = state.engine.clone();
     let id = id.to_string();
     let out = web::block(move || {
-        let data = reports::load(engine.store().as_ref(), &id, history_path.as_deref())?;
+        let data = reports::load(engine.store().as_ref(), &id, range, history_path.as_deref())?;
         Ok::<_, EngineError>(f(&data))
     })
     .await

@@ -241,6 +241,14 @@ impl CampaignRuntime {
             }
         }
         books.counters = snap.counters.into_iter().collect();
+        // Counters of a store written before reward ranges existed may hold a non-finite sum
+        // (issue 17: three rewards of 1e308); reports must never show one.
+        for c in books.counters.values_mut() {
+            if !c.reward_sum.is_finite() {
+                let bound = self.config.reward_range.times(c.rewards as usize);
+                c.reward_sum = bound.clamp(c.reward_sum);
+            }
+        }
         books.decisions = snap.decisions;
         books.rewards = snap.rewards;
         books.decision_seq = snap.decision_seq;
@@ -286,11 +294,14 @@ impl Engine {
     ) -> Result<Arc<Self>, EngineError> {
         let mut campaigns = HashMap::new();
         for (id, json) in store.campaigns()? {
-            let config: CampaignConfig =
+            let mut config: CampaignConfig =
                 serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
                     what: "campaign",
                     message: format!("{id}: {e}"),
                 })?;
+            if !json_has_key(&json, "reward_range") {
+                legacy_reward_range(&mut config);
+            }
             // A stored campaign always loads; a plugin that cannot attach makes its decisions
             // fall back (see PluginChain::attach_lenient) rather than keeping the server down.
             let chain = PluginChain::attach_lenient(&plugins, &config.plugins);
@@ -329,6 +340,9 @@ impl Engine {
                 };
                 let mut books = rt.books.lock();
                 if r.seq > books.reward_seq {
+                    // A log written before reward ranges existed may hold any finite value.
+                    let mut r = r;
+                    r.value = rt.config.reward_range.clamp(r.value);
                     if rt.config.learns() {
                         rt.learner.write().learn(&r);
                         self.learn_send_time(rt, &r)?;
@@ -551,6 +565,117 @@ impl Engine {
     }
 }
 
+/// A campaign stored before reward ranges existed gets the safe default `[0, 1]`: a reward above
+/// it is refused, visibly, rather than learned from. Its `default_reward` was only checked for
+/// being finite, so the range is widened to include it (within the largest magnitude a bound
+/// may have) — a stored campaign must always load. The log names the campaign and its range.
+fn legacy_reward_range(config: &mut CampaignConfig) {
+    let m = tailor_policies::reward_range::MAX_REWARD_MAGNITUDE;
+    let d = config.default_reward.clamp(-m, m);
+    config.default_reward = d;
+    config.reward_range = tailor_policies::RewardRange {
+        lo: d.min(0.0),
+        hi: d.max(1.0),
+    };
+    tracing::warn!(
+        campaign = %config.id,
+        low = config.reward_range.lo,
+        high = config.reward_range.hi,
+        "campaign has no reward_range (stored by an older version); rewards outside this range are refused: set reward_range if its rewards are larger (docs/security/rewards.md)"
+    );
+}
+
+/// Whether a stored JSON object has a top-level `key`.
+fn json_has_key(json: &[u8], key: &str) -> bool {
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(json)
+        .is_ok_and(|m| m.contains_key(key))
+}
+
 fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("JSON encoding of a config")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{EventRecord, LoggedAction, RewardKind, SledStore};
+    use tailor_policies::SparseVec;
+
+    /// Issue 17: a store written before reward ranges existed — a campaign without
+    /// `reward_range` whose `default_reward` is negative, counters holding an infinite sum (three
+    /// rewards of 1e308), and a logged reward of 1e6 past the snapshot — loads, with a range that
+    /// contains its default reward, finite counters, and the logged reward replayed clamped.
+    #[tokio::test]
+    async fn a_store_from_before_reward_ranges_loads_safely() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 1 << 20, 100).unwrap());
+        let legacy = serde_json::json!({
+            "id": "old", "policy": {"type": "linucb"}, "default_reward": -0.5,
+            "reward_wait_seconds": 600
+        });
+        store
+            .put_campaign("old", &serde_json::to_vec(&legacy).unwrap())
+            .unwrap();
+        store
+            .put_snapshot(
+                "old",
+                &CampaignSnapshot {
+                    reward_seq: 0,
+                    decision_seq: 0,
+                    policies: Vec::new(),
+                    counters: vec![(
+                        "sku-1".into(),
+                        Counters {
+                            exposures: 3,
+                            rewards: 3,
+                            reward_sum: f64::INFINITY,
+                        },
+                    )],
+                    decisions: 3,
+                    rewards: 3,
+                },
+            )
+            .unwrap();
+        let action = LoggedAction {
+            id: "sku-2".into(),
+            probability: 1.0,
+            x: SparseVec::from_pairs(vec![(1, 1.0)]),
+        };
+        let event = EventRecord {
+            event_id: "e1".into(),
+            campaign: "old".into(),
+            decision_seq: 1,
+            at_ms: 1,
+            deadline_ms: 2,
+            policy: "linucb".into(),
+            holdout: false,
+            actions: vec![action.clone()],
+            slots: vec![Default::default()],
+            closed: true,
+        };
+        let record = RewardRecord {
+            seq: store.next_seq().unwrap(),
+            event_id: "e1".into(),
+            campaign: "old".into(),
+            at_ms: 1,
+            kind: RewardKind::Explicit,
+            slot: 0,
+            action,
+            value: 1e6,
+            holdout: false,
+            policy: "linucb".into(),
+        };
+        store.commit_rewards(&event, &[record], true).unwrap();
+
+        let engine = Engine::open(store, EngineSettings::default()).unwrap();
+        let rt = engine.campaign("old").unwrap();
+        assert_eq!(
+            rt.config.reward_range,
+            tailor_policies::RewardRange { lo: -0.5, hi: 1.0 }
+        );
+        let books = rt.books.lock();
+        assert_eq!(books.counters["sku-1"].reward_sum, 3.0);
+        assert_eq!(books.counters["sku-2"].reward_sum, 1.0, "replayed clamped");
+        assert_eq!(books.rewards, 4);
+    }
 }

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 use serde_json::Value;
+use tailor_policies::RewardRange;
 
 use crate::error::EngineError;
 use crate::store::Store;
@@ -53,10 +54,13 @@ pub struct Dataset {
 }
 
 /// Read a campaign's decisions and rewards. `history_path` (dotted, in the context) and item
-/// categories are only extracted when given, since that parses each logged request.
+/// categories are only extracted when given, since that parses each logged request. Logged
+/// reward values are read through the campaign's `range` (a log written before reward ranges
+/// existed may hold any finite value; clamping keeps every sum finite).
 pub fn load(
     store: &dyn Store,
     campaign: &str,
+    range: RewardRange,
     history_path: Option<&str>,
 ) -> Result<Dataset, EngineError> {
     let mut rewards: HashMap<String, Vec<(u32, f64)>> = HashMap::new();
@@ -66,11 +70,9 @@ pub fn load(
         if r.campaign != campaign {
             continue;
         }
-        binary &= (0.0..=1.0).contains(&r.value);
-        rewards
-            .entry(r.event_id)
-            .or_default()
-            .push((r.slot, r.value));
+        let value = range.clamp(r.value);
+        binary &= (0.0..=1.0).contains(&value);
+        rewards.entry(r.event_id).or_default().push((r.slot, value));
     }
     let mut rows = Vec::new();
     for d in store.decisions_after(0) {

@@ -156,6 +156,8 @@ impl Engine {
                 rt = self.campaign(&rt.config.id)?;
                 continue;
             }
+            // Checked against the config the reward joins under, before anything is written.
+            let value = rt.config.admit_reward("value", req.value)?;
             // Re-read under the campaign's lock: rewards of one campaign join one at a time.
             let Some(mut event) = self.store.event(&rt.config.id, event_id)? else {
                 return Err(EngineError::EventNotFound {
@@ -196,19 +198,15 @@ impl Engine {
                         return Ok(Joined::Status(RewardStatus::Ignored));
                     }
                     state.reward_ids.push(key);
-                    state.value = req.value;
+                    state.value = value;
                     state.applied = true;
-                    records.push(self.record(
-                        &event,
-                        slot,
-                        RewardKind::Explicit,
-                        req.value,
-                        now,
-                    )?);
+                    records.push(self.record(&event, slot, RewardKind::Explicit, value, now)?);
                 }
                 RewardAggregation::Sum => {
                     state.reward_ids.push(key);
-                    state.value += req.value;
+                    // The total a slot learns stays in the range too: many in-range rewards
+                    // to one event must not add up to what one out-of-range reward could not.
+                    state.value = rt.config.reward_range.clamp(state.value + value);
                 }
             }
             let close = event.slots.iter().all(|s| s.applied);
@@ -348,10 +346,12 @@ impl Engine {
                 if event.slots[slot].applied {
                     continue;
                 }
+                // Both through the current range: it may have changed since the rewards joined.
+                let range = rt.config.reward_range;
                 let (kind, value) = if event.slots[slot].reward_ids.is_empty() {
-                    (RewardKind::Default, rt.config.default_reward)
+                    (RewardKind::Default, range.clamp(rt.config.default_reward))
                 } else {
-                    (RewardKind::Sum, event.slots[slot].value)
+                    (RewardKind::Sum, range.clamp(event.slots[slot].value))
                 };
                 records.push(self.record(&event, slot, kind, value, now)?);
                 let s = &mut event.slots[slot];

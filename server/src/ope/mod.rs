@@ -267,7 +267,9 @@ impl Evaluator {
             .reward_model
             .build(dim)
             .map_err(|e| EngineError::policy("reward_model", e))?;
-        let run = OffPolicyRun::new(request.guards.unwrap_or_default(), model, targets);
+        // Estimates stay in the campaign's reward range or are marked unreliable.
+        let run = OffPolicyRun::new(request.guards.unwrap_or_default(), model, targets)
+            .reward_range(campaign.reward_range);
         Ok(Self {
             campaign: campaign.id.clone(),
             featurizer,
@@ -562,7 +564,8 @@ pub fn value_series(
         // `push` evaluated the line, so the top slot has a valid propensity and a reward.
         let top = &line.actions[0];
         let mu = top.probability.unwrap_or(1.0).min(1.0);
-        let r = top.reward.unwrap_or(0.0);
+        // A convex combination of in-range rewards: the bucket's value stays in the range.
+        let r = rt.config.reward_range.clamp(top.reward.unwrap_or(0.0));
         let served = line.candidates.iter().position(|c| c.id == top.id);
         let start = line.at_ms / bucket_ms * bucket_ms;
         for (t, a) in traces.iter().zip(acc.iter_mut()) {

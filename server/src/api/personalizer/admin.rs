@@ -298,6 +298,16 @@ fn apply_service(config: &mut CampaignConfig, obj: &Map<String, Value>) -> Resul
         config.reward_wait_seconds = secs;
     }
     if let Some(v) = number(obj, "defaultReward")? {
+        let range = config.reward_range;
+        if !range.contains(v) {
+            return Err(EngineError::invalid_owned(
+                "defaultReward",
+                format!(
+                    "must lie inside the campaign's reward_range [{}, {}] (docs/security/rewards.md)",
+                    range.lo, range.hi
+                ),
+            ));
+        }
         config.default_reward = v;
     }
     if let Some(s) = text(obj, "rewardAggregation")? {

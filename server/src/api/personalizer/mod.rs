@@ -601,6 +601,12 @@ async fn reward_multi(
     let event_id = event_id_of(&req)?;
     let raw = body::read(payload, state.body_limit).await?;
     let r: MultiSlotRewardRequest = body::parse(&raw)?;
+    // Every slot's value is checked before any joins: a refused one must not leave the others
+    // half-written.
+    let config = state.engine.campaign(&campaign)?.config.clone();
+    for (i, s) in r.reward.iter().enumerate() {
+        config.admit_reward(&format!("reward[{i}].value"), s.value)?;
+    }
     let mut items = Vec::with_capacity(r.reward.len());
     for s in &r.reward {
         let Some(id) = state.engine.slot_event(&campaign, &event_id, &s.slot_id)? else {
