@@ -130,6 +130,8 @@ async fn base64_ids_are_decided_rewarded_and_activated_on_every_route() {
     // The SDK: the id in a body both ways, and a campaign id in its paths.
     let client = ClientBuilder::new(&server.base)
         .api_key(ADMIN_KEY)
+        // A loaded 2-core machine: the default 100 ms budget would test the fallback instead.
+        .decide_budget(Duration::from_secs(5))
         .build()
         .unwrap();
     let request = DecideRequest {
