@@ -94,6 +94,20 @@ impl Access {
     }
 }
 
+/// `r.get(path, access, handler)` and the like: [`Routes::add`] with the method named.
+macro_rules! method_shorthands {
+    ($($name:ident => $method:ident),*) => {$(
+        pub fn $name<F, Args>(&mut self, path: &str, access: Access, handler: F) -> &mut Self
+        where
+            F: Handler<Args>,
+            Args: FromRequest + 'static,
+            F::Output: Responder + 'static,
+        {
+            self.add(Method::$method, path, access, handler)
+        }
+    )*};
+}
+
 /// Registers routes, each with its [`Access`]. The only way routes are added to the app.
 pub struct Routes<'a> {
     cfg: &'a mut web::ServiceConfig,
@@ -145,41 +159,7 @@ impl<'a> Routes<'a> {
         self
     }
 
-    pub fn get<F, Args>(&mut self, path: &str, access: Access, handler: F) -> &mut Self
-    where
-        F: Handler<Args>,
-        Args: FromRequest + 'static,
-        F::Output: Responder + 'static,
-    {
-        self.add(Method::GET, path, access, handler)
-    }
-
-    pub fn post<F, Args>(&mut self, path: &str, access: Access, handler: F) -> &mut Self
-    where
-        F: Handler<Args>,
-        Args: FromRequest + 'static,
-        F::Output: Responder + 'static,
-    {
-        self.add(Method::POST, path, access, handler)
-    }
-
-    pub fn put<F, Args>(&mut self, path: &str, access: Access, handler: F) -> &mut Self
-    where
-        F: Handler<Args>,
-        Args: FromRequest + 'static,
-        F::Output: Responder + 'static,
-    {
-        self.add(Method::PUT, path, access, handler)
-    }
-
-    pub fn delete<F, Args>(&mut self, path: &str, access: Access, handler: F) -> &mut Self
-    where
-        F: Handler<Args>,
-        Args: FromRequest + 'static,
-        F::Output: Responder + 'static,
-    {
-        self.add(Method::DELETE, path, access, handler)
-    }
+    method_shorthands!(get => GET, post => POST, put => PUT, delete => DELETE);
 }
 
 /// Marks a request that passed its route's declared access; what [`Authorized`] looks for.
