@@ -7,7 +7,8 @@
 //!   the model, or a [`FallbackReason`] when the server was slow, down or failing. The page
 //!   always gets something to render.
 //! - [`Error`] is the one error type; [`Counters`] are the client's numbers for ops.
-//! - [`wire`] holds the request and response types the server itself uses.
+//! - [`wire`] holds the request and response types (the `tailor-wire` crate, shared with the
+//!   server).
 //! - [`blocking`] wraps the client for callers without an async runtime.
 //!
 //! # Example
@@ -67,7 +68,7 @@ mod client;
 mod decision;
 mod error;
 mod rewards;
-pub mod wire;
+pub use tailor_wire as wire;
 
 pub use client::{Client, ClientBuilder};
 pub use decision::{DecideOptions, Decision, DecisionSource, FallbackReason};

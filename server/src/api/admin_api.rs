@@ -1,7 +1,7 @@
 //! `/admin/v1`: campaigns and their statistics.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use tailor_sdk::wire::{ActionStats, CampaignStats};
+use tailor_wire::{ActionStats, CampaignStats};
 
 use super::auth::{Access, Authorized, Routes, Scope};
 use super::error::ApiError;

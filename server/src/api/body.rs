@@ -63,7 +63,7 @@ pub(crate) fn missing_field(message: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tailor_sdk::wire::DecideRequest;
+    use tailor_wire::DecideRequest;
 
     fn field_of(body: &str) -> String {
         match parse::<DecideRequest>(body.as_bytes()).unwrap_err() {

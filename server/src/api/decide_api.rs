@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use tailor_sdk::wire::{
+use tailor_wire::{
     BatchRewardResult, DecideRequest, RewardBatchRequest, RewardBatchResponse, RewardRequest,
     SendTimeRequest,
 };

@@ -2,7 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use tailor_sdk::wire::{ErrorBody, ErrorDetail};
+use tailor_wire::{ErrorBody, ErrorDetail};
 
 use crate::error::EngineError;
 

@@ -2,7 +2,7 @@
 //! (a small page embedded in the binary that renders it; no CDN, no build step).
 //!
 //! The document is generated at compile time by `utoipa` from the `#[utoipa::path]` annotations on
-//! the handlers and `ToSchema` on the wire types (`tailor-sdk`'s `openapi` feature, so SDK users do
+//! the handlers and `ToSchema` on the wire types (`tailor-wire`'s `openapi` feature, so SDK users do
 //! not compile utoipa). The envelopes below (`{"campaigns": [...]}` and the like) are the shapes
 //! the handlers build with `json!`; they exist for the document only.
 
@@ -19,7 +19,7 @@ pub use crate::engine::reports::{
     ActionReport, AffinityReport, GemsReport, LiftReport, PolicySeries,
 };
 pub use crate::keys::{KeyInfo, Role};
-pub use tailor_sdk::wire::{
+pub use tailor_wire::{
     CampaignStats, DecideRequest, DecideResponse, ErrorBody, RewardBatchRequest,
     RewardBatchResponse, RewardRequest, RewardResponse,
 };

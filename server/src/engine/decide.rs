@@ -8,9 +8,7 @@ use rand::SeedableRng;
 use rand_pcg::Pcg64Mcg;
 use serde::Serialize;
 use tailor_policies::{Arm, Choice, SparseVec};
-use tailor_sdk::wire::{
-    ChosenAction, DecideRequest, DecideResponse, SendTimeRequest, SendTimeResponse,
-};
+use tailor_wire::{ChosenAction, DecideRequest, DecideResponse, SendTimeRequest, SendTimeResponse};
 
 use super::{featurize, now_ms, CampaignRuntime, Engine};
 use crate::campaign::{CampaignKind, CampaignStatus};
@@ -119,7 +117,7 @@ pub(super) fn event_for(d: &DecisionRecord) -> EventRecord {
 }
 
 /// Order-independent hash of a request's candidate ids (unique within a request), never 0.
-fn candidate_set(candidates: &[tailor_sdk::wire::Candidate]) -> u64 {
+fn candidate_set(candidates: &[tailor_wire::Candidate]) -> u64 {
     let h = candidates.iter().fold(0u64, |acc, c| {
         acc.wrapping_add(xxhash_rust::xxh3::xxh3_64_with_seed(c.id.as_bytes(), 3))
     });

@@ -652,6 +652,7 @@ mod tests {
             actions: vec![action.clone()],
             slots: vec![Default::default()],
             closed: true,
+            candidate_set: 0,
         };
         let record = RewardRecord {
             seq: store.next_seq().unwrap(),

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tailor_sdk::wire::{RewardRequest, RewardResponse, RewardStatus};
+use tailor_wire::{RewardRequest, RewardResponse, RewardStatus};
 
 use super::{now_ms, CampaignRuntime, Engine};
 use crate::campaign::RewardAggregation;

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tailor_policies::send_time::grid::{PriorTable, SlotMax};
 use tailor_policies::send_time::{self as st, Hierarchy, PopulationCounts, MAX_SLOTS};
-use tailor_sdk::wire::{Candidate, DecideRequest, SendSlot, SendTimeRequest, SendTimeResponse};
+use tailor_wire::{Candidate, DecideRequest, SendSlot, SendTimeRequest, SendTimeResponse};
 
 use super::{now_ms, CampaignRuntime, Engine};
 use crate::campaign::{CampaignConfig, CampaignStatus, SendTimeSettings, SlotSpec};

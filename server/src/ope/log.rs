@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tailor_sdk::wire::{Candidate, DecideRequest};
+use tailor_wire::{Candidate, DecideRequest};
 
 use crate::campaign::CampaignConfig;
 use crate::store::{DecisionRecord, RewardRecord};

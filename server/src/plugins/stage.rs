@@ -2,7 +2,7 @@
 //! featurizing it.
 
 use serde_json::Value;
-use tailor_sdk::wire::DecideRequest;
+use tailor_wire::DecideRequest;
 
 use super::{request_view, PluginChain, PluginError, PluginHost};
 use crate::campaign::{OnFailure, PluginRef};

@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use actix_web::http::Method;
 use actix_web::{web, FromRequest, Handler, HttpMessage, HttpRequest, HttpResponse, Responder};
 use serde_json::{Map, Value};
-use tailor_sdk::wire::{Candidate, ChosenAction, DecideRequest, RewardRequest};
+use tailor_wire::{Candidate, ChosenAction, DecideRequest, RewardRequest};
 
 use super::auth::{Access, Authorized, Routes};
 use super::{body, path, AppState};
@@ -233,7 +233,7 @@ fn decide(
     request: DecideRequest,
     defer: bool,
     slot: Option<String>,
-) -> Result<tailor_sdk::wire::DecideResponse, EngineError> {
+) -> Result<tailor_wire::DecideResponse, EngineError> {
     let raw = serde_json::to_vec(&request).expect("JSON encoding of a decide request");
     state
         .engine

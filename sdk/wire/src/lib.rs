@@ -1,4 +1,6 @@
-//! Wire types shared by the server and the client. Field names here are the HTTP contract.
+//! The HTTP request and response types of Tailor, shared by the server and the SDK (which
+//! re-exports them as `tailor_sdk::wire`). Field names here are the HTTP contract. Serde only;
+//! the `openapi` feature adds `utoipa::ToSchema` for the server's OpenAPI document.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
