@@ -230,6 +230,23 @@ pub async fn authorize(
         }));
     };
     check(&principal, &need).map_err(|e| fail(e.0))?;
+    // >>> transport (issue 17): per-key and per-campaign rate limits, 429 + Retry-After
+    // (server/src/limits.rs, docs/security/transport.md). The campaign is the one the request
+    // reaches: from the path, or the key's scope on /personalizer.
+    state
+        .transport
+        .rate_limits
+        .check_request(
+            &state.engine,
+            &principal.key_id,
+            match &need {
+                Need::Decide { campaign } | Need::Admin { campaign, .. } => campaign.as_deref(),
+                Need::Personalizer { .. } => principal.campaign.as_deref(),
+                Need::Open => None,
+            },
+        )
+        .map_err(fail)?;
+    // <<< transport
     let admin_write = matches!(need, Need::Admin { write: true, .. })
         || matches!(need, Need::Personalizer { role: Role::Editor });
     let campaign = match &need {

@@ -17,6 +17,7 @@ pub struct PzError {
     inner: &'static str,
     message: String,
     target: Option<String>,
+    retry_after_s: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -49,6 +50,7 @@ impl PzError {
             inner: "not_implemented",
             message: format!("{what} is not available in Tailor's Personalizer-compatible API (see docs/migrating-from-personalizer.md)"),
             target: None,
+            retry_after_s: None,
         }
     }
 
@@ -60,6 +62,7 @@ impl PzError {
             inner: "not_found",
             message: "no such Personalizer operation".into(),
             target: None,
+            retry_after_s: None,
         }
     }
 
@@ -71,6 +74,7 @@ impl PzError {
             inner: "not_found",
             message,
             target: None,
+            retry_after_s: None,
         }
     }
 
@@ -138,6 +142,21 @@ impl From<EngineError> for PzError {
                 (StatusCode::UNAUTHORIZED, "Unauthorized", "unauthorized")
             }
             EngineError::Forbidden { .. } => (StatusCode::FORBIDDEN, "Forbidden", "forbidden"),
+            EngineError::BodyTimeout { .. } => (
+                StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeout",
+                "body_timeout",
+            ),
+            EngineError::Overloaded { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "overloaded",
+            ),
+            EngineError::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                "rate_limited",
+            ),
             EngineError::Storage(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalServerError",
@@ -150,6 +169,7 @@ impl From<EngineError> for PzError {
             inner,
             message: e.to_string(),
             target: e.field().map(str::to_string),
+            retry_after_s: e.retry_after_s(),
         }
     }
 }
@@ -164,7 +184,15 @@ impl ResponseError for PzError {
             tracing::error!(error = %self.message, "personalizer request failed");
         }
         metrics::counter!("tailor_http_errors_total", "code" => self.inner).increment(1);
-        HttpResponse::build(self.status).json(Body {
+        let mut res = HttpResponse::build(self.status);
+        if let Some(s) = self.retry_after_s {
+            res.insert_header((actix_web::http::header::RETRY_AFTER, s));
+        }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still come; this connection cannot carry another request.
+            res.force_close();
+        }
+        res.json(Body {
             error: Detail {
                 code: self.code,
                 message: &self.message,
