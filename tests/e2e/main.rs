@@ -12,3 +12,4 @@ mod plugins;
 mod sdk;
 mod send_time;
 mod simulate;
+mod transport;
