@@ -8,8 +8,10 @@
 //! costs no CPU and must not shed others), refusing it with 503 `overloaded` when the bound is
 //! reached.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
@@ -53,10 +55,15 @@ pub fn refusal(e: &PayloadError) -> Option<BodyRefusal> {
 /// (which drops its handle after the response) and the payload (dropped when read).
 pub type Admission = Arc<OnceLock<InFlightGuard>>;
 
+/// The connection's payload receiver, shared by [`Deadline`] and the response (see
+/// `api::transport`): while a receiver is alive, actix closes a connection whose body was not read
+/// to its end instead of draining it, which for a stalled chunked body would never finish.
+pub type SharedPayload = Rc<RefCell<Payload>>;
+
 /// A payload that fails once `deadline` passes before it ends, and admits its request into
 /// [`InFlight`] when it does end.
 pub struct Deadline {
-    inner: Payload,
+    inner: SharedPayload,
     sleep: Pin<Box<Sleep>>,
     timeout_ms: u64,
     in_flight: Arc<InFlight>,
@@ -66,7 +73,7 @@ pub struct Deadline {
 
 impl Deadline {
     pub fn new(
-        inner: Payload,
+        inner: SharedPayload,
         deadline: Instant,
         timeout_ms: u64,
         in_flight: Arc<InFlight>,
@@ -105,7 +112,8 @@ impl Stream for Deadline {
         if this.done {
             return Poll::Ready(None);
         }
-        match Pin::new(&mut this.inner).poll_next(cx) {
+        let polled = Pin::new(&mut *this.inner.borrow_mut()).poll_next(cx);
+        match polled {
             Poll::Ready(Some(Ok(chunk))) => {
                 // A trickle whose every poll finds a byte waiting still meets the deadline.
                 if Instant::now() >= this.sleep.deadline() {

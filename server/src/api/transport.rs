@@ -11,7 +11,9 @@
 //! Connection-level limits (head timeout, keep-alive, connection count) are actix settings, set in
 //! `crate::start`; per-key and per-campaign rate limits run after authentication (`api::auth`).
 
+use std::cell::RefCell;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -23,7 +25,7 @@ use actix_web::web::{self, Bytes};
 use actix_web::HttpMessage;
 use futures_util::Stream;
 
-use super::body::{self, Admission};
+use super::body::{self, Admission, SharedPayload};
 use super::error::ApiError;
 use super::personalizer::error::PzError;
 use super::AppState;
@@ -56,6 +58,7 @@ pub async fn admit(
         .clone();
     let in_flight = &state.transport.in_flight;
     let admission: Admission = Arc::new(OnceLock::new());
+    let mut held = None;
     match req.take_payload() {
         Payload::None => {
             let guard = in_flight
@@ -68,8 +71,9 @@ pub async fn admit(
                 .check()
                 .map_err(|shed| refuse(req.path(), shed.into()))?;
             let timeout = state.transport.body_timeout;
+            let shared: SharedPayload = Rc::new(RefCell::new(payload));
             let deadline = body::Deadline::new(
-                payload,
+                shared.clone(),
                 tokio::time::Instant::now() + timeout,
                 timeout.as_millis() as u64,
                 in_flight.clone(),
@@ -78,11 +82,21 @@ pub async fn admit(
             let boxed: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> =
                 Box::pin(deadline);
             req.set_payload(Payload::from(boxed));
+            held = Some(shared);
         }
     }
     let res = next.call(req).await;
-    // The count ends with the response (or with the payload, if a handler still holds it).
+    // The in-flight count ends with the response (or with the payload, if a handler still holds
+    // it).
+    let ended = admission.get().is_some();
     drop(admission);
+    if let Some(held) = held.filter(|_| !ended) {
+        // A body not read to its end (refused, timed out): keep its receiver alive until actix
+        // has sent the response, which it does in this same poll. Then actix closes the
+        // connection; with the receiver gone it would drain the body instead, and a chunked body
+        // that never ends would hold the connection forever.
+        tokio::task::spawn_local(async move { drop(held) });
+    }
     res
 }
 
