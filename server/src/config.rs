@@ -18,6 +18,8 @@ pub struct Settings {
     pub plugins: PluginSettings,
     pub log: LogSettings,
     pub auth: AuthSettings,
+    pub transport: TransportSettings,
+    pub rate_limits: RateLimitSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +62,48 @@ pub struct PluginSettings {
     pub dir: Option<PathBuf>,
 }
 
+/// Connection and request limits (docs/security/transport.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportSettings {
+    /// Time a new connection has to send a complete request head, and the head of every later
+    /// request on it, in milliseconds; past it the connection is closed (408 where possible).
+    pub request_head_timeout_ms: u64,
+    /// Time a request has, from its head, to deliver its whole body, in milliseconds; past it
+    /// the request is answered 408 `body_timeout` and the connection closed.
+    pub body_timeout_ms: u64,
+    /// Idle time an open keep-alive connection is kept between requests, in milliseconds;
+    /// 0 disables keep-alive (one request per connection).
+    pub keep_alive_ms: u64,
+    /// Time allowed for a connection to close after its last response, in milliseconds.
+    pub disconnect_timeout_ms: u64,
+    /// Open connections per worker; past it a worker stops accepting until one closes.
+    /// 0: derived from the process's file-descriptor limit (at most 25,000 per worker).
+    pub max_connections: usize,
+    /// Pending-connection queue of the listening socket (the kernel caps it at `somaxconn`).
+    pub backlog: u32,
+    /// Requests being processed at once (bodies complete, handler running) past which new ones
+    /// are answered 503 `overloaded` with `Retry-After`; `/healthz` and `/readyz` never count.
+    pub max_in_flight: usize,
+    /// The `Retry-After` of an `overloaded` 503, in seconds.
+    pub overload_retry_after_s: u64,
+}
+
+/// Requests per second with a burst, per API key and per campaign (docs/security/transport.md).
+/// A rate of 0 turns that limit off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    /// Sustained requests per second of one API key; 0: unlimited.
+    pub key_per_second: f64,
+    /// Requests one API key may send at once after being idle.
+    pub key_burst: u32,
+    /// Sustained requests per second to one campaign, all keys together; 0: unlimited.
+    pub campaign_per_second: f64,
+    /// Requests one campaign may receive at once after being idle.
+    pub campaign_burst: u32,
+}
+
 /// API keys (see docs/control-room.md).
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -93,6 +137,32 @@ impl Default for ServerSettings {
             bind: "127.0.0.1:8080".into(),
             workers: 0,
             body_limit_bytes: 1 << 20,
+        }
+    }
+}
+
+impl Default for TransportSettings {
+    fn default() -> Self {
+        Self {
+            request_head_timeout_ms: 5_000,
+            body_timeout_ms: 10_000,
+            keep_alive_ms: 5_000,
+            disconnect_timeout_ms: 1_000,
+            max_connections: 0,
+            backlog: 2_048,
+            max_in_flight: 1_024,
+            overload_retry_after_s: 1,
+        }
+    }
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            key_per_second: 2_000.0,
+            key_burst: 4_000,
+            campaign_per_second: 0.0,
+            campaign_burst: 4_000,
         }
     }
 }
@@ -187,7 +257,17 @@ impl Settings {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format", "must be \"text\" or \"json\""));
         }
+        self.transport.validate()?;
+        self.rate_limits.validate()?;
         Ok(())
+    }
+
+    /// The number of HTTP workers the server runs (`server.workers`, 0 meaning one per core).
+    pub fn worker_count(&self) -> usize {
+        match self.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 
     /// The parsed `server.bind` address.
@@ -196,6 +276,91 @@ impl Settings {
             field: "server.bind",
             message: format!("{:?} is not ADDR:PORT ({e})", self.server.bind),
         })
+    }
+}
+
+fn in_range(field: &'static str, value: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
+    if (lo..=hi).contains(&value) {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        field,
+        message: format!("{value} is outside {lo}..={hi}"),
+    })
+}
+
+impl TransportSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        in_range(
+            "transport.request_head_timeout_ms",
+            self.request_head_timeout_ms,
+            100,
+            600_000,
+        )?;
+        in_range(
+            "transport.body_timeout_ms",
+            self.body_timeout_ms,
+            100,
+            3_600_000,
+        )?;
+        in_range("transport.keep_alive_ms", self.keep_alive_ms, 0, 3_600_000)?;
+        in_range(
+            "transport.disconnect_timeout_ms",
+            self.disconnect_timeout_ms,
+            0,
+            60_000,
+        )?;
+        in_range(
+            "transport.max_connections",
+            self.max_connections as u64,
+            0,
+            1_000_000,
+        )?;
+        in_range("transport.backlog", u64::from(self.backlog), 1, 65_535)?;
+        in_range(
+            "transport.max_in_flight",
+            self.max_in_flight as u64,
+            1,
+            1_000_000,
+        )?;
+        in_range(
+            "transport.overload_retry_after_s",
+            self.overload_retry_after_s,
+            1,
+            3_600,
+        )
+    }
+}
+
+impl RateLimitSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (field, rate) in [
+            ("rate_limits.key_per_second", self.key_per_second),
+            ("rate_limits.campaign_per_second", self.campaign_per_second),
+        ] {
+            // Below one request an hour the limiter's arithmetic is still exact, but such a
+            // setting is a typo for "off" (0) far more often than an intent.
+            if !(rate == 0.0 || (1.0 / 3_600.0..=1_000_000.0).contains(&rate)) {
+                return Err(ConfigError::Invalid {
+                    field,
+                    message: format!(
+                        "{rate} is neither 0 (off) nor within 0.000278..=1000000 (one an hour to a million a second)"
+                    ),
+                });
+            }
+        }
+        in_range(
+            "rate_limits.key_burst",
+            u64::from(self.key_burst),
+            1,
+            10_000_000,
+        )?;
+        in_range(
+            "rate_limits.campaign_burst",
+            u64::from(self.campaign_burst),
+            1,
+            10_000_000,
+        )
     }
 }
 
@@ -233,5 +398,52 @@ mod tests {
         let mut s = Settings::default();
         s.log.format = "xml".into();
         assert!(s.validate().unwrap_err().to_string().contains("log.format"));
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+    fn transport_and_rate_limits_from_env() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TAILOR__TRANSPORT__BODY_TIMEOUT_MS", "2000");
+            jail.set_env("TAILOR__TRANSPORT__MAX_IN_FLIGHT", "3");
+            jail.set_env("TAILOR__RATE_LIMITS__KEY_PER_SECOND", "0.5");
+            jail.set_env("TAILOR__RATE_LIMITS__CAMPAIGN_BURST", "7");
+            let s = Settings::load(None).unwrap();
+            assert_eq!(s.transport.body_timeout_ms, 2_000);
+            assert_eq!(s.transport.max_in_flight, 3);
+            assert_eq!(s.rate_limits.key_per_second, 0.5);
+            assert_eq!(s.rate_limits.campaign_burst, 7);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn transport_ranges_name_the_field() {
+        let field_of = |edit: &dyn Fn(&mut Settings)| {
+            let mut s = Settings::default();
+            edit(&mut s);
+            s.validate().unwrap_err().to_string()
+        };
+        let e = field_of(&|s| s.transport.body_timeout_ms = 10);
+        assert!(
+            e.contains("transport.body_timeout_ms") && e.contains("100..="),
+            "{e}"
+        );
+        let e = field_of(&|s| s.transport.request_head_timeout_ms = 0);
+        assert!(e.contains("transport.request_head_timeout_ms"), "{e}");
+        let e = field_of(&|s| s.transport.max_in_flight = 0);
+        assert!(e.contains("transport.max_in_flight"), "{e}");
+        let e = field_of(&|s| s.transport.backlog = 0);
+        assert!(e.contains("transport.backlog"), "{e}");
+        let e = field_of(&|s| s.rate_limits.key_per_second = -1.0);
+        assert!(e.contains("rate_limits.key_per_second"), "{e}");
+        let e = field_of(&|s| s.rate_limits.campaign_per_second = f64::NAN);
+        assert!(e.contains("rate_limits.campaign_per_second"), "{e}");
+        let e = field_of(&|s| s.rate_limits.key_burst = 0);
+        assert!(e.contains("rate_limits.key_burst"), "{e}");
+        // Off is a valid rate.
+        let mut s = Settings::default();
+        s.rate_limits.key_per_second = 0.0;
+        s.validate().unwrap();
     }
 }

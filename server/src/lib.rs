@@ -8,6 +8,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod keys;
+pub mod limits;
 pub mod ope;
 pub mod plugins;
 pub mod simulate;
@@ -16,6 +17,7 @@ pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -73,22 +75,44 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
     let audit = Arc::new(audit::AuditLog::new(store.clone()));
     let engine = Engine::open_with_plugins(store, settings.engine.clone(), plugins)?;
     engine.spawn_background();
+    let t = &settings.transport;
+    let workers = settings.worker_count();
+    let plan = limits::plan_connections(t, workers)?;
+    tracing::info!(
+        connections_per_worker = plan.per_worker,
+        workers,
+        open_file_limit = plan.fd_limit,
+        "connection limit"
+    );
     let state = AppState {
         engine: engine.clone(),
         body_limit: settings.server.body_limit_bytes,
         metrics: metrics_handle(),
         keys,
         audit,
+        transport: api::transport::TransportState {
+            in_flight: limits::InFlight::new(t.max_in_flight, t.overload_retry_after_s),
+            body_timeout: Duration::from_millis(t.body_timeout_ms),
+            rate_limits: Arc::new(limits::RateLimits::new(&settings.rate_limits)),
+        },
     };
-    let mut server = HttpServer::new(move || {
+    let server = HttpServer::new(move || {
         App::new()
+            // Outermost (wrapped last): shed and time bodies before anything else runs.
+            .wrap(actix_web::middleware::from_fn(api::transport::admit))
             .app_data(web::Data::new(state.clone()))
             .configure(api::configure)
             .default_service(web::to(api::not_found))
-    });
-    if settings.server.workers > 0 {
-        server = server.workers(settings.server.workers);
-    }
+    })
+    .workers(workers)
+    .client_request_timeout(Duration::from_millis(t.request_head_timeout_ms))
+    .client_disconnect_timeout(Duration::from_millis(t.disconnect_timeout_ms))
+    .keep_alive(match t.keep_alive_ms {
+        0 => actix_web::http::KeepAlive::Disabled,
+        ms => actix_web::http::KeepAlive::Timeout(Duration::from_millis(ms)),
+    })
+    .max_connections(plan.per_worker)
+    .backlog(t.backlog);
     let server = server.bind(settings.bind_addr()?)?;
     let addr = server.addrs()[0];
     let server = server.disable_signals().run();

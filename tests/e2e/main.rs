@@ -15,3 +15,4 @@ mod sdk;
 mod security;
 mod send_time;
 mod simulate;
+mod transport;

@@ -355,6 +355,13 @@ async fn authorize(
         _ => None,
     };
     check(&principal, access, campaign.as_deref()).map_err(fail)?;
+    // Per-key and per-campaign rate limits (`limits.rs`, docs/security/transport.md): 429 with
+    // Retry-After. The campaign is the one the route reaches (its path parameter, or the loop).
+    state
+        .transport
+        .rate_limits
+        .check_request(&state.engine, &principal.key_id, campaign.as_deref())
+        .map_err(fail)?;
     let route = format!("{} {}", req.method(), req.path());
     req.extensions_mut().insert(principal.clone());
     req.extensions_mut().insert(Granted);

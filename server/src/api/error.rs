@@ -44,6 +44,9 @@ impl ApiError {
             EngineError::FrequencyCapped { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "frequency_capped")
             }
+            EngineError::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            EngineError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            EngineError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             EngineError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
         }
     }
@@ -75,7 +78,15 @@ impl ResponseError for ApiError {
             tracing::error!(error = %self.0, "request failed");
         }
         metrics::counter!("tailor_http_errors_total", "code" => code).increment(1);
-        HttpResponse::build(status).json(ErrorBody {
+        let mut res = HttpResponse::build(status);
+        if let Some(s) = self.0.retry_after_s() {
+            res.insert_header((actix_web::http::header::RETRY_AFTER, s));
+        }
+        if matches!(self.0, EngineError::BodyTimeout { .. }) {
+            // The rest of the body may still come; this connection cannot carry another request.
+            res.force_close();
+        }
+        res.json(ErrorBody {
             error: ErrorDetail {
                 code: code.to_string(),
                 message: self.0.to_string(),

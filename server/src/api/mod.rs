@@ -19,6 +19,7 @@ pub mod query;
 pub mod reports_api;
 pub mod send_time_api;
 pub mod shoppers_api;
+pub mod transport;
 pub mod ui;
 
 use std::sync::Arc;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub keys: Arc<KeyRing>,
     pub audit: Arc<AuditLog>,
+    /// In-flight bound, body deadline and rate limits (`api::transport`, `crate::limits`).
+    pub transport: transport::TransportState,
 }
 
 /// Register every route.

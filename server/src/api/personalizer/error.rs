@@ -21,6 +21,8 @@ pub struct PzError {
     target: Option<String>,
     /// The methods a path answers, for a 405's `Allow` header.
     allow: Option<&'static str>,
+    /// Seconds for a 429's or 503's `Retry-After` header.
+    retry_after_s: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -54,6 +56,7 @@ impl PzError {
             message: format!("{what} is not available in Tailor's Personalizer-compatible API (see docs/migrating-from-personalizer.md)"),
             target: None,
             allow: None,
+            retry_after_s: None,
         }
     }
 
@@ -66,6 +69,7 @@ impl PzError {
             message: "no such Personalizer operation".into(),
             target: None,
             allow: None,
+            retry_after_s: None,
         }
     }
 
@@ -79,6 +83,7 @@ impl PzError {
             message: format!("this Personalizer operation answers {allow} only"),
             target: None,
             allow: Some(allow),
+            retry_after_s: None,
         }
     }
 
@@ -100,6 +105,7 @@ impl PzError {
             message,
             target: None,
             allow: None,
+            retry_after_s: None,
         }
     }
 
@@ -202,6 +208,21 @@ impl From<EngineError> for PzError {
                 (StatusCode::UNAUTHORIZED, "Unauthorized", "unauthorized")
             }
             EngineError::Forbidden { .. } => (StatusCode::FORBIDDEN, "Forbidden", "forbidden"),
+            EngineError::BodyTimeout { .. } => (
+                StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeout",
+                "body_timeout",
+            ),
+            EngineError::Overloaded { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "overloaded",
+            ),
+            EngineError::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                "rate_limited",
+            ),
             EngineError::Storage(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalServerError",
@@ -215,6 +236,7 @@ impl From<EngineError> for PzError {
             message: e.to_string(),
             target: e.field().map(|f| target_of(f, None)),
             allow: None,
+            retry_after_s: e.retry_after_s(),
         }
     }
 }
@@ -232,6 +254,13 @@ impl ResponseError for PzError {
         let mut response = HttpResponse::build(self.status);
         if let Some(allow) = self.allow {
             response.insert_header((actix_web::http::header::ALLOW, allow));
+        }
+        if let Some(s) = self.retry_after_s {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, s));
+        }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still come; this connection cannot carry another request.
+            response.force_close();
         }
         response.json(Body {
             error: Detail {
