@@ -11,7 +11,7 @@
 //! The header is optional for external logs: without it, evaluation uses the default featurizer
 //! and only the policies named on the command line. See docs/evaluation.md.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -74,25 +74,81 @@ fn yes() -> bool {
     true
 }
 
-/// Rewards of a campaign by event id and slot.
-pub type RewardIndex = HashMap<String, Vec<Option<f64>>>;
+/// Applied rewards of one campaign by event id and slot, built by one pass over the reward log.
+///
+/// Compact so that exporting or evaluating a log of millions of decisions stays within a bounded
+/// memory: one 32-byte entry per applied reward (a 128-bit hash of the event id under a seed drawn
+/// per index, the slot and the value), sorted, instead of the event id strings and the full
+/// reward records. Two event ids would have to collide on all 128 bits of a hash keyed by a
+/// secret seed to be confused.
+#[derive(Debug, Default)]
+pub struct RewardIndex {
+    seed: u64,
+    /// Sorted by (key, slot); one entry per (key, slot), the first in reward-log order.
+    entries: Vec<RewardEntry>,
+}
 
-/// Index the applied rewards of `campaign` among `rewards`.
-pub fn index_rewards<'a>(
-    campaign: &str,
-    rewards: impl Iterator<Item = &'a RewardRecord>,
-) -> RewardIndex {
-    let mut out: RewardIndex = HashMap::new();
-    for r in rewards.filter(|r| r.campaign == campaign) {
-        let slots = out.entry(r.event_id.clone()).or_default();
-        let i = r.slot as usize;
-        if slots.len() <= i {
-            slots.resize(i + 1, None);
-        }
-        // Each slot is applied once; keep the first if a log ever held two.
-        slots[i].get_or_insert(r.value);
+#[derive(Debug, Clone, Copy)]
+struct RewardEntry {
+    key: [u64; 2],
+    slot: u32,
+    value: f64,
+}
+
+impl RewardIndex {
+    fn key(&self, event_id: &str) -> [u64; 2] {
+        let h = xxhash_rust::xxh3::xxh3_128_with_seed(event_id.as_bytes(), self.seed);
+        [(h >> 64) as u64, h as u64]
     }
-    out
+
+    /// Index the applied rewards of `campaign` among `rewards` (in reward-log order).
+    pub fn build<E>(
+        campaign: &str,
+        rewards: impl Iterator<Item = Result<RewardRecord, E>>,
+    ) -> Result<Self, E> {
+        let mut index = Self {
+            seed: rand::random(),
+            entries: Vec::new(),
+        };
+        for r in rewards {
+            let r = r?;
+            if r.campaign != campaign {
+                continue;
+            }
+            let key = index.key(&r.event_id);
+            index.entries.push(RewardEntry {
+                key,
+                slot: r.slot,
+                value: r.value,
+            });
+        }
+        // Stable: among equal (key, slot) the first in log order stays first, and `dedup` keeps
+        // it (each slot is applied once; keep the first if a log ever held two).
+        index.entries.sort_by_key(|e| (e.key, e.slot));
+        index
+            .entries
+            .dedup_by(|later, first| later.key == first.key && later.slot == first.slot);
+        index.entries.shrink_to_fit();
+        Ok(index)
+    }
+
+    /// Number of (event, slot) rewards indexed.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The reward applied to `slot` of `event_id`, if any.
+    pub fn get(&self, event_id: &str, slot: u32) -> Option<f64> {
+        let key = self.key(event_id);
+        self.entries
+            .binary_search_by(|e| (e.key, e.slot).cmp(&(key, slot)))
+            .ok()
+            .map(|i| self.entries[i].value)
+    }
 }
 
 /// The log line of a decision, or `None` when its request body was not kept or is not a decide
@@ -103,7 +159,6 @@ pub fn line_of(d: &DecisionRecord, rewards: &RewardIndex) -> Option<LogLine> {
     }
     let req: DecideRequest = serde_json::from_slice(&d.request).ok()?;
     let removed: HashSet<&str> = d.removed.iter().map(|(_, id, _)| id.as_str()).collect();
-    let slot_rewards = rewards.get(&d.event_id);
     Some(LogLine {
         event_id: d.event_id.clone(),
         at_ms: d.at_ms,
@@ -120,7 +175,9 @@ pub fn line_of(d: &DecisionRecord, rewards: &RewardIndex) -> Option<LogLine> {
             .map(|(i, a)| LogAction {
                 id: a.id.clone(),
                 probability: Some(a.probability),
-                reward: slot_rewards.and_then(|s| s.get(i).copied().flatten()),
+                reward: u32::try_from(i)
+                    .ok()
+                    .and_then(|slot| rewards.get(&d.event_id, slot)),
             })
             .collect(),
         policy: d.policy.clone(),
