@@ -5,6 +5,7 @@ mod browser;
 mod control_room;
 mod foundation;
 mod harness;
+mod memory;
 mod ope;
 mod openapi;
 mod personalizer;
