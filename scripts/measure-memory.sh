@@ -24,7 +24,7 @@ SAMPLE=${SAMPLE:-10}
 start_server() {
     local dir=$1
     mkdir -p "$dir"
-    RUST_LOG=${RUST_LOG:-warn,tailor_server=info} NO_COLOR=1 \
+    RUST_LOG=${RUST_LOG:-warn,tailor=info,tailor_server=info} NO_COLOR=1 \
         "$TAILOR" serve --bind 127.0.0.1:0 --data-dir "$dir" --admin-key "$KEY" \
         >"$dir.server.log" 2>&1 &
     PID=$!
@@ -63,7 +63,7 @@ export)
     echo "server pid $PID: VmRSS before export $(mem "$PID" VmRSS) MB, VmHWM $(mem "$PID" VmHWM) MB"
     start=$(date +%s.%N)
     read -r lines bytes < <(curl -sfN -H "Authorization: Bearer $KEY" \
-        "http://$ADDR/admin/v1/campaigns/$campaign/log" | wc -lc)
+        "http://$ADDR/admin/v1/campaigns/$campaign/log${QUERY:-}" | wc -lc)
     end=$(date +%s.%N)
     echo "exported $((lines - 1)) decisions (+ header), $bytes bytes in $(echo "$end - $start" | bc) s"
     echo "server VmRSS after export $(mem "$PID" VmRSS) MB, peak (VmHWM) $(mem "$PID" VmHWM) MB"
