@@ -40,7 +40,8 @@ pub struct StorageSettings {
     pub data_dir: PathBuf,
     /// Background flush interval for non-reward writes (decisions), in milliseconds.
     pub flush_every_ms: u64,
-    /// sled page cache size in bytes.
+    /// sled page cache size in bytes, counted as sled counts it (the on-disk size of the cached
+    /// pages; their in-memory form takes about twice that, see docs/security/memory.md).
     pub cache_capacity_bytes: u64,
 }
 
@@ -167,12 +168,19 @@ impl Default for RateLimitSettings {
     }
 }
 
+/// Default sled page cache: enough for the hot tail of the logs and the open reward windows;
+/// a whole-log scan (export, evaluation, reports) cycles through it instead of growing.
+pub const DEFAULT_CACHE_CAPACITY_BYTES: u64 = 64 << 20;
+
+/// Smallest accepted page cache.
+pub const MIN_CACHE_CAPACITY_BYTES: u64 = 1 << 20;
+
 impl Default for StorageSettings {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./tailor-data"),
             flush_every_ms: 200,
-            cache_capacity_bytes: 256 << 20,
+            cache_capacity_bytes: DEFAULT_CACHE_CAPACITY_BYTES,
         }
     }
 }
@@ -236,6 +244,12 @@ impl Settings {
         self.bind_addr()?;
         if self.server.body_limit_bytes < 1024 {
             return Err(invalid("server.body_limit_bytes", "must be at least 1024"));
+        }
+        if self.storage.cache_capacity_bytes < MIN_CACHE_CAPACITY_BYTES {
+            return Err(invalid(
+                "storage.cache_capacity_bytes",
+                "must be at least 1048576 (1 MiB)",
+            ));
         }
         if self.storage.flush_every_ms == 0 {
             return Err(invalid("storage.flush_every_ms", "must be positive"));
@@ -398,6 +412,13 @@ mod tests {
         let mut s = Settings::default();
         s.log.format = "xml".into();
         assert!(s.validate().unwrap_err().to_string().contains("log.format"));
+        // sled panics on a page cache under 256 bytes; anything under 1 MiB is refused by name.
+        let mut s = Settings::default();
+        s.storage.cache_capacity_bytes = 100;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("storage.cache_capacity_bytes"), "{e}");
+        s.storage.cache_capacity_bytes = MIN_CACHE_CAPACITY_BYTES;
+        s.validate().unwrap();
     }
 
     #[test]

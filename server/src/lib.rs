@@ -27,6 +27,9 @@ use crate::config::Settings;
 use crate::engine::Engine;
 use crate::store::{SledStore, Store};
 
+/// How often queued histogram samples are drained into their buckets.
+const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process-wide Prometheus recorder (metrics are global by design of the `metrics` crate).
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -36,11 +39,23 @@ pub fn metrics_handle() -> PrometheusHandle {
                 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
                 0.1, 0.25, 1.0,
             ];
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
                 .expect("non-empty buckets")
                 .install_recorder()
-                .expect("the Prometheus recorder is installed once")
+                .expect("the Prometheus recorder is installed once");
+            // Histogram samples queue in the recorder until they are drained into their buckets,
+            // which only rendering `/metrics` or upkeep does: without upkeep, a server nobody
+            // scrapes grows by every observation (docs/security/memory.md).
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(METRICS_UPKEEP);
+                    upkeep.run_upkeep();
+                })
+                .expect("spawning the metrics upkeep thread");
+            handle
         })
         .clone()
 }

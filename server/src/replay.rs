@@ -369,22 +369,32 @@ pub fn export(
         bail!("campaign {campaign:?} is not in {}", dir.display());
     };
     let config: CampaignConfig = serde_json::from_slice(&json)?;
-    let (lines, unreadable) = ope::read_log(&store, campaign, from_ms, to_ms)?;
+    // Streamed: one decision in memory at a time, besides the reward index.
+    let index = ope::reward_index(&store, campaign)?;
     let mut w =
         BufWriter::new(File::create(out).with_context(|| format!("creating {}", out.display()))?);
     serde_json::to_writer(&mut w, &ope::header(&config, from_ms, to_ms))?;
     writeln!(w)?;
-    let mut progress = Progress::new(lines.len() as u64);
-    for (i, l) in lines.iter().enumerate() {
-        serde_json::to_writer(&mut w, l)?;
+    let tty = std::io::stderr().is_terminal();
+    let (mut written, mut unreadable) = (0u64, 0u64);
+    for line in ope::log_lines(&store, campaign, from_ms, to_ms, &index) {
+        let Some(l) = line? else {
+            unreadable += 1;
+            continue;
+        };
+        serde_json::to_writer(&mut w, &l)?;
         writeln!(w)?;
-        progress.advance(1, i as u64 + 1);
+        written += 1;
+        if tty && written % 10_000 == 0 {
+            eprint!("\r{written} decisions");
+        }
     }
     w.flush()?;
-    progress.finish();
+    if tty && written >= 10_000 {
+        eprintln!();
+    }
     eprintln!(
-        "exported {} decisions of {campaign} to {} ({unreadable} without a logged request left out)",
-        lines.len(),
+        "exported {written} decisions of {campaign} to {} ({unreadable} without a logged request left out)",
         out.display()
     );
     Ok(())

@@ -6,6 +6,7 @@ mod control_room;
 mod event_ids;
 mod foundation;
 mod harness;
+mod memory;
 mod ope;
 mod openapi;
 mod personalizer;

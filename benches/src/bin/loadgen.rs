@@ -4,11 +4,14 @@
 //! a bare actix handler that only parses the same request and draws the same random numbers (the
 //! ceiling on this machine), then the real Tailor server with its decision log on. It prints
 //! requests/s and p50/p99 latency for both and their ratio. `rewards` mode measures durable
-//! rewards/s (each acknowledged only after its group commit).
+//! rewards/s (each acknowledged only after its group commit). `soak` mode loads a separately
+//! started server and samples its resident memory.
 //!
 //! ```text
 //! cargo run --release -p tailor-benches --bin loadgen -- decide --seconds 10 --concurrency 32
 //! cargo run --release -p tailor-benches --bin loadgen -- rewards --seconds 10 --concurrency 64
+//! cargo run --release -p tailor-benches --bin loadgen -- soak --url http://127.0.0.1:8080 \
+//!     --key KEY --pid PID --seconds 1800 --concurrency 256   # scripts/measure-memory.sh
 //! ```
 
 /// mimalloc: the decide path allocates many small objects (JSON values, feature vectors)
@@ -56,6 +59,36 @@ enum Mode {
     },
     /// Durable reward ingestion.
     Rewards,
+    /// Sustained load against a running server (`tailor serve`), sampling its memory: decides with
+    /// fresh event ids, a reward for every `--reward-every`th, for `--seconds` or until
+    /// `--decisions` were made. Prints one tab-separated line per sample: seconds, decisions,
+    /// errors, VmRSS and VmHWM of `--pid` in MB (scripts/measure-memory.sh).
+    Soak {
+        /// Base URL of the server, e.g. `http://127.0.0.1:8080`.
+        #[arg(long)]
+        url: String,
+        /// An editor key of the server.
+        #[arg(long)]
+        key: String,
+        /// The server's process id, for /proc/PID/status.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 10)]
+        sample_seconds: u64,
+        /// Reward every Nth decision (0: no rewards).
+        #[arg(long, default_value_t = 4)]
+        reward_every: u64,
+        /// Stop after this many decisions (0: run for `--seconds`).
+        #[arg(long, default_value_t = 0)]
+        decisions: u64,
+        /// Campaign to decide in (created when missing).
+        #[arg(long, default_value = "load")]
+        campaign: String,
+        /// Prefix of the event ids (distinct per run on one data directory).
+        #[arg(long, default_value = "soak")]
+        prefix: String,
+    },
 }
 
 /// What one load run saw.
@@ -165,10 +198,14 @@ async fn bare_decide(body: web::Bytes) -> HttpResponse {
 const BENCH_KEY: &str = "loadgen-admin-key-0123456789";
 
 fn client(concurrency: usize) -> reqwest::Client {
+    client_with_key(concurrency, BENCH_KEY)
+}
+
+fn client_with_key(concurrency: usize, key: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,
-        reqwest::header::HeaderValue::from_static("Bearer loadgen-admin-key-0123456789"),
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).unwrap(),
     );
     reqwest::Client::builder()
         .default_headers(headers)
@@ -209,6 +246,131 @@ fn tailor_settings(args: &Args, dir: &std::path::Path) -> Settings {
     // One key drives the whole load: measure the server, not its per-key rate limit.
     settings.rate_limits.key_per_second = 0.0;
     settings
+}
+
+/// VmRSS and VmHWM of a process, in MB.
+fn memory_mb(pid: u32) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<f64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+struct SoakArgs<'a> {
+    url: &'a str,
+    key: &'a str,
+    pid: Option<u32>,
+    sample_seconds: u64,
+    reward_every: u64,
+    decisions: u64,
+    campaign: &'a str,
+    prefix: &'a str,
+}
+
+async fn soak(args: &Args, soak: SoakArgs<'_>) -> anyhow::Result<()> {
+    let c = client_with_key(args.concurrency, soak.key);
+    let r = c
+        .post(format!("{}/admin/v1/campaigns", soak.url))
+        .json(&serde_json::json!({"id": soak.campaign, "policy": {"type": "thompson"}, "featurizer": {"dimension": 32}}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        r.status().as_u16() == 201 || r.status().as_u16() == 409,
+        "creating the campaign: {} {}",
+        r.status(),
+        r.text().await?
+    );
+    // The body without its closing brace: each request appends its own event id.
+    let mut body = serde_json::to_string(&decide_body(args.candidates, 1))?;
+    body.pop();
+    let body = Arc::new(body);
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let decide_url = format!("{}/v1/campaigns/{}/decide", soak.url, soak.campaign);
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency {
+        let (c, body, next, done, errors, stop) = (
+            c.clone(),
+            body.clone(),
+            next.clone(),
+            done.clone(),
+            errors.clone(),
+            stop.clone(),
+        );
+        let decide_url = decide_url.clone();
+        let (url, prefix, limit, every) = (
+            soak.url.to_string(),
+            soak.prefix.to_string(),
+            soak.decisions,
+            soak.reward_every,
+        );
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if limit > 0 && i >= limit {
+                    break;
+                }
+                let event = format!("{prefix}-{i}");
+                let req = format!("{body},\"event_id\":\"{event}\"}}");
+                let ok = match c
+                    .post(&decide_url)
+                    .header("content-type", "application/json")
+                    .body(req)
+                    .send()
+                    .await
+                {
+                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                if !ok {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                if every > 0 && i % every == 0 {
+                    let ok = c
+                        .post(format!("{url}/v1/events/{event}/reward"))
+                        .json(&serde_json::json!({"value": (i / every % 2) as f64}))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    if !ok {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    println!("seconds\tdecisions\terrors\trss_mb\thwm_mb");
+    let sample = |t: f64| {
+        let (rss, hwm) = soak.pid.and_then(memory_mb).unwrap_or((f64::NAN, f64::NAN));
+        println!(
+            "{t:.0}\t{}\t{}\t{rss:.1}\t{hwm:.1}",
+            done.load(Ordering::Relaxed),
+            errors.load(Ordering::Relaxed)
+        );
+    };
+    sample(0.0);
+    loop {
+        tokio::time::sleep(Duration::from_secs(soak.sample_seconds.max(1))).await;
+        let t = started.elapsed().as_secs_f64();
+        let finished = tasks.iter().all(|t| t.is_finished());
+        sample(t);
+        if finished || (soak.decisions == 0 && t >= args.seconds as f64) {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await?;
+    }
+    Ok(())
 }
 
 async fn create_campaign(base: &str, policy: &str) {
@@ -268,6 +430,31 @@ fn main() -> anyhow::Result<()> {
                 handle.stop(true).await;
                 tailor.print(&format!("tailor {policy} (log on)"));
                 println!("ratio to ceiling: {:.2}", tailor.rps() / ceiling.rps());
+            }
+            Mode::Soak {
+                url,
+                key,
+                pid,
+                sample_seconds,
+                reward_every,
+                decisions,
+                campaign,
+                prefix,
+            } => {
+                soak(
+                    &args,
+                    SoakArgs {
+                        url,
+                        key,
+                        pid: *pid,
+                        sample_seconds: *sample_seconds,
+                        reward_every: *reward_every,
+                        decisions: *decisions,
+                        campaign,
+                        prefix,
+                    },
+                )
+                .await?;
             }
             Mode::Rewards => {
                 let dir = tempfile::tempdir()?;

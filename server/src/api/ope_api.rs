@@ -8,6 +8,7 @@ use super::body;
 use super::error::ApiError;
 use super::query::Query;
 use crate::error::EngineError;
+use crate::ope::export::{write_chunks, ExportError, CHUNK_BYTES};
 use crate::ope::{self, EvaluationRequest, Mode, Role};
 
 pub fn configure(r: &mut Routes) {
@@ -193,7 +194,12 @@ async fn shadow(
     })))
 }
 
-/// The campaign's decision log as JSON lines (docs/evaluation.md), header first.
+/// Chunks of the log export waiting for the client (each about [`CHUNK_BYTES`]): a slow client
+/// holds the store scan back instead of the export piling up in memory.
+const EXPORT_CHANNEL_CHUNKS: usize = 4;
+
+/// The campaign's decision log as JSON lines (docs/evaluation.md), header first, streamed while
+/// the store is read (chunked transfer; memory stays bounded whatever the log's size).
 #[utoipa::path(
     get,
     path = "/admin/v1/campaigns/{id}/log",
@@ -218,24 +224,42 @@ async fn export(
     if q.format.as_deref().is_some_and(|f| f != "jsonl") {
         return Err(EngineError::invalid("format", "only \"jsonl\" is supported").into());
     }
-    let engine = state.engine.clone();
+    let rt = state.engine.campaign(&id)?;
+    let store = state.engine.store().clone();
     let id = id.into_inner();
-    let body = web::block(move || -> Result<Vec<u8>, EngineError> {
-        let rt = engine.campaign(&id)?;
-        let (lines, _) = ope::read_log(engine.store().as_ref(), &id, q.from_ms, q.to_ms)?;
-        let mut out = Vec::new();
-        let header = ope::header(&rt.config, q.from_ms, q.to_ms);
-        serde_json::to_writer(&mut out, &header).expect("JSON encoding of a log header");
-        out.push(b'\n');
-        for l in &lines {
-            serde_json::to_writer(&mut out, l).expect("JSON encoding of a log line");
-            out.push(b'\n');
-        }
-        Ok(out)
+    // The reward index is built before the response starts, so a store failure here is still a
+    // 500; a failure while streaming can only cut the response short.
+    let index = web::block({
+        let store = store.clone();
+        let id = id.clone();
+        move || ope::reward_index(store.as_ref(), &id)
     })
     .await
-    .map_err(blocking_error)??;
+    .map_err(blocking_error)?
+    .map_err(EngineError::from)?;
+    let header = ope::header(&rt.config, q.from_ms, q.to_ms);
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<Result<web::Bytes, std::io::Error>>(EXPORT_CHANNEL_CHUNKS);
+    tokio::task::spawn_blocking(move || {
+        let lines = ope::log_lines(store.as_ref(), &id, q.from_ms, q.to_ms, &index);
+        let sent = write_chunks(&header, lines, CHUNK_BYTES, |chunk| {
+            tx.blocking_send(Ok(web::Bytes::from(chunk))).is_ok()
+        });
+        match sent {
+            Ok(n) => {
+                tracing::debug!(campaign = %id, lines = n.lines, unreadable = n.unreadable, "log exported");
+            }
+            Err(ExportError::Closed) => {
+                tracing::debug!(campaign = %id, "log export stopped: the client went away");
+            }
+            Err(ExportError::Store(e)) => {
+                tracing::error!(campaign = %id, error = %e, "log export cut short");
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
+        }
+    });
+    let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     Ok(HttpResponse::Ok()
         .content_type("application/x-ndjson")
-        .body(body))
+        .streaming(body))
 }

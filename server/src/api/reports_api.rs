@@ -53,19 +53,31 @@ fn bucket(q: &Query) -> Result<u64, EngineError> {
     }
 }
 
-/// Load the campaign's logs off the async threads and compute `f` on them.
-async fn report<R: serde::Serialize + Send + 'static>(
+/// Fold the campaign's logs into a report off the async threads (one decision at a time), then
+/// shape the answer with `wrap`.
+async fn report<F, R>(
     state: &AppState,
     id: &str,
     history_path: Option<String>,
-    f: impl FnOnce(&reports::Dataset) -> R + Send + 'static,
-) -> Result<HttpResponse, ApiError> {
+    fold: F,
+    wrap: impl FnOnce(F::Out) -> R + Send + 'static,
+) -> Result<HttpResponse, ApiError>
+where
+    F: reports::RowFold + Send + 'static,
+    R: serde::Serialize + Send + 'static,
+{
     let range = state.engine.campaign(id)?.config.reward_range;
     let engine = state.engine.clone();
     let id = id.to_string();
     let out = web::block(move || {
-        let data = reports::load(engine.store().as_ref(), &id, range, history_path.as_deref())?;
-        Ok::<_, EngineError>(f(&data))
+        let out = reports::fold(
+            engine.store().as_ref(),
+            &id,
+            range,
+            history_path.as_deref(),
+            fold,
+        )?;
+        Ok::<_, EngineError>(wrap(out))
     })
     .await
     .map_err(|e| EngineError::Unavailable {
@@ -99,7 +111,8 @@ async fn actions(
         &state,
         &id,
         None,
-        |d| serde_json::json!({ "actions": reports::actions(d) }),
+        reports::ActionsFold::default(),
+        |a| serde_json::json!({ "actions": a }),
     )
     .await
 }
@@ -126,7 +139,7 @@ async fn lift(
 ) -> Result<HttpResponse, ApiError> {
     let q: Query = query(&req)?;
     let b = bucket(&q)?;
-    report(&state, &id, None, move |d| reports::lift(d, b)).await
+    report(&state, &id, None, reports::LiftFold::new(b), |l| l).await
 }
 
 #[utoipa::path(
@@ -155,10 +168,11 @@ async fn gems(
             return Err(EngineError::invalid("max_share", "must be in (0, 1]").into());
         }
     }
-    report(&state, &id, None, move |d| {
-        reports::hidden_gems(d, q.max_share)
-    })
-    .await
+    let fold = reports::GemsFold {
+        max_share: q.max_share,
+        ..Default::default()
+    };
+    report(&state, &id, None, fold, |g| g).await
 }
 
 #[utoipa::path(
@@ -190,11 +204,8 @@ async fn affinity(
         return Err(EngineError::invalid("history_path", "must be 1-200 characters").into());
     }
     let min = q.min_exposures.unwrap_or(10);
-    let p = path.clone();
-    report(&state, &id, Some(path), move |d| {
-        reports::affinity(d, &p, min)
-    })
-    .await
+    let fold = reports::AffinityFold::new(&path, min);
+    report(&state, &id, Some(path), fold, |a| a).await
 }
 
 #[utoipa::path(
@@ -223,7 +234,8 @@ async fn policies(
         &state,
         &id,
         None,
-        move |d| serde_json::json!({ "bucket_seconds": b, "policies": reports::policies(d, b) }),
+        reports::PoliciesFold::new(b),
+        move |p| serde_json::json!({ "bucket_seconds": b, "policies": p }),
     )
     .await
 }

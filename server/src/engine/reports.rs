@@ -18,6 +18,7 @@ use serde_json::Value;
 use tailor_policies::RewardRange;
 
 use crate::error::EngineError;
+use crate::ope::log::RewardIndex;
 use crate::store::Store;
 
 /// z for a two-sided 95% interval.
@@ -45,7 +46,8 @@ impl Row {
     }
 }
 
-/// Everything a report reads for one campaign.
+/// Everything a report reads for one campaign, in memory (tests; the server folds instead, see
+/// [`fold`]).
 #[derive(Debug, Clone, Default)]
 pub struct Dataset {
     pub rows: Vec<Row>,
@@ -53,41 +55,59 @@ pub struct Dataset {
     pub binary: bool,
 }
 
-/// Read a campaign's decisions and rewards. `history_path` (dotted, in the context) and item
-/// categories are only extracted when given, since that parses each logged request. Logged
-/// reward values are read through the campaign's `range` (a log written before reward ranges
-/// existed may hold any finite value; clamping keeps every sum finite).
-pub fn load(
+impl Dataset {
+    fn fold<F: RowFold>(&self, mut f: F) -> F::Out {
+        for r in &self.rows {
+            f.add(r);
+        }
+        f.finish(self.binary)
+    }
+}
+
+/// A report computed one decision at a time.
+pub trait RowFold {
+    type Out;
+    fn add(&mut self, row: &Row);
+    /// `binary`: every applied reward value of the campaign lies in [0, 1].
+    fn finish(self, binary: bool) -> Self::Out;
+}
+
+/// Compute a report over a campaign's decisions and rewards, reading the decision log one record
+/// at a time: memory is the compact reward index (32 bytes per reward) and the report's own
+/// accumulators, not the log. `history_path` (dotted, in the context) and item categories are
+/// only extracted when given, since that parses each logged request. Reward values are read
+/// through the campaign's `range`.
+pub fn fold<F: RowFold>(
     store: &dyn Store,
     campaign: &str,
     range: RewardRange,
     history_path: Option<&str>,
-) -> Result<Dataset, EngineError> {
-    let mut rewards: HashMap<String, Vec<(u32, f64)>> = HashMap::new();
-    let mut binary = true;
-    for r in store.rewards_after(0) {
-        let r = r?;
-        if r.campaign != campaign {
-            continue;
-        }
-        let value = range.clamp(r.value);
-        binary &= (0.0..=1.0).contains(&value);
-        rewards.entry(r.event_id).or_default().push((r.slot, value));
-    }
-    let mut rows = Vec::new();
+    mut f: F,
+) -> Result<F::Out, EngineError> {
+    // Logged values are read through the campaign's range: a log written before reward ranges
+    // existed may hold any finite value, and clamping keeps every sum finite.
+    let rewards = RewardIndex::build_summed(
+        campaign,
+        store.rewards_after(0).map(|r| {
+            r.map(|mut r| {
+                r.value = range.clamp(r.value);
+                r
+            })
+        }),
+    )?;
     for d in store.decisions_after(0) {
         let d = d?;
         if d.campaign != campaign {
             continue;
         }
-        let mut values = vec![0.0; d.actions.len()];
-        if let Some(rs) = rewards.get(&d.event_id) {
-            for &(slot, v) in rs {
-                if let Some(x) = values.get_mut(slot as usize) {
-                    *x += v;
-                }
-            }
-        }
+        let values: Vec<f64> = (0..d.actions.len())
+            .map(|i| {
+                u32::try_from(i)
+                    .ok()
+                    .and_then(|slot| rewards.get(&d.event_id, slot))
+                    .unwrap_or(0.0)
+            })
+            .collect();
         let actions: Vec<String> = d.actions.iter().map(|a| a.id.clone()).collect();
         let (history, categories) = match history_path {
             Some(path) if !d.request.is_empty() => {
@@ -96,7 +116,7 @@ pub fn load(
             }
             _ => (Vec::new(), vec![None; actions.len()]),
         };
-        rows.push(Row {
+        f.add(&Row {
             at_ms: d.at_ms,
             holdout: d.holdout,
             policy: d.policy,
@@ -106,7 +126,7 @@ pub fn load(
             categories,
         });
     }
-    Ok(Dataset { rows, binary })
+    Ok(f.finish(rewards.binary()))
 }
 
 fn history_of(req: &Value, path: &str) -> Vec<String> {
@@ -178,19 +198,6 @@ pub fn p_value(z: f64) -> f64 {
 }
 
 /// Mean and sample variance.
-fn mean_var(xs: impl Iterator<Item = f64>) -> (usize, f64, f64) {
-    let (mut n, mut mean, mut m2) = (0usize, 0.0, 0.0);
-    for x in xs {
-        n += 1;
-        let d = x - mean;
-        mean += d / n as f64;
-        m2 += d * (x - mean);
-    }
-    let var = if n > 1 { m2 / (n - 1) as f64 } else { 0.0 };
-    (n, mean, var)
-}
-
-/// Wilson score interval of a proportion.
 fn wilson(successes: f64, n: f64) -> Interval {
     if n <= 0.0 {
         return Interval {
@@ -237,24 +244,45 @@ struct Tally {
     sum_sq: f64,
 }
 
-pub fn actions(data: &Dataset) -> Vec<ActionReport> {
-    let mut t: BTreeMap<&str, Tally> = BTreeMap::new();
-    let mut total = 0u64;
-    for row in &data.rows {
+/// Per-action results: a [`RowFold`].
+#[derive(Debug, Default)]
+pub struct ActionsFold {
+    t: BTreeMap<String, Tally>,
+    total: u64,
+}
+
+impl RowFold for ActionsFold {
+    type Out = Vec<ActionReport>;
+
+    fn add(&mut self, row: &Row) {
         for (id, v) in row.actions.iter().zip(&row.values) {
-            let e = t.entry(id).or_default();
+            let e = match self.t.get_mut(id.as_str()) {
+                Some(e) => e,
+                None => self.t.entry(id.clone()).or_default(),
+            };
             e.exposures += 1;
             e.rewarded += u64::from(*v > 0.0);
             e.sum += v;
             e.sum_sq += v * v;
-            total += 1;
+            self.total += 1;
         }
     }
+
+    fn finish(self, binary: bool) -> Vec<ActionReport> {
+        action_reports(self.t, self.total, binary)
+    }
+}
+
+pub fn actions(data: &Dataset) -> Vec<ActionReport> {
+    data.fold(ActionsFold::default())
+}
+
+fn action_reports(t: BTreeMap<String, Tally>, total: u64, binary: bool) -> Vec<ActionReport> {
     let mut out: Vec<ActionReport> = t
         .into_iter()
         .map(|(id, t)| {
             let n = t.exposures as f64;
-            let posterior = if data.binary {
+            let posterior = if binary {
                 let (a, b) = (1.0 + t.sum, 1.0 + (n - t.sum).max(0.0));
                 Interval {
                     estimate: a / (a + b),
@@ -276,7 +304,7 @@ pub fn actions(data: &Dataset) -> Vec<ActionReport> {
                 }
             };
             ActionReport {
-                id: id.to_string(),
+                id,
                 exposures: t.exposures,
                 rewarded: t.rewarded,
                 reward_sum: t.sum,
@@ -304,8 +332,30 @@ pub struct GemsReport {
 
 /// Rarely shown (exposure share below `max_share`, default half of an even share) but whose
 /// posterior lower bound is above the campaign's median posterior mean.
+/// Hidden gems: a [`RowFold`] over the per-action results.
+#[derive(Debug, Default)]
+pub struct GemsFold {
+    pub actions: ActionsFold,
+    pub max_share: Option<f64>,
+}
+
+impl RowFold for GemsFold {
+    type Out = GemsReport;
+
+    fn add(&mut self, row: &Row) {
+        self.actions.add(row);
+    }
+
+    fn finish(self, binary: bool) -> GemsReport {
+        gems_of(self.actions.finish(binary), self.max_share)
+    }
+}
+
 pub fn hidden_gems(data: &Dataset, max_share: Option<f64>) -> GemsReport {
-    let all = actions(data);
+    gems_of(actions(data), max_share)
+}
+
+fn gems_of(all: Vec<ActionReport>, max_share: Option<f64>) -> GemsReport {
     let mut means: Vec<f64> = all.iter().map(|a| a.posterior.estimate).collect();
     means.sort_by(f64::total_cmp);
     let median = match means.len() {
@@ -364,31 +414,81 @@ pub struct LiftReport {
     pub series: Vec<LiftPoint>,
 }
 
-fn arm<'a>(rows: impl Iterator<Item = &'a Row>) -> (Arm, f64) {
-    let outcomes: Vec<f64> = rows.map(Row::outcome).collect();
-    let (n, mean, var) = mean_var(outcomes.iter().copied());
-    let half = if n > 0 {
-        Z95 * (var / n as f64).sqrt()
-    } else {
-        0.0
-    };
-    (
-        Arm {
-            decisions: n as u64,
-            reward_sum: outcomes.iter().sum(),
-            rate: Interval {
-                estimate: mean,
-                low: mean - half,
-                high: mean + half,
-            },
-        },
-        var,
-    )
+/// Running mean and variance (Welford) and sum of decision outcomes, added in
+/// log order.
+#[derive(Debug, Clone, Copy)]
+struct ArmAcc {
+    n: usize,
+    mean: f64,
+    m2: f64,
+    sum: f64,
 }
 
-fn lift_of(rows: &[&Row]) -> Lift {
-    let (p, vp) = arm(rows.iter().copied().filter(|r| !r.holdout));
-    let (h, vh) = arm(rows.iter().copied().filter(|r| r.holdout));
+impl Default for ArmAcc {
+    fn default() -> Self {
+        // -0.0: the sum of no outcomes, as summing an empty iterator gives.
+        Self {
+            n: 0,
+            mean: 0.0,
+            m2: 0.0,
+            sum: -0.0,
+        }
+    }
+}
+
+impl ArmAcc {
+    fn add(&mut self, x: f64) {
+        self.n += 1;
+        let d = x - self.mean;
+        self.mean += d / self.n as f64;
+        self.m2 += d * (x - self.mean);
+        self.sum += x;
+    }
+
+    fn arm(&self) -> (Arm, f64) {
+        let (n, mean) = (self.n, self.mean);
+        let var = if n > 1 { self.m2 / (n - 1) as f64 } else { 0.0 };
+        let half = if n > 0 {
+            Z95 * (var / n as f64).sqrt()
+        } else {
+            0.0
+        };
+        (
+            Arm {
+                decisions: n as u64,
+                reward_sum: self.sum,
+                rate: Interval {
+                    estimate: mean,
+                    low: mean - half,
+                    high: mean + half,
+                },
+            },
+            var,
+        )
+    }
+}
+
+/// Personalized and holdout outcomes of one range.
+#[derive(Debug, Clone, Copy, Default)]
+struct LiftAcc {
+    personalized: ArmAcc,
+    holdout: ArmAcc,
+}
+
+impl LiftAcc {
+    fn add(&mut self, r: &Row) {
+        let x = r.outcome();
+        if r.holdout {
+            self.holdout.add(x);
+        } else {
+            self.personalized.add(x);
+        }
+    }
+}
+
+fn lift_of(acc: &LiftAcc) -> Lift {
+    let (p, vp) = acc.personalized.arm();
+    let (h, vh) = acc.holdout.arm();
     let (np, nh) = (p.decisions as f64, h.decisions as f64);
     let (mp, mh) = (p.rate.estimate, h.rate.estimate);
     let mut absolute = None;
@@ -428,27 +528,54 @@ fn lift_of(rows: &[&Row]) -> Lift {
     }
 }
 
-pub fn lift(data: &Dataset, bucket_seconds: u64) -> LiftReport {
-    let all: Vec<&Row> = data.rows.iter().collect();
-    let bucket_ms = bucket_seconds.max(1) * 1000;
-    let mut buckets: BTreeMap<u64, Vec<&Row>> = BTreeMap::new();
-    for r in &data.rows {
-        buckets
+/// Lift over the holdout, in total and per time bucket: a [`RowFold`].
+#[derive(Debug)]
+pub struct LiftFold {
+    bucket_seconds: u64,
+    total: LiftAcc,
+    buckets: BTreeMap<u64, LiftAcc>,
+}
+
+impl LiftFold {
+    pub fn new(bucket_seconds: u64) -> Self {
+        Self {
+            bucket_seconds,
+            total: LiftAcc::default(),
+            buckets: BTreeMap::new(),
+        }
+    }
+}
+
+impl RowFold for LiftFold {
+    type Out = LiftReport;
+
+    fn add(&mut self, r: &Row) {
+        let bucket_ms = self.bucket_seconds.max(1) * 1000;
+        self.total.add(r);
+        self.buckets
             .entry(r.at_ms / bucket_ms * bucket_ms)
             .or_default()
-            .push(r);
+            .add(r);
     }
-    LiftReport {
-        total: lift_of(&all),
-        bucket_seconds,
-        series: buckets
-            .into_iter()
-            .map(|(start_ms, rows)| LiftPoint {
-                start_ms,
-                lift: lift_of(&rows),
-            })
-            .collect(),
+
+    fn finish(self, _binary: bool) -> LiftReport {
+        LiftReport {
+            total: lift_of(&self.total),
+            bucket_seconds: self.bucket_seconds,
+            series: self
+                .buckets
+                .iter()
+                .map(|(&start_ms, acc)| LiftPoint {
+                    start_ms,
+                    lift: lift_of(acc),
+                })
+                .collect(),
+        }
     }
+}
+
+pub fn lift(data: &Dataset, bucket_seconds: u64) -> LiftReport {
+    data.fold(LiftFold::new(bucket_seconds))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -471,24 +598,54 @@ pub struct PolicySeries {
 }
 
 /// Per serving policy as logged (`baseline` for holdout, paused and fallback decisions).
-pub fn policies(data: &Dataset, bucket_seconds: u64) -> Vec<PolicySeries> {
-    let bucket_ms = bucket_seconds.max(1) * 1000;
-    let mut m: BTreeMap<&str, BTreeMap<u64, (u64, f64)>> = BTreeMap::new();
-    for r in &data.rows {
-        let e = m
-            .entry(&r.policy)
-            .or_default()
+/// Reward over time per serving policy: a [`RowFold`].
+#[derive(Debug)]
+pub struct PoliciesFold {
+    bucket_seconds: u64,
+    m: BTreeMap<String, BTreeMap<u64, (u64, f64)>>,
+}
+
+impl PoliciesFold {
+    pub fn new(bucket_seconds: u64) -> Self {
+        Self {
+            bucket_seconds,
+            m: BTreeMap::new(),
+        }
+    }
+}
+
+impl RowFold for PoliciesFold {
+    type Out = Vec<PolicySeries>;
+
+    fn add(&mut self, r: &Row) {
+        let bucket_ms = self.bucket_seconds.max(1) * 1000;
+        let per_policy = match self.m.get_mut(r.policy.as_str()) {
+            Some(p) => p,
+            None => self.m.entry(r.policy.clone()).or_default(),
+        };
+        let e = per_policy
             .entry(r.at_ms / bucket_ms * bucket_ms)
             .or_default();
         e.0 += 1;
         e.1 += r.outcome();
     }
+
+    fn finish(self, _binary: bool) -> Vec<PolicySeries> {
+        policy_series(self.m)
+    }
+}
+
+pub fn policies(data: &Dataset, bucket_seconds: u64) -> Vec<PolicySeries> {
+    data.fold(PoliciesFold::new(bucket_seconds))
+}
+
+fn policy_series(m: BTreeMap<String, BTreeMap<u64, (u64, f64)>>) -> Vec<PolicySeries> {
     m.into_iter()
         .map(|(policy, b)| {
             let decisions: u64 = b.values().map(|v| v.0).sum();
             let sum: f64 = b.values().map(|v| v.1).sum();
             PolicySeries {
-                policy: policy.to_string(),
+                policy,
                 decisions,
                 rate: sum / decisions.max(1) as f64,
                 series: b
@@ -533,34 +690,78 @@ pub struct AffinityReport {
 
 /// How likely shoppers who bought X respond (reward > 0) to items of category Y, with lift over
 /// all shoppers shown Y; pairs with fewer than `min_exposures` are left out. Highest lift first.
-pub fn affinity(data: &Dataset, history_path: &str, min_exposures: u64) -> AffinityReport {
-    let mut pair: HashMap<(&str, &str), (u64, u64)> = HashMap::new();
-    let mut shown: HashMap<&str, (u64, u64)> = HashMap::new();
-    for r in &data.rows {
+/// Category affinity: a [`RowFold`]. Memory grows with the distinct (history category, shown
+/// category) pairs, not with the log.
+#[derive(Debug)]
+pub struct AffinityFold {
+    history_path: String,
+    min_exposures: u64,
+    pair: HashMap<(String, String), (u64, u64)>,
+    shown: HashMap<String, (u64, u64)>,
+}
+
+impl AffinityFold {
+    pub fn new(history_path: &str, min_exposures: u64) -> Self {
+        Self {
+            history_path: history_path.to_string(),
+            min_exposures,
+            pair: HashMap::new(),
+            shown: HashMap::new(),
+        }
+    }
+}
+
+impl RowFold for AffinityFold {
+    type Out = AffinityReport;
+
+    fn add(&mut self, r: &Row) {
         let history: HashSet<&str> = r.history.iter().map(String::as_str).collect();
         for (cat, v) in r.categories.iter().zip(&r.values) {
             let Some(y) = cat.as_deref() else { continue };
             let hit = u64::from(*v > 0.0);
-            let e = shown.entry(y).or_default();
+            let e = match self.shown.get_mut(y) {
+                Some(e) => e,
+                None => self.shown.entry(y.to_string()).or_default(),
+            };
             e.0 += 1;
             e.1 += hit;
             for x in &history {
-                let e = pair.entry((x, y)).or_default();
+                let e = self
+                    .pair
+                    .entry(((*x).to_string(), y.to_string()))
+                    .or_default();
                 e.0 += 1;
                 e.1 += hit;
             }
         }
     }
+
+    fn finish(self, _binary: bool) -> AffinityReport {
+        affinity_report(self)
+    }
+}
+
+pub fn affinity(data: &Dataset, history_path: &str, min_exposures: u64) -> AffinityReport {
+    data.fold(AffinityFold::new(history_path, min_exposures))
+}
+
+fn affinity_report(f: AffinityFold) -> AffinityReport {
+    let AffinityFold {
+        history_path,
+        min_exposures,
+        pair,
+        shown,
+    } = f;
     let mut pairs: Vec<AffinityRow> = pair
         .into_iter()
         .filter(|(_, (n, _))| *n >= min_exposures)
         .map(|((x, y), (n, s))| {
-            let (ny, sy) = shown[y];
+            let (ny, sy) = shown[&y];
             let base = sy as f64 / ny.max(1) as f64;
             let rate = wilson(s as f64, n as f64);
             AffinityRow {
-                bought: x.to_string(),
-                shown: y.to_string(),
+                bought: x,
+                shown: y,
                 exposures: n,
                 responses: s,
                 baseline_rate: base,
@@ -580,7 +781,7 @@ pub fn affinity(data: &Dataset, history_path: &str, min_exposures: u64) -> Affin
             .then(a.shown.cmp(&b.shown))
     });
     AffinityReport {
-        history_path: history_path.to_string(),
+        history_path,
         min_exposures,
         pairs,
     }
@@ -641,5 +842,41 @@ mod tests {
         let l = lift(&Dataset { rows, binary: true }, 86_400).total;
         let a = l.absolute.unwrap();
         assert!(a.low < 0.0 && a.high > 0.0);
+    }
+
+    #[test]
+    fn folded_sums_and_spreads_match_the_outcomes() {
+        let rows: Vec<Row> = (0..1_000)
+            .map(|i| row(false, (i % 7) as f64 * 0.1))
+            .collect();
+        let data = Dataset {
+            rows: rows.clone(),
+            binary: true,
+        };
+        let l = lift(&data, 86_400).total;
+        // The outcomes summed in log order, bit for bit; an arm without decisions has the sum of
+        // nothing, -0.0, as summing an empty iterator gives.
+        let sum: f64 = rows.iter().map(Row::outcome).sum();
+        assert_eq!(l.personalized.reward_sum.to_bits(), sum.to_bits());
+        assert_eq!(l.holdout.reward_sum.to_bits(), (-0.0f64).to_bits());
+        assert_eq!(l.holdout.decisions, 0);
+        // Welford agrees with the two-pass mean and variance.
+        let n = rows.len() as f64;
+        let mean = sum / n;
+        let var = rows
+            .iter()
+            .map(|r| (r.outcome() - mean).powi(2))
+            .sum::<f64>()
+            / (n - 1.0);
+        let rate = l.personalized.rate;
+        assert!((rate.estimate - mean).abs() < 1e-12);
+        assert!(((rate.high - rate.low) / 2.0 - Z95 * (var / n).sqrt()).abs() < 1e-12);
+        // Per-action and per-policy folds see every exposure.
+        let a = actions(&data);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].exposures, 1_000);
+        let p = policies(&data, 86_400);
+        assert_eq!(p[0].decisions, 1_000);
+        assert_eq!(p[0].series[0].reward_sum.to_bits(), sum.to_bits());
     }
 }

@@ -11,7 +11,7 @@
 //! The header is optional for external logs: without it, evaluation uses the default featurizer
 //! and only the policies named on the command line. See docs/evaluation.md.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -74,25 +74,112 @@ fn yes() -> bool {
     true
 }
 
-/// Rewards of a campaign by event id and slot.
-pub type RewardIndex = HashMap<String, Vec<Option<f64>>>;
+/// Applied rewards of one campaign by event id and slot, built by one pass over the reward log.
+///
+/// Compact so that exporting or evaluating a log of millions of decisions stays within a bounded
+/// memory: one 32-byte entry per applied reward (a 128-bit hash of the event id under a seed drawn
+/// per index, the slot and the value), sorted, instead of the event id strings and the full
+/// reward records. Two event ids would have to collide on all 128 bits of a hash keyed by a
+/// secret seed to be confused.
+#[derive(Debug)]
+pub struct RewardIndex {
+    seed: u64,
+    /// Sorted by (key, slot); one entry per (key, slot).
+    entries: Vec<RewardEntry>,
+    /// Every reward of the campaign lies in [0, 1].
+    binary: bool,
+}
 
-/// Index the applied rewards of `campaign` among `rewards`.
-pub fn index_rewards<'a>(
-    campaign: &str,
-    rewards: impl Iterator<Item = &'a RewardRecord>,
-) -> RewardIndex {
-    let mut out: RewardIndex = HashMap::new();
-    for r in rewards.filter(|r| r.campaign == campaign) {
-        let slots = out.entry(r.event_id.clone()).or_default();
-        let i = r.slot as usize;
-        if slots.len() <= i {
-            slots.resize(i + 1, None);
-        }
-        // Each slot is applied once; keep the first if a log ever held two.
-        slots[i].get_or_insert(r.value);
+#[derive(Debug, Clone, Copy)]
+struct RewardEntry {
+    key: [u64; 2],
+    slot: u32,
+    value: f64,
+}
+
+impl RewardIndex {
+    fn key(&self, event_id: &str) -> [u64; 2] {
+        let h = xxhash_rust::xxh3::xxh3_128_with_seed(event_id.as_bytes(), self.seed);
+        [(h >> 64) as u64, h as u64]
     }
-    out
+
+    /// Index the applied rewards of `campaign` among `rewards` (in reward-log order), keeping the
+    /// first of an (event, slot) (each slot is applied once; the log export and evaluation keep the
+    /// first if a log ever held two).
+    pub fn build<E>(
+        campaign: &str,
+        rewards: impl Iterator<Item = Result<RewardRecord, E>>,
+    ) -> Result<Self, E> {
+        Self::build_with(campaign, rewards, false)
+    }
+
+    /// As [`RewardIndex::build`], but an (event, slot) holding several rewards gets their sum,
+    /// added in log order (the marketer reports' outcome).
+    pub fn build_summed<E>(
+        campaign: &str,
+        rewards: impl Iterator<Item = Result<RewardRecord, E>>,
+    ) -> Result<Self, E> {
+        Self::build_with(campaign, rewards, true)
+    }
+
+    fn build_with<E>(
+        campaign: &str,
+        rewards: impl Iterator<Item = Result<RewardRecord, E>>,
+        sum: bool,
+    ) -> Result<Self, E> {
+        let mut index = Self {
+            seed: rand::random(),
+            entries: Vec::new(),
+            binary: true,
+        };
+        for r in rewards {
+            let r = r?;
+            if r.campaign != campaign {
+                continue;
+            }
+            index.binary &= (0.0..=1.0).contains(&r.value);
+            let key = index.key(&r.event_id);
+            index.entries.push(RewardEntry {
+                key,
+                slot: r.slot,
+                value: if sum { 0.0 + r.value } else { r.value },
+            });
+        }
+        // Stable: equal (key, slot) stay in log order, so `dedup_by` sees the first one first.
+        index.entries.sort_by_key(|e| (e.key, e.slot));
+        index.entries.dedup_by(|later, first| {
+            let same = later.key == first.key && later.slot == first.slot;
+            if same && sum {
+                first.value += later.value;
+            }
+            same
+        });
+        index.entries.shrink_to_fit();
+        Ok(index)
+    }
+
+    /// Every indexed reward value lies in [0, 1].
+    pub fn binary(&self) -> bool {
+        self.binary
+    }
+
+    /// Number of (event, slot) rewards indexed.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The reward applied to `slot` of `event_id`, if any.
+    pub fn get(&self, event_id: &str, slot: u32) -> Option<f64> {
+        let key = self.key(event_id);
+        self.entries
+            .binary_search_by(|e| (e.key, e.slot).cmp(&(key, slot)))
+            .ok()
+            .map(|i| self.entries[i].value)
+    }
 }
 
 /// The log line of a decision, or `None` when its request body was not kept or is not a decide
@@ -103,7 +190,6 @@ pub fn line_of(d: &DecisionRecord, rewards: &RewardIndex) -> Option<LogLine> {
     }
     let req: DecideRequest = serde_json::from_slice(&d.request).ok()?;
     let removed: HashSet<&str> = d.removed.iter().map(|(_, id, _)| id.as_str()).collect();
-    let slot_rewards = rewards.get(&d.event_id);
     Some(LogLine {
         event_id: d.event_id.clone(),
         at_ms: d.at_ms,
@@ -120,11 +206,74 @@ pub fn line_of(d: &DecisionRecord, rewards: &RewardIndex) -> Option<LogLine> {
             .map(|(i, a)| LogAction {
                 id: a.id.clone(),
                 probability: Some(a.probability),
-                reward: slot_rewards.and_then(|s| s.get(i).copied().flatten()),
+                reward: u32::try_from(i)
+                    .ok()
+                    .and_then(|slot| rewards.get(&d.event_id, slot)),
             })
             .collect(),
         policy: d.policy.clone(),
         explore: d.explore,
         holdout: d.holdout,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{LoggedAction, RewardKind};
+
+    fn reward(campaign: &str, event: &str, slot: u32, value: f64) -> RewardRecord {
+        RewardRecord {
+            seq: 0,
+            event_id: event.into(),
+            campaign: campaign.into(),
+            at_ms: 0,
+            kind: RewardKind::Explicit,
+            slot,
+            action: LoggedAction {
+                id: "a".into(),
+                probability: 0.5,
+                x: Default::default(),
+            },
+            value,
+            holdout: false,
+            policy: "thompson".into(),
+        }
+    }
+
+    fn log() -> Vec<Result<RewardRecord, std::convert::Infallible>> {
+        let mut out = Vec::new();
+        for i in 0..2_000 {
+            out.push(Ok(reward(
+                "c",
+                &format!("e-{i}"),
+                (i % 3) as u32,
+                i as f64 / 1000.0,
+            )));
+            out.push(Ok(reward("other", &format!("e-{i}"), (i % 3) as u32, 5.0)));
+        }
+        // A slot that (against the engine's rule) got two rewards.
+        out.push(Ok(reward("c", "e-7", 1, 0.25)));
+        out
+    }
+
+    #[test]
+    fn the_index_finds_each_slot_of_its_campaign_only() {
+        let index = RewardIndex::build("c", log().into_iter()).unwrap();
+        assert_eq!(index.len(), 2_000);
+        assert!(!index.binary(), "values up to 1.999");
+        for i in 0..2_000u32 {
+            let e = format!("e-{i}");
+            assert_eq!(index.get(&e, i % 3), Some(f64::from(i) / 1000.0), "{e}");
+            assert_eq!(index.get(&e, i % 3 + 1), None);
+        }
+        assert_eq!(index.get("e-2000", 2), None);
+        // e-7 slot 1 was rewarded first with 0.007: the first stays.
+        assert_eq!(index.get("e-7", 1), Some(0.007));
+        let summed = RewardIndex::build_summed("c", log().into_iter()).unwrap();
+        assert_eq!(summed.get("e-7", 1), Some(0.007 + 0.25));
+        assert_eq!(summed.get("e-8", 2), Some(0.008));
+        let other = RewardIndex::build("other", log().into_iter()).unwrap();
+        assert_eq!(other.get("e-3", 0), Some(5.0));
+    }
 }

@@ -18,6 +18,7 @@
 //! what they would have known then. In `current` mode the configured policies are evaluated with
 //! the state they have now (optimistic: that state learned from the same rewards).
 
+pub mod export;
 pub mod log;
 
 use std::collections::BTreeMap;
@@ -32,8 +33,8 @@ use tailor_policies::{Arm, Featurizer, Policy, PolicyConfig, SparseVec};
 use crate::campaign::CampaignConfig;
 use crate::engine::{featurize, now_ms, CampaignRuntime, Engine};
 use crate::error::EngineError;
-use crate::store::{RewardRecord, StoreError};
-use log::{index_rewards, line_of, LogHeader, LogLine, LOG_FORMAT_VERSION};
+use crate::store::{Store, StoreError};
+use log::{line_of, LogHeader, LogLine, RewardIndex, LOG_FORMAT_VERSION};
 
 /// How learning policies are evaluated.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -394,36 +395,36 @@ fn split(o: Result<Estimates, Refusal>) -> (Option<Estimates>, Option<Refusal>) 
     }
 }
 
-/// The decision log of `campaign` in `[from_ms, to_ms)`, joined with its rewards, in log order.
-/// The second value counts decisions whose candidates are unknown.
-pub fn read_log(
-    engine_store: &dyn crate::store::Store,
-    campaign: &str,
+/// The applied rewards of `campaign`, indexed for [`log_lines`]: one pass over the reward log,
+/// keeping 32 bytes per reward (see [`RewardIndex`]).
+pub fn reward_index(store: &dyn Store, campaign: &str) -> Result<RewardIndex, StoreError> {
+    RewardIndex::build(campaign, store.rewards_after(0))
+}
+
+/// The decision log of `campaign` in `[from_ms, to_ms)`, joined with the rewards of `index`, in
+/// log order, read from the store one decision at a time (nothing is collected): `Some(line)`,
+/// or `None` for a decision whose candidates are unknown (request body not kept or not a decide
+/// request).
+pub fn log_lines<'a>(
+    store: &'a dyn Store,
+    campaign: &'a str,
     from_ms: Option<u64>,
     to_ms: Option<u64>,
-) -> Result<(Vec<LogLine>, u64), StoreError> {
-    let rewards: Vec<RewardRecord> = engine_store
-        .rewards_after(0)
-        .filter(|r| r.as_ref().map_or(true, |r| r.campaign == campaign))
-        .collect::<Result<_, _>>()?;
-    let index = index_rewards(campaign, rewards.iter());
-    drop(rewards);
-    let mut lines = Vec::new();
-    let mut unreadable = 0;
-    for d in engine_store.decisions_after(0) {
-        let d = d?;
+    index: &'a RewardIndex,
+) -> impl Iterator<Item = Result<Option<LogLine>, StoreError>> + 'a {
+    store.decisions_after(0).filter_map(move |d| {
+        let d = match d {
+            Ok(d) => d,
+            Err(e) => return Some(Err(e)),
+        };
         if d.campaign != campaign
             || from_ms.is_some_and(|f| d.at_ms < f)
             || to_ms.is_some_and(|t| d.at_ms >= t)
         {
-            continue;
+            return None;
         }
-        match line_of(&d, &index) {
-            Some(l) => lines.push(l),
-            None => unreadable += 1,
-        }
-    }
-    Ok((lines, unreadable))
+        Some(Ok(line_of(&d, index)))
+    })
 }
 
 /// The header of an export of `campaign`.
@@ -445,17 +446,16 @@ pub fn evaluate_campaign(
 ) -> Result<Evaluation, EngineError> {
     let live = rt.learner.read().policies.clone();
     let mut ev = Evaluator::new(&rt.config, request, Some(&live))?;
-    let (lines, unreadable) = read_log(
-        engine.store().as_ref(),
-        &rt.config.id,
-        ev.request.from_ms,
-        ev.request.to_ms,
-    )?;
-    for _ in 0..unreadable {
-        ev.push_unreadable();
-    }
-    for l in &lines {
-        ev.push(l);
+    let store = engine.store().as_ref();
+    let index = reward_index(store, &rt.config.id)?;
+    let (from_ms, to_ms) = (ev.request.from_ms, ev.request.to_ms);
+    for line in log_lines(store, &rt.config.id, from_ms, to_ms, &index) {
+        match line? {
+            Some(l) => {
+                ev.push(&l);
+            }
+            None => ev.push_unreadable(),
+        }
     }
     Ok(ev.finish())
 }
@@ -554,11 +554,16 @@ pub fn value_series(
         .filter(|s| matches!(s.role, Role::Serving | Role::Shadow))
         .map(|s| (s.name.clone(), s.role))
         .collect();
-    let (lines, _) = read_log(engine.store().as_ref(), &rt.config.id, None, None)?;
+    let store = engine.store().as_ref();
+    let index = reward_index(store, &rt.config.id)?;
     let bucket_ms = bucket_seconds.max(1) * 1000;
+    // Folded one decision at a time: memory is the reward index and one entry per bucket.
     let mut acc: Vec<BTreeMap<u64, Bucket>> = vec![BTreeMap::new(); configured.len()];
-    for line in &lines {
-        let Some(traces) = ev.push(line) else {
+    for line in log_lines(store, &rt.config.id, None, None, &index) {
+        let Some(line) = line? else {
+            continue;
+        };
+        let Some(traces) = ev.push(&line) else {
             continue;
         };
         // `push` evaluated the line, so the top slot has a valid propensity and a reward.
