@@ -130,8 +130,17 @@ async fn stalled_bodies_are_timed_out_while_health_and_decide_answer() {
         .map(|s| tokio::spawn(read_until_closed(s)))
         .collect();
     let mut answers = Vec::with_capacity(n);
-    for r in readers {
-        answers.push(r.await.unwrap());
+    // Bounded, so a connection the server never closes fails the test instead of hanging it.
+    let give_up = opened + Duration::from_secs(120);
+    for (i, r) in readers.into_iter().enumerate() {
+        let left = give_up.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, r).await {
+            Ok(a) => answers.push(a.unwrap()),
+            Err(_) => panic!(
+                "stalled connection {i} ({:?}) still open after 120 s",
+                Stall::of(i)
+            ),
+        }
     }
     let all_closed = opened.elapsed();
     for (i, a) in answers.iter().enumerate() {

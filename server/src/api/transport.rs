@@ -67,9 +67,11 @@ pub async fn admit(
             let _ = admission.set(guard);
         }
         payload => {
-            in_flight
-                .check()
-                .map_err(|shed| refuse(req.path(), shed.into()))?;
+            if let Err(shed) = in_flight.check() {
+                // Refused before its body was read: close the connection (see below).
+                tokio::task::spawn_local(async move { drop(payload) });
+                return Err(refuse(req.path(), shed.into()));
+            }
             let timeout = state.transport.body_timeout;
             let shared: SharedPayload = Rc::new(RefCell::new(payload));
             let deadline = body::Deadline::new(
