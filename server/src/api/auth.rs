@@ -131,15 +131,7 @@ impl<'a> Routes<'a> {
         Args: FromRequest + 'static,
         F::Output: Responder + 'static,
     {
-        self.cfg.service(
-            web::resource(path)
-                .guard(guard::Method(method.clone()))
-                .wrap(from_fn(move |req: ServiceRequest, next: Next<BoxBody>| {
-                    authorize(access, req, next)
-                }))
-                .route(web::method(method).to(handler)),
-        );
-        self
+        self.register(Some(method), path, access, handler)
     }
 
     /// Register `handler` for every method on `path` (the handler answers by method itself).
@@ -149,12 +141,36 @@ impl<'a> Routes<'a> {
         Args: FromRequest + 'static,
         F::Output: Responder + 'static,
     {
+        self.register(None, path, access, handler)
+    }
+
+    /// One resource: `path` (guarded by `method` when given), wrapped in the check of `access`.
+    fn register<F, Args>(
+        &mut self,
+        method: Option<Method>,
+        path: &str,
+        access: Access,
+        handler: F,
+    ) -> &mut Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        let mut resource = web::resource(path);
+        let route = match method {
+            Some(method) => {
+                resource = resource.guard(guard::Method(method.clone()));
+                web::method(method)
+            }
+            None => web::route(),
+        };
         self.cfg.service(
-            web::resource(path)
+            resource
                 .wrap(from_fn(move |req: ServiceRequest, next: Next<BoxBody>| {
                     authorize(access, req, next)
                 }))
-                .route(web::route().to(handler)),
+                .route(route.to(handler)),
         );
         self
     }
