@@ -5,6 +5,7 @@ mod browser;
 mod control_room;
 mod foundation;
 mod harness;
+mod killloop;
 mod ope;
 mod openapi;
 mod personalizer;
