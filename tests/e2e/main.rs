@@ -10,6 +10,7 @@ mod ope;
 mod openapi;
 mod personalizer;
 mod plugins;
+mod schemathesis;
 mod sdk;
 mod send_time;
 mod simulate;

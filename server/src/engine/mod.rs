@@ -24,8 +24,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::{Mutex, RwLock};
 use tailor_policies::{Arm, Featurizer, Policy};
 
+pub(crate) use decide::check_items_request;
 pub use decide::{DecideCall, DecideInput, Decision};
 pub use durability::GroupCommit;
+pub(crate) use reward::check_reward_request;
 
 use crate::campaign::CampaignConfig;
 use crate::config::EngineSettings;
