@@ -182,7 +182,8 @@ mod tests {
     #[test]
     fn seed_corpora_pass() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-        let targets: [(&str, fn(&[u8])); 4] = [
+        type Target = fn(&[u8]);
+        let targets: [(&str, Target); 4] = [
             ("decide_body", decide_body),
             ("reward_body", reward_body),
             ("plugin_view", plugin_view),
