@@ -746,6 +746,30 @@ impl Policy {
         &self.config
     }
 
+    /// Checks that a decoded state fits its dimension: a snapshot entry or an imported model
+    /// file could hold matrices of other sizes, which would index out of bounds when used.
+    pub fn check_state(&self) -> Result<(), PolicyError> {
+        let d = self.dimension;
+        let fits = match &self.state {
+            State::LinUcb { model, .. } => model.fits(d, false),
+            State::LinTs { model, .. } => model.fits(d, true),
+            State::LinUcbDisjoint { arms, .. } => arms.values().all(|m| m.fits(d, false)),
+            State::EpsilonGreedy {
+                estimates: Estimates::Ridge(m),
+                ..
+            } => m.fits(d, false),
+            _ => true,
+        };
+        if fits {
+            Ok(())
+        } else {
+            Err(PolicyError::InvalidConfig {
+                field: "state",
+                message: format!("matrix sizes do not fit dimension {d}"),
+            })
+        }
+    }
+
     /// The vector dimension this policy was built for.
     pub fn dimension(&self) -> usize {
         self.dimension

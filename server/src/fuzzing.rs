@@ -149,8 +149,9 @@ fn roundtrip<T: Serialize + DeserializeOwned>(what: &'static str, bytes: &[u8]) 
 
 fn use_policy(mut policy: Policy) {
     let dimension = policy.dimension();
-    // Larger states are legitimate but slow to fuzz through.
-    if dimension == 0 || dimension > 4_096 {
+    // Larger states are legitimate but slow to fuzz through. A state that does not fit its
+    // dimension is refused where the server decodes one (snapshot restore, model import).
+    if dimension == 0 || dimension > 4_096 || policy.check_state().is_err() {
         return;
     }
     let d = dimension as u32;
@@ -314,6 +315,18 @@ mod tests {
             record(&bytes);
             std::fs::write(dir.join(name), bytes).unwrap();
         }
+    }
+
+    /// Issue 17: the `record` target's first crash, a linear policy state whose matrices are
+    /// shorter than its dimension; snapshot restore and model import now refuse it.
+    #[test]
+    fn a_policy_state_that_does_not_fit_its_dimension_is_refused() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus/record/crash-linucb-matrix-sizes");
+        let bytes = std::fs::read(path).unwrap();
+        let policy: Policy = postcard::from_bytes(&bytes).unwrap();
+        assert!(policy.check_state().is_err());
+        record(&bytes);
     }
 
     #[test]

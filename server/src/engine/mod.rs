@@ -231,7 +231,13 @@ impl CampaignRuntime {
             }
             if let Some((_, slot)) = learner.policies.iter_mut().find(|(n, _)| n == name) {
                 match postcard::from_bytes::<Policy>(bytes) {
-                    Ok(p) if p.config() == slot.config() => *slot = p,
+                    Ok(p)
+                        if p.config() == slot.config()
+                            && p.dimension() == slot.dimension()
+                            && p.check_state().is_ok() =>
+                    {
+                        *slot = p
+                    }
                     Ok(_) => {
                         tracing::info!(campaign = %self.config.id, policy = %name, "policy config changed since snapshot; starting it fresh")
                     }
