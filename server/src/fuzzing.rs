@@ -321,12 +321,17 @@ mod tests {
     /// shorter than its dimension; snapshot restore and model import now refuse it.
     #[test]
     fn a_policy_state_that_does_not_fit_its_dimension_is_refused() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../fuzz/corpus/record/crash-linucb-matrix-sizes");
-        let bytes = std::fs::read(path).unwrap();
-        let policy: Policy = postcard::from_bytes(&bytes).unwrap();
-        assert!(policy.check_state().is_err());
-        record(&bytes);
+        // The second: a Thompson state with a non-positive prior parameter, which sent the
+        // gamma sampler into unbounded recursion.
+        for name in ["crash-linucb-matrix-sizes", "crash-thompson-gamma-shape"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../fuzz/corpus/record")
+                .join(name);
+            let bytes = std::fs::read(path).unwrap();
+            let policy: Policy = postcard::from_bytes(&bytes).unwrap();
+            assert!(policy.check_state().is_err(), "{name}");
+            record(&bytes);
+        }
     }
 
     #[test]
@@ -335,5 +340,29 @@ mod tests {
             serde_json::from_value(serde_json::json!({"type": "linucb"})).unwrap();
         let policy = cfg.build(16).unwrap();
         record(&postcard::to_stdvec(&policy).unwrap());
+        // Every kind of state the server writes passes the check that restore and import run,
+        // before and after learning.
+        for kind in [
+            "thompson",
+            "gaussian_thompson",
+            "linucb",
+            "linucb_disjoint",
+            "linear_thompson",
+            "epsilon_greedy",
+        ] {
+            let cfg: tailor_policies::PolicyConfig =
+                serde_json::from_value(serde_json::json!({ "type": kind })).unwrap();
+            let mut policy = cfg.build(8).unwrap();
+            assert_eq!(policy.check_state(), Ok(()), "{kind}");
+            let x = SparseVec {
+                idx: vec![1, 3],
+                val: vec![1.0, 0.5],
+            };
+            policy.update(Arm { id: "a", x: &x }, 1.0, 0.5);
+            policy.update(Arm { id: "b", x: &x }, 0.0, 0.5);
+            let bytes = postcard::to_stdvec(&policy).unwrap();
+            let decoded: Policy = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(decoded.check_state(), Ok(()), "{kind} after learning");
+        }
     }
 }
