@@ -62,7 +62,7 @@ impl Ridge {
         }
     }
 
-    /// Whether the buffers have the lengths `d` implies. A decoded state (a snapshot entry, an
+    /// Whether the buffers have the lengths `d` implies and hold finite numbers. A decoded state (a snapshot entry, an
     /// imported model file) may not, and would index out of bounds when used (issue 17, found by
     /// the `record` fuzz target).
     pub(crate) fn fits(&self, d: usize, with_cholesky: bool) -> bool {
@@ -74,6 +74,9 @@ impl Ridge {
             && self.b.len() == d
             && self.theta.len() == d
             && self.chol.len() == chol
+            && [&self.a, &self.a_inv, &self.b, &self.theta, &self.chol]
+                .iter()
+                .all(|v| v.iter().all(|x| x.is_finite()))
     }
 
     /// `θᵀx`.

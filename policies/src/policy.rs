@@ -622,6 +622,11 @@ impl Scorer<'_> {
                     .map(|&i| scores[i])
                     .fold(f64::NEG_INFINITY, f64::max);
                 let ties = remaining.iter().filter(|&&i| scores[i] == best).count();
+                if ties == 0 {
+                    // Every score NaN: only a damaged state (a NaN parameter) gets here (issue
+                    // 17, the `record` fuzz target); serve the first rather than panic.
+                    return remaining[0];
+                }
                 let nth = if ties > 1 { rng.gen_range(0..ties) } else { 0 };
                 *remaining
                     .iter()
@@ -778,6 +783,13 @@ impl Policy {
                 estimates: Estimates::Ridge(m),
                 ..
             } => m.fits(d, false),
+            // NaN scores left `pick` with no best candidate (the third crash).
+            State::EpsilonGreedy {
+                estimates: Estimates::Mean(m),
+                ..
+            } => m
+                .values()
+                .all(|(w, mean)| w.is_finite() && mean.is_finite()),
             _ => true,
         };
         if fits {
