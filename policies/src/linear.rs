@@ -62,6 +62,23 @@ impl Ridge {
         }
     }
 
+    /// Whether the buffers have the lengths `d` implies and hold finite numbers. A decoded state (a snapshot entry, an
+    /// imported model file) may not, and would index out of bounds when used (issue 17, found by
+    /// the `record` fuzz target).
+    pub(crate) fn fits(&self, d: usize, with_cholesky: bool) -> bool {
+        let chol = if with_cholesky { d * d } else { 0 };
+        self.d == d
+            && d.checked_mul(d).is_some()
+            && self.a.len() == d * d
+            && self.a_inv.len() == d * d
+            && self.b.len() == d
+            && self.theta.len() == d
+            && self.chol.len() == chol
+            && [&self.a, &self.a_inv, &self.b, &self.theta, &self.chol]
+                .iter()
+                .all(|v| v.iter().all(|x| x.is_finite()))
+    }
+
     /// `θᵀx`.
     pub(crate) fn mean(&self, x: &SparseVec) -> f64 {
         x.dot(&self.theta)

@@ -622,6 +622,11 @@ impl Scorer<'_> {
                     .map(|&i| scores[i])
                     .fold(f64::NEG_INFINITY, f64::max);
                 let ties = remaining.iter().filter(|&&i| scores[i] == best).count();
+                if ties == 0 {
+                    // Every score NaN: only a damaged state (a NaN parameter) gets here (issue
+                    // 17, the `record` fuzz target); serve the first rather than panic.
+                    return remaining[0];
+                }
                 let nth = if ties > 1 { rng.gen_range(0..ties) } else { 0 };
                 *remaining
                     .iter()
@@ -744,6 +749,57 @@ impl Policy {
     /// The configuration this policy was built from.
     pub fn config(&self) -> &PolicyConfig {
         &self.config
+    }
+
+    /// Checks that a decoded state fits its dimension: a snapshot entry or an imported model
+    /// file could hold matrices of other sizes, which would index out of bounds when used.
+    pub fn check_state(&self) -> Result<(), PolicyError> {
+        let d = self.dimension;
+        let counts = |v: f64| v.is_finite() && v >= 0.0;
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        let fits = match &self.state {
+            // Non-positive or non-finite Beta parameters would send the gamma sampler into
+            // unbounded recursion (issue 17, the `record` fuzz target's second crash).
+            State::Beta(b) => {
+                positive(b.prior.0)
+                    && positive(b.prior.1)
+                    && b.arms
+                        .values()
+                        .all(|a| counts(a.successes) && counts(a.failures))
+            }
+            State::Gaussian(g) => {
+                let p = g.prior;
+                [p.mean, p.count, p.shape, p.scale]
+                    .iter()
+                    .all(|v| v.is_finite())
+                    && g.arms
+                        .values()
+                        .all(|w| w.0.is_finite() && w.1.is_finite() && w.2.is_finite())
+            }
+            State::LinUcb { model, .. } => model.fits(d, false),
+            State::LinTs { model, .. } => model.fits(d, true),
+            State::LinUcbDisjoint { arms, .. } => arms.values().all(|m| m.fits(d, false)),
+            State::EpsilonGreedy {
+                estimates: Estimates::Ridge(m),
+                ..
+            } => m.fits(d, false),
+            // NaN scores left `pick` with no best candidate (the third crash).
+            State::EpsilonGreedy {
+                estimates: Estimates::Mean(m),
+                ..
+            } => m
+                .values()
+                .all(|(w, mean)| w.is_finite() && mean.is_finite()),
+            _ => true,
+        };
+        if fits {
+            Ok(())
+        } else {
+            Err(PolicyError::InvalidConfig {
+                field: "state",
+                message: format!("matrix sizes do not fit dimension {d}"),
+            })
+        }
     }
 
     /// The vector dimension this policy was built for.
@@ -1141,6 +1197,11 @@ pub(crate) fn sample_beta<R: Rng + ?Sized>(a: f64, b: f64, rng: &mut R) -> f64 {
 
 /// A Gamma(shape, 1) draw (Marsaglia & Tsang 2000; `shape < 1` boosted by `U^(1/shape)`).
 fn sample_gamma<R: Rng + ?Sized>(shape: f64, rng: &mut R) -> f64 {
+    if !(shape > 0.0 && shape.is_finite()) {
+        // Not a gamma shape (only a damaged state gets here; `Policy::check_state` refuses
+        // those): never recurse or loop on it.
+        return 0.0;
+    }
     if shape < 1.0 {
         let u: f64 = 1.0 - rng.gen::<f64>();
         return sample_gamma(shape + 1.0, rng) * u.powf(1.0 / shape);

@@ -71,7 +71,6 @@ pub struct CampaignConfig {
     /// Send-time campaigns: the slot grid (`"hour_of_day"`, `"hour_of_week"` or a list of
     /// windows). Required for `kind: send_time`, refused otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
     pub slots: Option<SlotGrid>,
     /// Send-time campaigns: learning and scheduling settings (docs/send-time.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,7 +87,7 @@ fn default_policy() -> PolicyConfig {
 }
 
 /// The slots a send-time campaign chooses among, in the shopper's local time.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum SlotGrid {
     Named(NamedGrid),
@@ -97,7 +96,7 @@ pub enum SlotGrid {
 }
 
 /// The built-in grids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NamedGrid {
     /// 24 slots: the top of each local hour, any day.
@@ -107,7 +106,7 @@ pub enum NamedGrid {
 }
 
 /// A custom send window: a local start time, optionally only on some weekdays.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SlotWindow {
     /// Slot id, `[A-Za-z0-9_.-]{1,64}`, unique in the grid.

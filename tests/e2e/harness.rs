@@ -27,11 +27,14 @@ pub fn client_with(key: &str) -> reqwest::Client {
 /// `target/<profile>` of this test binary.
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    // target/<profile>/deps/e2e-<hash>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_path_buf()
+    // target/<profile>/deps/e2e-<hash>, or target/<profile>/killloop for the by-hand binaries
+    // that include this harness (tests/src/bin).
+    let dir = exe.parent().expect("the binary's directory");
+    if dir.ends_with("deps") {
+        dir.parent().expect("target/<profile>").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Path of the `tailor` binary, building it if this test was run without `--workspace`.

@@ -99,6 +99,55 @@ fn bad_id(field: &str) -> EngineError {
     )
 }
 
+/// The checks of an items decide request that need no campaign state: candidates (count, ids,
+/// duplicates, attributes), `k`, `event_id` and `shopper_id`. Returns `k`.
+pub(crate) fn check_items_request(req: &DecideRequest) -> Result<usize, EngineError> {
+    if req.candidates.is_empty() {
+        return Err(EngineError::invalid("candidates", "must not be empty"));
+    }
+    if req.candidates.len() > MAX_CANDIDATES {
+        return Err(EngineError::invalid_owned(
+            "candidates",
+            format!("at most {MAX_CANDIDATES} candidates per decision"),
+        ));
+    }
+    let k = req.k.unwrap_or(1);
+    if k == 0 || k > req.candidates.len() {
+        return Err(EngineError::invalid_owned(
+            "k",
+            format!(
+                "must be between 1 and the number of candidates ({})",
+                req.candidates.len()
+            ),
+        ));
+    }
+    if let Some(id) = &req.event_id {
+        check_id("event_id", id)?;
+    }
+    if let Some(id) = &req.shopper_id {
+        check_id("shopper_id", id)?;
+    }
+    let mut seen = HashSet::with_capacity(req.candidates.len());
+    for (i, c) in req.candidates.iter().enumerate() {
+        if !id_ok(&c.id) {
+            return Err(bad_id(&format!("candidates[{i}].id")));
+        }
+        if !seen.insert(c.id.as_str()) {
+            return Err(EngineError::invalid_owned(
+                &format!("candidates[{i}].id"),
+                format!("duplicate candidate id {:?}", c.id),
+            ));
+        }
+        if !(c.attributes.is_null() || c.attributes.is_object()) {
+            return Err(EngineError::invalid(
+                &format!("candidates[{i}].attributes"),
+                "must be a JSON object",
+            ));
+        }
+    }
+    Ok(k)
+}
+
 /// Reconstruct the join state of a decision from its log record (crash recovery).
 pub(super) fn event_for(d: &DecisionRecord) -> EventRecord {
     EventRecord {
@@ -181,52 +230,10 @@ impl Engine {
         let req = &input.request;
 
         // Validate everything before anything is written.
-        if req.candidates.is_empty() {
-            return Err(EngineError::invalid("candidates", "must not be empty"));
-        }
-        if req.candidates.len() > MAX_CANDIDATES {
-            return Err(EngineError::invalid_owned(
-                "candidates",
-                format!("at most {MAX_CANDIDATES} candidates per decision"),
-            ));
-        }
-        let k = req.k.unwrap_or(1);
-        if k == 0 || k > req.candidates.len() {
-            return Err(EngineError::invalid_owned(
-                "k",
-                format!(
-                    "must be between 1 and the number of candidates ({})",
-                    req.candidates.len()
-                ),
-            ));
-        }
-        if let Some(id) = &req.event_id {
-            check_id("event_id", id)?;
-        }
+        let k = check_items_request(req)?;
         if let Some(slot) = &input.slot {
             if slot.is_empty() || slot.len() > MAX_ID_LEN {
                 return Err(bad_id("slot"));
-            }
-        }
-        if let Some(id) = &req.shopper_id {
-            check_id("shopper_id", id)?;
-        }
-        let mut seen = HashSet::with_capacity(req.candidates.len());
-        for (i, c) in req.candidates.iter().enumerate() {
-            if !id_ok(&c.id) {
-                return Err(bad_id(&format!("candidates[{i}].id")));
-            }
-            if !seen.insert(c.id.as_str()) {
-                return Err(EngineError::invalid_owned(
-                    &format!("candidates[{i}].id"),
-                    format!("duplicate candidate id {:?}", c.id),
-                ));
-            }
-            if !(c.attributes.is_null() || c.attributes.is_object()) {
-                return Err(EngineError::invalid(
-                    &format!("candidates[{i}].attributes"),
-                    "must be a JSON object",
-                ));
             }
         }
         let candidate_set = candidate_set(&req.candidates);

@@ -24,8 +24,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::{Mutex, RwLock};
 use tailor_policies::{Arm, Featurizer, Policy};
 
+pub(crate) use decide::check_items_request;
 pub use decide::{DecideCall, DecideInput, Decision};
 pub use durability::GroupCommit;
+pub(crate) use reward::check_reward_request;
 pub use reward::{slot_event_id, SLOT_SEPARATOR};
 
 use crate::campaign::CampaignConfig;
@@ -230,7 +232,13 @@ impl CampaignRuntime {
             }
             if let Some((_, slot)) = learner.policies.iter_mut().find(|(n, _)| n == name) {
                 match postcard::from_bytes::<Policy>(bytes) {
-                    Ok(p) if p.config() == slot.config() => *slot = p,
+                    Ok(p)
+                        if p.config() == slot.config()
+                            && p.dimension() == slot.dimension()
+                            && p.check_state().is_ok() =>
+                    {
+                        *slot = p
+                    }
                     Ok(_) => {
                         tracing::info!(campaign = %self.config.id, policy = %name, "policy config changed since snapshot; starting it fresh")
                     }

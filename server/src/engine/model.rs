@@ -87,6 +87,11 @@ impl Engine {
             let p: Policy = postcard::from_bytes(b).map_err(|e| {
                 EngineError::invalid_owned("body", format!("policy {name:?} is unreadable: {e}"))
             })?;
+            // A crafted file could hold matrices of other sizes than its dimension says: every
+            // later decide would panic on them (issue 17, the `record` fuzz target).
+            p.check_state().map_err(|e| {
+                EngineError::invalid_owned("body", format!("policy {name:?} is unreadable: {e}"))
+            })?;
             decoded.push((name.clone(), p));
         }
         self.with_books(campaign, |rt, _books, learner| {
@@ -103,7 +108,9 @@ impl Engine {
                 .filter(|(_, (n, p))| {
                     decoded
                         .iter()
-                        .any(|(dn, dp)| dn == n && dp.config() == p.config())
+                        .any(|(dn, dp)| {
+                            dn == n && dp.config() == p.config() && dp.dimension() == p.dimension()
+                        })
                 })
                 .map(|(i, _)| i)
                 .collect();

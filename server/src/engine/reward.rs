@@ -19,6 +19,22 @@ fn reward_key(req: &RewardRequest) -> u64 {
     }
 }
 
+/// The checks of a reward request that need no stored state.
+pub(crate) fn check_reward_request(req: &RewardRequest) -> Result<(), EngineError> {
+    if !req.value.is_finite() {
+        return Err(EngineError::invalid("value", "must be a finite number"));
+    }
+    if let Some(id) = &req.reward_id {
+        if id.is_empty() || id.len() > 256 {
+            return Err(EngineError::invalid(
+                "reward_id",
+                "must be 1-256 characters",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Result of joining one reward, before durability.
 enum Joined {
     Status(RewardStatus),
@@ -114,17 +130,7 @@ impl Engine {
         event_id: &str,
         req: &RewardRequest,
     ) -> Result<RewardStatus, EngineError> {
-        if !req.value.is_finite() {
-            return Err(EngineError::invalid("value", "must be a finite number"));
-        }
-        if let Some(id) = &req.reward_id {
-            if id.is_empty() || id.len() > 256 {
-                return Err(EngineError::invalid(
-                    "reward_id",
-                    "must be 1-256 characters",
-                ));
-            }
-        }
+        check_reward_request(req)?;
         let Some(event) = self.store.event(campaign, event_id)? else {
             return Err(EngineError::EventNotFound {
                 id: event_id.to_string(),

@@ -336,6 +336,31 @@ fn new_token() -> u64 {
     rand::random::<u64>().max(1)
 }
 
+/// The checks of a send-time decide request that need no campaign state; returns its time zone
+/// and `earliest`.
+pub(crate) fn check_send_time_request(
+    req: &SendTimeRequest,
+) -> Result<(TimeZone, Option<Timestamp>), EngineError> {
+    super::decide::check_id("shopper_id", &req.shopper_id)?;
+    if let Some(id) = &req.event_id {
+        super::decide::check_id("event_id", id)?;
+    }
+    let tz = parse_timezone(&req.timezone)?;
+    if !(req.context.is_null() || req.context.is_object()) {
+        return Err(EngineError::invalid("context", "must be a JSON object"));
+    }
+    let earliest = match &req.earliest {
+        None => None,
+        Some(s) => Some(s.parse::<Timestamp>().map_err(|_| {
+            EngineError::invalid(
+                "earliest",
+                "must be an RFC 3339 instant with an offset, e.g. 2026-03-08T09:00:00Z",
+            )
+        })?),
+    };
+    Ok((tz, earliest))
+}
+
 impl Engine {
     /// The send-time decide path (called from [`Engine::decide`]).
     pub(super) fn decide_send_time(
@@ -347,23 +372,7 @@ impl Engine {
             .send_time
             .as_ref()
             .expect("send_time campaigns have a send-time runtime");
-        super::decide::check_id("shopper_id", &req.shopper_id)?;
-        if let Some(id) = &req.event_id {
-            super::decide::check_id("event_id", id)?;
-        }
-        let tz = parse_timezone(&req.timezone)?;
-        if !(req.context.is_null() || req.context.is_object()) {
-            return Err(EngineError::invalid("context", "must be a JSON object"));
-        }
-        let earliest = match &req.earliest {
-            None => None,
-            Some(s) => Some(s.parse::<Timestamp>().map_err(|_| {
-                EngineError::invalid(
-                    "earliest",
-                    "must be an RFC 3339 instant with an offset, e.g. 2026-03-08T09:00:00Z",
-                )
-            })?),
-        };
+        let (tz, earliest) = check_send_time_request(&req)?;
         if let Some(id) = &req.event_id {
             if let Some(existing) = self.store.event(&rt.config.id, id)? {
                 let Some(ev) = self.store.send_event(&rt.config.id, id)? else {

@@ -17,6 +17,9 @@ mod migrate;
 mod records;
 mod sled_store;
 
+/// The versioned record encoding, for the `record` fuzz target (crate::fuzzing).
+pub(crate) use records::{decode as decode_record, encode as encode_record};
+
 use std::future::Future;
 use std::pin::Pin;
 
