@@ -99,7 +99,9 @@ pub async fn run(dir: &Path, opts: &Options) -> Report {
         .create_campaign(json!({
             "id": CAMPAIGN, "policy": {"type": "thompson"},
             // No window closes during the run: a default reward would blur the count.
-            "reward_wait_seconds": 86_400.0
+            "reward_wait_seconds": 86_400.0,
+            // The values below run to 2.25, distinct so that a doubled reward shows in the sums.
+            "reward_range": [0.0, 3.0]
         }))
         .await;
     let next_event = Arc::new(AtomicU64::new(0));
