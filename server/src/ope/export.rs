@@ -134,9 +134,9 @@ mod tests {
         assert!(chunks > 10, "{chunks} chunks");
     }
 
-    /// With a channel of one chunk that nobody drains past the first, the writer cannot read
-    /// further than the chunks it can hold: the first bytes leave before the log is read, and
-    /// the rest waits for the reader (no timing involved: the bound holds at any instant).
+    /// With a channel of one chunk that nobody drains past the second, the writer cannot read
+    /// further than the chunks it can hold: the header leaves first, on its own, and the rest
+    /// waits for the reader (no timing involved: the bound holds at any instant).
     #[test]
     fn the_header_leaves_first_and_a_stalled_reader_holds_the_scan_back() {
         let read = Arc::new(AtomicU64::new(0));
@@ -149,14 +149,11 @@ mod tests {
                 })
             })
         };
+        // The header is the first chunk on its own (the writer may already be reading the log
+        // into the next chunk while it is received, so how much it has read is not asserted here).
         let first = rx.blocking_recv().unwrap();
         let h: LogHeader = serde_json::from_slice(first.strip_suffix(b"\n").unwrap()).unwrap();
         assert_eq!(h.tailor_log, crate::ope::log::LOG_FORMAT_VERSION);
-        assert_eq!(
-            read.load(Ordering::SeqCst),
-            0,
-            "the header is sent before any decision is read"
-        );
         let second = rx.blocking_recv().unwrap();
         // Now at most: this chunk, one in the channel, one being filled — a few dozen lines
         // each, far from the 20 000 of the log.
