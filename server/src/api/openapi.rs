@@ -99,6 +99,60 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The answers the transport layer can give on any route before or around its handler
+/// (docs/security/transport.md), added to every operation but health and metrics that does not
+/// already declare that status for a reason of its own.
+struct TransportResponses;
+
+impl Modify for TransportResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let answers = [
+            (
+                "408",
+                "The body did not arrive in time (`body_timeout`); the connection is closed",
+            ),
+            (
+                "429",
+                "Over the key's or the campaign's rate limit (`rate_limited`); see `Retry-After`",
+            ),
+            ("503", "Overloaded (`overloaded`); see `Retry-After`"),
+        ];
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            // Health and metrics are never shed and take no key or body.
+            if ["/healthz", "/readyz", "/metrics"].contains(&path.as_str()) {
+                continue;
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                for (status, description) in answers {
+                    op.responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| {
+                            ResponseBuilder::new()
+                                .description(description)
+                                .content(
+                                    "application/json",
+                                    ContentBuilder::new()
+                                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                        .build(),
+                                )
+                                .build()
+                                .into()
+                        });
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -149,7 +203,7 @@ impl Modify for BearerAuth {
         ops_api::readyz,
         ops_api::metrics,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &TransportResponses),
     security(("bearer" = [])),
     tags(
         (name = "decide", description = "Storefront calls: decide and reward"),
