@@ -1,30 +1,7 @@
 #!/usr/bin/env bash
 # The official Personalizer Python client for tests/e2e/personalizer.rs: a virtualenv at
-# target/pyenv with tests/personalizer/requirements.txt installed. Idempotent: skips when the
-# installed requirements file matches.
+# target/pyenv with tests/personalizer/requirements.txt installed. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-venv=target/pyenv
-req=tests/personalizer/requirements.txt
-stamp=$venv/.requirements
-if [ -x "$venv/bin/python" ] && cmp -s "$req" "$stamp" 2>/dev/null; then
-    echo "python test client already installed in $venv"
-    exit 0
-fi
-if ! command -v python3 >/dev/null; then
-    echo "python3 is required for the Personalizer client tests (apt-get install python3 python3-venv)" >&2
-    exit 1
-fi
-if ! python3 -m venv "$venv" 2>/dev/null; then
-    if command -v apt-get >/dev/null; then
-        echo "installing python3-venv"
-        apt-get update -qq && apt-get install -y -qq python3-venv
-        python3 -m venv "$venv"
-    else
-        echo "python3 -m venv failed; install the venv module for python3" >&2
-        exit 1
-    fi
-fi
-echo "installing $req into $venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
-cp "$req" "$stamp"
+. scripts/setup/venv.bash
+install_venv target/pyenv tests/personalizer/requirements.txt "the python test client"
