@@ -60,6 +60,12 @@ pub struct CampaignConfig {
     /// Salt of the holdout assignment; generated at creation and kept across updates.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub holdout_salt: String,
+    /// Keep each decision's raw request (context and candidates, at most 256 KiB) in its log
+    /// entry: off-policy evaluation of other policies and candidates, and the log export, need
+    /// it. Off by default: the log then holds what learning, joins and reports need, a few
+    /// hundred bytes per decision (docs/event-log.md).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub log_requests: bool,
     /// Ordered plugin chain (see docs/plugins.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<PluginRef>,

@@ -11,10 +11,7 @@ use tailor_wire::{DecideRequest, RewardBatchRequest, RewardRequest, SendTimeRequ
 
 use crate::api::body;
 use crate::engine::{self, featurize, send_time};
-use crate::store::{
-    self, CampaignSnapshot, DecisionRecord, EventRecord, RewardRecord, SendEventRecord,
-    ShopperRecord,
-};
+use crate::store::{self, CampaignSnapshot, EventRecord, LogEntry, SendEventRecord, ShopperRecord};
 
 /// `POST /v1/campaigns/{campaign}/decide`: the body parsed as an items request (checks,
 /// featurizing of the context and every candidate, the vectors a feature-reading policy gets,
@@ -123,9 +120,8 @@ fn plugin_view_of(req: &DecideRequest) {
 /// as a postcard-encoded policy (a snapshot entry, or a policy inside an imported model file):
 /// one that decodes is used to choose, to give its first-slot distribution and to learn.
 pub fn record(bytes: &[u8]) {
-    roundtrip::<DecisionRecord>("decision", bytes);
+    roundtrip::<LogEntry>("log entry", bytes);
     roundtrip::<EventRecord>("event", bytes);
-    roundtrip::<RewardRecord>("reward", bytes);
     roundtrip::<CampaignSnapshot>("snapshot", bytes);
     roundtrip::<ShopperRecord>("shopper", bytes);
     roundtrip::<SendEventRecord>("send event", bytes);
@@ -208,7 +204,10 @@ mod tests {
     #[test]
     #[ignore]
     fn write_record_seeds() {
-        use crate::store::{Counters, LoggedAction, RewardKind, SlotState};
+        use crate::store::{
+            Counters, DecisionRecord, LoggedAction, RewardEntry, RewardKind, ServedAction,
+            SlotState,
+        };
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/record");
         let linucb = serde_json::from_value::<tailor_policies::PolicyConfig>(
             serde_json::json!({"type": "linucb"}),
@@ -244,6 +243,7 @@ mod tests {
             candidates: 3,
             request: br#"{"candidates":[{"id":"sku-1"}]}"#.to_vec(),
             removed: vec![("floor".into(), "sku-2".into(), 1)],
+            candidate_set: 11,
         };
         let event = EventRecord {
             event_id: "ev-1".into(),
@@ -253,27 +253,27 @@ mod tests {
             deadline_ms: 1_700_000_600_000,
             policy: "linucb".into(),
             holdout: false,
-            actions: vec![action.clone()],
+            actions: vec![ServedAction {
+                id: action.id.clone(),
+                probability: action.probability,
+            }],
             slots: vec![SlotState {
                 value: 1.0,
                 reward_ids: vec![9],
                 applied: true,
             }],
             closed: false,
-            candidate_set: 0,
+            candidate_set: 11,
+            deferred: false,
         };
-        let reward = RewardRecord {
-            seq: 3,
+        let reward = LogEntry::Reward(RewardEntry {
             event_id: "ev-1".into(),
-            campaign: "home".into(),
+            decision_seq: 7,
             at_ms: 1_700_000_001_000,
             kind: RewardKind::Explicit,
             slot: 0,
-            action,
             value: 1.0,
-            holdout: false,
-            policy: "linucb".into(),
-        };
+        });
         let snapshot = CampaignSnapshot {
             reward_seq: 3,
             decision_seq: 7,
@@ -304,7 +304,10 @@ mod tests {
             timezone: "Europe/Paris".into(),
         };
         let seeds: [(&str, Vec<u8>); 8] = [
-            ("decision", store::encode_record(&decision)),
+            (
+                "decision",
+                store::encode_record(&LogEntry::Decision(decision)),
+            ),
             ("event", store::encode_record(&event)),
             ("reward", store::encode_record(&reward)),
             ("snapshot", store::encode_record(&snapshot)),

@@ -13,7 +13,9 @@ use tailor_wire::{ChosenAction, DecideRequest, DecideResponse, SendTimeRequest, 
 use super::{featurize, now_ms, CampaignRuntime, Engine};
 use crate::campaign::{CampaignKind, CampaignStatus};
 use crate::error::EngineError;
-use crate::store::{DecisionRecord, EventRecord, LoggedAction, SlotState};
+use crate::store::{
+    DecisionRecord, EventRecord, LoggedAction, ServedAction, SlotState, MAX_LOGGED_REQUEST,
+};
 
 /// Largest number of candidates in one decision.
 pub const MAX_CANDIDATES: usize = 10_000;
@@ -148,7 +150,7 @@ pub(crate) fn check_items_request(req: &DecideRequest) -> Result<usize, EngineEr
     Ok(k)
 }
 
-/// Reconstruct the join state of a decision from its log record (crash recovery).
+/// The join state of a freshly logged decision.
 pub(super) fn event_for(d: &DecisionRecord) -> EventRecord {
     EventRecord {
         event_id: d.event_id.clone(),
@@ -159,9 +161,17 @@ pub(super) fn event_for(d: &DecisionRecord) -> EventRecord {
         policy: d.policy.clone(),
         holdout: d.holdout,
         slots: vec![SlotState::default(); d.actions.len()],
-        actions: d.actions.clone(),
+        actions: d
+            .actions
+            .iter()
+            .map(|a| ServedAction {
+                id: a.id.clone(),
+                probability: a.probability,
+            })
+            .collect(),
         closed: false,
-        candidate_set: 0,
+        candidate_set: d.candidate_set,
+        deferred: false,
     }
 }
 
@@ -252,7 +262,7 @@ impl Engine {
                         id: req.event_id.clone().unwrap_or_default(),
                     });
                 }
-                return Ok(response_of(&existing, true));
+                return Ok(response_of(&self.recorded(existing)?, true));
             }
         }
 
@@ -382,6 +392,14 @@ impl Engine {
             })
             .collect();
         let deadline_ms = at_ms + rt.config.reward_wait_ms();
+        let request = if rt.config.log_requests
+            && self.settings.log_candidates
+            && input.raw.len() <= MAX_LOGGED_REQUEST
+        {
+            input.raw
+        } else {
+            Vec::new()
+        };
         let seq = self.count_decision(rt.clone(), &actions)?;
         let decision = DecisionRecord {
             seq,
@@ -395,27 +413,36 @@ impl Engine {
             explore,
             actions,
             candidates: stage.eligible.len() as u32,
-            request: if self.settings.log_candidates {
-                input.raw
-            } else {
-                Vec::new()
-            },
+            request,
             removed: stage.removed,
+            candidate_set,
         };
         let event = EventRecord {
-            candidate_set,
+            deferred: input.defer,
             ..event_for(&decision)
         };
-        if input.defer {
-            // Before the decision: a crash in between leaves only a harmless orphan mark.
-            self.store.defer(campaign, &decision.event_id)?;
-        }
         self.store.log_decision(&decision, &event)?;
         metrics::counter!("tailor_decisions_total", "campaign" => decision.campaign.clone())
             .increment(1);
         Ok(DecideResponse {
             distribution,
             ..response_of(&event, false)
+        })
+    }
+
+    /// The join state of a logged event with its served actions: a pruned one (its window
+    /// closed) gets them back from its log entry.
+    pub(super) fn recorded(&self, event: EventRecord) -> Result<EventRecord, EngineError> {
+        if !event.is_pruned() {
+            return Ok(event);
+        }
+        let Some(d) = self.store.decision(&event.campaign, event.decision_seq)? else {
+            return Ok(event);
+        };
+        Ok(EventRecord {
+            event_id: event.event_id,
+            campaign: event.campaign,
+            ..event_for(&d)
         })
     }
 
@@ -432,7 +459,7 @@ impl Engine {
                 rt = self.campaign(&rt.config.id)?;
                 continue;
             }
-            let seq = self.store.next_seq()?;
+            let seq = self.next_seq();
             books.count_decision(seq, actions.iter().map(|a| a.id.as_str()));
             return Ok(seq);
         }

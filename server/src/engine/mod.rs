@@ -1,11 +1,14 @@
 //! The engine: every decision and reward passes through here, whichever API received it.
 //!
 //! Per campaign there is a [`CampaignRuntime`]: its validated config, featurizer, the learners
-//! (serving and shadow policies, behind a read-write lock: choosing reads, learning writes), and
-//! the books (counters and log watermarks, behind a mutex that also serializes reward joins of
-//! the campaign). Learned state is snapshotted periodically together with the log positions it
-//! covers; on start the logs past those positions are replayed, so a restart (or `kill -9`)
-//! loses nothing that was acknowledged.
+//! (serving and shadow policies, behind a read-write lock: choosing reads, learning writes), the
+//! books (counters and log watermarks, behind a mutex held only for in-memory updates, never
+//! across a store call), and the join lock that makes the campaign's rewards apply one at a time
+//! in log order. Learned state is snapshotted (only campaigns that changed) together with the
+//! log positions it covers; on start each campaign's log past those positions is replayed, so a
+//! restart (or `kill -9`) loses nothing that was acknowledged.
+//!
+//! Lock order: `admin` → a runtime's `joins` → its `books` → its `learner`.
 
 mod decide;
 mod durability;
@@ -17,7 +20,7 @@ mod reward;
 pub mod send_time;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -34,7 +37,7 @@ use crate::campaign::CampaignConfig;
 use crate::config::EngineSettings;
 use crate::error::EngineError;
 use crate::plugins::{PluginChain, PluginHost, ReloadReport};
-use crate::store::{CampaignSnapshot, Counters, RewardRecord, Store, StoreError};
+use crate::store::{CampaignSnapshot, Counters, LogRecord, RewardRecord, Store, StoreError};
 
 /// How often send-time shopper states past their retention are looked for.
 const SHOPPER_PURGE_INTERVAL_MS: u64 = 3_600_000;
@@ -121,6 +124,12 @@ pub struct CampaignRuntime {
     pub(crate) salt: u64,
     pub(crate) learner: RwLock<Learner>,
     pub(crate) books: Mutex<Books>,
+    /// Held while a reward joins (or a window closes): rewards of one campaign apply in log
+    /// order, and a snapshot taken under it sees every reward it numbered learned.
+    pub(crate) joins: Mutex<()>,
+    /// max(decision_seq, reward_seq) of the last snapshot written: unchanged campaigns are not
+    /// snapshotted again.
+    snapshot_mark: AtomicU64,
     /// The attached plugin chain; replaced when a plugin reload makes a new version current.
     pub(crate) chain: RwLock<Arc<PluginChain>>,
     /// Send-time campaigns: slots, settings and population counts.
@@ -176,6 +185,8 @@ impl CampaignRuntime {
             featurizer,
             learner: RwLock::new(Learner { policies }),
             books: Mutex::new(books),
+            joins: Mutex::new(()),
+            snapshot_mark: AtomicU64::new(0),
             chain: RwLock::new(Arc::new(chain)),
             retired: AtomicBool::new(false),
             config,
@@ -183,9 +194,16 @@ impl CampaignRuntime {
     }
 
     fn snapshot(&self) -> CampaignSnapshot {
+        let _joins = self.joins.lock();
         let books = self.books.lock();
         let learner = self.learner.read();
         snapshot_of(&books, &learner, self.send_time.as_ref())
+    }
+
+    /// The log position the in-memory state has reached.
+    fn mark(&self) -> u64 {
+        let books = self.books.lock();
+        books.decision_seq.max(books.reward_seq)
     }
 }
 
@@ -267,6 +285,9 @@ impl CampaignRuntime {
 /// The decision engine. Cheap to share behind an `Arc`.
 pub struct Engine {
     store: Arc<dyn Store>,
+    /// The last log sequence number handed out (decisions and rewards, every campaign): above
+    /// everything in any log or snapshot when the engine opened, so numbers never repeat.
+    seq: AtomicU64,
     commit: GroupCommit,
     campaigns: RwLock<HashMap<String, Arc<CampaignRuntime>>>,
     /// Serializes campaign create/update/delete.
@@ -319,7 +340,17 @@ impl Engine {
             }
             campaigns.insert(id, Arc::new(rt));
         }
+        // Past every number any log or snapshot holds, and past the store's own generator.
+        let mut last_seq = store.next_seq()?;
+        for rt in campaigns.values() {
+            let books = rt.books.lock();
+            last_seq = last_seq
+                .max(books.decision_seq)
+                .max(books.reward_seq)
+                .max(store.last_seq(&rt.config.id)?);
+        }
         let engine = Arc::new(Self {
+            seq: AtomicU64::new(last_seq),
             commit: GroupCommit::start(store.clone()),
             store,
             campaigns: RwLock::new(campaigns),
@@ -331,60 +362,36 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Bring in-memory state up to the end of the logs.
+    /// Bring each campaign's in-memory state up to the end of its log.
     fn replay(&self) -> Result<(), EngineError> {
         let campaigns = self.campaigns.read().clone();
-        let min_reward = campaigns
-            .values()
-            .map(|c| c.books.lock().reward_seq)
-            .min()
-            .unwrap_or(u64::MAX);
-        let mut replayed_rewards = 0u64;
-        if min_reward != u64::MAX {
-            for r in self.store.rewards_after(min_reward) {
-                let r = r?;
-                let Some(rt) = campaigns.get(&r.campaign) else {
-                    continue;
-                };
-                let mut books = rt.books.lock();
-                if r.seq > books.reward_seq {
-                    // A log written before reward ranges existed may hold any finite value.
-                    let mut r = r;
-                    r.value = rt.config.reward_range.clamp(r.value);
-                    if rt.config.learns() {
-                        rt.learner.write().learn(&r);
-                        self.learn_send_time(rt, &r)?;
+        let (mut replayed_rewards, mut replayed_decisions) = (0u64, 0u64);
+        for rt in campaigns.values() {
+            let (decision_seq, reward_seq) = {
+                let books = rt.books.lock();
+                (books.decision_seq, books.reward_seq)
+            };
+            for record in self
+                .store
+                .log_after(&rt.config.id, decision_seq.min(reward_seq))
+            {
+                match record? {
+                    LogRecord::Decision(d) if d.seq > decision_seq => {
+                        rt.books
+                            .lock()
+                            .count_decision(d.seq, d.actions.iter().map(|a| a.id.as_str()));
+                        replayed_decisions += 1;
                     }
-                    books.count_reward(&r);
-                    replayed_rewards += 1;
+                    LogRecord::Reward(mut r) if r.seq > reward_seq => {
+                        // A log written before reward ranges existed may hold any finite value.
+                        r.value = rt.config.reward_range.clamp(r.value);
+                        self.learn(rt, &r)?;
+                        replayed_rewards += 1;
+                    }
+                    _ => {}
                 }
             }
-        }
-        let min_decision = campaigns
-            .values()
-            .map(|c| c.books.lock().decision_seq)
-            .min()
-            .unwrap_or(u64::MAX);
-        let mut replayed_decisions = 0u64;
-        if min_decision != u64::MAX {
-            for d in self.store.decisions_after(min_decision) {
-                let d = d?;
-                let Some(rt) = campaigns.get(&d.campaign) else {
-                    continue;
-                };
-                let mut books = rt.books.lock();
-                if d.seq > books.decision_seq {
-                    books.count_decision(d.seq, d.actions.iter().map(|a| a.id.as_str()));
-                    replayed_decisions += 1;
-                    drop(books);
-                    // A crash between the decision-log write and the event write leaves the
-                    // event missing; rebuild it so the reward window still works.
-                    if self.store.event(&d.campaign, &d.event_id)?.is_none() {
-                        let event = decide::event_for(&d);
-                        self.store.log_decision(&d, &event)?;
-                    }
-                }
-            }
+            rt.snapshot_mark.store(rt.mark(), Ordering::Release);
         }
         tracing::info!(
             campaigns = campaigns.len(),
@@ -393,6 +400,40 @@ impl Engine {
             "state recovered"
         );
         Ok(())
+    }
+
+    /// Hand an applied reward to the campaign's learners (when it learns) and count it.
+    fn learn(&self, rt: &CampaignRuntime, r: &RewardRecord) -> Result<(), EngineError> {
+        if rt.config.learns() {
+            rt.learner.write().learn(r);
+            self.learn_send_time(rt, r)?;
+        }
+        rt.books.lock().count_reward(r);
+        Ok(())
+    }
+
+    /// Run `f` on the live runtime of `rt`'s campaign with its join lock held: when an update
+    /// replaced the runtime meanwhile, retry on the new one (the one place this retry lives).
+    pub(crate) fn with_live<T>(
+        &self,
+        mut rt: Arc<CampaignRuntime>,
+        mut f: impl FnMut(&Arc<CampaignRuntime>) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        loop {
+            let joins = rt.joins.lock();
+            if rt.retired.load(Ordering::Acquire) {
+                drop(joins);
+                rt = self.campaign(&rt.config.id)?;
+                continue;
+            }
+            return f(&rt);
+        }
+    }
+
+    /// A fresh log sequence number: larger than every one handed out before (an atomic
+    /// increment; no store call).
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -445,8 +486,9 @@ impl Engine {
         config.validate()?;
         let chain = crate::plugins::attach_campaign_chain(&self.plugins, &config.plugins)?;
         let rt = Arc::new(CampaignRuntime::build(config, None, None, chain)?);
-        // A campaign re-created under a deleted one's id must not inherit its state.
+        // A campaign re-created under a deleted one's id must not inherit its state or log.
         self.store.delete_snapshot(&rt.config.id)?;
+        self.store.delete_campaign_log(&rt.config.id)?;
         self.store
             .put_campaign(&rt.config.id, &to_json(&rt.config))?;
         self.store.put_snapshot(&rt.config.id, &rt.snapshot())?;
@@ -473,7 +515,9 @@ impl Engine {
         }
         config.validate()?;
         let chain = crate::plugins::attach_campaign_chain(&self.plugins, &config.plugins)?;
-        // Hold the old books so no reward lands on the old runtime after we copy its state.
+        // Hold the old joins and books so no reward or decision lands on the old runtime after
+        // we copy its state.
+        let joins = old.joins.lock();
         let books = old.books.lock();
         let learner = old.learner.read();
         let rt = Arc::new(CampaignRuntime::build(
@@ -494,6 +538,7 @@ impl Engine {
         old.retired.store(true, Ordering::Release);
         drop(learner);
         drop(books);
+        drop(joins);
         Ok(rt)
     }
 
@@ -507,16 +552,25 @@ impl Engine {
         old.retired.store(true, Ordering::Release);
         self.store.delete_campaign(id)?;
         self.store.delete_snapshot(id)?;
+        self.store.delete_campaign_log(id)?;
         Ok(())
     }
 
-    /// Write a snapshot of every campaign's learned state.
+    /// Write a snapshot of the learned state of every campaign that changed since its last
+    /// one.
     pub fn snapshot_all(&self) -> Result<(), EngineError> {
         for rt in self.campaigns() {
-            if rt.retired.load(Ordering::Acquire) {
+            if rt.retired.load(Ordering::Acquire)
+                || rt.mark() == rt.snapshot_mark.load(Ordering::Acquire)
+            {
                 continue;
             }
-            self.store.put_snapshot(&rt.config.id, &rt.snapshot())?;
+            let snapshot = rt.snapshot();
+            self.store.put_snapshot(&rt.config.id, &snapshot)?;
+            rt.snapshot_mark.store(
+                snapshot.decision_seq.max(snapshot.reward_seq),
+                Ordering::Release,
+            );
         }
         Ok(())
     }
@@ -606,7 +660,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{EventRecord, LoggedAction, RewardKind, SledStore};
+    use crate::store::{DecisionRecord, LoggedAction, RewardKind, SledStore};
     use tailor_policies::SparseVec;
 
     /// Issue 17: a store written before reward ranges existed — a campaign without
@@ -649,19 +703,25 @@ mod tests {
             probability: 1.0,
             x: SparseVec::from_pairs(vec![(1, 1.0)]),
         };
-        let event = EventRecord {
+        let decision = DecisionRecord {
+            seq: store.next_seq().unwrap(),
             event_id: "e1".into(),
             campaign: "old".into(),
-            decision_seq: 1,
             at_ms: 1,
             deadline_ms: 2,
             policy: "linucb".into(),
+            seed: 1,
             holdout: false,
+            explore: true,
             actions: vec![action.clone()],
-            slots: vec![Default::default()],
-            closed: true,
+            candidates: 1,
+            request: Vec::new(),
+            removed: Vec::new(),
             candidate_set: 0,
         };
+        let mut event = decide::event_for(&decision);
+        store.log_decision(&decision, &event).unwrap();
+        event.closed = true;
         let record = RewardRecord {
             seq: store.next_seq().unwrap(),
             event_id: "e1".into(),
@@ -686,5 +746,9 @@ mod tests {
         assert_eq!(books.counters["sku-1"].reward_sum, 3.0);
         assert_eq!(books.counters["sku-2"].reward_sum, 1.0, "replayed clamped");
         assert_eq!(books.rewards, 4);
+        assert_eq!(
+            books.counters["sku-2"].exposures, 1,
+            "the decision replayed too"
+        );
     }
 }

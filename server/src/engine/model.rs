@@ -2,9 +2,6 @@
 //! Personalizer-compatible `model` calls. Every change is written as a snapshot under the
 //! campaign's books lock, so recovery never replays rewards on top of an imported or reset model.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 use tailor_policies::{FeaturizerConfig, Policy};
 
@@ -24,29 +21,23 @@ struct ModelFile {
 }
 
 impl Engine {
-    /// Run `f` on the live runtime of `campaign` with its books locked (retrying when an update
-    /// replaced the runtime meanwhile), then write a snapshot.
+    /// Run `f` on the live runtime of `campaign` with its books and learner locked, then write
+    /// a snapshot.
     fn with_books<T>(
         &self,
         campaign: &str,
         f: impl Fn(&CampaignRuntime, &mut Books, &mut Learner) -> Result<T, EngineError>,
     ) -> Result<T, EngineError> {
-        let mut rt: Arc<CampaignRuntime> = self.campaign(campaign)?;
-        loop {
+        self.with_live(self.campaign(campaign)?, |rt| {
             let mut books = rt.books.lock();
-            if rt.retired.load(Ordering::Acquire) {
-                drop(books);
-                rt = self.campaign(campaign)?;
-                continue;
-            }
             let mut learner = rt.learner.write();
-            let out = f(&rt, &mut books, &mut learner)?;
+            let out = f(rt, &mut books, &mut learner)?;
             self.store.put_snapshot(
                 &rt.config.id,
                 &snapshot_of(&books, &learner, rt.send_time.as_ref()),
             )?;
-            return Ok(out);
-        }
+            Ok(out)
+        })
     }
 
     /// The campaign's learned state as bytes (`application/octet-stream`).
@@ -136,10 +127,10 @@ impl Engine {
     /// first, so nothing learned is lost and recovery never needs the deleted records. Returns
     /// (decisions, rewards) deleted.
     pub fn delete_logs(&self, campaign: &str) -> Result<(u64, u64), EngineError> {
-        let (d, r) = self.with_books(campaign, |_, books, _| {
-            Ok((books.decision_seq, books.reward_seq))
+        let up_to = self.with_books(campaign, |_, books, _| {
+            Ok(books.decision_seq.max(books.reward_seq))
         })?;
-        Ok(self.store.delete_log(campaign, d, r)?)
+        Ok(self.store.delete_log(campaign, up_to)?)
     }
 
     /// Forget everything learned: every policy starts fresh (counters are kept).

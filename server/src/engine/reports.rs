@@ -88,14 +88,14 @@ pub fn fold<F: RowFold>(
     // existed may hold any finite value, and clamping keeps every sum finite.
     let rewards = RewardIndex::build_summed(
         campaign,
-        store.rewards_after(0).map(|r| {
+        store.rewards(campaign).map(|r| {
             r.map(|mut r| {
                 r.value = range.clamp(r.value);
                 r
             })
         }),
     )?;
-    for d in store.decisions_after(0) {
+    for d in store.decisions(campaign, 0) {
         let d = d?;
         if d.campaign != campaign {
             continue;

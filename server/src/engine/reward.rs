@@ -1,15 +1,12 @@
 //! The reward path: join by event id, apply or hold per the campaign's aggregation, and close
 //! reward windows (default rewards) exactly once.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-
 use tailor_wire::{RewardRequest, RewardResponse, RewardStatus};
 
 use super::{now_ms, CampaignRuntime, Engine};
 use crate::campaign::RewardAggregation;
 use crate::error::EngineError;
-use crate::store::{EventRecord, RewardKind, RewardRecord};
+use crate::store::{EventRecord, RewardKind, RewardRecord, StoreError};
 
 fn reward_key(req: &RewardRequest) -> u64 {
     match &req.reward_id {
@@ -33,11 +30,6 @@ pub(crate) fn check_reward_request(req: &RewardRequest) -> Result<(), EngineErro
         }
     }
     Ok(())
-}
-
-/// Result of joining one reward, before durability.
-enum Joined {
-    Status(RewardStatus),
 }
 
 /// Separates a Personalizer multi-slot event id from a slot id in the engine event id of one
@@ -131,138 +123,162 @@ impl Engine {
         req: &RewardRequest,
     ) -> Result<RewardStatus, EngineError> {
         check_reward_request(req)?;
-        let Some(event) = self.store.event(campaign, event_id)? else {
-            return Err(EngineError::EventNotFound {
-                id: event_id.to_string(),
-            });
-        };
-        let rt = self.campaign(&event.campaign)?;
-        // A deferred decision that was never activated is not learned from.
-        if self.store.is_deferred(campaign, event_id)? {
-            metrics::counter!("tailor_rewards_total", "campaign" => event.campaign, "status" => "ignored")
-                .increment(1);
-            return Ok(RewardStatus::Ignored);
-        }
-        let Joined::Status(status) = self.join(rt, event_id, req)?;
-        metrics::counter!("tailor_rewards_total", "campaign" => event.campaign, "status" => status_label(status))
+        let rt = self.campaign(campaign)?;
+        let status = self.with_live(rt, |rt| self.join(rt, event_id, req))?;
+        metrics::counter!("tailor_rewards_total", "campaign" => campaign.to_string(), "status" => status_label(status))
             .increment(1);
         Ok(status)
     }
 
+    /// Join one reward; the caller holds the campaign's join lock.
     fn join(
         &self,
-        mut rt: Arc<CampaignRuntime>,
+        rt: &CampaignRuntime,
         event_id: &str,
         req: &RewardRequest,
-    ) -> Result<Joined, EngineError> {
-        loop {
-            let mut books = rt.books.lock();
-            if rt.retired.load(Ordering::Acquire) {
-                drop(books);
-                rt = self.campaign(&rt.config.id)?;
-                continue;
-            }
-            // Checked against the config the reward joins under, before anything is written.
-            let value = rt.config.admit_reward("value", req.value)?;
-            // Re-read under the campaign's lock: rewards of one campaign join one at a time.
-            let Some(mut event) = self.store.event(&rt.config.id, event_id)? else {
-                return Err(EngineError::EventNotFound {
-                    id: event_id.to_string(),
-                });
-            };
-            let slot = match &req.action_id {
-                None => 0,
-                Some(a) => event
-                    .actions
-                    .iter()
-                    .position(|x| &x.id == a)
-                    .ok_or_else(|| {
-                        EngineError::invalid_owned(
-                            "action_id",
-                            format!("{a:?} was not served in event {event_id:?}"),
-                        )
-                    })?,
-            };
-            let key = reward_key(req);
-            let state = &mut event.slots[slot];
-            if state.reward_ids.contains(&key) {
-                return Ok(Joined::Status(RewardStatus::Duplicate));
-            }
-            let now = now_ms();
-            if now > event.deadline_ms || event.closed {
-                if now > event.deadline_ms {
-                    return Err(EngineError::RewardWindowClosed {
-                        id: event_id.to_string(),
-                    });
-                }
-                return Ok(Joined::Status(RewardStatus::Ignored));
-            }
-            let mut records = Vec::new();
-            match rt.config.reward_aggregation {
-                RewardAggregation::Earliest => {
-                    if !state.reward_ids.is_empty() || state.applied {
-                        return Ok(Joined::Status(RewardStatus::Ignored));
-                    }
-                    state.reward_ids.push(key);
-                    state.value = value;
-                    state.applied = true;
-                    records.push(self.record(&event, slot, RewardKind::Explicit, value, now)?);
-                }
-                RewardAggregation::Sum => {
-                    state.reward_ids.push(key);
-                    // The total a slot learns stays in the range too: many in-range rewards
-                    // to one event must not add up to what one out-of-range reward could not.
-                    state.value = rt.config.reward_range.clamp(state.value + value);
-                }
-            }
-            let close = event.slots.iter().all(|s| s.applied);
-            event.closed = close;
-            self.store.commit_rewards(&event, &records, close)?;
-            let mut learner = rt.learner.write();
-            for r in &records {
-                if rt.config.learns() {
-                    learner.learn(r);
-                    self.learn_send_time(&rt, r)?;
-                }
-                books.count_reward(r);
-            }
-            return Ok(Joined::Status(RewardStatus::Accepted));
+    ) -> Result<RewardStatus, EngineError> {
+        let not_found = || EngineError::EventNotFound {
+            id: event_id.to_string(),
+        };
+        let mut event = self
+            .store
+            .event(&rt.config.id, event_id)?
+            .ok_or_else(not_found)?;
+        // A deferred decision that was never activated is not learned from.
+        if event.deferred {
+            return Ok(RewardStatus::Ignored);
         }
+        // Checked against the config the reward joins under, before anything is written.
+        let value = rt.config.admit_reward("value", req.value)?;
+        let now = now_ms();
+        if event.is_pruned() {
+            // Pruned at its deadline: only late rewards reach it.
+            return Err(EngineError::RewardWindowClosed {
+                id: event_id.to_string(),
+            });
+        }
+        let slot = match &req.action_id {
+            None => 0,
+            Some(a) => event
+                .actions
+                .iter()
+                .position(|x| &x.id == a)
+                .ok_or_else(|| {
+                    EngineError::invalid_owned(
+                        "action_id",
+                        format!("{a:?} was not served in event {event_id:?}"),
+                    )
+                })?,
+        };
+        let key = reward_key(req);
+        let state = &mut event.slots[slot];
+        if state.reward_ids.contains(&key) {
+            return Ok(RewardStatus::Duplicate);
+        }
+        if now > event.deadline_ms {
+            return Err(EngineError::RewardWindowClosed {
+                id: event_id.to_string(),
+            });
+        }
+        if event.closed {
+            return Ok(RewardStatus::Ignored);
+        }
+        let mut applied = Vec::new();
+        match rt.config.reward_aggregation {
+            RewardAggregation::Earliest => {
+                if !state.reward_ids.is_empty() || state.applied {
+                    return Ok(RewardStatus::Ignored);
+                }
+                state.reward_ids.push(key);
+                state.value = value;
+                state.applied = true;
+                applied.push((slot, RewardKind::Explicit, value));
+            }
+            RewardAggregation::Sum => {
+                state.reward_ids.push(key);
+                // The total a slot learns stays in the range too: many in-range rewards
+                // to one event must not add up to what one out-of-range reward could not.
+                state.value = rt.config.reward_range.clamp(state.value + value);
+            }
+        }
+        // Closed once every slot is applied; the window's entry stays until its deadline, when
+        // the sweeper prunes the join state.
+        event.closed = event.slots.iter().all(|s| s.applied);
+        self.apply(rt, &event, &applied, now, false)?;
+        Ok(RewardStatus::Accepted)
     }
 
-    fn record(
+    /// Log the rewards `applied` ((slot, kind, value)) of `event` with its new join state in one
+    /// batch, then hand them to the learners. The caller holds the campaign's join lock, so the
+    /// campaign's rewards are numbered, logged and learned in one order.
+    fn apply(
         &self,
+        rt: &CampaignRuntime,
         event: &EventRecord,
-        slot: usize,
-        kind: RewardKind,
-        value: f64,
+        applied: &[(usize, RewardKind, f64)],
         at_ms: u64,
-    ) -> Result<RewardRecord, EngineError> {
-        Ok(RewardRecord {
-            seq: self.store.next_seq()?,
-            event_id: event.event_id.clone(),
-            campaign: event.campaign.clone(),
-            at_ms,
-            kind,
-            slot: slot as u32,
-            action: event.actions[slot].clone(),
-            value,
-            holdout: event.holdout,
-            policy: event.policy.clone(),
-        })
+        close: bool,
+    ) -> Result<(), EngineError> {
+        let mut records = Vec::with_capacity(applied.len());
+        if !applied.is_empty() {
+            let decision = self
+                .store
+                .decision(&event.campaign, event.decision_seq)?
+                .ok_or_else(|| StoreError::Corrupt {
+                    what: "event",
+                    message: format!(
+                        "event {:?} of campaign {:?} names decision {} that is not in the log",
+                        event.event_id, event.campaign, event.decision_seq
+                    ),
+                })?;
+            for &(slot, kind, value) in applied {
+                records.push(RewardRecord {
+                    seq: self.next_seq(),
+                    event_id: event.event_id.clone(),
+                    campaign: event.campaign.clone(),
+                    at_ms,
+                    kind,
+                    slot: slot as u32,
+                    action: decision.actions[slot].clone(),
+                    value,
+                    holdout: decision.holdout,
+                    policy: decision.policy.clone(),
+                });
+            }
+        }
+        self.store.commit_rewards(event, &records, close)?;
+        for r in &records {
+            self.learn(rt, r)?;
+        }
+        Ok(())
     }
 
     /// Activate a deferred decision: from now on its rewards join and learn as usual. Returns
     /// once durable; false when the decision was not deferred (a no-op).
     pub async fn activate(&self, campaign: &str, event_id: &str) -> Result<bool, EngineError> {
-        if self.store.event(campaign, event_id)?.is_none() {
-            return Err(EngineError::EventNotFound {
-                id: event_id.to_string(),
-            });
-        }
-        let was = self.store.activate(campaign, event_id)?;
+        let was =
+            self.activate_one(campaign, event_id)?
+                .ok_or_else(|| EngineError::EventNotFound {
+                    id: event_id.to_string(),
+                })?;
         self.commit.wait().await?;
         Ok(was)
+    }
+
+    /// Clear the deferral of one event under its campaign's join lock: `None` when there is no
+    /// such event, else whether it was deferred.
+    fn activate_one(&self, campaign: &str, event_id: &str) -> Result<Option<bool>, EngineError> {
+        self.with_live(self.campaign(campaign)?, |rt| {
+            let Some(mut event) = self.store.event(&rt.config.id, event_id)? else {
+                return Ok(None);
+            };
+            if !event.deferred {
+                return Ok(Some(false));
+            }
+            event.deferred = false;
+            self.store.put_event(&event)?;
+            Ok(Some(true))
+        })
     }
 
     /// Activate every deferred slot of the Personalizer multi-slot event `event_id` of
@@ -292,14 +308,18 @@ impl Engine {
                 }
             }
         }
+        let mut activated = 0;
         for id in &ids {
-            self.store.activate(campaign, id)?;
+            if self.activate_one(campaign, id)? == Some(true) {
+                activated += 1;
+            }
         }
         self.commit.wait().await?;
-        Ok(ids.len())
+        Ok(activated)
     }
 
-    /// Close every reward window that ended by `now`: apply summed or default rewards, once.
+    /// Close every reward window that ended by `now`: apply summed or default rewards, once,
+    /// and prune the join state to its marker.
     pub fn sweep(&self, now: u64) -> Result<usize, EngineError> {
         let mut closed = 0;
         loop {
@@ -309,8 +329,8 @@ impl Engine {
             }
             for (campaign, event_id) in &due {
                 if !self.close_window(campaign, event_id)? {
-                    // Its join state is gone: without this the sweep would meet it forever.
-                    tracing::warn!(%campaign, %event_id, "dropping the deadline of an event with no join state");
+                    // Its campaign (and so its join state) is gone: without this the sweep
+                    // would meet it forever.
                     self.store.drop_orphan_pending(campaign, event_id, now)?;
                 }
                 closed += 1;
@@ -319,63 +339,44 @@ impl Engine {
     }
 
     fn close_window(&self, campaign: &str, event_id: &str) -> Result<bool, EngineError> {
-        let Some(event) = self.store.event(campaign, event_id)? else {
+        let Ok(rt) = self.campaign(campaign) else {
             return Ok(false);
         };
-        let Ok(mut rt) = self.campaign(&event.campaign) else {
-            // The campaign is gone: just drop the pending entry.
-            let mut event = event;
-            event.closed = true;
-            self.store.commit_rewards(&event, &[], true)?;
-            return Ok(true);
-        };
-        loop {
-            let mut books = rt.books.lock();
-            if rt.retired.load(Ordering::Acquire) {
-                drop(books);
-                rt = self.campaign(&event.campaign)?;
-                continue;
-            }
-            let Some(mut event) = self.store.event(campaign, event_id)? else {
+        self.with_live(rt, |rt| {
+            let Some(event) = self.store.event(&rt.config.id, event_id)? else {
                 return Ok(false);
             };
-            if self.store.is_deferred(campaign, event_id)? {
-                // Never activated: the window closes with nothing learned.
-                event.closed = true;
-                self.store.commit_rewards(&event, &[], true)?;
-                self.store.activate(campaign, event_id)?;
-                return Ok(true);
-            }
-            let now = now_ms();
-            let mut records = Vec::new();
-            for slot in 0..event.slots.len() {
-                if event.slots[slot].applied {
-                    continue;
+            let mut applied = Vec::new();
+            // A deferred decision never activated closes with nothing learned.
+            if !event.deferred {
+                for (slot, s) in event.slots.iter().enumerate() {
+                    if s.applied {
+                        continue;
+                    }
+                    // Both through the current range: it may have changed since the rewards
+                    // joined.
+                    let range = rt.config.reward_range;
+                    applied.push(if s.reward_ids.is_empty() {
+                        (
+                            slot,
+                            RewardKind::Default,
+                            range.clamp(rt.config.default_reward),
+                        )
+                    } else {
+                        (slot, RewardKind::Sum, range.clamp(s.value))
+                    });
                 }
-                // Both through the current range: it may have changed since the rewards joined.
-                let range = rt.config.reward_range;
-                let (kind, value) = if event.slots[slot].reward_ids.is_empty() {
-                    (RewardKind::Default, range.clamp(rt.config.default_reward))
-                } else {
-                    (RewardKind::Sum, range.clamp(event.slots[slot].value))
-                };
-                records.push(self.record(&event, slot, kind, value, now)?);
-                let s = &mut event.slots[slot];
-                s.applied = true;
-                s.value = value;
             }
-            event.closed = true;
-            self.store.commit_rewards(&event, &records, true)?;
-            let mut learner = rt.learner.write();
-            for r in &records {
-                if rt.config.learns() {
-                    learner.learn(r);
-                    self.learn_send_time(&rt, r)?;
-                }
-                books.count_reward(r);
-            }
-            return Ok(true);
-        }
+            let pruned = EventRecord {
+                actions: Vec::new(),
+                slots: Vec::new(),
+                closed: true,
+                deferred: false,
+                ..event
+            };
+            self.apply(rt, &pruned, &applied, now_ms(), true)?;
+            Ok(true)
+        })
     }
 }
 

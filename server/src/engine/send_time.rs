@@ -375,6 +375,7 @@ impl Engine {
         let (tz, earliest) = check_send_time_request(&req)?;
         if let Some(id) = &req.event_id {
             if let Some(existing) = self.store.event(&rt.config.id, id)? {
+                let existing = self.recorded(existing)?;
                 let Some(ev) = self.store.send_event(&rt.config.id, id)? else {
                     return Err(EngineError::invalid(
                         "event_id",
@@ -525,6 +526,7 @@ impl Engine {
             // Never the raw body: it names the shopper.
             request: Vec::new(),
             removed,
+            candidate_set: 0,
         };
         // The send event first: a decision in the log always has it (recovery relies on it).
         self.store.put_send_event(

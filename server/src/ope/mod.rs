@@ -398,7 +398,7 @@ fn split(o: Result<Estimates, Refusal>) -> (Option<Estimates>, Option<Refusal>) 
 /// The applied rewards of `campaign`, indexed for [`log_lines`]: one pass over the reward log,
 /// keeping 32 bytes per reward (see [`RewardIndex`]).
 pub fn reward_index(store: &dyn Store, campaign: &str) -> Result<RewardIndex, StoreError> {
-    RewardIndex::build(campaign, store.rewards_after(0))
+    RewardIndex::build(campaign, store.rewards(campaign))
 }
 
 /// The decision log of `campaign` in `[from_ms, to_ms)`, joined with the rewards of `index`, in
@@ -412,7 +412,7 @@ pub fn log_lines<'a>(
     to_ms: Option<u64>,
     index: &'a RewardIndex,
 ) -> impl Iterator<Item = Result<Option<LogLine>, StoreError>> + 'a {
-    store.decisions_after(0).filter_map(move |d| {
+    store.decisions(campaign, 0).filter_map(move |d| {
         let d = match d {
             Ok(d) => d,
             Err(e) => return Some(Err(e)),

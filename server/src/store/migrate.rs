@@ -15,9 +15,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::records::{decode, encode, EventRecordV1};
-use super::sled_store::{push_event_key, LEGACY_SEQ_KEY, SCHEMA_KEY};
-use super::{DecisionRecord, EventRecord, StoreError};
+use super::records::{decode, encode, DecisionRecordV2, EventRecordV1, EventRecordV2};
+use super::sled_store::{
+    join_key, log_key, pending_key, push_event_key, LEGACY_SEQ_KEY, LOG, PENDING, SCHEMA_KEY,
+};
+use super::{
+    DecisionRecord, EventRecord, LogEntry, LoggedAction, RewardEntry, RewardRecord, ServedAction,
+    StoreError,
+};
 
 /// Entries per atomic batch.
 const CHUNK: usize = 4096;
@@ -60,7 +65,7 @@ pub(super) fn v1_to_v2(db: &sled::Db) -> Result<Migrated, StoreError> {
         // Newest first: orphans are from the last moments before a crash.
         for kv in decisions.iter().rev() {
             let (_, v) = kv?;
-            let d: DecisionRecord = decode("decision", &v)?;
+            let d: DecisionRecordV2 = decode("decision", &v)?;
             if orphans.remove(d.event_id.as_bytes()) {
                 orphan_campaign.insert(d.event_id.into_bytes(), d.campaign);
                 if orphans.is_empty() {
@@ -82,7 +87,7 @@ pub(super) fn v1_to_v2(db: &sled::Db) -> Result<Migrated, StoreError> {
         })?;
     }
     rekey(&events, 0, &mut done, |_, value| {
-        let event: EventRecord = decode::<EventRecordV1>("event", value)?.into();
+        let event: EventRecordV2 = decode::<EventRecordV1>("event", value)?.into();
         Ok(Some((event.campaign.clone(), encode(&event))))
     })?;
     db.flush()?;
@@ -107,6 +112,320 @@ pub(super) fn v1_to_v2(db: &sled::Db) -> Result<Migrated, StoreError> {
         "store migrated from schema 1 to 2: event ids are per campaign"
     );
     Ok(done)
+}
+
+/// The trees schema 3 folded into `log`.
+const V2_TREES: [&str; 5] = ["decisions", "rewards", "events", "pending", "deferred"];
+
+/// Schema 2 → 3: the global `decisions` and `rewards` logs become each campaign's log (`L`
+/// entries, same sequence numbers, rewards naming their decision instead of repeating its
+/// action), `events` becomes the join state (`E`, vectors dropped: they stay in the decision;
+/// the `deferred` mark folded in), `pending` becomes `P`. A decision whose join state a crash
+/// left missing gets it rebuilt (schema 2 rebuilt it at every start instead).
+///
+/// Crash safety: everything is copied into `log` first (copying again overwrites with the same
+/// bytes), the version is bumped after a flush, and only then are the old trees dropped; a
+/// store at schema 3 that still has one drops it at open.
+pub(super) fn v2_to_v3(db: &sled::Db) -> Result<Migrated, StoreError> {
+    let done = copy_v2_into_log(db)?;
+    db.flush()?;
+    db.open_tree("meta")?
+        .insert(SCHEMA_KEY, &3u32.to_be_bytes())?;
+    db.flush()?;
+    drop_v2_trees(db)?;
+    tracing::info!(
+        converted = done.converted,
+        dropped = done.dropped,
+        "store migrated from schema 2 to 3: one log per campaign"
+    );
+    Ok(done)
+}
+
+/// The copying part of [`v2_to_v3`]; the old trees are left as they are.
+fn copy_v2_into_log(db: &sled::Db) -> Result<Migrated, StoreError> {
+    let log = db.open_tree("log")?;
+    let events = db.open_tree("events")?;
+    let deferred = db.open_tree("deferred")?;
+    let mut done = Migrated::default();
+    let mut batch = Chunked::new(&log);
+
+    for kv in db.open_tree("decisions")?.iter() {
+        let (_, v) = kv?;
+        let d: DecisionRecordV2 = decode("decision", &v)?;
+        let key = event_key_v2(&d.campaign, &d.event_id);
+        let old_event = events.get(&key)?;
+        let candidate_set = match &old_event {
+            Some(e) => decode::<EventRecordV2>("event", e)?.candidate_set,
+            None => 0,
+        };
+        if old_event.is_none() {
+            let event = EventRecordV2 {
+                event_id: d.event_id.clone(),
+                campaign: d.campaign.clone(),
+                decision_seq: d.seq,
+                at_ms: d.at_ms,
+                deadline_ms: d.deadline_ms,
+                policy: d.policy.clone(),
+                holdout: d.holdout,
+                slots: vec![Default::default(); d.actions.len()],
+                actions: d.actions.clone(),
+                closed: false,
+                candidate_set: 0,
+            };
+            batch.insert(
+                join_key(&d.campaign, &d.event_id),
+                encode(&join_state(event, deferred.contains_key(&key)?)),
+            )?;
+            batch.insert(pending_key(d.deadline_ms, &d.campaign, &d.event_id), vec![])?;
+            done.converted += 1;
+        }
+        let record = DecisionRecord {
+            seq: d.seq,
+            event_id: d.event_id,
+            campaign: d.campaign,
+            at_ms: d.at_ms,
+            deadline_ms: d.deadline_ms,
+            policy: d.policy,
+            seed: d.seed,
+            holdout: d.holdout,
+            explore: d.explore,
+            actions: d.actions,
+            candidates: d.candidates,
+            request: d.request,
+            removed: d.removed,
+            candidate_set,
+        };
+        batch.insert(
+            log_key(&record.campaign, record.seq),
+            encode(&LogEntry::Decision(record.clone())),
+        )?;
+        done.converted += 1;
+    }
+    for kv in db.open_tree("rewards")?.iter() {
+        let (_, v) = kv?;
+        let r: RewardRecord = decode("reward", &v)?;
+        let Some(e) = events.get(event_key_v2(&r.campaign, &r.event_id))? else {
+            // Schema 2 rebuilt a missing join state from its decision before any reward could
+            // join it, so a reward without one has no decision either: nothing can learn it.
+            done.dropped += 1;
+            continue;
+        };
+        let e: EventRecordV2 = decode("event", &e)?;
+        let entry = LogEntry::Reward(RewardEntry {
+            event_id: r.event_id,
+            decision_seq: e.decision_seq,
+            at_ms: r.at_ms,
+            kind: r.kind,
+            slot: r.slot,
+            value: r.value,
+        });
+        batch.insert(log_key(&r.campaign, r.seq), encode(&entry))?;
+        done.converted += 1;
+    }
+    for kv in events.iter() {
+        let (k, v) = kv?;
+        let e: EventRecordV2 = decode("event", &v)?;
+        batch.insert(
+            join_key(&e.campaign, &e.event_id),
+            encode(&join_state(e, deferred.contains_key(&k)?)),
+        )?;
+        done.converted += 1;
+    }
+    for kv in db.open_tree("pending")?.iter() {
+        let (k, _) = kv?;
+        let mut key = vec![PENDING];
+        key.extend_from_slice(&k);
+        batch.insert(key, vec![])?;
+        done.converted += 1;
+    }
+    batch.finish()?;
+    Ok(done)
+}
+
+/// Drop the trees schema 3 replaced, if a migration cut short left any.
+pub(super) fn drop_v2_trees(db: &sled::Db) -> Result<(), StoreError> {
+    let names = db.tree_names();
+    for name in V2_TREES {
+        if names.iter().any(|n| n.as_ref() == name.as_bytes()) {
+            db.drop_tree(name)?;
+        }
+    }
+    Ok(())
+}
+
+fn event_key_v2(campaign: &str, event_id: &str) -> Vec<u8> {
+    let mut k = Vec::new();
+    push_event_key(&mut k, campaign, event_id);
+    k
+}
+
+/// The schema 3 join state of a schema 2 event record.
+fn join_state(e: EventRecordV2, deferred: bool) -> EventRecord {
+    EventRecord {
+        event_id: e.event_id,
+        campaign: e.campaign,
+        decision_seq: e.decision_seq,
+        at_ms: e.at_ms,
+        deadline_ms: e.deadline_ms,
+        policy: e.policy,
+        holdout: e.holdout,
+        actions: e
+            .actions
+            .into_iter()
+            .map(|a| ServedAction {
+                id: a.id,
+                probability: a.probability,
+            })
+            .collect(),
+        slots: e.slots,
+        closed: e.closed,
+        candidate_set: e.candidate_set,
+        deferred,
+    }
+}
+
+/// Inserts into one tree in atomic batches of [`CHUNK`] entries.
+struct Chunked<'a> {
+    tree: &'a sled::Tree,
+    batch: sled::Batch,
+    n: usize,
+}
+
+impl<'a> Chunked<'a> {
+    fn new(tree: &'a sled::Tree) -> Self {
+        Self {
+            tree,
+            batch: sled::Batch::default(),
+            n: 0,
+        }
+    }
+
+    fn insert(&mut self, k: Vec<u8>, v: Vec<u8>) -> Result<(), StoreError> {
+        self.batch.insert(k, v);
+        self.n += 1;
+        if self.n == CHUNK {
+            self.tree.apply_batch(std::mem::take(&mut self.batch))?;
+            self.n = 0;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(), StoreError> {
+        self.tree.apply_batch(self.batch)?;
+        Ok(())
+    }
+}
+
+/// Test fixture: rewrite a schema 3 store (open in `db`) into the schema 2 layout.
+fn downgrade_to_schema2(db: &sled::Db) -> Result<(), StoreError> {
+    let log = db.open_tree("log")?;
+    let t = |name: &str| db.open_tree(name);
+    let (decisions, rewards, events, pending, deferred) = (
+        t("decisions")?,
+        t("rewards")?,
+        t("events")?,
+        t("pending")?,
+        t("deferred")?,
+    );
+    let decision_of = |campaign: &str, seq: u64| -> Result<DecisionRecord, StoreError> {
+        let v = log
+            .get(log_key(campaign, seq))?
+            .ok_or(StoreError::Corrupt {
+                what: "decision",
+                message: "missing".into(),
+            })?;
+        match decode::<LogEntry>("log entry", &v)? {
+            LogEntry::Decision(d) => Ok(d),
+            LogEntry::Reward(_) => Err(StoreError::Corrupt {
+                what: "decision",
+                message: "a reward".into(),
+            }),
+        }
+    };
+    for kv in log.iter() {
+        let (k, v) = kv?;
+        let rest = &k[1..];
+        match k[0] {
+            LOG => {
+                let cut = rest.len() - 9;
+                let campaign = String::from_utf8_lossy(&rest[..cut]).into_owned();
+                let seq = u64::from_be_bytes(rest[cut + 1..].try_into().expect("8 bytes"));
+                match decode::<LogEntry>("log entry", &v)? {
+                    LogEntry::Decision(d) => {
+                        let old = DecisionRecordV2 {
+                            seq,
+                            event_id: d.event_id,
+                            campaign,
+                            at_ms: d.at_ms,
+                            deadline_ms: d.deadline_ms,
+                            policy: d.policy,
+                            seed: d.seed,
+                            holdout: d.holdout,
+                            explore: d.explore,
+                            actions: d.actions,
+                            candidates: d.candidates,
+                            request: d.request,
+                            removed: d.removed,
+                        };
+                        decisions.insert(seq.to_be_bytes(), encode(&old))?;
+                    }
+                    LogEntry::Reward(r) => {
+                        let d = decision_of(&campaign, r.decision_seq)?;
+                        let old = RewardRecord {
+                            seq,
+                            event_id: r.event_id,
+                            campaign,
+                            at_ms: r.at_ms,
+                            kind: r.kind,
+                            slot: r.slot,
+                            action: d.actions[r.slot as usize].clone(),
+                            value: r.value,
+                            holdout: d.holdout,
+                            policy: d.policy,
+                        };
+                        rewards.insert(seq.to_be_bytes(), encode(&old))?;
+                    }
+                }
+            }
+            b'E' => {
+                let cut = rest.iter().position(|&b| b == 0).unwrap_or(0);
+                let campaign = String::from_utf8_lossy(&rest[..cut]).into_owned();
+                let event_id = String::from_utf8_lossy(&rest[cut + 1..]).into_owned();
+                let e: EventRecord = decode("event", &v)?;
+                let d = decision_of(&campaign, e.decision_seq)?;
+                let actions: Vec<LoggedAction> = d.actions;
+                if e.deferred {
+                    deferred.insert(rest, &[])?;
+                }
+                let old = EventRecordV2 {
+                    event_id,
+                    campaign,
+                    decision_seq: e.decision_seq,
+                    at_ms: e.at_ms,
+                    deadline_ms: e.deadline_ms,
+                    policy: e.policy,
+                    holdout: e.holdout,
+                    slots: if e.slots.is_empty() {
+                        vec![Default::default(); actions.len()]
+                    } else {
+                        e.slots
+                    },
+                    actions,
+                    closed: e.closed,
+                    candidate_set: e.candidate_set,
+                };
+                events.insert(rest, encode(&old))?;
+            }
+            _ => {
+                pending.insert(rest, &[])?;
+            }
+        }
+    }
+    db.drop_tree("log")?;
+    db.open_tree("meta")?
+        .insert(SCHEMA_KEY, &2u32.to_be_bytes())?;
+    db.flush()?;
+    Ok(())
 }
 
 /// Rewrite every old-format key of `tree` (a `prefix_len`-byte prefix, then an event id) as
@@ -153,13 +472,14 @@ fn rekey(
     Ok(())
 }
 
-/// Test fixture: rewrite a schema 2 store in `dir` into the schema 1 layout, as a store written
+/// Test fixture: rewrite a schema 3 store in `dir` into the schema 1 layout, as a store written
 /// by a build before event ids were per campaign (Personalizer multi-slot slots back to
 /// `{eventId}/{slotId}`). Fails when two campaigns share an event id, which schema 1 could not
 /// hold. Not used by the server; the end-to-end migration test starts from it.
 #[doc(hidden)]
 pub fn downgrade_to_schema1(dir: &std::path::Path) -> Result<(), StoreError> {
     let db = sled::Config::new().path(dir).open()?;
+    downgrade_to_schema2(&db)?;
     let old_id = |id: &str| id.replace(crate::engine::SLOT_SEPARATOR, "/");
     let split = |k: &[u8], prefix_len: usize| -> (Vec<u8>, String) {
         let rest = &k[prefix_len..];
@@ -183,7 +503,7 @@ pub fn downgrade_to_schema1(dir: &std::path::Path) -> Result<(), StoreError> {
                 });
             }
             let value = if name == "events" {
-                let e: EventRecord = decode("event", &v)?;
+                let e: EventRecordV2 = decode("event", &v)?;
                 encode(&EventRecordV1 {
                     event_id: old_id(&e.event_id),
                     campaign: e.campaign,
@@ -208,7 +528,7 @@ pub fn downgrade_to_schema1(dir: &std::path::Path) -> Result<(), StoreError> {
         for kv in tree.iter() {
             let (k, v) = kv?;
             let value = if name == "decisions" {
-                let mut d: DecisionRecord = decode(what, &v)?;
+                let mut d: DecisionRecordV2 = decode(what, &v)?;
                 d.event_id = old_id(&d.event_id);
                 encode(&d)
             } else {
@@ -229,7 +549,7 @@ pub fn downgrade_to_schema1(dir: &std::path::Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{LoggedAction, SendEventRecord, SledStore, SlotState, Store};
+    use crate::store::{LogRecord, LogStore, SendEventRecord, ShopperStore, SledStore, SlotState};
 
     fn v1_event(id: &str, campaign: &str, seq: u64, deadline: u64) -> EventRecordV1 {
         EventRecordV1 {
@@ -243,25 +563,25 @@ mod tests {
             actions: vec![LoggedAction {
                 id: "a".into(),
                 probability: 0.5,
-                x: Default::default(),
+                x: tailor_policies::SparseVec::from_pairs(vec![(3, 1.0)]),
             }],
             slots: vec![SlotState::default()],
             closed: false,
         }
     }
 
-    fn decision(seq: u64, id: &str, campaign: &str) -> DecisionRecord {
-        DecisionRecord {
+    fn decision(seq: u64, id: &str, campaign: &str) -> DecisionRecordV2 {
+        DecisionRecordV2 {
             seq,
             event_id: id.into(),
             campaign: campaign.into(),
             at_ms: 1,
-            deadline_ms: 9,
+            deadline_ms: 1_000 * seq,
             policy: "thompson".into(),
             seed: 7,
             holdout: false,
             explore: true,
-            actions: vec![],
+            actions: v1_event(id, campaign, seq, 0).actions,
             candidates: 1,
             request: vec![],
             removed: vec![],
@@ -270,7 +590,8 @@ mod tests {
 
     /// A schema 1 store written byte by byte, the way the schema 1 code laid it out: events,
     /// pending, deferred and send events keyed by the bare event id. `e3`'s event record is
-    /// missing (a crash after its decision was logged); `ghost` was deferred and never decided.
+    /// missing (a crash after its decision was logged); `ghost` was deferred and never decided;
+    /// `e2` got a reward.
     fn write_schema1(dir: &std::path::Path) {
         let db = sled::open(dir).unwrap();
         let t = |name: &str| db.open_tree(name).unwrap();
@@ -288,6 +609,21 @@ mod tests {
                     .unwrap();
             }
         }
+        let reward = RewardRecord {
+            seq: 4,
+            event_id: "e2".into(),
+            campaign: "c2".into(),
+            at_ms: 5,
+            kind: crate::store::RewardKind::Explicit,
+            slot: 0,
+            action: decision(2, "e2", "c2").actions[0].clone(),
+            value: 0.75,
+            holdout: false,
+            policy: "thompson".into(),
+        };
+        t("rewards")
+            .insert(4u64.to_be_bytes(), encode(&reward))
+            .unwrap();
         t("deferred").insert("e2", &[]).unwrap();
         t("deferred").insert("e3", &[]).unwrap();
         t("deferred").insert("ghost", &[]).unwrap();
@@ -318,6 +654,10 @@ mod tests {
         rows
     }
 
+    fn deferred(s: &SledStore, campaign: &str, id: &str) -> bool {
+        s.event(campaign, id).unwrap().is_some_and(|e| e.deferred)
+    }
+
     fn check_migrated(s: &SledStore) {
         let e = s
             .event("c1", "a+b/c%d==")
@@ -329,32 +669,46 @@ mod tests {
         );
         assert!(s.event("c2", "a+b/c%d==").unwrap().is_none());
         assert!(s.event("c2", "e2").unwrap().is_some());
+        // The orphan's join state was rebuilt from its decision.
+        assert_eq!(s.event("c2", "e3").unwrap().unwrap().decision_seq, 3);
         assert_eq!(
             s.due_events(10_000, 10).unwrap(),
             vec![
                 ("c1".to_string(), "a+b/c%d==".to_string()),
                 ("c2".into(), "e2".into()),
-                // The orphan's campaign came from the decision log.
                 ("c2".into(), "e3".into()),
             ]
         );
-        assert!(s.is_deferred("c2", "e2").unwrap());
-        assert!(s.is_deferred("c2", "e3").unwrap());
-        assert!(!s.is_deferred("c1", "ghost").unwrap());
+        assert!(deferred(s, "c2", "e2"));
+        assert!(deferred(s, "c2", "e3"));
+        assert!(!deferred(s, "c1", "ghost"));
         assert_eq!(s.send_event("c2", "e2").unwrap().unwrap().token, 5);
         assert_eq!(s.legacy_decision_seq(), 3);
+        // Each campaign's log holds its own entries, same sequence numbers; the reward is
+        // joined back to its decision's action and vector.
+        let c2: Vec<LogRecord> = s.log_after("c2", 0).collect::<Result<_, _>>().unwrap();
+        assert_eq!(c2.len(), 3);
+        match &c2[2] {
+            LogRecord::Reward(r) => {
+                assert_eq!((r.seq, r.value, r.event_id.as_str()), (4, 0.75, "e2"));
+                assert_eq!(r.action, decision(2, "e2", "c2").actions[0]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.decisions("c1", 0).count(), 1);
+        assert_eq!(s.last_seq("c2").unwrap(), 4);
         let db = s.db();
         let meta = db.open_tree("meta").unwrap();
         assert_eq!(
             meta.get(SCHEMA_KEY).unwrap().unwrap().as_ref(),
-            &2u32.to_be_bytes()
+            &3u32.to_be_bytes()
         );
-        // No old-format key is left, in any tree keyed by event.
-        for (name, prefix_len) in EVENT_TREES.into_iter().chain([("events", 0)]) {
-            for kv in db.open_tree(name).unwrap().iter() {
-                let (k, _) = kv.unwrap();
-                assert!(!is_old(&k, prefix_len), "{name}: old key {:?} left", &k[..]);
-            }
+        let names = db.tree_names();
+        for old in V2_TREES {
+            assert!(
+                !names.iter().any(|n| n.as_ref() == old.as_bytes()),
+                "tree {old} left"
+            );
         }
     }
 
@@ -391,7 +745,7 @@ mod tests {
             })
             .unwrap();
             let first = events.iter().next().unwrap().unwrap();
-            let e: EventRecord = decode::<EventRecordV1>("event", &first.1).unwrap().into();
+            let e: EventRecordV2 = decode::<EventRecordV1>("event", &first.1).unwrap().into();
             let mut key = Vec::new();
             push_event_key(&mut key, &e.campaign, &e.event_id);
             events.insert(key, encode(&e)).unwrap();
@@ -402,38 +756,73 @@ mod tests {
         check_migrated(&s);
         drop(s);
 
-        // Crash after every tree was converted, before the version bump: the re-run changes
-        // nothing.
+        // Crash after schema 2 was reached and the log copied, before the version bump to 3:
+        // the re-run ends where a clean run ends.
         let clean = tempfile::tempdir().unwrap();
         write_schema1(clean.path());
         drop(SledStore::open(clean.path(), 1 << 20, 100).unwrap());
         let converted = dump(clean.path());
+        let cut = tempfile::tempdir().unwrap();
+        write_schema1(cut.path());
         {
-            let db = sled::open(clean.path()).unwrap();
-            db.open_tree("meta")
-                .unwrap()
-                .insert(SCHEMA_KEY, &1u32.to_be_bytes())
-                .unwrap();
+            let db = sled::open(cut.path()).unwrap();
+            v1_to_v2(&db).unwrap();
+            copy_v2_into_log(&db).unwrap();
             db.flush().unwrap();
         }
-        let s = SledStore::open(clean.path(), 1 << 20, 100).unwrap();
+        let s = SledStore::open(cut.path(), 1 << 20, 100).unwrap();
         check_migrated(&s);
         drop(s);
-        assert_eq!(dump(clean.path()), converted);
+        assert_eq!(dump(cut.path()), converted);
     }
 
     #[test]
     fn the_fixture_writes_what_the_migration_reads() {
         let dir = tempfile::tempdir().unwrap();
+        let logged = |seq: u64, id: &str, candidate_set: u64| {
+            let d = decision(seq, id, "c1");
+            let record = DecisionRecord {
+                seq,
+                event_id: d.event_id,
+                campaign: d.campaign,
+                at_ms: d.at_ms,
+                deadline_ms: d.deadline_ms,
+                policy: d.policy,
+                seed: d.seed,
+                holdout: d.holdout,
+                explore: d.explore,
+                actions: d.actions,
+                candidates: d.candidates,
+                request: d.request,
+                removed: d.removed,
+                candidate_set,
+            };
+            let event = EventRecord {
+                event_id: record.event_id.clone(),
+                campaign: record.campaign.clone(),
+                decision_seq: seq,
+                at_ms: record.at_ms,
+                deadline_ms: record.deadline_ms,
+                policy: record.policy.clone(),
+                holdout: false,
+                actions: vec![ServedAction {
+                    id: "a".into(),
+                    probability: 0.5,
+                }],
+                slots: vec![SlotState::default()],
+                closed: false,
+                candidate_set,
+                deferred: id != "x",
+            };
+            (record, event)
+        };
         {
             let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
-            let mut e: EventRecord = v1_event("x", "c1", 1, 50).into();
-            e.candidate_set = 9;
-            s.log_decision(&decision(1, "x", "c1"), &e).unwrap();
+            let (d, e) = logged(1, "x", 9);
+            s.log_decision(&d, &e).unwrap();
             let slot = crate::engine::slot_event_id("p", "main");
-            let e: EventRecord = v1_event(&slot, "c1", 2, 60).into();
-            s.log_decision(&decision(2, &slot, "c1"), &e).unwrap();
-            s.defer("c1", &slot).unwrap();
+            let (d, e) = logged(2, &slot, 0);
+            s.log_decision(&d, &e).unwrap();
         }
         downgrade_to_schema1(dir.path()).unwrap();
         {
@@ -451,9 +840,10 @@ mod tests {
         }
         let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
         let x = s.event("c1", "x").unwrap().unwrap();
-        assert_eq!((x.deadline_ms, x.candidate_set), (50, 0));
+        assert_eq!((x.deadline_ms, x.candidate_set), (1_000, 0));
         assert!(s.event("c1", "p/main").unwrap().is_some());
-        assert!(s.is_deferred("c1", "p/main").unwrap());
+        assert!(deferred(&s, "c1", "p/main"));
+        assert!(!deferred(&s, "c1", "x"));
         assert_eq!(s.legacy_decision_seq(), 2);
     }
 }

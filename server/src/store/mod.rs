@@ -1,17 +1,25 @@
-//! Storage behind a trait, with sled as the embedded default.
+//! Storage behind traits split by concern, with sled as the embedded default.
 //!
-//! Trees: `campaigns` (id -> JSON config), `policy_state` (campaign -> versioned snapshot),
-//! `decisions` (big-endian seq -> decision record), `events` (campaign ++ 0 ++ event id -> join
-//! state), `rewards` (big-endian seq -> applied reward), `pending` (big-endian deadline ++
-//! campaign ++ 0 ++ event id), `meta` (schema version and the like), `api_keys` (key id -> JSON
-//! key record, secret hashed), `audit` (big-endian seq -> JSON audit entry, append-only),
-//! `deferred` (campaign ++ 0 ++ event id -> empty: decisions waiting for activation), `shoppers`
-//! (shopper id ++ 0 ++ campaign -> send-time shopper state), `shopper_tokens` (token -> shopper
-//! id ++ 0 ++ campaign), `send_events` (campaign ++ 0 ++ event id -> the token, segment and slot
-//! of a send-time decision). Binary records are postcard behind a version byte.
+//! The log (schema 3) is one sled tree, `log`, holding three key families:
+//! - `L` ++ campaign ++ 0 ++ seq (big-endian): the campaign's log, decisions and rewards in one
+//!   order ([`LogEntry`], postcard behind a version byte). Everything that reads one campaign's
+//!   history reads only its key range.
+//! - `E` ++ campaign ++ 0 ++ event id: the join state of a decision ([`EventRecord`]), derived
+//!   from the log, pruned to a marker when its window closes.
+//! - `P` ++ deadline (big-endian) ++ campaign ++ 0 ++ event id: reward windows still open.
 //!
-//! Event ids are unique per campaign, not globally: every entry about an event is keyed by its
-//! campaign first (schema 2; `migrate.rs` rewrites a schema 1 store at open).
+//! A decision is one atomic sled batch of its `L`, `E` and `P` entries; a reward is one batch of
+//! its `L` entry, the new `E` and (when the window closes) the `P` removal. Sequence numbers come
+//! from one generator, so they increase within each campaign and never repeat.
+//!
+//! Other trees: `campaigns` (id -> JSON config), `policy_state` (campaign -> versioned snapshot),
+//! `meta` (schema version and the like), `api_keys` (key id -> JSON key record, secret hashed),
+//! `audit` (big-endian seq -> JSON audit entry, append-only), `shoppers` (shopper id ++ 0 ++
+//! campaign -> send-time shopper state), `shopper_tokens` (token -> shopper id ++ 0 ++ campaign),
+//! `send_events` (campaign ++ 0 ++ event id -> the token, segment and slot of a send-time
+//! decision), `evaluations` (campaign ++ 0 ++ id -> JSON).
+//!
+//! Event ids are unique per campaign, not globally. `migrate.rs` converts older stores at open.
 
 mod migrate;
 mod records;
@@ -26,8 +34,9 @@ use std::pin::Pin;
 #[doc(hidden)]
 pub use migrate::downgrade_to_schema1;
 pub use records::{
-    CampaignSnapshot, Counters, DecisionRecord, EventRecord, LoggedAction, RewardKind,
-    RewardRecord, SendEventRecord, ShopperRecord, SlotState,
+    CampaignSnapshot, Counters, DecisionRecord, EventRecord, LogEntry, LoggedAction, RewardEntry,
+    RewardKind, RewardRecord, SendEventRecord, ServedAction, ShopperRecord, SlotState,
+    MAX_LOGGED_REQUEST,
 };
 pub use sled_store::SledStore;
 
@@ -45,16 +54,12 @@ pub enum StoreError {
 /// A future that resolves once everything written before it was requested is durable.
 pub type FlushFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
 
-/// What the engine needs from a store. Every method is atomic on its own.
-pub trait Store: Send + Sync + 'static {
+/// A campaign's log and the join state derived from it.
+pub trait LogStore: Send + Sync + 'static {
     /// A fresh, never reused, increasing sequence number.
     fn next_seq(&self) -> Result<u64, StoreError>;
 
-    fn put_campaign(&self, id: &str, json: &[u8]) -> Result<(), StoreError>;
-    fn delete_campaign(&self, id: &str) -> Result<(), StoreError>;
-    fn campaigns(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
-
-    /// Log a decision: the decision record, its join state and its pending-deadline entry.
+    /// Log a decision in one atomic batch: its log entry, its join state and its open window.
     fn log_decision(
         &self,
         decision: &DecisionRecord,
@@ -62,10 +67,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// The join state of `event_id` in `campaign`.
     fn event(&self, campaign: &str, event_id: &str) -> Result<Option<EventRecord>, StoreError>;
-    fn decision(&self, seq: u64) -> Result<Option<DecisionRecord>, StoreError>;
+    /// The decision logged under `seq` in `campaign`.
+    fn decision(&self, campaign: &str, seq: u64) -> Result<Option<DecisionRecord>, StoreError>;
+    /// Replace the join state of an event (its window stays as it is).
+    fn put_event(&self, event: &EventRecord) -> Result<(), StoreError>;
 
-    /// Atomically store the new join state of an event, append `rewards` to the reward log and,
-    /// when `close` is set, drop its pending-deadline entry.
+    /// In one atomic batch: store the new join state of an event, append `rewards` to its
+    /// campaign's log and, when `close` is set, drop its open-window entry.
     fn commit_rewards(
         &self,
         event: &EventRecord,
@@ -77,8 +85,8 @@ pub trait Store: Send + Sync + 'static {
     /// oldest first.
     fn due_events(&self, now_ms: u64, limit: usize) -> Result<Vec<(String, String)>, StoreError>;
 
-    /// Drop the pending-deadline entries due by `now_ms` of an event whose join state is gone
-    /// (an orphan a crash can leave), so the window sweeper does not meet them again.
+    /// Drop the open-window entries due by `now_ms` of an event whose join state is gone
+    /// (its campaign was deleted), so the window sweeper does not meet them again.
     fn drop_orphan_pending(
         &self,
         campaign: &str,
@@ -86,54 +94,64 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
     ) -> Result<(), StoreError>;
 
+    /// The last sequence number in `campaign`'s log (0 when it is empty).
+    fn last_seq(&self, campaign: &str) -> Result<u64, StoreError>;
+    /// The entries of `campaign`'s log with sequence numbers above `after`, in order; rewards
+    /// are joined back to their decisions.
+    fn log_after(
+        &self,
+        campaign: &str,
+        after: u64,
+    ) -> Box<dyn Iterator<Item = Result<LogRecord, StoreError>> + '_>;
+    /// The decisions of `campaign`'s log above `after`, in order (rewards are skipped without
+    /// being decoded).
+    fn decisions(
+        &self,
+        campaign: &str,
+        after: u64,
+    ) -> Box<dyn Iterator<Item = Result<DecisionRecord, StoreError>> + '_>;
+    /// The rewards of `campaign`'s log, in order, joined to their decisions.
+    fn rewards(
+        &self,
+        campaign: &str,
+    ) -> Box<dyn Iterator<Item = Result<RewardRecord, StoreError>> + '_>;
+
+    /// Remove `campaign`'s log entries with seq <= `up_to` (learned state covering them must be
+    /// snapshotted first), but not the decisions whose reward window is still open. Returns
+    /// (decisions, rewards) removed.
+    fn delete_log(&self, campaign: &str, up_to: u64) -> Result<(u64, u64), StoreError>;
+    /// Remove everything logged about `campaign` (its log and join states; open-window entries
+    /// are dropped by the sweeper when it meets them).
+    fn delete_campaign_log(&self, campaign: &str) -> Result<(), StoreError>;
+
+    /// Event ids of `campaign` starting with `prefix` whose decision is deferred.
+    fn deferred_with_prefix(&self, campaign: &str, prefix: &str)
+        -> Result<Vec<String>, StoreError>;
+    /// The highest decision seq logged before the store moved to schema 2, 0 when it was
+    /// created at 2 or later: events up to it may carry ids built the schema 1 way
+    /// (Personalizer multi-slot `{eventId}/{slotId}`).
+    fn legacy_decision_seq(&self) -> u64;
+
+    /// Make every write so far durable.
+    fn flush(&self) -> FlushFuture;
+}
+
+/// Campaign configs, learned-state snapshots, stored evaluations, API keys and the audit trail.
+pub trait ConfigStore: Send + Sync + 'static {
+    fn put_campaign(&self, id: &str, json: &[u8]) -> Result<(), StoreError>;
+    fn delete_campaign(&self, id: &str) -> Result<(), StoreError>;
+    fn campaigns(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
     fn put_snapshot(&self, campaign: &str, snapshot: &CampaignSnapshot) -> Result<(), StoreError>;
     fn snapshot(&self, campaign: &str) -> Result<Option<CampaignSnapshot>, StoreError>;
     fn delete_snapshot(&self, campaign: &str) -> Result<(), StoreError>;
 
-    /// Store an off-policy evaluation (JSON) of `campaign` under `id` (tree `evaluations`, key
-    /// campaign ++ 0 ++ id).
+    /// Store an off-policy evaluation (JSON) of `campaign` under `id`.
     fn put_evaluation(&self, campaign: &str, id: &str, json: &[u8]) -> Result<(), StoreError>;
     /// Every stored evaluation of `campaign`, in key order.
     fn evaluations(&self, campaign: &str) -> Result<Vec<Vec<u8>>, StoreError>;
-
     /// Remove a stored evaluation; false when there was none.
     fn delete_evaluation(&self, campaign: &str, id: &str) -> Result<bool, StoreError>;
-
-    /// Remove the campaign's decisions with seq <= `decision_seq` and rewards with seq <=
-    /// `reward_seq` from the logs (learned state covering them must be snapshotted first).
-    /// Returns (decisions, rewards) removed.
-    fn delete_log(
-        &self,
-        campaign: &str,
-        decision_seq: u64,
-        reward_seq: u64,
-    ) -> Result<(u64, u64), StoreError>;
-
-    /// Mark a decision as deferred (tree `deferred`): its rewards are ignored and its window
-    /// closes without learning until [`Store::activate`] removes the mark. Written before the
-    /// decision itself, so a crash never leaves an unmarked deferred decision.
-    fn defer(&self, campaign: &str, event_id: &str) -> Result<(), StoreError>;
-    fn is_deferred(&self, campaign: &str, event_id: &str) -> Result<bool, StoreError>;
-    /// Remove the deferral mark; false when the event was not deferred.
-    fn activate(&self, campaign: &str, event_id: &str) -> Result<bool, StoreError>;
-    /// Deferred event ids of `campaign` starting with `prefix`.
-    fn deferred_with_prefix(&self, campaign: &str, prefix: &str)
-        -> Result<Vec<String>, StoreError>;
-    /// The highest decision seq logged before the store moved to schema 2, 0 when it was
-    /// created at 2: events up to it may carry ids built the schema 1 way (Personalizer
-    /// multi-slot `{eventId}/{slotId}`).
-    fn legacy_decision_seq(&self) -> u64;
-
-    /// Rewards with sequence numbers strictly above `after`, in order.
-    fn rewards_after(
-        &self,
-        after: u64,
-    ) -> Box<dyn Iterator<Item = Result<RewardRecord, StoreError>> + '_>;
-    /// Decisions with sequence numbers strictly above `after`, in order.
-    fn decisions_after(
-        &self,
-        after: u64,
-    ) -> Box<dyn Iterator<Item = Result<DecisionRecord, StoreError>> + '_>;
 
     /// Insert or replace an API key record (JSON; the secret is stored hashed by the caller).
     fn put_key(&self, id: &str, json: &[u8]) -> Result<(), StoreError>;
@@ -143,7 +161,10 @@ pub trait Store: Send + Sync + 'static {
     fn append_audit(&self, seq: u64, json: &[u8]) -> Result<(), StoreError>;
     /// Audit entries, newest first.
     fn audit_rev(&self) -> Box<dyn Iterator<Item = Result<Vec<u8>, StoreError>> + '_>;
+}
 
+/// Send-time shopper state and the send events that point at it by token.
+pub trait ShopperStore: Send + Sync + 'static {
     /// A send-time shopper's state in `campaign`.
     fn shopper(&self, shopper: &str, campaign: &str) -> Result<Option<ShopperRecord>, StoreError>;
     /// Insert or replace a shopper's state (and its token's entry).
@@ -180,7 +201,16 @@ pub trait Store: Send + Sync + 'static {
         campaign: &str,
         event_id: &str,
     ) -> Result<Option<SendEventRecord>, StoreError>;
+}
 
-    /// Make every write so far durable.
-    fn flush(&self) -> FlushFuture;
+/// Everything the engine needs from a store. Every method is atomic on its own.
+pub trait Store: LogStore + ConfigStore + ShopperStore {}
+
+impl<T: LogStore + ConfigStore + ShopperStore> Store for T {}
+
+/// One entry of a campaign's log as read back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogRecord {
+    Decision(DecisionRecord),
+    Reward(RewardRecord),
 }

@@ -46,11 +46,14 @@ pub struct LoggedAction {
     pub x: SparseVec,
 }
 
-/// A decision as written to the decision log.
+/// A decision as written to its campaign's log (`L` ++ campaign ++ 0 ++ seq in tree `log`).
+/// `seq` and `campaign` are the entry's key, not stored in the value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecisionRecord {
+    #[serde(skip)]
     pub seq: u64,
     pub event_id: String,
+    #[serde(skip)]
     pub campaign: String,
     pub at_ms: u64,
     /// End of the reward window.
@@ -59,13 +62,29 @@ pub struct DecisionRecord {
     pub seed: u64,
     pub holdout: bool,
     pub explore: bool,
+    /// The served slots, top first, each with its feature vector after extractor plugins ran
+    /// (the only place a decision's vectors are stored).
     pub actions: Vec<LoggedAction>,
     /// Number of candidates offered after constraints.
     pub candidates: u32,
-    /// The raw request body (context and candidates), when the campaign logs it.
+    /// The raw request body (context and candidates), only when the campaign logs requests
+    /// (`log_requests`) and the body is at most [`MAX_LOGGED_REQUEST`] bytes.
     pub request: Vec<u8>,
     /// Candidates removed by plugins: (plugin, candidate id, reason code).
     pub removed: Vec<(String, String, u32)>,
+    /// Order-independent hash of the request's candidate ids (0: unknown).
+    pub candidate_set: u64,
+}
+
+/// Largest request body kept in a decision's log entry; a larger one is logged without it.
+pub const MAX_LOGGED_REQUEST: usize = 256 * 1024;
+
+/// A served action in a decision's join state: its id and propensity (the vector stays in the
+/// log entry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServedAction {
+    pub id: String,
+    pub probability: f64,
 }
 
 /// Join state of one slot of an event.
@@ -79,9 +98,62 @@ pub struct SlotState {
     pub applied: bool,
 }
 
-/// Join state of a decision, keyed by event id.
+/// Join state of a decision (`E` ++ campaign ++ 0 ++ event id in tree `log`), derived from its
+/// log entry: written in the decision's batch, pruned to a marker (no actions, no slots) when the
+/// window closes at its deadline. `event_id` and `campaign` are the key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {
+    #[serde(skip)]
+    pub event_id: String,
+    #[serde(skip)]
+    pub campaign: String,
+    pub decision_seq: u64,
+    pub at_ms: u64,
+    pub deadline_ms: u64,
+    pub policy: String,
+    pub holdout: bool,
+    /// Empty once pruned.
+    pub actions: Vec<ServedAction>,
+    /// Empty once pruned.
+    pub slots: Vec<SlotState>,
+    /// The reward window has been closed (all slots applied).
+    pub closed: bool,
+    /// Order-independent hash of the request's candidate ids, so a replayed event id with other
+    /// candidates is told apart; 0 when unknown (send-time decisions, events from before schema
+    /// 2).
+    pub candidate_set: u64,
+    /// Not learned from until activated (Personalizer's `deferActivation`).
+    pub deferred: bool,
+}
+
+impl EventRecord {
+    /// Pruned at its deadline: only the marker that answers late rewards and replays is left.
+    pub fn is_pruned(&self) -> bool {
+        self.closed && self.slots.is_empty()
+    }
+}
+
+/// [`DecisionRecord`] as schema 2 stored it (tree `decisions`; read by the migration only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct DecisionRecordV2 {
+    pub seq: u64,
+    pub event_id: String,
+    pub campaign: String,
+    pub at_ms: u64,
+    pub deadline_ms: u64,
+    pub policy: String,
+    pub seed: u64,
+    pub holdout: bool,
+    pub explore: bool,
+    pub actions: Vec<LoggedAction>,
+    pub candidates: u32,
+    pub request: Vec<u8>,
+    pub removed: Vec<(String, String, u32)>,
+}
+
+/// The join state as schema 2 stored it (tree `events`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct EventRecordV2 {
     pub event_id: String,
     pub campaign: String,
     pub decision_seq: u64,
@@ -91,11 +163,7 @@ pub struct EventRecord {
     pub holdout: bool,
     pub actions: Vec<LoggedAction>,
     pub slots: Vec<SlotState>,
-    /// The reward window has been closed (all slots applied).
     pub closed: bool,
-    /// Order-independent hash of the request's candidate ids, so a replayed event id with other
-    /// candidates is told apart; 0 when unknown (send-time decisions, events from before schema
-    /// 2, events rebuilt from the decision log).
     pub candidate_set: u64,
 }
 
@@ -114,7 +182,7 @@ pub(crate) struct EventRecordV1 {
     pub closed: bool,
 }
 
-impl From<EventRecordV1> for EventRecord {
+impl From<EventRecordV1> for EventRecordV2 {
     fn from(v: EventRecordV1) -> Self {
         Self {
             event_id: v.event_id,
@@ -143,7 +211,8 @@ pub enum RewardKind {
     Sum,
 }
 
-/// One applied reward in the reward log: everything needed to replay learning.
+/// One applied reward: everything needed to replay learning. In the log it is stored as a
+/// [`RewardEntry`] and joined back to its decision (for the action's vector) when read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RewardRecord {
     pub seq: u64,
@@ -156,6 +225,25 @@ pub struct RewardRecord {
     pub value: f64,
     pub holdout: bool,
     pub policy: String,
+}
+
+/// A reward as its campaign's log stores it: the decision it joins is named by its sequence
+/// number, so the action and its vector are not stored twice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RewardEntry {
+    pub event_id: String,
+    pub decision_seq: u64,
+    pub at_ms: u64,
+    pub kind: RewardKind,
+    pub slot: u32,
+    pub value: f64,
+}
+
+/// One entry of a campaign's log. New kinds of entries are added as new variants at the end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LogEntry {
+    Decision(DecisionRecord),
+    Reward(RewardEntry),
 }
 
 /// Per-action counters kept with a campaign.

@@ -1,26 +1,34 @@
-//! The sled implementation of [`Store`].
+//! The sled implementation of the store traits.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use super::migrate;
-use super::records::{decode, encode};
+use super::records::{decode, encode, RECORD_VERSION};
 use super::{
-    CampaignSnapshot, DecisionRecord, EventRecord, FlushFuture, RewardRecord, SendEventRecord,
-    ShopperRecord, Store, StoreError,
+    CampaignSnapshot, ConfigStore, DecisionRecord, EventRecord, FlushFuture, LogEntry, LogRecord,
+    LogStore, LoggedAction, RewardEntry, RewardRecord, SendEventRecord, ShopperRecord,
+    ShopperStore, StoreError,
 };
 
-/// Schema of the trees and keys below; bump on an incompatible change. Version 2 keys
-/// everything about an event by campaign ++ 0 ++ event id (version 1 keyed by event id alone,
-/// so event ids were global); [`migrate`] rewrites a version 1 store at open.
-pub const SCHEMA_VERSION: u32 = 2;
+/// Schema of the trees and keys below; bump on an incompatible change. Version 2 keyed
+/// everything about an event by campaign ++ 0 ++ event id (version 1 by event id alone);
+/// version 3 moved the global `decisions` and `rewards` logs, `events`, `pending` and
+/// `deferred` into the campaign-partitioned tree `log` (see the module docs of `store`).
+/// [`migrate`] converts older stores at open.
+pub const SCHEMA_VERSION: u32 = 3;
 pub(super) const SCHEMA_KEY: &[u8] = b"schema_version";
 /// Meta key: the highest decision seq logged before the store moved to schema 2 (absent when the
-/// store was created at 2). See [`Store::legacy_decision_seq`].
+/// store was created at 2 or later). See [`LogStore::legacy_decision_seq`].
 pub(super) const LEGACY_SEQ_KEY: &[u8] = b"schema1_last_decision_seq";
+
+/// Key families of the `log` tree.
+pub(super) const LOG: u8 = b'L';
+pub(super) const EVENT: u8 = b'E';
+pub(super) const PENDING: u8 = b'P';
+
+/// postcard's tag of [`LogEntry::Reward`], the byte after the version byte: lets readers skip
+/// entries of the other kind without decoding them.
+const REWARD_TAG: u8 = 1;
 
 /// Embedded store in one directory.
 #[derive(Clone)]
@@ -28,19 +36,12 @@ pub struct SledStore {
     db: sled::Db,
     campaigns: sled::Tree,
     policy_state: sled::Tree,
-    decisions: sled::Tree,
-    events: sled::Tree,
-    rewards: sled::Tree,
-    pending: sled::Tree,
+    log: sled::Tree,
     api_keys: sled::Tree,
     audit: sled::Tree,
-    deferred: sled::Tree,
     shoppers: sled::Tree,
     shopper_tokens: sled::Tree,
     send_events: sled::Tree,
-    /// Whether any decision was ever deferred in this store: until one is, reward joins skip the
-    /// `deferred` lookup (the native API never defers).
-    any_deferred: Arc<AtomicBool>,
     legacy_decision_seq: u64,
 }
 
@@ -66,10 +67,9 @@ impl std::fmt::Debug for SledStore {
     }
 }
 
-/// Key of everything stored about one event (trees `events`, `deferred`, `send_events`, and
-/// `pending` after its deadline): campaign ++ 0 ++ event id. Campaign ids are `[A-Za-z0-9._-]`
-/// and event ids carry no control characters, so the first 0 splits the key and two
-/// (campaign, event) pairs never share one.
+/// campaign ++ 0 ++ event id: the key of a send event, and the tail of the `E` and `P` keys.
+/// Campaign ids are `[A-Za-z0-9._-]` and event ids carry no control characters, so the first 0
+/// splits the key and two (campaign, event) pairs never share one.
 fn event_key(campaign: &str, event_id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(campaign.len() + event_id.len() + 1);
     push_event_key(&mut k, campaign, event_id);
@@ -87,14 +87,83 @@ fn split_event_key(k: &[u8]) -> (String, String) {
     split_shopper_key(k)
 }
 
-fn pending_key(deadline_ms: u64, campaign: &str, event_id: &str) -> Vec<u8> {
-    let mut k = deadline_ms.to_be_bytes().to_vec();
+/// `E` ++ campaign ++ 0 ++ event id.
+pub(super) fn join_key(campaign: &str, event_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(campaign.len() + event_id.len() + 2);
+    k.push(EVENT);
     push_event_key(&mut k, campaign, event_id);
     k
 }
 
+/// `P` ++ deadline ++ campaign ++ 0 ++ event id.
+pub(super) fn pending_key(deadline_ms: u64, campaign: &str, event_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(campaign.len() + event_id.len() + 10);
+    k.push(PENDING);
+    k.extend_from_slice(&deadline_ms.to_be_bytes());
+    push_event_key(&mut k, campaign, event_id);
+    k
+}
+
+/// `L` ++ campaign ++ 0: the prefix of a campaign's log.
+pub(super) fn log_prefix(campaign: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(campaign.len() + 10);
+    k.push(LOG);
+    k.extend_from_slice(campaign.as_bytes());
+    k.push(0);
+    k
+}
+
+/// `L` ++ campaign ++ 0 ++ seq.
+pub(super) fn log_key(campaign: &str, seq: u64) -> Vec<u8> {
+    let mut k = log_prefix(campaign);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The key range of `campaign`'s log: its prefix, and the prefix with its 0 raised to 1 (just
+/// past every key of the campaign).
+fn log_bounds(campaign: &str) -> (Vec<u8>, Vec<u8>) {
+    let start = log_prefix(campaign);
+    let mut end = start.clone();
+    if let Some(last) = end.last_mut() {
+        *last = 1;
+    }
+    (start, end)
+}
+
+/// (campaign, seq) of a [`log_key`].
+fn split_log_key(k: &[u8]) -> Result<(&str, u64), StoreError> {
+    let corrupt = || StoreError::Corrupt {
+        what: "log key",
+        message: format!("{} bytes", k.len()),
+    };
+    let rest = k.get(1..).ok_or_else(corrupt)?;
+    let cut = rest.len().checked_sub(9).ok_or_else(corrupt)?;
+    let campaign = std::str::from_utf8(&rest[..cut]).map_err(|_| corrupt())?;
+    let seq = u64::from_be_bytes(rest[cut + 1..].try_into().map_err(|_| corrupt())?);
+    Ok((campaign, seq))
+}
+
+fn is_reward(value: &[u8]) -> bool {
+    value.first() == Some(&RECORD_VERSION) && value.get(1) == Some(&REWARD_TAG)
+}
+
+fn decode_event(campaign: &str, event_id: &str, v: &[u8]) -> Result<EventRecord, StoreError> {
+    let mut e: EventRecord = decode("event", v)?;
+    e.campaign = campaign.to_string();
+    e.event_id = event_id.to_string();
+    Ok(e)
+}
+
+fn encode_decision(d: &DecisionRecord) -> Vec<u8> {
+    // `LogEntry::Decision(d)` without cloning `d`: the variant tag, then the record.
+    let mut out = vec![RECORD_VERSION, 0];
+    out.extend(postcard::to_stdvec(d).expect("postcard encoding of a record"));
+    out
+}
+
 impl SledStore {
-    /// Open (or create) the store in `dir`, checking the schema version.
+    /// Open (or create) the store in `dir`, converting an older schema first.
     pub fn open(dir: &Path, cache_capacity: u64, flush_every_ms: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir)
@@ -105,14 +174,20 @@ impl SledStore {
         let mut legacy_decision_seq = 0;
         match meta.get(SCHEMA_KEY)? {
             Some(v) => {
-                let found =
+                let mut found =
                     u32::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
                         what: "schema version",
                         message: "not 4 bytes".into(),
                     })?);
                 if found == 1 {
                     migrate::v1_to_v2(&db)?;
-                } else if found != SCHEMA_VERSION {
+                    found = 2;
+                }
+                if found == 2 {
+                    migrate::v2_to_v3(&db)?;
+                } else if found == SCHEMA_VERSION {
+                    migrate::drop_v2_trees(&db)?;
+                } else {
                     return Err(StoreError::Schema {
                         found,
                         expected: SCHEMA_VERSION,
@@ -132,21 +207,15 @@ impl SledStore {
                 meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
             }
         }
-        let deferred = db.open_tree("deferred")?;
         Ok(Self {
             campaigns: db.open_tree("campaigns")?,
             policy_state: db.open_tree("policy_state")?,
-            decisions: db.open_tree("decisions")?,
-            events: db.open_tree("events")?,
-            rewards: db.open_tree("rewards")?,
-            pending: db.open_tree("pending")?,
+            log: db.open_tree("log")?,
             api_keys: db.open_tree("api_keys")?,
             audit: db.open_tree("audit")?,
             shoppers: db.open_tree("shoppers")?,
             shopper_tokens: db.open_tree("shopper_tokens")?,
             send_events: db.open_tree("send_events")?,
-            any_deferred: Arc::new(AtomicBool::new(!deferred.is_empty())),
-            deferred,
             legacy_decision_seq,
             db,
         })
@@ -159,18 +228,20 @@ impl SledStore {
         &self.db
     }
 
-    /// Item decisions keep their raw request, which may carry `"shopper_id"`: rewrite every
-    /// record naming `shopper` without it. A linear scan (deletions are rare); records whose
-    /// bytes do not mention `shopper_id` at all are not decoded.
+    /// Item decisions logged with their raw request may carry `"shopper_id"`: rewrite every
+    /// record naming `shopper` without it. A linear scan of the logs (deletions are rare);
+    /// entries whose bytes do not mention `shopper_id` at all are not decoded.
     fn scrub_logged_requests(&self, shopper: &str) -> Result<usize, StoreError> {
         const KEY: &[u8] = b"shopper_id";
         let mut scrubbed = 0;
-        for kv in self.decisions.iter() {
+        for kv in self.log.scan_prefix([LOG]) {
             let (k, v) = kv?;
-            if !v.windows(KEY.len()).any(|w| w == KEY) {
+            if is_reward(&v) || !v.windows(KEY.len()).any(|w| w == KEY) {
                 continue;
             }
-            let mut d: DecisionRecord = decode("decision", &v)?;
+            let LogEntry::Decision(mut d) = decode("decision", &v)? else {
+                continue;
+            };
             let Ok(serde_json::Value::Object(mut request)) =
                 serde_json::from_slice::<serde_json::Value>(&d.request)
             else {
@@ -181,19 +252,333 @@ impl SledStore {
             }
             request.remove("shopper_id");
             d.request = serde_json::to_vec(&request).expect("JSON object to bytes");
-            self.decisions.insert(k, encode(&d))?;
+            self.log.insert(k, encode_decision(&d))?;
             scrubbed += 1;
         }
         Ok(scrubbed)
     }
+
+    /// Decode a `log` entry of `campaign` under `seq`, joining a reward to its decision.
+    fn log_record(&self, campaign: &str, seq: u64, v: &[u8]) -> Result<LogRecord, StoreError> {
+        match decode::<LogEntry>("log entry", v)? {
+            LogEntry::Decision(mut d) => {
+                d.seq = seq;
+                d.campaign = campaign.to_string();
+                Ok(LogRecord::Decision(d))
+            }
+            LogEntry::Reward(r) => Ok(LogRecord::Reward(self.join_reward(campaign, seq, r)?)),
+        }
+    }
+
+    fn join_reward(
+        &self,
+        campaign: &str,
+        seq: u64,
+        r: RewardEntry,
+    ) -> Result<RewardRecord, StoreError> {
+        let d = self
+            .decision(campaign, r.decision_seq)?
+            .ok_or_else(|| StoreError::Corrupt {
+                what: "reward",
+                message: format!(
+                    "reward {seq} of campaign {campaign:?} names decision {} that is not in the log",
+                    r.decision_seq
+                ),
+            })?;
+        let action = d
+            .actions
+            .into_iter()
+            .nth(r.slot as usize)
+            .unwrap_or_else(|| LoggedAction {
+                id: String::new(),
+                probability: 1.0,
+                x: Default::default(),
+            });
+        Ok(RewardRecord {
+            seq,
+            event_id: r.event_id,
+            campaign: campaign.to_string(),
+            at_ms: r.at_ms,
+            kind: r.kind,
+            slot: r.slot,
+            action,
+            value: r.value,
+            holdout: d.holdout,
+            policy: d.policy,
+        })
+    }
+
+    /// The raw entries of `campaign`'s log above `after`.
+    fn log_range(
+        &self,
+        campaign: &str,
+        after: u64,
+    ) -> impl Iterator<Item = Result<(u64, sled::IVec), StoreError>> + '_ {
+        let (_, end) = log_bounds(campaign);
+        self.log
+            .range(log_key(campaign, after.saturating_add(1))..end)
+            .map(|kv| {
+                let (k, v) = kv?;
+                let (_, seq) = split_log_key(&k)?;
+                Ok((seq, v))
+            })
+    }
 }
 
-impl Store for SledStore {
+impl LogStore for SledStore {
     fn next_seq(&self) -> Result<u64, StoreError> {
         // sled never hands out the same id twice, crashes included; start at 1 so 0 means "none".
         Ok(self.db.generate_id()? + 1)
     }
 
+    fn log_decision(
+        &self,
+        decision: &DecisionRecord,
+        event: &EventRecord,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            log_key(&decision.campaign, decision.seq),
+            encode_decision(decision),
+        );
+        batch.insert(join_key(&event.campaign, &event.event_id), encode(event));
+        batch.insert(
+            pending_key(event.deadline_ms, &event.campaign, &event.event_id),
+            &[],
+        );
+        self.log.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn event(&self, campaign: &str, event_id: &str) -> Result<Option<EventRecord>, StoreError> {
+        self.log
+            .get(join_key(campaign, event_id))?
+            .map(|v| decode_event(campaign, event_id, &v))
+            .transpose()
+    }
+
+    fn decision(&self, campaign: &str, seq: u64) -> Result<Option<DecisionRecord>, StoreError> {
+        let Some(v) = self.log.get(log_key(campaign, seq))? else {
+            return Ok(None);
+        };
+        match self.log_record(campaign, seq, &v)? {
+            LogRecord::Decision(d) => Ok(Some(d)),
+            LogRecord::Reward(_) => Ok(None),
+        }
+    }
+
+    fn put_event(&self, event: &EventRecord) -> Result<(), StoreError> {
+        self.log
+            .insert(join_key(&event.campaign, &event.event_id), encode(event))?;
+        Ok(())
+    }
+
+    fn commit_rewards(
+        &self,
+        event: &EventRecord,
+        rewards: &[RewardRecord],
+        close: bool,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(join_key(&event.campaign, &event.event_id), encode(event));
+        for r in rewards {
+            let entry = LogEntry::Reward(RewardEntry {
+                event_id: r.event_id.clone(),
+                decision_seq: event.decision_seq,
+                at_ms: r.at_ms,
+                kind: r.kind,
+                slot: r.slot,
+                value: r.value,
+            });
+            batch.insert(log_key(&r.campaign, r.seq), encode(&entry));
+        }
+        if close {
+            batch.remove(pending_key(
+                event.deadline_ms,
+                &event.campaign,
+                &event.event_id,
+            ));
+        }
+        self.log.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn due_events(&self, now_ms: u64, limit: usize) -> Result<Vec<(String, String)>, StoreError> {
+        let mut end = vec![PENDING];
+        end.extend_from_slice(&now_ms.saturating_add(1).to_be_bytes());
+        self.log
+            .range([PENDING].as_slice()..end.as_slice())
+            .take(limit)
+            .map(|kv| {
+                let (k, _) = kv?;
+                Ok(split_event_key(k.get(9..).unwrap_or_default()))
+            })
+            .collect()
+    }
+
+    fn drop_orphan_pending(
+        &self,
+        campaign: &str,
+        event_id: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let wanted = event_key(campaign, event_id);
+        let mut end = vec![PENDING];
+        end.extend_from_slice(&now_ms.saturating_add(1).to_be_bytes());
+        for kv in self.log.range([PENDING].as_slice()..end.as_slice()) {
+            let (k, _) = kv?;
+            if k.get(9..) == Some(wanted.as_slice()) {
+                self.log.remove(k)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn last_seq(&self, campaign: &str) -> Result<u64, StoreError> {
+        let (start, end) = log_bounds(campaign);
+        match self.log.range(start..end).next_back() {
+            Some(kv) => Ok(split_log_key(&kv?.0)?.1),
+            None => Ok(0),
+        }
+    }
+
+    fn log_after(
+        &self,
+        campaign: &str,
+        after: u64,
+    ) -> Box<dyn Iterator<Item = Result<LogRecord, StoreError>> + '_> {
+        let campaign = campaign.to_string();
+        Box::new(self.log_range(&campaign.clone(), after).map(move |kv| {
+            let (seq, v) = kv?;
+            self.log_record(&campaign, seq, &v)
+        }))
+    }
+
+    fn decisions(
+        &self,
+        campaign: &str,
+        after: u64,
+    ) -> Box<dyn Iterator<Item = Result<DecisionRecord, StoreError>> + '_> {
+        let campaign = campaign.to_string();
+        Box::new(
+            self.log_range(&campaign.clone(), after)
+                .filter_map(move |kv| match kv {
+                    Ok((_, v)) if is_reward(&v) => None,
+                    Ok((seq, v)) => Some(self.log_record(&campaign, seq, &v).map(|r| match r {
+                        LogRecord::Decision(d) => Some(d),
+                        LogRecord::Reward(_) => None,
+                    })),
+                    Err(e) => Some(Err(e)),
+                })
+                .filter_map(Result::transpose),
+        )
+    }
+
+    fn rewards(
+        &self,
+        campaign: &str,
+    ) -> Box<dyn Iterator<Item = Result<RewardRecord, StoreError>> + '_> {
+        let campaign = campaign.to_string();
+        Box::new(
+            self.log_range(&campaign.clone(), 0)
+                .filter_map(move |kv| match kv {
+                    Ok((seq, v)) if is_reward(&v) => Some(self.log_record(&campaign, seq, &v)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .filter_map(|r| match r {
+                    Ok(LogRecord::Reward(r)) => Some(Ok(r)),
+                    Ok(LogRecord::Decision(_)) => None,
+                    Err(e) => Some(Err(e)),
+                }),
+        )
+    }
+
+    fn delete_log(&self, campaign: &str, up_to: u64) -> Result<(u64, u64), StoreError> {
+        let (mut decisions, mut rewards) = (0, 0);
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for kv in self
+            .log
+            .range(log_key(campaign, 0)..=log_key(campaign, up_to))
+        {
+            let (k, v) = kv?;
+            if is_reward(&v) {
+                rewards += 1;
+            } else {
+                // A decision whose window is still open stays: its rewards (and its default
+                // reward) need its vectors.
+                if let LogEntry::Decision(d) = decode("decision", &v)? {
+                    if self
+                        .event(campaign, &d.event_id)?
+                        .is_some_and(|e| !e.is_pruned())
+                    {
+                        continue;
+                    }
+                }
+                decisions += 1;
+            }
+            batch.remove(k);
+            n += 1;
+            if n == 4096 {
+                self.log.apply_batch(std::mem::take(&mut batch))?;
+                n = 0;
+            }
+        }
+        self.log.apply_batch(batch)?;
+        Ok((decisions, rewards))
+    }
+
+    fn delete_campaign_log(&self, campaign: &str) -> Result<(), StoreError> {
+        for family in [LOG, EVENT] {
+            let mut prefix = vec![family];
+            prefix.extend_from_slice(campaign.as_bytes());
+            prefix.push(0);
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for kv in self.log.scan_prefix(&prefix) {
+                batch.remove(kv?.0);
+                n += 1;
+                if n == 4096 {
+                    self.log.apply_batch(std::mem::take(&mut batch))?;
+                    n = 0;
+                }
+            }
+            self.log.apply_batch(batch)?;
+        }
+        Ok(())
+    }
+
+    fn deferred_with_prefix(
+        &self,
+        campaign: &str,
+        prefix: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.log.scan_prefix(join_key(campaign, prefix)) {
+            let (k, v) = kv?;
+            let (_, id) = split_event_key(&k[1..]);
+            if decode_event(campaign, &id, &v)?.deferred {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    fn legacy_decision_seq(&self) -> u64 {
+        self.legacy_decision_seq
+    }
+
+    fn flush(&self) -> FlushFuture {
+        let db = self.db.clone();
+        Box::pin(async move {
+            db.flush_async().await?;
+            Ok(())
+        })
+    }
+}
+
+impl ConfigStore for SledStore {
     fn put_campaign(&self, id: &str, json: &[u8]) -> Result<(), StoreError> {
         self.campaigns.insert(id.as_bytes(), json)?;
         Ok(())
@@ -212,97 +597,6 @@ impl Store for SledStore {
                 Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
             })
             .collect()
-    }
-
-    fn log_decision(
-        &self,
-        decision: &DecisionRecord,
-        event: &EventRecord,
-    ) -> Result<(), StoreError> {
-        // Order matters for crash recovery: the decision log is the source of truth and recovery
-        // rebuilds missing event and pending entries from its tail.
-        self.decisions
-            .insert(decision.seq.to_be_bytes(), encode(decision))?;
-        self.pending.insert(
-            pending_key(event.deadline_ms, &event.campaign, &event.event_id),
-            &[],
-        )?;
-        self.events
-            .insert(event_key(&event.campaign, &event.event_id), encode(event))?;
-        Ok(())
-    }
-
-    fn event(&self, campaign: &str, event_id: &str) -> Result<Option<EventRecord>, StoreError> {
-        self.events
-            .get(event_key(campaign, event_id))?
-            .map(|v| decode("event", &v))
-            .transpose()
-    }
-
-    fn decision(&self, seq: u64) -> Result<Option<DecisionRecord>, StoreError> {
-        self.decisions
-            .get(seq.to_be_bytes())?
-            .map(|v| decode("decision", &v))
-            .transpose()
-    }
-
-    fn commit_rewards(
-        &self,
-        event: &EventRecord,
-        rewards: &[RewardRecord],
-        close: bool,
-    ) -> Result<(), StoreError> {
-        let event_bytes = encode(event);
-        let reward_rows: Vec<([u8; 8], Vec<u8>)> = rewards
-            .iter()
-            .map(|r| (r.seq.to_be_bytes(), encode(r)))
-            .collect();
-        let pkey = pending_key(event.deadline_ms, &event.campaign, &event.event_id);
-        let ekey = event_key(&event.campaign, &event.event_id);
-        (&self.events, &self.rewards, &self.pending)
-            .transaction(|(events, rewards, pending)| {
-                events.insert(ekey.as_slice(), event_bytes.as_slice())?;
-                for (k, v) in &reward_rows {
-                    rewards.insert(k, v.as_slice())?;
-                }
-                if close {
-                    pending.remove(pkey.as_slice())?;
-                }
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            })
-            .map_err(|e| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => StoreError::Sled(e),
-            })
-    }
-
-    fn due_events(&self, now_ms: u64, limit: usize) -> Result<Vec<(String, String)>, StoreError> {
-        let end = (now_ms.saturating_add(1)).to_be_bytes();
-        self.pending
-            .range(..end.as_slice())
-            .take(limit)
-            .map(|kv| {
-                let (k, _) = kv?;
-                Ok(split_event_key(k.get(8..).unwrap_or_default()))
-            })
-            .collect()
-    }
-
-    fn drop_orphan_pending(
-        &self,
-        campaign: &str,
-        event_id: &str,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        let wanted = event_key(campaign, event_id);
-        let end = (now_ms.saturating_add(1)).to_be_bytes();
-        for kv in self.pending.range(..end.as_slice()) {
-            let (k, _) = kv?;
-            if k.get(8..) == Some(wanted.as_slice()) {
-                self.pending.remove(k)?;
-            }
-        }
-        Ok(())
     }
 
     fn put_snapshot(&self, campaign: &str, snapshot: &CampaignSnapshot) -> Result<(), StoreError> {
@@ -325,113 +619,26 @@ impl Store for SledStore {
 
     fn put_evaluation(&self, campaign: &str, id: &str, json: &[u8]) -> Result<(), StoreError> {
         // Opened by name on use (sled caches open trees): evaluations are rare admin writes.
-        let mut key = campaign.as_bytes().to_vec();
-        key.push(0);
-        key.extend_from_slice(id.as_bytes());
-        self.db.open_tree("evaluations")?.insert(key, json)?;
+        self.db
+            .open_tree("evaluations")?
+            .insert(event_key(campaign, id), json)?;
         Ok(())
     }
 
     fn delete_evaluation(&self, campaign: &str, id: &str) -> Result<bool, StoreError> {
-        let mut key = campaign.as_bytes().to_vec();
-        key.push(0);
-        key.extend_from_slice(id.as_bytes());
-        Ok(self.db.open_tree("evaluations")?.remove(key)?.is_some())
-    }
-
-    fn delete_log(
-        &self,
-        campaign: &str,
-        decision_seq: u64,
-        reward_seq: u64,
-    ) -> Result<(u64, u64), StoreError> {
-        let mut decisions = 0;
-        for kv in self.decisions.range(..=decision_seq.to_be_bytes()) {
-            let (k, v) = kv?;
-            let d: DecisionRecord = decode("decision", &v)?;
-            if d.campaign == campaign {
-                self.decisions.remove(k)?;
-                decisions += 1;
-            }
-        }
-        let mut rewards = 0;
-        for kv in self.rewards.range(..=reward_seq.to_be_bytes()) {
-            let (k, v) = kv?;
-            let r: RewardRecord = decode("reward", &v)?;
-            if r.campaign == campaign {
-                self.rewards.remove(k)?;
-                rewards += 1;
-            }
-        }
-        Ok((decisions, rewards))
-    }
-
-    fn defer(&self, campaign: &str, event_id: &str) -> Result<(), StoreError> {
-        // Set before the mark is written, so a reader that can see the mark sees the flag.
-        self.any_deferred.store(true, Ordering::SeqCst);
-        self.deferred.insert(event_key(campaign, event_id), &[])?;
-        Ok(())
-    }
-
-    fn is_deferred(&self, campaign: &str, event_id: &str) -> Result<bool, StoreError> {
-        if !self.any_deferred.load(Ordering::SeqCst) {
-            return Ok(false);
-        }
-        Ok(self.deferred.contains_key(event_key(campaign, event_id))?)
-    }
-
-    fn activate(&self, campaign: &str, event_id: &str) -> Result<bool, StoreError> {
         Ok(self
-            .deferred
-            .remove(event_key(campaign, event_id))?
+            .db
+            .open_tree("evaluations")?
+            .remove(event_key(campaign, id))?
             .is_some())
     }
 
-    fn deferred_with_prefix(
-        &self,
-        campaign: &str,
-        prefix: &str,
-    ) -> Result<Vec<String>, StoreError> {
-        self.deferred
-            .scan_prefix(event_key(campaign, prefix))
-            .map(|kv| Ok(split_event_key(&kv?.0).1))
-            .collect()
-    }
-
-    fn legacy_decision_seq(&self) -> u64 {
-        self.legacy_decision_seq
-    }
-
     fn evaluations(&self, campaign: &str) -> Result<Vec<Vec<u8>>, StoreError> {
-        let mut prefix = campaign.as_bytes().to_vec();
-        prefix.push(0);
         self.db
             .open_tree("evaluations")?
-            .scan_prefix(prefix)
+            .scan_prefix(event_key(campaign, ""))
             .map(|kv| Ok(kv?.1.to_vec()))
             .collect()
-    }
-
-    fn rewards_after(
-        &self,
-        after: u64,
-    ) -> Box<dyn Iterator<Item = Result<RewardRecord, StoreError>> + '_> {
-        let start = after.saturating_add(1).to_be_bytes();
-        Box::new(self.rewards.range(start..).map(|kv| {
-            let (_, v) = kv?;
-            decode("reward", &v)
-        }))
-    }
-
-    fn decisions_after(
-        &self,
-        after: u64,
-    ) -> Box<dyn Iterator<Item = Result<DecisionRecord, StoreError>> + '_> {
-        let start = after.saturating_add(1).to_be_bytes();
-        Box::new(self.decisions.range(start..).map(|kv| {
-            let (_, v) = kv?;
-            decode("decision", &v)
-        }))
     }
 
     fn put_key(&self, id: &str, json: &[u8]) -> Result<(), StoreError> {
@@ -451,7 +658,9 @@ impl Store for SledStore {
     fn audit_rev(&self) -> Box<dyn Iterator<Item = Result<Vec<u8>, StoreError>> + '_> {
         Box::new(self.audit.iter().rev().map(|kv| Ok(kv?.1.to_vec())))
     }
+}
 
+impl ShopperStore for SledStore {
     fn shopper(&self, shopper: &str, campaign: &str) -> Result<Option<ShopperRecord>, StoreError> {
         self.shoppers
             .get(shopper_key(shopper, campaign))?
@@ -560,61 +769,85 @@ impl Store for SledStore {
             .map(|v| decode("send event", &v))
             .transpose()
     }
-
-    fn flush(&self) -> FlushFuture {
-        let db = self.db.clone();
-        Box::pin(async move {
-            db.flush_async().await?;
-            Ok(())
-        })
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{LoggedAction, RewardKind, SlotState};
+    use crate::store::{RewardKind, ServedAction, SlotState};
 
-    fn event(id: &str, deadline: u64) -> EventRecord {
-        EventRecord {
+    fn action() -> LoggedAction {
+        LoggedAction {
+            id: "a".into(),
+            probability: 0.5,
+            x: tailor_policies::SparseVec::from_pairs(vec![(2, 1.0), (9, -0.5)]),
+        }
+    }
+
+    fn decision_in(campaign: &str, seq: u64, id: &str, deadline: u64) -> DecisionRecord {
+        DecisionRecord {
+            seq,
             event_id: id.into(),
-            campaign: "c".into(),
-            decision_seq: 1,
+            campaign: campaign.into(),
             at_ms: 0,
             deadline_ms: deadline,
             policy: "thompson".into(),
+            seed: 7,
             holdout: false,
-            actions: vec![LoggedAction {
+            explore: true,
+            actions: vec![action()],
+            candidates: 1,
+            request: vec![],
+            removed: vec![],
+            candidate_set: 0,
+        }
+    }
+
+    fn event_of(d: &DecisionRecord) -> EventRecord {
+        EventRecord {
+            event_id: d.event_id.clone(),
+            campaign: d.campaign.clone(),
+            decision_seq: d.seq,
+            at_ms: d.at_ms,
+            deadline_ms: d.deadline_ms,
+            policy: d.policy.clone(),
+            holdout: false,
+            actions: vec![ServedAction {
                 id: "a".into(),
                 probability: 0.5,
-                x: Default::default(),
             }],
             slots: vec![SlotState::default()],
             closed: false,
             candidate_set: 0,
+            deferred: false,
+        }
+    }
+
+    /// Log a decision of campaign `c`; returns its join state.
+    fn log(s: &SledStore, campaign: &str, seq: u64, id: &str, deadline: u64) -> EventRecord {
+        let d = decision_in(campaign, seq, id, deadline);
+        let e = event_of(&d);
+        s.log_decision(&d, &e).unwrap();
+        e
+    }
+
+    fn reward(e: &EventRecord, seq: u64, value: f64) -> RewardRecord {
+        RewardRecord {
+            seq,
+            event_id: e.event_id.clone(),
+            campaign: e.campaign.clone(),
+            at_ms: 1,
+            kind: RewardKind::Explicit,
+            slot: 0,
+            action: action(),
+            value,
+            holdout: false,
+            policy: "thompson".into(),
         }
     }
 
     fn pair(campaign: &str, id: &str) -> (String, String) {
         (campaign.to_string(), id.to_string())
-    }
-
-    fn decision(seq: u64, id: &str) -> DecisionRecord {
-        DecisionRecord {
-            seq,
-            event_id: id.into(),
-            campaign: "c".into(),
-            at_ms: 0,
-            deadline_ms: 0,
-            policy: "thompson".into(),
-            seed: 7,
-            holdout: false,
-            explore: true,
-            actions: vec![],
-            candidates: 1,
-            request: vec![],
-            removed: vec![],
-        }
     }
 
     /// A deadline whose event record is gone is dropped, and only it (the sweeper's way out of
@@ -623,10 +856,8 @@ mod tests {
     fn orphan_deadlines_are_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
-        s.log_decision(&decision(1, "e1"), &event("e1", 1_000))
-            .unwrap();
-        s.log_decision(&decision(2, "e2"), &event("e2", 1_500))
-            .unwrap();
+        log(&s, "c", 1, "e1", 1_000);
+        log(&s, "c", 2, "e2", 1_500);
         s.drop_orphan_pending("c", "e2", 5_000).unwrap();
         assert_eq!(s.due_events(5_000, 10).unwrap(), vec![pair("c", "e1")]);
         // Not yet due: kept.
@@ -638,40 +869,67 @@ mod tests {
     fn decision_reward_roundtrip_and_pending_order() {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
-        let e1 = event("e1", 2_000);
-        let e2 = event("e2", 1_000);
-        s.log_decision(&decision(1, "e1"), &e1).unwrap();
-        s.log_decision(&decision(2, "e2"), &e2).unwrap();
+        let e1 = log(&s, "c", 1, "e1", 2_000);
+        let e2 = log(&s, "c", 2, "e2", 1_000);
         assert_eq!(s.due_events(1_500, 10).unwrap(), vec![pair("c", "e2")]);
         assert_eq!(
             s.due_events(5_000, 10).unwrap(),
             vec![pair("c", "e2"), pair("c", "e1")]
         );
-        let r = RewardRecord {
-            seq: 10,
-            event_id: "e2".into(),
-            campaign: "c".into(),
-            at_ms: 1,
-            kind: RewardKind::Explicit,
-            slot: 0,
-            action: e2.actions[0].clone(),
-            value: 1.0,
-            holdout: false,
-            policy: "thompson".into(),
-        };
+        let r = reward(&e2, 10, 1.0);
         s.commit_rewards(&e2, std::slice::from_ref(&r), true)
             .unwrap();
         assert_eq!(s.due_events(5_000, 10).unwrap(), vec![pair("c", "e1")]);
-        let all: Vec<_> = s.rewards_after(0).collect::<Result<_, _>>().unwrap();
-        assert_eq!(all, vec![r]);
-        assert_eq!(s.rewards_after(10).count(), 0);
-        assert_eq!(s.decisions_after(1).count(), 1);
+        // The reward comes back joined to its decision's action, vector included.
+        let all: Vec<_> = s.rewards("c").collect::<Result<_, _>>().unwrap();
+        assert_eq!(all, vec![r.clone()]);
+        let after: Vec<_> = s.log_after("c", 1).collect::<Result<_, _>>().unwrap();
+        assert_eq!(after.len(), 2);
+        assert_eq!(after[1], LogRecord::Reward(r));
+        assert_eq!(s.decisions("c", 1).count(), 1);
+        assert_eq!(s.decision("c", 1).unwrap().unwrap().actions, vec![action()]);
+        assert!(
+            s.decision("c", 10).unwrap().is_none(),
+            "a reward, not a decision"
+        );
         assert_eq!(s.event("c", "e1").unwrap().unwrap(), e1);
         assert!(s.event("c", "nope").unwrap().is_none());
         assert!(
             s.event("d", "e1").unwrap().is_none(),
             "event ids are per campaign"
         );
+        assert_eq!(s.last_seq("c").unwrap(), 10);
+    }
+
+    /// Each campaign reads only its own log, even when another campaign's id extends its own
+    /// (`c` and `c2`); deleting a log keeps the decisions whose windows are open.
+    #[test]
+    fn logs_are_partitioned_by_campaign() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
+        let open = log(&s, "c", 1, "open", 9_000);
+        let mut closed = log(&s, "c", 2, "closed", 1_000);
+        log(&s, "c2", 3, "x", 1_000);
+        log(&s, "b", 4, "y", 1_000);
+        s.commit_rewards(&open, &[reward(&open, 5, 1.0)], false)
+            .unwrap();
+        closed.actions.clear();
+        closed.slots.clear();
+        closed.closed = true;
+        s.commit_rewards(&closed, &[], true).unwrap();
+        assert_eq!(s.decisions("c", 0).count(), 2);
+        assert_eq!(s.decisions("c2", 0).count(), 1);
+        assert_eq!(s.last_seq("c").unwrap(), 5);
+        assert_eq!(s.last_seq("c2").unwrap(), 3);
+        assert_eq!(s.last_seq("a").unwrap(), 0);
+        assert_eq!(s.delete_log("c", 5).unwrap(), (1, 1));
+        let left: Vec<_> = s.decisions("c", 0).map(|d| d.unwrap().event_id).collect();
+        assert_eq!(left, vec!["open".to_string()]);
+        assert_eq!(s.decisions("c2", 0).count(), 1, "other campaigns untouched");
+        s.delete_campaign_log("c").unwrap();
+        assert_eq!(s.last_seq("c").unwrap(), 0);
+        assert!(s.event("c", "open").unwrap().is_none());
+        assert!(s.event("c2", "x").unwrap().is_some());
     }
 
     #[test]
@@ -727,35 +985,37 @@ mod tests {
     }
 
     #[test]
-    fn deferral_marks_survive_reopening() {
+    fn deferred_events_are_found_by_prefix_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
-            assert!(!s.is_deferred("c", "a/1").unwrap());
-            s.defer("c", "a/1").unwrap();
-            s.defer("c", "a/2").unwrap();
-            s.defer("c", "b").unwrap();
-            s.defer("d", "a/3").unwrap();
-            assert!(s.is_deferred("c", "a/1").unwrap());
-            assert!(
-                !s.is_deferred("d", "a/1").unwrap(),
-                "marks are per campaign"
-            );
-            let mut slots = s.deferred_with_prefix("c", "a/").unwrap();
-            slots.sort();
-            assert_eq!(slots, vec!["a/1".to_string(), "a/2".to_string()]);
+            for (c, id, deferred) in [
+                ("c", "a/1", true),
+                ("c", "a/2", true),
+                ("c", "a/3", false),
+                ("c", "b", true),
+                ("d", "a/4", true),
+            ] {
+                let d = decision_in(c, 1, id, 10);
+                let e = EventRecord {
+                    deferred,
+                    ..event_of(&d)
+                };
+                s.log_decision(&d, &e).unwrap();
+            }
             s.db.flush().unwrap();
         }
         let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
-        assert!(
-            s.is_deferred("c", "a/2").unwrap(),
-            "the flag is rebuilt from the tree"
+        assert_eq!(
+            s.deferred_with_prefix("c", "a/").unwrap(),
+            vec!["a/1".to_string(), "a/2".to_string()]
         );
-        assert!(s.activate("c", "a/2").unwrap());
-        assert!(!s.activate("c", "a/2").unwrap());
-        assert!(!s.is_deferred("c", "a/2").unwrap());
-        assert!(s.is_deferred("c", "b").unwrap());
-        assert!(s.is_deferred("d", "a/3").unwrap());
+        let mut e = s.event("c", "a/2").unwrap().unwrap();
+        assert!(e.deferred);
+        e.deferred = false;
+        s.put_event(&e).unwrap();
+        assert_eq!(s.deferred_with_prefix("c", "a/").unwrap(), vec!["a/1"]);
+        assert_eq!(s.deferred_with_prefix("d", "").unwrap(), vec!["a/4"]);
     }
 
     #[test]

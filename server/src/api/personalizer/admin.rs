@@ -574,9 +574,9 @@ async fn log_properties(state: Authorized, req: HttpRequest) -> Result<HttpRespo
     let engine = state.engine.clone();
     let range = web::block(move || -> Result<Option<(u64, u64)>, EngineError> {
         let mut range: Option<(u64, u64)> = None;
-        for d in engine.store().decisions_after(0) {
+        for d in engine.store().decisions(&campaign, 0) {
             let d = d?;
-            if d.campaign == campaign {
+            {
                 range = Some(match range {
                     None => (d.at_ms, d.at_ms),
                     Some((lo, hi)) => (lo.min(d.at_ms), hi.max(d.at_ms)),
