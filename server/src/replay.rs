@@ -17,7 +17,7 @@ use tailor_server::ope::log::{LogHeader, LogLine};
 use tailor_server::ope::{
     self, CandidateSpec, Evaluation, EvaluationRequest, Evaluator, Mode, PolicyValue,
 };
-use tailor_server::store::{SledStore, Store};
+use tailor_server::store::{ConfigStore, SledStore};
 
 /// Options shared by `evaluate` and `replay`.
 #[derive(Debug, Default, clap::Args)]

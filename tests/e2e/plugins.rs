@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 use serde_json::{json, Value};
-use tailor_server::store::{SledStore, Store};
+use tailor_server::store::{LogStore, SledStore};
 
 use crate::harness::{target_dir, Server};
 
@@ -237,7 +237,7 @@ async fn an_excluded_item_is_never_served() {
     let store = SledStore::open(&dir.path().join("data"), 64 << 20, 500).unwrap();
     let mut logged_removed = 0;
     let mut reasons = std::collections::HashSet::new();
-    for d in store.decisions_after(0) {
+    for d in store.decisions("pdp", 0) {
         let d = d.unwrap();
         logged_removed += d.removed.len();
         assert_eq!(d.candidates as usize + d.removed.len(), 8);
