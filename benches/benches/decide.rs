@@ -55,6 +55,7 @@ fn bench_decide(c: &mut Criterion) {
                         request: request.clone(),
                         raw: raw.clone(),
                         defer: false,
+                        log_request: false,
                         slot: None,
                     },
                     |input| engine.decide(name, input).unwrap(),

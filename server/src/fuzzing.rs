@@ -265,6 +265,7 @@ mod tests {
             closed: false,
             candidate_set: 11,
             deferred: false,
+            vectors: Vec::new(),
         };
         let reward = LogEntry::Reward(RewardEntry {
             event_id: "ev-1".into(),

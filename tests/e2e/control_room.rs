@@ -581,7 +581,9 @@ async fn hidden_gems_and_affinity() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]).await;
     server
-        .create_campaign(json!({"id": "shop", "policy": {"type": "thompson"}}))
+        .create_campaign(
+            json!({"id": "shop", "policy": {"type": "thompson"}, "log_requests": true}),
+        )
         .await;
     let categories = ["toys", "kitchen", "garden", "books", "shoes"];
     let histories: [&[&str]; 4] = [&["baby"], &["garden"], &["books", "garden"], &[]];
@@ -677,7 +679,7 @@ async fn shadow_policies_get_reward_over_time_estimates() {
     let server = Server::start(dir.path(), &[]).await;
     server
         .create_campaign(json!({
-            "id": "values", "policy": {"type": "uniform"},
+            "id": "values", "policy": {"type": "uniform"}, "log_requests": true,
             "shadow_policies": [{"type": "fixed"}, {"type": "thompson"}],
         }))
         .await;

@@ -62,7 +62,8 @@ async fn the_log_export_streams_every_decision_and_aggregations_fold_the_whole_l
     for id in ["big", "other"] {
         server
             .create_campaign(
-                json!({"id": id, "policy": {"type": "thompson"}, "reward_wait_seconds": 3600}),
+                json!({"id": id, "policy": {"type": "thompson"}, "reward_wait_seconds": 3600,
+                       "log_requests": true}),
             )
             .await;
     }

@@ -128,6 +128,7 @@ async fn evaluations_shadow_report_and_export_reproduce_the_estimate() {
         .create_campaign(json!({
             "id": "ope",
             "policy": {"type": "thompson"},
+            "log_requests": true,
             "shadow_policies": [{"type": "linucb", "alpha": 0.5}],
         }))
         .await;
@@ -277,7 +278,9 @@ async fn multi_slot_logs_are_evaluated_slot_wise() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), FAST).await;
     server
-        .create_campaign(json!({"id": "carousel", "policy": {"type": "thompson"}}))
+        .create_campaign(
+            json!({"id": "carousel", "policy": {"type": "thompson"}, "log_requests": true}),
+        )
         .await;
     simulate(&server, "carousel", 200, 2, 11).await;
     let (status, ev) = server

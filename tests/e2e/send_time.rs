@@ -506,7 +506,9 @@ async fn deleting_a_shopper_leaves_nothing_behind() {
     reward(&server, &events[0], 1.0).await;
     // An items campaign logs raw requests, which name the shopper (and another one, who stays).
     server
-        .create_campaign(json!({"id": "recs", "policy": {"type": "thompson"}}))
+        .create_campaign(
+            json!({"id": "recs", "policy": {"type": "thompson"}, "log_requests": true}),
+        )
         .await;
     let other = "keep-me-51c2";
     for (i, who) in [shopper, other, shopper].into_iter().enumerate() {

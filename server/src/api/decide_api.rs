@@ -126,6 +126,7 @@ async fn decide(
                     request,
                     raw,
                     defer: false,
+                    log_request: false,
                     slot: None,
                 },
             )?

@@ -30,6 +30,9 @@ pub struct DecideInput {
     /// The decision is not learned from until [`Engine::activate`] (Personalizer's
     /// `deferActivation`): its rewards are ignored and its window closes without learning.
     pub defer: bool,
+    /// Keep the raw request in the log whatever the campaign's `log_requests` says (the
+    /// Personalizer surface: its evaluations and apprentice metrics read it).
+    pub log_request: bool,
     /// The decision fills this slot of a Personalizer multi-slot event: its engine event id is
     /// [`slot_event_id`](super::slot_event_id)`(event_id, slot)`, which no single-slot id can
     /// equal.
@@ -172,6 +175,7 @@ pub(super) fn event_for(d: &DecisionRecord) -> EventRecord {
         closed: false,
         candidate_set: d.candidate_set,
         deferred: false,
+        vectors: Vec::new(),
     }
 }
 
@@ -392,7 +396,7 @@ impl Engine {
             })
             .collect();
         let deadline_ms = at_ms + rt.config.reward_wait_ms();
-        let request = if rt.config.log_requests
+        let request = if (rt.config.log_requests || input.log_request)
             && self.settings.log_candidates
             && input.raw.len() <= MAX_LOGGED_REQUEST
         {

@@ -204,34 +204,43 @@ impl Engine {
         // Closed once every slot is applied; the window's entry stays until its deadline, when
         // the sweeper prunes the join state.
         event.closed = event.slots.iter().all(|s| s.applied);
-        self.apply(rt, &event, &applied, now, false)?;
+        self.apply(rt, &event, &event, &applied, now, false)?;
         Ok(RewardStatus::Accepted)
     }
 
-    /// Log the rewards `applied` ((slot, kind, value)) of `event` with its new join state in one
-    /// batch, then hand them to the learners. The caller holds the campaign's join lock, so the
+    /// Log the rewards `applied` ((slot, kind, value)) of `event` with its new join state
+    /// `state` in one batch, then hand them to the learners. The caller holds the campaign's join lock, so the
     /// campaign's rewards are numbered, logged and learned in one order.
     fn apply(
         &self,
         rt: &CampaignRuntime,
         event: &EventRecord,
+        state: &EventRecord,
         applied: &[(usize, RewardKind, f64)],
         at_ms: u64,
         close: bool,
     ) -> Result<(), EngineError> {
         let mut records = Vec::with_capacity(applied.len());
         if !applied.is_empty() {
-            let decision = self
-                .store
-                .decision(&event.campaign, event.decision_seq)?
-                .ok_or_else(|| StoreError::Corrupt {
-                    what: "event",
-                    message: format!(
-                        "event {:?} of campaign {:?} names decision {} that is not in the log",
-                        event.event_id, event.campaign, event.decision_seq
-                    ),
-                })?;
+            // The vectors are in the decision's log entry, or in the join state when the log was
+            // deleted while the window was open.
+            let logged = match self.store.decision(&event.campaign, event.decision_seq)? {
+                Some(d) => d.actions,
+                None => (0..event.actions.len())
+                    .map_while(|slot| event.kept_action(slot))
+                    .collect(),
+            };
             for &(slot, kind, value) in applied {
+                let action = logged
+                    .get(slot)
+                    .cloned()
+                    .ok_or_else(|| StoreError::Corrupt {
+                        what: "event",
+                        message: format!(
+                            "event {:?} of campaign {:?} names decision {} that is not in the log",
+                            event.event_id, event.campaign, event.decision_seq
+                        ),
+                    })?;
                 records.push(RewardRecord {
                     seq: self.next_seq(),
                     event_id: event.event_id.clone(),
@@ -239,14 +248,14 @@ impl Engine {
                     at_ms,
                     kind,
                     slot: slot as u32,
-                    action: decision.actions[slot].clone(),
+                    action,
                     value,
-                    holdout: decision.holdout,
-                    policy: decision.policy.clone(),
+                    holdout: event.holdout,
+                    policy: event.policy.clone(),
                 });
             }
         }
-        self.store.commit_rewards(event, &records, close)?;
+        self.store.commit_rewards(state, &records, close)?;
         for r in &records {
             self.learn(rt, r)?;
         }
@@ -370,11 +379,12 @@ impl Engine {
             let pruned = EventRecord {
                 actions: Vec::new(),
                 slots: Vec::new(),
+                vectors: Vec::new(),
                 closed: true,
                 deferred: false,
-                ..event
+                ..event.clone()
             };
-            self.apply(rt, &pruned, &applied, now_ms(), true)?;
+            self.apply(rt, &event, &pruned, &applied, now_ms(), true)?;
             Ok(true)
         })
     }

@@ -281,6 +281,7 @@ fn join_state(e: EventRecordV2, deferred: bool) -> EventRecord {
         closed: e.closed,
         candidate_set: e.candidate_set,
         deferred,
+        vectors: Vec::new(),
     }
 }
 
@@ -813,6 +814,7 @@ mod tests {
                 closed: false,
                 candidate_set,
                 deferred: id != "x",
+                vectors: Vec::new(),
             };
             (record, event)
         };

@@ -117,8 +117,8 @@ pub trait LogStore: Send + Sync + 'static {
     ) -> Box<dyn Iterator<Item = Result<RewardRecord, StoreError>> + '_>;
 
     /// Remove `campaign`'s log entries with seq <= `up_to` (learned state covering them must be
-    /// snapshotted first), but not the decisions whose reward window is still open. Returns
-    /// (decisions, rewards) removed.
+    /// snapshotted first); a decision whose window is still open leaves its vectors in its join
+    /// state. Returns (decisions, rewards) removed.
     fn delete_log(&self, campaign: &str, up_to: u64) -> Result<(u64, u64), StoreError>;
     /// Remove everything logged about `campaign` (its log and join states; open-window entries
     /// are dropped by the sweeper when it meets them).

@@ -124,12 +124,25 @@ pub struct EventRecord {
     pub candidate_set: u64,
     /// Not learned from until activated (Personalizer's `deferActivation`).
     pub deferred: bool,
+    /// The served actions' vectors, kept here only when the log was deleted while the window
+    /// was open (`DELETE .../logs`): rewards still to come need them. Empty otherwise.
+    pub vectors: Vec<SparseVec>,
 }
 
 impl EventRecord {
     /// Pruned at its deadline: only the marker that answers late rewards and replays is left.
     pub fn is_pruned(&self) -> bool {
         self.closed && self.slots.is_empty()
+    }
+
+    /// The served action of `slot` with its vector, when this join state holds the vectors.
+    pub fn kept_action(&self, slot: usize) -> Option<LoggedAction> {
+        let a = self.actions.get(slot)?;
+        Some(LoggedAction {
+            id: a.id.clone(),
+            probability: a.probability,
+            x: self.vectors.get(slot)?.clone(),
+        })
     }
 }
 

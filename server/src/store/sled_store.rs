@@ -6,8 +6,7 @@ use super::migrate;
 use super::records::{decode, encode, RECORD_VERSION};
 use super::{
     CampaignSnapshot, ConfigStore, DecisionRecord, EventRecord, FlushFuture, LogEntry, LogRecord,
-    LogStore, LoggedAction, RewardEntry, RewardRecord, SendEventRecord, ShopperRecord,
-    ShopperStore, StoreError,
+    LogStore, RewardEntry, RewardRecord, SendEventRecord, ShopperRecord, ShopperStore, StoreError,
 };
 
 /// Schema of the trees and keys below; bump on an incompatible change. Version 2 keyed
@@ -270,30 +269,32 @@ impl SledStore {
         }
     }
 
+    /// A reward entry joined to its decision's action and vector: from the decision's log
+    /// entry, or from the join state when the log was deleted while its window was open.
     fn join_reward(
         &self,
         campaign: &str,
         seq: u64,
         r: RewardEntry,
     ) -> Result<RewardRecord, StoreError> {
-        let d = self
-            .decision(campaign, r.decision_seq)?
-            .ok_or_else(|| StoreError::Corrupt {
-                what: "reward",
-                message: format!(
-                    "reward {seq} of campaign {campaign:?} names decision {} that is not in the log",
-                    r.decision_seq
-                ),
-            })?;
-        let action = d
-            .actions
-            .into_iter()
-            .nth(r.slot as usize)
-            .unwrap_or_else(|| LoggedAction {
-                id: String::new(),
-                probability: 1.0,
-                x: Default::default(),
-            });
+        let slot = r.slot as usize;
+        let (action, holdout, policy) = match self.decision(campaign, r.decision_seq)? {
+            Some(d) => {
+                let action = d.actions.into_iter().nth(slot);
+                (action, d.holdout, d.policy)
+            }
+            None => match self.event(campaign, &r.event_id)? {
+                Some(e) => (e.kept_action(slot), e.holdout, e.policy),
+                None => (None, false, String::new()),
+            },
+        };
+        let action = action.ok_or_else(|| StoreError::Corrupt {
+            what: "reward",
+            message: format!(
+                "reward {seq} of campaign {campaign:?} names decision {} slot {slot}, which is not in the log",
+                r.decision_seq
+            ),
+        })?;
         Ok(RewardRecord {
             seq,
             event_id: r.event_id,
@@ -303,8 +304,8 @@ impl SledStore {
             slot: r.slot,
             action,
             value: r.value,
-            holdout: d.holdout,
-            policy: d.policy,
+            holdout,
+            policy,
         })
     }
 
@@ -506,14 +507,14 @@ impl LogStore for SledStore {
             if is_reward(&v) {
                 rewards += 1;
             } else {
-                // A decision whose window is still open stays: its rewards (and its default
-                // reward) need its vectors.
+                // A decision whose window is still open hands its vectors to its join state:
+                // its rewards (and its default reward) still need them.
                 if let LogEntry::Decision(d) = decode("decision", &v)? {
-                    if self
-                        .event(campaign, &d.event_id)?
-                        .is_some_and(|e| !e.is_pruned())
-                    {
-                        continue;
+                    if let Some(mut e) = self.event(campaign, &d.event_id)? {
+                        if !e.is_pruned() && e.vectors.is_empty() {
+                            e.vectors = d.actions.into_iter().map(|a| a.x).collect();
+                            batch.insert(join_key(campaign, &d.event_id), encode(&e));
+                        }
                     }
                 }
                 decisions += 1;
@@ -774,7 +775,7 @@ impl ShopperStore for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{RewardKind, ServedAction, SlotState};
+    use crate::store::{LoggedAction, RewardKind, ServedAction, SlotState};
 
     fn action() -> LoggedAction {
         LoggedAction {
@@ -820,6 +821,7 @@ mod tests {
             closed: false,
             candidate_set: 0,
             deferred: false,
+            vectors: Vec::new(),
         }
     }
 
@@ -922,9 +924,16 @@ mod tests {
         assert_eq!(s.last_seq("c").unwrap(), 5);
         assert_eq!(s.last_seq("c2").unwrap(), 3);
         assert_eq!(s.last_seq("a").unwrap(), 0);
-        assert_eq!(s.delete_log("c", 5).unwrap(), (1, 1));
-        let left: Vec<_> = s.decisions("c", 0).map(|d| d.unwrap().event_id).collect();
-        assert_eq!(left, vec!["open".to_string()]);
+        assert_eq!(s.delete_log("c", 5).unwrap(), (2, 1));
+        assert_eq!(s.decisions("c", 0).count(), 0);
+        // The open window's vectors moved to its join state: a later reward still joins.
+        let open = s.event("c", "open").unwrap().unwrap();
+        assert_eq!(open.vectors, vec![action().x]);
+        let late = reward(&open, 6, 0.5);
+        s.commit_rewards(&open, std::slice::from_ref(&late), false)
+            .unwrap();
+        let joined: Vec<_> = s.rewards("c").collect::<Result<_, _>>().unwrap();
+        assert_eq!(joined, vec![late]);
         assert_eq!(s.decisions("c2", 0).count(), 1, "other campaigns untouched");
         s.delete_campaign_log("c").unwrap();
         assert_eq!(s.last_seq("c").unwrap(), 0);
@@ -999,6 +1008,7 @@ mod tests {
                 let d = decision_in(c, 1, id, 10);
                 let e = EventRecord {
                     deferred,
+                    vectors: Vec::new(),
                     ..event_of(&d)
                 };
                 s.log_decision(&d, &e).unwrap();

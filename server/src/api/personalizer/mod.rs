@@ -243,6 +243,7 @@ fn decide(
                 request,
                 raw,
                 defer,
+                log_request: true,
                 slot,
             },
         )?
