@@ -1,4 +1,6 @@
-//! The engine's one error type. HTTP status codes are assigned in `api::error`, nowhere else.
+//! The engine's one error type: what a request to the engine can fail with, with no transport
+//! concerns (body, credentials, load; those are `api::error::TransportError`). HTTP status codes
+//! are assigned in `api::status`, nowhere else (docs/errors.md).
 
 use tailor_policies::PolicyError;
 
@@ -7,14 +9,9 @@ use crate::store::StoreError;
 /// Everything a request to the engine can fail with. Variants name the field or id at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// The request body is not JSON of the expected shape.
-    #[error("{field}: {message}")]
-    Malformed { field: String, message: String },
     /// A field parsed but its value is not acceptable.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
-    #[error("body is larger than the limit of {limit} bytes")]
-    PayloadTooLarge { limit: usize },
     #[error("campaign {id:?} does not exist")]
     CampaignNotFound { id: String },
     #[error("campaign {id:?} already exists")]
@@ -33,12 +30,6 @@ pub enum EngineError {
     /// A plugin refused to let the decision proceed (campaign configured to refuse on failure).
     #[error("{message}")]
     Unavailable { message: String },
-    /// No credentials, or credentials that match no live key.
-    #[error("{message}")]
-    Unauthorized { message: String },
-    /// A valid key whose role or campaign scope does not allow the request.
-    #[error("{message}")]
-    Forbidden { message: String },
     #[error("key {id:?} does not exist")]
     KeyNotFound { id: String },
     #[error("nothing is stored about shopper {id:?}")]
@@ -46,24 +37,6 @@ pub enum EngineError {
     /// A send-time decision inside the shopper's frequency cap.
     #[error("the shopper already has a send within the campaign's frequency cap; the next send may go out at {next_allowed} (pass it as `earliest`)")]
     FrequencyCapped { next_allowed: String },
-    /// The request body did not arrive in full within `transport.body_timeout_ms`.
-    #[error("the request body did not arrive in full within {timeout_ms} ms")]
-    BodyTimeout { timeout_ms: u64 },
-    /// More requests are being processed than `transport.max_in_flight`; retry later.
-    #[error(
-        "the server is overloaded ({in_flight} requests in flight); retry after {retry_after_s} s"
-    )]
-    Overloaded {
-        in_flight: usize,
-        retry_after_s: u64,
-    },
-    /// The key's or the campaign's request rate is spent (`rate_limits.*`).
-    #[error("rate limit of {scope} exceeded; retry after {} ms", retry_after.as_millis())]
-    RateLimited {
-        /// `key "ID"` or `campaign "ID"`.
-        scope: String,
-        retry_after: std::time::Duration,
-    },
     #[error(transparent)]
     Storage(#[from] StoreError),
 }
@@ -97,24 +70,10 @@ impl EngineError {
         }
     }
 
-    /// Seconds a client should wait before retrying (the `Retry-After` header), for the errors
-    /// that are about load rather than the request.
-    pub fn retry_after_s(&self) -> Option<u64> {
-        match self {
-            Self::Overloaded { retry_after_s, .. } => Some(*retry_after_s),
-            // Round up: a client retrying after a rounded-down wait would be refused again.
-            Self::RateLimited { retry_after, .. } => {
-                Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
-            }
-            _ => None,
-        }
-    }
-
     /// The offending field, when there is one.
     pub fn field(&self) -> Option<&str> {
         match self {
-            Self::Malformed { field, .. } | Self::Invalid { field, .. } => Some(field),
-            Self::PayloadTooLarge { .. } | Self::BodyTimeout { .. } => Some("body"),
+            Self::Invalid { field, .. } => Some(field),
             Self::EventIdConflict { .. } => Some("event_id"),
             Self::AmbiguousEvent { .. } => Some("campaign"),
             Self::FrequencyCapped { .. } => Some("earliest"),

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::api::error::TransportError;
 use crate::config::{ConfigError, RateLimitSettings, TransportSettings};
 use crate::engine::Engine;
-use crate::error::EngineError;
 
 /// Entries one rate-limit table keeps at most. Keys are created by admins and campaigns are
 /// counted only when they exist, so this is a backstop, not a working size.
@@ -120,7 +120,7 @@ impl RateLimits {
         engine: &Engine,
         key_id: &str,
         campaign: Option<&str>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<(), TransportError> {
         // Campaign ids come from paths: count only campaigns that exist, so made-up names
         // neither fill the table nor draw on a real campaign's budget.
         let campaign = campaign.filter(|c| self.campaigns.is_some() && engine.campaign(c).is_ok());
@@ -128,7 +128,7 @@ impl RateLimits {
     }
 
     /// Count one request of `key_id` to `campaign` (taken as existing), or refuse it.
-    pub fn check(&self, key_id: &str, campaign: Option<&str>) -> Result<(), EngineError> {
+    pub fn check(&self, key_id: &str, campaign: Option<&str>) -> Result<(), TransportError> {
         let now = self.epoch.elapsed();
         self.check_at(key_id, campaign, now)
     }
@@ -138,11 +138,11 @@ impl RateLimits {
         key_id: &str,
         campaign: Option<&str>,
         now: Duration,
-    ) -> Result<(), EngineError> {
+    ) -> Result<(), TransportError> {
         let now = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
         let refuse = |scope: String, retry_after| {
             metrics::counter!("tailor_rate_limited_total").increment(1);
-            Err(EngineError::RateLimited { scope, retry_after })
+            Err(TransportError::RateLimited { scope, retry_after })
         };
         // Lock order: keys, then campaigns.
         let mut keys = self.keys.as_ref().map(|t| (t, t.tats.lock()));
@@ -188,15 +188,6 @@ pub struct InFlight {
 pub struct Shed {
     pub in_flight: usize,
     pub retry_after_s: u64,
-}
-
-impl From<Shed> for EngineError {
-    fn from(s: Shed) -> Self {
-        EngineError::Overloaded {
-            in_flight: s.in_flight,
-            retry_after_s: s.retry_after_s,
-        }
-    }
 }
 
 /// One request counted in [`InFlight`]; uncounts it when dropped.
@@ -341,9 +332,9 @@ mod tests {
         })
     }
 
-    fn retry_after(r: Result<(), EngineError>) -> Duration {
+    fn retry_after(r: Result<(), TransportError>) -> Duration {
         match r {
-            Err(EngineError::RateLimited { retry_after, .. }) => retry_after,
+            Err(TransportError::RateLimited { retry_after, .. }) => retry_after,
             other => panic!("expected a refusal, got {other:?}"),
         }
     }
@@ -426,7 +417,7 @@ mod tests {
         let a = f.enter().unwrap();
         let _b = f.enter().unwrap();
         let e = f.enter().unwrap_err();
-        assert_eq!(EngineError::from(e).retry_after_s(), Some(3));
+        assert_eq!(TransportError::from(e).retry_after_s(), Some(3));
         assert!(f.check().is_err());
         drop(a);
         assert_eq!(f.current(), 1);

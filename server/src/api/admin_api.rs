@@ -5,6 +5,7 @@ use tailor_wire::{ActionStats, CampaignStats};
 
 use super::auth::{Access, Authorized, Routes, Scope};
 use super::error::ApiError;
+use super::status;
 use super::{auth, body};
 use crate::audit::Change;
 use crate::campaign::CampaignConfig;
@@ -63,7 +64,7 @@ async fn create(
     };
     auth::audit(&state, &req, change).await?;
     tracing::info!(campaign = %rt.config.id, policy = rt.config.policy.kind(), "campaign created");
-    Ok(HttpResponse::Created().json(&rt.config))
+    Ok(status::created(&rt.config))
 }
 
 #[utoipa::path(
@@ -86,7 +87,7 @@ async fn list(state: Authorized, who: Principal) -> HttpResponse {
         .filter(|c| who.campaign.as_ref().is_none_or(|s| *s == c.config.id))
         .map(|c| c.config.clone())
         .collect();
-    HttpResponse::Ok().json(serde_json::json!({ "campaigns": configs }))
+    status::ok(serde_json::json!({ "campaigns": configs }))
 }
 
 #[utoipa::path(
@@ -104,7 +105,7 @@ async fn list(state: Authorized, who: Principal) -> HttpResponse {
     )
 )]
 async fn get(state: Authorized, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(&state.engine.campaign(&id)?.config))
+    Ok(status::ok(&state.engine.campaign(&id)?.config))
 }
 
 #[utoipa::path(
@@ -147,7 +148,7 @@ async fn update(
     };
     auth::audit(&state, &req, change).await?;
     tracing::info!(campaign = %rt.config.id, policy = rt.config.policy.kind(), "campaign updated");
-    Ok(HttpResponse::Ok().json(&rt.config))
+    Ok(status::ok(&rt.config))
 }
 
 #[utoipa::path(
@@ -180,7 +181,7 @@ async fn delete(
     };
     auth::audit(&state, &req, change).await?;
     tracing::info!(campaign = %id, "campaign deleted");
-    Ok(HttpResponse::NoContent().finish())
+    Ok(status::no_content())
 }
 
 /// Per-action counters of a campaign, most exposed first.
@@ -226,5 +227,5 @@ pub fn campaign_stats(rt: &CampaignRuntime) -> CampaignStats {
 )]
 async fn stats(state: Authorized, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let rt = state.engine.campaign(&id)?;
-    Ok(HttpResponse::Ok().json(campaign_stats(&rt)))
+    Ok(status::ok(campaign_stats(&rt)))
 }

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use super::auth::{Access, Authorized, Routes, Scope};
 use super::error::ApiError;
 use super::query::Query;
+use super::status;
 use crate::audit::MAX_LIMIT;
 use crate::error::EngineError;
 use crate::keys::Principal;
@@ -48,14 +49,14 @@ async fn list(
     // A campaign-scoped key sees only its campaign's entries.
     let campaign = match (&who.campaign, &q.campaign) {
         (Some(scope), Some(c)) if scope != c => {
-            return Err(EngineError::Forbidden {
-                message: format!("key {:?} is scoped to campaign {scope:?}", who.key_id),
-            }
-            .into())
+            return Err(ApiError::forbidden(format!(
+                "key {:?} is scoped to campaign {scope:?}",
+                who.key_id
+            )))
         }
         (Some(scope), _) => Some(scope.as_str()),
         (None, c) => c.as_deref(),
     };
     let entries = state.audit.list(campaign, limit)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "entries": entries })))
+    Ok(status::ok(serde_json::json!({ "entries": entries })))
 }

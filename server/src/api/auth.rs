@@ -26,10 +26,9 @@ use actix_web::http::Method;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{guard, web, FromRequest, Handler, HttpMessage, HttpRequest, Responder};
 
-use super::error::ApiError;
+use super::error::{ApiError, TransportError};
 use super::AppState;
 use crate::audit::Change;
-use crate::error::EngineError;
 use crate::keys::{Principal, Role};
 
 /// How a campaign-scoped key is confined on a route.
@@ -205,9 +204,9 @@ impl FromRequest for Authorized {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         std::future::ready(if req.extensions().get::<Granted>().is_none() {
             tracing::error!(path = %req.path(), "a route without an access declaration was called; refused");
-            Err(ApiError(EngineError::Forbidden {
-                message: "this route declares no access and is refused".into(),
-            }))
+            Err(ApiError::forbidden(
+                "this route declares no access and is refused",
+            ))
         } else {
             Ok(Authorized(
                 req.app_data::<web::Data<AppState>>()
@@ -223,11 +222,12 @@ impl FromRequest for Principal {
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(req.extensions().get::<Principal>().cloned().ok_or_else(|| {
-            ApiError(EngineError::Unauthorized {
-                message: "an API key is required".into(),
-            })
-        }))
+        std::future::ready(
+            req.extensions()
+                .get::<Principal>()
+                .cloned()
+                .ok_or_else(|| ApiError::unauthorized("an API key is required")),
+        )
     }
 }
 
@@ -248,11 +248,11 @@ fn bearer(req: &ServiceRequest) -> Option<String> {
         .map(|v| v.trim().to_string())
 }
 
-fn forbidden(message: String) -> EngineError {
-    EngineError::Forbidden { message }
+fn forbidden(message: String) -> TransportError {
+    TransportError::Forbidden { message }
 }
 
-fn scoped_elsewhere(p: &Principal) -> EngineError {
+fn scoped_elsewhere(p: &Principal) -> TransportError {
     forbidden(format!(
         "key {:?} is scoped to campaign {:?}",
         p.key_id,
@@ -262,7 +262,7 @@ fn scoped_elsewhere(p: &Principal) -> EngineError {
 
 /// Whether `p` may make a request that needs `access`, on campaign `campaign` (the decoded
 /// path parameter that `Scope::Path` names, when the route has one).
-fn check(p: &Principal, access: Access, campaign: Option<&str>) -> Result<(), EngineError> {
+fn check(p: &Principal, access: Access, campaign: Option<&str>) -> Result<(), TransportError> {
     match access {
         Access::Public => Ok(()),
         Access::Loop { role } => {
@@ -337,11 +337,11 @@ async fn authorize(
         return next.call(req).await;
     }
     let personalizer = matches!(access, Access::Loop { .. });
-    let fail = |e: EngineError| -> actix_web::Error {
+    let fail = |e: TransportError| -> actix_web::Error {
         if personalizer {
             super::personalizer::error::PzError::from(e).into()
         } else {
-            ApiError(e).into()
+            ApiError::from(e).into()
         }
     };
     let state = req
@@ -349,7 +349,7 @@ async fn authorize(
         .expect("AppState is registered")
         .clone();
     let Some(token) = bearer(&req) else {
-        return Err(fail(EngineError::Unauthorized {
+        return Err(fail(TransportError::Unauthorized {
             message: if personalizer {
                 "an API key is required: send `Ocp-Apim-Subscription-Key: KEY`".into()
             } else {
@@ -358,7 +358,7 @@ async fn authorize(
         }));
     };
     let Some(principal) = state.keys.authenticate(&token) else {
-        return Err(fail(EngineError::Unauthorized {
+        return Err(fail(TransportError::Unauthorized {
             message: "the API key is unknown or revoked".into(),
         }));
     };
@@ -402,14 +402,12 @@ async fn authorize(
 
 /// Append a change made by the request's key to the audit log (durably) and mark the request
 /// audited. Only reachable from a handler behind a declared key access, so the key is known.
-pub async fn audit(state: &AppState, req: &HttpRequest, change: Change) -> Result<(), EngineError> {
+pub async fn audit(state: &AppState, req: &HttpRequest, change: Change) -> Result<(), ApiError> {
     let key_id = req
         .extensions()
         .get::<Principal>()
         .map(|p| p.key_id.clone())
-        .ok_or_else(|| EngineError::Unauthorized {
-            message: "an API key is required".into(),
-        })?;
+        .ok_or_else(|| ApiError::unauthorized("an API key is required"))?;
     state.audit.append(&key_id, change).await?;
     req.extensions_mut().insert(Audited);
     Ok(())

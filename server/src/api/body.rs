@@ -22,7 +22,7 @@ use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use tokio::time::{Instant, Sleep};
 
-use crate::error::EngineError;
+use super::error::TransportError;
 use crate::limits::{InFlight, InFlightGuard, Shed};
 
 /// Why [`Deadline`] ended a body early; carried inside a `PayloadError::Io`.
@@ -34,10 +34,10 @@ pub enum BodyRefusal {
     Overloaded(Shed),
 }
 
-impl From<BodyRefusal> for EngineError {
+impl From<BodyRefusal> for TransportError {
     fn from(r: BodyRefusal) -> Self {
         match r {
-            BodyRefusal::TimedOut { timeout_ms } => EngineError::BodyTimeout { timeout_ms },
+            BodyRefusal::TimedOut { timeout_ms } => TransportError::BodyTimeout { timeout_ms },
             BodyRefusal::Overloaded(shed) => shed.into(),
         }
     }
@@ -142,18 +142,18 @@ impl Stream for Deadline {
 }
 
 /// Read the whole body, refusing more than `limit` bytes.
-pub async fn read(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, EngineError> {
+pub async fn read(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, TransportError> {
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| match refusal(&e) {
             Some(r) => r.into(),
-            None => EngineError::Malformed {
+            None => TransportError::Malformed {
                 field: "body".into(),
                 message: format!("could not read the body: {e}"),
             },
         })?;
         if body.len() + chunk.len() > limit {
-            return Err(EngineError::PayloadTooLarge { limit });
+            return Err(TransportError::PayloadTooLarge { limit });
         }
         body.extend_from_slice(&chunk);
     }
@@ -161,9 +161,9 @@ pub async fn read(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, En
 }
 
 /// Parse JSON, naming the path of the first offending field (e.g. `candidates[2].id`).
-pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, EngineError> {
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, TransportError> {
     if body.is_empty() {
-        return Err(EngineError::Malformed {
+        return Err(TransportError::Malformed {
             field: "body".into(),
             message: "a JSON body is required".into(),
         });
@@ -180,12 +180,12 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, EngineError> {
                 None => path,
             }
         };
-        EngineError::Malformed {
+        TransportError::Malformed {
             field,
             message: inner.to_string(),
         }
     })?;
-    de.end().map_err(|e| EngineError::Malformed {
+    de.end().map_err(|e| TransportError::Malformed {
         field: "body".into(),
         message: e.to_string(),
     })?;
@@ -205,7 +205,7 @@ mod tests {
 
     fn field_of(body: &str) -> String {
         match parse::<DecideRequest>(body.as_bytes()).unwrap_err() {
-            EngineError::Malformed { field, .. } => field,
+            TransportError::Malformed { field, .. } => field,
             other => panic!("{other:?}"),
         }
     }

@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::auth::{Access, Authorized, Routes, Scope};
 use super::error::ApiError;
+use super::status;
 use super::{auth, body, AppState};
 use crate::audit::Change;
 use crate::campaign::{CampaignConfig, CampaignStatus};
@@ -27,7 +28,7 @@ pub(crate) async fn change_campaign(
     id: &str,
     action: &str,
     change: impl FnOnce(&mut CampaignConfig) -> Result<(), EngineError>,
-) -> Result<CampaignConfig, EngineError> {
+) -> Result<CampaignConfig, ApiError> {
     let before = state.engine.campaign(id)?.config.clone();
     let mut config = before.clone();
     change(&mut config)?;
@@ -57,7 +58,7 @@ async fn mutate(
     change: impl FnOnce(&mut CampaignConfig) -> Result<(), EngineError>,
 ) -> Result<HttpResponse, ApiError> {
     let config = change_campaign(state, req, id, action, change).await?;
-    Ok(HttpResponse::Ok().json(&config))
+    Ok(status::ok(&config))
 }
 
 #[utoipa::path(

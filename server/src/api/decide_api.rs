@@ -10,7 +10,7 @@ use tailor_wire::{
 
 use super::auth::{Access, Authorized, Routes, Scope};
 use super::error::ApiError;
-use super::{body, path, AppState};
+use super::{body, path, status, AppState};
 use crate::campaign::CampaignKind;
 use crate::engine::DecideInput;
 use crate::error::EngineError;
@@ -27,11 +27,12 @@ fn event_campaign(
     who: &Principal,
     event_id: &str,
     named: Option<&str>,
-) -> Result<String, EngineError> {
+) -> Result<String, ApiError> {
     match (named, &who.campaign) {
-        (Some(c), Some(scope)) if c != scope => Err(EngineError::Forbidden {
-            message: format!("key {:?} is scoped to campaign {scope:?}", who.key_id),
-        }),
+        (Some(c), Some(scope)) if c != scope => Err(ApiError::forbidden(format!(
+            "key {:?} is scoped to campaign {scope:?}",
+            who.key_id
+        ))),
         (Some(c), _) => Ok(c.to_string()),
         (None, Some(scope)) => Ok(scope.clone()),
         (None, None) => {
@@ -39,12 +40,14 @@ fn event_campaign(
             match found.len() {
                 0 => Err(EngineError::EventNotFound {
                     id: event_id.to_string(),
-                }),
+                }
+                .into()),
                 1 => Ok(found.remove(0)),
                 _ => Err(EngineError::AmbiguousEvent {
                     id: event_id.to_string(),
                     campaigns: found,
-                }),
+                }
+                .into()),
             }
         }
     }
@@ -137,7 +140,7 @@ async fn decide(
         }
     };
     metrics::histogram!("tailor_decide_seconds").record(started.elapsed().as_secs_f64());
-    Ok(HttpResponse::Ok().json(response))
+    Ok(status::ok(response))
 }
 
 #[utoipa::path(
@@ -214,7 +217,7 @@ async fn reward_one(
     let campaign = event_campaign(&state, &who, &event_id, named)?;
     let response = state.engine.reward(&campaign, &event_id, request).await?;
     metrics::histogram!("tailor_reward_seconds").record(started.elapsed().as_secs_f64());
-    Ok(HttpResponse::Ok().json(response))
+    Ok(status::ok(response))
 }
 
 #[utoipa::path(
@@ -266,7 +269,10 @@ async fn reward_batch(
             Err(e) => refused.push((i, e)),
         }
     }
-    let mut outcomes = state.engine.reward_batch(allowed).await?;
+    let mut outcomes: Vec<_> = (state.engine.reward_batch(allowed).await?)
+        .into_iter()
+        .map(|o| o.map_err(ApiError::from))
+        .collect();
     for (i, e) in refused {
         outcomes.insert(i, Err(e));
     }
@@ -281,7 +287,7 @@ async fn reward_batch(
                 http_status: 200,
             },
             Err(e) => {
-                let (status, detail) = ApiError(e).detail();
+                let (status, detail) = e.detail();
                 BatchRewardResult {
                     event_id,
                     status: None,
@@ -292,5 +298,5 @@ async fn reward_batch(
         })
         .collect::<Vec<_>>();
     metrics::histogram!("tailor_reward_batch_seconds").record(started.elapsed().as_secs_f64());
-    Ok(HttpResponse::Ok().json(RewardBatchResponse { results }))
+    Ok(status::ok(RewardBatchResponse { results }))
 }

@@ -5,6 +5,7 @@ use serde::Deserialize;
 
 use super::auth::{Access, Authorized, Routes, Scope};
 use super::error::ApiError;
+use super::status;
 use super::{auth, body};
 use crate::audit::Change;
 use crate::keys::{Principal, Role};
@@ -30,7 +31,7 @@ pub fn configure(r: &mut Routes) {
     )
 )]
 async fn whoami(who: Principal) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({
+    status::ok(serde_json::json!({
         "key_id": who.key_id,
         "role": who.role,
         "campaign": who.campaign,
@@ -88,7 +89,7 @@ async fn create(
     tracing::info!(key = %info.id, role = info.role.as_str(), "API key created");
     let mut out = serde_json::to_value(&info).expect("key info as JSON");
     out["key"] = serde_json::Value::String(key);
-    Ok(HttpResponse::Created().json(out))
+    Ok(status::created(out))
 }
 
 #[utoipa::path(
@@ -104,7 +105,7 @@ async fn create(
     )
 )]
 async fn list(state: Authorized) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "keys": state.keys.list() }))
+    status::ok(serde_json::json!({ "keys": state.keys.list() }))
 }
 
 #[utoipa::path(
@@ -140,5 +141,5 @@ async fn revoke(
     )
     .await?;
     tracing::info!(key = %id, "API key revoked");
-    Ok(HttpResponse::Ok().json(after))
+    Ok(status::ok(after))
 }

@@ -19,13 +19,13 @@ pub mod query;
 pub mod reports_api;
 pub mod send_time_api;
 pub mod shoppers_api;
+pub mod status;
 pub mod transport;
 pub mod ui;
 
 use std::sync::Arc;
 
-use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::web;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::audit::AuditLog;
@@ -66,6 +66,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// JSON 404 for unknown routes.
-pub async fn not_found() -> HttpResponse {
-    error::plain(StatusCode::NOT_FOUND, "not_found", "no such route")
+pub async fn not_found() -> Result<actix_web::HttpResponse, error::ApiError> {
+    Err(error::TransportError::NotFound {
+        message: "no such route".into(),
+    }
+    .into())
 }

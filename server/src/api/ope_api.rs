@@ -7,6 +7,7 @@ use super::auth::{Access, Authorized, Routes, Scope};
 use super::body;
 use super::error::ApiError;
 use super::query::Query;
+use super::status;
 use crate::error::EngineError;
 use crate::ope::export::{write_chunks, ExportError, CHUNK_BYTES};
 use crate::ope::{self, EvaluationRequest, Mode, Role};
@@ -75,7 +76,7 @@ async fn create(
         .await
         .map_err(blocking_error)??;
     tracing::info!(campaign = %ev.campaign, evaluation = %ev.id, used = ev.used, "evaluation stored");
-    Ok(HttpResponse::Created().json(ev))
+    Ok(status::created(ev))
 }
 
 #[utoipa::path(
@@ -94,7 +95,9 @@ async fn create(
 )]
 async fn list(state: Authorized, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let evaluations = ope::list(&state.engine, &id)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "evaluations": evaluations })))
+    Ok(status::ok(
+        serde_json::json!({ "evaluations": evaluations }),
+    ))
 }
 
 #[utoipa::path(
@@ -121,7 +124,7 @@ async fn get(
         .into_iter()
         .find(|e| e.id == eval);
     match found {
-        Some(e) => Ok(HttpResponse::Ok().json(e)),
+        Some(e) => Ok(status::ok(e)),
         None => {
             Err(EngineError::invalid_owned("evaluation", format!("no evaluation {eval:?}")).into())
         }
@@ -183,7 +186,7 @@ async fn shadow(
             })
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
+    Ok(status::ok(serde_json::json!({
         "campaign": ev.campaign,
         "from_ms": ev.from_ms,
         "to_ms": ev.to_ms,
@@ -259,7 +262,7 @@ async fn export(
         }
     });
     let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    Ok(HttpResponse::Ok()
+    Ok(status::ok_builder()
         .content_type("application/x-ndjson")
         .streaming(body))
 }

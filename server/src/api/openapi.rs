@@ -25,6 +25,7 @@ pub use tailor_wire::{
 };
 
 use super::auth::{Access, Routes};
+use super::status;
 use super::{
     admin_api, audit_api, control_api, decide_api, keys_api, ope_api, ops_api, plugins_api,
     reports_api, send_time_api, shoppers_api,
@@ -238,13 +239,13 @@ pub fn configure(r: &mut Routes) {
 }
 
 async fn spec() -> HttpResponse {
-    HttpResponse::Ok()
+    status::ok_builder()
         .content_type("application/json")
         .body(document())
 }
 
 async fn docs() -> HttpResponse {
-    HttpResponse::Ok()
+    status::ok_builder()
         .content_type("text/html; charset=utf-8")
         .insert_header(("cache-control", "no-cache"))
         .body(DOCS_HTML)

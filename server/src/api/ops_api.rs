@@ -3,6 +3,7 @@
 use actix_web::HttpResponse;
 
 use super::auth::{Access, Authorized, Routes};
+use super::status;
 
 pub fn configure(r: &mut Routes) {
     r.get("/healthz", Access::Public, healthz)
@@ -22,7 +23,7 @@ pub fn configure(r: &mut Routes) {
     security(())
 )]
 async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+    status::ok(serde_json::json!({"status": "ok"}))
 }
 
 /// Ready once the store answers.
@@ -40,9 +41,10 @@ async fn healthz() -> HttpResponse {
 )]
 async fn readyz(state: Authorized) -> HttpResponse {
     match state.engine.store().next_seq() {
-        Ok(_) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
-        Err(e) => HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({"status": "unavailable", "error": e.to_string()})),
+        Ok(_) => status::ok(serde_json::json!({"status": "ready"})),
+        Err(e) => {
+            status::not_ready(serde_json::json!({"status": "unavailable", "error": e.to_string()}))
+        }
     }
 }
 
@@ -58,7 +60,7 @@ async fn readyz(state: Authorized) -> HttpResponse {
     security(())
 )]
 async fn metrics(state: Authorized) -> HttpResponse {
-    HttpResponse::Ok()
+    status::ok_builder()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())
 }

@@ -3,6 +3,8 @@
 use actix_web::{web, HttpResponse};
 
 use super::auth::{Access, Authorized, Routes, Scope};
+use super::error::{ApiError, TransportError};
+use super::status;
 
 pub fn configure(r: &mut Routes) {
     r.get("/admin/v1/plugins", Access::viewer(Scope::Server), list)
@@ -29,7 +31,7 @@ pub fn configure(r: &mut Routes) {
 )]
 async fn list(state: Authorized) -> HttpResponse {
     let host = state.engine.plugins();
-    HttpResponse::Ok().json(serde_json::json!({
+    status::ok(serde_json::json!({
         "dir": host.dir(),
         "generation": host.generation(),
         "plugins": host.plugins(),
@@ -49,15 +51,12 @@ async fn list(state: Authorized) -> HttpResponse {
         (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
     )
 )]
-async fn reload(state: Authorized) -> HttpResponse {
+async fn reload(state: Authorized) -> Result<HttpResponse, ApiError> {
     let engine = state.engine.clone();
-    let report = web::block(move || engine.reload_plugins()).await;
-    match report {
-        Ok(report) => HttpResponse::Ok().json(report),
-        Err(e) => super::error::plain(
-            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            &e.to_string(),
-        ),
-    }
+    let report = web::block(move || engine.reload_plugins())
+        .await
+        .map_err(|e| TransportError::Internal {
+            message: e.to_string(),
+        })?;
+    Ok(status::ok(report))
 }

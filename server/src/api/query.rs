@@ -73,7 +73,7 @@ pub fn config() -> web::QueryConfig {
             other => other.to_string(),
         };
         let field = named_in(&message).unwrap_or_else(|| "query".to_string());
-        ApiError(EngineError::Invalid { field, message }).into()
+        ApiError::from(EngineError::Invalid { field, message }).into()
     })
 }
 

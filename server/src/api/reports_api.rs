@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::auth::{Access, Authorized, Routes, Scope};
 use super::error::ApiError;
+use super::status;
 use super::AppState;
 use crate::engine::reports;
 use crate::error::EngineError;
@@ -83,7 +84,7 @@ where
     .map_err(|e| EngineError::Unavailable {
         message: format!("report worker failed: {e}"),
     })??;
-    Ok(HttpResponse::Ok().json(out))
+    Ok(status::ok(out))
 }
 
 #[utoipa::path(
@@ -269,5 +270,5 @@ async fn policy_values(
         .map_err(|e| EngineError::Unavailable {
             message: format!("report worker failed: {e}"),
         })??;
-    Ok(HttpResponse::Ok().json(out))
+    Ok(status::ok(out))
 }

@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::auth::{Access, Authorized, Routes, Scope};
 use super::error::ApiError;
+use super::status;
 use crate::error::EngineError;
 
 pub fn configure(r: &mut Routes) {
@@ -66,7 +67,7 @@ async fn best_slots(
     if !(1..=168).contains(&top) {
         return Err(EngineError::invalid("top", "must be between 1 and 168").into());
     }
-    Ok(HttpResponse::Ok().json(state.engine.report_best_slots(&id, top)?))
+    Ok(status::ok(state.engine.report_best_slots(&id, top)?))
 }
 
 #[utoipa::path(
@@ -94,7 +95,7 @@ async fn concentration(
     if !(min.is_finite() && min >= 0.0) {
         return Err(EngineError::invalid("min_trials", "must be a number of at least 0").into());
     }
-    Ok(HttpResponse::Ok().json(state.engine.report_concentration(&id, min)?))
+    Ok(status::ok(state.engine.report_concentration(&id, min)?))
 }
 
 #[utoipa::path(
@@ -113,5 +114,5 @@ async fn concentration(
     )
 )]
 async fn slot_rates(state: Authorized, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.engine.report_slot_rates(&id)?))
+    Ok(status::ok(state.engine.report_slot_rates(&id)?))
 }

@@ -6,6 +6,7 @@ use sha2::{Digest, Sha256};
 use super::auth;
 use super::auth::{Access, Authorized, Routes, Scope};
 use super::error::ApiError;
+use super::status;
 use crate::audit::Change;
 
 pub fn configure(r: &mut Routes) {
@@ -38,7 +39,7 @@ pub fn configure(r: &mut Routes) {
     )
 )]
 async fn get(state: Authorized, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.engine.shopper(&id)?))
+    Ok(status::ok(state.engine.shopper(&id)?))
 }
 
 /// The audit log is append-only, so it records a digest of the shopper id, never the id.
@@ -88,5 +89,7 @@ async fn delete(
         after: serde_json::Value::Null,
     };
     auth::audit(&state, &req, change).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "deleted": true, "campaign_states": removed })))
+    Ok(status::ok(
+        serde_json::json!({ "deleted": true, "campaign_states": removed }),
+    ))
 }

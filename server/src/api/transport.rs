@@ -26,21 +26,20 @@ use actix_web::HttpMessage;
 use futures_util::Stream;
 
 use super::body::{self, Admission, SharedPayload};
-use super::error::ApiError;
+use super::error::{ApiError, TransportError};
 use super::personalizer::error::PzError;
 use super::AppState;
-use crate::error::EngineError;
 
 /// Routes that never wait and never count: probes must answer while the server sheds load.
 fn exempt(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
 
-fn refuse(path: &str, e: EngineError) -> actix_web::Error {
+fn refuse(path: &str, e: TransportError) -> actix_web::Error {
     if path.starts_with("/personalizer") {
         PzError::from(e).into()
     } else {
-        ApiError(e).into()
+        ApiError::from(e).into()
     }
 }
 

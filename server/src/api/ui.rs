@@ -5,6 +5,7 @@
 use actix_web::HttpResponse;
 
 use super::auth::{Access, Routes};
+use super::status;
 
 const INDEX: &str = include_str!("../../ui/index.html");
 const APP_JS: &str = include_str!("../../ui/app.js");
@@ -16,14 +17,14 @@ pub fn configure(r: &mut Routes) {
 }
 
 async fn index() -> HttpResponse {
-    HttpResponse::Ok()
+    status::ok_builder()
         .content_type("text/html; charset=utf-8")
         .insert_header(("cache-control", "no-cache"))
         .body(INDEX)
 }
 
 async fn app_js() -> HttpResponse {
-    HttpResponse::Ok()
+    status::ok_builder()
         .content_type("text/javascript; charset=utf-8")
         .insert_header(("cache-control", "no-cache"))
         .body(APP_JS)

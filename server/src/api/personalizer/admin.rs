@@ -12,6 +12,7 @@ use super::wire::PolicySettings;
 use super::{both, campaign_of, duration, time, vw, wrong_method};
 use crate::api::auth::{self, Authorized, Routes};
 use crate::api::body;
+use crate::api::status;
 use crate::api::AppState;
 use crate::audit::Change;
 use crate::campaign::{CampaignConfig, CampaignStatus, RewardAggregation};
@@ -258,7 +259,7 @@ async fn apprentice_metrics(state: &AppState, campaign: &str) -> Result<Value, P
 async fn get_service(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let config = state.engine.campaign(&campaign)?.config.clone();
-    Ok(HttpResponse::Ok().json(service_view(&state, &config).await?))
+    Ok(status::ok(service_view(&state, &config).await?))
 }
 
 fn number(obj: &Map<String, Value>, field: &str) -> Result<Option<f64>, EngineError> {
@@ -393,7 +394,7 @@ async fn put_service(
         apply_service(c, &obj)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(service_view(&state, &config).await?))
+    Ok(status::ok(service_view(&state, &config).await?))
 }
 
 /// The policy as Personalizer reports it: what was set, while the campaign still runs the
@@ -419,7 +420,7 @@ fn policy_view(config: &CampaignConfig) -> PolicySettings {
 async fn get_policy(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let config = state.engine.campaign(&campaign)?.config.clone();
-    Ok(HttpResponse::Ok().json(policy_view(&config)))
+    Ok(status::ok(policy_view(&config)))
 }
 
 /// Personalizer's limits on a policy's name and arguments (`maxLength` 256 and 1024).
@@ -457,7 +458,7 @@ pub const IGNORED_ARGUMENTS: &str = "x-tailor-ignored-arguments";
 
 /// The policy as set, with the note of what in its arguments had no effect.
 fn policy_response(config: &CampaignConfig, arguments: &str) -> HttpResponse {
-    let mut response = HttpResponse::Ok();
+    let mut response = status::ok_builder();
     let ignored = vw::parse(arguments, &config.featurizer)
         .map(|m| m.ignored.join(" "))
         .unwrap_or_default();
@@ -501,7 +502,7 @@ async fn reset_policy(state: Authorized, req: HttpRequest) -> Result<HttpRespons
 async fn export_model(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let bytes = state.engine.export_model(&campaign)?;
-    Ok(HttpResponse::Ok()
+    Ok(status::ok_builder()
         .content_type("application/octet-stream")
         .body(bytes))
 }
@@ -520,7 +521,7 @@ async fn import_model(
     })
     .await?;
     tracing::info!(campaign = %campaign, policies = ?names, "model imported");
-    Ok(HttpResponse::NoContent().finish())
+    Ok(status::no_content())
 }
 
 async fn reset_model(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
@@ -531,7 +532,7 @@ async fn reset_model(state: Authorized, req: HttpRequest) -> Result<HttpResponse
         Ok(())
     })
     .await?;
-    Ok(HttpResponse::NoContent().finish())
+    Ok(status::no_content())
 }
 
 async fn model_properties(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
@@ -543,7 +544,9 @@ async fn model_properties(state: Authorized, req: HttpRequest) -> Result<HttpRes
         .get("modelCreated")
         .cloned()
         .unwrap_or_else(|| json!(now));
-    Ok(HttpResponse::Ok().json(json!({"creationTime": created, "lastModifiedTime": now})))
+    Ok(status::ok(
+        json!({"creationTime": created, "lastModifiedTime": now}),
+    ))
 }
 
 async fn delete_logs(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
@@ -566,7 +569,7 @@ async fn delete_logs(state: Authorized, req: HttpRequest) -> Result<HttpResponse
     )
     .await?;
     tracing::info!(campaign = %campaign, decisions = d, rewards = r, "logs deleted");
-    Ok(HttpResponse::NoContent().finish())
+    Ok(status::no_content())
 }
 
 async fn log_properties(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
@@ -593,7 +596,7 @@ async fn log_properties(state: Authorized, req: HttpRequest) -> Result<HttpRespo
         }
         None => json!({"dateRange": {}}),
     };
-    Ok(HttpResponse::Ok().json(body))
+    Ok(status::ok(body))
 }
 
 fn evaluation_id(req: &HttpRequest) -> Result<String, PzError> {
@@ -715,7 +718,7 @@ async fn list_evaluations(state: Authorized, req: HttpRequest) -> Result<HttpRes
         .map(|d| evaluation_view(d, false))
         .filter(|v| !v.is_null())
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "value": value })))
+    Ok(status::ok(json!({ "value": value })))
 }
 
 async fn get_evaluation(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
@@ -724,7 +727,7 @@ async fn get_evaluation(state: Authorized, req: HttpRequest) -> Result<HttpRespo
     stored_evaluations(&state, &campaign)?
         .iter()
         .find(|d| d["id"] == id.as_str())
-        .map(|d| HttpResponse::Ok().json(evaluation_view(d, true)))
+        .map(|d| status::ok(evaluation_view(d, true)))
         .ok_or_else(|| PzError::not_found(format!("evaluation {id:?} does not exist")))
 }
 
@@ -742,7 +745,7 @@ async fn delete_evaluation(state: Authorized, req: HttpRequest) -> Result<HttpRe
             "evaluation {id:?} does not exist"
         )));
     }
-    Ok(HttpResponse::NoContent().finish())
+    Ok(status::no_content())
 }
 
 fn time_field(obj: &Value, field: &str) -> Result<Option<u64>, EngineError> {
@@ -838,5 +841,5 @@ async fn create_evaluation(
         .store()
         .put_evaluation(&campaign, &id, &bytes)
         .map_err(EngineError::from)?;
-    Ok(HttpResponse::Ok().json(evaluation_view(&doc, true)))
+    Ok(status::ok(evaluation_view(&doc, true)))
 }

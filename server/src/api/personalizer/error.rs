@@ -1,33 +1,26 @@
 //! Errors of the Personalizer-compatible surface, in Personalizer's body shape:
 //! `{"error": {"code": "BadRequest", "message": "...", "target": "field", "innerError": {"code":
-//! "invalid_field"}}}`. The status codes follow Personalizer's (400, 401, 403, 404, 409, 501, ...);
-//! `innerError.code` carries Tailor's own code (docs/api.md) for support. `target` names the
+//! "invalid_field"}}}`. The status and both codes come from the one map (`api::status`): the
+//! status is the native one (one documented difference), `code` is Azure's name for it, and
+//! `innerError.code` carries Tailor's own code (docs/errors.md) for support. `target` names the
 //! field as the caller sent it (`actions[2].id`, `eventId`), never Tailor's internal name
 //! ([`target_of`]).
 
-use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::api::error::{ApiError, TransportError};
 use crate::error::EngineError;
 
-/// An error on its way out of a `/personalizer/...` route.
+/// An error on its way out of a `/personalizer/...` route (rendered by `api::status`).
 #[derive(Debug)]
 pub struct PzError {
-    status: StatusCode,
-    code: &'static str,
-    inner: &'static str,
-    message: String,
+    error: ApiError,
     target: Option<String>,
-    /// The methods a path answers, for a 405's `Allow` header.
-    allow: Option<&'static str>,
-    /// Seconds for a 429's or 503's `Retry-After` header.
-    retry_after_s: Option<u64>,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Body<'a> {
+pub(crate) struct Body<'a> {
     error: Detail<'a>,
 }
 
@@ -35,7 +28,7 @@ struct Body<'a> {
 #[serde(rename_all = "camelCase")]
 struct Detail<'a> {
     code: &'a str,
-    message: &'a str,
+    message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     target: Option<&'a str>,
     inner_error: Inner<'a>,
@@ -49,42 +42,21 @@ struct Inner<'a> {
 impl PzError {
     /// A feature Personalizer had that Tailor does not offer (501).
     pub fn not_implemented(what: &str) -> Self {
-        Self {
-            status: StatusCode::NOT_IMPLEMENTED,
-            code: "NotImplemented",
-            inner: "not_implemented",
-            message: format!("{what} is not available in Tailor's Personalizer-compatible API (see docs/migrating-from-personalizer.md)"),
-            target: None,
-            allow: None,
-            retry_after_s: None,
+        TransportError::NotImplemented {
+            what: what.to_string(),
         }
+        .into()
     }
 
     /// 404 for a route the Personalizer API never had.
     pub fn no_route() -> Self {
-        Self {
-            status: StatusCode::NOT_FOUND,
-            code: "ResourceNotFound",
-            inner: "not_found",
-            message: "no such Personalizer operation".into(),
-            target: None,
-            allow: None,
-            retry_after_s: None,
-        }
+        Self::not_found("no such Personalizer operation".into())
     }
 
     /// 405 for a Personalizer path called with a method it does not answer; `allow` lists the
     /// methods it does (`GET, PUT`), sent back in the `Allow` header.
     pub fn method_not_allowed(allow: &'static str) -> Self {
-        Self {
-            status: StatusCode::METHOD_NOT_ALLOWED,
-            code: "MethodNotAllowed",
-            inner: "method_not_allowed",
-            message: format!("this Personalizer operation answers {allow} only"),
-            target: None,
-            allow: Some(allow),
-            retry_after_s: None,
-        }
+        TransportError::MethodNotAllowed { allow }.into()
     }
 
     /// An engine error raised for a decision whose candidates are the request's `actions`
@@ -98,19 +70,24 @@ impl PzError {
 
     /// 404 for an event or resource the caller's learning loop does not have.
     pub fn not_found(message: String) -> Self {
-        Self {
-            status: StatusCode::NOT_FOUND,
-            code: "ResourceNotFound",
-            inner: "not_found",
-            message,
-            target: None,
-            allow: None,
-            retry_after_s: None,
-        }
+        TransportError::NotFound { message }.into()
     }
 
-    pub fn status(&self) -> StatusCode {
-        self.status
+    /// The error, for `api::status` to classify.
+    pub(crate) fn error(&self) -> &ApiError {
+        &self.error
+    }
+
+    /// Personalizer's body, with `code` Azure's name for the status and `inner` Tailor's code.
+    pub(crate) fn body<'a>(&'a self, code: &'a str, inner: &'a str) -> Body<'a> {
+        Body {
+            error: Detail {
+                code,
+                message: self.error.to_string(),
+                target: self.target.as_deref(),
+                inner_error: Inner { code: inner },
+            },
+        }
     }
 }
 
@@ -148,128 +125,26 @@ pub fn target_of(field: &str, actions: Option<&[usize]>) -> String {
 
 impl std::fmt::Display for PzError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
+        self.error.fmt(f)
+    }
+}
+
+impl From<ApiError> for PzError {
+    fn from(error: ApiError) -> Self {
+        let target = error.field().map(|f| target_of(f, None));
+        Self { error, target }
     }
 }
 
 impl From<EngineError> for PzError {
     fn from(e: EngineError) -> Self {
-        let (status, code, inner) = match &e {
-            EngineError::Malformed { .. } => {
-                (StatusCode::BAD_REQUEST, "BadRequest", "malformed_json")
-            }
-            EngineError::Invalid { .. } => (StatusCode::BAD_REQUEST, "BadRequest", "invalid_field"),
-            EngineError::PayloadTooLarge { .. } => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "BadRequest",
-                "payload_too_large",
-            ),
-            EngineError::CampaignNotFound { .. } => (
-                StatusCode::NOT_FOUND,
-                "ResourceNotFound",
-                "campaign_not_found",
-            ),
-            EngineError::EventNotFound { .. } => {
-                (StatusCode::NOT_FOUND, "ResourceNotFound", "event_not_found")
-            }
-            EngineError::KeyNotFound { .. } => {
-                (StatusCode::NOT_FOUND, "ResourceNotFound", "key_not_found")
-            }
-            EngineError::ShopperNotFound { .. } => (
-                StatusCode::NOT_FOUND,
-                "ResourceNotFound",
-                "shopper_not_found",
-            ),
-            EngineError::FrequencyCapped { .. } => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "TooManyRequests",
-                "frequency_capped",
-            ),
-            EngineError::CampaignExists { .. } => {
-                (StatusCode::CONFLICT, "Conflict", "campaign_exists")
-            }
-            EngineError::EventIdConflict { .. } => {
-                (StatusCode::CONFLICT, "Conflict", "event_id_conflict")
-            }
-            EngineError::AmbiguousEvent { .. } => {
-                (StatusCode::CONFLICT, "Conflict", "ambiguous_event")
-            }
-            EngineError::RewardWindowClosed { .. } => (
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "reward_window_closed",
-            ),
-            EngineError::Unavailable { .. } => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                "unavailable",
-            ),
-            EngineError::Unauthorized { .. } => {
-                (StatusCode::UNAUTHORIZED, "Unauthorized", "unauthorized")
-            }
-            EngineError::Forbidden { .. } => (StatusCode::FORBIDDEN, "Forbidden", "forbidden"),
-            EngineError::BodyTimeout { .. } => (
-                StatusCode::REQUEST_TIMEOUT,
-                "RequestTimeout",
-                "body_timeout",
-            ),
-            EngineError::Overloaded { .. } => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                "overloaded",
-            ),
-            EngineError::RateLimited { .. } => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "TooManyRequests",
-                "rate_limited",
-            ),
-            EngineError::Storage(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalServerError",
-                "storage_error",
-            ),
-        };
-        Self {
-            status,
-            code,
-            inner,
-            message: e.to_string(),
-            target: e.field().map(|f| target_of(f, None)),
-            allow: None,
-            retry_after_s: e.retry_after_s(),
-        }
+        ApiError::from(e).into()
     }
 }
 
-impl ResponseError for PzError {
-    fn status_code(&self) -> StatusCode {
-        self.status
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        if self.status.is_server_error() && self.status != StatusCode::NOT_IMPLEMENTED {
-            tracing::error!(error = %self.message, "personalizer request failed");
-        }
-        metrics::counter!("tailor_http_errors_total", "code" => self.inner).increment(1);
-        let mut response = HttpResponse::build(self.status);
-        if let Some(allow) = self.allow {
-            response.insert_header((actix_web::http::header::ALLOW, allow));
-        }
-        if let Some(s) = self.retry_after_s {
-            response.insert_header((actix_web::http::header::RETRY_AFTER, s));
-        }
-        if self.status == StatusCode::REQUEST_TIMEOUT {
-            // The rest of the body may still come; this connection cannot carry another request.
-            response.force_close();
-        }
-        response.json(Body {
-            error: Detail {
-                code: self.code,
-                message: &self.message,
-                target: self.target.as_deref(),
-                inner_error: Inner { code: self.inner },
-            },
-        })
+impl From<TransportError> for PzError {
+    fn from(e: TransportError) -> Self {
+        ApiError::from(e).into()
     }
 }
 
@@ -311,6 +186,8 @@ mod tests {
 
     #[test]
     fn engine_errors_carry_the_mapped_target() {
+        use actix_web::ResponseError;
+
         let e = PzError::from(EngineError::invalid("event_id", "too long"));
         assert_eq!(e.target.as_deref(), Some("eventId"));
         let e = PzError::for_actions(
@@ -318,9 +195,9 @@ mod tests {
             &[0, 2],
         );
         assert_eq!(e.target.as_deref(), Some("actions[2].id"));
-        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(e.status_code().as_u16(), 400);
         let e = PzError::method_not_allowed("POST");
-        assert_eq!(e.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(e.status_code().as_u16(), 405);
         let r = e.error_response();
         assert_eq!(r.headers().get("allow").unwrap(), "POST");
     }

@@ -21,7 +21,8 @@ use serde_json::{Map, Value};
 use tailor_wire::{Candidate, ChosenAction, DecideRequest, RewardRequest};
 
 use super::auth::{Access, Authorized, Routes};
-use super::{body, path, AppState};
+use super::error::ApiError;
+use super::{body, path, status, AppState};
 use crate::engine::{featurize, DecideInput};
 use crate::error::EngineError;
 use crate::keys::{Principal, Role};
@@ -130,10 +131,7 @@ fn campaign_of(req: &HttpRequest) -> Result<String, PzError> {
         .get::<Principal>()
         .and_then(|p| p.campaign.clone())
         .ok_or_else(|| {
-            EngineError::Forbidden {
-                message: "Personalizer calls need a key scoped to one campaign".into(),
-            }
-            .into()
+            ApiError::forbidden("Personalizer calls need a key scoped to one campaign").into()
         })
 }
 
@@ -304,7 +302,7 @@ async fn rank(
         chosen,
         response.distribution.as_deref(),
     );
-    Ok(HttpResponse::Created().json(RankResponse {
+    Ok(status::created(RankResponse {
         event_id: response.event_id,
         reward_action_id: chosen.id.clone(),
         ranking,
@@ -526,7 +524,7 @@ async fn rank_multi(
             reward_action_id: chosen,
         });
     }
-    Ok(HttpResponse::Created().json(MultiSlotRankResponse { event_id, slots }))
+    Ok(status::created(MultiSlotRankResponse { event_id, slots }))
 }
 
 /// The event must belong to the key's campaign; another loop's events do not exist for it.
@@ -582,7 +580,7 @@ async fn reward(
         .await
         .map(|_| ());
     reward_outcome(out)?;
-    Ok(HttpResponse::NoContent().finish())
+    Ok(status::no_content())
 }
 
 async fn activate(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
@@ -590,7 +588,7 @@ async fn activate(state: Authorized, req: HttpRequest) -> Result<HttpResponse, P
     let event_id = event_id_of(&req)?;
     check_scope(&state, &campaign, &event_id)?;
     state.engine.activate(&campaign, &event_id).await?;
-    Ok(HttpResponse::NoContent().finish())
+    Ok(status::no_content())
 }
 
 async fn reward_multi(
@@ -630,12 +628,12 @@ async fn reward_multi(
     for outcome in state.engine.reward_batch(items).await? {
         reward_outcome(outcome.map(|_| ()))?;
     }
-    Ok(HttpResponse::NoContent().finish())
+    Ok(status::no_content())
 }
 
 async fn activate_multi(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let event_id = event_id_of(&req)?;
     state.engine.activate_slots(&campaign, &event_id).await?;
-    Ok(HttpResponse::NoContent().finish())
+    Ok(status::no_content())
 }
