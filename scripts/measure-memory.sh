@@ -12,7 +12,7 @@
 #
 # Environment: TAILOR_BIN, LOADGEN_BIN (default target/release/...), SAMPLE (seconds, default
 # 10), and any TAILOR__* setting (e.g. TAILOR__STORAGE__CACHE_CAPACITY_BYTES).
-# Build first: cargo build --release -p tailor-server --bin tailor -p tailor-benches --bin loadgen
+# Build first: cargo build --release -p tailor-cli --bin tailor -p tailor-benches --bin loadgen
 set -euo pipefail
 
 TARGET=${CARGO_TARGET_DIR:-target}

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-/// The server's allocator (`server/src/main.rs`), so the decision allocates as it does there.
+/// The server's allocator (`cli/src/main.rs`), so the decision allocates as it does there.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -24,8 +24,8 @@ use tailor_server::campaign::{CampaignConfig, DEFAULT_MAX_SHOPPER_SLOTS};
 use tailor_server::config::Settings;
 use tailor_server::engine::send_time::{choose, Population};
 use tailor_server::engine::Engine;
-use tailor_server::simulate_send_time::{learned_states, Grid, Scenario, SEGMENTS};
 use tailor_server::store::{ShopperRecord, SledStore, Store};
+use tailor_sim::send_time::{learned_states, Grid, Scenario, SEGMENTS};
 
 const H: Hierarchy = Hierarchy {
     prior_strength: 10.0,

@@ -1,5 +1,7 @@
 //! The Tailor server: an actix-web [`api`] over the decision [`engine`], persisting to an
-//! embedded [`store`] (sled). [`run`] wires them together; the `tailor` binary calls it.
+//! embedded [`store`] (sled). [`start`] wires them together; `tailor serve` (the `tailor-cli`
+//! package) calls it. The library holds only what serves: the simulators are `tailor-sim`, the
+//! command-line tools are in `tailor-cli` (docs/crates.md).
 
 pub mod api;
 pub mod audit;
@@ -13,11 +15,10 @@ pub mod keys;
 pub mod limits;
 pub mod ope;
 pub mod plugins;
-pub mod simulate;
-pub mod simulate_send_time;
 pub mod store;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -25,9 +26,10 @@ use actix_web::{web, App, HttpServer};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::api::AppState;
-use crate::config::Settings;
+use crate::config::{ConfigError, Settings};
 use crate::engine::Engine;
-use crate::store::{SledStore, Store};
+use crate::error::EngineError;
+use crate::store::{SledStore, Store, StoreError};
 
 /// How often queued histogram samples are drained into their buckets.
 const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
@@ -69,9 +71,36 @@ pub struct Running {
     pub server: actix_web::dev::Server,
 }
 
+/// Why the server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("creating the data directory {}: {source}", path.display())]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the bootstrap admin key: {0}")]
+    AdminKey(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
 /// Open the store, recover state, bind, and return the (not yet awaited) server.
-pub fn start(settings: &Settings) -> anyhow::Result<Running> {
-    std::fs::create_dir_all(&settings.storage.data_dir)?;
+pub fn start(settings: &Settings) -> Result<Running, StartError> {
+    let data_dir = &settings.storage.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
     let store: Arc<dyn Store> = Arc::new(SledStore::open(
         &settings.storage.data_dir,
         settings.storage.cache_capacity_bytes,
@@ -84,7 +113,8 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
     let (admin_key, key_file) = keys::bootstrap_key(
         settings.auth.admin_key.as_deref(),
         &settings.storage.data_dir,
-    )?;
+    )
+    .map_err(StartError::AdminKey)?;
     if let Some(path) = key_file {
         tracing::info!(path = %path.display(), "bootstrap admin key (editor) is in this file");
     }
@@ -130,7 +160,10 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
     })
     .max_connections(plan.per_worker)
     .backlog(t.backlog);
-    let server = server.bind(settings.bind_addr()?)?;
+    let addr = settings.bind_addr()?;
+    let server = server
+        .bind(addr)
+        .map_err(|source| StartError::Bind { addr, source })?;
     let addr = server.addrs()[0];
     let server = server.disable_signals().run();
     Ok(Running {

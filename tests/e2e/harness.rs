@@ -47,7 +47,7 @@ pub fn tailor_bin() -> PathBuf {
             // `cargo test -p tailor-tests` from testing a stale binary.
             {
                 let status = Command::new(env!("CARGO"))
-                    .args(["build", "-p", "tailor-server", "--bin", "tailor"])
+                    .args(["build", "-p", "tailor-cli", "--bin", "tailor"])
                     .status()
                     .expect("running cargo build");
                 assert!(status.success(), "building the tailor binary failed");

@@ -98,8 +98,42 @@ unsafe fn static_str(
 /// exclusively) under the system temp directory holding one read-only file. Dropping it removes
 /// both.
 pub(super) struct Staged {
-    _dir: tempfile::TempDir,
+    _dir: PrivateDir,
     pub(super) file: PathBuf,
+}
+
+/// A directory only this process may use: created exclusively under a random name (mode 0700
+/// on Unix), removed with its content when dropped.
+struct PrivateDir(PathBuf);
+
+impl PrivateDir {
+    fn create(prefix: &str) -> std::io::Result<PrivateDir> {
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        let base = std::env::temp_dir();
+        for _ in 0..16 {
+            let path = base.join(format!("{prefix}{:016x}", rand::random::<u64>()));
+            match builder.create(&path) {
+                Ok(()) => return Ok(PrivateDir(path)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "16 random names in a row were taken",
+        ))
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Staged {
@@ -112,19 +146,13 @@ impl Staged {
                 std::env::temp_dir().display()
             ),
         };
-        let mut dir = tempfile::Builder::new();
-        dir.prefix("tailor-plugin-");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            dir.permissions(std::fs::Permissions::from_mode(0o700));
-        }
-        let dir = dir.tempdir().map_err(|e| io("creating a directory", e))?;
+        let dir =
+            PrivateDir::create("tailor-plugin-").map_err(|e| io("creating a directory", e))?;
         let stem = path
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or("plugin");
-        let file = dir.path().join(format!(
+        let file = dir.0.join(format!(
             "{stem}-{hash:016x}.{}",
             std::env::consts::DLL_EXTENSION
         ));

@@ -1,4 +1,4 @@
-//! `tailor simulate --scenario send-time`: when to send a daily message.
+//! The send-time scenario of `tailor simulate --scenario send-time`: when to send a daily message.
 //!
 //! Shoppers belong to segments with typical engagement hours (commuters in the morning, office
 //! workers at lunch, families in the evening, night owls late); each shopper's own preferred hour
@@ -30,7 +30,6 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use anyhow::bail;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -41,7 +40,9 @@ use tailor_policies::send_time::{
     prior_means, Hierarchy, PopulationCounts, ShopperCounts, MAX_SLOTS,
 };
 
-use crate::engine::send_time::{choose, Population};
+use tailor_server::engine::send_time::{choose, Population};
+
+use crate::SimError;
 
 /// Segments: name, share of shoppers, typical hour.
 pub const SEGMENTS: [(&str, f64, f64); 4] = [
@@ -80,11 +81,14 @@ pub enum Grid {
 }
 
 impl Grid {
-    pub fn parse(name: &str) -> anyhow::Result<Self> {
+    pub fn parse(name: &str) -> Result<Self, SimError> {
         match name {
             "hour_of_day" => Ok(Self::HourOfDay),
             "hour_of_week" => Ok(Self::HourOfWeek),
-            other => bail!("--slots must be hour_of_day or hour_of_week, got {other:?}"),
+            other => Err(SimError::invalid(
+                "--slots",
+                format!("must be hour_of_day or hour_of_week, got {other:?}"),
+            )),
         }
     }
 
@@ -335,9 +339,22 @@ struct World {
 }
 
 impl World {
-    fn new(sc: &Scenario) -> anyhow::Result<Self> {
-        if sc.shoppers == 0 || sc.days == 0 {
-            bail!("the send-time scenario needs at least one shopper and one day");
+    fn new(sc: &Scenario) -> Result<Self, SimError> {
+        if sc.shoppers == 0 {
+            return Err(SimError::invalid("--shoppers", "must be at least 1".into()));
+        }
+        if sc.days == 0 {
+            return Err(SimError::invalid("--days", "must be at least 1".into()));
+        }
+        if let Some(bad) = sc
+            .max_shopper_slots
+            .iter()
+            .find(|&&b| !(1..=MAX_SLOTS).contains(&b))
+        {
+            return Err(SimError::invalid(
+                "--max-shopper-slots",
+                format!("must be between 1 and {MAX_SLOTS}, got {bad}"),
+            ));
         }
         let mut rng = Pcg64Mcg::seed_from_u64(sc.seed);
         let people = shoppers_on(sc.grid, sc.shoppers, &mut rng);
@@ -474,12 +491,12 @@ fn play(sc: &Scenario, world: &World, name: &str, kind: Kind, bound: usize) -> P
 }
 
 /// Play the hour-of-day scenario (the README's table).
-pub fn simulate(seed: u64, n_shoppers: usize, days: usize) -> anyhow::Result<SendTimeReport> {
+pub fn simulate(seed: u64, n_shoppers: usize, days: usize) -> Result<SendTimeReport, SimError> {
     run(&Scenario::new(seed, n_shoppers, days, Grid::HourOfDay))
 }
 
 /// Play `sc`: per-shopper Thompson sampling once per bound, the global best hour, random.
-pub fn run(sc: &Scenario) -> anyhow::Result<SendTimeReport> {
+pub fn run(sc: &Scenario) -> Result<SendTimeReport, SimError> {
     let world = World::new(sc)?;
     // The oracle knows each shopper's best eligible slot every day.
     let eligible: Vec<Vec<usize>> = (0..sc.days).map(|d| sc.grid.eligible(d)).collect();
@@ -536,7 +553,7 @@ pub fn run(sc: &Scenario) -> anyhow::Result<SendTimeReport> {
 /// The per-shopper policy's state after playing `sc` keeping at most `bound` slots: what
 /// realistic shoppers look like after months of sends (the send-time benchmark decides for
 /// them).
-pub fn learned_states(sc: &Scenario, bound: usize) -> anyhow::Result<Played> {
+pub fn learned_states(sc: &Scenario, bound: usize) -> Result<Played, SimError> {
     let world = World::new(sc)?;
     Ok(play(sc, &world, "per_shopper", Kind::PerShopper, bound))
 }
@@ -574,7 +591,13 @@ mod tests {
             (5 * 24..6 * 24).collect::<Vec<_>>()
         );
         assert_eq!(p(mon + 12), office.open_probability_in(Grid::HourOfDay, 12));
-        assert!(Grid::parse("hour_of_month").is_err());
+        assert!(matches!(
+            Grid::parse("hour_of_month"),
+            Err(SimError::Invalid {
+                option: "--slots",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -598,6 +621,36 @@ mod tests {
         assert_eq!(played.states.len(), 300);
         assert!(played.states.iter().all(|(_, s)| s.slots.len() <= 8));
         assert_eq!(played.result.open_rate, bounded.open_rate);
+    }
+
+    #[test]
+    fn empty_scenarios_and_bounds_out_of_range_are_refused() {
+        let option = |sc: &Scenario| match run(sc).unwrap_err() {
+            SimError::Invalid { option, .. } => option,
+            other => panic!("{other}"),
+        };
+        let sc = Scenario::new(1, 10, 2, Grid::HourOfWeek);
+        assert_eq!(
+            option(&Scenario {
+                shoppers: 0,
+                ..sc.clone()
+            }),
+            "--shoppers"
+        );
+        assert_eq!(
+            option(&Scenario {
+                days: 0,
+                ..sc.clone()
+            }),
+            "--days"
+        );
+        for bad in [0, MAX_SLOTS + 1] {
+            let sc = Scenario {
+                max_shopper_slots: vec![8, bad],
+                ..sc.clone()
+            };
+            assert_eq!(option(&sc), "--max-shopper-slots");
+        }
     }
 
     #[test]

@@ -1,4 +1,7 @@
-//! `tailor`: the decision server binary.
+//! `tailor`: the decision server binary and its offline tools. `serve` runs the
+//! `tailor-server` library; `simulate` plays the `tailor-sim` worlds (`simulate.rs`);
+//! `export`, `evaluate` and `replay` read decision logs (`replay.rs`); `plugin check` loads a
+//! plugin library.
 
 /// mimalloc: the decide path allocates many small objects (JSON values, feature vectors)
 /// from several worker threads, where glibc malloc spends a quarter of the CPU.
@@ -6,6 +9,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod replay;
+mod simulate;
 
 use std::path::PathBuf;
 
@@ -48,7 +52,7 @@ enum Command {
     /// Print the effective configuration and exit.
     Config,
     /// Play the policies against a synthetic retail world and compare them (docs/simulation.md).
-    Simulate(tailor_server::simulate::SimulateArgs),
+    Simulate(simulate::SimulateArgs),
     /// Export a campaign's decision log (joined with its rewards) as JSON lines. Opens the data
     /// directory, which a running server locks: stop it or export from a copy (or use
     /// `GET /admin/v1/campaigns/{id}/log` on the running server).
@@ -136,7 +140,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Evaluate { file, opts, json } => replay::evaluate(&file, &opts, json),
         Command::Replay { file, opts, out } => replay::replay(&file, &opts, out.as_deref()),
-        Command::Simulate(args) => tailor_server::simulate::run(&args, &settings),
+        Command::Simulate(args) => simulate::run(&args, &settings),
         Command::Config => {
             println!("{}", toml_like(&settings)?);
             Ok(())
