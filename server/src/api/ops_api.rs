@@ -40,7 +40,7 @@ async fn healthz() -> HttpResponse {
     security(())
 )]
 async fn readyz(state: Authorized) -> HttpResponse {
-    match state.engine.store().next_seq() {
+    match state.engine.ready() {
         Ok(_) => status::ok(serde_json::json!({"status": "ready"})),
         Err(e) => {
             status::not_ready(serde_json::json!({"status": "unavailable", "error": e.to_string()}))

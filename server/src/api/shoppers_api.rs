@@ -75,12 +75,7 @@ async fn delete(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let removed = state.engine.delete_shopper(&id)?;
-    state
-        .engine
-        .store()
-        .flush()
-        .await
-        .map_err(crate::error::EngineError::from)?;
+    state.engine.durable().await?;
     let change = Change {
         action: "shopper.delete".into(),
         campaign: None,

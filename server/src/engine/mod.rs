@@ -15,6 +15,7 @@ mod durability;
 pub mod featurize;
 pub mod holdout;
 mod model;
+mod records;
 pub mod reports;
 mod reward;
 pub mod send_time;
@@ -193,9 +194,13 @@ impl CampaignRuntime {
         })
     }
 
+    /// Rewards wait while it is taken (the join lock), decides do not: the books are copied and
+    /// released before the learned state is encoded under the learner's read lock, which
+    /// choosing shares. Learned state only changes under the join lock, so the copy and the
+    /// encoding describe the same point of the log.
     fn snapshot(&self) -> CampaignSnapshot {
         let _joins = self.joins.lock();
-        let books = self.books.lock();
+        let books = self.books.lock().clone();
         let learner = self.learner.read();
         snapshot_of(&books, &learner, self.send_time.as_ref())
     }
@@ -207,7 +212,7 @@ impl CampaignRuntime {
     }
 }
 
-/// A snapshot of learned state; the caller holds the books lock (and the learner's).
+/// A snapshot of learned state; the caller holds the join lock and the learner's (read).
 fn snapshot_of(
     books: &Books,
     learner: &Learner,

@@ -575,21 +575,9 @@ async fn delete_logs(state: Authorized, req: HttpRequest) -> Result<HttpResponse
 async fn log_properties(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let engine = state.engine.clone();
-    let range = web::block(move || -> Result<Option<(u64, u64)>, EngineError> {
-        let mut range: Option<(u64, u64)> = None;
-        for d in engine.store().decisions(&campaign, 0) {
-            let d = d?;
-            {
-                range = Some(match range {
-                    None => (d.at_ms, d.at_ms),
-                    Some((lo, hi)) => (lo.min(d.at_ms), hi.max(d.at_ms)),
-                });
-            }
-        }
-        Ok(range)
-    })
-    .await
-    .map_err(blocking)??;
+    let range = web::block(move || engine.log_time_range(&campaign))
+        .await
+        .map_err(blocking)??;
     let body = match range {
         Some((from, to)) => {
             json!({"dateRange": {"from": time::format_ms(from), "to": time::format_ms(to)}})
@@ -702,7 +690,7 @@ fn evaluation_view(doc: &Value, with_content: bool) -> Value {
 fn stored_evaluations(state: &AppState, campaign: &str) -> Result<Vec<Value>, EngineError> {
     state.engine.campaign(campaign)?;
     let mut docs = Vec::new();
-    for json in state.engine.store().evaluations(campaign)? {
+    for json in state.engine.evaluations(campaign)? {
         if let Ok(v) = serde_json::from_slice::<Value>(&json) {
             docs.push(v);
         }
@@ -735,12 +723,7 @@ async fn delete_evaluation(state: Authorized, req: HttpRequest) -> Result<HttpRe
     let campaign = campaign_of(&req)?;
     let id = evaluation_id(&req)?;
     state.engine.campaign(&campaign)?;
-    if !state
-        .engine
-        .store()
-        .delete_evaluation(&campaign, &id)
-        .map_err(EngineError::from)?
-    {
+    if !state.engine.delete_evaluation(&campaign, &id)? {
         return Err(PzError::not_found(format!(
             "evaluation {id:?} does not exist"
         )));
@@ -836,10 +819,6 @@ async fn create_evaluation(
         "enablePolicyOptimization": body["enablePolicyOptimization"],
     });
     let bytes = serde_json::to_vec(&doc).expect("evaluation as JSON");
-    state
-        .engine
-        .store()
-        .put_evaluation(&campaign, &id, &bytes)
-        .map_err(EngineError::from)?;
+    state.engine.put_evaluation(&campaign, &id, &bytes)?;
     Ok(status::ok(evaluation_view(&doc, true)))
 }

@@ -529,14 +529,10 @@ async fn rank_multi(
 
 /// The event must belong to the key's campaign; another loop's events do not exist for it.
 fn check_scope(state: &AppState, campaign: &str, event_id: &str) -> Result<(), PzError> {
-    match state
-        .engine
-        .store()
-        .event(campaign, event_id)
-        .map_err(EngineError::from)?
-    {
-        Some(_) => Ok(()),
-        None => Err(PzError::not_found(format!("event {event_id:?} is unknown"))),
+    if state.engine.event_exists(campaign, event_id)? {
+        Ok(())
+    } else {
+        Err(PzError::not_found(format!("event {event_id:?} is unknown")))
     }
 }
 
