@@ -9,6 +9,10 @@
 //!
 //! ```text
 //! cargo run --release -p tailor-benches --bin loadgen -- decide --seconds 10 --concurrency 32
+//! # issue 18's shapes: 100 ids + 8 numeric context features (Thompson); 4 ids + 5 features (LinUCB)
+//! cargo run --release -p tailor-benches --bin loadgen -- decide --shape ids --concurrency 64
+//! cargo run --release -p tailor-benches --bin loadgen -- decide --shape small --candidates 4 \
+//!     --policy linucb --concurrency 64
 //! cargo run --release -p tailor-benches --bin loadgen -- rewards --seconds 10 --concurrency 64
 //! cargo run --release -p tailor-benches --bin loadgen -- soak --url http://127.0.0.1:8080 \
 //!     --key KEY --pid PID --seconds 1800 --concurrency 256   # scripts/measure-memory.sh
@@ -44,6 +48,11 @@ struct Args {
     /// Candidates per decide.
     #[arg(long, default_value_t = 100, global = true)]
     candidates: usize,
+    /// Decide body: `catalog` (candidates with categorical and numeric features and
+    /// attributes, a nested context), `ids` (candidates with ids only, 8 numeric context
+    /// features), `small` (ids only, 5 numeric context features).
+    #[arg(long, default_value = "catalog", global = true)]
+    shape: String,
     /// Server worker threads (0 = one per core).
     #[arg(long, default_value_t = 0, global = true)]
     workers: usize,
@@ -214,8 +223,58 @@ fn client_with_key(concurrency: usize, key: &str) -> reqwest::Client {
         .unwrap()
 }
 
+/// The decide body of `--shape`.
+fn shaped_body(args: &Args) -> serde_json::Value {
+    let numeric = |n: usize| -> serde_json::Map<String, serde_json::Value> {
+        (0..n)
+            .map(|i| (format!("f{i}"), serde_json::json!(0.25 + i as f64 * 0.5)))
+            .collect()
+    };
+    let ids = |n: usize| -> Vec<serde_json::Value> {
+        (0..n)
+            .map(|i| serde_json::json!({"id": format!("sku-{i}")}))
+            .collect()
+    };
+    match args.shape.as_str() {
+        "ids" => serde_json::json!({"context": numeric(8), "candidates": ids(args.candidates)}),
+        "small" => serde_json::json!({"context": numeric(5), "candidates": ids(args.candidates)}),
+        _ => decide_body(args.candidates, 1),
+    }
+}
+
+/// The ceiling of a linear policy: parse the same body, one dot product per candidate over the
+/// numeric context (plus a bias), serve the best.
+async fn bare_linear(body: web::Bytes) -> HttpResponse {
+    let req: DecideRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return HttpResponse::BadRequest().body(e.to_string()),
+    };
+    let mut x = vec![1.0];
+    if let serde_json::Value::Object(m) = &req.context {
+        x.extend(m.values().filter_map(|v| v.as_f64()));
+    }
+    let mut best = 0;
+    let mut best_v = f64::MIN;
+    for (i, _) in req.candidates.iter().enumerate() {
+        let v: f64 = x
+            .iter()
+            .enumerate()
+            .map(|(j, xj)| xj * (0.1 + ((i * 7 + j) % 5) as f64 * 0.05))
+            .sum();
+        if v > best_v {
+            best_v = v;
+            best = i;
+        }
+    }
+    HttpResponse::Ok().json(serde_json::json!({
+        "event_id": "bare",
+        "actions": [{"id": req.candidates[best].id, "probability": 1.0}],
+        "policy": "bare"
+    }))
+}
+
 async fn load_decide(args: &Args, url: String) -> Report {
-    let body = Arc::new(serde_json::to_vec(&decide_body(args.candidates, 1)).unwrap());
+    let body = Arc::new(serde_json::to_vec(&shaped_body(args)).unwrap());
     let client = client(args.concurrency);
     drive(args.seconds, args.concurrency, move |_| {
         let client = client.clone();
@@ -397,17 +456,24 @@ fn main() -> anyhow::Result<()> {
         match &args.mode {
             Mode::Decide { policy } => {
                 println!(
-                    "decide, {} candidates, {} concurrent, {} s per server, {} core(s)",
+                    "decide, {} candidates ({} body), {} concurrent, {} s per server, {} core(s)",
                     args.candidates,
+                    args.shape,
                     args.concurrency,
                     args.seconds,
                     std::thread::available_parallelism()
                         .map(|n| n.get())
                         .unwrap_or(1)
                 );
-                let mut bare =
-                    HttpServer::new(|| App::new().route("/decide", web::post().to(bare_decide)))
-                        .disable_signals();
+                let linear = policy == "linucb";
+                let mut bare = HttpServer::new(move || {
+                    if linear {
+                        App::new().route("/decide", web::post().to(bare_linear))
+                    } else {
+                        App::new().route("/decide", web::post().to(bare_decide))
+                    }
+                })
+                .disable_signals();
                 if args.workers > 0 {
                     bare = bare.workers(args.workers);
                 }
