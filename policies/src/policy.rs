@@ -30,7 +30,9 @@
 //! ≈ 30 µs with 100 distinct overlapping posteriors (propensity included; greedy ≈ 3–5 µs);
 //! LinUCB at dimension 32 ≈ 6 µs with id-only vectors and ≈ 35 µs with 31 nonzeros per vector;
 //! Gaussian Thompson evaluates exact Student-t CDFs and is the slowest (hundreds of µs with many
-//! distinct posteriors). See `benches/benches/policies.rs`.
+//! distinct posteriors). `sparse_linucb` ≈ 8 µs to choose among 100 candidates of 36 nonzeros and
+//! ≈ 0.15 µs to update, at 2^12 to 2^18 dimensions alike (`wide/` group). See
+//! `benches/benches/policies.rs`.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
