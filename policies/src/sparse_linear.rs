@@ -28,7 +28,8 @@
 //! (amortized O(d / updates-between-rescales), i.e. never in practice).
 //!
 //! Memory: in memory a dense `Vec<[f64; 2]>` of `d` entries (16 bytes each: 1 MiB at 2^16, 4 MiB
-//! at 2^18), so reads are one cache line per nonzero. Serialized (postcard, snapshots and model
+//! at 2^18), allocated at the first update (a model that never learned holds none), so reads are
+//! one cache line per nonzero. Serialized (postcard, snapshots and model
 //! files) only the touched dimensions are written, as `(index, θ, evidence)`: at most ~19 bytes
 //! per touched dimension (a varint index of ≤ 3 bytes and two f64), bounded by `19·d`.
 
@@ -59,7 +60,8 @@ impl DiagRidge {
         Self {
             d,
             lambda,
-            w: vec![[0.0, 0.0]; d],
+            // Allocated at the first update: a campaign that never learns costs nothing.
+            w: Vec::new(),
             g: 1.0,
         }
     }
@@ -67,7 +69,7 @@ impl DiagRidge {
     /// Whether a decoded state is usable: sizes match, numbers finite, evidence non-negative.
     pub(crate) fn fits(&self, d: usize) -> bool {
         self.d == d
-            && self.w.len() == d
+            && (self.w.len() == d || self.w.is_empty())
             && self.lambda.is_finite()
             && self.lambda > 0.0
             && self.g.is_finite()
@@ -92,6 +94,9 @@ impl DiagRidge {
 
     /// `θᵀx`.
     pub(crate) fn mean(&self, x: &SparseVec) -> f64 {
+        if self.w.is_empty() {
+            return 0.0;
+        }
         let (idx, val) = self.inside(x);
         idx.iter()
             .zip(val)
@@ -102,6 +107,9 @@ impl DiagRidge {
     /// `(θᵀx, xᵀΣx)` in one pass over the nonzeros.
     pub(crate) fn mean_variance(&self, x: &SparseVec) -> (f64, f64) {
         let (idx, val) = self.inside(x);
+        if self.w.is_empty() {
+            return (0.0, val.iter().map(|v| v * v).sum::<f64>() / self.lambda);
+        }
         let (mut m, mut q) = (0.0, 0.0);
         for (&i, &v) in idx.iter().zip(val) {
             let [t, e] = self.w[i as usize];
@@ -115,6 +123,9 @@ impl DiagRidge {
     /// Touches exactly the nonzeros of `x` (plus, with forgetting, a rescale of every entry
     /// about once per `ln(1e150)/ln(1/γ)` updates).
     pub(crate) fn update(&mut self, x: &SparseVec, reward: f64, gamma: f64) {
+        if self.w.is_empty() {
+            self.w = vec![[0.0, 0.0]; self.d];
+        }
         if gamma < 1.0 {
             self.g *= gamma;
             if self.g < RESCALE_BELOW {
@@ -155,7 +166,7 @@ impl DiagRidge {
 
     #[cfg(test)]
     pub(crate) fn entry(&self, i: usize) -> (f64, f64) {
-        let [t, e] = self.w[i];
+        let [t, e] = self.w.get(i).copied().unwrap_or([0.0, 0.0]);
         (t, self.precision(e))
     }
 }
@@ -199,7 +210,11 @@ impl<'de> Deserialize<'de> for DiagRidge {
                 "sparse model dimension {d} outside 1..={MAX_SPARSE_DIMENSION}"
             )));
         }
-        let mut w = vec![[0.0, 0.0]; d];
+        let mut w = if r.entries.is_empty() {
+            Vec::new()
+        } else {
+            vec![[0.0, 0.0]; d]
+        };
         let mut last: Option<u32> = None;
         for (i, t, e) in r.entries {
             if (i as usize) >= d || last.is_some_and(|l| l >= i) {
@@ -225,6 +240,19 @@ mod tests {
     use nalgebra::{DMatrix, DVector};
     use rand::{Rng, SeedableRng};
     use rand_pcg::Pcg64Mcg;
+
+    #[test]
+    fn memory_is_allocated_at_the_first_update() {
+        let mut m = DiagRidge::new(1 << 18, 2.0);
+        assert!(m.w.is_empty());
+        let x = SparseVec::from_pairs(vec![(7, 1.0), (9, 2.0)]);
+        assert_eq!(m.mean_variance(&x), (0.0, 5.0 / 2.0));
+        let back: DiagRidge = postcard::from_bytes(&postcard::to_allocvec(&m).unwrap()).unwrap();
+        assert!(back.w.is_empty() && back.fits(1 << 18));
+        m.update(&x, 1.0, 1.0);
+        assert_eq!(m.w.len(), 1 << 18);
+        assert!(m.fits(1 << 18));
+    }
 
     #[test]
     fn one_hot_vectors_match_the_exact_ridge() {
