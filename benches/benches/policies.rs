@@ -202,5 +202,52 @@ fn bench_featurizer(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_choose, bench_update, bench_featurizer);
+/// Large hashed spaces (issue 20): `sparse_linucb` at 2^12, 2^16 and 2^18 dimensions against
+/// `linucb` at 64 and 1024, same request shape (100 candidates, 36 nonzeros each): `choose`
+/// (one slot, exploring), `update`, and a decision followed by its update.
+///
+/// Run: `cargo bench -p tailor-benches --bench policies -- wide/`
+fn bench_wide(c: &mut Criterion) {
+    let mut group = c.benchmark_group("wide");
+    let cases: &[(&str, &str, usize)] = &[
+        ("linucb", r#"{"type":"linucb","alpha":0.2}"#, 64),
+        ("linucb", r#"{"type":"linucb","alpha":0.2}"#, 1024),
+        ("sparse_linucb", r#"{"type":"sparse_linucb"}"#, 1 << 12),
+        ("sparse_linucb", r#"{"type":"sparse_linucb"}"#, 1 << 16),
+        ("sparse_linucb", r#"{"type":"sparse_linucb"}"#, 1 << 18),
+    ];
+    let n = 100;
+    for &(kind, json, d) in cases {
+        let (ids, xs) = candidates(n, d);
+        let arms: Vec<Arm<'_>> = ids.iter().zip(&xs).map(|(id, x)| Arm { id, x }).collect();
+        let mut p = warmed(json, d, &arms);
+        let mut rng = Pcg64Mcg::seed_from_u64(2);
+        group.bench_function(BenchmarkId::new(format!("choose/{kind}"), d), |b| {
+            b.iter(|| black_box(p.choose(&arms, 1, true, &mut rng)))
+        });
+        let mut i = 0;
+        group.bench_function(BenchmarkId::new(format!("update/{kind}"), d), |b| {
+            b.iter(|| {
+                i = (i + 1) % n;
+                p.update(arms[i], (i % 2) as f64, 0.5);
+            })
+        });
+        group.bench_function(BenchmarkId::new(format!("choose+update/{kind}"), d), |b| {
+            b.iter(|| {
+                let c = p.choose(&arms, 1, true, &mut rng).expect("candidates")[0];
+                let r = if c.index % 3 == 0 { 1.0 } else { 0.0 };
+                p.update(arms[c.index], r, c.probability);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_choose,
+    bench_update,
+    bench_featurizer,
+    bench_wide
+);
 criterion_main!(benches);

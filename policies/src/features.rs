@@ -40,14 +40,16 @@ const SEED_ID_2: u64 = 0x7461_696c_6f72_0005;
 const SEED_CROSS_ID: u64 = 0x7461_696c_6f72_0006;
 const BIAS_KEY: u64 = 0x7461_696c_6f72_b1a5;
 
-/// Largest dimension a featurizer accepts; linear policies keep `dimension²` state.
-pub const MAX_DIMENSION: usize = 4096;
+/// Largest dimension a featurizer accepts (2^18). The policies that keep `dimension²` state take
+/// at most [`crate::policy::MAX_DENSE_DIMENSION`]; `sparse_linucb` takes all of it.
+pub const MAX_DIMENSION: usize = crate::sparse_linear::MAX_SPARSE_DIMENSION;
 
 /// Featurizer settings, stored with a campaign.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FeaturizerConfig {
-    /// Length of the hashed vector (power of two not required), 1..=4096.
+    /// Length of the hashed vector (power of two not required), 1..=262144 (at most 4096 for the
+    /// policies that keep dimension² state).
     pub dimension: usize,
     /// Add context x action interactions (context features crossed with action features and with
     /// the action id).

@@ -7,6 +7,8 @@
 //! * [`policy`]: configurations, runtimes, slates and exploration mixing.
 //! * [`propensity`]: how sampling policies report honest propensities, and how accurate they are.
 //! * [`linear`]: the ridge model behind LinUCB, linear Thompson sampling and epsilon-greedy.
+//! * [`sparse_linear`]: the diagonal-covariance model behind `sparse_linucb`, for hashed spaces
+//!   up to 2^18 dimensions at a cost that grows with the nonzeros, not the dimension.
 //! * [`send_time`]: hierarchical Thompson sampling over send slots (send-time campaigns).
 //! * [`ope`]: off-policy evaluation (IPS, SNIPS, doubly robust) of policies on logged decisions.
 //! * [`reward_range`]: the interval a campaign's rewards (and estimates of them) live in.
@@ -22,6 +24,7 @@ pub mod policy;
 pub mod propensity;
 pub mod reward_range;
 pub mod send_time;
+pub mod sparse_linear;
 pub mod vmath;
 
 pub use error::PolicyError;

@@ -6,6 +6,7 @@
 //! | `gaussian_thompson` | Normal-Inverse-Gamma per action id | argmax of draws of the mean | same, over Student-t marginals |
 //! | `linucb` | one ridge model over the featurizer's vectors | argmax of `θᵀx + α·sqrt(xᵀA⁻¹x)` | 1 (split over exact ties) |
 //! | `linucb_disjoint` | one ridge model per action id | same, per-arm | 1 (split over exact ties) |
+//! | `sparse_linucb` | one diagonal-covariance ridge model, O(nnz) per decision and update, up to 2^18 dimensions ([`crate::sparse_linear`]) | argmax of `θᵀx + α·sqrt(Σ xᵢ²σᵢ²)` | 1 (split over exact ties) |
 //! | `linear_thompson` | one ridge model | argmax of `θ̃ᵀx`, `θ̃ ~ N(θ, v²A⁻¹)` | quadrature over per-candidate normal marginals (ignores the correlation between candidates' scores: approximate) |
 //! | `epsilon_greedy` | per-arm mean or ridge model | greedy, uniform with probability ε | `(1-ε)/ties + ε/n` |
 //! | `uniform` | nothing | uniform | `1/n` |
@@ -29,7 +30,9 @@
 //! ≈ 30 µs with 100 distinct overlapping posteriors (propensity included; greedy ≈ 3–5 µs);
 //! LinUCB at dimension 32 ≈ 6 µs with id-only vectors and ≈ 35 µs with 31 nonzeros per vector;
 //! Gaussian Thompson evaluates exact Student-t CDFs and is the slowest (hundreds of µs with many
-//! distinct posteriors). See `benches/benches/policies.rs`.
+//! distinct posteriors). `sparse_linucb` ≈ 8 µs to choose among 100 candidates of 36 nonzeros and
+//! ≈ 0.15 µs to update, at 2^12 to 2^18 dimensions alike (`wide/` group). See
+//! `benches/benches/policies.rs`.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -44,6 +47,7 @@ use crate::linear::Ridge;
 use crate::propensity::{
     group, max_probability, BetaMarginal, BetaTable, StudentMarginal, MIN_PROPENSITY,
 };
+use crate::sparse_linear::DiagRidge;
 use crate::{PolicyError, SparseVec};
 
 /// A candidate as a policy sees it: its id and its feature vector in this context.
@@ -197,6 +201,21 @@ policy_configs! {
         #[serde(default)]
         half_life: Option<f64>,
     },
+    /// LinUCB with one shared diagonal-covariance model ([`crate::sparse_linear`]): every
+    /// decision and update costs O(nonzeros), whatever the dimension (up to 2^18), and memory is
+    /// 16 bytes per dimension. The default policy of a campaign created without one.
+    #[serde(rename = "sparse_linucb")]
+    SparseLinUcb {
+        /// Width of the confidence bonus, in [0, 10] (0 serves greedily on `θᵀx`).
+        #[serde(default = "default_sparse_alpha")]
+        alpha: f64,
+        /// Prior precision of every weight, in [1e-4, 1e4].
+        #[serde(default = "one")]
+        lambda: f64,
+        /// Forget old evidence with this half-life, in rewards.
+        #[serde(default)]
+        half_life: Option<f64>,
+    },
     /// Uniformly random order (a baseline; learns nothing).
     Uniform {},
     /// The candidates in the order they were sent (the retailer's own ranking; learns nothing).
@@ -209,6 +228,28 @@ fn one() -> f64 {
 
 fn default_epsilon() -> f64 {
     0.1
+}
+
+/// `sparse_linucb`'s default bonus width (docs/learning.md: chosen by the bake-off).
+pub const DEFAULT_SPARSE_ALPHA: f64 = 0.2;
+
+fn default_sparse_alpha() -> f64 {
+    DEFAULT_SPARSE_ALPHA
+}
+
+/// Largest dimension of the policies that keep `dimension²` state (`linucb`,
+/// `linucb_disjoint`, `linear_thompson`, `epsilon_greedy` with the ridge estimator).
+pub const MAX_DENSE_DIMENSION: usize = 4096;
+
+fn in_range(field: &'static str, v: f64, lo: f64, hi: f64) -> Result<f64, PolicyError> {
+    if v.is_finite() && (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(PolicyError::InvalidConfig {
+            field,
+            message: format!("must be a number between {lo} and {hi}, got {v}"),
+        })
+    }
 }
 
 impl Default for PolicyConfig {
@@ -253,6 +294,7 @@ impl PolicyConfig {
             PolicyConfig::LinUcb { .. } => "linucb",
             PolicyConfig::LinUcbDisjoint { .. } => "linucb_disjoint",
             PolicyConfig::LinearThompson { .. } => "linear_thompson",
+            PolicyConfig::SparseLinUcb { .. } => "sparse_linucb",
             PolicyConfig::EpsilonGreedy { .. } => "epsilon_greedy",
             PolicyConfig::Uniform {} => "uniform",
             PolicyConfig::Fixed {} => "fixed",
@@ -265,7 +307,8 @@ impl PolicyConfig {
         match self {
             PolicyConfig::LinUcb { .. }
             | PolicyConfig::LinUcbDisjoint { .. }
-            | PolicyConfig::LinearThompson { .. } => true,
+            | PolicyConfig::LinearThompson { .. }
+            | PolicyConfig::SparseLinUcb { .. } => true,
             PolicyConfig::EpsilonGreedy { estimator, .. } => *estimator == Estimator::Ridge,
             PolicyConfig::Thompson { .. }
             | PolicyConfig::GaussianThompson { .. }
@@ -342,9 +385,30 @@ impl PolicyConfig {
                 positive("lambda", lambda)?;
                 decay_of(half_life)?;
             }
+            PolicyConfig::SparseLinUcb {
+                alpha,
+                lambda,
+                half_life,
+            } => {
+                in_range("alpha", alpha, 0.0, 10.0)?;
+                in_range("lambda", lambda, 1e-4, 1e4)?;
+                decay_of(half_life)?;
+            }
             PolicyConfig::Uniform {} | PolicyConfig::Fixed {} => {}
         }
         Ok(())
+    }
+
+    /// Whether the policy keeps `dimension²` state (and so takes at most
+    /// [`MAX_DENSE_DIMENSION`]).
+    pub fn dense(&self) -> bool {
+        match self {
+            PolicyConfig::LinUcb { .. }
+            | PolicyConfig::LinUcbDisjoint { .. }
+            | PolicyConfig::LinearThompson { .. } => true,
+            PolicyConfig::EpsilonGreedy { estimator, .. } => *estimator == Estimator::Ridge,
+            _ => false,
+        }
     }
 
     /// Validate and build the runtime for vectors of `dimension`.
@@ -355,6 +419,16 @@ impl PolicyConfig {
                 field: "dimension",
                 message: format!(
                     "must be between 1 and {}, got {dimension}",
+                    crate::features::MAX_DIMENSION
+                ),
+            });
+        }
+        if self.dense() && dimension > MAX_DENSE_DIMENSION {
+            return Err(PolicyError::InvalidConfig {
+                field: "dimension",
+                message: format!(
+                    "{} keeps dimension² state: the featurizer's dimension must be at most {MAX_DENSE_DIMENSION}, got {dimension} (sparse_linucb takes up to {})",
+                    self.kind(),
                     crate::features::MAX_DIMENSION
                 ),
             });
@@ -436,6 +510,17 @@ impl PolicyConfig {
                         Estimator::Mean => Estimates::Mean(IdMap::default()),
                         Estimator::Ridge => Estimates::Ridge(Ridge::new(dimension, lambda, false)),
                     },
+                },
+                decay_of(half_life)?,
+            ),
+            PolicyConfig::SparseLinUcb {
+                alpha,
+                lambda,
+                half_life,
+            } => (
+                State::SparseLinUcb {
+                    alpha,
+                    model: DiagRidge::new(dimension, lambda),
                 },
                 decay_of(half_life)?,
             ),
@@ -550,6 +635,11 @@ enum State {
     },
     Uniform,
     Fixed,
+    // Appended last: postcard tags variants by position, so earlier snapshots still decode.
+    SparseLinUcb {
+        alpha: f64,
+        model: DiagRidge,
+    },
 }
 
 mod config_serde {
@@ -777,6 +867,9 @@ impl Policy {
                         .all(|w| w.0.is_finite() && w.1.is_finite() && w.2.is_finite())
             }
             State::LinUcb { model, .. } => model.fits(d, false),
+            State::SparseLinUcb { model, alpha } => {
+                model.fits(d) && alpha.is_finite() && *alpha >= 0.0
+            }
             State::LinTs { model, .. } => model.fits(d, true),
             State::LinUcbDisjoint { arms, .. } => arms.values().all(|m| m.fits(d, false)),
             State::EpsilonGreedy {
@@ -887,6 +980,7 @@ impl Policy {
             }
             State::Gaussian(g) => Some(self.nig_posterior(g, arm.id).mean),
             State::LinUcb { model, .. } | State::LinTs { model, .. } => Some(model.mean(arm.x)),
+            State::SparseLinUcb { model, .. } => Some(model.mean(arm.x)),
             State::LinUcbDisjoint { arms, .. } => {
                 Some(arms.get(arm.id).map_or(0.0, |m| m.mean(arm.x)))
             }
@@ -955,6 +1049,18 @@ impl Policy {
                             m + alpha * model.variance(a.x, &mut scratch).sqrt()
                         } else {
                             m
+                        }
+                    })
+                    .collect(),
+            ),
+            State::SparseLinUcb { alpha, model } => greedy(
+                arms.iter()
+                    .map(|a| {
+                        if explore {
+                            let (m, q) = model.mean_variance(a.x);
+                            m + alpha * q.sqrt()
+                        } else {
+                            model.mean(a.x)
                         }
                     })
                     .collect(),
@@ -1158,6 +1264,7 @@ impl Policy {
             State::LinUcb { model, .. } | State::LinTs { model, .. } => {
                 model.update(arm.x, reward, gamma)
             }
+            State::SparseLinUcb { model, .. } => model.update(arm.x, reward, gamma),
             State::LinUcbDisjoint { lambda, arms, .. } => {
                 let dim = self.dimension;
                 let lambda = *lambda;

@@ -6,19 +6,27 @@ use tailor_policies::{FeaturizerConfig, PolicyConfig, RewardRange};
 use crate::error::EngineError;
 
 /// A decision point: what it ranks, how it learns, how rewards join.
+///
+/// Deserialized through [`CampaignConfigWire`] so that the defaults of `policy` and
+/// `featurizer` can depend on what else was sent (docs/learning.md): an `items` campaign sent
+/// without a policy gets [`default_items_policy`] (`sparse_linucb`), and one whose policy is
+/// `sparse_linucb` (sent or defaulted) without a featurizer gets [`default_sparse_featurizer`];
+/// everything else keeps the featurizer's own defaults (dimension 64).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, from = "CampaignConfigWire")]
 pub struct CampaignConfig {
     /// Unique id, `[A-Za-z0-9_.-]{1,64}`.
     #[serde(default)]
     pub id: String,
     #[serde(default)]
     pub kind: CampaignKind,
-    /// The serving policy, tagged by `type`: `thompson`, `gaussian_thompson`, `linucb`,
-    /// `linucb_disjoint`, `linear_thompson`, `epsilon_greedy`, `uniform` or `fixed`, with its
-    /// parameters (e.g. `{"type": "thompson", "prior_alpha": 1, "prior_beta": 1}`). Send-time
-    /// campaigns serve with their own hierarchical model (`send_time`) and may omit it; it then
-    /// defaults to per-slot Thompson sampling, which learns the global per-slot rates alongside.
+    /// The serving policy, tagged by `type`: `sparse_linucb`, `thompson`, `gaussian_thompson`,
+    /// `linucb`, `linucb_disjoint`, `linear_thompson`, `epsilon_greedy`, `uniform` or `fixed`,
+    /// with its parameters (e.g. `{"type": "thompson", "prior_alpha": 1, "prior_beta": 1}`).
+    /// Omitted, an `items` campaign gets `{"type": "sparse_linucb", "alpha": 0.2}`, which learns
+    /// from the context (docs/learning.md). Send-time campaigns serve with their own hierarchical
+    /// model (`send_time`) and may omit it; it then defaults to per-slot Thompson sampling, which
+    /// learns the global per-slot rates alongside.
     #[schema(value_type = Object)]
     #[serde(default = "default_policy")]
     pub policy: PolicyConfig,
@@ -26,6 +34,9 @@ pub struct CampaignConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<Object>)]
     pub shadow_policies: Vec<PolicyConfig>,
+    /// The hashed feature space. Omitted: dimension 65536 with context x action interactions
+    /// when the policy is `sparse_linucb`, else dimension 64 (the dense policies keep
+    /// dimension² state and take at most 4096).
     #[serde(default)]
     #[schema(value_type = Object)]
     pub featurizer: FeaturizerConfig,
@@ -89,6 +100,106 @@ fn default_policy() -> PolicyConfig {
         prior_alpha: 1.0,
         prior_beta: 1.0,
         half_life: None,
+    }
+}
+
+/// The policy of an `items` campaign created without one: the shared diagonal-covariance
+/// LinUCB, which learns from the context at any catalog size (docs/learning.md for the bake-off
+/// behind the choice).
+pub fn default_items_policy() -> PolicyConfig {
+    PolicyConfig::SparseLinUcb {
+        alpha: tailor_policies::policy::DEFAULT_SPARSE_ALPHA,
+        lambda: 1.0,
+        half_life: None,
+    }
+}
+
+/// Dimension of the featurizer a `sparse_linucb` campaign gets when it sends none.
+pub const DEFAULT_SPARSE_DIMENSION: usize = 1 << 16;
+
+/// The featurizer of a `sparse_linucb` campaign sent without one: 2^16 hashed dimensions (1 MiB
+/// of model in memory) with context x action interactions.
+pub fn default_sparse_featurizer() -> FeaturizerConfig {
+    FeaturizerConfig {
+        dimension: DEFAULT_SPARSE_DIMENSION,
+        interactions: true,
+        context_features: false,
+    }
+}
+
+/// [`CampaignConfig`] as sent: the same fields with `policy` and `featurizer` optional, so their
+/// defaults can depend on `kind` and on each other.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CampaignConfigWire {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    kind: CampaignKind,
+    #[serde(default)]
+    policy: Option<PolicyConfig>,
+    #[serde(default)]
+    shadow_policies: Vec<PolicyConfig>,
+    #[serde(default)]
+    featurizer: Option<FeaturizerConfig>,
+    #[serde(default = "default_wait")]
+    reward_wait_seconds: f64,
+    #[serde(default)]
+    default_reward: f64,
+    #[serde(default)]
+    reward_range: RewardRange,
+    #[serde(default)]
+    reward_out_of_range: OutOfRange,
+    #[serde(default)]
+    reward_aggregation: RewardAggregation,
+    #[serde(default)]
+    status: CampaignStatus,
+    #[serde(default)]
+    exploration: f64,
+    #[serde(default)]
+    holdout: f64,
+    #[serde(default)]
+    holdout_salt: String,
+    #[serde(default)]
+    plugins: Vec<PluginRef>,
+    #[serde(default)]
+    personalizer: Option<serde_json::Value>,
+    #[serde(default)]
+    slots: Option<SlotGrid>,
+    #[serde(default)]
+    send_time: Option<SendTimeSettings>,
+}
+
+impl From<CampaignConfigWire> for CampaignConfig {
+    fn from(w: CampaignConfigWire) -> Self {
+        let policy = w.policy.unwrap_or_else(|| match w.kind {
+            CampaignKind::Items => default_items_policy(),
+            CampaignKind::SendTime => default_policy(),
+        });
+        let featurizer = w.featurizer.unwrap_or_else(|| match policy {
+            PolicyConfig::SparseLinUcb { .. } => default_sparse_featurizer(),
+            _ => FeaturizerConfig::default(),
+        });
+        CampaignConfig {
+            id: w.id,
+            kind: w.kind,
+            policy,
+            shadow_policies: w.shadow_policies,
+            featurizer,
+            reward_wait_seconds: w.reward_wait_seconds,
+            default_reward: w.default_reward,
+            reward_range: w.reward_range,
+            reward_out_of_range: w.reward_out_of_range,
+            reward_aggregation: w.reward_aggregation,
+            status: w.status,
+            exploration: w.exploration,
+            holdout: w.holdout,
+            holdout_salt: w.holdout_salt,
+            plugins: w.plugins,
+            personalizer: w.personalizer,
+            slots: w.slots,
+            send_time: w.send_time,
+        }
     }
 }
 
@@ -574,5 +685,99 @@ impl CampaignConfig {
 
     pub fn reward_wait_ms(&self) -> u64 {
         (self.reward_wait_seconds * 1000.0).round() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: serde_json::Value) -> CampaignConfig {
+        serde_json::from_value(v).expect("campaign config")
+    }
+
+    #[test]
+    fn items_without_a_policy_learn_from_context_in_a_large_space() {
+        let c = parse(json!({"id": "c", "kind": "items"}));
+        assert_eq!(c.policy, default_items_policy());
+        assert_eq!(c.policy.kind(), "sparse_linucb");
+        assert_eq!(c.featurizer, default_sparse_featurizer());
+        assert_eq!(c.featurizer.dimension, 1 << 16);
+        assert!(c.featurizer.interactions);
+        assert_eq!(c.exploration, 0.0);
+        c.validate().expect("the default is valid");
+        // Stored and read back (the campaigns tree keeps the JSON): nothing changes.
+        assert_eq!(parse(serde_json::to_value(&c).unwrap()), c);
+    }
+
+    #[test]
+    fn explicit_settings_keep_their_own_defaults() {
+        // A dense policy sent without a featurizer keeps dimension 64.
+        let c = parse(json!({"id": "c", "policy": {"type": "linucb"}}));
+        assert_eq!(c.featurizer, FeaturizerConfig::default());
+        c.validate().unwrap();
+        // sparse_linucb sent without a featurizer gets the large one.
+        let c = parse(json!({"id": "c", "policy": {"type": "sparse_linucb", "alpha": 0.5}}));
+        assert_eq!(c.featurizer.dimension, DEFAULT_SPARSE_DIMENSION);
+        // A featurizer sent without a policy is kept as sent.
+        let c = parse(json!({"id": "c", "featurizer": {"dimension": 512}}));
+        assert_eq!(c.policy.kind(), "sparse_linucb");
+        assert_eq!(c.featurizer.dimension, 512);
+        // Send-time campaigns keep per-slot Thompson.
+        let c = parse(json!({"id": "m", "kind": "send_time", "slots": "hour_of_day"}));
+        assert_eq!(c.policy, default_policy());
+        assert_eq!(c.featurizer, FeaturizerConfig::default());
+        // Unknown fields are still refused.
+        assert!(serde_json::from_value::<CampaignConfig>(json!({"id": "c", "polcy": {}})).is_err());
+    }
+
+    #[test]
+    fn dense_policies_on_a_large_space_are_refused_naming_the_field() {
+        let c = parse(json!({
+            "id": "c", "policy": {"type": "linucb"}, "featurizer": {"dimension": 65536}
+        }));
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("policy.dimension") && err.contains("4096"),
+            "{err}"
+        );
+        let c = parse(json!({"id": "c", "shadow_policies": [{"type": "linear_thompson"}]}));
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("shadow_policies.dimension"), "{err}");
+        for (policy, field) in [
+            (
+                json!({"type": "sparse_linucb", "alpha": -0.1}),
+                "policy.alpha",
+            ),
+            (
+                json!({"type": "sparse_linucb", "alpha": 11}),
+                "policy.alpha",
+            ),
+            (
+                json!({"type": "sparse_linucb", "lambda": 0}),
+                "policy.lambda",
+            ),
+            (
+                json!({"type": "sparse_linucb", "lambda": 1e5}),
+                "policy.lambda",
+            ),
+            (
+                json!({"type": "sparse_linucb", "half_life": 0.5}),
+                "policy.half_life",
+            ),
+        ] {
+            let err = parse(json!({"id": "c", "policy": policy}))
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{policy}: {err}");
+        }
+        let c = parse(json!({"id": "c", "featurizer": {"dimension": 262145}}));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("featurizer.dimension"));
     }
 }

@@ -362,6 +362,7 @@ mod tests {
             "linucb_disjoint",
             "linear_thompson",
             "epsilon_greedy",
+            "sparse_linucb",
         ] {
             let cfg: tailor_policies::PolicyConfig =
                 serde_json::from_value(serde_json::json!({ "type": kind })).unwrap();

@@ -3,6 +3,7 @@
 
 mod browser;
 mod control_room;
+mod defaults;
 mod event_ids;
 mod foundation;
 mod harness;

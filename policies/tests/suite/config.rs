@@ -32,6 +32,11 @@ fn invalid_fields_are_named() {
         (r#"{"type":"linucb_disjoint","lambda":0}"#, "lambda"),
         (r#"{"type":"linear_thompson","scale":0}"#, "scale"),
         (r#"{"type":"epsilon_greedy","epsilon":1.5}"#, "epsilon"),
+        (r#"{"type":"sparse_linucb","alpha":-1}"#, "alpha"),
+        (r#"{"type":"sparse_linucb","alpha":10.5}"#, "alpha"),
+        (r#"{"type":"sparse_linucb","lambda":0}"#, "lambda"),
+        (r#"{"type":"sparse_linucb","lambda":1e5}"#, "lambda"),
+        (r#"{"type":"sparse_linucb","half_life":0}"#, "half_life"),
         (
             r#"{"type":"gaussian_thompson","prior_scale":0}"#,
             "prior_scale",

@@ -48,4 +48,6 @@ pub const ALL: &[&str] = &[
     r#"{"type":"fixed"}"#,
     r#"{"type":"thompson","half_life":50}"#,
     r#"{"type":"linucb","half_life":50}"#,
+    r#"{"type":"sparse_linucb"}"#,
+    r#"{"type":"sparse_linucb","alpha":0.5,"half_life":50}"#,
 ];

@@ -127,7 +127,11 @@ const CANNOT_HONOUR: &[(&str, &str)] = &[
 pub fn parse(arguments: &str, current: &FeaturizerConfig) -> Result<Mapped, EngineError> {
     let mut epsilon = VW_DEFAULT_EPSILON;
     let mut interactions = false;
-    let mut dimension = current.dimension;
+    // The ridge estimator keeps dimension² state: a campaign on the larger `sparse_linucb`
+    // space (the default, docs/learning.md) keeps its features hashed into 4096 dimensions.
+    let mut dimension = current
+        .dimension
+        .min(tailor_policies::policy::MAX_DENSE_DIMENSION);
     let mut tokens = arguments.split_whitespace().peekable();
     let mut saw_adf = false;
     let mut ignored = Vec::new();
@@ -268,6 +272,11 @@ mod tests {
         let m = parse("--cb_explore_adf -b 10", &FeaturizerConfig::default()).unwrap();
         assert_eq!(m.featurizer.dimension, 1024);
         assert!(!m.featurizer.interactions);
+        // A campaign on the default sparse space keeps a dimension the ridge estimator takes.
+        let large = crate::campaign::default_sparse_featurizer();
+        let m = parse(DEFAULT_ARGUMENTS, &large).unwrap();
+        assert_eq!(m.featurizer.dimension, 4096);
+        m.policy.build(m.featurizer.dimension).unwrap();
     }
 
     #[test]
