@@ -161,6 +161,8 @@ struct CampaignConfigWire {
     #[serde(default)]
     holdout_salt: String,
     #[serde(default)]
+    log_requests: bool,
+    #[serde(default)]
     plugins: Vec<PluginRef>,
     #[serde(default)]
     personalizer: Option<serde_json::Value>,
@@ -195,6 +197,7 @@ impl From<CampaignConfigWire> for CampaignConfig {
             exploration: w.exploration,
             holdout: w.holdout,
             holdout_salt: w.holdout_salt,
+            log_requests: w.log_requests,
             plugins: w.plugins,
             personalizer: w.personalizer,
             slots: w.slots,
