@@ -12,6 +12,7 @@ mod durability;
 pub mod featurize;
 pub mod holdout;
 mod model;
+pub mod parse;
 pub mod reports;
 mod reward;
 pub mod send_time;

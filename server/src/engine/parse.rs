@@ -1,0 +1,696 @@
+//! Items decide bodies from bytes straight into hashed features (docs/decide-path.md).
+//!
+//! [`ItemsRequest::parse`] reads the body once with a serde visitor over
+//! `serde_json::Deserializer::from_slice`: candidate ids go into one arena string, context and
+//! candidate features are hashed as they are read ([`FeaturesSeed`]) into flat
+//! entry lists, and attributes are only checked for their shape. No `serde_json::Value` is built.
+//! Campaigns with plugins, and the rare features object that repeats a key, get the request's
+//! `Value`s from [`ItemsRequest::values`], which parses the kept body again the old way.
+//!
+//! The body is the same JSON contract as `tailor_wire::DecideRequest` (that type stays the public
+//! one, for the SDK and the OpenAPI document): unknown fields, missing `candidates` or `id`, and
+//! wrong types are refused as before, naming the JSON path (`candidates[2].id`).
+
+use std::fmt;
+use std::ops::Range;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use tailor_wire::DecideRequest;
+
+use super::featurize::{BagStatus, FeaturesSeed, Key, WalkBuffers};
+use crate::error::EngineError;
+
+/// A parsed items decide request: what the decide path reads, with features already hashed.
+#[derive(Debug, Clone, Default)]
+pub struct ItemsRequest {
+    pub event_id: Option<String>,
+    pub k: Option<usize>,
+    pub shopper_id: Option<String>,
+    pub explore: Option<bool>,
+    pub distribution: bool,
+    /// The context's hashed entries, `(namespace hash, feature hash, value)`.
+    pub(crate) context: Vec<(u64, u64, f64)>,
+    pub(crate) context_status: BagStatus,
+    pub(crate) candidates: Vec<CandidateEntry>,
+    /// Every candidate id, one after the other.
+    ids: String,
+    /// Every candidate's hashed feature entries, one bag after the other.
+    features: Vec<(u64, u64, f64)>,
+}
+
+/// One candidate of an [`ItemsRequest`]: ranges into its arenas.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CandidateEntry {
+    id: Range<u32>,
+    features: Range<u32>,
+    pub(crate) status: BagStatus,
+    /// `attributes` is absent, `null` or an object.
+    pub(crate) attributes_ok: bool,
+}
+
+const FIELDS: &[&str] = &[
+    "context",
+    "candidates",
+    "event_id",
+    "k",
+    "shopper_id",
+    "explore",
+    "distribution",
+];
+const CANDIDATE_FIELDS: &[&str] = &["id", "features", "attributes"];
+
+impl ItemsRequest {
+    /// Parses a decide body. Syntax, unknown fields, missing fields and wrong types are a
+    /// `Malformed` error naming the JSON path; problems inside features objects are kept (see
+    /// [`context_error`](Self::context_error)) and reported where the decide featurizes.
+    pub fn parse(body: &[u8]) -> Result<Self, EngineError> {
+        if body.is_empty() {
+            return Err(EngineError::Malformed {
+                field: "body".into(),
+                message: "a JSON body is required".into(),
+            });
+        }
+        let mut buffers = WalkBuffers::default();
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let request = RequestSeed {
+            buffers: &mut buffers,
+        }
+        .deserialize(&mut de)
+        .map_err(|e| EngineError::Malformed {
+            field: buffers.path.render(),
+            message: e.to_string(),
+        })?;
+        de.end().map_err(|e| EngineError::Malformed {
+            field: "body".into(),
+            message: e.to_string(),
+        })?;
+        Ok(request)
+    }
+
+    /// The request as `Value`s, parsed again from its body: for the plugin stage and for
+    /// features objects that repeat a key.
+    pub fn values(body: &[u8]) -> Result<DecideRequest, EngineError> {
+        crate::api::body::parse(body)
+    }
+
+    /// Number of candidates.
+    pub fn len(&self) -> usize {
+        self.candidates.len()
+    }
+
+    /// True when the request has no candidates.
+    pub fn is_empty(&self) -> bool {
+        self.candidates.is_empty()
+    }
+
+    /// The id of candidate `i`.
+    pub fn id(&self, i: usize) -> &str {
+        let r = &self.candidates[i].id;
+        &self.ids[r.start as usize..r.end as usize]
+    }
+
+    /// Every candidate id, in request order.
+    pub fn ids(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        (0..self.candidates.len()).map(|i| self.id(i))
+    }
+
+    /// The hashed feature entries of candidate `i`.
+    pub fn features(&self, i: usize) -> &[(u64, u64, f64)] {
+        let r = &self.candidates[i].features;
+        &self.features[r.start as usize..r.end as usize]
+    }
+
+    /// The hashed context entries.
+    pub fn context(&self) -> &[(u64, u64, f64)] {
+        &self.context
+    }
+
+    /// The first problem of the context's features, as [`super::featurize::features`] reports
+    /// it.
+    pub fn context_error(&self) -> Option<EngineError> {
+        self.context_status.error.as_ref().map(|e| e.at("context"))
+    }
+
+    /// The first problem of candidate `i`'s features.
+    pub fn features_error(&self, i: usize) -> Option<EngineError> {
+        self.candidates[i]
+            .status
+            .error
+            .as_ref()
+            .map(|e| e.at(&format!("candidates[{i}].features")))
+    }
+
+    /// Some features object repeats a key: featurize from [`values`](Self::values).
+    pub fn repeats_keys(&self) -> bool {
+        self.context_status.repeated_key || self.candidates.iter().any(|c| c.status.repeated_key)
+    }
+}
+
+struct RequestSeed<'a> {
+    buffers: &'a mut WalkBuffers,
+}
+
+impl<'de> DeserializeSeed<'de> for RequestSeed<'_> {
+    type Value = ItemsRequest;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ItemsRequest, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+/// Runs `f`, naming `key` in the error path when it fails.
+fn at_key<T, E>(buffers: &mut WalkBuffers, key: &str, r: Result<T, E>) -> Result<T, E> {
+    if r.is_err() {
+        buffers.path.key(key);
+    }
+    r
+}
+
+impl<'de> Visitor<'de> for RequestSeed<'_> {
+    type Value = ItemsRequest;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("struct DecideRequest")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ItemsRequest, A::Error> {
+        let buffers = self.buffers;
+        let mut req = ItemsRequest::default();
+        let mut seen = [false; 7];
+        let mut candidates_seen = false;
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            let Some(field) = FIELDS.iter().position(|f| *f == key) else {
+                buffers.path.key(&key);
+                return Err(de::Error::unknown_field(&key, FIELDS));
+            };
+            if std::mem::replace(&mut seen[field], true) {
+                buffers.path.key(&key);
+                return Err(de::Error::duplicate_field(FIELDS[field]));
+            }
+            match field {
+                0 => {
+                    let r = map.next_value_seed(FeaturesSeed {
+                        out: &mut req.context,
+                        status: &mut req.context_status,
+                        buffers,
+                    });
+                    at_key(buffers, &key, r)?;
+                }
+                1 => {
+                    let r = map.next_value_seed(CandidatesSeed {
+                        req: &mut req,
+                        buffers,
+                    });
+                    at_key(buffers, &key, r)?;
+                    candidates_seen = true;
+                }
+                2 => req.event_id = at_key(buffers, &key, map.next_value())?,
+                3 => req.k = at_key(buffers, &key, map.next_value())?,
+                4 => req.shopper_id = at_key(buffers, &key, map.next_value())?,
+                5 => req.explore = at_key(buffers, &key, map.next_value())?,
+                _ => req.distribution = at_key(buffers, &key, map.next_value())?,
+            }
+        }
+        if !candidates_seen {
+            buffers.path.key("candidates");
+            return Err(de::Error::missing_field("candidates"));
+        }
+        Ok(req)
+    }
+}
+
+struct CandidatesSeed<'a> {
+    req: &'a mut ItemsRequest,
+    buffers: &'a mut WalkBuffers,
+}
+
+impl<'de> DeserializeSeed<'de> for CandidatesSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CandidatesSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a sequence")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let req = self.req;
+        if let Some(n) = seq.size_hint() {
+            req.candidates.reserve(n);
+        }
+        let mut i = 0;
+        loop {
+            let r = seq.next_element_seed(CandidateSeed {
+                req: &mut *req,
+                buffers: &mut *self.buffers,
+            });
+            match r {
+                Ok(Some(())) => i += 1,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    self.buffers.path.index(i);
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+struct CandidateSeed<'a> {
+    req: &'a mut ItemsRequest,
+    buffers: &'a mut WalkBuffers,
+}
+
+impl<'de> DeserializeSeed<'de> for CandidateSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CandidateSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("struct Candidate")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let (req, buffers) = (self.req, self.buffers);
+        let mut entry = CandidateEntry {
+            attributes_ok: true,
+            ..CandidateEntry::default()
+        };
+        let start = req.features.len() as u32;
+        let mut seen = [false; 3];
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            let Some(field) = CANDIDATE_FIELDS.iter().position(|f| *f == key) else {
+                buffers.path.key(&key);
+                return Err(de::Error::unknown_field(&key, CANDIDATE_FIELDS));
+            };
+            if std::mem::replace(&mut seen[field], true) {
+                buffers.path.key(&key);
+                return Err(de::Error::duplicate_field(CANDIDATE_FIELDS[field]));
+            }
+            match field {
+                0 => {
+                    let from = req.ids.len() as u32;
+                    let r = map.next_value_seed(IdSeed(&mut req.ids));
+                    at_key(buffers, &key, r)?;
+                    entry.id = from..req.ids.len() as u32;
+                }
+                1 => {
+                    let r = map.next_value_seed(FeaturesSeed {
+                        out: &mut req.features,
+                        status: &mut entry.status,
+                        buffers,
+                    });
+                    at_key(buffers, &key, r)?;
+                }
+                _ => entry.attributes_ok = at_key(buffers, &key, map.next_value_seed(ShapeSeed))?,
+            }
+        }
+        if !seen[0] {
+            buffers.path.key("id");
+            return Err(de::Error::missing_field("id"));
+        }
+        entry.features = start..req.features.len() as u32;
+        req.candidates.push(entry);
+        Ok(())
+    }
+}
+
+/// A candidate id, appended to the request's id arena.
+struct IdSeed<'a>(&'a mut String);
+
+impl<'de> DeserializeSeed<'de> for IdSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for IdSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.0.push_str(v);
+        Ok(())
+    }
+}
+
+/// Skips a value, answering whether it is `null` or an object.
+struct ShapeSeed;
+
+impl<'de> DeserializeSeed<'de> for ShapeSeed {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ShapeSeed {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        Ok(true)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(true)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(false)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+    use tailor_policies::{FeaturizerConfig, SparseFeatures, VectorScratch};
+
+    use super::*;
+    use crate::engine::featurize::{self, MAX_DEPTH};
+
+    fn field_of(body: &str) -> String {
+        match ItemsRequest::parse(body.as_bytes()).unwrap_err() {
+            EngineError::Malformed { field, .. } => field,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The fields `api::body::parse` names for the same bodies (its `names_fields` test).
+    #[test]
+    fn names_fields_as_the_value_parse_does() {
+        let bodies = [
+            r#"{"context": {}}"#,
+            r#"{"candidates": [{"id": 3}]}"#,
+            r#"{"candidates": [{"features": {}}]}"#,
+            r#"{"candidates": [], "k": "x"}"#,
+            r#"{"candidates": [], "bogus": 1}"#,
+            r#"{"candidates": [{"id": "a", "bogus": 1}]}"#,
+            r#"{"candidates": [{"id": "a"}, {"id": "b", "features": {"x": [1, }}]}"#,
+            r#"{"candidates": null}"#,
+            r#"{"candidates": [], "distribution": null}"#,
+            r#"{"candidates": [], "explore": 3}"#,
+            r#"{"candidates": [], "event_id": 3}"#,
+            r#"[]"#,
+            "{",
+            "",
+            r#"{"candidates": []} x"#,
+        ];
+        for body in bodies {
+            let old = match crate::api::body::parse::<DecideRequest>(body.as_bytes()) {
+                Err(EngineError::Malformed { field, .. }) => field,
+                other => panic!("{body}: {other:?}"),
+            };
+            assert_eq!(field_of(body), old, "{body}");
+        }
+        assert_eq!(
+            field_of(r#"{"candidates": [{"id": 3}]}"#),
+            "candidates[0].id"
+        );
+        assert_eq!(
+            field_of(r#"{"candidates": [{"id": "a"}, {"features": {}}]}"#),
+            "candidates[1].id"
+        );
+        assert_eq!(field_of(r#"{"candidates": [], "bogus": 1}"#), "bogus");
+    }
+
+    #[test]
+    fn messages_are_serdes() {
+        let e = ItemsRequest::parse(br#"{"candidates": [], "bogus": 1}"#).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("unknown field `bogus`, expected one of `context`"),
+            "{e}"
+        );
+        let e = ItemsRequest::parse(br#"{"candidates": [{"id": 3}]}"#).unwrap_err();
+        assert!(e.to_string().contains("expected a string"), "{e}");
+    }
+
+    /// Problems inside features are kept for the featurizing step, named as the `Value` walk
+    /// names them.
+    #[test]
+    fn feature_problems_name_the_path() {
+        let nested = |levels: usize| {
+            let mut v = json!(1);
+            for _ in 0..=levels {
+                v = json!({ "n": v });
+            }
+            v
+        };
+        let cases = [
+            (json!([1, 2]), "candidates[0].features"),
+            (json!("x"), "candidates[0].features"),
+            (json!({"a": {"b": [1, {"x": 1}]}}), "candidates[0].features.a.b[1]"),
+            (json!({"a": [null]}), "candidates[0].features.a[0]"),
+            (json!({"a": [[1]]}), "candidates[0].features.a[0]"),
+            (
+                nested(MAX_DEPTH + 1),
+                "candidates[0].features.n.n.n.n.n.n.n.n.n.n.n.n.n.n.n.n.n.n.n.n.n.n.n.n.n.n.n.n.n.n.n.n.n",
+            ),
+        ];
+        for (features, field) in cases {
+            let body = json!({"candidates": [{"id": "a", "features": features}]});
+            let req = ItemsRequest::parse(&serde_json::to_vec(&body).unwrap()).unwrap();
+            let e = req.features_error(0).expect("a problem");
+            assert_eq!(e.field(), Some(field), "{body}");
+            let old =
+                featurize::features("candidates[0].features", &body["candidates"][0]["features"])
+                    .unwrap_err();
+            assert_eq!(old.field(), Some(field));
+            assert_eq!(old.to_string(), e.to_string());
+        }
+        let body = json!({"context": {"n": nested(MAX_DEPTH)}, "candidates": [{"id": "a"}]});
+        let req = ItemsRequest::parse(&serde_json::to_vec(&body).unwrap()).unwrap();
+        let e = req.context_error().expect("too deep");
+        assert_eq!(
+            e.field(),
+            Some(format!("context{}", ".n".repeat(MAX_DEPTH + 1)).as_str())
+        );
+        let req = ItemsRequest::parse(br#"{"context": {"a": 1}, "candidates": [{"id": "a", "attributes": [1]}, {"id": "b", "attributes": {"x": [1]}}]}"#).unwrap();
+        assert!(req.context_error().is_none());
+        assert!(!req.candidates[0].attributes_ok);
+        assert!(req.candidates[1].attributes_ok);
+    }
+
+    #[test]
+    fn repeated_keys_are_flagged() {
+        let req = ItemsRequest::parse(
+            br#"{"context": {"a": {"x": 1, "x": 2}}, "candidates": [{"id": "a", "features": {"b": 1}}]}"#,
+        )
+        .unwrap();
+        assert!(req.context_status.repeated_key);
+        assert!(!req.candidates[0].status.repeated_key);
+        assert!(req.repeats_keys());
+        // The same key in two objects is no repeat.
+        let req = ItemsRequest::parse(
+            br#"{"context": {"a": {"x": 1}, "b": {"x": 1}, "x": 2}, "candidates": [{"id": "a"}]}"#,
+        )
+        .unwrap();
+        assert!(!req.repeats_keys());
+    }
+
+    /// JSON text for `v` with every object's keys in an order given by `order` (a `Value`
+    /// always writes them sorted), so the parse meets keys in orders other than the `Value`
+    /// walk's.
+    fn write_shuffled(v: &Value, order: u64, out: &mut String) {
+        match v {
+            Value::Object(map) => {
+                let mut entries: Vec<_> = map.iter().collect();
+                let n = entries.len();
+                if n > 1 {
+                    entries.rotate_left((order as usize) % n);
+                    if order & 1 == 1 {
+                        entries.reverse();
+                    }
+                }
+                out.push('{');
+                for (i, (k, v)) in entries.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::to_string(k).unwrap());
+                    out.push(':');
+                    write_shuffled(v, order.rotate_left(7) ^ i as u64, out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_shuffled(item, order, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&serde_json::to_string(other).unwrap()),
+        }
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "a", "b", "price", "x.y", "", "ключ", "価格", "🙂", "a\"b", "tab\tkey", "n",
+            ])
+            .prop_map(str::to_string),
+            "[a-z]{1,6}",
+            "\\PC{0,5}",
+        ]
+    }
+
+    fn scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|v| json!(v)),
+            any::<u64>().prop_map(|v| json!(v)),
+            (-1e6f64..1e6).prop_map(|v| json!(v)),
+            prop::sample::select(vec![0.0, -0.0, 1e-300, 3.5, -2.0, 1e300]).prop_map(|v| json!(v)),
+            "\\PC{0,8}".prop_map(Value::String),
+        ]
+    }
+
+    /// Features objects: nested namespaces, arrays (mostly of scalars, sometimes holding
+    /// objects or arrays, which are refused), every scalar kind.
+    fn features_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            6 => scalar(),
+            2 => prop::collection::vec(scalar(), 0..4).prop_map(Value::Array),
+            1 => prop::collection::vec(
+                prop_oneof![scalar(), Just(json!({"x": 1})), Just(json!([1]))],
+                1..3
+            )
+            .prop_map(Value::Array),
+        ];
+        let tree = leaf.prop_recursive(5, 48, 6, |inner| {
+            prop::collection::btree_map(key(), inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect()))
+        });
+        prop_oneof![
+            8 => prop::collection::btree_map(key(), tree, 0..8)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            1 => Just(Value::Null),
+            1 => scalar(),
+        ]
+    }
+
+    fn sorted(mut entries: Vec<(u64, u64, f64)>) -> Vec<(u64, u64, u64)> {
+        entries.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)).then(a.2.total_cmp(&b.2)));
+        entries
+            .into_iter()
+            .map(|(a, b, v)| (a, b, v.to_bits()))
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, rng_seed: proptest::test_runner::RngSeed::Fixed(18), ..ProptestConfig::default() })]
+
+        /// Issue 18: the streaming parse gives exactly the features, vectors and refusals of
+        /// the `Value` walk, whatever the key order in the body.
+        #[test]
+        fn streaming_parse_matches_the_value_walk(
+            context in features_value(),
+            features in prop::collection::vec(features_value(), 1..5),
+            order in any::<u64>(),
+            dimension in prop::sample::select(vec![1usize, 7, 64, 4096]),
+            interactions in any::<bool>(),
+            context_features in any::<bool>(),
+        ) {
+            let candidates: Vec<Value> = features
+                .iter()
+                .enumerate()
+                .map(|(i, f)| json!({"id": format!("sku-{i}-ü"), "features": f}))
+                .collect();
+            let body = json!({"context": context, "candidates": candidates});
+            let mut text = String::new();
+            write_shuffled(&body, order, &mut text);
+            let req = ItemsRequest::parse(text.as_bytes()).unwrap();
+            prop_assert!(!req.repeats_keys());
+            let featurizer = FeaturizerConfig { dimension, interactions, context_features }
+                .build()
+                .unwrap();
+            let old_context = featurize::features("context", &context);
+            prop_assert_eq!(old_context.is_err(), req.context_error().is_some());
+            let old_context = old_context.unwrap_or_default();
+            if req.context_error().is_none() {
+                prop_assert_eq!(sorted(old_context.entries.clone()), sorted(req.context().to_vec()));
+            }
+            let keys = featurizer.context_keys(req.context());
+            let mut scratch = VectorScratch::default();
+            for (i, f) in features.iter().enumerate() {
+                let old = featurize::features_at(|| format!("candidates[{i}].features"), f);
+                let new_error = req.features_error(i);
+                prop_assert_eq!(old.is_err(), new_error.is_some(), "candidate {}: {:?}", i, new_error);
+                let Ok(old) = old else { continue };
+                prop_assert_eq!(sorted(old.entries.clone()), sorted(req.features(i).to_vec()));
+                let id = format!("sku-{i}-ü");
+                prop_assert_eq!(req.id(i), id.as_str());
+                if req.context_error().is_none() {
+                    let a = featurizer.vector(&old_context, &id, &old);
+                    let b = featurizer.vector_with(&keys, req.id(i), req.features(i), &mut scratch);
+                    prop_assert_eq!(a, b);
+                }
+            }
+        }
+    }
+
+    /// The vectors of a body whose objects each hold one problem name the same field either way.
+    #[test]
+    fn single_problems_name_the_same_field() {
+        for features in [
+            json!({"ns": {"deep": {"tags": ["a", 1, {"no": 1}]}}}),
+            json!({"z": 1, "a": [true, null]}),
+        ] {
+            let old = featurize::features("context", &features).unwrap_err();
+            let body = json!({"context": features, "candidates": [{"id": "a"}]});
+            let req = ItemsRequest::parse(&serde_json::to_vec(&body).unwrap()).unwrap();
+            assert_eq!(req.context_error().unwrap().field(), old.field());
+        }
+        let _ = SparseFeatures::new();
+    }
+}
