@@ -53,17 +53,11 @@ fn bench_decide(c: &mut Criterion) {
     for n in [10usize, 100, 1000] {
         let body = decide_body(n, 1);
         let raw = serde_json::to_vec(&body).unwrap();
-        let request: DecideRequest = serde_json::from_value(body).unwrap();
         group.throughput(Throughput::Elements(1));
         for (name, _) in &policies {
             group.bench_function(format!("{name}/candidates={n}"), |b| {
                 b.iter_batched(
-                    || DecideInput {
-                        request: request.clone(),
-                        raw: raw.clone(),
-                        defer: false,
-                        slot: None,
-                    },
+                    || DecideInput::parse(raw.clone()).unwrap(),
                     |input| engine.decide(name, input).unwrap(),
                     BatchSize::SmallInput,
                 )
@@ -132,17 +126,8 @@ fn create_campaigns(engine: &Engine) {
 
 /// One decide from bytes, through the path the HTTP handler takes.
 fn decide_bytes(engine: &Engine, campaign: &str, raw: &[u8]) -> Decision {
-    let request: DecideRequest = tailor_server::api::body::parse(raw).unwrap();
     engine
-        .decide(
-            campaign,
-            DecideInput {
-                request,
-                raw: raw.to_vec(),
-                defer: false,
-                slot: None,
-            },
-        )
+        .decide(campaign, DecideInput::parse(raw.to_vec()).unwrap())
         .unwrap()
 }
 
@@ -171,7 +156,19 @@ fn bench_stages(c: &mut Criterion) {
         group.bench_function(format!("featurize/{name}"), |b| {
             b.iter(|| stages::featurize(&parsed, &featurizer, reads_x))
         });
+        // The `Value` path the decide took before issue 18, side by side.
+        group.bench_function(format!("parse_value/{name}"), |b| {
+            b.iter(|| stages::parse_value(&raw))
+        });
+        let values = stages::parse_value(&raw);
+        group.bench_function(format!("featurize_value/{name}"), |b| {
+            b.iter(|| stages::featurize_value(&values, &featurizer, reads_x))
+        });
         let (ids, vectors) = stages::featurize(&parsed, &featurizer, reads_x);
+        assert_eq!(
+            (ids.clone(), vectors.clone()),
+            stages::featurize_value(&values, &featurizer, reads_x)
+        );
         let empty = SparseVec::default();
         let arms: Vec<Arm<'_>> = ids
             .iter()
@@ -235,17 +232,45 @@ fn bench_stages(c: &mut Criterion) {
     group.finish();
 }
 
-/// The parse and featurize stages as the engine runs them.
+/// The parse and featurize stages as the engine runs them, and as it ran them before issue 18.
 mod stages {
     use super::*;
+    use tailor_policies::VectorScratch;
     use tailor_server::engine::featurize;
+    use tailor_server::engine::parse::ItemsRequest;
 
-    pub fn parse(raw: &[u8]) -> DecideRequest {
+    pub fn parse(raw: &[u8]) -> ItemsRequest {
+        ItemsRequest::parse(raw).unwrap()
+    }
+
+    /// Features checked, vectors built when the policy reads them.
+    pub fn featurize(
+        req: &ItemsRequest,
+        featurizer: &Featurizer,
+        reads_x: bool,
+    ) -> (Vec<String>, Vec<SparseVec>) {
+        assert!(req.context_error().is_none());
+        for i in 0..req.len() {
+            assert!(req.features_error(i).is_none());
+        }
+        let vectors = if reads_x {
+            let keys = featurizer.context_keys(req.context());
+            let mut scratch = VectorScratch::default();
+            (0..req.len())
+                .map(|i| featurizer.vector_with(&keys, req.id(i), req.features(i), &mut scratch))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        (req.ids().map(str::to_string).collect(), vectors)
+    }
+
+    pub fn parse_value(raw: &[u8]) -> DecideRequest {
         tailor_server::api::body::parse(raw).unwrap()
     }
 
     /// Validated feature bags of every candidate, and vectors when the policy reads them.
-    pub fn featurize(
+    pub fn featurize_value(
         req: &DecideRequest,
         featurizer: &Featurizer,
         reads_x: bool,

@@ -177,7 +177,20 @@ impl SparseVec {
     /// not depend on the order the pairs came in (the same features pushed in another order
     /// give the same vector, bit for bit).
     pub fn from_pairs_in(pairs: &mut [(u32, f64)]) -> Self {
-        pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        pairs.sort_unstable_by_key(|p| p.0);
+        // Three or more values on one index are summed in a fixed order (two sum the same
+        // either way); collisions are rare, so this costs one scan.
+        let mut run = 0;
+        while run < pairs.len() {
+            let mut end = run + 1;
+            while end < pairs.len() && pairs[end].0 == pairs[run].0 {
+                end += 1;
+            }
+            if end - run > 2 {
+                pairs[run..end].sort_unstable_by(|a, b| a.1.total_cmp(&b.1));
+            }
+            run = end;
+        }
         let pairs = &*pairs;
         let mut out = SparseVec {
             idx: Vec::with_capacity(pairs.len()),
@@ -464,6 +477,54 @@ mod tests {
             }
         }
         assert!(same <= 3, "{same} identical pairs");
+    }
+
+    #[test]
+    fn vectors_do_not_depend_on_push_order() {
+        // Dimension 2: every entry collides, so sums of many values meet in one index.
+        for interactions in [false, true] {
+            let f = fz(2, interactions);
+            let mut ctx = SparseFeatures::new();
+            ctx.push_numeric("u", "a", 0.1);
+            ctx.push_numeric("u", "b", 1e-17);
+            ctx.push_numeric("", "c", 3.3);
+            let mut act = Vec::new();
+            for (i, v) in [0.7, -1e16, 1e16, 0.3, 2.9].into_iter().enumerate() {
+                act.push((i as u64 * 0x9e37_79b9, 17, v));
+            }
+            let forward = f.vector_with(
+                &f.context_keys(&ctx.entries),
+                "sku",
+                &act,
+                &mut VectorScratch::default(),
+            );
+            let mut rev_ctx = ctx.entries.clone();
+            rev_ctx.reverse();
+            act.reverse();
+            let backward = f.vector_with(
+                &f.context_keys(&rev_ctx),
+                "sku",
+                &act,
+                &mut VectorScratch::default(),
+            );
+            assert_eq!(forward, backward);
+            let mut one_bag = SparseFeatures::new();
+            one_bag.entries = act.clone();
+            assert_eq!(f.vector(&ctx, "sku", &one_bag), backward);
+        }
+        // The hashed pushes are the named ones.
+        let mut a = SparseFeatures::new();
+        a.push_numeric("ns.x", "price", 2.0);
+        a.push_categorical("ns.x", "brand", "acme");
+        let mut b = SparseFeatures::new();
+        b.push_hashed_numeric(namespace_hash("ns.x"), name_hash("price"), 2.0);
+        b.entries.push((
+            namespace_hash("ns.x"),
+            categorical_hash(name_hash("brand"), "acme"),
+            1.0,
+        ));
+        b.push_hashed_numeric(1, 2, 0.0);
+        assert_eq!(a, b);
     }
 
     #[test]

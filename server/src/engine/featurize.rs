@@ -362,7 +362,10 @@ impl Walk<'_> {
         let frame = self.buf.keys.len();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             if self.failed() {
-                map.next_value::<IgnoredAny>()?;
+                if let Err(e) = map.next_value::<IgnoredAny>() {
+                    self.buf.path.key(&key);
+                    return Err(e);
+                }
                 continue;
             }
             let name = name_hash(&key);
@@ -480,14 +483,16 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_, '_> {
         let mut i = 0;
         loop {
             let item = if self.walk.failed() {
-                seq.next_element::<IgnoredAny>()?.map(|_| Item::Skip)
+                seq.next_element::<IgnoredAny>()
+                    .map(|o| o.map(|_| Item::Skip))
             } else {
-                match seq.next_element::<Item>() {
-                    Ok(item) => item,
-                    Err(e) => {
-                        self.walk.buf.path.index(i);
-                        return Err(e);
-                    }
+                seq.next_element::<Item>()
+            };
+            let item = match item {
+                Ok(item) => item,
+                Err(e) => {
+                    self.walk.buf.path.index(i);
+                    return Err(e);
                 }
             };
             let Some(item) = item else { break };

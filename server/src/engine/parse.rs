@@ -439,6 +439,9 @@ mod tests {
             "{",
             "",
             r#"{"candidates": []} x"#,
+            r#"{"candidates": [{"id": "a", "features": {"price": 1e999}}]}"#,
+            r#"{"context": {"a": [1, {"b": 1e999}]}, "candidates": []}"#,
+            r#"{"context": {"a": [{"b": 1}, {"b": 1e999}]}, "candidates": []}"#,
         ];
         for body in bodies {
             let old = match crate::api::body::parse::<DecideRequest>(body.as_bytes()) {
