@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 use tailor_policies::features::{categorical_hash, name_hash, namespace_hash};
@@ -275,8 +275,8 @@ impl<'de> Visitor<'de> for RootVisitor<'_> {
         walk.object(map, 0)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        skip_seq(seq, &mut self.0.buffers.path)?;
         self.not_an_object();
         Ok(())
     }
@@ -362,23 +362,36 @@ impl Walk<'_> {
         let frame = self.buf.keys.len();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             if self.failed() {
-                if let Err(e) = map.next_value::<IgnoredAny>() {
-                    self.buf.path.key(&key);
+                let mut entered = false;
+                let r = map.next_value_seed(Tracked {
+                    seed: Skip(&mut self.buf.path),
+                    entered: &mut entered,
+                });
+                if let Err(e) = r {
+                    if entered {
+                        self.buf.path.key(&key);
+                    }
                     return Err(e);
                 }
                 continue;
             }
             let name = name_hash(&key);
             self.buf.keys.push(name);
-            let r = map.next_value_seed(ValueSeed {
-                walk: self,
-                key: &key,
-                name,
-                ns_hash,
-                depth,
+            let mut entered = false;
+            let r = map.next_value_seed(Tracked {
+                seed: ValueSeed {
+                    walk: self,
+                    key: &key,
+                    name,
+                    ns_hash,
+                    depth,
+                },
+                entered: &mut entered,
             });
             if let Err(e) = r {
-                self.buf.path.key(&key);
+                if entered {
+                    self.buf.path.key(&key);
+                }
                 return Err(e);
             }
         }
@@ -482,16 +495,21 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_, '_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut i = 0;
         loop {
-            let item = if self.walk.failed() {
-                seq.next_element::<IgnoredAny>()
-                    .map(|o| o.map(|_| Item::Skip))
-            } else {
-                seq.next_element::<Item>()
-            };
+            let mut entered = false;
+            let skip = self.walk.failed();
+            let item = seq.next_element_seed(Tracked {
+                seed: ItemSeed {
+                    path: &mut self.walk.buf.path,
+                    skip,
+                },
+                entered: &mut entered,
+            });
             let item = match item {
                 Ok(item) => item,
                 Err(e) => {
-                    self.walk.buf.path.index(i);
+                    if entered {
+                        self.walk.buf.path.index(i);
+                    }
                     return Err(e);
                 }
             };
@@ -528,13 +546,12 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_, '_> {
         Ok(())
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
         let walk = self.walk;
         if self.depth >= MAX_DEPTH {
             let path = walk.path_of(self.key);
             walk.fail(path, format!("namespaces nest at most {MAX_DEPTH} deep"));
-            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-            return Ok(());
+            return skip_map(map, &mut walk.buf.path);
         }
         let len = walk.buf.ns.len();
         if len > 0 {
@@ -558,45 +575,175 @@ enum Item<'de> {
     Skip,
 }
 
-impl<'de> Deserialize<'de> for Item<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Item<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string, number or boolean")
+/// One element of an array inside features; `skip` only consumes it.
+struct ItemSeed<'a> {
+    path: &'a mut ErrorPath,
+    skip: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for ItemSeed<'_> {
+    type Value = Item<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Item<'de>, D::Error> {
+        if self.skip {
+            Skip(self.path).deserialize(d)?;
+            return Ok(Item::Skip);
+        }
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ItemSeed<'_> {
+    type Value = Item<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string, number or boolean")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Item<'de>, E> {
+        Ok(Item::Other)
+    }
+
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Item<'de>, E> {
+        Ok(Item::Bool(b))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Item<'de>, E> {
+        Ok(Item::Number(v as f64))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Item<'de>, E> {
+        Ok(Item::Number(v as f64))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Item<'de>, E> {
+        Ok(Item::Number(v))
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Item<'de>, E> {
+        Ok(Item::Str(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Item<'de>, E> {
+        Ok(Item::Str(Cow::Owned(v.to_string())))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Item<'de>, A::Error> {
+        skip_seq(seq, self.path)?;
+        Ok(Item::Other)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Item<'de>, A::Error> {
+        skip_map(map, self.path)?;
+        Ok(Item::Other)
+    }
+}
+
+/// A seed that notes whether the deserializer reached it: an error before it is the
+/// container's (named without the element's index, as `serde_path_to_error` names it).
+pub struct Tracked<'f, S> {
+    pub seed: S,
+    pub entered: &'f mut bool,
+}
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Tracked<'_, S> {
+    type Value = S::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
+        *self.entered = true;
+        self.seed.deserialize(d)
+    }
+}
+
+/// Skips any value, naming the path of a syntax error inside it. Numbers are parsed (not only
+/// scanned), so a skipped part refuses what a `Value` parse refuses (`1e999`).
+pub struct Skip<'a>(pub &'a mut ErrorPath);
+
+impl<'de> DeserializeSeed<'de> for Skip<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Skip<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        skip_seq(seq, self.0)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        skip_map(map, self.0)
+    }
+}
+
+/// Consumes the rest of an object ([`Skip`]).
+pub fn skip_map<'de, A: MapAccess<'de>>(mut map: A, path: &mut ErrorPath) -> Result<(), A::Error> {
+    while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+        let mut entered = false;
+        let r = map.next_value_seed(Tracked {
+            seed: Skip(path),
+            entered: &mut entered,
+        });
+        if let Err(e) = r {
+            if entered {
+                path.key(&key);
             }
-            fn visit_unit<E: de::Error>(self) -> Result<Item<'de>, E> {
-                Ok(Item::Other)
-            }
-            fn visit_bool<E: de::Error>(self, b: bool) -> Result<Item<'de>, E> {
-                Ok(Item::Bool(b))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Item<'de>, E> {
-                Ok(Item::Number(v as f64))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Item<'de>, E> {
-                Ok(Item::Number(v as f64))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Item<'de>, E> {
-                Ok(Item::Number(v))
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Item<'de>, E> {
-                Ok(Item::Str(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Item<'de>, E> {
-                Ok(Item::Str(Cow::Owned(v.to_string())))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item<'de>, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Item::Other)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item<'de>, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Item::Other)
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Consumes the rest of an array ([`Skip`]).
+pub fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A, path: &mut ErrorPath) -> Result<(), A::Error> {
+    let mut i = 0;
+    loop {
+        let mut entered = false;
+        let r = seq.next_element_seed(Tracked {
+            seed: Skip(path),
+            entered: &mut entered,
+        });
+        match r {
+            Ok(Some(())) => i += 1,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                if entered {
+                    path.index(i);
+                }
+                return Err(e);
             }
         }
-        d.deserialize_any(V)
     }
 }
 

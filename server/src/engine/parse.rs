@@ -12,12 +12,15 @@
 //! wrong types are refused as before, naming the JSON path (`candidates[2].id`).
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::Range;
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use tailor_wire::DecideRequest;
 
-use super::featurize::{BagStatus, FeaturesSeed, Key, WalkBuffers};
+use super::featurize::{
+    skip_map, skip_seq, BagStatus, ErrorPath, FeaturesSeed, Key, Tracked, WalkBuffers,
+};
 use crate::error::EngineError;
 
 /// A parsed items decide request: what the decide path reads, with features already hashed.
@@ -146,6 +149,19 @@ impl ItemsRequest {
     }
 }
 
+/// The next value of `map` through `seed`, and whether the value itself was reached.
+fn tracked<'de, A: MapAccess<'de>, S: DeserializeSeed<'de>>(
+    map: &mut A,
+    seed: S,
+) -> (Result<S::Value, A::Error>, bool) {
+    let mut entered = false;
+    let r = map.next_value_seed(Tracked {
+        seed,
+        entered: &mut entered,
+    });
+    (r, entered)
+}
+
 struct RequestSeed<'a> {
     buffers: &'a mut WalkBuffers,
 }
@@ -158,9 +174,14 @@ impl<'de> DeserializeSeed<'de> for RequestSeed<'_> {
     }
 }
 
-/// Runs `f`, naming `key` in the error path when it fails.
-fn at_key<T, E>(buffers: &mut WalkBuffers, key: &str, r: Result<T, E>) -> Result<T, E> {
-    if r.is_err() {
+/// Names `key` in the error path when its value failed (not when the text before the value did:
+/// `serde_path_to_error` names the object then).
+fn at_key<T, E>(
+    buffers: &mut WalkBuffers,
+    key: &str,
+    (r, entered): (Result<T, E>, bool),
+) -> Result<T, E> {
+    if r.is_err() && entered {
         buffers.path.key(key);
     }
     r
@@ -189,26 +210,32 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
             }
             match field {
                 0 => {
-                    let r = map.next_value_seed(FeaturesSeed {
-                        out: &mut req.context,
-                        status: &mut req.context_status,
-                        buffers,
-                    });
+                    let r = tracked(
+                        &mut map,
+                        FeaturesSeed {
+                            out: &mut req.context,
+                            status: &mut req.context_status,
+                            buffers,
+                        },
+                    );
                     at_key(buffers, &key, r)?;
                 }
                 1 => {
-                    let r = map.next_value_seed(CandidatesSeed {
-                        req: &mut req,
-                        buffers,
-                    });
+                    let r = tracked(
+                        &mut map,
+                        CandidatesSeed {
+                            req: &mut req,
+                            buffers,
+                        },
+                    );
                     at_key(buffers, &key, r)?;
                     candidates_seen = true;
                 }
-                2 => req.event_id = at_key(buffers, &key, map.next_value())?,
-                3 => req.k = at_key(buffers, &key, map.next_value())?,
-                4 => req.shopper_id = at_key(buffers, &key, map.next_value())?,
-                5 => req.explore = at_key(buffers, &key, map.next_value())?,
-                _ => req.distribution = at_key(buffers, &key, map.next_value())?,
+                2 => req.event_id = at_key(buffers, &key, tracked(&mut map, PhantomData))?,
+                3 => req.k = at_key(buffers, &key, tracked(&mut map, PhantomData))?,
+                4 => req.shopper_id = at_key(buffers, &key, tracked(&mut map, PhantomData))?,
+                5 => req.explore = at_key(buffers, &key, tracked(&mut map, PhantomData))?,
+                _ => req.distribution = at_key(buffers, &key, tracked(&mut map, PhantomData))?,
             }
         }
         if !candidates_seen {
@@ -246,15 +273,21 @@ impl<'de> Visitor<'de> for CandidatesSeed<'_> {
         }
         let mut i = 0;
         loop {
-            let r = seq.next_element_seed(CandidateSeed {
-                req: &mut *req,
-                buffers: &mut *self.buffers,
+            let mut entered = false;
+            let r = seq.next_element_seed(Tracked {
+                seed: CandidateSeed {
+                    req: &mut *req,
+                    buffers: &mut *self.buffers,
+                },
+                entered: &mut entered,
             });
             match r {
                 Ok(Some(())) => i += 1,
                 Ok(None) => return Ok(()),
                 Err(e) => {
-                    self.buffers.path.index(i);
+                    if entered {
+                        self.buffers.path.index(i);
+                    }
                     return Err(e);
                 }
             }
@@ -302,19 +335,25 @@ impl<'de> Visitor<'de> for CandidateSeed<'_> {
             match field {
                 0 => {
                     let from = req.ids.len() as u32;
-                    let r = map.next_value_seed(IdSeed(&mut req.ids));
+                    let r = tracked(&mut map, IdSeed(&mut req.ids));
                     at_key(buffers, &key, r)?;
                     entry.id = from..req.ids.len() as u32;
                 }
                 1 => {
-                    let r = map.next_value_seed(FeaturesSeed {
-                        out: &mut req.features,
-                        status: &mut entry.status,
-                        buffers,
-                    });
+                    let r = tracked(
+                        &mut map,
+                        FeaturesSeed {
+                            out: &mut req.features,
+                            status: &mut entry.status,
+                            buffers,
+                        },
+                    );
                     at_key(buffers, &key, r)?;
                 }
-                _ => entry.attributes_ok = at_key(buffers, &key, map.next_value_seed(ShapeSeed))?,
+                _ => {
+                    let r = tracked(&mut map, ShapeSeed(&mut buffers.path));
+                    entry.attributes_ok = at_key(buffers, &key, r)?;
+                }
             }
         }
         if !seen[0] {
@@ -352,9 +391,9 @@ impl<'de> Visitor<'de> for IdSeed<'_> {
 }
 
 /// Skips a value, answering whether it is `null` or an object.
-struct ShapeSeed;
+struct ShapeSeed<'a>(&'a mut ErrorPath);
 
-impl<'de> DeserializeSeed<'de> for ShapeSeed {
+impl<'de> DeserializeSeed<'de> for ShapeSeed<'_> {
     type Value = bool;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
@@ -362,7 +401,7 @@ impl<'de> DeserializeSeed<'de> for ShapeSeed {
     }
 }
 
-impl<'de> Visitor<'de> for ShapeSeed {
+impl<'de> Visitor<'de> for ShapeSeed<'_> {
     type Value = bool;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -373,13 +412,13 @@ impl<'de> Visitor<'de> for ShapeSeed {
         Ok(true)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<bool, A::Error> {
+        skip_map(map, self.0)?;
         Ok(true)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<bool, A::Error> {
+        skip_seq(seq, self.0)?;
         Ok(false)
     }
 
@@ -442,6 +481,21 @@ mod tests {
             r#"{"candidates": [{"id": "a", "features": {"price": 1e999}}]}"#,
             r#"{"context": {"a": [1, {"b": 1e999}]}, "candidates": []}"#,
             r#"{"context": {"a": [{"b": 1}, {"b": 1e999}]}, "candidates": []}"#,
+            r#"{"candidates": ["#,
+            r#"{"candidates": [{"id": "a"}, "#,
+            r#"{"candidates": [{"id": "a", "attributes": {"x": [1, {"y": 1e999}]}}]}"#,
+            r#"{"candidates": [{"id": "a", "features": [1, [2, 1e999]]}]}"#,
+            r#"{"candidates": [{"id": "a", "features": {"x": [[1, 1e999]]}}]}"#,
+            r#"{"candidates": [{"id": "a", "features": {"x": {"y": 1e999}}}]}"#,
+            r#"{"context": {"a": 1, "b": 1e999}, "candidates": []}"#,
+            r#"{"context": {"a": ["#,
+            r#"{"context": {"a": "#,
+            r#"{"context": {"a""#,
+            r#"{"k""#,
+            r#"{"k": "#,
+            r#"{"candidates": [{"id""#,
+            r#"{"candidates": [{"id": "a", "features": {"b": {"c""#,
+            r#"{"candidates": [{"id": "a", "attributes": {"b": {"c""#,
         ];
         for body in bodies {
             let old = match crate::api::body::parse::<DecideRequest>(body.as_bytes()) {
