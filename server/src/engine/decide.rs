@@ -183,10 +183,19 @@ pub(crate) fn check_items_request(req: &ItemsRequest) -> Result<Checked, EngineE
         while end < hashed.len() && hashed[end].0 == hashed[run].0 {
             end += 1;
         }
-        for j in run + 1..end {
-            let later = hashed[j].1 as usize;
-            if (run..j).any(|l| req.id(hashed[l].1 as usize) == req.id(later)) {
+        // Each id of the run is compared with the distinct ids seen in it so far: one, unless
+        // two ids share a 64-bit hash, so a request of one id repeated stays linear.
+        if end - run == 1 {
+            run = end;
+            continue;
+        }
+        let mut distinct = vec![hashed[run].1 as usize];
+        for &(_, later) in &hashed[run + 1..end] {
+            let later = later as usize;
+            if distinct.iter().any(|&d| req.id(d) == req.id(later)) {
                 first_repeat = first_repeat.min(later);
+            } else {
+                distinct.push(later);
             }
         }
         run = end;

@@ -93,7 +93,11 @@ impl ItemsRequest {
     /// The request as `Value`s, parsed again from its body: for the plugin stage and for
     /// features objects that repeat a key.
     pub fn values(body: &[u8]) -> Result<DecideRequest, EngineError> {
-        crate::api::body::parse(body)
+        // The body already parsed, so this does not fail on a body `parse` accepted.
+        serde_json::from_slice(body).map_err(|e| EngineError::Malformed {
+            field: "body".into(),
+            message: e.to_string(),
+        })
     }
 
     /// Number of candidates.
@@ -571,6 +575,109 @@ mod tests {
         assert!(req.context_error().is_none());
         assert!(!req.candidates[0].attributes_ok);
         assert!(req.candidates[1].attributes_ok);
+    }
+
+    /// `check_items_request` reports the first failing candidate in request order, as the
+    /// hash-set loop before it did.
+    #[test]
+    fn candidate_checks_report_the_first_failure() {
+        use crate::engine::check_items_request;
+        let field = |body: &str| {
+            let req = ItemsRequest::parse(body.as_bytes()).unwrap();
+            check_items_request(&req)
+                .unwrap_err()
+                .field()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            field(r#"{"candidates": [{"id": "a"}, {"id": "b"}, {"id": "a"}, {"id": "b"}]}"#),
+            "candidates[2].id"
+        );
+        assert_eq!(
+            field(r#"{"candidates": [{"id": "a"}, {"id": ""}, {"id": "a"}]}"#),
+            "candidates[1].id"
+        );
+        assert_eq!(
+            field(r#"{"candidates": [{"id": "a", "attributes": 1}, {"id": "a"}]}"#),
+            "candidates[0].attributes"
+        );
+        assert_eq!(
+            field(r#"{"candidates": [{"id": "a"}, {"id": "a", "attributes": 1}]}"#),
+            "candidates[1].id"
+        );
+        // One id sent 10,000 times: found at once, in linear time.
+        let many: Vec<Value> = (0..10_000).map(|_| json!({"id": "same"})).collect();
+        let body = serde_json::to_vec(&json!({ "candidates": many })).unwrap();
+        let req = ItemsRequest::parse(&body).unwrap();
+        let e = check_items_request(&req).unwrap_err();
+        assert_eq!(e.field(), Some("candidates[1].id"));
+        // The candidate-set hash is the sum it always was, whatever the order.
+        let a =
+            ItemsRequest::parse(br#"{"candidates": [{"id": "x"}, {"id": "y"}], "k": 2}"#).unwrap();
+        let b = ItemsRequest::parse(br#"{"candidates": [{"id": "y"}, {"id": "x"}]}"#).unwrap();
+        let (ca, cb) = (
+            check_items_request(&a).unwrap(),
+            check_items_request(&b).unwrap(),
+        );
+        assert_eq!((ca.k, cb.k), (2, 1));
+        assert_eq!(ca.candidate_set, cb.candidate_set);
+        let h = |id: &str| xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), 3);
+        assert_eq!(ca.candidate_set, h("x").wrapping_add(h("y")));
+    }
+
+    /// Through the engine: a features object that repeats a key is featurized from its `Value`
+    /// (the last value wins, as ever), and the logged vectors are the featurizer's vectors of
+    /// the `Value` walk.
+    #[tokio::test]
+    async fn the_engine_logs_the_value_walks_vectors() {
+        use crate::campaign::CampaignConfig;
+        use crate::engine::{DecideInput, Engine};
+        use crate::store::{SledStore, Store};
+        use std::sync::Arc;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 1 << 20, 100).unwrap());
+        let engine = Engine::open(store, Default::default()).unwrap();
+        let config: CampaignConfig = serde_json::from_value(json!({
+            "id": "c", "policy": {"type": "linucb"}, "featurizer": {"dimension": 32}
+        }))
+        .unwrap();
+        let featurizer = config.featurizer.build().unwrap();
+        engine.create_campaign(config).unwrap();
+        let served = |event: &str, body: &str| {
+            let mut body: Value = serde_json::from_str(body).unwrap();
+            body["event_id"] = json!(event);
+            // Keys written by hand so the repeat survives.
+            let text = serde_json::to_string(&body)
+                .unwrap()
+                .replace(r#""REPEAT":1"#, r#""a":5,"a":1"#);
+            let input = DecideInput::parse(text.into_bytes()).unwrap();
+            engine.decide("c", input).unwrap();
+            let mut actions = engine.store().event("c", event).unwrap().unwrap().actions;
+            actions.sort_by(|a, b| a.id.cmp(&b.id));
+            actions.into_iter().map(|a| (a.id, a.x)).collect::<Vec<_>>()
+        };
+        let candidates = r#"[{"id": "p", "features": {"b": {"c": 2, "d": "x"}}}, {"id": "q", "features": {"REPEAT": 1, "t": ["u", "v"]}}]"#;
+        let repeated = served(
+            "e1",
+            &format!(
+                r#"{{"context": {{"s": {{"REPEAT": 1}}, "n": 3}}, "candidates": {candidates}, "k": 2}}"#
+            ),
+        );
+        let plain = served(
+            "e2",
+            &format!(
+                r#"{{"context": {{"s": {{"a": 1}}, "n": 3}}, "candidates": {}, "k": 2}}"#,
+                candidates.replace(r#""REPEAT": 1"#, r#""a": 1"#)
+            ),
+        );
+        assert_eq!(repeated, plain);
+        let context = featurize::features("context", &json!({"s": {"a": 1}, "n": 3})).unwrap();
+        let q = featurize::features("f", &json!({"a": 1, "t": ["u", "v"]})).unwrap();
+        assert_eq!(plain[1].1, featurizer.vector(&context, "q", &q));
+        let p = featurize::features("f", &json!({"b": {"c": 2, "d": "x"}})).unwrap();
+        assert_eq!(plain[0].1, featurizer.vector(&context, "p", &p));
     }
 
     #[test]
