@@ -177,6 +177,8 @@ impl SparseVec {
     /// not depend on the order the pairs came in (the same features pushed in another order
     /// give the same vector, bit for bit).
     pub fn from_pairs_in(pairs: &mut [(u32, f64)]) -> Self {
+        // The general sort, even for a candidate's few dozen pairs: a hand-written insertion
+        // sort measured slower (featurizing 100 LinUCB candidates: 66-74 µs vs 52-54 µs).
         pairs.sort_unstable_by_key(|p| p.0);
         // Three or more values on one index are summed in a fixed order (two sum the same
         // either way); collisions are rare, so this costs one scan.
