@@ -86,21 +86,25 @@ impl SparseFeatures {
     /// A numeric feature `name = value` in `namespace`. Zero and non-finite values are skipped
     /// (zero contributes nothing; NaN or infinity would poison a linear model).
     pub fn push_numeric(&mut self, namespace: &str, name: &str, value: f64) {
-        if value == 0.0 || !value.is_finite() {
-            return;
-        }
-        self.entries.push((
-            hash_str(namespace, SEED_NAMESPACE),
-            hash_str(name, SEED_NAME),
-            value,
-        ));
+        self.push_hashed_numeric(namespace_hash(namespace), name_hash(name), value);
     }
 
     /// A categorical feature `name = value` in `namespace` (one-hot, value 1).
     pub fn push_categorical(&mut self, namespace: &str, name: &str, value: &str) {
-        let h = hash_str(value, hash_str(name, SEED_NAME));
-        self.entries
-            .push((hash_str(namespace, SEED_NAMESPACE), h, 1.0));
+        self.entries.push((
+            namespace_hash(namespace),
+            categorical_hash(name_hash(name), value),
+            1.0,
+        ));
+    }
+
+    /// [`push_numeric`](Self::push_numeric) with the namespace and name already hashed
+    /// ([`namespace_hash`], [`name_hash`]): what a parser that hashes each namespace once uses.
+    pub fn push_hashed_numeric(&mut self, namespace: u64, name: u64, value: f64) {
+        if value == 0.0 || !value.is_finite() {
+            return;
+        }
+        self.entries.push((namespace, name, value));
     }
 
     /// Several categoricals of one name (a JSON array of strings), each with value 1.
@@ -130,6 +134,23 @@ fn hash_str(s: &str, seed: u64) -> u64 {
     xxh3_64_with_seed(s.as_bytes(), seed)
 }
 
+/// The hash of a namespace (the dotted path of nested objects, `""` at the top level) as it is
+/// stored in [`SparseFeatures::entries`].
+pub fn namespace_hash(namespace: &str) -> u64 {
+    hash_str(namespace, SEED_NAMESPACE)
+}
+
+/// The hash of a feature name: a numeric feature's feature hash, and the seed of a categorical
+/// one's ([`categorical_hash`]).
+pub fn name_hash(name: &str) -> u64 {
+    hash_str(name, SEED_NAME)
+}
+
+/// The feature hash of the categorical `name = value`, from `name_hash(name)`.
+pub fn categorical_hash(name_hash: u64, value: &str) -> u64 {
+    hash_str(value, name_hash)
+}
+
 fn mix(a: u64, b: u64, seed: u64) -> u64 {
     let mut buf = [0u8; 16];
     buf[..8].copy_from_slice(&a.to_le_bytes());
@@ -150,12 +171,36 @@ impl SparseVec {
     /// Builds a vector from unsorted `(index, value)` pairs, summing duplicates and dropping
     /// exact zeros.
     pub fn from_pairs(mut pairs: Vec<(u32, f64)>) -> Self {
+        Self::from_pairs_in(&mut pairs)
+    }
+
+    /// [`from_pairs`](Self::from_pairs) over a caller's buffer (sorted in place, left for
+    /// reuse). Pairs on one index are summed in ascending order of value, so the result does
+    /// not depend on the order the pairs came in (the same features pushed in another order
+    /// give the same vector, bit for bit).
+    pub fn from_pairs_in(pairs: &mut [(u32, f64)]) -> Self {
+        // The general sort, even for a candidate's few dozen pairs: a hand-written insertion
+        // sort measured slower (featurizing 100 LinUCB candidates: 66-74 µs vs 52-54 µs).
         pairs.sort_unstable_by_key(|p| p.0);
+        // Three or more values on one index are summed in a fixed order (two sum the same
+        // either way); collisions are rare, so this costs one scan.
+        let mut run = 0;
+        while run < pairs.len() {
+            let mut end = run + 1;
+            while end < pairs.len() && pairs[end].0 == pairs[run].0 {
+                end += 1;
+            }
+            if end - run > 2 {
+                pairs[run..end].sort_unstable_by(|a, b| a.1.total_cmp(&b.1));
+            }
+            run = end;
+        }
+        let pairs = &*pairs;
         let mut out = SparseVec {
             idx: Vec::with_capacity(pairs.len()),
             val: Vec::with_capacity(pairs.len()),
         };
-        for (i, v) in pairs {
+        for &(i, v) in pairs {
             if out.idx.last() == Some(&i) {
                 *out.val.last_mut().expect("idx and val have equal length") += v;
             } else {
@@ -237,8 +282,39 @@ impl Featurizer {
         action_id: &str,
         action: &SparseFeatures,
     ) -> SparseVec {
+        self.vector_with(
+            &self.context_keys(&context.entries),
+            action_id,
+            &action.entries,
+            &mut VectorScratch::default(),
+        )
+    }
+
+    /// The keys of a decision's context features, computed once for all its candidates
+    /// ([`vector_with`](Self::vector_with)).
+    pub fn context_keys(&self, context: &[(u64, u64, f64)]) -> ContextKeys {
+        ContextKeys(
+            context
+                .iter()
+                .map(|&(ns, f, v)| (mix(ns, f, SEED_CONTEXT), v))
+                .collect(),
+        )
+    }
+
+    /// [`vector`](Self::vector) from the context's precomputed keys and raw entries, with
+    /// buffers the caller keeps between calls; the same vector, bit for bit.
+    pub fn vector_with(
+        &self,
+        context: &ContextKeys,
+        action_id: &str,
+        action: &[(u64, u64, f64)],
+        scratch: &mut VectorScratch,
+    ) -> SparseVec {
+        let context = &context.0;
         let dim = self.config.dimension as u64;
-        let mut pairs: Vec<(u32, f64)> = Vec::with_capacity(
+        let pairs = &mut scratch.pairs;
+        pairs.clear();
+        pairs.reserve(
             3 + action.len()
                 + if self.config.interactions {
                     context.len() * (action.len() + 2)
@@ -268,22 +344,23 @@ impl Featurizer {
         } else {
             pairs.push(entry(id2, half));
         }
-        let action_keys: Vec<(u64, f64)> = action
-            .entries
-            .iter()
-            .map(|&(ns, f, v)| (mix(ns, f, SEED_ACTION), v))
-            .collect();
-        for &(k, v) in &action_keys {
+        let action_keys = &mut scratch.action_keys;
+        action_keys.clear();
+        action_keys.extend(
+            action
+                .iter()
+                .map(|&(ns, f, v)| (mix(ns, f, SEED_ACTION), v)),
+        );
+        for &(k, v) in action_keys.iter() {
             pairs.push(entry(k, v));
         }
         if self.config.interactions || self.config.context_features {
-            for &(ns, f, cv) in &context.entries {
-                let ck = mix(ns, f, SEED_CONTEXT);
+            for &(ck, cv) in context {
                 if self.config.context_features {
                     pairs.push(entry(ck, cv));
                 }
                 if self.config.interactions {
-                    for &(ak, av) in &action_keys {
+                    for &(ak, av) in action_keys.iter() {
                         pairs.push(entry(mix(ck, ak, SEED_CROSS), cv * av));
                     }
                     pairs.push(entry(mix(ck, id1, SEED_CROSS_ID), cv * half));
@@ -291,8 +368,20 @@ impl Featurizer {
                 }
             }
         }
-        SparseVec::from_pairs(pairs)
+        SparseVec::from_pairs_in(pairs)
     }
+}
+
+/// A decision's context features as the featurizer crosses them, from
+/// [`Featurizer::context_keys`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContextKeys(Vec<(u64, f64)>);
+
+/// Buffers [`Featurizer::vector_with`] reuses from one candidate to the next.
+#[derive(Debug, Clone, Default)]
+pub struct VectorScratch {
+    pairs: Vec<(u32, f64)>,
+    action_keys: Vec<(u64, f64)>,
 }
 
 #[cfg(test)]
@@ -392,6 +481,54 @@ mod tests {
             }
         }
         assert!(same <= 3, "{same} identical pairs");
+    }
+
+    #[test]
+    fn vectors_do_not_depend_on_push_order() {
+        // Dimension 2: every entry collides, so sums of many values meet in one index.
+        for interactions in [false, true] {
+            let f = fz(2, interactions);
+            let mut ctx = SparseFeatures::new();
+            ctx.push_numeric("u", "a", 0.1);
+            ctx.push_numeric("u", "b", 1e-17);
+            ctx.push_numeric("", "c", 3.3);
+            let mut act = Vec::new();
+            for (i, v) in [0.7, -1e16, 1e16, 0.3, 2.9].into_iter().enumerate() {
+                act.push((i as u64 * 0x9e37_79b9, 17, v));
+            }
+            let forward = f.vector_with(
+                &f.context_keys(&ctx.entries),
+                "sku",
+                &act,
+                &mut VectorScratch::default(),
+            );
+            let mut rev_ctx = ctx.entries.clone();
+            rev_ctx.reverse();
+            act.reverse();
+            let backward = f.vector_with(
+                &f.context_keys(&rev_ctx),
+                "sku",
+                &act,
+                &mut VectorScratch::default(),
+            );
+            assert_eq!(forward, backward);
+            let mut one_bag = SparseFeatures::new();
+            one_bag.entries = act.clone();
+            assert_eq!(f.vector(&ctx, "sku", &one_bag), backward);
+        }
+        // The hashed pushes are the named ones.
+        let mut a = SparseFeatures::new();
+        a.push_numeric("ns.x", "price", 2.0);
+        a.push_categorical("ns.x", "brand", "acme");
+        let mut b = SparseFeatures::new();
+        b.push_hashed_numeric(namespace_hash("ns.x"), name_hash("price"), 2.0);
+        b.entries.push((
+            namespace_hash("ns.x"),
+            categorical_hash(name_hash("brand"), "acme"),
+            1.0,
+        ));
+        b.push_hashed_numeric(1, 2, 0.0);
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub mod sparse_linear;
 pub mod vmath;
 
 pub use error::PolicyError;
-pub use features::{Featurizer, FeaturizerConfig, SparseFeatures, SparseVec};
+pub use features::{
+    ContextKeys, Featurizer, FeaturizerConfig, SparseFeatures, SparseVec, VectorScratch,
+};
 pub use policy::{Arm, Choice, Estimator, Policy, PolicyConfig};
 pub use reward_range::RewardRange;

@@ -10,40 +10,76 @@ use tailor_policies::{Arm, FeaturizerConfig, Policy, SparseVec};
 use tailor_wire::{DecideRequest, RewardBatchRequest, RewardRequest, SendTimeRequest};
 
 use crate::api::body;
+use crate::engine::parse::ItemsRequest;
 use crate::engine::{self, featurize, send_time};
 use crate::store::{self, CampaignSnapshot, EventRecord, LogEntry, SendEventRecord, ShopperRecord};
 
-/// `POST /v1/campaigns/{campaign}/decide`: the body parsed as an items request (checks,
-/// featurizing of the context and every candidate, the vectors a feature-reading policy gets,
-/// the columnar view plugins read) and as a send-time request (checks, time zone, `earliest`).
+/// `POST /v1/campaigns/{campaign}/decide`: the body parsed as an items request the way the
+/// decide path parses it (straight into hashed features: checks, every features object, the
+/// vectors a feature-reading policy gets) and, when it parses, the same body the `Value` way
+/// (the columnar view plugins read; the features must match); and as a send-time request
+/// (checks, time zone, `earliest`).
 pub fn decide_body(bytes: &[u8]) {
-    if let Ok(req) = body::parse::<DecideRequest>(bytes) {
+    if let Ok(req) = ItemsRequest::parse(bytes) {
         decide_items(&req);
-        plugin_view_of(&req);
+        let values = ItemsRequest::values(bytes).expect("what parses streaming parses as Values");
+        plugin_view_of(&values);
+        same_features(&req, &values);
     }
     if let Ok(req) = body::parse::<SendTimeRequest>(bytes) {
         let _ = send_time::check_send_time_request(&req);
     }
 }
 
-fn decide_items(req: &DecideRequest) {
-    if engine::check_items_request(req).is_err() {
+fn decide_items(req: &ItemsRequest) {
+    if engine::check_items_request(req).is_err() || req.context_error().is_some() {
         return;
     }
-    let Ok(context) = featurize::features("context", &req.context) else {
-        return;
-    };
     let featurizer = FeaturizerConfig::default()
         .build()
         .expect("the default featurizer builds");
-    for (i, c) in req.candidates.iter().enumerate() {
-        let Ok(f) = featurize::features_at(|| format!("candidates[{i}].features"), &c.features)
-        else {
+    let context = featurizer.context_keys(req.context());
+    let mut scratch = tailor_policies::VectorScratch::default();
+    for i in 0..req.len() {
+        if req.features_error(i).is_some() {
             return;
-        };
-        let x = featurizer.vector(&context, &c.id, &f);
+        }
+        let x = featurizer.vector_with(&context, req.id(i), req.features(i), &mut scratch);
         assert_eq!(x.idx.len(), x.val.len());
         assert!(x.idx.windows(2).all(|w| w[0] < w[1]), "indices increase");
+    }
+}
+
+/// The streaming parse and the `Value` walk agree on every vector and every error field.
+fn same_features(req: &ItemsRequest, values: &DecideRequest) {
+    if req.repeats_keys() {
+        return;
+    }
+    let featurizer = FeaturizerConfig::default()
+        .build()
+        .expect("the default featurizer builds");
+    let old_context = featurize::features("context", &values.context);
+    // Both refuse the same objects (with two problems in one object, each may name another:
+    // the `Value` walk goes in key order, the streaming one in document order).
+    assert_eq!(
+        old_context.is_err(),
+        req.context_error().is_some(),
+        "context"
+    );
+    let Ok(old_context) = old_context else { return };
+    let keys = featurizer.context_keys(req.context());
+    let mut scratch = tailor_policies::VectorScratch::default();
+    for (i, c) in values.candidates.iter().enumerate() {
+        let old = featurize::features_at(|| format!("candidates[{i}].features"), &c.features);
+        match (old, req.features_error(i)) {
+            (Ok(old), None) => assert_eq!(
+                featurizer.vector(&old_context, &c.id, &old),
+                featurizer.vector_with(&keys, req.id(i), req.features(i), &mut scratch),
+                "candidate {i}"
+            ),
+            (Err(_), Some(_)) => {}
+            (old, new) => panic!("candidate {i}: {old:?} vs {new:?}"),
+        }
     }
 }
 

@@ -4,8 +4,7 @@ use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use tailor_wire::{
-    BatchRewardResult, DecideRequest, RewardBatchRequest, RewardBatchResponse, RewardRequest,
-    SendTimeRequest,
+    BatchRewardResult, RewardBatchRequest, RewardBatchResponse, RewardRequest, SendTimeRequest,
 };
 
 use super::auth::{Access, Authorized, Routes, Scope};
@@ -121,19 +120,8 @@ async fn decide(
     let raw = body::read(payload, state.body_limit).await?;
     // The body's shape follows the campaign's kind; the engine checks the kind again.
     let response = match state.engine.campaign(&path)?.config.kind {
-        CampaignKind::Items => {
-            let request: DecideRequest = body::parse(&raw)?;
-            state.engine.decide(
-                &path,
-                DecideInput {
-                    request,
-                    raw,
-                    defer: false,
-                    log_request: false,
-                    slot: None,
-                },
-            )?
-        }
+        // Parsed straight into hashed features; the body is kept for the decision log.
+        CampaignKind::Items => state.engine.decide(&path, DecideInput::parse(raw)?)?,
         CampaignKind::SendTime => {
             let request: SendTimeRequest = body::parse(&raw)?;
             state.engine.decide(&path, request)?

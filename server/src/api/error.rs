@@ -83,6 +83,21 @@ impl TransportError {
     }
 }
 
+impl From<crate::engine::parse::MalformedBody> for TransportError {
+    fn from(e: crate::engine::parse::MalformedBody) -> Self {
+        Self::Malformed {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
+impl From<crate::engine::parse::MalformedBody> for ApiError {
+    fn from(e: crate::engine::parse::MalformedBody) -> Self {
+        Self::Transport(e.into())
+    }
+}
+
 impl From<Shed> for TransportError {
     fn from(s: Shed) -> Self {
         Self::Overloaded {

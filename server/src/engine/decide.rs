@@ -1,15 +1,18 @@
 //! The decide path: validate, featurize, choose, log.
 
-use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use rand::SeedableRng;
 use rand_pcg::Pcg64Mcg;
 use serde::Serialize;
+use std::cell::RefCell;
+
+use tailor_policies::features::VectorScratch;
 use tailor_policies::{Arm, Choice, SparseVec};
 use tailor_wire::{ChosenAction, DecideRequest, DecideResponse, SendTimeRequest, SendTimeResponse};
 
+use super::parse::ItemsRequest;
 use super::{featurize, now_ms, CampaignRuntime, Engine};
 use crate::campaign::{CampaignKind, CampaignStatus};
 use crate::error::EngineError;
@@ -22,10 +25,12 @@ pub const MAX_CANDIDATES: usize = 10_000;
 /// Longest accepted id (event, candidate, shopper).
 const MAX_ID_LEN: usize = 256;
 
-/// A parsed decide request and its raw body (kept for the decision log).
+/// A parsed decide request and its raw body (kept for the decision log, and parsed again into
+/// `Value`s only for campaigns with plugins). `request` is the parse of `raw`: build both with
+/// [`DecideInput::parse`] or [`DecideInput::from_request`].
 #[derive(Debug)]
 pub struct DecideInput {
-    pub request: DecideRequest,
+    pub request: ItemsRequest,
     pub raw: Vec<u8>,
     /// The decision is not learned from until [`Engine::activate`] (Personalizer's
     /// `deferActivation`): its rewards are ignored and its window closes without learning.
@@ -37,6 +42,34 @@ pub struct DecideInput {
     /// [`slot_event_id`](super::slot_event_id)`(event_id, slot)`, which no single-slot id can
     /// equal.
     pub slot: Option<String>,
+}
+
+impl DecideInput {
+    /// Parses a decide body straight into hashed features ([`ItemsRequest::parse`]); the body
+    /// is kept.
+    pub fn parse(raw: Vec<u8>) -> Result<Self, super::parse::MalformedBody> {
+        Ok(Self {
+            request: ItemsRequest::parse(&raw)?,
+            raw,
+            defer: false,
+            log_request: false,
+            slot: None,
+        })
+    }
+
+    /// A request built in process (the Personalizer API), as the body it stands for.
+    pub fn from_request(request: &DecideRequest) -> Result<Self, EngineError> {
+        Self::parse(serde_json::to_vec(request).expect("JSON encoding of a decide request"))
+            .map_err(|e| EngineError::Invalid {
+                field: e.field,
+                message: e.message,
+            })
+    }
+}
+
+thread_local! {
+    /// The featurizer's buffers, reused by every decide on this worker thread.
+    static SCRATCH: RefCell<VectorScratch> = RefCell::new(VectorScratch::default());
 }
 
 /// What a decide call carries: an item request or a send-time request.
@@ -104,26 +137,34 @@ fn bad_id(field: &str) -> EngineError {
     )
 }
 
+/// What [`check_items_request`] found acceptable.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Checked {
+    /// Slots to fill.
+    pub k: usize,
+    /// Order-independent hash of the candidate ids, never 0.
+    pub candidate_set: u64,
+}
+
 /// The checks of an items decide request that need no campaign state: candidates (count, ids,
-/// duplicates, attributes), `k`, `event_id` and `shopper_id`. Returns `k`.
-pub(crate) fn check_items_request(req: &DecideRequest) -> Result<usize, EngineError> {
-    if req.candidates.is_empty() {
+/// duplicates, attributes), `k`, `event_id` and `shopper_id`. The first failing candidate check
+/// in request order is the one reported, id before duplicate before attributes.
+pub(crate) fn check_items_request(req: &ItemsRequest) -> Result<Checked, EngineError> {
+    let n = req.len();
+    if n == 0 {
         return Err(EngineError::invalid("candidates", "must not be empty"));
     }
-    if req.candidates.len() > MAX_CANDIDATES {
+    if n > MAX_CANDIDATES {
         return Err(EngineError::invalid_owned(
             "candidates",
             format!("at most {MAX_CANDIDATES} candidates per decision"),
         ));
     }
     let k = req.k.unwrap_or(1);
-    if k == 0 || k > req.candidates.len() {
+    if k == 0 || k > n {
         return Err(EngineError::invalid_owned(
             "k",
-            format!(
-                "must be between 1 and the number of candidates ({})",
-                req.candidates.len()
-            ),
+            format!("must be between 1 and the number of candidates ({n})"),
         ));
     }
     if let Some(id) = &req.event_id {
@@ -132,25 +173,67 @@ pub(crate) fn check_items_request(req: &DecideRequest) -> Result<usize, EngineEr
     if let Some(id) = &req.shopper_id {
         check_id("shopper_id", id)?;
     }
-    let mut seen = HashSet::with_capacity(req.candidates.len());
-    for (i, c) in req.candidates.iter().enumerate() {
-        if !id_ok(&c.id) {
+    // One hash per id serves both the candidate-set hash and finding repeats (sorted, so no
+    // hash set is built).
+    let mut hashed: Vec<(u64, u32)> = req
+        .ids()
+        .enumerate()
+        .map(|(i, id)| (id_hash(id), i as u32))
+        .collect();
+    let candidate_set = hashed
+        .iter()
+        .fold(0u64, |acc, &(h, _)| acc.wrapping_add(h))
+        .max(1);
+    hashed.sort_unstable();
+    // The first index whose id appeared before it.
+    let mut first_repeat = usize::MAX;
+    let mut run = 0;
+    while run < hashed.len() {
+        let mut end = run + 1;
+        while end < hashed.len() && hashed[end].0 == hashed[run].0 {
+            end += 1;
+        }
+        // Each id of the run is compared with the distinct ids seen in it so far: one, unless
+        // two ids share a 64-bit hash, so a request of one id repeated stays linear.
+        if end - run == 1 {
+            run = end;
+            continue;
+        }
+        let mut distinct = vec![hashed[run].1 as usize];
+        for &(_, later) in &hashed[run + 1..end] {
+            let later = later as usize;
+            if distinct.iter().any(|&d| req.id(d) == req.id(later)) {
+                first_repeat = first_repeat.min(later);
+            } else {
+                distinct.push(later);
+            }
+        }
+        run = end;
+    }
+    for i in 0..n {
+        let id = req.id(i);
+        if !id_ok(id) {
             return Err(bad_id(&format!("candidates[{i}].id")));
         }
-        if !seen.insert(c.id.as_str()) {
+        if i == first_repeat {
             return Err(EngineError::invalid_owned(
                 &format!("candidates[{i}].id"),
-                format!("duplicate candidate id {:?}", c.id),
+                format!("duplicate candidate id {id:?}"),
             ));
         }
-        if !(c.attributes.is_null() || c.attributes.is_object()) {
+        if !req.candidates[i].attributes_ok {
             return Err(EngineError::invalid(
                 &format!("candidates[{i}].attributes"),
                 "must be a JSON object",
             ));
         }
     }
-    Ok(k)
+    Ok(Checked { k, candidate_set })
+}
+
+/// A candidate id's share of the candidate-set hash.
+fn id_hash(id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), 3)
 }
 
 /// The join state of a freshly logged decision.
@@ -177,14 +260,6 @@ pub(super) fn event_for(d: &DecisionRecord) -> EventRecord {
         deferred: false,
         vectors: Vec::new(),
     }
-}
-
-/// Order-independent hash of a request's candidate ids (unique within a request), never 0.
-fn candidate_set(candidates: &[tailor_wire::Candidate]) -> u64 {
-    let h = candidates.iter().fold(0u64, |acc, c| {
-        acc.wrapping_add(xxhash_rust::xxh3::xxh3_64_with_seed(c.id.as_bytes(), 3))
-    });
-    h.max(1)
 }
 
 fn response_of(event: &EventRecord, replayed: bool) -> DecideResponse {
@@ -244,13 +319,12 @@ impl Engine {
         let req = &input.request;
 
         // Validate everything before anything is written.
-        let k = check_items_request(req)?;
+        let Checked { k, candidate_set } = check_items_request(req)?;
         if let Some(slot) = &input.slot {
             if slot.is_empty() || slot.len() > MAX_ID_LEN {
                 return Err(bad_id("slot"));
             }
         }
-        let candidate_set = candidate_set(&req.candidates);
         let event_id = match (&req.event_id, &input.slot) {
             (Some(id), Some(slot)) => Some(super::slot_event_id(id, slot)),
             (Some(id), None) => Some(id.clone()),
@@ -271,10 +345,25 @@ impl Engine {
         }
 
         // Plugins run before the policy samples: constraints fix the eligible set (so logged
-        // propensities are over it), extractors add features (docs/plugins.md).
+        // propensities are over it), extractors add features (docs/plugins.md). They read
+        // `Value`s, built from the body only for a campaign with plugins (and for a features
+        // object that repeats a key, which a `Value` resolves to its last value).
         let chain = rt.chain.read().clone();
-        let stage = crate::plugins::run_stage(&chain, &rt.config.id, req)
-            .map_err(|refusal| EngineError::Unavailable { message: refusal.0 })?;
+        let values = if !chain.is_empty() || req.repeats_keys() {
+            Some(ItemsRequest::values(&input.raw)?)
+        } else {
+            None
+        };
+        let stage = match &values {
+            Some(values) if !chain.is_empty() => {
+                crate::plugins::run_stage(&chain, &rt.config.id, values)
+                    .map_err(|refusal| EngineError::Unavailable { message: refusal.0 })?
+            }
+            _ => crate::plugins::PluginStage {
+                eligible: (0..req.len()).collect(),
+                ..Default::default()
+            },
+        };
         if stage.eligible.is_empty() {
             return Err(EngineError::invalid(
                 "candidates",
@@ -282,25 +371,72 @@ impl Engine {
             ));
         }
         let k = k.min(stage.eligible.len());
-        let context =
-            featurize::features("context", stage.context.as_ref().unwrap_or(&req.context))?;
+        // Features merged by extractors, or of an object that repeats a key, come from the
+        // `Value` walk; the rest were hashed while parsing.
+        let context_value = match (&stage.context, &values) {
+            (Some(merged), _) => Some(merged),
+            (None, Some(v)) if req.context_status.repeated_key => Some(&v.context),
+            _ => None,
+        };
+        let context_walked = match context_value {
+            Some(v) => Some(featurize::features("context", v)?.entries),
+            None => {
+                if let Some(e) = req.context_error() {
+                    return Err(e);
+                }
+                None
+            }
+        };
+        let context = context_walked.as_deref().unwrap_or(req.context());
         // Every candidate's features are checked; vectors are only built for all candidates when
         // the serving policy reads them, else only for the served actions (shadow learners).
-        let mut action_features = Vec::with_capacity(req.candidates.len());
-        for (i, c) in req.candidates.iter().enumerate() {
-            let raw = stage.features.get(i).unwrap_or(&c.features);
-            action_features.push(featurize::features_at(
-                || format!("candidates[{i}].features"),
-                raw,
-            )?);
+        let mut walked: Vec<Option<Vec<(u64, u64, f64)>>> = Vec::new();
+        for i in 0..req.len() {
+            let value = match (stage.features.get(i), &values) {
+                (Some(merged), _) => Some(merged),
+                (None, Some(v)) if req.candidates[i].status.repeated_key => {
+                    Some(&v.candidates[i].features)
+                }
+                _ => None,
+            };
+            match value {
+                Some(v) => {
+                    let f = featurize::features_at(|| format!("candidates[{i}].features"), v)?;
+                    walked.resize(req.len(), None);
+                    walked[i] = Some(f.entries);
+                }
+                None => {
+                    if let Some(e) = req.features_error(i) {
+                        return Err(e);
+                    }
+                }
+            }
         }
+        let action_features = |i: usize| -> &[(u64, u64, f64)] {
+            match walked.get(i) {
+                Some(Some(f)) => f,
+                _ => req.features(i),
+            }
+        };
         let serving_reads_x = rt.config.policy.uses_features();
+        let any_reads_x = rt.config.all_policies().any(|p| p.uses_features());
+        let context_keys = if any_reads_x {
+            rt.featurizer.context_keys(context)
+        } else {
+            Default::default()
+        };
+        let vector = |i: usize| {
+            SCRATCH.with(|scratch| {
+                rt.featurizer.vector_with(
+                    &context_keys,
+                    req.id(i),
+                    action_features(i),
+                    &mut scratch.borrow_mut(),
+                )
+            })
+        };
         let vectors: Vec<SparseVec> = if serving_reads_x {
-            req.candidates
-                .iter()
-                .zip(&action_features)
-                .map(|(c, f)| rt.featurizer.vector(&context, &c.id, f))
-                .collect()
+            (0..req.len()).map(vector).collect()
         } else {
             Vec::new()
         };
@@ -341,7 +477,7 @@ impl Engine {
                     .eligible
                     .iter()
                     .map(|&i| Arm {
-                        id: &req.candidates[i].id,
+                        id: req.id(i),
                         x: vectors.get(i).unwrap_or(&empty),
                     })
                     .collect();
@@ -368,28 +504,24 @@ impl Engine {
                 .iter()
                 .zip(p)
                 .map(|(&i, probability)| ChosenAction {
-                    id: req.candidates[i].id.clone(),
+                    id: req.id(i).to_string(),
                     probability,
                 })
                 .collect()
         });
 
         let at_ms = now_ms();
-        let any_reads_x = rt.config.all_policies().any(|p| p.uses_features());
         let actions: Vec<LoggedAction> = choices
             .iter()
             .map(|c| {
                 let i = stage.eligible[c.index];
                 let x = match vectors.get(i) {
                     Some(x) => x.clone(),
-                    None if any_reads_x => {
-                        rt.featurizer
-                            .vector(&context, &req.candidates[i].id, &action_features[i])
-                    }
+                    None if any_reads_x => vector(i),
                     None => SparseVec::default(),
                 };
                 LoggedAction {
-                    id: req.candidates[i].id.clone(),
+                    id: req.id(i).to_string(),
                     probability: c.probability,
                     x,
                 }

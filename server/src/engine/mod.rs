@@ -15,6 +15,7 @@ mod durability;
 pub mod featurize;
 pub mod holdout;
 mod model;
+pub mod parse;
 mod records;
 pub mod reports;
 mod reward;

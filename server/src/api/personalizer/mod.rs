@@ -232,19 +232,13 @@ fn decide(
     defer: bool,
     slot: Option<String>,
 ) -> Result<tailor_wire::DecideResponse, EngineError> {
-    let raw = serde_json::to_vec(&request).expect("JSON encoding of a decide request");
+    let mut input = DecideInput::from_request(&request)?;
+    input.defer = defer;
+    input.log_request = true;
+    input.slot = slot;
     state
         .engine
-        .decide(
-            campaign,
-            DecideInput {
-                request,
-                raw,
-                defer,
-                log_request: true,
-                slot,
-            },
-        )?
+        .decide(campaign, input)?
         .into_items()
         .ok_or_else(|| {
             EngineError::invalid(
