@@ -339,7 +339,29 @@ mod tests {
             let end = line[from..]
                 .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                 .map_or(line.len(), |n| from + n);
-            if line[end..].starts_with('(') {
+            // actix's helpers are `Error` + a status name; other `Error…(` identifiers
+            // (`ErrorPath(..)`) are not status choices.
+            let status_name = [
+                "BadRequest",
+                "Unauthorized",
+                "Forbidden",
+                "NotFound",
+                "MethodNotAllowed",
+                "NotAcceptable",
+                "RequestTimeout",
+                "Conflict",
+                "Gone",
+                "PayloadTooLarge",
+                "UnprocessableEntity",
+                "TooManyRequests",
+                "InternalServerError",
+                "NotImplemented",
+                "BadGateway",
+                "ServiceUnavailable",
+                "GatewayTimeout",
+            ]
+            .contains(&&line[from..end]);
+            if status_name && line[end..].starts_with('(') {
                 return Some("an actix error helper");
             }
         }
