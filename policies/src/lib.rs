@@ -22,7 +22,6 @@ pub mod policy;
 pub mod propensity;
 pub mod reward_range;
 pub mod send_time;
-pub mod vmath;
 
 pub use error::PolicyError;
 pub use features::{Featurizer, FeaturizerConfig, SparseFeatures, SparseVec};
