@@ -58,9 +58,13 @@ const LN_BELOW: f64 = -16.1;
 const LN_ABOVE: f64 = -1e-6;
 /// Smallest CDF value kept (its log is about -690).
 const TINY: f64 = 1e-300;
-/// A cell is split into sub-steps when `ln g`'s curvature in it, `(α+β)·x(1−x)`, exceeds this:
-/// each step then spans at most a third of the density's curvature scale.
+/// An integration step spans at most a third of the density's curvature scale in `u`,
+/// `1/√((α+β)·x(1−x))`: cells where `(α+β)·x(1−x)` exceeds this are split into sub-steps.
 const MAX_CURVATURE: f64 = 1.0 / (9.0 * STEP * STEP);
+/// Most grid points one integration step spans.
+const MAX_STRIDE: usize = 16;
+/// Most grid points one integration step of a touched slot spans in a decision.
+const MAX_TOUCHED_STRIDE: usize = 8;
 
 /// `x`, `ln x` and `ln(1 − x)` at every grid point.
 struct Nodes {
@@ -109,6 +113,8 @@ struct Shape {
     lnb: f64,
     /// The point [`Shape::cdf_into`] integrates down from (its upper tail is exact there).
     top: usize,
+    /// Grid points per integration step of [`Shape::cdf_into`].
+    stride: usize,
 }
 
 impl Shape {
@@ -120,12 +126,27 @@ impl Shape {
         s
     }
 
+    /// Beta(a, b) with steps of a third of its narrowest curvature scale, at x = 1/2 or at the
+    /// mode (`√(1/α + 1/β)`), whichever is smaller: CDF error < 1e-7.
     fn unsettled(a: f64, b: f64) -> Self {
+        let width = (1.0 / a + 1.0 / b).sqrt().min(2.0 / (a + b).sqrt());
         Self {
             a,
             b,
             lnb: ln_beta(a, b),
             top: GRID_POINTS - 1,
+            stride: (width / STEP / 3.0).floor().clamp(1.0, MAX_STRIDE as f64) as usize,
+        }
+    }
+
+    /// Beta(a, b) as a decision's touched slot: steps of a third of its curvature scale at the
+    /// mode, at most [`MAX_TOUCHED_STRIDE`] points (CDF error about 1e-5 for the widest).
+    fn touched(a: f64, b: f64) -> Self {
+        let width = (1.0 / a + 1.0 / b).sqrt();
+        let stride = (width / STEP / 3.0).floor();
+        Self {
+            stride: stride.clamp(1.0, MAX_TOUCHED_STRIDE as f64) as usize,
+            ..Self::unsettled(a, b)
         }
     }
 
@@ -133,10 +154,14 @@ impl Shape {
     /// last point if none is). Above the mode `ln g` is concave and falling in `u`, so the tail
     /// beyond `u` is at most `g(u) / |φ'(u)|`, which keeps falling; below the mode the test fails.
     fn top_from(&self, at_least: usize, ln_eps: f64) -> usize {
-        first_point(at_least, |k| {
+        let settled = |k: usize| {
             let slope = self.slope(k);
             slope < 0.0 && self.ln_density(k) - (-slope).ln() <= ln_eps
-        })
+        };
+        if at_least < GRID_POINTS && settled(at_least) {
+            return at_least;
+        }
+        first_point(at_least, settled)
     }
 
     fn ln_density(&self, k: usize) -> f64 {
@@ -149,10 +174,28 @@ impl Shape {
         self.a - (self.a + self.b) * nodes().x[k]
     }
 
-    /// The exact upper tail above point `k`, `1 − I_x(α, β) = I_{1−x}(β, α)`.
+    /// The upper tail above point `k`. Far above the mode (tail below 1e-7) by parts,
+    /// `g / (|φ'| + φ''/φ')`, relative error O((φ''/φ'²)²); else the exact incomplete beta
+    /// `I_{1−x}(β, α)`.
     fn tail_above(&self, k: usize) -> f64 {
         let n = nodes();
+        let slope = self.slope(k);
+        let ln_g = self.ln_density(k);
+        if slope < 0.0 && ln_g - (-slope).ln() <= RANGE_TAIL.ln() {
+            let curvature = -(self.a + self.b) * n.x[k] * (1.0 - n.x[k]);
+            return ln_g.exp() / (-slope + curvature / slope);
+        }
         inc_beta(self.b, self.a, n.l1x[k].exp(), n.l1x[k], n.lx[k], self.lnb)
+    }
+
+    /// An upper bound on `ln F` at `k` (below the mode `F ≤ g / φ'` by log-concavity), at most 0.
+    fn ln_cdf_bound(&self, k: usize) -> f64 {
+        let slope = self.slope(k);
+        if slope > 0.0 {
+            (self.ln_density(k) - slope.ln()).min(0.0)
+        } else {
+            0.0
+        }
     }
 
     /// Density terms from x, ln x, ln(1 − x).
@@ -199,23 +242,66 @@ impl Shape {
         sum + cell_integral(h, lower, above)
     }
 
-    /// F at grid points `from..from + out.len()`, integrated down from `top`.
+    /// F at grid points `from..from + out.len()`, integrated down from `top` in steps of
+    /// `stride` points (cells of one point take sub-steps where the density is narrow, see
+    /// [`Shape::cell`]); the points inside a step by quintic Hermite interpolation of the tail
+    /// `T` from `(T, T' = −g, T'' = −g')` at the step's ends.
     fn cdf_into(&self, from: usize, out: &mut [f64]) {
         let end = from + out.len();
         let mut tail = self.tail_above(self.top);
         for k in self.top.max(from)..end {
             out[k - from] = 1.0 - tail;
         }
+        let stride = self.stride;
+        let mut weights = [[0.0; 6]; MAX_STRIDE];
+        for (i, w) in weights[..stride].iter_mut().enumerate() {
+            *w = hermite(i as f64 / stride as f64);
+        }
         let mut upper = self.terms_at(self.top);
-        for k in (from..self.top).rev() {
-            let lower = self.terms_at(k);
-            tail += self.cell(k, lower, upper);
-            if k < end {
-                out[k - from] = (1.0 - tail).max(0.0);
+        let mut k1 = self.top;
+        while k1 > from {
+            let k0 = k1 - stride.min(k1);
+            let lower = self.terms_at(k0);
+            let h = (k1 - k0) as f64 * STEP;
+            let below = tail
+                + if k1 - k0 == 1 {
+                    self.cell(k0, lower, upper)
+                } else {
+                    cell_integral(h, lower, upper)
+                };
+            for k in (k0 + 1).max(from)..k1.min(end) {
+                // (The last step, cut short at point 0, computes its own weights.)
+                let w = match k1 - k0 == stride {
+                    true => weights[k - k0],
+                    false => hermite((k - k0) as f64 / (k1 - k0) as f64),
+                };
+                let t = w[0] * below
+                    - h * (w[1] * lower.0 + w[4] * upper.0)
+                    - h * h * (w[2] * lower.1 + w[3] * upper.1)
+                    + w[5] * tail;
+                out[k - from] = 1.0 - t.clamp(tail, below);
             }
-            upper = lower;
+            if k0 >= from && k0 < end {
+                out[k0 - from] = (1.0 - below).max(0.0);
+            }
+            (tail, upper, k1) = (below, lower, k0);
         }
     }
+}
+
+/// Quintic Hermite basis weights at `t ∈ [0, 1]`, in the order (value at 0, slope at 0,
+/// curvature at 0, curvature at 1, slope at 1, value at 1).
+fn hermite(t: f64) -> [f64; 6] {
+    let (t2, t3) = (t * t, t * t * t);
+    let (t4, t5) = (t3 * t, t3 * t2);
+    [
+        1.0 - 10.0 * t3 + 15.0 * t4 - 6.0 * t5,
+        t - 6.0 * t3 + 8.0 * t4 - 3.0 * t5,
+        0.5 * (t2 - 3.0 * t3 + 3.0 * t4 - t5),
+        0.5 * (t3 - 2.0 * t4 + t5),
+        -4.0 * t3 + 7.0 * t4 - 3.0 * t5,
+        10.0 * t3 - 15.0 * t4 + 6.0 * t5,
+    ]
 }
 
 /// The first point at or above `from` where the monotone `pred` holds (the last point when
@@ -238,7 +324,8 @@ fn first_point(from: usize, pred: impl Fn(usize) -> bool) -> usize {
 #[derive(Debug, Clone)]
 pub struct PriorTable {
     params: Vec<(f64, f64)>,
-    /// Row-major: slot `j`'s `ln F` at point `k` is `ln_cdf[j * GRID_POINTS + k]`.
+    /// Point-major: slot `j`'s `ln F` at point `k` is `ln_cdf[k * slots + j]` (a draw reads
+    /// every slot's increment over one cell from two rows).
     ln_cdf: Vec<f64>,
     sum: Vec<f64>,
 }
@@ -251,13 +338,16 @@ impl PriorTable {
             .iter()
             .map(|&m| ((k * m).max(1e-3), (k * (1.0 - m)).max(1e-3)))
             .collect();
-        let mut ln_cdf = vec![0.0; params.len() * GRID_POINTS];
+        let n = params.len();
+        let mut ln_cdf = vec![0.0; n * GRID_POINTS];
         let mut sum = vec![0.0; GRID_POINTS];
-        for (row, &(a, b)) in ln_cdf.chunks_mut(GRID_POINTS).zip(&params) {
-            Shape::new(a, b, 0).cdf_into(0, row);
-            for (l, s) in row.iter_mut().zip(sum.iter_mut()) {
-                *l = l.max(TINY).ln();
-                *s += *l;
+        let mut row = vec![0.0; GRID_POINTS];
+        for (j, &(a, b)) in params.iter().enumerate() {
+            Shape::new(a, b, 0).cdf_into(0, &mut row);
+            for (k, (f, s)) in row.iter().zip(sum.iter_mut()).enumerate() {
+                let l = f.max(TINY).ln();
+                ln_cdf[k * n + j] = l;
+                *s += l;
             }
         }
         Self {
@@ -277,8 +367,10 @@ impl PriorTable {
         self.params[slot]
     }
 
-    fn row(&self, slot: usize) -> &[f64] {
-        &self.ln_cdf[slot * GRID_POINTS..(slot + 1) * GRID_POINTS]
+    /// Every slot's `ln F` at point `k`.
+    fn at(&self, k: usize) -> &[f64] {
+        let n = self.slots();
+        &self.ln_cdf[k * n..(k + 1) * n]
     }
 }
 
@@ -289,6 +381,7 @@ const UNTOUCHED: u8 = u8::MAX;
 pub struct SlotMax<'a> {
     table: &'a PriorTable,
     eligible: &'a [usize],
+    is_eligible: [bool; MAX_SLOTS],
     /// Index into `touched` of each slot, or [`UNTOUCHED`].
     touched_of: [u8; MAX_SLOTS],
     /// The eligible slots the shopper touched, with their posteriors.
@@ -297,7 +390,7 @@ pub struct SlotMax<'a> {
     /// touched slot.
     lo: usize,
     hi: usize,
-    /// F of touched slot `i` at point `k` in the range is `f[(hi - k) * touched.len() + i]`.
+    /// F of touched slot `i` at point `k` in the range is `f[i * (hi - lo + 1) + k - lo]`.
     f: Vec<f64>,
     /// ln M and M at points `lo..=hi`.
     ln_m: Vec<f64>,
@@ -328,49 +421,44 @@ impl<'a> SlotMax<'a> {
                 let (a, b) = table.params[j];
                 let a = (a + succ).max(1e-3);
                 let b = (b + (n - succ).max(0.0)).max(1e-3);
-                touched.push(Shape::unsettled(a, b));
+                touched.push(Shape::touched(a, b));
             }
         }
         // ln Π F of the eligible untouched slots: the table's sum less the other rows.
-        let others: Vec<&[f64]> = (0..slots)
+        let others: Vec<usize> = (0..slots)
             .filter(|&j| !is_eligible[j] || touched_of[j] != UNTOUCHED)
-            .map(|j| table.row(j))
             .collect();
-        let base = |k: usize| table.sum[k] - others.iter().map(|row| row[k]).sum::<f64>();
+        let base = |k: usize| {
+            let at = table.at(k);
+            table.sum[k] - others.iter().map(|&j| at[j]).sum::<f64>()
+        };
         // The top: the untouched slots' product is within 1e-6 of 1, and every touched slot's
         // tail below 1e-7.
         let mut hi = first_point(0, |k| base(k) >= LN_ABOVE);
         for s in &touched {
             hi = hi.max(s.top_from(hi, RANGE_TAIL.ln()));
         }
-        // Integrate the touched slots down from the top, all together, until M is below 1e-7.
-        let n = touched.len();
-        let mut tails: Vec<f64> = touched.iter().map(|s| s.tail_above(hi)).collect();
-        let mut upper: Vec<Terms> = touched.iter().map(|s| s.terms_at(hi)).collect();
-        let mut f = Vec::new();
-        let mut ln_m = Vec::new();
-        let mut k = hi;
-        loop {
-            let mut product = 1.0;
-            for (i, s) in touched.iter().enumerate() {
-                if k < hi {
-                    let lower = s.terms_at(k);
-                    tails[i] += s.cell(k, lower, upper[i]);
-                    upper[i] = lower;
-                }
-                let fi = (1.0 - tails[i]).max(0.0);
-                f.push(fi);
-                product *= fi;
-            }
-            let l = base(k) + product.max(TINY).ln();
-            ln_m.push(l);
-            if l <= LN_BELOW || k == 0 {
-                break;
-            }
-            k -= 1;
+        // The bottom: M is below 1e-7 there (bounded by the untouched slots' product and the
+        // touched slots' bounds on F).
+        let bound = |k: usize| base(k) + touched.iter().map(|s| s.ln_cdf_bound(k)).sum::<f64>();
+        let lo = first_point(0, |k| base(k) > LN_BELOW).min(hi);
+        let lo = first_point(lo, |k| bound(k) > LN_BELOW)
+            .saturating_sub(1)
+            .min(hi);
+        // The touched slots' F over the range, integrated down from the top; ln M.
+        let len = hi - lo + 1;
+        let mut f = vec![0.0; touched.len() * len];
+        for (s, row) in touched.iter_mut().zip(f.chunks_mut(len)) {
+            s.top = hi;
+            s.cdf_into(lo, row);
         }
-        debug_assert_eq!(f.len(), n * ln_m.len());
-        ln_m.reverse();
+        let mut ln_m: Vec<f64> = (lo..=hi).map(base).collect();
+        if !touched.is_empty() {
+            for (i, l) in ln_m.iter_mut().enumerate() {
+                let product: f64 = f[i..].iter().step_by(len).product();
+                *l += product.max(TINY).ln();
+            }
+        }
         let m = ln_m.iter().map(|l| l.exp()).collect();
         let alpha = |j: usize| match touched_of[j] {
             UNTOUCHED => table.params[j].0,
@@ -380,9 +468,10 @@ impl<'a> SlotMax<'a> {
         SlotMax {
             table,
             eligible,
+            is_eligible,
             touched_of,
             touched,
-            lo: k,
+            lo,
             hi,
             f,
             ln_m,
@@ -394,10 +483,10 @@ impl<'a> SlotMax<'a> {
     /// ln F of `slot` at grid point `k` (in `lo..=hi`).
     fn ln_cdf(&self, slot: usize, k: usize) -> f64 {
         match self.touched_of[slot] {
-            UNTOUCHED => self.table.ln_cdf[slot * GRID_POINTS + k],
+            UNTOUCHED => self.table.at(k)[slot],
             i => {
-                let n = self.touched.len();
-                self.f[(self.hi - k) * n + i as usize].max(TINY).ln()
+                let len = self.hi - self.lo + 1;
+                self.f[i as usize * len + k - self.lo].max(TINY).ln()
             }
         }
     }
@@ -436,13 +525,32 @@ impl<'a> SlotMax<'a> {
         }
         // The cell: the last point with M ≤ u (the cell above `hi` when u ≥ M(hi)).
         let c = self.lo + self.m.partition_point(|&m| m <= u) - 1;
-        pick(self.eligible, |j| self.increment(j, c).max(0.0), v)
+        // Every slot's increment over the cell as if untouched (two rows of the table), then
+        // the touched slots' own.
+        let mut steps = [0.0; MAX_SLOTS];
+        let at = self.table.at(c);
+        if c == self.hi {
+            for (s, &l) in steps.iter_mut().zip(at) {
+                *s = -l;
+            }
+        } else {
+            let above = self.table.at(c + 1);
+            for ((s, &l0), &l1) in steps.iter_mut().zip(at).zip(above) {
+                *s = l1 - l0;
+            }
+        }
+        for (j, &i) in self.touched_of.iter().enumerate() {
+            if i != UNTOUCHED {
+                steps[j] = self.increment(j, c);
+            }
+        }
+        pick(self.eligible, |j| steps[j].max(0.0), v)
     }
 
     /// Probability that [`sample`](Self::sample) returns `slot` (floored at
     /// [`MIN_PROPENSITY`] for eligible slots; 0 for others).
     pub fn probability(&self, slot: usize) -> f64 {
-        if !self.eligible.contains(&slot) {
+        if !self.is_eligible.get(slot).copied().unwrap_or(false) {
             return 0.0;
         }
         if self.eligible.len() == 1 {
