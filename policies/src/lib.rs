@@ -25,7 +25,6 @@ pub mod propensity;
 pub mod reward_range;
 pub mod send_time;
 pub mod sparse_linear;
-pub mod vmath;
 
 pub use error::PolicyError;
 pub use features::{

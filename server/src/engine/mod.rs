@@ -583,6 +583,7 @@ impl Engine {
 
     /// Background duties: closing reward windows and snapshotting. Runs until the process ends.
     pub fn spawn_background(self: &Arc<Self>) {
+        send_time::spawn_prior_refresh(self.clone());
         let me = self.clone();
         tokio::spawn(async move {
             let mut tick =

@@ -19,8 +19,10 @@
 //! day the slot exists; a local time that happens twice (fall back) is sent at its first
 //! occurrence.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use jiff::tz::{AmbiguousOffset, TimeZone};
 use jiff::{civil, Timestamp};
@@ -48,20 +50,21 @@ pub const MAX_SEGMENTS: usize = 256;
 pub(super) const SNAPSHOT_ENTRY: &str = "send_time.population";
 const STRIPES: usize = 64;
 const DAY_MS: f64 = 86_400_000.0;
-/// A prior table is rebuilt when the population has learned since it was built and it is at
-/// least this old: decisions see the population's learning within a second, and a busy
-/// campaign rebuilds each table (about half a millisecond for 168 slots) at most once a second.
+/// A background task rebuilds the prior tables this often when the population has learned
+/// since they were built (about 1–2 ms per table at 168 slots): decisions see the population's
+/// learning within a second, and never build a table themselves.
 pub const PRIOR_REFRESH_MS: u64 = 1_000;
-/// Most prior tables (global plus segments) cached per campaign; about 410 KB each at 168 slots.
+/// Most prior tables (global plus segments) kept per campaign; about 410 KB each at 168 slots.
 const MAX_PRIOR_TABLES: usize = 32;
 
-/// A prior table and the population version it was built from.
-struct CachedPrior {
+/// The prior tables decisions draw from, all built from one population version. Replaced
+/// whole by [`SendTimeRuntime::refresh_priors`]; a decision clones the `Arc` and reads it.
+struct Priors {
     version: u64,
-    built_ms: u64,
-    /// Some decision is rebuilding it; others keep using this one meanwhile.
-    refreshing: bool,
-    table: Arc<PriorTable>,
+    global: Arc<PriorTable>,
+    /// Segments with their own counts that decisions asked for, with the last time one did
+    /// (ms; the least recently used goes first when more than [`MAX_PRIOR_TABLES`] are wanted).
+    segments: HashMap<String, (Arc<PriorTable>, AtomicU64)>,
 }
 
 /// Learned population counts of a send-time campaign.
@@ -105,8 +108,12 @@ pub(crate) struct SendTimeRuntime {
     pub settings: SendTimeSettings,
     pub hierarchy: Hierarchy,
     pub population: RwLock<Population>,
-    /// Prior tables per segment (`None`: the global prior), see [`PRIOR_REFRESH_MS`].
-    priors: Mutex<HashMap<Option<String>, CachedPrior>>,
+    /// The latest prior tables, see [`PRIOR_REFRESH_MS`].
+    priors: RwLock<Arc<Priors>>,
+    /// Segments with their own counts that have no table yet: the next refresh builds them.
+    wanted: Mutex<BTreeSet<String>>,
+    /// Serializes refreshes.
+    refreshing: Mutex<()>,
     /// Serialize read-modify-write of one shopper's record (decide vs learn vs delete).
     stripes: Vec<Mutex<()>>,
     /// The slots as plugin candidates, built once.
@@ -138,9 +145,13 @@ impl SendTimeRuntime {
                 }),
             })
             .collect();
+        let population = Population::new(specs.len());
+        let priors = Priors::global_only(&hierarchy, &population);
         Ok(Some(Self {
-            population: RwLock::new(Population::new(specs.len())),
-            priors: Mutex::new(HashMap::new()),
+            population: RwLock::new(population),
+            priors: RwLock::new(Arc::new(priors)),
+            wanted: Mutex::new(BTreeSet::new()),
+            refreshing: Mutex::new(()),
             specs,
             settings,
             hierarchy,
@@ -157,16 +168,20 @@ impl SendTimeRuntime {
         (self.settings.retention_days * DAY_MS) as u64
     }
 
-    /// Restore population counts from a snapshot entry, if they fit this grid.
+    /// Restore population counts from a snapshot entry, if they fit this grid, and build their
+    /// prior tables (the global one and up to [`MAX_PRIOR_TABLES`]` - 1` segments').
     pub(super) fn restore(&self, bytes: &[u8]) {
         match postcard::from_bytes::<Population>(bytes) {
             Ok(p) if p.global.trials.len() == self.specs.len() => {
-                let mut pop = self.population.write();
-                *pop = Population {
-                    version: pop.version + 1,
-                    ..p
-                };
-                self.priors.lock().clear();
+                {
+                    let mut pop = self.population.write();
+                    *pop = Population {
+                        version: pop.version + 1,
+                        ..p
+                    };
+                    self.wanted.lock().extend(pop.segments.keys().cloned());
+                }
+                self.refresh_priors(0);
             }
             Ok(_) => tracing::info!("slot grid changed since snapshot; population starts fresh"),
             Err(e) => tracing::warn!(error = %e, "send-time population unreadable; starting fresh"),
@@ -177,11 +192,25 @@ impl SendTimeRuntime {
         postcard::to_stdvec(&*self.population.read()).expect("postcard encoding of a population")
     }
 
-    /// Carry learned population counts over from a runtime with the same grid.
+    /// Carry learned population counts over from a runtime with the same grid, and its prior
+    /// tables if the prior strength is the same. Otherwise the global table is rebuilt now and
+    /// the segments' by the next refresh.
     pub(super) fn carry_from(&self, old: &SendTimeRuntime) {
-        if old.specs == self.specs {
-            *self.population.write() = old.population.read().clone();
+        if old.specs != self.specs {
+            return;
         }
+        let pop = old.population.read().clone();
+        let old_priors = old.priors.read().clone();
+        let priors = if old.hierarchy.prior_strength == self.hierarchy.prior_strength {
+            old_priors
+        } else {
+            self.wanted
+                .lock()
+                .extend(old_priors.segments.keys().cloned());
+            Arc::new(Priors::global_only(&self.hierarchy, &pop))
+        };
+        *self.population.write() = pop;
+        *self.priors.write() = priors;
     }
 
     /// The slot with the best posterior mean, from the population as it is now.
@@ -203,52 +232,102 @@ impl SendTimeRuntime {
         st::greedy(&params, eligible).expect("eligible is not empty")
     }
 
-    /// The prior table of `segment` (the global one for a segment without its own counts),
-    /// rebuilt when stale (see [`PRIOR_REFRESH_MS`]).
+    /// The latest prior table of `segment`: the global one for a segment without its own
+    /// counts, or whose table the next refresh is to build. Never builds a table.
     pub(crate) fn prior_table(&self, segment: Option<&str>, now: u64) -> Arc<PriorTable> {
+        let priors = self.priors.read().clone();
+        if let Some(s) = segment {
+            if let Some((table, used)) = priors.segments.get(s) {
+                used.fetch_max(now, Ordering::Relaxed);
+                return table.clone();
+            }
+            if self.population.read().segments.contains_key(s) {
+                self.wanted.lock().insert(s.to_string());
+            }
+        }
+        priors.global.clone()
+    }
+
+    /// Rebuild the prior tables if the population has learned since they were built, or a
+    /// segment wants one (called by the background task, and at restore); decisions keep using
+    /// the previous tables meanwhile. Keeps the global table and those of the
+    /// [`MAX_PRIOR_TABLES`]` - 1` segments asked for most recently.
+    pub(crate) fn refresh_priors(&self, now: u64) {
+        let _one_at_a_time = self.refreshing.lock();
+        let current = self.priors.read().clone();
+        let wanted = std::mem::take(&mut *self.wanted.lock());
         let pop = self.population.read();
-        let key = segment
-            .filter(|s| pop.segments.contains_key(*s))
-            .map(str::to_string);
-        if let Some(e) = self.priors.lock().get_mut(&key) {
-            let fresh = e.version == pop.version
-                || e.refreshing
-                || now < e.built_ms.saturating_add(PRIOR_REFRESH_MS);
-            if fresh {
-                return e.table.clone();
-            }
-            e.refreshing = true;
+        let mut asked: HashMap<String, u64> = current
+            .segments
+            .iter()
+            .map(|(s, (_, used))| (s.clone(), used.load(Ordering::Relaxed)))
+            .collect();
+        for s in wanted {
+            let used = asked.entry(s).or_default();
+            *used = (*used).max(now);
         }
-        let mut means = Vec::with_capacity(self.specs.len());
-        st::prior_means(
-            &self.hierarchy,
-            &pop.global,
-            key.as_deref().and_then(|s| pop.segments.get(s)),
-            &mut means,
-        );
+        let mut keep: Vec<(u64, String)> = asked
+            .into_iter()
+            .filter(|(s, _)| pop.segments.contains_key(s))
+            .map(|(s, used)| (used, s))
+            .collect();
+        keep.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        keep.truncate(MAX_PRIOR_TABLES - 1);
+        let unchanged = pop.version == current.version;
+        if unchanged && keep.iter().all(|(_, s)| current.segments.contains_key(s)) {
+            return;
+        }
+        let reuse = unchanged.then_some(&*current);
+        // The means under the population lock, the tables (the costly part) after it.
+        let means = |seg: Option<&PopulationCounts>| {
+            let mut means = Vec::with_capacity(self.specs.len());
+            st::prior_means(&self.hierarchy, &pop.global, seg, &mut means);
+            means
+        };
+        let todo: Vec<(u64, String, Option<Vec<f64>>)> = keep
+            .into_iter()
+            .map(|(used, s)| {
+                let fresh = reuse.is_some_and(|c| c.segments.contains_key(&s));
+                let m = (!fresh).then(|| means(pop.segments.get(&s)));
+                (used, s, m)
+            })
+            .collect();
         let version = pop.version;
+        let global = (!unchanged).then(|| means(None));
         drop(pop);
-        let table = Arc::new(PriorTable::new(&self.hierarchy, &means));
-        let mut cache = self.priors.lock();
-        if cache.len() >= MAX_PRIOR_TABLES && !cache.contains_key(&key) {
-            let oldest = cache
-                .iter()
-                .min_by_key(|(_, e)| e.built_ms)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                cache.remove(&k);
-            }
-        }
-        cache.insert(
-            key,
-            CachedPrior {
-                version,
-                built_ms: now,
-                refreshing: false,
-                table: table.clone(),
-            },
+        let h = &self.hierarchy;
+        let global = global.map_or_else(
+            || current.global.clone(),
+            |m| Arc::new(PriorTable::new(h, &m)),
         );
-        table
+        let segments = todo
+            .into_iter()
+            .map(|(used, s, m)| {
+                let table = match m {
+                    Some(m) => Arc::new(PriorTable::new(h, &m)),
+                    None => current.segments[&s].0.clone(),
+                };
+                (s, (table, AtomicU64::new(used)))
+            })
+            .collect();
+        *self.priors.write() = Arc::new(Priors {
+            version,
+            global,
+            segments,
+        });
+    }
+}
+
+impl Priors {
+    /// The global table of `pop`, with no segment tables.
+    fn global_only(h: &Hierarchy, pop: &Population) -> Self {
+        let mut means = Vec::new();
+        st::prior_means(h, &pop.global, None, &mut means);
+        Self {
+            version: pop.version,
+            global: Arc::new(PriorTable::new(h, &means)),
+            segments: HashMap::new(),
+        }
     }
 }
 
@@ -361,7 +440,34 @@ pub(crate) fn check_send_time_request(
     Ok((tz, earliest))
 }
 
+/// Every [`PRIOR_REFRESH_MS`], rebuild the stale prior tables of every send-time campaign on a
+/// blocking thread (the first time at once).
+pub(super) fn spawn_prior_refresh(engine: Arc<Engine>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(PRIOR_REFRESH_MS));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let e = engine.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || e.refresh_prior_tables()).await {
+                tracing::error!(error = %e, "prior table refresh panicked");
+            }
+        }
+    });
+}
+
 impl Engine {
+    /// Rebuild the prior tables of every send-time campaign whose population has learned since
+    /// they were built (the background task's work; see [`PRIOR_REFRESH_MS`]).
+    pub fn refresh_prior_tables(&self) {
+        let now = now_ms();
+        for rt in self.campaigns() {
+            if let Some(s) = &rt.send_time {
+                s.refresh_priors(now);
+            }
+        }
+    }
+
     /// The send-time decide path (called from [`Engine::decide`]).
     pub(super) fn decide_send_time(
         &self,
@@ -441,6 +547,10 @@ impl Engine {
         let seed = xxhash_rust::xxh3::xxh3_64_with_seed(event_id.as_bytes(), rt.salt);
         let explore = req.explore.unwrap_or(true);
 
+        // The latest prior table, read before the shopper's lock (never built here).
+        let paused = rt.config.status == CampaignStatus::Paused;
+        let table = (explore && !paused).then(|| sendt.prior_table(segment.as_deref(), now));
+
         // Choose and claim the frequency cap under the shopper's lock.
         let (index, probability, send_at, token, policy) = {
             let _guard = sendt.stripe(&req.shopper_id).lock();
@@ -459,17 +569,16 @@ impl Engine {
                     }
                 }
             }
-            let (index, probability, policy) = if rt.config.status == CampaignStatus::Paused {
+            let (index, probability, policy) = if paused {
                 // Paused: the first eligible slot, deterministically, still logged.
                 (eligible[0], 1.0, super::decide::BASELINE.to_string())
             } else {
                 let mut rng = Pcg64Mcg::seed_from_u64(seed);
                 let counts = record.as_ref().map(|r| &r.counts);
-                let choice = if explore {
-                    let table = sendt.prior_table(segment.as_deref(), now);
+                let choice = if let Some(table) = &table {
                     choose(
                         &sendt.hierarchy,
-                        &table,
+                        table,
                         counts,
                         &eligible,
                         rt.config.exploration,
@@ -956,6 +1065,113 @@ mod tests {
         engine.delete_campaign("c").unwrap();
         assert_eq!(engine.purge_shoppers(now_ms()).unwrap(), 1);
         assert_eq!(store.all_shopper_states().count(), 0);
+    }
+
+    /// The prior means a table for `segment` must have been built from, as its `(α, β)`.
+    fn expected_priors(sendt: &SendTimeRuntime, segment: Option<&str>) -> Vec<(f64, f64)> {
+        let pop = sendt.population.read();
+        let mut means = Vec::new();
+        let seg = segment.map(|s| &pop.segments[s]);
+        st::prior_means(&sendt.hierarchy, &pop.global, seg, &mut means);
+        let k = sendt.hierarchy.prior_strength;
+        means.iter().map(|m| (k * m, k * (1.0 - m))).collect()
+    }
+
+    fn priors_of(table: &PriorTable) -> Vec<(f64, f64)> {
+        (0..table.slots()).map(|j| table.prior(j)).collect()
+    }
+
+    #[tokio::test]
+    async fn prior_tables_are_built_off_the_request_path() {
+        use crate::store::{SledStore, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 1 << 20, 100).unwrap());
+        let engine = Engine::open(store.clone(), Default::default()).unwrap();
+        let config: CampaignConfig = serde_json::from_value(serde_json::json!({
+            "id": "c", "kind": "send_time", "slots": "hour_of_day"
+        }))
+        .unwrap();
+        let rt = engine.create_campaign(config).unwrap();
+        let sendt = rt.send_time.as_ref().unwrap();
+        // A fresh campaign has its global table before any decision.
+        let fresh = sendt.prior_table(None, 0);
+        assert_eq!(priors_of(&fresh), expected_priors(sendt, None));
+        // The population learns: the global evening slot and a segment's morning slot.
+        for i in 0..200 {
+            let mut pop = sendt.population.write();
+            pop.learn(&sendt.hierarchy, None, 20, (i % 2) as f64, 1_000);
+            pop.learn(&sendt.hierarchy, Some("vip"), 8, 1.0, 1_000);
+        }
+        let req = SendTimeRequest {
+            shopper_id: "s1".into(),
+            timezone: "UTC".into(),
+            context: serde_json::json!({"segment": "vip"}),
+            ..Default::default()
+        };
+        engine.decide("c", req.clone()).unwrap();
+        // The decision rebuilt nothing: the same table, and the segment's waits for a refresh.
+        assert!(Arc::ptr_eq(&sendt.prior_table(None, 0), &fresh));
+        assert!(Arc::ptr_eq(&sendt.prior_table(Some("vip"), 0), &fresh));
+        assert!(sendt.wanted.lock().contains("vip"));
+        engine.refresh_prior_tables();
+        let global = sendt.prior_table(None, 0);
+        assert!(!Arc::ptr_eq(&global, &fresh));
+        assert_eq!(priors_of(&global), expected_priors(sendt, None));
+        let vip = sendt.prior_table(Some("vip"), 0);
+        assert_eq!(priors_of(&vip), expected_priors(sendt, Some("vip")));
+        assert_ne!(priors_of(&vip), priors_of(&global));
+        assert!(sendt.wanted.lock().is_empty());
+        // Nothing learned since: a refresh keeps the tables.
+        engine.refresh_prior_tables();
+        assert!(Arc::ptr_eq(&sendt.prior_table(Some("vip"), 0), &vip));
+        // A segment without counts of its own uses the global table and is not queued.
+        assert!(Arc::ptr_eq(&sendt.prior_table(Some("new"), 0), &global));
+        assert!(sendt.wanted.lock().is_empty());
+
+        // A restart (a second engine on the same store) has both tables before any decision.
+        engine.snapshot_all().unwrap();
+        let reopened = Engine::open(store.clone(), Default::default()).unwrap();
+        let rt2 = reopened.campaign("c").unwrap();
+        let sendt2 = rt2.send_time.as_ref().unwrap();
+        let global2 = sendt2.prior_table(None, 0);
+        assert_eq!(priors_of(&global2), priors_of(&global));
+        let vip2 = sendt2.prior_table(Some("vip"), 0);
+        assert!(!Arc::ptr_eq(&vip2, &global2));
+        assert_eq!(priors_of(&vip2), priors_of(&vip));
+        assert!(sendt2.wanted.lock().is_empty());
+        reopened.decide("c", req).unwrap();
+    }
+
+    #[test]
+    fn only_the_most_recently_asked_segments_keep_tables() {
+        let config: CampaignConfig = serde_json::from_value(serde_json::json!({
+            "id": "c", "kind": "send_time", "slots": "hour_of_day"
+        }))
+        .unwrap();
+        let sendt = SendTimeRuntime::new(&config).unwrap().unwrap();
+        let names: Vec<String> = (0..MAX_PRIOR_TABLES + 3)
+            .map(|i| format!("s{i:02}"))
+            .collect();
+        for name in &names {
+            let mut pop = sendt.population.write();
+            pop.learn(&sendt.hierarchy, Some(name), 3, 1.0, 1_000);
+        }
+        // Asked in turn, a refresh between each: the first ones go once there are too many.
+        for (t, name) in names.iter().enumerate() {
+            sendt.prior_table(Some(name), t as u64);
+            sendt.refresh_priors(t as u64);
+        }
+        let priors = sendt.priors.read().clone();
+        assert_eq!(priors.segments.len(), MAX_PRIOR_TABLES - 1);
+        assert!(names[..4].iter().all(|n| !priors.segments.contains_key(n)));
+        assert!(names[4..].iter().all(|n| priors.segments.contains_key(n)));
+        // Asking again brings one back, in place of the least recently asked.
+        let t = names.len() as u64;
+        sendt.prior_table(Some(&names[0]), t);
+        sendt.refresh_priors(t);
+        let priors = sendt.priors.read().clone();
+        assert!(priors.segments.contains_key(&names[0]));
+        assert!(!priors.segments.contains_key(&names[4]));
     }
 
     #[test]
