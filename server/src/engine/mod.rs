@@ -12,6 +12,7 @@ mod durability;
 pub mod featurize;
 pub mod holdout;
 mod model;
+mod report_book;
 pub mod reports;
 mod reward;
 pub mod send_time;
@@ -82,6 +83,7 @@ pub(crate) struct Books {
     pub rewards: u64,
     pub decision_seq: u64,
     pub reward_seq: u64,
+    pub reports: report_book::ReportBook,
 }
 
 impl Books {
@@ -89,11 +91,18 @@ impl Books {
         let c = self.counters.entry(r.action.id.clone()).or_default();
         c.rewards += 1;
         c.reward_sum += r.value;
+        self.reports.on_reward(r);
         self.rewards += 1;
         self.reward_seq = self.reward_seq.max(r.seq);
     }
 
-    fn count_decision<'a>(&mut self, seq: u64, actions: impl Iterator<Item = &'a str>) {
+    fn count_decision<'a>(
+        &mut self,
+        seq: u64,
+        facts: &report_book::DecisionFacts<'_>,
+        actions: impl Iterator<Item = &'a str> + Clone,
+    ) {
+        self.reports.on_decision(facts, actions.clone());
         for id in actions {
             match self.counters.get_mut(id) {
                 Some(c) => c.exposures += 1,
@@ -208,6 +217,10 @@ fn snapshot_of(
                 )
             })
             .chain(send_time.map(|s| (send_time::SNAPSHOT_ENTRY.to_string(), s.encode())))
+            .chain([(
+                report_book::SNAPSHOT_ENTRY.to_string(),
+                books.reports.encode(),
+            )])
             .collect(),
         counters: books
             .counters
@@ -248,6 +261,11 @@ impl CampaignRuntime {
                 }
             }
         }
+        books.reports = report_book::ReportBook::from_snapshot(
+            (snap.policies.iter())
+                .find(|(n, _)| n == report_book::SNAPSHOT_ENTRY)
+                .map(|(_, b)| b.as_slice()),
+        );
         books.counters = snap.counters.into_iter().collect();
         // Counters of a store written before reward ranges existed may hold a non-finite sum
         // (issue 17: three rewards of 1e308); reports must never show one.
@@ -316,6 +334,12 @@ impl Engine {
             let rt = CampaignRuntime::build(config, None, None, chain)?;
             if let Some(snap) = store.snapshot(&id)? {
                 rt.restore(snap);
+                report_book::build_if_needed(
+                    &mut rt.books.lock(),
+                    &*store,
+                    &id,
+                    rt.config.reward_range,
+                )?;
             }
             campaigns.insert(id, Arc::new(rt));
         }
@@ -374,7 +398,8 @@ impl Engine {
                 };
                 let mut books = rt.books.lock();
                 if d.seq > books.decision_seq {
-                    books.count_decision(d.seq, d.actions.iter().map(|a| a.id.as_str()));
+                    let facts = report_book::DecisionFacts::of(&d);
+                    books.count_decision(d.seq, &facts, d.actions.iter().map(|a| a.id.as_str()));
                     replayed_decisions += 1;
                     drop(books);
                     // A crash between the decision-log write and the event write leaves the

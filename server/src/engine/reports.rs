@@ -7,9 +7,11 @@
 //! explicit reward, the default reward when the window closed, or a summed one). A decision whose
 //! window is still open and has no reward yet counts as 0: reports are "as of now".
 //!
-//! Cost: each report scans the campaign's logs once (all campaigns share the logs), which is
-//! fine for the sizes a dashboard reads interactively; incremental counters are the next step for
-//! very large logs.
+//! Cost: the engine keeps per-campaign aggregates as decisions and rewards are applied
+//! (`report_book.rs`), so per-action, hidden-gems, lift and per-policy reports read counters;
+//! the folds here over the logs remain the reference (they build the aggregates of a store that
+//! has none, serve category affinity, which needs the logged requests, and time buckets that are
+//! not a whole number of hours). See docs/reports.md.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -17,6 +19,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tailor_policies::RewardRange;
 
+use super::report_book::Moments;
 use crate::error::EngineError;
 use crate::ope::log::RewardIndex;
 use crate::store::Store;
@@ -236,12 +239,13 @@ pub struct ActionReport {
     pub posterior: Interval,
 }
 
+/// Sums over one action's exposures.
 #[derive(Debug, Clone, Default)]
-struct Tally {
-    exposures: u64,
-    rewarded: u64,
-    sum: f64,
-    sum_sq: f64,
+pub(crate) struct Tally {
+    pub exposures: u64,
+    pub rewarded: u64,
+    pub sum: f64,
+    pub sum_sq: f64,
 }
 
 /// Per-action results: a [`RowFold`].
@@ -275,6 +279,12 @@ impl RowFold for ActionsFold {
 
 pub fn actions(data: &Dataset) -> Vec<ActionReport> {
     data.fold(ActionsFold::default())
+}
+
+/// Per-action results from per-action sums (the incremental aggregates).
+pub(crate) fn actions_of(t: BTreeMap<String, Tally>, binary: bool) -> Vec<ActionReport> {
+    let total = t.values().map(|t| t.exposures).sum();
+    action_reports(t, total, binary)
 }
 
 fn action_reports(t: BTreeMap<String, Tally>, total: u64, binary: bool) -> Vec<ActionReport> {
@@ -353,6 +363,11 @@ impl RowFold for GemsFold {
 
 pub fn hidden_gems(data: &Dataset, max_share: Option<f64>) -> GemsReport {
     gems_of(actions(data), max_share)
+}
+
+/// Hidden gems among per-action results.
+pub(crate) fn gems_from(all: Vec<ActionReport>, max_share: Option<f64>) -> GemsReport {
+    gems_of(all, max_share)
 }
 
 fn gems_of(all: Vec<ActionReport>, max_share: Option<f64>) -> GemsReport {
@@ -437,6 +452,21 @@ impl Default for ArmAcc {
 }
 
 impl ArmAcc {
+    /// From a count, sum and sum of squares (the incremental aggregates).
+    fn from_moments(m: &Moments) -> Self {
+        if m.n == 0 {
+            return Self::default();
+        }
+        let n = m.n as f64;
+        let mean = m.sum / n;
+        Self {
+            n: m.n as usize,
+            mean,
+            m2: (m.sum_sq - m.sum * mean).max(0.0),
+            sum: 0.0 + m.sum,
+        }
+    }
+
     fn add(&mut self, x: f64) {
         self.n += 1;
         let d = x - self.mean;
@@ -578,6 +608,29 @@ pub fn lift(data: &Dataset, bucket_seconds: u64) -> LiftReport {
     data.fold(LiftFold::new(bucket_seconds))
 }
 
+/// Lift from (personalized, holdout) moments in total and per bucket start (the incremental
+/// aggregates).
+pub(crate) fn lift_from_moments(
+    bucket_seconds: u64,
+    total: &(Moments, Moments),
+    series: impl Iterator<Item = (u64, (Moments, Moments))>,
+) -> LiftReport {
+    let acc = |(p, h): &(Moments, Moments)| LiftAcc {
+        personalized: ArmAcc::from_moments(p),
+        holdout: ArmAcc::from_moments(h),
+    };
+    LiftReport {
+        total: lift_of(&acc(total)),
+        bucket_seconds,
+        series: series
+            .map(|(start_ms, m)| LiftPoint {
+                start_ms,
+                lift: lift_of(&acc(&m)),
+            })
+            .collect(),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reward over time per policy
 
@@ -639,7 +692,7 @@ pub fn policies(data: &Dataset, bucket_seconds: u64) -> Vec<PolicySeries> {
     data.fold(PoliciesFold::new(bucket_seconds))
 }
 
-fn policy_series(m: BTreeMap<String, BTreeMap<u64, (u64, f64)>>) -> Vec<PolicySeries> {
+pub(crate) fn policy_series(m: BTreeMap<String, BTreeMap<u64, (u64, f64)>>) -> Vec<PolicySeries> {
     m.into_iter()
         .map(|(policy, b)| {
             let decisions: u64 = b.values().map(|v| v.0).sum();
