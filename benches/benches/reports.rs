@@ -49,11 +49,18 @@ fn config(id: &str) -> CampaignConfig {
     .unwrap()
 }
 
-/// Log `n` decisions of `campaign` with one reward each.
-fn log(store: &dyn Store, campaign: &str, n: usize, t0: u64, rng: &mut Pcg64Mcg) {
+/// Log decisions `from..to` of the `total` of `campaign` (spread evenly over the days), with one
+/// reward each.
+fn log(
+    store: &dyn Store,
+    campaign: &str,
+    (from, to, total): (usize, usize, usize),
+    t0: u64,
+    rng: &mut Pcg64Mcg,
+) {
     let span = DAYS * 86_400_000;
-    for i in 0..n {
-        let at_ms = t0 + (i as u64 * span) / n.max(1) as u64;
+    for i in from..to {
+        let at_ms = t0 + (i as u64 * span) / total.max(1) as u64;
         let holdout = rng.gen_bool(0.2);
         let policy = if holdout { "baseline" } else { "thompson" };
         let action = LoggedAction {
@@ -135,7 +142,9 @@ fn build(dir: &std::path::Path, rt: &tokio::runtime::Runtime) -> Arc<Engine> {
     let engine = engine.unwrap();
     engine.create_campaign(config(TARGET)).unwrap();
     for o in 0..OTHERS {
-        engine.create_campaign(config(&format!("other-{o}"))).unwrap();
+        engine
+            .create_campaign(config(&format!("other-{o}")))
+            .unwrap();
     }
     drop(engine);
     let started = Instant::now();
@@ -144,10 +153,23 @@ fn build(dir: &std::path::Path, rt: &tokio::runtime::Runtime) -> Arc<Engine> {
     // Interleaved in chunks, as campaigns share the log.
     let chunks = 100;
     for c in 0..chunks {
-        log(store.as_ref(), TARGET, n / chunks, t0, &mut rng);
+        let (m, k) = (n / chunks, others / OTHERS / chunks);
+        log(
+            store.as_ref(),
+            TARGET,
+            (c * m, (c + 1) * m, n),
+            t0,
+            &mut rng,
+        );
         for o in 0..OTHERS {
             let id = format!("other-{o}");
-            log(store.as_ref(), &id, others / OTHERS / chunks, t0, &mut rng);
+            log(
+                store.as_ref(),
+                &id,
+                (c * k, (c + 1) * k, others / OTHERS),
+                t0,
+                &mut rng,
+            );
         }
         if c % 10 == 9 {
             println!(
@@ -277,9 +299,14 @@ fn bench_reports(c: &mut Criterion) {
     )
     .unwrap();
     let inc = e.lift_report(TARGET, 86_400).unwrap();
-    assert_eq!(folded.total.personalized.decisions, inc.total.personalized.decisions);
+    assert_eq!(
+        folded.total.personalized.decisions,
+        inc.total.personalized.decisions
+    );
     assert_eq!(folded.total.holdout.decisions, inc.total.holdout.decisions);
-    assert!((folded.total.personalized.reward_sum - inc.total.personalized.reward_sum).abs() < 1e-6);
+    assert!(
+        (folded.total.personalized.reward_sum - inc.total.personalized.reward_sum).abs() < 1e-6
+    );
 }
 
 criterion_group!(benches, bench_reports);

@@ -181,18 +181,58 @@ pub fn beta_cdf(x: f64, a: f64, b: f64) -> f64 {
     tailor_policies::propensity::beta_cdf(x, a, b)
 }
 
-/// Quantile of Beta(a, b) by bisection.
+/// Quantile of Beta(a, b): Newton steps on the CDF, kept inside a bracketing interval that
+/// each step narrows (bisection when a step would leave it). Converges in a handful of CDF
+/// evaluations where plain bisection took 60; the per-action report computes two per action.
 pub fn beta_quantile(p: f64, a: f64, b: f64) -> f64 {
-    let (mut lo, mut hi) = (0.0, 1.0);
-    for _ in 0..60 {
-        let mid = 0.5 * (lo + hi);
-        if beta_cdf(mid, a, b) < p {
-            lo = mid;
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    let lnb = ln_gamma(a) + ln_gamma(b) - ln_gamma(a + b);
+    let mut x = (a / (a + b)).clamp(1e-12, 1.0 - 1e-12);
+    for _ in 0..200 {
+        let f = beta_cdf(x, a, b) - p;
+        if f < 0.0 {
+            lo = x;
         } else {
-            hi = mid;
+            hi = x;
         }
+        let pdf = ((a - 1.0) * x.ln() + (b - 1.0) * (-x).ln_1p() - lnb).exp();
+        let newton = x - f / pdf;
+        let next = if pdf.is_finite() && pdf > 0.0 && newton > lo && newton < hi {
+            newton
+        } else {
+            0.5 * (lo + hi)
+        };
+        if (next - x).abs() <= 1e-15 * x.max(1e-300) || hi - lo <= 1e-17 {
+            return next;
+        }
+        x = next;
     }
-    0.5 * (lo + hi)
+    x
+}
+
+/// ln Γ(x) for x > 0 (Lanczos, g = 7, n = 9; relative error ~1e-15).
+fn ln_gamma(x: f64) -> f64 {
+    const G: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        return ln_gamma(x + 1.0) - x.ln();
+    }
+    let x = x - 1.0;
+    let t = x + 7.5;
+    let mut s = G[0];
+    for (i, g) in G.iter().enumerate().skip(1) {
+        s += g / (x + i as f64);
+    }
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + s.ln()
 }
 
 /// Two-sided p-value of a z statistic.
@@ -854,6 +894,35 @@ mod tests {
         // Beta(11, 91): 97.5% quantile ~ 0.1727 (reference value from scipy).
         let q = beta_quantile(0.975, 11.0, 91.0);
         assert!((q - 0.1727).abs() < 2e-3, "{q}");
+        // Newton steps land where 60 bisections did (the previous method), from tiny to large
+        // posteriors and in the tails.
+        let bisect = |p: f64, a: f64, b: f64| {
+            let (mut lo, mut hi) = (0.0, 1.0);
+            for _ in 0..60 {
+                let mid = 0.5 * (lo + hi);
+                if beta_cdf(mid, a, b) < p {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            0.5 * (lo + hi)
+        };
+        for (a, b) in [
+            (1.0, 1.0),
+            (1.0, 1001.0),
+            (2.5, 1.0),
+            (11.0, 91.0),
+            (131.0, 871.0),
+            (5_001.0, 95_001.0),
+            (900_001.0, 100_001.0),
+            (1.0, 1_000_001.0),
+        ] {
+            for p in [0.001, 0.025, 0.5, 0.975, 0.999] {
+                let (q, r) = (beta_quantile(p, a, b), bisect(p, a, b));
+                assert!((q - r).abs() < 1e-12, "Beta({a}, {b}) at {p}: {q} vs {r}");
+            }
+        }
     }
 
     #[test]
