@@ -381,21 +381,17 @@ impl ReportBook {
     // -----------------------------------------------------------------------------------------
     // Reading
 
-    fn actions_tally(&self) -> BTreeMap<String, reports::Tally> {
+    /// A copy of the per-action sums (taken under the books lock; sorted after it).
+    fn actions_copy(&self) -> Vec<(String, ActionTally)> {
         self.actions
             .iter()
-            .map(|(id, t)| {
-                (
-                    id.clone(),
-                    reports::Tally {
-                        exposures: t.exposures,
-                        rewarded: t.rewarded,
-                        sum: t.sum,
-                        sum_sq: t.sum_sq,
-                    },
-                )
-            })
+            .map(|(id, t)| (id.clone(), *t))
             .collect()
+    }
+
+    #[cfg(test)]
+    fn actions_tally(&self) -> BTreeMap<String, reports::Tally> {
+        tallies(self.actions_copy())
     }
 
     fn lift(&self, bucket_seconds: u64) -> LiftReport {
@@ -506,6 +502,22 @@ pub(crate) fn build(
     Ok(book)
 }
 
+fn tallies(copy: Vec<(String, ActionTally)>) -> BTreeMap<String, reports::Tally> {
+    copy.into_iter()
+        .map(|(id, t)| {
+            (
+                id,
+                reports::Tally {
+                    exposures: t.exposures,
+                    rewarded: t.rewarded,
+                    sum: t.sum,
+                    sum_sq: t.sum_sq,
+                },
+            )
+        })
+        .collect()
+}
+
 /// Whether a time-series width is served from the hourly aggregates.
 fn hourly(bucket_seconds: u64) -> bool {
     bucket_seconds > 0 && (bucket_seconds * 1000) % BUCKET_MS == 0
@@ -534,8 +546,8 @@ impl Engine {
 
     /// Per-action results, from the aggregates.
     pub fn actions_report(&self, campaign: &str) -> Result<Vec<ActionReport>, EngineError> {
-        match self.with_report_book(campaign, |b| (b.actions_tally(), b.binary))? {
-            Some((t, binary)) => Ok(reports::actions_of(t, binary)),
+        match self.with_report_book(campaign, |b| (b.actions_copy(), b.binary))? {
+            Some((t, binary)) => Ok(reports::actions_of(tallies(t), binary)),
             None => self.fold_report(campaign, reports::ActionsFold::default()),
         }
     }
@@ -546,9 +558,9 @@ impl Engine {
         campaign: &str,
         max_share: Option<f64>,
     ) -> Result<GemsReport, EngineError> {
-        match self.with_report_book(campaign, |b| (b.actions_tally(), b.binary))? {
+        match self.with_report_book(campaign, |b| (b.actions_copy(), b.binary))? {
             Some((t, binary)) => Ok(reports::gems_from(
-                reports::actions_of(t, binary),
+                reports::actions_of(tallies(t), binary),
                 max_share,
             )),
             None => self.fold_report(
