@@ -1,5 +1,6 @@
-//! `/admin/v1/campaigns/{id}/reports/...`: what the dashboard shows, computed from the logs
-//! (see `engine/reports.rs`).
+//! `/admin/v1/campaigns/{id}/reports/...`: what the dashboard shows, read from the engine's
+//! per-campaign aggregates, or folded over the logs where those do not serve (see
+//! `engine/reports.rs`, `engine/report_book.rs` and docs/reports.md).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::de::DeserializeOwned;
@@ -52,6 +53,28 @@ fn bucket(q: &Query) -> Result<u64, EngineError> {
             "must be between 1 and 31622400",
         )),
     }
+}
+
+/// Compute a report off the async threads, then shape the answer with `wrap`.
+async fn read<R, T>(
+    state: &AppState,
+    id: &str,
+    f: impl FnOnce(&crate::engine::Engine, &str) -> Result<T, EngineError> + Send + 'static,
+    wrap: impl FnOnce(T) -> R + Send + 'static,
+) -> Result<HttpResponse, ApiError>
+where
+    T: Send + 'static,
+    R: serde::Serialize + Send + 'static,
+{
+    state.engine.campaign(id)?;
+    let engine = state.engine.clone();
+    let id = id.to_string();
+    let out = web::block(move || f(&engine, &id).map(wrap))
+        .await
+        .map_err(|e| EngineError::Unavailable {
+            message: format!("report worker failed: {e}"),
+        })??;
+    Ok(HttpResponse::Ok().json(out))
 }
 
 /// Fold the campaign's logs into a report off the async threads (one decision at a time), then
@@ -108,11 +131,10 @@ async fn actions(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let _: Query = query(&req)?;
-    report(
+    read(
         &state,
         &id,
-        None,
-        reports::ActionsFold::default(),
+        |e, id| e.actions_report(id),
         |a| serde_json::json!({ "actions": a }),
     )
     .await
@@ -140,7 +162,7 @@ async fn lift(
 ) -> Result<HttpResponse, ApiError> {
     let q: Query = query(&req)?;
     let b = bucket(&q)?;
-    report(&state, &id, None, reports::LiftFold::new(b), |l| l).await
+    read(&state, &id, move |e, id| e.lift_report(id, b), |l| l).await
 }
 
 #[utoipa::path(
@@ -169,11 +191,14 @@ async fn gems(
             return Err(EngineError::invalid("max_share", "must be in (0, 1]").into());
         }
     }
-    let fold = reports::GemsFold {
-        max_share: q.max_share,
-        ..Default::default()
-    };
-    report(&state, &id, None, fold, |g| g).await
+    let max_share = q.max_share;
+    read(
+        &state,
+        &id,
+        move |e, id| e.gems_report(id, max_share),
+        |g| g,
+    )
+    .await
 }
 
 #[utoipa::path(
@@ -231,11 +256,10 @@ async fn policies(
 ) -> Result<HttpResponse, ApiError> {
     let q: Query = query(&req)?;
     let b = bucket(&q)?;
-    report(
+    read(
         &state,
         &id,
-        None,
-        reports::PoliciesFold::new(b),
+        move |e, id| e.policies_report(id, b),
         move |p| serde_json::json!({ "bucket_seconds": b, "policies": p }),
     )
     .await

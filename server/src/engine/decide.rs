@@ -536,7 +536,14 @@ impl Engine {
         } else {
             Vec::new()
         };
-        let seq = self.count_decision(rt.clone(), &actions)?;
+        let facts = super::report_book::DecisionFacts {
+            event_id: &event_id,
+            at_ms,
+            deadline_ms,
+            holdout,
+            policy: &policy,
+        };
+        let seq = self.count_decision(rt.clone(), &facts, &actions)?;
         let decision = DecisionRecord {
             seq,
             event_id,
@@ -586,6 +593,7 @@ impl Engine {
     pub(super) fn count_decision(
         &self,
         mut rt: Arc<CampaignRuntime>,
+        facts: &super::report_book::DecisionFacts<'_>,
         actions: &[LoggedAction],
     ) -> Result<u64, EngineError> {
         loop {
@@ -596,7 +604,7 @@ impl Engine {
                 continue;
             }
             let seq = self.next_seq();
-            books.count_decision(seq, actions.iter().map(|a| a.id.as_str()));
+            books.count_decision(seq, facts, actions.iter().map(|a| a.id.as_str()));
             return Ok(seq);
         }
     }

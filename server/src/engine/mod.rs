@@ -17,6 +17,7 @@ pub mod holdout;
 mod model;
 pub mod parse;
 mod records;
+mod report_book;
 pub mod reports;
 mod reward;
 pub mod send_time;
@@ -87,6 +88,7 @@ pub(crate) struct Books {
     pub rewards: u64,
     pub decision_seq: u64,
     pub reward_seq: u64,
+    pub reports: report_book::ReportBook,
 }
 
 impl Books {
@@ -94,11 +96,18 @@ impl Books {
         let c = self.counters.entry(r.action.id.clone()).or_default();
         c.rewards += 1;
         c.reward_sum += r.value;
+        self.reports.on_reward(r);
         self.rewards += 1;
         self.reward_seq = self.reward_seq.max(r.seq);
     }
 
-    fn count_decision<'a>(&mut self, seq: u64, actions: impl Iterator<Item = &'a str>) {
+    fn count_decision<'a>(
+        &mut self,
+        seq: u64,
+        facts: &report_book::DecisionFacts<'_>,
+        actions: impl Iterator<Item = &'a str> + Clone,
+    ) {
+        self.reports.on_decision(facts, actions.clone());
         for id in actions {
             match self.counters.get_mut(id) {
                 Some(c) => c.exposures += 1,
@@ -232,6 +241,10 @@ fn snapshot_of(
                 )
             })
             .chain(send_time.map(|s| (send_time::SNAPSHOT_ENTRY.to_string(), s.encode())))
+            .chain([(
+                report_book::SNAPSHOT_ENTRY.to_string(),
+                books.reports.encode(),
+            )])
             .collect(),
         counters: books
             .counters
@@ -272,6 +285,11 @@ impl CampaignRuntime {
                 }
             }
         }
+        books.reports = report_book::ReportBook::from_snapshot(
+            (snap.policies.iter())
+                .find(|(n, _)| n == report_book::SNAPSHOT_ENTRY)
+                .map(|(_, b)| b.as_slice()),
+        );
         books.counters = snap.counters.into_iter().collect();
         // Counters of a store written before reward ranges existed may hold a non-finite sum
         // (issue 17: three rewards of 1e308); reports must never show one.
@@ -343,6 +361,12 @@ impl Engine {
             let rt = CampaignRuntime::build(config, None, None, chain)?;
             if let Some(snap) = store.snapshot(&id)? {
                 rt.restore(snap);
+                report_book::build_if_needed(
+                    &mut rt.books.lock(),
+                    &*store,
+                    &id,
+                    rt.config.reward_range,
+                )?;
             }
             campaigns.insert(id, Arc::new(rt));
         }
@@ -383,9 +407,12 @@ impl Engine {
             {
                 match record? {
                     LogRecord::Decision(d) if d.seq > decision_seq => {
-                        rt.books
-                            .lock()
-                            .count_decision(d.seq, d.actions.iter().map(|a| a.id.as_str()));
+                        let facts = report_book::DecisionFacts::of(&d);
+                        rt.books.lock().count_decision(
+                            d.seq,
+                            &facts,
+                            d.actions.iter().map(|a| a.id.as_str()),
+                        );
                         replayed_decisions += 1;
                     }
                     LogRecord::Reward(mut r) if r.seq > reward_seq => {

@@ -128,6 +128,8 @@ impl Engine {
     /// (decisions, rewards) deleted.
     pub fn delete_logs(&self, campaign: &str) -> Result<(u64, u64), EngineError> {
         let up_to = self.with_books(campaign, |_, books, _| {
+            // The reports forget the deleted decisions too (they are computed from the logs).
+            books.reports.clear();
             Ok(books.decision_seq.max(books.reward_seq))
         })?;
         Ok(self.store.delete_log(campaign, up_to)?)

@@ -7,9 +7,11 @@
 //! explicit reward, the default reward when the window closed, or a summed one). A decision whose
 //! window is still open and has no reward yet counts as 0: reports are "as of now".
 //!
-//! Cost: each report scans the campaign's logs once (all campaigns share the logs), which is
-//! fine for the sizes a dashboard reads interactively; incremental counters are the next step for
-//! very large logs.
+//! Cost: the engine keeps per-campaign aggregates as decisions and rewards are applied
+//! (`report_book.rs`), so per-action, hidden-gems, lift and per-policy reports read counters;
+//! the folds here over the logs remain the reference (they build the aggregates of a store that
+//! has none, serve category affinity, which needs the logged requests, and time buckets that are
+//! not a whole number of hours). See docs/reports.md.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -17,6 +19,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tailor_policies::RewardRange;
 
+use super::report_book::Moments;
 use crate::error::EngineError;
 use crate::ope::log::RewardIndex;
 use crate::store::Store;
@@ -178,18 +181,58 @@ pub fn beta_cdf(x: f64, a: f64, b: f64) -> f64 {
     tailor_policies::propensity::beta_cdf(x, a, b)
 }
 
-/// Quantile of Beta(a, b) by bisection.
+/// Quantile of Beta(a, b): Newton steps on the CDF, kept inside a bracketing interval that
+/// each step narrows (bisection when a step would leave it). Converges in a handful of CDF
+/// evaluations where plain bisection took 60; the per-action report computes two per action.
 pub fn beta_quantile(p: f64, a: f64, b: f64) -> f64 {
-    let (mut lo, mut hi) = (0.0, 1.0);
-    for _ in 0..60 {
-        let mid = 0.5 * (lo + hi);
-        if beta_cdf(mid, a, b) < p {
-            lo = mid;
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    let lnb = ln_gamma(a) + ln_gamma(b) - ln_gamma(a + b);
+    let mut x = (a / (a + b)).clamp(1e-12, 1.0 - 1e-12);
+    for _ in 0..200 {
+        let f = beta_cdf(x, a, b) - p;
+        if f < 0.0 {
+            lo = x;
         } else {
-            hi = mid;
+            hi = x;
         }
+        let pdf = ((a - 1.0) * x.ln() + (b - 1.0) * (-x).ln_1p() - lnb).exp();
+        let newton = x - f / pdf;
+        let next = if pdf.is_finite() && pdf > 0.0 && newton > lo && newton < hi {
+            newton
+        } else {
+            0.5 * (lo + hi)
+        };
+        if (next - x).abs() <= 1e-15 * x.max(1e-300) || hi - lo <= 1e-17 {
+            return next;
+        }
+        x = next;
     }
-    0.5 * (lo + hi)
+    x
+}
+
+/// ln Γ(x) for x > 0 (Lanczos, g = 7, n = 9; relative error ~1e-15).
+fn ln_gamma(x: f64) -> f64 {
+    const G: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        return ln_gamma(x + 1.0) - x.ln();
+    }
+    let x = x - 1.0;
+    let t = x + 7.5;
+    let mut s = G[0];
+    for (i, g) in G.iter().enumerate().skip(1) {
+        s += g / (x + i as f64);
+    }
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + s.ln()
 }
 
 /// Two-sided p-value of a z statistic.
@@ -236,12 +279,13 @@ pub struct ActionReport {
     pub posterior: Interval,
 }
 
+/// Sums over one action's exposures.
 #[derive(Debug, Clone, Default)]
-struct Tally {
-    exposures: u64,
-    rewarded: u64,
-    sum: f64,
-    sum_sq: f64,
+pub(crate) struct Tally {
+    pub exposures: u64,
+    pub rewarded: u64,
+    pub sum: f64,
+    pub sum_sq: f64,
 }
 
 /// Per-action results: a [`RowFold`].
@@ -275,6 +319,12 @@ impl RowFold for ActionsFold {
 
 pub fn actions(data: &Dataset) -> Vec<ActionReport> {
     data.fold(ActionsFold::default())
+}
+
+/// Per-action results from per-action sums (the incremental aggregates).
+pub(crate) fn actions_of(t: BTreeMap<String, Tally>, binary: bool) -> Vec<ActionReport> {
+    let total = t.values().map(|t| t.exposures).sum();
+    action_reports(t, total, binary)
 }
 
 fn action_reports(t: BTreeMap<String, Tally>, total: u64, binary: bool) -> Vec<ActionReport> {
@@ -353,6 +403,11 @@ impl RowFold for GemsFold {
 
 pub fn hidden_gems(data: &Dataset, max_share: Option<f64>) -> GemsReport {
     gems_of(actions(data), max_share)
+}
+
+/// Hidden gems among per-action results.
+pub(crate) fn gems_from(all: Vec<ActionReport>, max_share: Option<f64>) -> GemsReport {
+    gems_of(all, max_share)
 }
 
 fn gems_of(all: Vec<ActionReport>, max_share: Option<f64>) -> GemsReport {
@@ -437,6 +492,21 @@ impl Default for ArmAcc {
 }
 
 impl ArmAcc {
+    /// From a count, sum and sum of squares (the incremental aggregates).
+    fn from_moments(m: &Moments) -> Self {
+        if m.n == 0 {
+            return Self::default();
+        }
+        let n = m.n as f64;
+        let mean = m.sum / n;
+        Self {
+            n: m.n as usize,
+            mean,
+            m2: (m.sum_sq - m.sum * mean).max(0.0),
+            sum: 0.0 + m.sum,
+        }
+    }
+
     fn add(&mut self, x: f64) {
         self.n += 1;
         let d = x - self.mean;
@@ -578,6 +648,29 @@ pub fn lift(data: &Dataset, bucket_seconds: u64) -> LiftReport {
     data.fold(LiftFold::new(bucket_seconds))
 }
 
+/// Lift from (personalized, holdout) moments in total and per bucket start (the incremental
+/// aggregates).
+pub(crate) fn lift_from_moments(
+    bucket_seconds: u64,
+    total: &(Moments, Moments),
+    series: impl Iterator<Item = (u64, (Moments, Moments))>,
+) -> LiftReport {
+    let acc = |(p, h): &(Moments, Moments)| LiftAcc {
+        personalized: ArmAcc::from_moments(p),
+        holdout: ArmAcc::from_moments(h),
+    };
+    LiftReport {
+        total: lift_of(&acc(total)),
+        bucket_seconds,
+        series: series
+            .map(|(start_ms, m)| LiftPoint {
+                start_ms,
+                lift: lift_of(&acc(&m)),
+            })
+            .collect(),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reward over time per policy
 
@@ -639,7 +732,7 @@ pub fn policies(data: &Dataset, bucket_seconds: u64) -> Vec<PolicySeries> {
     data.fold(PoliciesFold::new(bucket_seconds))
 }
 
-fn policy_series(m: BTreeMap<String, BTreeMap<u64, (u64, f64)>>) -> Vec<PolicySeries> {
+pub(crate) fn policy_series(m: BTreeMap<String, BTreeMap<u64, (u64, f64)>>) -> Vec<PolicySeries> {
     m.into_iter()
         .map(|(policy, b)| {
             let decisions: u64 = b.values().map(|v| v.0).sum();
@@ -801,6 +894,35 @@ mod tests {
         // Beta(11, 91): 97.5% quantile ~ 0.1727 (reference value from scipy).
         let q = beta_quantile(0.975, 11.0, 91.0);
         assert!((q - 0.1727).abs() < 2e-3, "{q}");
+        // Newton steps land where 60 bisections did (the previous method), from tiny to large
+        // posteriors and in the tails.
+        let bisect = |p: f64, a: f64, b: f64| {
+            let (mut lo, mut hi) = (0.0, 1.0);
+            for _ in 0..60 {
+                let mid = 0.5 * (lo + hi);
+                if beta_cdf(mid, a, b) < p {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            0.5 * (lo + hi)
+        };
+        for (a, b) in [
+            (1.0, 1.0),
+            (1.0, 1001.0),
+            (2.5, 1.0),
+            (11.0, 91.0),
+            (131.0, 871.0),
+            (5_001.0, 95_001.0),
+            (900_001.0, 100_001.0),
+            (1.0, 1_000_001.0),
+        ] {
+            for p in [0.001, 0.025, 0.5, 0.975, 0.999] {
+                let (q, r) = (beta_quantile(p, a, b), bisect(p, a, b));
+                assert!((q - r).abs() < 1e-12, "Beta({a}, {b}) at {p}: {q} vs {r}");
+            }
+        }
     }
 
     #[test]

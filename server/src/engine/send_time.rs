@@ -618,14 +618,22 @@ impl Engine {
             probability,
             x: Default::default(),
         }];
-        let seq = self.count_decision(rt.clone(), &actions)?;
+        // Opens and clicks can only follow the send: the attribution window starts there.
+        let deadline_ms = send_at_ms.max(now) + rt.config.reward_wait_ms();
+        let facts = super::report_book::DecisionFacts {
+            event_id: &event_id,
+            at_ms: now,
+            deadline_ms,
+            holdout: false,
+            policy: &policy,
+        };
+        let seq = self.count_decision(rt.clone(), &facts, &actions)?;
         let decision = DecisionRecord {
             seq,
             event_id: event_id.clone(),
             campaign: rt.config.id.clone(),
             at_ms: now,
-            // Opens and clicks can only follow the send: the attribution window starts there.
-            deadline_ms: send_at_ms.max(now) + rt.config.reward_wait_ms(),
+            deadline_ms,
             policy: policy.clone(),
             seed,
             holdout: false,
