@@ -74,6 +74,8 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::linear::Ridge;
+use crate::policy::MAX_DENSE_DIMENSION;
+use crate::sparse_linear::DiagRidge;
 use crate::{Arm, Policy, PolicyError, RewardRange};
 
 /// Two-sided 95% normal quantile.
@@ -353,7 +355,14 @@ impl RewardModelConfig {
                         message: format!("must be a finite number > 0, got {lambda}"),
                     });
                 }
-                RewardModel::Ridge(Ridge::new(dimension, lambda, false))
+                // A dense ridge keeps dimension² numbers: past the dense policies' bound (the
+                // default 2^16 hashed space) the reward model keeps the diagonal, as
+                // `sparse_linucb` does.
+                if dimension > MAX_DENSE_DIMENSION {
+                    RewardModel::DiagRidge(DiagRidge::new(dimension, lambda))
+                } else {
+                    RewardModel::Ridge(Ridge::new(dimension, lambda, false))
+                }
             }
             RewardModelConfig::Mean {} => RewardModel::Mean {
                 by_id: HashMap::new(),
@@ -368,6 +377,8 @@ impl RewardModelConfig {
 #[derive(Debug, Clone)]
 pub enum RewardModel {
     Ridge(Ridge),
+    /// Diagonal ridge, for feature spaces too large for a dense one.
+    DiagRidge(DiagRidge),
     Mean {
         /// `(count, mean)` per action id.
         by_id: HashMap<String, (f64, f64)>,
@@ -381,6 +392,7 @@ impl RewardModel {
     pub fn predict(&self, arm: Arm<'_>) -> f64 {
         match self {
             RewardModel::Ridge(r) => r.mean(arm.x),
+            RewardModel::DiagRidge(r) => r.mean(arm.x),
             RewardModel::Mean { by_id, overall } => by_id.get(arm.id).map_or(overall.1, |e| e.1),
             RewardModel::None => 0.0,
         }
@@ -393,6 +405,7 @@ impl RewardModel {
         }
         match self {
             RewardModel::Ridge(r) => r.update(arm.x, reward, 1.0),
+            RewardModel::DiagRidge(r) => r.update(arm.x, reward, 1.0),
             RewardModel::Mean { by_id, overall } => {
                 let e = by_id.entry(arm.id.to_owned()).or_insert((0.0, 0.0));
                 e.0 += 1.0;
@@ -894,6 +907,26 @@ impl OffPolicyRun {
 
 #[cfg(test)]
 mod tests {
+    /// The default 2^16 hashed space gets a diagonal reward model: a dense one would need
+    /// 2^32 numbers (the evaluation of a default campaign hung allocating it).
+    #[test]
+    fn large_spaces_get_a_diagonal_reward_model() {
+        let mut model = RewardModelConfig::default().build(1 << 16).unwrap();
+        assert!(matches!(model, RewardModel::DiagRidge(_)));
+        let x = crate::SparseVec::from_pairs(vec![(7, 1.0), (60_000, 1.0)]);
+        let arm = Arm { id: "a", x: &x };
+        for _ in 0..50 {
+            model.learn(arm, 1.0);
+        }
+        assert!(
+            (model.predict(arm) - 1.0).abs() < 0.1,
+            "{}",
+            model.predict(arm)
+        );
+        let small = RewardModelConfig::default().build(64).unwrap();
+        assert!(matches!(small, RewardModel::Ridge(_)));
+    }
+
     use rand::{Rng, SeedableRng};
     use rand_pcg::Pcg64Mcg;
 
