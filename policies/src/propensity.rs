@@ -459,7 +459,7 @@ impl Quintic {
 /// A Beta CDF tabulated on its effective support. Built once per posterior change, off the
 /// decide path (about 400 density evaluations).
 #[derive(Debug, Clone)]
-pub(crate) struct BetaTable(Quintic);
+pub(crate) struct BetaTable(Quintic, (f64, f64));
 
 impl BetaTable {
     /// None where the density or its first two derivatives are unbounded at an end of the
@@ -476,13 +476,25 @@ impl BetaTable {
         }
         let lnb = ln_beta(a, b);
         let dens = |x: f64| beta_density_and_slope(a, b, lnb, x);
-        Some(Self(Quintic::build(
+        let q = Quintic::build(
             lo,
             hi,
             beta_cdf_with(a, b, lnb, lo),
             beta_cdf_with(a, b, lnb, hi),
             dens,
-        )))
+        );
+        // The support formula is generous (Beta(1, 20) reaches 1, its 1 − 1e-10 quantile is
+        // 0.68): the outermost knots still within TAIL of 0 and 1 bound a tighter one, which
+        // lets the integrand skip this arm over more of the range.
+        let h = (hi - lo) / TABLE_INTERVALS as f64;
+        let first = q.knots.iter().rposition(|k| k[0] <= TAIL).unwrap_or(0);
+        let last = q
+            .knots
+            .iter()
+            .position(|k| k[0] >= 1.0 - TAIL)
+            .unwrap_or(TABLE_INTERVALS);
+        let tight = (lo + h * first as f64, lo + h * last as f64);
+        Some(Self(q, tight))
     }
 
     #[inline]
@@ -696,8 +708,8 @@ impl<'a> BetaMarginal<'a> {
             a,
             b,
             lnb: f64::NAN,
-            lo: table.0.lo,
-            hi: table.0.hi,
+            lo: table.1 .0,
+            hi: table.1 .1,
             cdf: BetaCdf::Table(table),
         }
     }
