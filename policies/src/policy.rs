@@ -687,7 +687,7 @@ impl Scorer<'_> {
             Scorer::Student { params, tables, .. } => {
                 let mine = params[i];
                 let bits = |p: (f64, f64, f64)| (p.0.to_bits(), p.1.to_bits(), p.2.to_bits());
-                let keys: Vec<((u64, u64, u64), Option<&StudentTable>)> = remaining
+                let keys: Vec<(StudentKey, Option<&StudentTable>)> = remaining
                     .iter()
                     .filter(|&&j| j != i)
                     .map(|&j| (bits(params[j]), tables.get(j).copied().flatten()))
@@ -732,6 +732,9 @@ impl Scorer<'_> {
         }
     }
 }
+
+/// A Student-t marginal's `(location, scale, dof)` as bits, for grouping identical ones.
+type StudentKey = (u64, u64, u64);
 
 /// First index of the maximum (draws from continuous distributions tie with probability 0).
 fn argmax_first(remaining: &[usize], values: &[f64]) -> usize {

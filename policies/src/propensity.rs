@@ -471,7 +471,11 @@ impl BetaTable {
         if !(a > 0.0 && b > 0.0) || (lo <= 0.0 && !smooth(a)) || (hi >= 1.0 && !smooth(b)) {
             return None;
         }
-        if !(hi > lo) || !((hi - lo) / TABLE_INTERVALS as f64).is_normal() {
+        if hi <= lo
+            || hi.is_nan()
+            || lo.is_nan()
+            || !((hi - lo) / TABLE_INTERVALS as f64).is_normal()
+        {
             return None;
         }
         let lnb = ln_beta(a, b);
@@ -1441,7 +1445,7 @@ mod accuracy {
         out.push((
             "99 identical skewed",
             std::iter::once(B(4.0, 380.0))
-                .chain(std::iter::repeat(B(3.0, 400.0)).take(99))
+                .chain(std::iter::repeat_n(B(3.0, 400.0), 99))
                 .collect(),
         ));
         out.push((
