@@ -25,11 +25,11 @@
 //! toward `λI` and `b` toward 0 ([`crate::linear`]); disjoint per-arm models and per-arm means
 //! decay with their own arm's reward count.
 //!
-//! Cost (release build, 2 shared cores, 100 candidates): Thompson ≈ 10 µs at a shared prior and
-//! ≈ 30 µs with 100 distinct overlapping posteriors (propensity included; greedy ≈ 3–5 µs);
-//! LinUCB at dimension 32 ≈ 6 µs with id-only vectors and ≈ 35 µs with 31 nonzeros per vector;
-//! Gaussian Thompson evaluates exact Student-t CDFs and is the slowest (hundreds of µs with many
-//! distinct posteriors). See `benches/benches/policies.rs`.
+//! Cost (release build, 2 shared cores, 100 candidates): Thompson ≈ 5 µs at a shared prior and
+//! 20–50 µs with 100 distinct posteriors (propensity included; greedy ≈ 3–5 µs); Gaussian
+//! Thompson 30–80 µs (per-arm Student-t CDF tables; without them, under forgetting, hundreds of
+//! µs); LinUCB at dimension 32 ≈ 6 µs with id-only vectors and ≈ 35 µs with 31 nonzeros per
+//! vector. See `benches/benches/policies.rs` and `docs/propensities.md`.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
