@@ -30,7 +30,7 @@
 //! update, not persisted): quintic Hermite interpolation on 65 knots over the effective support,
 //! with the exact density and its slope at each knot ([`BetaTable`], and [`StudentTable`] in
 //! `u = t/√(ν+t²)`, where the Student-t CDF is a polynomial for even ν). Their error is below
-//! 1e-8 (tests `tables_match_exact`, `student_tables_match_exact`). Without a table (forgetting,
+//! 4e-6 (tests `tables_match_exact`, `student_tables_match_exact`). Without a table (forgetting,
 //! where posteriors change with the clock, and shapes whose density is not smooth at an end of
 //! its support) the Beta CDF is exact (continued fraction) below `min(α, β) = 10` and Paulson's
 //! cube-root normal approximation above (error < 7e-4); the Student-t CDF is exact.
