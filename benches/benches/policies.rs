@@ -155,6 +155,48 @@ fn bench_choose(c: &mut Criterion) {
     group.finish();
 }
 
+/// Thompson-style choose + propensity over 100 candidates whose posteriors are all distinct and
+/// span tiny to large counts (2 to ~25,000 rewards per arm, success rates 3–7 %): every other
+/// candidate is its own group in the propensity integral, the most expensive shape.
+fn bench_propensity(c: &mut Criterion) {
+    let mut group = c.benchmark_group("propensity");
+    let n = 100;
+    let (ids, xs) = candidates(n, 32);
+    let arms: Vec<Arm<'_>> = ids.iter().zip(&xs).map(|(id, x)| Arm { id, x }).collect();
+    let counts = |i: usize| (2.0 * 1.1f64.powi(i as i32)).round() as usize;
+    let rate = |i: usize| 0.03 + 0.04 * ((i * 37) % 100) as f64 / 100.0;
+    let mut thompson = PolicyConfig::default().build(32).expect("valid policy");
+    let mut gaussian: Policy =
+        serde_json::from_str::<PolicyConfig>(r#"{"type":"gaussian_thompson"}"#)
+            .expect("valid config")
+            .build(32)
+            .expect("valid policy");
+    let mut rng = Pcg64Mcg::seed_from_u64(4);
+    for (i, arm) in arms.iter().enumerate() {
+        let total = counts(i);
+        let ones = (rate(i) * total as f64).round() as usize;
+        for k in 0..total {
+            thompson.update(*arm, if k < ones { 1.0 } else { 0.0 }, 0.5);
+            let revenue = if rng.gen::<f64>() < rate(i) {
+                20.0 + 10.0 * rng.gen::<f64>()
+            } else {
+                0.0
+            };
+            gaussian.update(*arm, revenue, 0.5);
+        }
+    }
+    group.throughput(Throughput::Elements(n as u64));
+    for (label, p) in [("thompson", &thompson), ("gaussian_thompson", &gaussian)] {
+        let mut rng = Pcg64Mcg::seed_from_u64(5);
+        group.bench_with_input(
+            BenchmarkId::new(format!("{label}-distinct"), n),
+            &arms,
+            |b, arms| b.iter(|| black_box(p.choose(arms, 1, true, &mut rng))),
+        );
+    }
+    group.finish();
+}
+
 fn bench_update(c: &mut Criterion) {
     let mut group = c.benchmark_group("update");
     group.throughput(Throughput::Elements(1));
@@ -246,6 +288,7 @@ fn bench_wide(c: &mut Criterion) {
 criterion_group!(
     benches,
     bench_choose,
+    bench_propensity,
     bench_update,
     bench_featurizer,
     bench_wide

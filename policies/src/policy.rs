@@ -26,13 +26,13 @@
 //! toward `λI` and `b` toward 0 ([`crate::linear`]); disjoint per-arm models and per-arm means
 //! decay with their own arm's reward count.
 //!
-//! Cost (release build, 2 shared cores, 100 candidates): Thompson ≈ 10 µs at a shared prior and
-//! ≈ 30 µs with 100 distinct overlapping posteriors (propensity included; greedy ≈ 3–5 µs);
-//! LinUCB at dimension 32 ≈ 6 µs with id-only vectors and ≈ 35 µs with 31 nonzeros per vector;
-//! Gaussian Thompson evaluates exact Student-t CDFs and is the slowest (hundreds of µs with many
-//! distinct posteriors). `sparse_linucb` ≈ 8 µs to choose among 100 candidates of 36 nonzeros and
-//! ≈ 0.15 µs to update, at 2^12 to 2^18 dimensions alike (`wide/` group). See
-//! `benches/benches/policies.rs`.
+//! Cost (release build, 2 shared cores, 100 candidates): Thompson ≈ 5 µs at a shared prior and
+//! 20–50 µs with 100 distinct posteriors (propensity included; greedy ≈ 3–5 µs); Gaussian
+//! Thompson 30–80 µs (per-arm Student-t CDF tables; without them, under forgetting, hundreds of
+//! µs); LinUCB at dimension 32 ≈ 6 µs with id-only vectors and ≈ 35 µs with 31 nonzeros per
+//! vector. `sparse_linucb` ≈ 8 µs to choose among 100 candidates of 36 nonzeros and ≈ 0.15 µs to
+//! update, at 2^12 to 2^18 dimensions alike (`wide/` group). See `benches/benches/policies.rs`
+//! and `docs/propensities.md`.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -45,7 +45,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::linear::Ridge;
 use crate::propensity::{
-    group, max_probability, BetaMarginal, BetaTable, StudentMarginal, MIN_PROPENSITY,
+    group, max_probability, BetaMarginal, BetaTable, StudentMarginal, StudentTable, MIN_PROPENSITY,
 };
 use crate::sparse_linear::DiagRidge;
 use crate::{PolicyError, SparseVec};
@@ -461,6 +461,7 @@ impl PolicyConfig {
                         scale: prior_scale,
                     },
                     arms: IdMap::default(),
+                    prior_table: OnceLock::new(),
                 }),
                 decay_of(half_life)?,
             ),
@@ -594,13 +595,27 @@ struct Nig {
     scale: f64,
 }
 
-/// Weighted reward statistics of one arm: `(weight, mean, sum of squared deviations, clock)`.
-type Welford = (f64, f64, f64, u64);
+/// Weighted reward statistics of one arm. Encoded exactly as the tuple `(weight, mean, sum of
+/// squared deviations, clock)` it replaced, so older snapshots decode unchanged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Welford {
+    weight: f64,
+    mean: f64,
+    m2: f64,
+    /// Reward clock at the last update (for forgetting).
+    clock: u64,
+    /// The CDF table of the posterior's Student-t marginal, rebuilt after each update and after
+    /// loading (not persisted).
+    #[serde(skip)]
+    table: OnceLock<Option<StudentTable>>,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct NigArms {
     prior: Nig,
     arms: IdMap<Welford>,
+    #[serde(skip)]
+    prior_table: OnceLock<Option<StudentTable>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -687,6 +702,8 @@ enum Scorer<'a> {
     Student {
         draws: Vec<f64>,
         params: Vec<(f64, f64, f64)>,
+        /// Per-candidate CDF tables (empty for `linear_thompson`, whose marginals are normal).
+        tables: Vec<Option<&'a StudentTable>>,
     },
     /// Deterministic scores; argmax with random tie-break, uniform with probability `epsilon`.
     Scores {
@@ -755,23 +772,31 @@ impl Scorer<'_> {
                         None => BetaMarginal::new(a, b),
                     }
                 });
-                max_probability(&BetaMarginal::new(mine.0, mine.1), &others)
+                max_probability(&BetaMarginal::chosen(mine.0, mine.1, tables[i]), &others)
             }
-            Scorer::Student { params, .. } => {
+            Scorer::Student { params, tables, .. } => {
                 let mine = params[i];
                 let bits = |p: (f64, f64, f64)| (p.0.to_bits(), p.1.to_bits(), p.2.to_bits());
-                let keys: Vec<((u64, u64, u64), ())> = remaining
+                let keys: Vec<(StudentKey, Option<&StudentTable>)> = remaining
                     .iter()
                     .filter(|&&j| j != i)
-                    .map(|&j| (bits(params[j]), ()))
+                    .map(|&j| (bits(params[j]), tables.get(j).copied().flatten()))
                     .collect();
                 if keys.iter().all(|&(k, _)| k == bits(mine)) {
                     return 1.0 / n as f64;
                 }
-                let others = group(keys, |(l, s, v), ()| {
-                    StudentMarginal::new(f64::from_bits(l), f64::from_bits(s), f64::from_bits(v))
+                let others = group(keys, |(l, s, v), table| {
+                    let (l, s, v) = (f64::from_bits(l), f64::from_bits(s), f64::from_bits(v));
+                    match table {
+                        Some(t) => StudentMarginal::tabulated(l, s, v, t),
+                        None => StudentMarginal::new(l, s, v),
+                    }
                 });
-                max_probability(&StudentMarginal::new(mine.0, mine.1, mine.2), &others)
+                let table = tables.get(i).copied().flatten();
+                max_probability(
+                    &StudentMarginal::chosen(mine.0, mine.1, mine.2, table),
+                    &others,
+                )
             }
             Scorer::Scores { scores, epsilon } => {
                 let best = remaining
@@ -797,6 +822,9 @@ impl Scorer<'_> {
         }
     }
 }
+
+/// A Student-t marginal's `(location, scale, dof)` as bits, for grouping identical ones.
+type StudentKey = (u64, u64, u64);
 
 /// First index of the maximum (draws from continuous distributions tie with probability 0).
 fn argmax_first(remaining: &[usize], values: &[f64]) -> usize {
@@ -864,7 +892,7 @@ impl Policy {
                     .all(|v| v.is_finite())
                     && g.arms
                         .values()
-                        .all(|w| w.0.is_finite() && w.1.is_finite() && w.2.is_finite())
+                        .all(|w| w.weight.is_finite() && w.mean.is_finite() && w.m2.is_finite())
             }
             State::LinUcb { model, .. } => model.fits(d, false),
             State::SparseLinUcb { model, alpha } => {
@@ -943,11 +971,26 @@ impl Policy {
     fn nig_posterior(&self, g: &NigArms, id: &str) -> Nig {
         match g.arms.get(id) {
             None => g.prior,
-            Some(&(w, mean, m2, t)) => {
-                let k = self.age_weight(t);
-                g.prior.posterior(w * k, mean, m2 * k)
+            Some(e) => {
+                let k = self.age_weight(e.clock);
+                g.prior.posterior(e.weight * k, e.mean, e.m2 * k)
             }
         }
+    }
+
+    /// An arm's posterior and, without forgetting, the CDF table of its Student-t marginal.
+    fn nig_arm<'s>(&self, g: &'s NigArms, id: &str) -> (Nig, Option<&'s StudentTable>) {
+        let tables = self.decay == 1.0;
+        let p = self.nig_posterior(g, id);
+        let cell = match g.arms.get(id) {
+            None => &g.prior_table,
+            Some(e) => &e.table,
+        };
+        let t = tables.then(|| {
+            cell.get_or_init(|| StudentTable::new(p.marginal().2))
+                .as_ref()
+        });
+        (p, t.flatten())
     }
 
     /// Posterior `(alpha, beta)` of a Beta-Bernoulli arm (None for other policies).
@@ -1023,10 +1066,15 @@ impl Policy {
                 }
             }
             State::Gaussian(g) => {
-                let post: Vec<Nig> = arms.iter().map(|a| self.nig_posterior(g, a.id)).collect();
                 if !explore {
-                    return greedy(post.iter().map(|p| p.mean).collect());
+                    return greedy(
+                        arms.iter()
+                            .map(|a| self.nig_posterior(g, a.id).mean)
+                            .collect(),
+                    );
                 }
+                let (post, tables): (Vec<Nig>, Vec<Option<&StudentTable>>) =
+                    arms.iter().map(|a| self.nig_arm(g, a.id)).unzip();
                 let draws = post
                     .iter()
                     .map(|p| {
@@ -1039,6 +1087,7 @@ impl Policy {
                 Scorer::Student {
                     draws,
                     params: post.iter().map(Nig::marginal).collect(),
+                    tables,
                 }
             }
             State::LinUcb { alpha, model } => greedy(
@@ -1094,6 +1143,7 @@ impl Policy {
                 }
                 let theta = model.sample_theta(*scale, rng);
                 Scorer::Student {
+                    tables: Vec::new(),
                     draws: arms.iter().map(|a| a.x.dot(&theta)).collect(),
                     params: arms
                         .iter()
@@ -1249,17 +1299,30 @@ impl Policy {
                 }
             }
             State::Gaussian(g) => {
-                let e = g
-                    .arms
-                    .entry(arm.id.to_owned())
-                    .or_insert((0.0, 0.0, 0.0, now));
-                let k = age(e.3) * gamma;
-                let (w, mean, m2) = (e.0 * k, e.1, e.2 * k);
+                let e = g.arms.entry(arm.id.to_owned()).or_insert_with(|| Welford {
+                    weight: 0.0,
+                    mean: 0.0,
+                    m2: 0.0,
+                    clock: now,
+                    table: OnceLock::new(),
+                });
+                let k = age(e.clock) * gamma;
+                let (w, mean, m2) = (e.weight * k, e.mean, e.m2 * k);
                 // Weighted Welford: stable for large revenues where Σr² - (Σr)²/n would cancel.
                 let w1 = w + 1.0;
                 let d = reward - mean;
                 let mean1 = mean + d / w1;
-                *e = (w1, mean1, m2 + d * (reward - mean1), now + 1);
+                e.weight = w1;
+                e.mean = mean1;
+                e.m2 = m2 + d * (reward - mean1);
+                e.clock = now + 1;
+                e.table = OnceLock::new();
+                if gamma == 1.0 {
+                    // The table depends only on the degrees of freedom 2·(α₀ + w/2); build it
+                    // now, on the reward path, rather than on the next decide.
+                    let dof = 2.0 * g.prior.shape + w1;
+                    e.table.get_or_init(|| StudentTable::new(dof));
+                }
             }
             State::LinUcb { model, .. } | State::LinTs { model, .. } => {
                 model.update(arm.x, reward, gamma)
