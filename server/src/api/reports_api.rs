@@ -74,7 +74,7 @@ where
         .map_err(|e| EngineError::Unavailable {
             message: format!("report worker failed: {e}"),
         })??;
-    Ok(HttpResponse::Ok().json(out))
+    Ok(status::ok(out))
 }
 
 /// Fold the campaign's logs into a report off the async threads (one decision at a time), then
