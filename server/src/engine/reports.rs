@@ -14,6 +14,7 @@
 //! not a whole number of hours). See docs/reports.md.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use tailor_policies::propensity::ln_gamma;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -208,31 +209,6 @@ pub fn beta_quantile(p: f64, a: f64, b: f64) -> f64 {
         x = next;
     }
     x
-}
-
-/// ln Γ(x) for x > 0 (Lanczos, g = 7, n = 9; relative error ~1e-15).
-fn ln_gamma(x: f64) -> f64 {
-    const G: [f64; 9] = [
-        0.999_999_999_999_809_9,
-        676.520_368_121_885_1,
-        -1_259.139_216_722_402_8,
-        771.323_428_777_653_1,
-        -176.615_029_162_140_6,
-        12.507_343_278_686_905,
-        -0.138_571_095_265_720_12,
-        9.984_369_578_019_572e-6,
-        1.505_632_735_149_311_6e-7,
-    ];
-    if x < 0.5 {
-        return ln_gamma(x + 1.0) - x.ln();
-    }
-    let x = x - 1.0;
-    let t = x + 7.5;
-    let mut s = G[0];
-    for (i, g) in G.iter().enumerate().skip(1) {
-        s += g / (x + i as f64);
-    }
-    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + s.ln()
 }
 
 /// Two-sided p-value of a z statistic.
