@@ -13,7 +13,7 @@ use tailor_policies::{Arm, Featurizer, FeaturizerConfig, Policy, PolicyConfig, S
 use tailor_sdk::wire::DecideRequest;
 use tailor_server::campaign::CampaignConfig;
 use tailor_server::config::Settings;
-use tailor_server::engine::{DecideInput, Decision, Engine};
+use tailor_server::engine::{DecideInput, Engine};
 use tailor_server::store::{
     DecisionRecord, EventRecord, LoggedAction, ServedAction, SledStore, SlotState, Store,
 };
@@ -58,7 +58,7 @@ fn bench_decide(c: &mut Criterion) {
             group.bench_function(format!("{name}/candidates={n}"), |b| {
                 b.iter_batched(
                     || DecideInput::parse(raw.clone()).unwrap(),
-                    |input| engine.decide(name, input).unwrap(),
+                    |input| engine.decide_items(name, input).unwrap(),
                     BatchSize::SmallInput,
                 )
             });
@@ -125,9 +125,9 @@ fn create_campaigns(engine: &Engine) {
 }
 
 /// One decide from bytes, through the path the HTTP handler takes.
-fn decide_bytes(engine: &Engine, campaign: &str, raw: &[u8]) -> Decision {
+fn decide_bytes(engine: &Engine, campaign: &str, raw: &[u8]) -> tailor_sdk::wire::DecideResponse {
     engine
-        .decide(campaign, DecideInput::parse(raw.to_vec()).unwrap())
+        .decide_items(campaign, DecideInput::parse(raw.to_vec()).unwrap())
         .unwrap()
 }
 

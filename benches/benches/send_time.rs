@@ -239,7 +239,7 @@ fn bench_engine(c: &mut Criterion) {
                 timezone: "America/New_York".into(),
                 ..Default::default()
             };
-            engine.decide("weekly", req).unwrap()
+            engine.decide_send_time("weekly", req).unwrap()
         })
     });
     group.finish();

@@ -121,14 +121,16 @@ async fn decide(
     // The body's shape follows the campaign's kind; the engine checks the kind again.
     let response = match state.engine.campaign(&path)?.config.kind {
         // Parsed straight into hashed features; the body is kept for the decision log.
-        CampaignKind::Items => state.engine.decide(&path, DecideInput::parse(raw)?)?,
+        CampaignKind::Items => {
+            status::ok(state.engine.decide_items(&path, DecideInput::parse(raw)?)?)
+        }
         CampaignKind::SendTime => {
             let request: SendTimeRequest = body::parse(&raw)?;
-            state.engine.decide(&path, request)?
+            status::ok(state.engine.decide_send_time(&path, request)?)
         }
     };
     metrics::histogram!("tailor_decide_seconds").record(started.elapsed().as_secs_f64());
-    Ok(status::ok(response))
+    Ok(response)
 }
 
 #[utoipa::path(

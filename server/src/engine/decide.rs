@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use rand::SeedableRng;
 use rand_pcg::Pcg64Mcg;
-use serde::Serialize;
 use std::cell::RefCell;
 
 use tailor_policies::features::VectorScratch;
@@ -70,49 +69,6 @@ impl DecideInput {
 thread_local! {
     /// The featurizer's buffers, reused by every decide on this worker thread.
     static SCRATCH: RefCell<VectorScratch> = RefCell::new(VectorScratch::default());
-}
-
-/// What a decide call carries: an item request or a send-time request.
-#[derive(Debug)]
-pub enum DecideCall {
-    Items(DecideInput),
-    SendTime(SendTimeRequest),
-}
-
-impl From<DecideInput> for DecideCall {
-    fn from(i: DecideInput) -> Self {
-        Self::Items(i)
-    }
-}
-
-impl From<SendTimeRequest> for DecideCall {
-    fn from(r: SendTimeRequest) -> Self {
-        Self::SendTime(r)
-    }
-}
-
-/// The answer of a decide, shaped by the campaign's kind.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum Decision {
-    Items(DecideResponse),
-    SendTime(SendTimeResponse),
-}
-
-impl Decision {
-    pub fn into_items(self) -> Option<DecideResponse> {
-        match self {
-            Self::Items(r) => Some(r),
-            Self::SendTime(_) => None,
-        }
-    }
-
-    pub fn into_send_time(self) -> Option<SendTimeResponse> {
-        match self {
-            Self::SendTime(r) => Some(r),
-            Self::Items(_) => None,
-        }
-    }
 }
 
 /// The policy name reported when a paused campaign serves the order candidates were sent in.
@@ -281,36 +237,42 @@ fn response_of(event: &EventRecord, replayed: bool) -> DecideResponse {
 }
 
 impl Engine {
-    /// Decide for one request and log the decision: rank items, or choose a send slot,
-    /// according to the campaign's kind.
-    pub fn decide(
+    /// Rank items for one request of an `items` campaign and log the decision.
+    pub fn decide_items(
         &self,
         campaign: &str,
-        input: impl Into<DecideCall>,
-    ) -> Result<Decision, EngineError> {
+        input: DecideInput,
+    ) -> Result<DecideResponse, EngineError> {
         let rt = self.campaign(campaign)?;
-        match (rt.config.kind, input.into()) {
-            (CampaignKind::Items, DecideCall::Items(i)) => {
-                self.decide_items(rt, i).map(Decision::Items)
-            }
-            (CampaignKind::SendTime, DecideCall::SendTime(r)) => {
-                self.decide_send_time(rt, r).map(Decision::SendTime)
-            }
-            (CampaignKind::SendTime, DecideCall::Items(_)) => Err(EngineError::invalid_owned(
+        if rt.config.kind != CampaignKind::Items {
+            return Err(EngineError::invalid_owned(
                 "body",
                 format!(
                     "campaign {campaign:?} is a send_time campaign: send shopper_id and timezone"
                 ),
-            )),
-            (CampaignKind::Items, DecideCall::SendTime(_)) => Err(EngineError::invalid_owned(
+            ));
+        }
+        self.rank(rt, input)
+    }
+
+    /// Choose when to send for one request of a `send_time` campaign and log the decision.
+    pub fn decide_send_time(
+        &self,
+        campaign: &str,
+        request: SendTimeRequest,
+    ) -> Result<SendTimeResponse, EngineError> {
+        let rt = self.campaign(campaign)?;
+        if rt.config.kind != CampaignKind::SendTime {
+            return Err(EngineError::invalid_owned(
                 "body",
                 format!("campaign {campaign:?} ranks items: send candidates"),
-            )),
+            ));
         }
+        self.schedule(rt, request)
     }
 
     /// Choose action(s) for one item request and log the decision.
-    fn decide_items(
+    fn rank(
         &self,
         rt: Arc<CampaignRuntime>,
         input: DecideInput,
@@ -536,16 +498,8 @@ impl Engine {
         } else {
             Vec::new()
         };
-        let facts = super::report_book::DecisionFacts {
-            event_id: &event_id,
-            at_ms,
-            deadline_ms,
-            holdout,
-            policy: &policy,
-        };
-        let seq = self.count_decision(rt.clone(), &facts, &actions)?;
         let decision = DecisionRecord {
-            seq,
+            seq: 0,
             event_id,
             campaign: campaign.to_string(),
             at_ms,
@@ -560,13 +514,7 @@ impl Engine {
             removed: stage.removed,
             candidate_set,
         };
-        let event = EventRecord {
-            deferred: input.defer,
-            ..event_for(&decision)
-        };
-        self.store.log_decision(&decision, &event)?;
-        metrics::counter!("tailor_decisions_total", "campaign" => decision.campaign.clone())
-            .increment(1);
+        let event = self.log_decision(rt.clone(), decision, input.defer)?;
         Ok(DecideResponse {
             distribution,
             ..response_of(&event, false)
@@ -589,14 +537,17 @@ impl Engine {
         })
     }
 
-    /// Take a decision sequence number and count the exposures, on the live runtime.
-    pub(super) fn count_decision(
+    /// Number a decision and count its exposures on the live runtime, then log it with its
+    /// join state in one batch: the one place decisions are logged (items and send time).
+    /// `decision.seq` is assigned here.
+    pub(super) fn log_decision(
         &self,
         mut rt: Arc<CampaignRuntime>,
-        facts: &super::report_book::DecisionFacts<'_>,
-        actions: &[LoggedAction],
-    ) -> Result<u64, EngineError> {
-        loop {
+        mut decision: DecisionRecord,
+        deferred: bool,
+    ) -> Result<EventRecord, EngineError> {
+        let facts = super::report_book::DecisionFacts::of(&decision);
+        decision.seq = loop {
             let mut books = rt.books.lock();
             if rt.retired.load(Ordering::Acquire) {
                 drop(books);
@@ -604,8 +555,16 @@ impl Engine {
                 continue;
             }
             let seq = self.next_seq();
-            books.count_decision(seq, facts, actions.iter().map(|a| a.id.as_str()));
-            return Ok(seq);
-        }
+            books.count_decision(seq, &facts, decision.actions.iter().map(|a| a.id.as_str()));
+            break seq;
+        };
+        let event = EventRecord {
+            deferred,
+            ..event_for(&decision)
+        };
+        self.store.log_decision(&decision, &event)?;
+        metrics::counter!("tailor_decisions_total", "campaign" => decision.campaign.clone())
+            .increment(1);
+        Ok(event)
     }
 }

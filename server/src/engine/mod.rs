@@ -31,7 +31,7 @@ use parking_lot::{Mutex, RwLock};
 use tailor_policies::{Arm, Featurizer, Policy};
 
 pub(crate) use decide::check_items_request;
-pub use decide::{DecideCall, DecideInput, Decision};
+pub use decide::DecideInput;
 pub use durability::GroupCommit;
 pub(crate) use reward::check_reward_request;
 pub use reward::{slot_event_id, SLOT_SEPARATOR};

@@ -656,7 +656,7 @@ mod tests {
                 .unwrap()
                 .replace(r#""REPEAT":1"#, r#""a":5,"a":1"#);
             let input = DecideInput::parse(text.into_bytes()).unwrap();
-            engine.decide("c", input).unwrap();
+            engine.decide_items("c", input).unwrap();
             let seq = engine
                 .store()
                 .event("c", event)

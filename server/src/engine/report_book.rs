@@ -613,7 +613,7 @@ mod tests {
     use super::*;
     use crate::campaign::CampaignConfig;
     use crate::engine::reports::{Dataset, Row};
-    use crate::engine::{DecideInput, Decision};
+    use crate::engine::DecideInput;
     use crate::store::{LoggedAction, RewardKind, SledStore};
 
     /// Numbers equal within 1e-9 (relative to their size when above 1), same shape otherwise.
@@ -731,12 +731,9 @@ mod tests {
                 shopper_id: Some(format!("s{}", rng.gen_range(0..1_000))),
                 ..Default::default()
             };
-            let Decision::Items(d) = engine
-                .decide(campaign, DecideInput::from_request(&request).unwrap())
-                .unwrap()
-            else {
-                panic!("an items decision")
-            };
+            let d = engine
+                .decide_items(campaign, DecideInput::from_request(&request).unwrap())
+                .unwrap();
             for a in &d.actions {
                 let times = if sum { rng.gen_range(0..3) } else { 1 };
                 for t in 0..times {

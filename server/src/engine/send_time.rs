@@ -469,7 +469,7 @@ impl Engine {
     }
 
     /// The send-time decide path (called from [`Engine::decide`]).
-    pub(super) fn decide_send_time(
+    pub(super) fn schedule(
         &self,
         rt: Arc<CampaignRuntime>,
         req: SendTimeRequest,
@@ -620,16 +620,8 @@ impl Engine {
         }];
         // Opens and clicks can only follow the send: the attribution window starts there.
         let deadline_ms = send_at_ms.max(now) + rt.config.reward_wait_ms();
-        let facts = super::report_book::DecisionFacts {
-            event_id: &event_id,
-            at_ms: now,
-            deadline_ms,
-            holdout: false,
-            policy: &policy,
-        };
-        let seq = self.count_decision(rt.clone(), &facts, &actions)?;
         let decision = DecisionRecord {
-            seq,
+            seq: 0,
             event_id: event_id.clone(),
             campaign: rt.config.id.clone(),
             at_ms: now,
@@ -657,10 +649,7 @@ impl Engine {
                 timezone: req.timezone.clone(),
             },
         )?;
-        let event = super::decide::event_for(&decision);
-        self.store.log_decision(&decision, &event)?;
-        metrics::counter!("tailor_decisions_total", "campaign" => decision.campaign.clone())
-            .increment(1);
+        self.log_decision(rt.clone(), decision, false)?;
         Ok(SendTimeResponse {
             event_id,
             slot: slot_of(spec, index, send_at, &tz),
@@ -1063,13 +1052,13 @@ mod tests {
             timezone: "UTC".into(),
             ..Default::default()
         };
-        engine.decide("c", req("s1")).unwrap();
+        engine.decide_send_time("c", req("s1")).unwrap();
         assert!(store.shopper("s1", "c").unwrap().is_some());
         let now = now_ms();
         assert_eq!(engine.purge_shoppers(now + 86_400_000).unwrap(), 0);
         assert_eq!(engine.purge_shoppers(now + 3 * 86_400_000).unwrap(), 1);
         assert!(store.shopper("s1", "c").unwrap().is_none());
-        engine.decide("c", req("s2")).unwrap();
+        engine.decide_send_time("c", req("s2")).unwrap();
         engine.delete_campaign("c").unwrap();
         assert_eq!(engine.purge_shoppers(now_ms()).unwrap(), 1);
         assert_eq!(store.all_shopper_states().count(), 0);
@@ -1116,7 +1105,7 @@ mod tests {
             context: serde_json::json!({"segment": "vip"}),
             ..Default::default()
         };
-        engine.decide("c", req.clone()).unwrap();
+        engine.decide_send_time("c", req.clone()).unwrap();
         // The decision rebuilt nothing: the same table, and the segment's waits for a refresh.
         assert!(Arc::ptr_eq(&sendt.prior_table(None, 0), &fresh));
         assert!(Arc::ptr_eq(&sendt.prior_table(Some("vip"), 0), &fresh));
@@ -1147,7 +1136,7 @@ mod tests {
         assert!(!Arc::ptr_eq(&vip2, &global2));
         assert_eq!(priors_of(&vip2), priors_of(&vip));
         assert!(sendt2.wanted.lock().is_empty());
-        reopened.decide("c", req).unwrap();
+        reopened.decide_send_time("c", req).unwrap();
     }
 
     #[test]

@@ -23,6 +23,7 @@ use tailor_wire::{Candidate, ChosenAction, DecideRequest, RewardRequest};
 use super::auth::{Access, Authorized, Routes};
 use super::error::ApiError;
 use super::{body, path, status, AppState};
+use crate::campaign::CampaignKind;
 use crate::engine::{featurize, DecideInput};
 use crate::error::EngineError;
 use crate::keys::{Principal, Role};
@@ -232,20 +233,17 @@ fn decide(
     defer: bool,
     slot: Option<String>,
 ) -> Result<tailor_wire::DecideResponse, EngineError> {
+    if state.engine.campaign(campaign)?.config.kind != CampaignKind::Items {
+        return Err(EngineError::invalid(
+            "campaign",
+            "is a send_time campaign; the Personalizer API ranks items",
+        ));
+    }
     let mut input = DecideInput::from_request(&request)?;
     input.defer = defer;
     input.log_request = true;
     input.slot = slot;
-    state
-        .engine
-        .decide(campaign, input)?
-        .into_items()
-        .ok_or_else(|| {
-            EngineError::invalid(
-                "campaign",
-                "is a send_time campaign; the Personalizer API ranks items",
-            )
-        })
+    state.engine.decide_items(campaign, input)
 }
 
 async fn rank(
