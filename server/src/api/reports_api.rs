@@ -90,17 +90,11 @@ where
     F: reports::RowFold + Send + 'static,
     R: serde::Serialize + Send + 'static,
 {
-    let range = state.engine.campaign(id)?.config.reward_range;
+    state.engine.campaign(id)?;
     let engine = state.engine.clone();
     let id = id.to_string();
     let out = web::block(move || {
-        let out = reports::fold(
-            engine.store().as_ref(),
-            &id,
-            range,
-            history_path.as_deref(),
-            fold,
-        )?;
+        let out = engine.fold_report(&id, history_path.as_deref(), fold)?;
         Ok::<_, EngineError>(wrap(out))
     })
     .await

@@ -1,6 +1,7 @@
 //! What handlers need from the store beyond deciding and rewarding, through the engine: readiness,
 //! durability, event lookups, a campaign's log range, stored evaluations.
 
+use super::reports::{self, RowFold};
 use super::Engine;
 use crate::error::EngineError;
 
@@ -48,5 +49,17 @@ impl Engine {
     /// Remove a stored evaluation; false when there was none.
     pub fn delete_evaluation(&self, campaign: &str, id: &str) -> Result<bool, EngineError> {
         Ok(self.store.delete_evaluation(campaign, id)?)
+    }
+
+    /// Fold `campaign`'s log into a report one decision at a time (the reports that still need
+    /// the logged requests: category affinity, sub-hour buckets).
+    pub fn fold_report<F: RowFold>(
+        &self,
+        campaign: &str,
+        history_path: Option<&str>,
+        fold: F,
+    ) -> Result<F::Out, EngineError> {
+        let range = self.campaign(campaign)?.config.reward_range;
+        reports::fold(self.store.as_ref(), campaign, range, history_path, fold)
     }
 }

@@ -532,20 +532,11 @@ impl Engine {
         Ok(books.reports.built.then(|| f(&books.reports)))
     }
 
-    fn fold_report<F: reports::RowFold>(
-        &self,
-        campaign: &str,
-        fold: F,
-    ) -> Result<F::Out, EngineError> {
-        let range = self.campaign(campaign)?.config.reward_range;
-        reports::fold(self.store().as_ref(), campaign, range, None, fold)
-    }
-
     /// Per-action results, from the aggregates.
     pub fn actions_report(&self, campaign: &str) -> Result<Vec<ActionReport>, EngineError> {
         match self.with_report_book(campaign, |b| (b.actions_copy(), b.binary))? {
             Some((t, binary)) => Ok(reports::actions_of(tallies(t), binary)),
-            None => self.fold_report(campaign, reports::ActionsFold::default()),
+            None => self.fold_report(campaign, None, reports::ActionsFold::default()),
         }
     }
 
@@ -562,6 +553,7 @@ impl Engine {
             )),
             None => self.fold_report(
                 campaign,
+                None,
                 reports::GemsFold {
                     max_share,
                     ..Default::default()
@@ -582,7 +574,7 @@ impl Engine {
                 return Ok(l);
             }
         }
-        self.fold_report(campaign, reports::LiftFold::new(bucket_seconds))
+        self.fold_report(campaign, None, reports::LiftFold::new(bucket_seconds))
     }
 
     /// Reward over time per policy: from the aggregates when `bucket_seconds` is a whole
@@ -597,7 +589,7 @@ impl Engine {
                 return Ok(p);
             }
         }
-        self.fold_report(campaign, reports::PoliciesFold::new(bucket_seconds))
+        self.fold_report(campaign, None, reports::PoliciesFold::new(bucket_seconds))
     }
 }
 
