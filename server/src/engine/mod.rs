@@ -9,7 +9,15 @@
 //! restart (or `kill -9`) loses nothing that was acknowledged.
 //!
 //! Lock order: `admin` → a runtime's `joins` → its `books` → its `learner`.
+//!
+//! Rooms: this file is the registry (open, campaign create/update/delete, `with_live`, sequence
+//! numbers); `runtime.rs` a campaign's learners, books and snapshot; `recovery.rs` the replay at
+//! start; `background.rs` the window sweeper, snapshots and retention; `decide.rs` (items) and
+//! `send_time.rs` (send times) the two decide paths and `log_decision`; `reward.rs` joins, `apply`
+//! and window closing; `model.rs` model files and log deletion; `records.rs` what handlers read
+//! through the engine.
 
+mod background;
 mod decide;
 mod durability;
 pub mod featurize;
@@ -17,33 +25,33 @@ pub mod holdout;
 mod model;
 pub mod parse;
 mod records;
+mod recovery;
 mod report_book;
 pub mod reports;
 mod reward;
+mod runtime;
 pub mod send_time;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
-use tailor_policies::{Arm, Featurizer, Policy};
 
 pub(crate) use decide::check_items_request;
 pub use decide::DecideInput;
 pub use durability::GroupCommit;
 pub(crate) use reward::check_reward_request;
 pub use reward::{slot_event_id, SLOT_SEPARATOR};
+pub use runtime::CampaignRuntime;
+pub(crate) use runtime::{snapshot_of, Books, Learner};
 
 use crate::campaign::CampaignConfig;
 use crate::config::EngineSettings;
 use crate::error::EngineError;
 use crate::plugins::{PluginChain, PluginHost, ReloadReport};
-use crate::store::{CampaignSnapshot, Counters, LogRecord, RewardRecord, Store, StoreError};
-
-/// How often send-time shopper states past their retention are looked for.
-const SHOPPER_PURGE_INTERVAL_MS: u64 = 3_600_000;
+use crate::store::{Store, StoreError};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -51,259 +59,6 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// Serving and shadow policies of one campaign.
-#[derive(Debug, Clone)]
-pub(crate) struct Learner {
-    /// (name, runtime); the serving policy is first.
-    pub policies: Vec<(String, Policy)>,
-}
-
-impl Learner {
-    fn serving(&self) -> (&str, &Policy) {
-        let (n, p) = &self.policies[0];
-        (n, p)
-    }
-
-    fn learn(&mut self, r: &RewardRecord) {
-        for (_, p) in &mut self.policies {
-            p.update(
-                Arm {
-                    id: &r.action.id,
-                    x: &r.action.x,
-                },
-                r.value,
-                r.action.probability,
-            );
-        }
-    }
-}
-
-/// Counters and log watermarks of one campaign.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Books {
-    pub counters: HashMap<String, Counters>,
-    pub decisions: u64,
-    pub rewards: u64,
-    pub decision_seq: u64,
-    pub reward_seq: u64,
-    pub reports: report_book::ReportBook,
-}
-
-impl Books {
-    fn count_reward(&mut self, r: &RewardRecord) {
-        let c = self.counters.entry(r.action.id.clone()).or_default();
-        c.rewards += 1;
-        c.reward_sum += r.value;
-        self.reports.on_reward(r);
-        self.rewards += 1;
-        self.reward_seq = self.reward_seq.max(r.seq);
-    }
-
-    fn count_decision<'a>(
-        &mut self,
-        seq: u64,
-        facts: &report_book::DecisionFacts<'_>,
-        actions: impl Iterator<Item = &'a str> + Clone,
-    ) {
-        self.reports.on_decision(facts, actions.clone());
-        for id in actions {
-            match self.counters.get_mut(id) {
-                Some(c) => c.exposures += 1,
-                None => {
-                    self.counters.insert(
-                        id.to_string(),
-                        Counters {
-                            exposures: 1,
-                            ..Default::default()
-                        },
-                    );
-                }
-            }
-        }
-        self.decisions += 1;
-        self.decision_seq = self.decision_seq.max(seq);
-    }
-}
-
-/// A campaign as the engine runs it.
-pub struct CampaignRuntime {
-    pub config: CampaignConfig,
-    pub(crate) featurizer: Featurizer,
-    /// Per-campaign salt mixed into decision seeds.
-    pub(crate) salt: u64,
-    pub(crate) learner: RwLock<Learner>,
-    pub(crate) books: Mutex<Books>,
-    /// Held while a reward joins (or a window closes): rewards of one campaign apply in log
-    /// order, and a snapshot taken under it sees every reward it numbered learned.
-    pub(crate) joins: Mutex<()>,
-    /// max(decision_seq, reward_seq) of the last snapshot written: unchanged campaigns are not
-    /// snapshotted again.
-    snapshot_mark: AtomicU64,
-    /// The attached plugin chain; replaced when a plugin reload makes a new version current.
-    pub(crate) chain: RwLock<Arc<PluginChain>>,
-    /// Send-time campaigns: slots, settings and population counts.
-    pub(crate) send_time: Option<send_time::SendTimeRuntime>,
-    /// Set when a newer runtime replaced this one; writers then retry on the new one.
-    retired: AtomicBool,
-}
-
-impl std::fmt::Debug for CampaignRuntime {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CampaignRuntime")
-            .field("id", &self.config.id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl CampaignRuntime {
-    /// Build from a validated config, carrying over learned state of same-named policies.
-    fn build(
-        config: CampaignConfig,
-        previous: Option<(&Learner, Books)>,
-        previous_dimension: Option<usize>,
-        chain: PluginChain,
-    ) -> Result<Self, EngineError> {
-        config.validate()?;
-        let featurizer = config
-            .featurizer
-            .build()
-            .map_err(|e| EngineError::policy("featurizer", e))?;
-        let same_dim = previous_dimension == Some(featurizer.dimension());
-        let mut policies = Vec::new();
-        for pc in config.all_policies() {
-            let name = pc.kind().to_string();
-            let carried = previous.as_ref().and_then(|(l, _)| {
-                l.policies
-                    .iter()
-                    .find(|(n, p)| same_dim && *n == name && p.config() == pc)
-                    .map(|(_, p)| p.clone())
-            });
-            let p = match carried {
-                Some(p) => p,
-                None => pc
-                    .build(featurizer.dimension())
-                    .map_err(|e| EngineError::policy("policy", e))?,
-            };
-            policies.push((name, p));
-        }
-        let books = previous.map(|(_, b)| b).unwrap_or_default();
-        let send_time = send_time::SendTimeRuntime::new(&config)?;
-        Ok(Self {
-            send_time,
-            salt: xxhash_rust::xxh3::xxh3_64(config.id.as_bytes()),
-            featurizer,
-            learner: RwLock::new(Learner { policies }),
-            books: Mutex::new(books),
-            joins: Mutex::new(()),
-            snapshot_mark: AtomicU64::new(0),
-            chain: RwLock::new(Arc::new(chain)),
-            retired: AtomicBool::new(false),
-            config,
-        })
-    }
-
-    /// Rewards wait while it is taken (the join lock), decides do not: the books are copied and
-    /// released before the learned state is encoded under the learner's read lock, which
-    /// choosing shares. Learned state only changes under the join lock, so the copy and the
-    /// encoding describe the same point of the log.
-    fn snapshot(&self) -> CampaignSnapshot {
-        let _joins = self.joins.lock();
-        let books = self.books.lock().clone();
-        let learner = self.learner.read();
-        snapshot_of(&books, &learner, self.send_time.as_ref())
-    }
-
-    /// The log position the in-memory state has reached.
-    fn mark(&self) -> u64 {
-        let books = self.books.lock();
-        books.decision_seq.max(books.reward_seq)
-    }
-}
-
-/// A snapshot of learned state; the caller holds the join lock and the learner's (read).
-fn snapshot_of(
-    books: &Books,
-    learner: &Learner,
-    send_time: Option<&send_time::SendTimeRuntime>,
-) -> CampaignSnapshot {
-    CampaignSnapshot {
-        reward_seq: books.reward_seq,
-        decision_seq: books.decision_seq,
-        policies: learner
-            .policies
-            .iter()
-            .map(|(n, p)| {
-                (
-                    n.clone(),
-                    postcard::to_stdvec(p).expect("postcard encoding of a policy"),
-                )
-            })
-            .chain(send_time.map(|s| (send_time::SNAPSHOT_ENTRY.to_string(), s.encode())))
-            .chain([(
-                report_book::SNAPSHOT_ENTRY.to_string(),
-                books.reports.encode(),
-            )])
-            .collect(),
-        counters: books
-            .counters
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        decisions: books.decisions,
-        rewards: books.rewards,
-    }
-}
-
-impl CampaignRuntime {
-    fn restore(&self, snap: CampaignSnapshot) {
-        let mut books = self.books.lock();
-        let mut learner = self.learner.write();
-        for (name, bytes) in &snap.policies {
-            if name == send_time::SNAPSHOT_ENTRY {
-                if let Some(s) = &self.send_time {
-                    s.restore(bytes);
-                }
-                continue;
-            }
-            if let Some((_, slot)) = learner.policies.iter_mut().find(|(n, _)| n == name) {
-                match postcard::from_bytes::<Policy>(bytes) {
-                    Ok(p)
-                        if p.config() == slot.config()
-                            && p.dimension() == slot.dimension()
-                            && p.check_state().is_ok() =>
-                    {
-                        *slot = p
-                    }
-                    Ok(_) => {
-                        tracing::info!(campaign = %self.config.id, policy = %name, "policy config changed since snapshot; starting it fresh")
-                    }
-                    Err(e) => {
-                        tracing::warn!(campaign = %self.config.id, policy = %name, error = %e, "policy state unreadable; starting it fresh")
-                    }
-                }
-            }
-        }
-        books.reports = report_book::ReportBook::from_snapshot(
-            (snap.policies.iter())
-                .find(|(n, _)| n == report_book::SNAPSHOT_ENTRY)
-                .map(|(_, b)| b.as_slice()),
-        );
-        books.counters = snap.counters.into_iter().collect();
-        // Counters of a store written before reward ranges existed may hold a non-finite sum
-        // (issue 17: three rewards of 1e308); reports must never show one.
-        for c in books.counters.values_mut() {
-            if !c.reward_sum.is_finite() {
-                let bound = self.config.reward_range.times(c.rewards as usize);
-                c.reward_sum = bound.clamp(c.reward_sum);
-            }
-        }
-        books.decisions = snap.decisions;
-        books.rewards = snap.rewards;
-        books.decision_seq = snap.decision_seq;
-        books.reward_seq = snap.reward_seq;
-    }
 }
 
 /// The decision engine. Cheap to share behind an `Arc`.
@@ -390,59 +145,6 @@ impl Engine {
         });
         engine.replay()?;
         Ok(engine)
-    }
-
-    /// Bring each campaign's in-memory state up to the end of its log.
-    fn replay(&self) -> Result<(), EngineError> {
-        let campaigns = self.campaigns.read().clone();
-        let (mut replayed_rewards, mut replayed_decisions) = (0u64, 0u64);
-        for rt in campaigns.values() {
-            let (decision_seq, reward_seq) = {
-                let books = rt.books.lock();
-                (books.decision_seq, books.reward_seq)
-            };
-            for record in self
-                .store
-                .log_after(&rt.config.id, decision_seq.min(reward_seq))
-            {
-                match record? {
-                    LogRecord::Decision(d) if d.seq > decision_seq => {
-                        let facts = report_book::DecisionFacts::of(&d);
-                        rt.books.lock().count_decision(
-                            d.seq,
-                            &facts,
-                            d.actions.iter().map(|a| a.id.as_str()),
-                        );
-                        replayed_decisions += 1;
-                    }
-                    LogRecord::Reward(mut r) if r.seq > reward_seq => {
-                        // A log written before reward ranges existed may hold any finite value.
-                        r.value = rt.config.reward_range.clamp(r.value);
-                        self.learn(rt, &r)?;
-                        replayed_rewards += 1;
-                    }
-                    _ => {}
-                }
-            }
-            rt.snapshot_mark.store(rt.mark(), Ordering::Release);
-        }
-        tracing::info!(
-            campaigns = campaigns.len(),
-            replayed_rewards,
-            replayed_decisions,
-            "state recovered"
-        );
-        Ok(())
-    }
-
-    /// Hand an applied reward to the campaign's learners (when it learns) and count it.
-    fn learn(&self, rt: &CampaignRuntime, r: &RewardRecord) -> Result<(), EngineError> {
-        if rt.config.learns() {
-            rt.learner.write().learn(r);
-            self.learn_send_time(rt, r)?;
-        }
-        rt.books.lock().count_reward(r);
-        Ok(())
     }
 
     /// Run `f` on the live runtime of `rt`'s campaign with its join lock held: when an update
@@ -589,70 +291,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Write a snapshot of the learned state of every campaign that changed since its last
-    /// one.
-    pub fn snapshot_all(&self) -> Result<(), EngineError> {
-        for rt in self.campaigns() {
-            if rt.retired.load(Ordering::Acquire)
-                || rt.mark() == rt.snapshot_mark.load(Ordering::Acquire)
-            {
-                continue;
-            }
-            let snapshot = rt.snapshot();
-            self.store.put_snapshot(&rt.config.id, &snapshot)?;
-            rt.snapshot_mark.store(
-                snapshot.decision_seq.max(snapshot.reward_seq),
-                Ordering::Release,
-            );
-        }
-        Ok(())
-    }
-
-    /// Background duties: closing reward windows and snapshotting. Runs until the process ends.
-    pub fn spawn_background(self: &Arc<Self>) {
-        send_time::spawn_prior_refresh(self.clone());
-        let me = self.clone();
-        tokio::spawn(async move {
-            let mut tick =
-                tokio::time::interval(Duration::from_millis(me.settings.sweep_interval_ms));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(e) = me.sweep(now_ms()) {
-                    tracing::error!(error = %e, "closing reward windows failed");
-                }
-            }
-        });
-        let me = self.clone();
-        tokio::spawn(async move {
-            let mut tick =
-                tokio::time::interval(Duration::from_millis(me.settings.snapshot_interval_ms));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut last_purge = 0u64;
-            loop {
-                tick.tick().await;
-                if let Err(e) = me.snapshot_all() {
-                    tracing::error!(error = %e, "snapshot failed");
-                }
-                // Retention is in days: scanning shopper states hourly (and once at start) is
-                // plenty, off the async workers.
-                if now_ms().saturating_sub(last_purge) >= SHOPPER_PURGE_INTERVAL_MS {
-                    last_purge = now_ms();
-                    let e = me.clone();
-                    match tokio::task::spawn_blocking(move || e.purge_shoppers(now_ms())).await {
-                        Ok(Ok(0)) => {}
-                        Ok(Ok(n)) => tracing::info!(
-                            states = n,
-                            "dropped send-time shopper states past retention"
-                        ),
-                        Ok(Err(e)) => tracing::error!(error = %e, "shopper retention sweep failed"),
-                        Err(e) => tracing::error!(error = %e, "shopper retention sweep panicked"),
-                    }
-                }
-            }
-        });
-    }
-
     /// Flush everything (used at shutdown and by tests).
     pub async fn flush(&self) -> Result<(), EngineError> {
         self.snapshot_all()?;
@@ -694,7 +332,10 @@ fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{DecisionRecord, LoggedAction, RewardKind, SledStore};
+    use crate::store::{
+        CampaignSnapshot, Counters, DecisionRecord, LoggedAction, RewardKind, RewardRecord,
+        SledStore,
+    };
     use tailor_policies::SparseVec;
 
     /// Issue 17: a store written before reward ranges existed — a campaign without

@@ -262,6 +262,16 @@ impl Engine {
         Ok(())
     }
 
+    /// Hand an applied reward to the campaign's learners (when it learns) and count it.
+    pub(super) fn learn(&self, rt: &CampaignRuntime, r: &RewardRecord) -> Result<(), EngineError> {
+        if rt.config.learns() {
+            rt.learner.write().learn(r);
+            self.learn_send_time(rt, r)?;
+        }
+        rt.books.lock().count_reward(r);
+        Ok(())
+    }
+
     /// Activate a deferred decision: from now on its rewards join and learn as usual. Returns
     /// once durable; false when the decision was not deferred (a no-op).
     pub async fn activate(&self, campaign: &str, event_id: &str) -> Result<bool, EngineError> {
