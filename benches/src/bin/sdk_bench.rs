@@ -252,6 +252,8 @@ fn main() -> anyhow::Result<()> {
     settings.server.workers = args.workers;
     settings.storage.data_dir = dir.clone();
     settings.auth.admin_key = Some(BENCH_KEY.into());
+    // One key drives the whole load: measure the server and the SDK, not the per-key rate limit.
+    settings.rate_limits.key_per_second = 0.0;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
