@@ -561,33 +561,40 @@ async fn deleting_a_shopper_leaves_nothing_behind() {
     assert!(text.contains("shopper.delete"), "{text}");
     assert!(!text.contains(shopper), "{text}");
 
-    // Nothing in any tree of the store mentions the shopper; the other shopper's logged request
-    // is untouched.
+    // Nothing in any tree of the store or any decision log file mentions the shopper; the
+    // other shopper's logged request is untouched.
     server.stop();
     let db = sled::open(dir.path()).unwrap();
-    let mentions_other = db.tree_names().iter().any(|name| {
-        db.open_tree(name).unwrap().iter().any(|kv| {
-            let (_, v) = kv.unwrap();
-            v.windows(other.len()).any(|w| w == other.as_bytes())
-        })
-    });
-    assert!(
-        mentions_other,
-        "the other shopper's logged request was scrubbed too"
-    );
+    let mut blobs: Vec<(String, Vec<u8>)> = Vec::new();
     for name in db.tree_names() {
         for kv in db.open_tree(&name).unwrap().iter() {
             let (k, v) = kv.unwrap();
-            for bytes in [k.as_ref(), v.as_ref()] {
-                assert!(
-                    !bytes
-                        .windows(shopper.len())
-                        .any(|w| w == shopper.as_bytes()),
-                    "tree {:?} still holds the shopper id",
-                    String::from_utf8_lossy(&name)
-                );
+            let name = format!("tree {:?}", String::from_utf8_lossy(&name));
+            blobs.push((name.clone(), k.to_vec()));
+            blobs.push((name, v.to_vec()));
+        }
+    }
+    let mut dirs = vec![dir.path().join("logs")];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                blobs.push((path.display().to_string(), std::fs::read(&path).unwrap()));
             }
         }
+    }
+    let mentions = |blob: &[u8], id: &str| blob.windows(id.len()).any(|w| w == id.as_bytes());
+    assert!(
+        blobs.iter().any(|(_, b)| mentions(b, other)),
+        "the other shopper's logged request was scrubbed too"
+    );
+    for (place, blob) in &blobs {
+        assert!(
+            !mentions(blob, shopper),
+            "{place} still holds the shopper id"
+        );
     }
     drop(db);
     server.restart().await;

@@ -537,32 +537,37 @@ impl Engine {
         })
     }
 
-    /// Number a decision and count its exposures on the live runtime, then log it with its
-    /// join state in one batch: the one place decisions are logged (items and send time).
-    /// `decision.seq` is assigned here.
+    /// Number a decision, count its exposures on the live runtime and append it to the
+    /// campaign's log (a memory copy) under the books lock, so a campaign's log is in sequence
+    /// order; then write its join state and open window in one batch. The one place decisions
+    /// are logged (items and send time). `decision.seq` is assigned here.
     pub(super) fn log_decision(
         &self,
         mut rt: Arc<CampaignRuntime>,
         mut decision: DecisionRecord,
         deferred: bool,
     ) -> Result<EventRecord, EngineError> {
-        let facts = super::report_book::DecisionFacts::of(&decision);
-        decision.seq = loop {
+        loop {
             let mut books = rt.books.lock();
             if rt.retired.load(Ordering::Acquire) {
                 drop(books);
                 rt = self.campaign(&rt.config.id)?;
                 continue;
             }
-            let seq = self.next_seq();
-            books.count_decision(seq, &facts, decision.actions.iter().map(|a| a.id.as_str()));
-            break seq;
-        };
+            decision.seq = self.next_seq();
+            self.store.append_decision(&decision)?;
+            books.count_decision(
+                decision.seq,
+                &super::report_book::DecisionFacts::of(&decision),
+                decision.actions.iter().map(|a| a.id.as_str()),
+            );
+            break;
+        }
         let event = EventRecord {
             deferred,
             ..event_for(&decision)
         };
-        self.store.log_decision(&decision, &event)?;
+        self.store.index_decision(&event)?;
         metrics::counter!("tailor_decisions_total", "campaign" => decision.campaign.clone())
             .increment(1);
         Ok(event)

@@ -284,7 +284,13 @@ impl Engine {
             .write()
             .remove(id)
             .ok_or_else(|| EngineError::CampaignNotFound { id: id.to_string() })?;
-        old.retired.store(true, Ordering::Release);
+        // Under its books lock: a decide that saw the runtime live has appended by now, and
+        // every later one sees it retired (nothing is appended to a deleted log).
+        drop({
+            let books = old.books.lock();
+            old.retired.store(true, Ordering::Release);
+            books
+        });
         self.store.delete_campaign(id)?;
         self.store.delete_snapshot(id)?;
         self.store.delete_campaign_log(id)?;

@@ -228,8 +228,22 @@ impl Engine {
                 Some(d) => d.actions,
                 None => (0..event.actions.len())
                     .map_while(|slot| event.kept_action(slot))
-                    .collect(),
+                    .collect::<Vec<_>>(),
             };
+            if logged.is_empty() {
+                // A crash kept the join state but not the decision's frame (it was answered
+                // but not yet durable): nothing can be learned from it. Its rewards get what an
+                // unknown event gets; its window closes with nothing learned.
+                if !close {
+                    return Err(EngineError::EventNotFound {
+                        id: event.event_id.clone(),
+                    });
+                }
+                tracing::warn!(campaign = %event.campaign, event = %event.event_id,
+                    "closing the window of a decision lost in a crash; nothing learned");
+                self.store.commit_rewards(state, &[], close)?;
+                return Ok(());
+            }
             for &(slot, kind, value) in applied {
                 let action = logged
                     .get(slot)

@@ -16,8 +16,10 @@
 use std::collections::{HashMap, HashSet};
 
 use super::records::{decode, encode, DecisionRecordV2, EventRecordV1, EventRecordV2};
+use super::segments::Segments;
 use super::sled_store::{
-    join_key, log_key, pending_key, push_event_key, LEGACY_SEQ_KEY, LOG, PENDING, SCHEMA_KEY,
+    is_reward, join_key, log_key, pending_key, push_event_key, segments_dir, split_log_key,
+    LEGACY_SEQ_KEY, LOG, PENDING, SCHEMA_KEY,
 };
 use super::{
     DecisionRecord, EventRecord, LogEntry, LoggedAction, RewardEntry, RewardRecord, ServedAction,
@@ -240,6 +242,100 @@ fn copy_v2_into_log(db: &sled::Db) -> Result<Migrated, StoreError> {
     }
     batch.finish()?;
     Ok(done)
+}
+
+/// Meta key set while schema 4's removal of the decisions from `log` is unfinished.
+const V4_CLEANUP_KEY: &[u8] = b"schema4_cleanup";
+
+/// Schema 3 → 4: every campaign's decisions (the `L` entries that are not rewards) move from the
+/// `log` tree to the campaign's segment files, with the same sequence numbers and bytes.
+///
+/// Crash safety: the segments are emptied first (a re-run starts over), filled and synced; the
+/// version is bumped together with a cleanup mark, after a flush; then the decision entries are
+/// removed from `log` and the mark cleared. A store at schema 4 that still has the mark finishes
+/// the removal at open ([`finish_v4`]); readers skip decision entries left in `log` meanwhile.
+pub(super) fn v3_to_v4(db: &sled::Db, segments: &Segments) -> Result<u64, StoreError> {
+    for campaign in segments.campaigns() {
+        segments.delete_campaign(&campaign)?;
+    }
+    let log = db.open_tree("log")?;
+    let mut moved = 0u64;
+    for kv in log.scan_prefix([LOG]) {
+        let (k, v) = kv?;
+        if is_reward(&v) {
+            continue;
+        }
+        let (campaign, seq) = split_log_key(&k)?;
+        segments.append(campaign, seq, &v)?;
+        segments.maybe_write_out(campaign)?;
+        moved += 1;
+    }
+    segments.sync()?;
+    let mut bump = sled::Batch::default();
+    bump.insert(SCHEMA_KEY, &4u32.to_be_bytes());
+    bump.insert(V4_CLEANUP_KEY, &[]);
+    db.open_tree("meta")?.apply_batch(bump)?;
+    db.flush()?;
+    finish_v4(db)?;
+    tracing::info!(
+        decisions = moved,
+        "store migrated from schema 3 to 4: decisions in each campaign's segment files"
+    );
+    Ok(moved)
+}
+
+/// Remove the decision entries a schema 3 → 4 migration left in `log`, if it was cut short.
+pub(super) fn finish_v4(db: &sled::Db) -> Result<(), StoreError> {
+    let meta = db.open_tree("meta")?;
+    if meta.get(V4_CLEANUP_KEY)?.is_none() {
+        return Ok(());
+    }
+    let log = db.open_tree("log")?;
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for kv in log.scan_prefix([LOG]) {
+        let (k, v) = kv?;
+        if !is_reward(&v) {
+            batch.remove(k);
+            n += 1;
+            if n == CHUNK {
+                log.apply_batch(std::mem::take(&mut batch))?;
+                n = 0;
+            }
+        }
+    }
+    log.apply_batch(batch)?;
+    meta.remove(V4_CLEANUP_KEY)?;
+    db.flush()?;
+    Ok(())
+}
+
+/// Test fixture: move a schema 4 store's decisions back into `log` (the schema 3 layout).
+fn downgrade_to_schema3(dir: &std::path::Path, db: &sled::Db) -> Result<(), StoreError> {
+    let root = segments_dir(dir);
+    let segments = Segments::open(&root)?;
+    let log = db.open_tree("log")?;
+    for campaign in segments.campaigns() {
+        for frame in segments.scan(&campaign, 0) {
+            let (seq, v) = frame?;
+            log.insert(log_key(&campaign, seq), v)?;
+        }
+    }
+    drop(segments);
+    match std::fs::remove_dir_all(&root) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(StoreError::Corrupt {
+                what: "log directory",
+                message: e.to_string(),
+            })
+        }
+    }
+    db.open_tree("meta")?
+        .insert(SCHEMA_KEY, &3u32.to_be_bytes())?;
+    db.flush()?;
+    Ok(())
 }
 
 /// Drop the trees schema 3 replaced, if a migration cut short left any.
@@ -480,6 +576,7 @@ fn rekey(
 #[doc(hidden)]
 pub fn downgrade_to_schema1(dir: &std::path::Path) -> Result<(), StoreError> {
     let db = sled::Config::new().path(dir).open()?;
+    downgrade_to_schema3(dir, &db)?;
     downgrade_to_schema2(&db)?;
     let old_id = |id: &str| id.replace(crate::engine::SLOT_SEPARATOR, "/");
     let split = |k: &[u8], prefix_len: usize| -> (Vec<u8>, String) {
@@ -702,8 +799,13 @@ mod tests {
         let meta = db.open_tree("meta").unwrap();
         assert_eq!(
             meta.get(SCHEMA_KEY).unwrap().unwrap().as_ref(),
-            &3u32.to_be_bytes()
+            &4u32.to_be_bytes()
         );
+        assert!(meta.get(V4_CLEANUP_KEY).unwrap().is_none());
+        // Decisions live in the segment files now; `log` keeps only rewards among `L` entries.
+        let log = db.open_tree("log").unwrap();
+        assert!(log.scan_prefix([LOG]).all(|kv| is_reward(&kv.unwrap().1)));
+        assert!(s.decisions("c2", 0).count() > 0);
         let names = db.tree_names();
         for old in V2_TREES {
             assert!(

@@ -1,15 +1,22 @@
 //! Storage behind traits split by concern, with sled as the embedded default.
 //!
-//! The log (schema 3) is one sled tree, `log`, holding three key families:
-//! - `L` ++ campaign ++ 0 ++ seq (big-endian): the campaign's log, decisions and rewards in one
-//!   order ([`LogEntry`], postcard behind a version byte). Everything that reads one campaign's
-//!   history reads only its key range.
-//! - `E` ++ campaign ++ 0 ++ event id: the join state of a decision ([`EventRecord`]), derived
-//!   from the log, pruned to a marker when its window closes.
-//! - `P` ++ deadline (big-endian) ++ campaign ++ 0 ++ event id: reward windows still open.
+//! The log (schema 4) has two homes:
+//! - each campaign's **decisions** are frames of append-only segment files,
+//!   `<dir>/logs/c-<campaign>/<first seq>.seg` (`segments.rs`): buffered in memory on the decide
+//!   path, written out in large writes and fsynced by every flush (the group commit and a
+//!   periodic thread). Everything that reads one campaign's decisions reads only its files.
+//! - sled's `log` tree holds three key families:
+//!   - `L` ++ campaign ++ 0 ++ seq (big-endian): the campaign's rewards ([`LogEntry::Reward`],
+//!     postcard behind a version byte), naming their decision by sequence number;
+//!   - `E` ++ campaign ++ 0 ++ event id: the join state of a decision ([`EventRecord`]), derived
+//!     from the log, pruned to a marker when its window closes;
+//!   - `P` ++ deadline (big-endian) ++ campaign ++ 0 ++ event id: reward windows still open.
 //!
-//! A decision is one atomic sled batch of its `L`, `E` and `P` entries; a reward is one batch of
-//! its `L` entry, the new `E` and (when the window closes) the `P` removal. Sequence numbers come
+//! A decision is appended to its segment under its campaign's books lock (so a campaign's frames
+//! are in sequence order), then its `E` and `P` entries go in one sled batch; a reward is one
+//! batch of its `L` entry, the new `E` and (when the window closes) the `P` removal. A flush
+//! syncs the segments before sled, so a durable join state never names a decision that is not.
+//! Readers merge a campaign's decisions and rewards by sequence number. Sequence numbers come
 //! from one generator, so they increase within each campaign and never repeat.
 //!
 //! Other trees: `campaigns` (id -> JSON config), `policy_state` (campaign -> versioned snapshot),
@@ -23,6 +30,7 @@
 
 mod migrate;
 mod records;
+mod segments;
 mod sled_store;
 
 /// The versioned record encoding, for the `record` fuzz target (crate::fuzzing).
@@ -59,12 +67,20 @@ pub trait LogStore: Send + Sync + 'static {
     /// A fresh, never reused, increasing sequence number.
     fn next_seq(&self) -> Result<u64, StoreError>;
 
-    /// Log a decision in one atomic batch: its log entry, its join state and its open window.
+    /// Append a decision to its campaign's log (buffered; durable after the next flush). A
+    /// campaign's decisions must be appended in increasing `seq` order.
+    fn append_decision(&self, decision: &DecisionRecord) -> Result<(), StoreError>;
+    /// Write the join state and open window of a decision already appended, in one batch.
+    fn index_decision(&self, event: &EventRecord) -> Result<(), StoreError>;
+    /// [`Self::append_decision`] then [`Self::index_decision`].
     fn log_decision(
         &self,
         decision: &DecisionRecord,
         event: &EventRecord,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        self.append_decision(decision)?;
+        self.index_decision(event)
+    }
     /// The join state of `event_id` in `campaign`.
     fn event(&self, campaign: &str, event_id: &str) -> Result<Option<EventRecord>, StoreError>;
     /// The decision logged under `seq` in `campaign`.

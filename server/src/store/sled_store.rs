@@ -1,9 +1,12 @@
 //! The sled implementation of the store traits.
 
 use std::path::Path;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use super::migrate;
 use super::records::{decode, encode, RECORD_VERSION};
+use super::segments::Segments;
 use super::{
     CampaignSnapshot, ConfigStore, DecisionRecord, EventRecord, FlushFuture, LogEntry, LogRecord,
     LogStore, RewardEntry, RewardRecord, SendEventRecord, ShopperRecord, ShopperStore, StoreError,
@@ -13,8 +16,10 @@ use super::{
 /// everything about an event by campaign ++ 0 ++ event id (version 1 by event id alone);
 /// version 3 moved the global `decisions` and `rewards` logs, `events`, `pending` and
 /// `deferred` into the campaign-partitioned tree `log` (see the module docs of `store`).
+/// Version 4 moved the decisions out of sled into each campaign's segment files
+/// (`segments.rs`); rewards, join states and open windows stay in `log`.
 /// [`migrate`] converts older stores at open.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 pub(super) const SCHEMA_KEY: &[u8] = b"schema_version";
 /// Meta key: the highest decision seq logged before the store moved to schema 2 (absent when the
 /// store was created at 2 or later). See [`LogStore::legacy_decision_seq`].
@@ -41,7 +46,33 @@ pub struct SledStore {
     shoppers: sled::Tree,
     shopper_tokens: sled::Tree,
     send_events: sled::Tree,
+    /// The campaigns' decision logs (`<dir>/logs`).
+    segments: Arc<Segments>,
     legacy_decision_seq: u64,
+}
+
+/// Directory of the decision segment files inside a store directory.
+pub(super) fn segments_dir(dir: &Path) -> std::path::PathBuf {
+    dir.join("logs")
+}
+
+/// Write out and fsync the decision logs every `every`, until the store is dropped: the bound
+/// on how long an answered decision stays only in memory.
+fn start_log_syncer(segments: Weak<Segments>, every: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("tailor-log-sync".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            let Some(segments) = segments.upgrade() else {
+                return;
+            };
+            if let Err(e) = segments.sync() {
+                tracing::error!(error = %e, "decision log sync failed");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start the decision log syncer; decisions are made durable by reward flushes only");
+    }
 }
 
 fn shopper_key(shopper: &str, campaign: &str) -> Vec<u8> {
@@ -131,7 +162,7 @@ fn log_bounds(campaign: &str) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// (campaign, seq) of a [`log_key`].
-fn split_log_key(k: &[u8]) -> Result<(&str, u64), StoreError> {
+pub(super) fn split_log_key(k: &[u8]) -> Result<(&str, u64), StoreError> {
     let corrupt = || StoreError::Corrupt {
         what: "log key",
         message: format!("{} bytes", k.len()),
@@ -143,7 +174,7 @@ fn split_log_key(k: &[u8]) -> Result<(&str, u64), StoreError> {
     Ok((campaign, seq))
 }
 
-fn is_reward(value: &[u8]) -> bool {
+pub(super) fn is_reward(value: &[u8]) -> bool {
     value.first() == Some(&RECORD_VERSION) && value.get(1) == Some(&REWARD_TAG)
 }
 
@@ -170,6 +201,7 @@ impl SledStore {
             .flush_every_ms(Some(flush_every_ms))
             .open()?;
         let meta = db.open_tree("meta")?;
+        let segments = Arc::new(Segments::open(&segments_dir(dir))?);
         let mut legacy_decision_seq = 0;
         match meta.get(SCHEMA_KEY)? {
             Some(v) => {
@@ -184,8 +216,14 @@ impl SledStore {
                 }
                 if found == 2 {
                     migrate::v2_to_v3(&db)?;
-                } else if found == SCHEMA_VERSION {
+                    found = 3;
+                } else if found == 3 {
                     migrate::drop_v2_trees(&db)?;
+                }
+                if found == 3 {
+                    migrate::v3_to_v4(&db, &segments)?;
+                } else if found == SCHEMA_VERSION {
+                    migrate::finish_v4(&db)?;
                 } else {
                     return Err(StoreError::Schema {
                         found,
@@ -206,6 +244,10 @@ impl SledStore {
                 meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
             }
         }
+        start_log_syncer(
+            Arc::downgrade(&segments),
+            Duration::from_millis(flush_every_ms.max(1)),
+        );
         Ok(Self {
             campaigns: db.open_tree("campaigns")?,
             policy_state: db.open_tree("policy_state")?,
@@ -215,6 +257,7 @@ impl SledStore {
             shoppers: db.open_tree("shoppers")?,
             shopper_tokens: db.open_tree("shopper_tokens")?,
             send_events: db.open_tree("send_events")?,
+            segments,
             legacy_decision_seq,
             db,
         })
@@ -229,35 +272,33 @@ impl SledStore {
 
     /// Item decisions logged with their raw request may carry `"shopper_id"`: rewrite every
     /// record naming `shopper` without it. A linear scan of the logs (deletions are rare);
-    /// entries whose bytes do not mention `shopper_id` at all are not decoded.
+    /// entries whose bytes do not mention `shopper_id` at all are not decoded, and segments
+    /// with nothing to change are not rewritten.
     fn scrub_logged_requests(&self, shopper: &str) -> Result<usize, StoreError> {
         const KEY: &[u8] = b"shopper_id";
-        let mut scrubbed = 0;
-        for kv in self.log.scan_prefix([LOG]) {
-            let (k, v) = kv?;
-            if is_reward(&v) || !v.windows(KEY.len()).any(|w| w == KEY) {
-                continue;
+        self.segments.rewrite_all(|_, _, v| {
+            if !v.windows(KEY.len()).any(|w| w == KEY) {
+                return Ok(None);
             }
-            let LogEntry::Decision(mut d) = decode("decision", &v)? else {
-                continue;
+            let LogEntry::Decision(mut d) = decode("decision", v)? else {
+                return Ok(None);
             };
             let Ok(serde_json::Value::Object(mut request)) =
                 serde_json::from_slice::<serde_json::Value>(&d.request)
             else {
-                continue;
+                return Ok(None);
             };
             if request.get("shopper_id").and_then(|s| s.as_str()) != Some(shopper) {
-                continue;
+                return Ok(None);
             }
             request.remove("shopper_id");
             d.request = serde_json::to_vec(&request).expect("JSON object to bytes");
-            self.log.insert(k, encode_decision(&d))?;
-            scrubbed += 1;
-        }
-        Ok(scrubbed)
+            Ok(Some(encode_decision(&d)))
+        })
     }
 
-    /// Decode a `log` entry of `campaign` under `seq`, joining a reward to its decision.
+    /// Decode a log entry of `campaign` under `seq` (a segment frame or a `log` tree value),
+    /// joining a reward to its decision.
     fn log_record(&self, campaign: &str, seq: u64, v: &[u8]) -> Result<LogRecord, StoreError> {
         match decode::<LogEntry>("log entry", v)? {
             LogEntry::Decision(mut d) => {
@@ -309,8 +350,9 @@ impl SledStore {
         })
     }
 
-    /// The raw entries of `campaign`'s log above `after`.
-    fn log_range(
+    /// The reward entries of `campaign`'s log above `after` (the `log` tree; decisions a
+    /// migration cut short left there are skipped: they are in the segments too).
+    fn reward_range(
         &self,
         campaign: &str,
         after: u64,
@@ -318,11 +360,44 @@ impl SledStore {
         let (_, end) = log_bounds(campaign);
         self.log
             .range(log_key(campaign, after.saturating_add(1))..end)
-            .map(|kv| {
-                let (k, v) = kv?;
-                let (_, seq) = split_log_key(&k)?;
-                Ok((seq, v))
+            .filter_map(|kv| match kv {
+                Ok((k, v)) if is_reward(&v) => Some(split_log_key(&k).map(|(_, seq)| (seq, v))),
+                Ok(_) => None,
+                Err(e) => Some(Err(e.into())),
             })
+    }
+
+    /// The decisions of `campaign` above `after`, decoded.
+    fn decision_scan(
+        &self,
+        campaign: &str,
+        after: u64,
+    ) -> impl Iterator<Item = Result<DecisionRecord, StoreError>> + '_ {
+        let campaign = campaign.to_string();
+        self.segments.scan(&campaign, after).map(move |frame| {
+            let (seq, v) = frame?;
+            decode_decision(&campaign, seq, &v)
+        })
+    }
+
+    /// Bytes of the decision segment files (and their buffers), for size reports.
+    pub fn decision_log_bytes(&self) -> u64 {
+        self.segments.bytes()
+    }
+}
+
+/// A decision frame of `campaign`'s segments.
+fn decode_decision(campaign: &str, seq: u64, v: &[u8]) -> Result<DecisionRecord, StoreError> {
+    match decode::<LogEntry>("decision", v)? {
+        LogEntry::Decision(mut d) => {
+            d.seq = seq;
+            d.campaign = campaign.to_string();
+            Ok(d)
+        }
+        _ => Err(StoreError::Corrupt {
+            what: "decision",
+            message: format!("frame {seq} of campaign {campaign:?} is not a decision"),
+        }),
     }
 }
 
@@ -332,23 +407,20 @@ impl LogStore for SledStore {
         Ok(self.db.generate_id()? + 1)
     }
 
-    fn log_decision(
-        &self,
-        decision: &DecisionRecord,
-        event: &EventRecord,
-    ) -> Result<(), StoreError> {
+    fn append_decision(&self, decision: &DecisionRecord) -> Result<(), StoreError> {
+        self.segments
+            .append(&decision.campaign, decision.seq, &encode_decision(decision))
+    }
+
+    fn index_decision(&self, event: &EventRecord) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        batch.insert(
-            log_key(&decision.campaign, decision.seq),
-            encode_decision(decision),
-        );
         batch.insert(join_key(&event.campaign, &event.event_id), encode(event));
         batch.insert(
             pending_key(event.deadline_ms, &event.campaign, &event.event_id),
             &[],
         );
         self.log.apply_batch(batch)?;
-        Ok(())
+        self.segments.maybe_write_out(&event.campaign)
     }
 
     fn event(&self, campaign: &str, event_id: &str) -> Result<Option<EventRecord>, StoreError> {
@@ -359,13 +431,10 @@ impl LogStore for SledStore {
     }
 
     fn decision(&self, campaign: &str, seq: u64) -> Result<Option<DecisionRecord>, StoreError> {
-        let Some(v) = self.log.get(log_key(campaign, seq))? else {
-            return Ok(None);
-        };
-        match self.log_record(campaign, seq, &v)? {
-            LogRecord::Decision(d) => Ok(Some(d)),
-            LogRecord::Reward(_) => Ok(None),
-        }
+        self.segments
+            .get(campaign, seq)?
+            .map(|v| decode_decision(campaign, seq, &v))
+            .transpose()
     }
 
     fn put_event(&self, event: &EventRecord) -> Result<(), StoreError> {
@@ -380,6 +449,8 @@ impl LogStore for SledStore {
         rewards: &[RewardRecord],
         close: bool,
     ) -> Result<(), StoreError> {
+        self.segments
+            .write_through(&event.campaign, event.decision_seq)?;
         let mut batch = sled::Batch::default();
         batch.insert(join_key(&event.campaign, &event.event_id), encode(event));
         for r in rewards {
@@ -437,10 +508,11 @@ impl LogStore for SledStore {
 
     fn last_seq(&self, campaign: &str) -> Result<u64, StoreError> {
         let (start, end) = log_bounds(campaign);
-        match self.log.range(start..end).next_back() {
-            Some(kv) => Ok(split_log_key(&kv?.0)?.1),
-            None => Ok(0),
-        }
+        let rewards = match self.log.range(start..end).next_back() {
+            Some(kv) => split_log_key(&kv?.0)?.1,
+            None => 0,
+        };
+        Ok(rewards.max(self.segments.last_seq(campaign)))
     }
 
     fn log_after(
@@ -449,10 +521,18 @@ impl LogStore for SledStore {
         after: u64,
     ) -> Box<dyn Iterator<Item = Result<LogRecord, StoreError>> + '_> {
         let campaign = campaign.to_string();
-        Box::new(self.log_range(&campaign.clone(), after).map(move |kv| {
+        let decisions = self.decision_scan(&campaign, after).map(|d| {
+            let d = d?;
+            Ok((d.seq, LogRecord::Decision(d)))
+        });
+        let rewards = self.reward_range(&campaign, after).map(move |kv| {
             let (seq, v) = kv?;
-            self.log_record(&campaign, seq, &v)
-        }))
+            Ok((seq, self.log_record(&campaign, seq, &v)?))
+        });
+        Box::new(MergeBySeq {
+            a: decisions.peekable(),
+            b: rewards.peekable(),
+        })
     }
 
     fn decisions(
@@ -460,19 +540,7 @@ impl LogStore for SledStore {
         campaign: &str,
         after: u64,
     ) -> Box<dyn Iterator<Item = Result<DecisionRecord, StoreError>> + '_> {
-        let campaign = campaign.to_string();
-        Box::new(
-            self.log_range(&campaign.clone(), after)
-                .filter_map(move |kv| match kv {
-                    Ok((_, v)) if is_reward(&v) => None,
-                    Ok((seq, v)) => Some(self.log_record(&campaign, seq, &v).map(|r| match r {
-                        LogRecord::Decision(d) => Some(d),
-                        LogRecord::Reward(_) => None,
-                    })),
-                    Err(e) => Some(Err(e)),
-                })
-                .filter_map(Result::transpose),
-        )
+        Box::new(self.decision_scan(campaign, after))
     }
 
     fn rewards(
@@ -481,11 +549,10 @@ impl LogStore for SledStore {
     ) -> Box<dyn Iterator<Item = Result<RewardRecord, StoreError>> + '_> {
         let campaign = campaign.to_string();
         Box::new(
-            self.log_range(&campaign.clone(), 0)
-                .filter_map(move |kv| match kv {
-                    Ok((seq, v)) if is_reward(&v) => Some(self.log_record(&campaign, seq, &v)),
-                    Ok(_) => None,
-                    Err(e) => Some(Err(e)),
+            self.reward_range(&campaign.clone(), 0)
+                .map(move |kv| {
+                    let (seq, v) = kv?;
+                    self.log_record(&campaign, seq, &v)
                 })
                 .filter_map(|r| match r {
                     Ok(LogRecord::Reward(r)) => Some(Ok(r)),
@@ -506,18 +573,6 @@ impl LogStore for SledStore {
             let (k, v) = kv?;
             if is_reward(&v) {
                 rewards += 1;
-            } else {
-                // A decision whose window is still open hands its vectors to its join state:
-                // its rewards (and its default reward) still need them.
-                if let LogEntry::Decision(d) = decode("decision", &v)? {
-                    if let Some(mut e) = self.event(campaign, &d.event_id)? {
-                        if !e.is_pruned() && e.vectors.is_empty() {
-                            e.vectors = d.actions.into_iter().map(|a| a.x).collect();
-                            batch.insert(join_key(campaign, &d.event_id), encode(&e));
-                        }
-                    }
-                }
-                decisions += 1;
             }
             batch.remove(k);
             n += 1;
@@ -527,6 +582,21 @@ impl LogStore for SledStore {
             }
         }
         self.log.apply_batch(batch)?;
+        // Join states first: a decision whose window is still open hands its vectors to its
+        // join state before its frame goes (its rewards and its default reward still need them).
+        self.segments.delete_up_to(campaign, up_to, |_, v| {
+            if let LogEntry::Decision(d) = decode("decision", v)? {
+                if let Some(mut e) = self.event(campaign, &d.event_id)? {
+                    if !e.is_pruned() && e.vectors.is_empty() {
+                        e.vectors = d.actions.into_iter().map(|a| a.x).collect();
+                        self.log
+                            .insert(join_key(campaign, &d.event_id), encode(&e))?;
+                    }
+                }
+                decisions += 1;
+            }
+            Ok(())
+        })?;
         Ok((decisions, rewards))
     }
 
@@ -547,7 +617,7 @@ impl LogStore for SledStore {
             }
             self.log.apply_batch(batch)?;
         }
-        Ok(())
+        self.segments.delete_campaign(campaign)
     }
 
     fn deferred_with_prefix(
@@ -572,10 +642,47 @@ impl LogStore for SledStore {
 
     fn flush(&self) -> FlushFuture {
         let db = self.db.clone();
+        let segments = self.segments.clone();
         Box::pin(async move {
+            // Decisions first: a join state sled makes durable must never name a decision that
+            // is not (rewards are acknowledged after this whole flush).
+            tokio::task::spawn_blocking(move || segments.sync())
+                .await
+                .map_err(|e| StoreError::Corrupt {
+                    what: "decision log sync",
+                    message: e.to_string(),
+                })??;
             db.flush_async().await?;
             Ok(())
         })
+    }
+}
+
+/// Two iterators of (seq, item), each in seq order, merged into one in seq order.
+struct MergeBySeq<A: Iterator, B: Iterator> {
+    a: std::iter::Peekable<A>,
+    b: std::iter::Peekable<B>,
+}
+
+impl<A, B> Iterator for MergeBySeq<A, B>
+where
+    A: Iterator<Item = Result<(u64, LogRecord), StoreError>>,
+    B: Iterator<Item = Result<(u64, LogRecord), StoreError>>,
+{
+    type Item = Result<LogRecord, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let take_a = match (self.a.peek(), self.b.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            // An error goes out first, wherever it is.
+            (Some(Err(_)), _) => true,
+            (_, Some(Err(_))) => false,
+            (Some(Ok((sa, _))), Some(Ok((sb, _)))) => sa < sb,
+        };
+        let next = if take_a { self.a.next() } else { self.b.next() };
+        next.map(|r| r.map(|(_, record)| record))
     }
 }
 
@@ -998,14 +1105,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
-            for (c, id, deferred) in [
+            for (seq, (c, id, deferred)) in [
                 ("c", "a/1", true),
                 ("c", "a/2", true),
                 ("c", "a/3", false),
                 ("c", "b", true),
                 ("d", "a/4", true),
-            ] {
-                let d = decision_in(c, 1, id, 10);
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let d = decision_in(c, seq as u64 + 1, id, 10);
                 let e = EventRecord {
                     deferred,
                     vectors: Vec::new(),
