@@ -11,7 +11,8 @@
 #       print lines, bytes, seconds and the server's VmRSS before and VmHWM (peak) after.
 #
 # Environment: TAILOR_BIN, LOADGEN_BIN (default target/release/...), SAMPLE (seconds, default
-# 10), and any TAILOR__* setting (e.g. TAILOR__STORAGE__CACHE_CAPACITY_BYTES).
+# 10), LOG_REQUESTS=1 (the soak's campaign logs its requests: what the export reads), and any
+# TAILOR__* setting (e.g. TAILOR__STORAGE__CACHE_CAPACITY_BYTES).
 # Build first: cargo build --release -p tailor-cli --bin tailor -p tailor-benches --bin loadgen
 set -euo pipefail
 
@@ -52,7 +53,8 @@ soak)
     trap stop_server EXIT
     "$LOADGEN" soak --url "http://$ADDR" --key "$KEY" --pid "$PID" \
         --seconds "${3:-600}" --concurrency "${4:-256}" --candidates "${5:-10}" \
-        --decisions "${6:-0}" --sample-seconds "$SAMPLE" --prefix "soak-$(date +%s)"
+        --decisions "${6:-0}" --sample-seconds "$SAMPLE" --prefix "soak-$(date +%s)" \
+        ${LOG_REQUESTS:+--log-requests}
     ;;
 export)
     dir=${2:?data dir}

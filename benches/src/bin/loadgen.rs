@@ -97,6 +97,10 @@ enum Mode {
         /// Prefix of the event ids (distinct per run on one data directory).
         #[arg(long, default_value = "soak")]
         prefix: String,
+        /// Create the campaign with `log_requests: true` (what the log export and evaluation
+        /// read).
+        #[arg(long)]
+        log_requests: bool,
     },
 }
 
@@ -327,13 +331,14 @@ struct SoakArgs<'a> {
     decisions: u64,
     campaign: &'a str,
     prefix: &'a str,
+    log_requests: bool,
 }
 
 async fn soak(args: &Args, soak: SoakArgs<'_>) -> anyhow::Result<()> {
     let c = client_with_key(args.concurrency, soak.key);
     let r = c
         .post(format!("{}/admin/v1/campaigns", soak.url))
-        .json(&serde_json::json!({"id": soak.campaign, "policy": {"type": "thompson"}, "featurizer": {"dimension": 32}}))
+        .json(&serde_json::json!({"id": soak.campaign, "policy": {"type": "thompson"}, "featurizer": {"dimension": 32}, "log_requests": soak.log_requests}))
         .send()
         .await?;
     anyhow::ensure!(
@@ -506,6 +511,7 @@ fn main() -> anyhow::Result<()> {
                 decisions,
                 campaign,
                 prefix,
+                log_requests,
             } => {
                 soak(
                     &args,
@@ -518,6 +524,7 @@ fn main() -> anyhow::Result<()> {
                         decisions: *decisions,
                         campaign,
                         prefix,
+                        log_requests: *log_requests,
                     },
                 )
                 .await?;
