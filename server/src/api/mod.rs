@@ -22,6 +22,7 @@ pub mod shoppers_api;
 pub mod status;
 pub mod transport;
 pub mod ui;
+pub mod validate_api;
 
 use std::sync::Arc;
 
@@ -60,6 +61,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     reports_api::configure(&mut r);
     shoppers_api::configure(&mut r);
     send_time_api::configure(&mut r);
+    validate_api::configure(&mut r);
     ui::configure(&mut r);
     openapi::configure(&mut r);
     personalizer::configure(cfg);
