@@ -197,6 +197,7 @@ function renderGems(gems) {
 
 /// Run a change, say how it went, and show the campaign as it is now.
 async function change(fn) {
+  status("Saving…");
   try { await fn(); status("Saved."); } catch (e) { status("Not saved: " + e.message, true); }
   if (session.current) await openCampaign(session.current).catch((e) => status(e.message, true));
   await listCampaigns(false).catch(() => {});

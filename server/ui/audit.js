@@ -21,7 +21,7 @@ const LABELS = {
   reward_wait_seconds: "reward window (seconds)",
   reward_range: "reward range",
   default_reward: "reward when none arrives",
-  "policy.type": "serving policy",
+  policy: "serving policy",
   shadow_policies: "shadow policies",
   log_requests: "keep raw requests",
 };
@@ -30,10 +30,15 @@ const LABELS = {
 const HIDDEN = new Set(["holdout_salt"]);
 
 /// Flatten a JSON value into [path, value] leaves: objects by key, arrays of objects by index,
-/// other arrays whole (a reward range reads better as [0, 1] than as two lines).
+/// other arrays whole (a reward range reads better as [0, 1] than as two lines). A policy (an
+/// object with a `type`) stays one leaf, shown as "linucb (alpha 0.5, lambda 1)". Nulls are
+/// left out: they read as "unset".
 export function flatten(v, prefix, out) {
   out = out || new Map();
-  if (v !== null && typeof v === "object" && !Array.isArray(v)) {
+  if (v === null) return out;
+  if (typeof v === "object" && !Array.isArray(v) && typeof v.type === "string" && prefix) {
+    out.set(prefix, policyText(v));
+  } else if (typeof v === "object" && !Array.isArray(v)) {
     const keys = Object.keys(v);
     if (!keys.length && prefix) out.set(prefix, v);
     for (const k of keys) flatten(v[k], prefix ? prefix + "." + k : k, out);
@@ -46,6 +51,11 @@ export function flatten(v, prefix, out) {
   return out;
 }
 
+function policyText(p) {
+  const settings = Object.entries(p).filter(([k, v]) => k !== "type" && v !== null).map(([k, v]) => k + " " + (typeof v === "string" ? v : JSON.stringify(v)));
+  return p.type + (settings.length ? " (" + settings.join(", ") + ")" : "");
+}
+
 const show = (v) => (v === undefined ? "unset" : typeof v === "string" ? v : JSON.stringify(v));
 
 /// The changed settings between two configs: [{path, label, before, after}].
@@ -54,7 +64,15 @@ export function changes(before, after) {
   const paths = [...new Set([...b.keys(), ...a.keys()])].filter((p) => !HIDDEN.has(p.split(/[.[]/)[0]));
   return paths
     .filter((p) => JSON.stringify(b.get(p)) !== JSON.stringify(a.get(p)))
-    .map((p) => ({ path: p, label: LABELS[p] || p, before: b.get(p), after: a.get(p) }));
+    .map((p) => ({ path: p, label: label(p), before: b.get(p), after: a.get(p) }));
+}
+
+function label(p) {
+  const shadow = /^shadow_policies\[(\d+)\]$/.exec(p);
+  if (shadow) return "shadow policy " + (Number(shadow[1]) + 1);
+  const plugin = /^plugins\[(\d+)\]\.(.*)$/.exec(p);
+  if (plugin) return "plugin " + (Number(plugin[1]) + 1) + " " + plugin[2].replace(/_/g, " ");
+  return LABELS[p] || p;
 }
 
 function describe(e) {

@@ -208,7 +208,7 @@ export function fill(mode, config) {
   unit.setAttribute("aria-label", "Reward window unit");
   unit.dataset.edit = "";
   const waitField = field("Reward window", waitIn, "reward_wait_seconds", "How long after a decision rewards count (at most 30 days).");
-  waitField.insertBefore(unit, waitField.querySelector(".hint"));
+  waitField.insertBefore(el("div", { class: "row" }, [waitIn, unit]), waitField.querySelector(".hint"));
   const range = c.reward_range || [0, 1];
   const lo = numberInput(range[0], { id: "f-range-lo" });
   const hi = numberInput(range[1], { id: "f-range-hi" });
@@ -508,6 +508,7 @@ async function save() {
   state.seq++;
   const config = readForm();
   if (!config) return;
+  status("Saving…");
   try {
     const saved = state.mode === "create"
       ? await api("POST", "/admin/v1/campaigns", config)
