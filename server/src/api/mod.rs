@@ -15,6 +15,7 @@ pub mod ops_api;
 pub mod path;
 pub mod personalizer;
 pub mod plugins_api;
+pub mod preview_api;
 pub mod query;
 pub mod reports_api;
 pub mod send_time_api;
@@ -52,6 +53,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     let mut r = auth::Routes::new(cfg);
     decide_api::configure(&mut r);
     admin_api::configure(&mut r);
+    preview_api::configure(&mut r);
     ops_api::configure(&mut r);
     plugins_api::configure(&mut r);
     ope_api::configure(&mut r);

@@ -28,7 +28,7 @@ use super::auth::{Access, Routes};
 use super::status;
 use super::{
     admin_api, audit_api, control_api, decide_api, keys_api, ope_api, ops_api, plugins_api,
-    reports_api, send_time_api, shoppers_api, validate_api,
+    preview_api, reports_api, send_time_api, shoppers_api, validate_api,
 };
 
 /// `GET /admin/v1/campaigns`.
@@ -174,6 +174,8 @@ impl Modify for TransportResponses {
         admin_api::delete,
         admin_api::stats,
         validate_api::validate,
+        preview_api::preview,
+        preview_api::explain,
         control_api::pause,
         control_api::resume,
         control_api::holdout,
