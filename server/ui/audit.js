@@ -72,6 +72,8 @@ function label(p) {
   if (shadow) return "shadow policy " + (Number(shadow[1]) + 1);
   const plugin = /^plugins\[(\d+)\]\.(.*)$/.exec(p);
   if (plugin) return "plugin " + (Number(plugin[1]) + 1) + " " + plugin[2].replace(/_/g, " ");
+  const rule = /^merchandising\.(pins|boosts)\[(\d+)\]\.(.*)$/.exec(p);
+  if (rule) return (rule[1] === "pins" ? "pin " : "boost ") + (Number(rule[2]) + 1) + " " + rule[3].replace(/_/g, " ");
   return LABELS[p] || p;
 }
 

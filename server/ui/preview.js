@@ -1,7 +1,7 @@
 // The preview panel: build (or paste) a shopper's context and candidates, and see the ranked
 // answer the campaign would give now, with probabilities and the reasons — without logging or
 // learning anything (POST /admin/v1/campaigns/{id}/preview).
-import { $, api, campaignPath, canEdit, el, esc, num, pct, session, table } from "./util.js";
+import { $, api, campaignPath, el, esc, num, pct, session, table } from "./util.js";
 
 let rows = [];
 
@@ -13,6 +13,8 @@ export function initPreview() {
 }
 
 /// Reset the builder for campaign `id`, with candidates from its per-action report if any.
+/// A preview changes nothing, so the server lets viewer keys run one too: these controls stay
+/// enabled for every key that can read the campaign (they carry no data-edit).
 export function resetPreview(items) {
   $("pv-shopper").value = "shopper-1";
   $("pv-k").value = "3";
@@ -24,7 +26,6 @@ export function resetPreview(items) {
   const ids = (items || []).slice(0, 5);
   for (const id of ids.length ? ids : ["sku-1", "sku-2", "sku-3"]) addRow({ id });
   lastItems = items || [];
-  setEnabled();
 }
 
 let lastItems = [];
@@ -34,17 +35,8 @@ function fillFromItems() {
   $("pv-rows").innerHTML = "";
   for (const id of lastItems.slice(0, 20)) addRow({ id });
   if (!rows.length) addRow({});
-  setEnabled();
 }
 
-function setEnabled() {
-  const on = canEdit();
-  for (const e of document.querySelectorAll("#preview-form input, #preview-form textarea, #preview-form button")) {
-    e.dataset.edit = "";
-    e.disabled = !on;
-  }
-  $("pv-note").hidden = on;
-}
 
 function addRow(c) {
   const i = rows.length;
@@ -63,7 +55,6 @@ function addRow(c) {
   const tr = el("tr", {}, [el("td", {}, id), el("td", {}, attrs), el("td", {}, feats), el("td", {}, remove)]);
   rows.push(row);
   $("pv-rows").appendChild(tr);
-  setEnabled();
 }
 
 function readRow(r) {
@@ -160,7 +151,8 @@ export function render(p) {
     ["factor", (c) => (c.factor === 1 || c.factor === undefined ? "1" : "×" + num(c.factor, 2))],
     ["explanation", why],
   ], p.candidates || [], "Every candidate");
-  const rules = (p.pins || []).map((r) => "<li>Pin " + (r.rule + 1) + " (" + esc(r.item) + " in slot " + (r.slot + 1) + "): " + esc(r.why) + "</li>")
+  const rules = (p.pins || []).map((r) => "<li>Pin " + (r.rule + 1) + " (" + esc(r.item) + " in slot " + (r.slot + 1) + "): " +
+    (r.applied ? "served in slot " + (r.slot + 1) + " with probability 1" : esc(r.why)) + "</li>")
     .concat((p.boosts || []).map((b) => "<li>Boost " + (b.rule + 1) + " (" + esc(b.attribute) + " = " + esc(JSON.stringify(b.value)) + ", ×" + num(b.factor, 2) + "): " +
       (b.open ? (b.matched.length ? "matched " + b.matched.map(esc).join(", ") : "matched no candidate") : "window closed") + "</li>"));
   $("pv-result").innerHTML = head + "<h3>Answer</h3>" + answer + "<h3>Every candidate</h3>" + cands +

@@ -99,7 +99,8 @@ try {
   check(vc.length >= 25, `the page has its editing controls (${vc.length})`);
   check(vc.every((c) => c.disabled), "viewer: every control is disabled: " + JSON.stringify(vc.filter((c) => !c.disabled)));
   check(await viewer.isVisible("#readonly"), "viewer: the read-only note is shown");
-  check(await viewer.isVisible("#pv-note"), "viewer: the preview says it needs an editor key");
+  // A preview changes nothing: the server lets viewers preview, and so does the page.
+  check(!(await viewer.isDisabled("#pv-run")), "viewer: the preview stays usable");
   check((await viewer.textContent("#title")) === campaign, "viewer: campaign page open");
   // All the traffic is in one hour: the charts say so instead of drawing an empty box.
   await viewer.waitForSelector("#decisions-chart .chart-empty");
