@@ -186,7 +186,9 @@ function renderValues(values) {
   const series = values.policies.map((p, i) => ({ name: p.policy + " (" + p.role + ")", color: COLORS[i % COLORS.length],
     points: p.series.filter((s) => s.value !== null).map((s) => ({ x: s.start_ms, y: s.value })) }));
   $("values-note").textContent = values.method;
-  timeChart($("values-chart"), series, { title: "Estimated reward per policy", bucketSeconds: b, format: pct, legend: true });
+  timeChart($("values-chart"), series, { title: "Estimated reward per policy", bucketSeconds: b, format: pct, legend: true,
+    emptyDetail: (_, xs) => (xs.length ? "Estimates cover one " + bucketName(b) + " so far; the chart draws from the second on."
+      : "No estimate yet: estimates need decisions whose reward arrived or whose reward window closed.") });
 }
 
 function renderGems(gems) {

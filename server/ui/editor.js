@@ -120,6 +120,8 @@ export function initEditor({ onSaved }) {
 /// Loaded plugin names (for the name suggestions); a campaign-scoped key may not list them.
 export async function loadPluginNames() {
   try {
+    // The plugin list is server-wide: a campaign-scoped key would get a 403.
+    if (session.me && session.me.campaign) throw new Error("scoped key");
     const list = await api("GET", "/admin/v1/plugins");
     state.plugins = [...new Set((list.plugins || []).filter((p) => p.current).map((p) => p.name))].sort();
   } catch (e) {
