@@ -188,7 +188,7 @@ function renderValues(values) {
   $("values-note").textContent = values.method;
   timeChart($("values-chart"), series, { title: "Estimated reward per policy", bucketSeconds: b, format: pct, legend: true,
     emptyDetail: (_, xs) => (xs.length ? "Estimates cover one " + bucketName(b) + " so far; the chart draws from the second on."
-      : "No estimate yet: estimates need decisions whose reward arrived or whose reward window closed.") });
+      : "No estimate yet. Estimates replay the logged requests, so the campaign must keep them (\u201cKeep each decision\u2019s request\u201d in the configuration), and need decisions whose reward arrived or whose window closed.") });
 }
 
 function renderGems(gems) {

@@ -221,6 +221,11 @@ export function fill(mode, config) {
     field("Highest reward", hi, "reward_range.hi"),
     field("Reward when none arrives", def, "default_reward"),
   ]));
+  const keepRequests = el("input", { type: "checkbox", id: "f-log-requests", checked: !!c.log_requests });
+  rewards.appendChild(el("div", { class: "field inline" }, [keepRequests,
+    el("label", { for: "f-log-requests", text: "Keep each decision\u2019s request (context and candidates)" })]));
+  keepRequests.dataset.field = "log_requests";
+  rewards.appendChild(el("p", { class: "hint", text: "Needed for estimates of shadow policies, off-policy evaluation and the log export; a few KiB per decision instead of a few hundred bytes." }));
   root.appendChild(rewards);
 
   // Plugins.
@@ -278,6 +283,7 @@ export function fill(mode, config) {
       out.reward_wait_seconds = numOr(waitIn.value, NaN) * Number(unit.value);
       out.reward_range = [numOr(lo.value, NaN), numOr(hi.value, NaN)];
       out.default_reward = numOr(def.value, 0);
+      out.log_requests = keepRequests.checked;
       out.plugins = pluginRows.map((r) => r.read(false));
       const m = merch.read();
       if (kind.value === "items" && (m.pins.length || m.boosts.length || out.merchandising)) out.merchandising = m;
