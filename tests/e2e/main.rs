@@ -9,6 +9,7 @@ mod foundation;
 mod harness;
 mod killloop;
 mod memory;
+mod merchandising;
 mod ope;
 mod openapi;
 mod personalizer;
