@@ -10,6 +10,37 @@ export function initPreview() {
   $("pv-fill").addEventListener("click", fillFromItems);
   $("pv-paste-apply").addEventListener("click", applyPaste);
   $("preview-form").addEventListener("submit", (ev) => { ev.preventDefault(); run(); });
+  $("explain-form").addEventListener("submit", (ev) => { ev.preventDefault(); explain(); });
+}
+
+/// GET .../decisions/{event_id}/explain: what a logged decision served and why; when the
+/// campaign kept the request, it can be loaded into the preview form.
+async function explain() {
+  const id = $("ex-event").value.trim();
+  const out = $("ex-result");
+  if (!id) { out.innerHTML = '<p class="error">Enter the event id of a decision.</p>'; return; }
+  out.setAttribute("aria-busy", "true");
+  try {
+    const x = await api("GET", campaignPath(session.current, "/decisions/" + encodeURIComponent(id) + "/explain"));
+    out.innerHTML = "<p><strong>Served " + (x.slots || []).map((s) => esc(s.id)).join(", ") + "</strong> at " + esc(x.at) + " — policy <code>" + esc(x.policy) +
+      "</code>; holdout: " + yesNo(x.holdout) + "; exploring: " + yesNo(x.explore) + "; " + esc(x.eligible_candidates) + " eligible candidates.</p>" +
+      table([["slot", (s) => String(s.slot + 1)], ["item", (s) => "<code>" + esc(s.id) + "</code>" + (s.pinned ? ' <span class="tag">pinned</span>' : "")],
+        ["probability", (s) => pct(s.probability)], ["why", (s) => esc(s.why || "")]], x.slots || [], "The logged answer") +
+      ((x.removed || []).length ? "<ul>" + x.removed.map((r) => "<li>" + esc(r.id) + " removed by " + esc(r.plugin) + ": " + esc(r.message || r.reason) + "</li>").join("") + "</ul>" : "") +
+      (x.request ? "" : '<p class="muted">The campaign did not keep this request, so it cannot be replayed in the preview.</p>');
+    if (x.request) {
+      const load = el("button", { type: "button", class: "secondary", onclick: () => {
+        $("pv-paste").value = JSON.stringify(x.request, null, 1);
+        applyPaste();
+        $("pv-run").focus();
+      } }, "Load this request into the preview");
+      out.appendChild(load);
+    }
+  } catch (e) {
+    out.innerHTML = '<p class="error">Could not explain: ' + esc(e.message) + "</p>";
+  } finally {
+    out.removeAttribute("aria-busy");
+  }
 }
 
 /// Reset the builder for campaign `id`, with candidates from its per-action report if any.
@@ -21,6 +52,8 @@ export function resetPreview(items) {
   $("pv-context").value = JSON.stringify({ segment: "new", device: "mobile" }, null, 1);
   $("pv-result").innerHTML = '<p class="muted">Build a request and press Preview.</p>';
   $("pv-paste").value = "";
+  $("ex-event").value = "";
+  $("ex-result").innerHTML = "";
   rows = [];
   $("pv-rows").innerHTML = "";
   const ids = (items || []).slice(0, 5);

@@ -107,6 +107,12 @@ try {
   result.empty_chart = await viewer.textContent("#decisions-chart");
   check(result.empty_chart.includes("Not enough data yet") && /\d+ decisions so far/.test(result.empty_chart),
     `one bucket reads as not enough data yet (${result.empty_chart})`);
+  // A logged decision explained, from its event id.
+  await viewer.fill("#ex-event", env("TAILOR_EVENT_ID"));
+  await viewer.click("#ex-run");
+  await viewer.waitForSelector("#ex-result table");
+  result.explained = (await viewer.textContent("#ex-result")).replace(/\s+/g, " ");
+  check(/^Served sku-\d/.test(result.explained), `viewer: a logged decision is explained (${result.explained.slice(0, 120)})`);
   check((await unnamed(viewer)).length === 0, "viewer: every control has an accessible name: " + JSON.stringify(await unnamed(viewer)));
   await viewer.screenshot({ path: join(shots, "dashboard-viewer.png"), fullPage: true });
   await viewer.close();

@@ -87,6 +87,7 @@ async fn dashboard_in_chromium_creates_configures_previews_and_pauses_a_campaign
     // Some traffic, so every report section has something to draw.
     let candidates: Vec<Value> = (0..4).map(|i| json!({"id": format!("sku-{i}")})).collect();
     let mut rewards = Vec::new();
+    let mut first_event = String::new();
     for i in 0..120 {
         let (s, d) = server
             .post(
@@ -96,6 +97,9 @@ async fn dashboard_in_chromium_creates_configures_previews_and_pauses_a_campaign
             )
             .await;
         assert_eq!(s, 200, "{d}");
+        if i == 0 {
+            first_event = d["event_id"].as_str().unwrap().to_string();
+        }
         let value = if d["actions"][0]["id"] == "sku-2" || i % 3 == 0 {
             1.0
         } else {
@@ -133,6 +137,7 @@ async fn dashboard_in_chromium_creates_configures_previews_and_pauses_a_campaign
                 .env("TAILOR_POLICY", "linucb")
                 .env("TAILOR_NEW_CAMPAIGN", "summer-sale")
                 .env("TAILOR_PLUGIN", "inventory-floor")
+                .env("TAILOR_EVENT_ID", first_event)
                 .env("TAILOR_EDITOR_KEY", editor)
                 .env("TAILOR_VIEWER_KEY", viewer)
                 .env("TAILOR_SCREENSHOT_DIR", &shots)
