@@ -213,6 +213,7 @@ fn bench_stages(c: &mut Criterion) {
                     request: Vec::new(),
                     removed: Vec::new(),
                     candidate_set: 1,
+                    pinned: Default::default(),
                 };
                 let event = EventRecord {
                     event_id: decision.event_id.clone(),

@@ -94,6 +94,7 @@ fn estimators(n: usize, targets: &[(&str, PolicyConfig, bool)], model: RewardMod
             index: a,
             propensity: Some(1.0 / CANDIDATES as f64),
             reward: f64::from(u8::from(rng.gen_bool(0.1 + 0.05 * (a % 4) as f64))),
+            pinned: false,
         }];
         run.push(&LoggedEvent {
             arms: &arms,
@@ -133,6 +134,7 @@ fn server_path(n: usize) {
                     id: format!("sku-{a}"),
                     probability: Some(1.0 / CANDIDATES as f64),
                     reward: Some(f64::from(u8::from(rng.gen_bool(0.1)))),
+                    pinned: false,
                 }],
                 policy: "uniform".into(),
                 explore: true,

@@ -84,6 +84,7 @@ fn log(
             request: Vec::new(),
             removed: Vec::new(),
             candidate_set: 0,
+            pinned: Default::default(),
         };
         let mut event = EventRecord {
             event_id: event_id.clone(),

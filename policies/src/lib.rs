@@ -30,5 +30,5 @@ pub use error::PolicyError;
 pub use features::{
     ContextKeys, Featurizer, FeaturizerConfig, SparseFeatures, SparseVec, VectorScratch,
 };
-pub use policy::{Arm, Choice, Estimator, Policy, PolicyConfig};
+pub use policy::{Arm, ArmScore, Choice, Estimator, Policy, PolicyConfig};
 pub use reward_range::RewardRange;

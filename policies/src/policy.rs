@@ -45,7 +45,8 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::linear::Ridge;
 use crate::propensity::{
-    group, max_probability, BetaMarginal, BetaTable, StudentMarginal, StudentTable, MIN_PROPENSITY,
+    group, lift, max_probability, BetaMarginal, BetaTable, Lifted, StudentMarginal, StudentTable,
+    MIN_PROPENSITY,
 };
 use crate::sparse_linear::DiagRidge;
 use crate::{PolicyError, SparseVec};
@@ -67,6 +68,35 @@ pub struct Choice {
     pub index: usize,
     /// Probability of this choice given the slots above, in `(0, 1]`.
     pub probability: f64,
+}
+
+/// What a policy knows about one candidate ([`Policy::explain`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ArmScore {
+    /// Point estimate of the reward (posterior mean, `θᵀx`, running mean).
+    pub mean: f64,
+    /// Standard deviation of that estimate, where the policy keeps one.
+    pub sd: Option<f64>,
+    /// The deterministic score the policy ranks by (LinUCB's upper confidence bound,
+    /// epsilon-greedy's estimate); None for policies that rank by a random draw.
+    pub score: Option<f64>,
+}
+
+/// Merchandising factors must match the arms and be positive and finite.
+fn check_boosts(arms: &[Arm<'_>], boosts: &[f64]) -> Result<(), PolicyError> {
+    if boosts.len() != arms.len() {
+        return Err(PolicyError::InvalidConfig {
+            field: "boosts",
+            message: format!("{} factors for {} arms", boosts.len(), arms.len()),
+        });
+    }
+    if let Some(b) = boosts.iter().find(|b| !(b.is_finite() && **b > 0.0)) {
+        return Err(PolicyError::InvalidConfig {
+            field: "boosts",
+            message: format!("every factor must be finite and above 0, got {b}"),
+        });
+    }
+    Ok(())
 }
 
 /// How epsilon-greedy estimates each candidate's value.
@@ -714,7 +744,187 @@ enum Scorer<'a> {
     Fixed,
 }
 
+/// A draw over `remaining` with probability proportional to `weights` (all positive).
+fn weighted_pick<R: Rng + ?Sized>(remaining: &[usize], weights: &[f64], rng: &mut R) -> usize {
+    let total: f64 = remaining.iter().map(|&i| weights[i]).sum();
+    let mut u = rng.gen::<f64>() * total;
+    for &i in remaining {
+        if u < weights[i] {
+            return i;
+        }
+        u -= weights[i];
+    }
+    *remaining.last().expect("remaining is not empty")
+}
+
+/// `weights[i]` over the sum of `weights` on `remaining`.
+fn weight_share(i: usize, remaining: &[usize], weights: &[f64]) -> f64 {
+    weights[i] / remaining.iter().map(|&j| weights[j]).sum::<f64>()
+}
+
+/// The first of `remaining` with the largest weight (the fixed order, boosted items first).
+fn first_heaviest(remaining: &[usize], weights: &[f64]) -> usize {
+    let mut best = remaining[0];
+    for &i in &remaining[1..] {
+        if weights[i] > weights[best] {
+            best = i;
+        }
+    }
+    best
+}
+
 impl Scorer<'_> {
+    /// The pick under merchandising factors `boosts` (one per arm, each > 0): draws and scores
+    /// are lifted ([`lift`]), uniform draws weighted, the fixed order boosted first.
+    fn pick_boosted<R: Rng + ?Sized>(
+        &self,
+        remaining: &[usize],
+        boosts: &[f64],
+        rng: &mut R,
+    ) -> usize {
+        match self {
+            Scorer::Beta { draws, .. } | Scorer::Student { draws, .. } => {
+                let lifted: Vec<f64> = remaining
+                    .iter()
+                    .map(|&i| lift(draws[i], boosts[i]))
+                    .collect();
+                let mut best = 0;
+                for j in 1..remaining.len() {
+                    if lifted[j] > lifted[best] {
+                        best = j;
+                    }
+                }
+                remaining[best]
+            }
+            Scorer::Scores { scores, epsilon } => {
+                if *epsilon > 0.0 && rng.gen::<f64>() < *epsilon {
+                    return weighted_pick(remaining, boosts, rng);
+                }
+                let lifted = |i: usize| lift(scores[i], boosts[i]);
+                let best = remaining
+                    .iter()
+                    .map(|&i| lifted(i))
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let ties = remaining.iter().filter(|&&i| lifted(i) == best).count();
+                if ties == 0 {
+                    return remaining[0];
+                }
+                let nth = if ties > 1 { rng.gen_range(0..ties) } else { 0 };
+                *remaining
+                    .iter()
+                    .filter(|&&i| lifted(i) == best)
+                    .nth(nth)
+                    .expect("nth < ties")
+            }
+            Scorer::Uniform => weighted_pick(remaining, boosts, rng),
+            Scorer::Fixed => first_heaviest(remaining, boosts),
+        }
+    }
+
+    /// Probability that `pick_boosted` over `remaining` returns `i`.
+    fn probability_boosted(&self, i: usize, remaining: &[usize], boosts: &[f64]) -> f64 {
+        let n = remaining.len();
+        if n == 1 {
+            return 1.0;
+        }
+        match self {
+            Scorer::Beta { params, tables, .. } => {
+                type Key = ((u64, u64), u64);
+                let key = |j: usize| -> Key {
+                    (
+                        (params[j].0.to_bits(), params[j].1.to_bits()),
+                        boosts[j].to_bits(),
+                    )
+                };
+                let items: Vec<(Key, Option<&BetaTable>)> = remaining
+                    .iter()
+                    .filter(|&&j| j != i)
+                    .map(|&j| (key(j), tables[j]))
+                    .collect();
+                if items.iter().all(|&(k, _)| k == key(i)) {
+                    return 1.0 / n as f64;
+                }
+                let others = group(items, |((a, b), m), table| {
+                    let (a, b) = (f64::from_bits(a), f64::from_bits(b));
+                    Lifted {
+                        inner: match table {
+                            Some(t) => BetaMarginal::tabulated(a, b, t),
+                            None => BetaMarginal::new(a, b),
+                        },
+                        m: f64::from_bits(m),
+                    }
+                });
+                let mine = params[i];
+                let chosen = Lifted {
+                    inner: BetaMarginal::chosen(mine.0, mine.1, tables[i]),
+                    m: boosts[i],
+                };
+                max_probability(&chosen, &others)
+            }
+            Scorer::Student { params, tables, .. } => {
+                type Key = (StudentKey, u64);
+                let key = |j: usize| -> Key {
+                    let p = params[j];
+                    (
+                        (p.0.to_bits(), p.1.to_bits(), p.2.to_bits()),
+                        boosts[j].to_bits(),
+                    )
+                };
+                let items: Vec<(Key, Option<&StudentTable>)> = remaining
+                    .iter()
+                    .filter(|&&j| j != i)
+                    .map(|&j| (key(j), tables.get(j).copied().flatten()))
+                    .collect();
+                if items.iter().all(|&(k, _)| k == key(i)) {
+                    return 1.0 / n as f64;
+                }
+                let others = group(items, |((l, s, v), m), table| {
+                    let (l, s, v) = (f64::from_bits(l), f64::from_bits(s), f64::from_bits(v));
+                    Lifted {
+                        inner: match table {
+                            Some(t) => StudentMarginal::tabulated(l, s, v, t),
+                            None => StudentMarginal::new(l, s, v),
+                        },
+                        m: f64::from_bits(m),
+                    }
+                });
+                let mine = params[i];
+                let chosen = Lifted {
+                    inner: StudentMarginal::chosen(
+                        mine.0,
+                        mine.1,
+                        mine.2,
+                        tables.get(i).copied().flatten(),
+                    ),
+                    m: boosts[i],
+                };
+                max_probability(&chosen, &others)
+            }
+            Scorer::Scores { scores, epsilon } => {
+                let lifted = |j: usize| lift(scores[j], boosts[j]);
+                let best = remaining
+                    .iter()
+                    .map(|&j| lifted(j))
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let ties = remaining.iter().filter(|&&j| lifted(j) == best).count();
+                let greedy = if lifted(i) == best {
+                    1.0 / ties as f64
+                } else {
+                    0.0
+                };
+                (1.0 - epsilon) * greedy + epsilon * weight_share(i, remaining, boosts)
+            }
+            Scorer::Uniform => weight_share(i, remaining, boosts),
+            Scorer::Fixed => {
+                if first_heaviest(remaining, boosts) == i {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+
     fn pick<R: Rng + ?Sized>(&self, remaining: &[usize], rng: &mut R) -> usize {
         match self {
             Scorer::Beta { draws, .. } | Scorer::Student { draws, .. } => {
@@ -1202,6 +1412,38 @@ impl Policy {
         exploration: f64,
         rng: &mut R,
     ) -> Result<Vec<Choice>, PolicyError> {
+        self.choose_inner(arms, k, explore, exploration, None, rng)
+    }
+
+    /// [`choose_with_exploration`](Self::choose_with_exploration) under merchandising factors:
+    /// `boosts[i] > 0` promotes (`> 1`) or demotes (`< 1`) arm `i`. Thompson draws and
+    /// deterministic scores are lifted ([`lift`](crate::propensity::lift)), uniform choices
+    /// (the policy's own and the exploration share) are weighted by the factors, and the fixed
+    /// order serves the most boosted first. The reported probabilities are those of this
+    /// boosted choice, computed the same way as without boosts (quadrature over the lifted
+    /// posteriors for Thompson sampling).
+    pub fn choose_boosted<R: Rng + ?Sized>(
+        &self,
+        arms: &[Arm<'_>],
+        k: usize,
+        explore: bool,
+        exploration: f64,
+        boosts: &[f64],
+        rng: &mut R,
+    ) -> Result<Vec<Choice>, PolicyError> {
+        check_boosts(arms, boosts)?;
+        self.choose_inner(arms, k, explore, exploration, Some(boosts), rng)
+    }
+
+    fn choose_inner<R: Rng + ?Sized>(
+        &self,
+        arms: &[Arm<'_>],
+        k: usize,
+        explore: bool,
+        exploration: f64,
+        boosts: Option<&[f64]>,
+        rng: &mut R,
+    ) -> Result<Vec<Choice>, PolicyError> {
         if arms.is_empty() {
             return Err(PolicyError::NoCandidates);
         }
@@ -1218,13 +1460,30 @@ impl Policy {
         let mut out = Vec::with_capacity(k);
         for _ in 0..k {
             let n = remaining.len() as f64;
-            // Draw the mixing coin only when mixing, so ε = 0 keeps the policy's random stream.
-            let chosen = if eps > 0.0 && rng.gen::<f64>() < eps {
-                remaining[rng.gen_range(0..remaining.len())]
-            } else {
-                scorer.pick(&remaining, rng)
+            let p = match boosts {
+                None => {
+                    // Draw the mixing coin only when mixing, so ε = 0 keeps the policy's
+                    // random stream.
+                    let chosen = if eps > 0.0 && rng.gen::<f64>() < eps {
+                        remaining[rng.gen_range(0..remaining.len())]
+                    } else {
+                        scorer.pick(&remaining, rng)
+                    };
+                    let p = (1.0 - eps) * scorer.probability(chosen, &remaining) + eps / n;
+                    (chosen, p)
+                }
+                Some(b) => {
+                    let chosen = if eps > 0.0 && rng.gen::<f64>() < eps {
+                        weighted_pick(&remaining, b, rng)
+                    } else {
+                        scorer.pick_boosted(&remaining, b, rng)
+                    };
+                    let p = (1.0 - eps) * scorer.probability_boosted(chosen, &remaining, b)
+                        + eps * weight_share(chosen, &remaining, b);
+                    (chosen, p)
+                }
             };
-            let p = (1.0 - eps) * scorer.probability(chosen, &remaining) + eps / n;
+            let (chosen, p) = p;
             out.push(Choice {
                 index: chosen,
                 probability: p.clamp(MIN_PROPENSITY, 1.0),
@@ -1232,6 +1491,92 @@ impl Policy {
             remaining.retain(|&i| i != chosen);
         }
         Ok(out)
+    }
+
+    /// [`first_slot_distribution`](Self::first_slot_distribution) of
+    /// [`choose_boosted`](Self::choose_boosted).
+    pub fn first_slot_distribution_boosted(
+        &self,
+        arms: &[Arm<'_>],
+        explore: bool,
+        exploration: f64,
+        boosts: &[f64],
+    ) -> Result<Vec<f64>, PolicyError> {
+        if arms.is_empty() {
+            return Err(PolicyError::NoCandidates);
+        }
+        check_boosts(arms, boosts)?;
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+        let scorer = self.scorer(arms, explore, &mut rng);
+        let eps = if explore { exploration } else { 0.0 };
+        let remaining: Vec<usize> = (0..arms.len()).collect();
+        Ok((0..arms.len())
+            .map(|i| {
+                (1.0 - eps) * scorer.probability_boosted(i, &remaining, boosts)
+                    + eps * weight_share(i, &remaining, boosts)
+            })
+            .collect())
+    }
+
+    /// What the policy knows about one candidate, for explanations: its point estimate, the
+    /// spread of that estimate where the policy keeps one, and the deterministic score it ranks
+    /// by (LinUCB's upper bound, epsilon-greedy's estimate); Thompson-style policies rank by a
+    /// draw and have no such score. None for `uniform` and `fixed`, which learn nothing.
+    pub fn explain(&self, arm: Arm<'_>, explore: bool) -> Option<ArmScore> {
+        let mut scratch = Vec::new();
+        let (mean, sd, score) = match &self.state {
+            State::Beta(b) => {
+                let (a, bb) = self.beta_params(b, arm.id);
+                let s = a + bb;
+                (a / s, Some((a * bb / (s * s * (s + 1.0))).sqrt()), None)
+            }
+            State::Gaussian(g) => {
+                let (loc, scale, dof) = self.nig_posterior(g, arm.id).marginal();
+                let sd = if dof > 2.0 {
+                    scale * (dof / (dof - 2.0)).sqrt()
+                } else {
+                    f64::INFINITY
+                };
+                (loc, Some(sd), None)
+            }
+            State::LinUcb { alpha, model } => {
+                let (m, sd) = (
+                    model.mean(arm.x),
+                    model.variance(arm.x, &mut scratch).sqrt(),
+                );
+                (m, Some(sd), Some(if explore { m + alpha * sd } else { m }))
+            }
+            State::SparseLinUcb { alpha, model } => {
+                let (m, q) = model.mean_variance(arm.x);
+                let sd = q.sqrt();
+                (m, Some(sd), Some(if explore { m + alpha * sd } else { m }))
+            }
+            State::LinUcbDisjoint {
+                alpha,
+                lambda,
+                arms,
+            } => {
+                let (m, sd) = match arms.get(arm.id) {
+                    Some(r) => (r.mean(arm.x), r.variance(arm.x, &mut scratch).sqrt()),
+                    None => (
+                        0.0,
+                        (arm.x.val.iter().map(|v| v * v).sum::<f64>() / lambda).sqrt(),
+                    ),
+                };
+                (m, Some(sd), Some(if explore { m + alpha * sd } else { m }))
+            }
+            State::LinTs { scale, model } => (
+                model.mean(arm.x),
+                Some(scale * model.variance(arm.x, &mut scratch).sqrt()),
+                None,
+            ),
+            State::EpsilonGreedy { .. } => {
+                let m = self.estimate(arm)?;
+                (m, None, Some(m))
+            }
+            State::Uniform | State::Fixed => return None,
+        };
+        Some(ArmScore { mean, sd, score })
     }
 
     /// The probability that the first slot of `choose_with_exploration(arms, _, explore,

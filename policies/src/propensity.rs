@@ -985,6 +985,88 @@ impl Marginal for StudentMarginal<'_> {
     }
 }
 
+/// A draw `X` passed through the merchandising lift `y = g_m(X)` (`X·m` where `X ≥ 0`, `X/m`
+/// where `X < 0`): strictly increasing for `m > 0`, so `P(max)` of lifted draws is the same
+/// integral over the lifted distributions, `F'(y) = F(g⁻¹(y))` and `f'(y) = f(g⁻¹(y))/g'`.
+/// Boosts (`m > 1`) raise a draw and buries (`m < 1`) lower it whatever its sign.
+pub(crate) struct Lifted<M> {
+    pub(crate) inner: M,
+    pub(crate) m: f64,
+}
+
+impl<M> Lifted<M> {
+    fn unlift(&self, y: f64) -> f64 {
+        if y >= 0.0 {
+            y / self.m
+        } else {
+            y * self.m
+        }
+    }
+
+    /// `dy/dx` at `x`.
+    fn slope(&self, x: f64) -> f64 {
+        if x >= 0.0 {
+            self.m
+        } else {
+            1.0 / self.m
+        }
+    }
+}
+
+impl<M: Marginal> Marginal for Lifted<M> {
+    type Node = f64;
+
+    fn node(y: f64) -> f64 {
+        y
+    }
+
+    fn x_of_node(y: &f64) -> f64 {
+        *y
+    }
+
+    fn pdf(&self, y: &f64) -> f64 {
+        let x = self.unlift(*y);
+        self.inner.pdf(&M::node(x)) / self.slope(x)
+    }
+
+    fn cdf(&self, y: &f64) -> f64 {
+        self.inner.cdf(&M::node(self.unlift(*y)))
+    }
+
+    fn survival(&self, y: &f64) -> f64 {
+        self.inner.survival(&M::node(self.unlift(*y)))
+    }
+
+    fn support(&self) -> (f64, f64) {
+        let (lo, hi) = self.inner.support();
+        (lift(lo, self.m), lift(hi, self.m))
+    }
+
+    fn s_of_x(&self, y: f64) -> f64 {
+        self.inner.s_of_x(self.unlift(y))
+    }
+
+    fn x_of_s(&self, s: f64) -> (f64, f64) {
+        let (x, jac) = self.inner.x_of_s(s);
+        (lift(x, self.m), jac * self.slope(x))
+    }
+
+    fn s_spread(&self) -> f64 {
+        self.inner.s_spread()
+    }
+}
+
+/// The merchandising lift of a score or draw `v` by a factor `m > 0`: `v·m` for `v ≥ 0`, `v/m`
+/// below 0, so a boost raises and a bury lowers any value and the order of unlifted values
+/// with equal factors is kept.
+pub fn lift(v: f64, m: f64) -> f64 {
+    if v >= 0.0 {
+        v * m
+    } else {
+        v / m
+    }
+}
+
 /// Groups candidates with identical parameters `K` and builds one distribution per group with
 /// `make` (given the key and the first item's payload `T`): early on most candidates share the
 /// prior, so this is usually a handful.

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use tailor_policies::{FeaturizerConfig, PolicyConfig, RewardRange};
 
 use crate::error::EngineError;
+pub use crate::merchandising::Merchandising;
 
 /// A decision point: what it ranks, how it learns, how rewards join.
 ///
@@ -93,6 +94,9 @@ pub struct CampaignConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub send_time: Option<SendTimeSettings>,
+    /// Items campaigns: pins and boosts with time windows (docs/merchandising.md).
+    #[serde(default, skip_serializing_if = "Merchandising::is_empty")]
+    pub merchandising: Merchandising,
 }
 
 fn default_policy() -> PolicyConfig {
@@ -170,6 +174,8 @@ struct CampaignConfigWire {
     slots: Option<SlotGrid>,
     #[serde(default)]
     send_time: Option<SendTimeSettings>,
+    #[serde(default)]
+    merchandising: Merchandising,
 }
 
 impl From<CampaignConfigWire> for CampaignConfig {
@@ -202,6 +208,7 @@ impl From<CampaignConfigWire> for CampaignConfig {
             personalizer: w.personalizer,
             slots: w.slots,
             send_time: w.send_time,
+            merchandising: w.merchandising,
         }
     }
 }
@@ -608,6 +615,7 @@ impl CampaignConfig {
             }
             names.push(p.kind());
         }
+        self.merchandising.validate()?;
         for p in &self.plugins {
             if p.name.is_empty() {
                 return Err(EngineError::invalid("plugins", "every entry needs a name"));
@@ -629,6 +637,12 @@ impl CampaignConfig {
                 }
             }
             CampaignKind::SendTime => {
+                if !self.merchandising.is_empty() {
+                    return Err(EngineError::invalid(
+                        "merchandising",
+                        "only items campaigns have pins and boosts",
+                    ));
+                }
                 let Some(grid) = &self.slots else {
                     return Err(EngineError::invalid(
                         "slots",

@@ -280,6 +280,7 @@ mod tests {
             request: br#"{"candidates":[{"id":"sku-1"}]}"#.to_vec(),
             removed: vec![("floor".into(), "sku-2".into(), 1)],
             candidate_set: 11,
+            pinned: Default::default(),
         };
         let event = EventRecord {
             event_id: "ev-1".into(),

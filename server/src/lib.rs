@@ -13,6 +13,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod keys;
 pub mod limits;
+pub mod merchandising;
 pub mod ope;
 pub mod plugins;
 pub mod store;

@@ -1,8 +1,10 @@
-//! Issue 6: the dashboard in a real browser. Debian's headless `chromium` (installed by
-//! `scripts/setup/10-browser.sh`, which `scripts/test` runs) is driven by `tests/browser/dashboard.mjs`
-//! through `playwright-core`: a viewer key sees the controls disabled, an editor key switches the
-//! serving policy in the page, and the API then reports the new policy. Screenshots go to
-//! `target/test-artifacts/`.
+//! Issues 6 and 22: the control room in a real browser. Debian's headless `chromium` (installed
+//! by `scripts/setup/10-browser.sh`, which `scripts/test` runs) is driven by
+//! `tests/browser/dashboard.mjs` through `playwright-core`: a viewer key sees every control
+//! disabled; an editor key switches the serving policy, creates a campaign from scratch in the
+//! page (policy, exploration, holdout, reward window, a plugin whose config is checked live, pins
+//! and boosts), configures it further, previews a decision and pauses it; the API then reports
+//! all of it. Screenshots go to `target/test-artifacts/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,6 +12,7 @@ use std::process::Command;
 use serde_json::{json, Value};
 
 use crate::harness::{target_dir, Server};
+use crate::plugins::install;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -58,14 +61,21 @@ fn artifacts_dir() -> PathBuf {
     dir
 }
 
-/// Open the dashboard as viewer (controls disabled) and as editor (switch the serving policy from
-/// Thompson to the shadow LinUCB); the admin API then serves with LinUCB and the audit log has the
-/// editor key's change.
+/// Open the control room as viewer (every control disabled) and as editor: switch the serving
+/// policy from Thompson to the shadow LinUCB, create `summer-sale` in the page, configure it,
+/// preview and pause it. The admin API then agrees with everything the page showed.
 #[tokio::test]
-async fn dashboard_in_chromium_toggles_the_serving_policy() {
+async fn dashboard_in_chromium_creates_configures_previews_and_pauses_a_campaign() {
     let (chromium, browser_dir) = prerequisites();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
+    let plugins = dir.path().join("plugins");
+    install(&plugins, &["inventory-floor"]);
+    let server = Server::start_with_args(
+        &dir.path().join("data"),
+        &[],
+        &["--plugin-dir", plugins.to_str().unwrap()],
+    )
+    .await;
     server
         .create_campaign(json!({
             "id": "home-recs",
@@ -77,6 +87,7 @@ async fn dashboard_in_chromium_toggles_the_serving_policy() {
     // Some traffic, so every report section has something to draw.
     let candidates: Vec<Value> = (0..4).map(|i| json!({"id": format!("sku-{i}")})).collect();
     let mut rewards = Vec::new();
+    let mut first_event = String::new();
     for i in 0..120 {
         let (s, d) = server
             .post(
@@ -86,6 +97,9 @@ async fn dashboard_in_chromium_toggles_the_serving_policy() {
             )
             .await;
         assert_eq!(s, 200, "{d}");
+        if i == 0 {
+            first_event = d["event_id"].as_str().unwrap().to_string();
+        }
         let value = if d["actions"][0]["id"] == "sku-2" || i % 3 == 0 {
             1.0
         } else {
@@ -121,6 +135,9 @@ async fn dashboard_in_chromium_toggles_the_serving_policy() {
                 .env("TAILOR_URL", base)
                 .env("TAILOR_CAMPAIGN", "home-recs")
                 .env("TAILOR_POLICY", "linucb")
+                .env("TAILOR_NEW_CAMPAIGN", "summer-sale")
+                .env("TAILOR_PLUGIN", "inventory-floor")
+                .env("TAILOR_EVENT_ID", first_event)
                 .env("TAILOR_EDITOR_KEY", editor)
                 .env("TAILOR_VIEWER_KEY", viewer)
                 .env("TAILOR_SCREENSHOT_DIR", &shots)
@@ -135,11 +152,7 @@ async fn dashboard_in_chromium_toggles_the_serving_policy() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}{stderr}");
     let shots = artifacts_dir();
-    eprintln!(
-        "screenshots: {} and {}",
-        shots.join("dashboard-viewer.png").display(),
-        shots.join("dashboard-editor.png").display()
-    );
+    eprintln!("screenshots: {}/dashboard-*.png", shots.display());
     assert!(
         out.status.success(),
         "the browser script failed:\n{stdout}\n{stderr}"
@@ -151,7 +164,12 @@ async fn dashboard_in_chromium_toggles_the_serving_policy() {
         .expect("the browser script's RESULT line");
     assert_eq!(result["serving_before"], "thompson", "{result}");
     assert_eq!(result["serving_after"], "linucb", "{result}");
-    for shot in ["dashboard-viewer.png", "dashboard-editor.png"] {
+    for shot in [
+        "dashboard-viewer.png",
+        "dashboard-create.png",
+        "dashboard-preview.png",
+        "dashboard-editor.png",
+    ] {
         let len = std::fs::metadata(shots.join(shot))
             .map(|m| m.len())
             .unwrap_or(0);
@@ -180,4 +198,55 @@ async fn dashboard_in_chromium_toggles_the_serving_policy() {
     assert_eq!(changes.len(), 1, "{audit}");
     assert_eq!(changes[0]["key_id"], editor_id.as_str());
     assert_eq!(changes[0]["after"]["policy"]["type"], "linucb");
+
+    // The campaign created in the page, as configured there, and paused.
+    let (s, c) = server.get("/admin/v1/campaigns/summer-sale").await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c["kind"], "items", "{c}");
+    assert_eq!(c["status"], "paused", "{c}");
+    assert_eq!(c["policy"]["type"], "epsilon_greedy", "{c}");
+    assert_eq!(c["policy"]["epsilon"], 0.2, "{c}");
+    assert_eq!(c["shadow_policies"][0]["type"], "thompson", "{c}");
+    assert_eq!(c["exploration"], 0.05, "{c}");
+    assert_eq!(c["holdout"], 0.1, "{c}");
+    assert_eq!(c["reward_wait_seconds"], 7200.0, "{c}");
+    assert_eq!(c["plugins"][0]["name"], "inventory-floor", "{c}");
+    assert_eq!(
+        c["plugins"][0]["config"],
+        json!({"min_inventory": 2}),
+        "{c}"
+    );
+    if std::env::var("TAILOR_SKIP_MERCH").as_deref() != Ok("1") {
+        assert_eq!(
+            c["merchandising"]["pins"],
+            json!([{"item": "sku-3", "slot": 0}]),
+            "{c}"
+        );
+        assert_eq!(c["merchandising"]["boosts"][0]["factor"], 2.0, "{c}");
+    }
+    // The preview logged nothing.
+    let stats = server.stats("summer-sale").await;
+    assert_eq!(stats["decisions"], 0, "{stats}");
+    // Create, update and pause, by the editor key; the live checks of the form left no entry.
+    let (_, audit) = server.get("/admin/v1/audit?campaign=summer-sale").await;
+    let mut actions: Vec<(&str, &str)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["key_id"].as_str().unwrap()))
+        .collect();
+    actions.reverse();
+    assert_eq!(
+        actions,
+        [
+            ("campaign.create", editor_id.as_str()),
+            ("campaign.update", editor_id.as_str()),
+            ("campaign.pause", editor_id.as_str()),
+        ],
+        "{audit}"
+    );
+    assert!(
+        result["validate_400s"].as_u64().unwrap() >= 2,
+        "the page checked the invalid configs with the server: {result}"
+    );
 }

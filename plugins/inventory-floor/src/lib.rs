@@ -6,11 +6,15 @@
 //! candidate with no inventory attribute is kept unless `exclude_missing` is true (reason
 //! `inventory_unknown`).
 //!
+//! With `low_stock`, a kept candidate whose inventory is below `low_stock.below` is demoted:
+//! its score is multiplied by `low_stock.factor` (0 to 1), so the policy shows it less without
+//! removing it (docs/merchandising.md: multipliers act as demotions with honest propensities).
+//!
 //! Candidate attributes: `inventory` (number), `category` (string); names configurable.
 //!
 //! Config: `{"min_inventory": 5, "category_overrides": {"furniture": 1},
 //!           "exclude_missing": false, "inventory_attribute": "inventory",
-//!           "category_attribute": "category"}`
+//!           "category_attribute": "category", "low_stock": {"below": 20, "factor": 0.5}}`
 
 use std::collections::HashMap;
 
@@ -35,9 +39,19 @@ pub struct InventoryFloor {
     inventory_attribute: String,
     #[serde(default = "default_category")]
     category_attribute: String,
+    #[serde(default)]
+    low_stock: Option<LowStock>,
     /// `category_overrides` sorted by category, for allocation- and hash-free lookups.
     #[serde(skip)]
     overrides: Vec<(String, f64)>,
+}
+
+/// Demote (not remove) candidates running low.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LowStock {
+    below: f64,
+    factor: f64,
 }
 
 fn default_inventory() -> String {
@@ -81,6 +95,14 @@ impl Constraint for InventoryFloor {
                 "inventory-floor: `category_overrides.{cat}` must be a non-negative number, got {v}"
             ));
         }
+        if let Some(l) = cfg.low_stock {
+            if !(l.below.is_finite() && l.factor.is_finite() && (0.0..=1.0).contains(&l.factor)) {
+                return Err(format!(
+                    "inventory-floor: `low_stock` needs a finite `below` and a `factor` from 0 to 1, got {} and {}",
+                    l.below, l.factor
+                ));
+            }
+        }
         let mut cfg = cfg;
         cfg.overrides = cfg
             .category_overrides
@@ -99,7 +121,11 @@ impl Constraint for InventoryFloor {
             let floor = self.floor_for(category.and_then(|c| c.get(i)));
             match inventory.and_then(|c| c.get(i)) {
                 Some(n) if n < floor => out.exclude(i, BELOW_FLOOR),
-                Some(_) => {}
+                Some(n) => {
+                    if let Some(l) = self.low_stock.filter(|l| n < l.below) {
+                        out.scale(i, l.factor);
+                    }
+                }
                 None if self.exclude_missing => out.exclude(i, UNKNOWN),
                 None => {}
             }
@@ -115,6 +141,32 @@ mod tests {
     use super::*;
     use serde_json::json;
     use tailor_plugin::{testing, RequestBuilder};
+
+    #[test]
+    fn low_stock_is_demoted_not_removed() {
+        let p = InventoryFloor::from_config(
+            &json!({"min_inventory": 2, "low_stock": {"below": 10, "factor": 0.25}}),
+        )
+        .unwrap();
+        let ctx = json!({});
+        let items = [
+            json!({"inventory": 1}),
+            json!({"inventory": 5}),
+            json!({"inventory": 50}),
+        ];
+        let mut b = RequestBuilder::new(&ctx);
+        b.candidate("a", &items[0])
+            .candidate("b", &items[1])
+            .candidate("c", &items[2]);
+        let out = testing::run_constraint(&p, &b.build()).unwrap();
+        assert_eq!(out.eligible, [false, true, true]);
+        assert_eq!(out.multiplier[1], 0.25);
+        assert_eq!(out.multiplier[2], 1.0);
+        assert!(InventoryFloor::from_config(
+            &json!({"min_inventory": 2, "low_stock": {"below": 10, "factor": 2}})
+        )
+        .is_err());
+    }
 
     #[test]
     fn floors_and_overrides() {

@@ -1,3 +1,4 @@
+mod boosts;
 mod config;
 mod learning;
 mod propensities;

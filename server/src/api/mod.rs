@@ -15,6 +15,7 @@ pub mod ops_api;
 pub mod path;
 pub mod personalizer;
 pub mod plugins_api;
+pub mod preview_api;
 pub mod query;
 pub mod reports_api;
 pub mod send_time_api;
@@ -22,6 +23,7 @@ pub mod shoppers_api;
 pub mod status;
 pub mod transport;
 pub mod ui;
+pub mod validate_api;
 
 use std::sync::Arc;
 
@@ -51,6 +53,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     let mut r = auth::Routes::new(cfg);
     decide_api::configure(&mut r);
     admin_api::configure(&mut r);
+    preview_api::configure(&mut r);
     ops_api::configure(&mut r);
     plugins_api::configure(&mut r);
     ope_api::configure(&mut r);
@@ -60,6 +63,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     reports_api::configure(&mut r);
     shoppers_api::configure(&mut r);
     send_time_api::configure(&mut r);
+    validate_api::configure(&mut r);
     ui::configure(&mut r);
     openapi::configure(&mut r);
     personalizer::configure(cfg);

@@ -28,7 +28,7 @@ use super::auth::{Access, Routes};
 use super::status;
 use super::{
     admin_api, audit_api, control_api, decide_api, keys_api, ope_api, ops_api, plugins_api,
-    reports_api, send_time_api, shoppers_api,
+    preview_api, reports_api, send_time_api, shoppers_api, validate_api,
 };
 
 /// `GET /admin/v1/campaigns`.
@@ -173,6 +173,9 @@ impl Modify for TransportResponses {
         admin_api::update,
         admin_api::delete,
         admin_api::stats,
+        validate_api::validate,
+        preview_api::preview,
+        preview_api::explain,
         control_api::pause,
         control_api::resume,
         control_api::holdout,

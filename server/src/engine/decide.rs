@@ -16,8 +16,20 @@ use super::{featurize, now_ms, CampaignRuntime, Engine};
 use crate::campaign::{CampaignKind, CampaignStatus};
 use crate::error::EngineError;
 use crate::store::{
-    DecisionRecord, EventRecord, LoggedAction, ServedAction, SlotState, MAX_LOGGED_REQUEST,
+    DecisionRecord, EventRecord, LoggedAction, PinnedSlots, ServedAction, SlotState,
+    MAX_LOGGED_REQUEST,
 };
+
+/// What a preview asks of the items path ([`Engine::preview_items`]).
+struct PreviewAsk {
+    seed: Option<u64>,
+}
+
+/// What the items path produced: a logged decision, or a preview that logged nothing.
+enum Ranked {
+    Decided(DecideResponse),
+    Previewed(Box<super::preview::Preview>),
+}
 
 /// Largest number of candidates in one decision.
 pub const MAX_CANDIDATES: usize = 10_000;
@@ -277,6 +289,42 @@ impl Engine {
         rt: Arc<CampaignRuntime>,
         input: DecideInput,
     ) -> Result<DecideResponse, EngineError> {
+        match self.rank_or_preview(rt, input, None)? {
+            Ranked::Decided(response) => Ok(response),
+            Ranked::Previewed(_) => unreachable!("a decide is not a preview"),
+        }
+    }
+
+    /// Answer an items request as [`Engine::decide_items`] would, without logging, learning,
+    /// counting or replaying anything: the preview of `POST .../preview`. `seed` replaces the
+    /// decision seed (else it is derived from the body's `event_id` as a decide derives it, or
+    /// drawn).
+    pub fn preview_items(
+        &self,
+        campaign: &str,
+        input: DecideInput,
+        seed: Option<u64>,
+    ) -> Result<super::preview::Preview, EngineError> {
+        let rt = self.campaign(campaign)?;
+        if rt.config.kind != CampaignKind::Items {
+            return Err(EngineError::invalid_owned(
+                "body",
+                format!("campaign {campaign:?} is a send_time campaign: only items campaigns have a preview"),
+            ));
+        }
+        match self.rank_or_preview(rt, input, Some(PreviewAsk { seed }))? {
+            Ranked::Previewed(p) => Ok(*p),
+            Ranked::Decided(_) => unreachable!("a preview logs nothing"),
+        }
+    }
+
+    /// The one items path: a decide (`preview` None) or a preview of one.
+    fn rank_or_preview(
+        &self,
+        rt: Arc<CampaignRuntime>,
+        input: DecideInput,
+        preview: Option<PreviewAsk>,
+    ) -> Result<Ranked, EngineError> {
         let campaign = rt.config.id.as_str();
         let req = &input.request;
 
@@ -295,14 +343,17 @@ impl Engine {
         // A retried request with a known event id gets the recorded decision back, before any
         // plugin or featurizing work is spent on it; the same id over other candidates is a
         // different decision, and says so rather than serving an action not offered.
-        if let Some(id) = &event_id {
+        if let (Some(id), None) = (&event_id, &preview) {
             if let Some(existing) = self.store.event(campaign, id)? {
                 if existing.candidate_set != 0 && existing.candidate_set != candidate_set {
                     return Err(EngineError::EventIdConflict {
                         id: req.event_id.clone().unwrap_or_default(),
                     });
                 }
-                return Ok(response_of(&self.recorded(existing)?, true));
+                return Ok(Ranked::Decided(response_of(
+                    &self.recorded(existing)?,
+                    true,
+                )));
             }
         }
 
@@ -311,7 +362,10 @@ impl Engine {
         // `Value`s, built from the body only for a campaign with plugins (and for a features
         // object that repeats a key, which a `Value` resolves to its last value).
         let chain = rt.chain.read().clone();
-        let values = if !chain.is_empty() || req.repeats_keys() {
+        // Merchandising rules open now; boosts read the candidates' attributes.
+        let now = now_ms();
+        let rules = super::merch::OpenRules::at(&rt.config.merchandising, now);
+        let values = if !chain.is_empty() || req.repeats_keys() || !rules.boosts.is_empty() {
             Some(ItemsRequest::values(&input.raw)?)
         } else {
             None
@@ -411,7 +465,10 @@ impl Engine {
                 None => id,
             }
         });
-        let seed = xxhash_rust::xxh3::xxh3_64_with_seed(event_id.as_bytes(), rt.salt);
+        let seed = match &preview {
+            Some(PreviewAsk { seed: Some(seed) }) => *seed,
+            _ => xxhash_rust::xxh3::xxh3_64_with_seed(event_id.as_bytes(), rt.salt),
+        };
         let explore = req.explore.unwrap_or(true);
 
         if let Some(why) = &stage.fallback {
@@ -419,48 +476,111 @@ impl Engine {
         }
         // Holdout shoppers always get the control order (baseline), and are marked as such.
         let holdout = super::holdout::in_holdout(&rt.config, req.shopper_id.as_deref());
-        // `first`: each eligible candidate's probability of the first slot, when asked for.
-        let (policy, choices, first) =
-            if holdout || rt.config.status != CampaignStatus::Active || stage.fallback.is_some() {
-                let choices = (0..k)
-                    .map(|index| Choice {
-                        index,
-                        probability: 1.0,
-                    })
-                    .collect();
-                let first = req.distribution.then(|| {
-                    (0..stage.eligible.len())
-                        .map(|i| if i == 0 { 1.0 } else { 0.0 })
-                        .collect()
-                });
-                (BASELINE.to_string(), choices, first)
-            } else {
-                let arms: Vec<Arm<'_>> = stage
-                    .eligible
-                    .iter()
-                    .map(|&i| Arm {
+        // Pins take their slots; the policy (or the baseline order) fills the others from the
+        // candidates not pinned, with the plugins' multipliers and open boosts as factors
+        // (engine/merch.rs). Without rules or multipliers this is the plain policy choice.
+        let plan = super::merch::plan(&rules, req, values.as_ref(), &stage, k, preview.is_some());
+        let free = plan.free(stage.eligible.len());
+        let slots = plan.policy_slots(k);
+        let want_first = req.distribution || preview.is_some();
+        // `first`: each free candidate's probability of the first slot, when asked for.
+        let (policy, chosen, first) = if holdout
+            || rt.config.status != CampaignStatus::Active
+            || stage.fallback.is_some()
+        {
+            let order = plan.baseline_order(&free);
+            let chosen: Vec<Choice> = order
+                .iter()
+                .take(slots)
+                .map(|&index| Choice {
+                    index,
+                    probability: 1.0,
+                })
+                .collect();
+            let first = want_first.then(|| {
+                let mut p = vec![0.0; free.len()];
+                if let Some(&top) = order.first() {
+                    p[top] = 1.0;
+                }
+                p
+            });
+            (BASELINE.to_string(), chosen, first)
+        } else {
+            let arms: Vec<Arm<'_>> = free
+                .iter()
+                .map(|&pos| {
+                    let i = stage.eligible[pos];
+                    Arm {
                         id: req.id(i),
                         x: vectors.get(i).unwrap_or(&empty),
-                    })
-                    .collect();
-                let mut rng = Pcg64Mcg::seed_from_u64(seed);
-                let learner = rt.learner.read();
-                let (name, policy) = learner.serving();
-                let choices = policy
-                    .choose_with_exploration(&arms, k, explore, rt.config.exploration, &mut rng)
-                    .map_err(|e| EngineError::policy("policy", e))?;
-                let first = if req.distribution {
-                    Some(
-                        policy
-                            .first_slot_distribution(&arms, explore, rt.config.exploration)
-                            .map_err(|e| EngineError::policy("policy", e))?,
-                    )
-                } else {
-                    None
-                };
-                (name.to_string(), choices, first)
+                    }
+                })
+                .collect();
+            let factors = plan.factors_of(&free);
+            let exploration = rt.config.exploration;
+            let mut rng = Pcg64Mcg::seed_from_u64(seed);
+            let learner = rt.learner.read();
+            let (name, policy) = learner.serving();
+            let chosen = match (&factors, arms.is_empty()) {
+                (_, true) => Ok(Vec::new()),
+                (None, false) => {
+                    policy.choose_with_exploration(&arms, slots, explore, exploration, &mut rng)
+                }
+                (Some(f), false) => {
+                    policy.choose_boosted(&arms, slots, explore, exploration, f, &mut rng)
+                }
+            }
+            .map_err(|e| EngineError::policy("policy", e))?;
+            let first = if want_first && !arms.is_empty() {
+                Some(
+                    match &factors {
+                        None => policy.first_slot_distribution(&arms, explore, exploration),
+                        Some(f) => {
+                            policy.first_slot_distribution_boosted(&arms, explore, exploration, f)
+                        }
+                    }
+                    .map_err(|e| EngineError::policy("policy", e))?,
+                )
+            } else {
+                want_first.then(Vec::new)
             };
-        let distribution = first.map(|p| {
+            (name.to_string(), chosen, first)
+        };
+        let (choices, pinned) = plan.assemble(k, &free, &chosen);
+        // Over the eligible candidates: a pin in the top slot takes it for sure.
+        let first: Option<Vec<f64>> = first.map(|p| {
+            let mut d = vec![0.0; stage.eligible.len()];
+            match plan.pins.iter().find(|(slot, _)| *slot == 0) {
+                Some(&(_, pos)) => d[pos] = 1.0,
+                None => {
+                    for (j, &pos) in free.iter().enumerate() {
+                        d[pos] = p[j];
+                    }
+                }
+            }
+            d
+        });
+        if let Some(PreviewAsk { .. }) = preview {
+            return Ok(Ranked::Previewed(Box::new(super::preview::build(
+                super::preview::Ranking {
+                    rt: &rt,
+                    req,
+                    stage: &stage,
+                    rules: &rules,
+                    plan: &plan,
+                    choices: &choices,
+                    pinned: &pinned,
+                    first: first.as_deref().unwrap_or_default(),
+                    vectors: &vectors,
+                    policy: &policy,
+                    seed,
+                    holdout,
+                    explore,
+                },
+                self.plugins(),
+            ))));
+        }
+        let distribution = first.filter(|_| req.distribution).map(|p| {
             stage
                 .eligible
                 .iter()
@@ -513,12 +633,13 @@ impl Engine {
             request,
             removed: stage.removed,
             candidate_set,
+            pinned: PinnedSlots(pinned),
         };
         let event = self.log_decision(rt.clone(), decision, input.defer)?;
-        Ok(DecideResponse {
+        Ok(Ranked::Decided(DecideResponse {
             distribution,
             ..response_of(&event, false)
-        })
+        }))
     }
 
     /// The join state of a logged event with its served actions: a pruned one (its window

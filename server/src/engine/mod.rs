@@ -22,8 +22,10 @@ mod decide;
 mod durability;
 pub mod featurize;
 pub mod holdout;
+mod merch;
 mod model;
 pub mod parse;
+pub mod preview;
 mod records;
 mod recovery;
 mod report_book;
@@ -399,6 +401,7 @@ mod tests {
             request: Vec::new(),
             removed: Vec::new(),
             candidate_set: 0,
+            pinned: Default::default(),
         };
         let mut event = decide::event_for(&decision);
         store.log_decision(&decision, &event).unwrap();

@@ -636,6 +636,7 @@ impl Engine {
             request: Vec::new(),
             removed,
             candidate_set: 0,
+            pinned: Default::default(),
         };
         // The send event first: a decision in the log always has it (recovery relies on it).
         self.store.put_send_event(

@@ -47,6 +47,10 @@ pub struct LogAction {
     /// The joined reward; `None` while the reward window is open.
     #[serde(default)]
     pub reward: Option<f64>,
+    /// Served by a merchandiser's pin (probability 1): evaluation treats the slot as forced for
+    /// every policy (docs/merchandising.md).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
 }
 
 /// One logged decision.
@@ -209,6 +213,7 @@ pub fn line_of(d: &DecisionRecord, rewards: &RewardIndex) -> Option<LogLine> {
                 reward: u32::try_from(i)
                     .ok()
                     .and_then(|slot| rewards.get(&d.event_id, slot)),
+                pinned: d.pinned.contains(i),
             })
             .collect(),
         policy: d.policy.clone(),

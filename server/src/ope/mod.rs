@@ -331,6 +331,7 @@ impl Evaluator {
                     index: index.unwrap_or(usize::MAX),
                     propensity: index.and(a.probability),
                     reward: a.reward.unwrap_or(0.0),
+                    pinned: a.pinned,
                 }
             })
             .collect();

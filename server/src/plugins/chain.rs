@@ -53,6 +53,17 @@ pub struct Removal {
     pub code: u32,
 }
 
+/// A candidate whose score a constraint multiplied (`Verdicts::scale`) by something other than 1.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Scaling {
+    /// Index of the candidate in the request.
+    pub candidate: usize,
+    /// The constraint.
+    pub plugin: &'static str,
+    /// Its factor (finite, ≥ 0; other values are ignored and not listed).
+    pub factor: f64,
+}
+
 /// A feature extractor that failed and was skipped.
 #[derive(Debug, Clone)]
 pub struct ExtractorSkip {
@@ -78,8 +89,11 @@ pub struct ChainFailure {
 pub struct ChainOutcome {
     /// Eligible after every constraint (all `true` when the chain has no constraint).
     pub eligible: Vec<bool>,
-    /// Product of the constraints' score multipliers.
+    /// Product of the constraints' score multipliers (factors that are not finite and ≥ 0 are
+    /// ignored).
     pub multiplier: Vec<f64>,
+    /// Each constraint's factors other than 1, in chain order.
+    pub scaled: Vec<Scaling>,
     /// Which plugin removed which candidate, and why.
     pub removed: Vec<Removal>,
     /// Features per extractor, in chain order.
@@ -208,7 +222,15 @@ impl PluginChain {
                                     code: v.code[i],
                                 });
                             }
-                            out.multiplier[i] *= v.multiplier[i];
+                            let f = v.multiplier[i];
+                            if f != 1.0 && f.is_finite() && f >= 0.0 {
+                                out.multiplier[i] *= f;
+                                out.scaled.push(Scaling {
+                                    candidate: i,
+                                    plugin: p.name(),
+                                    factor: f,
+                                });
+                            }
                         }
                     }
                     Err(error) => {

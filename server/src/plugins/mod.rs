@@ -41,7 +41,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tailor_plugin::{OwnedRequest, RequestBuilder};
 
-pub use chain::{ChainFailure, ChainOutcome, ExtractorSkip, PluginChain, Removal};
+pub use chain::{ChainFailure, ChainOutcome, ExtractorSkip, PluginChain, Removal, Scaling};
 use library::Library;
 pub use library::{AttachedPlugin, Extracted, Verdicts};
 pub use stage::{attach_campaign_chain, run_stage, PluginStage, Refusal};

@@ -39,6 +39,14 @@ pub struct PluginStage {
     pub fallback: Option<String>,
     /// For the decision log: (plugin, candidate id, reason code).
     pub removed: Vec<(String, String, u32)>,
+    /// The reason name of each entry of `removed` (for explanations).
+    pub reasons: Vec<&'static str>,
+    /// Per candidate (request order), the product of the constraints' score multipliers; empty
+    /// when every one is 1. The decide path applies them as demotions / promotions
+    /// (docs/merchandising.md).
+    pub multiplier: Vec<f64>,
+    /// (plugin, candidate index, factor) for every multiplier other than 1.
+    pub scaled: Vec<(&'static str, usize, f64)>,
     /// The request context with extractor features merged in under each extractor's name;
     /// `None` when no extractor added a context feature.
     pub context: Option<Value>,
@@ -89,8 +97,17 @@ pub fn run_stage(
                 )
             })
             .collect(),
+        reasons: outcome.removed.iter().map(|r| r.reason).collect(),
+        scaled: outcome
+            .scaled
+            .iter()
+            .map(|s| (s.plugin, s.candidate, s.factor))
+            .collect(),
         ..PluginStage::default()
     };
+    if !outcome.scaled.is_empty() {
+        stage.multiplier = outcome.multiplier.clone();
+    }
     for skip in &outcome.skipped {
         metrics::counter!("tailor_plugin_skipped_total", "campaign" => campaign.to_owned(), "plugin" => skip.plugin)
             .increment(1);

@@ -196,6 +196,7 @@ fn copy_v2_into_log(db: &sled::Db) -> Result<Migrated, StoreError> {
             request: d.request,
             removed: d.removed,
             candidate_set,
+            pinned: Default::default(),
         };
         batch.insert(
             log_key(&record.campaign, record.seq),
@@ -899,6 +900,7 @@ mod tests {
                 request: d.request,
                 removed: d.removed,
                 candidate_set,
+                pinned: Default::default(),
             };
             let event = EventRecord {
                 event_id: record.event_id.clone(),

@@ -42,8 +42,8 @@ use std::pin::Pin;
 #[doc(hidden)]
 pub use migrate::downgrade_to_schema1;
 pub use records::{
-    CampaignSnapshot, Counters, DecisionRecord, EventRecord, LogEntry, LoggedAction, RewardEntry,
-    RewardKind, RewardRecord, SendEventRecord, ServedAction, ShopperRecord, SlotState,
+    CampaignSnapshot, Counters, DecisionRecord, EventRecord, LogEntry, LoggedAction, PinnedSlots,
+    RewardEntry, RewardKind, RewardRecord, SendEventRecord, ServedAction, ShopperRecord, SlotState,
     MAX_LOGGED_REQUEST,
 };
 pub use sled_store::SledStore;

@@ -74,6 +74,32 @@ pub struct DecisionRecord {
     pub removed: Vec<(String, String, u32)>,
     /// Order-independent hash of the request's candidate ids (0: unknown).
     pub candidate_set: u64,
+    /// Slots served by a merchandiser's pin (probability 1, not the policy's choice; issue 22).
+    /// Keep it the last field: entries written before it existed decode with none.
+    #[serde(default)]
+    pub pinned: PinnedSlots,
+}
+
+/// The 0-based slots of a decision that a pin filled. Off-policy evaluation leaves them out of
+/// its importance weights (docs/merchandising.md).
+///
+/// Decoding is lenient because this is the last field of [`DecisionRecord`]: postcard has no
+/// field names, so a record written before the field existed simply ends here, and reads as no
+/// pinned slot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PinnedSlots(pub Vec<u32>);
+
+impl PinnedSlots {
+    /// Whether slot `slot` was pinned.
+    pub fn contains(&self, slot: usize) -> bool {
+        self.0.iter().any(|&s| s as usize == slot)
+    }
+}
+
+impl<'de> Deserialize<'de> for PinnedSlots {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(PinnedSlots(Vec::<u32>::deserialize(d).unwrap_or_default()))
+    }
 }
 
 /// Largest request body kept in a decision's log entry; a larger one is logged without it.

@@ -908,6 +908,7 @@ mod tests {
             request: vec![],
             removed: vec![],
             candidate_set: 0,
+            pinned: Default::default(),
         }
     }
 
