@@ -1,6 +1,7 @@
 //! HTTP API. One module per area, each with `configure`; handlers only extract, call the engine
 //! and map the result.
 
+pub mod adjust_api;
 pub mod admin_api;
 pub mod audit_api;
 pub mod auth;
@@ -50,6 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(query::config());
     let mut r = auth::Routes::new(cfg);
     decide_api::configure(&mut r);
+    adjust_api::configure(&mut r);
     admin_api::configure(&mut r);
     ops_api::configure(&mut r);
     plugins_api::configure(&mut r);

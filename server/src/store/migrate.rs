@@ -337,9 +337,9 @@ fn downgrade_to_schema2(db: &sled::Db) -> Result<(), StoreError> {
             })?;
         match decode::<LogEntry>("log entry", &v)? {
             LogEntry::Decision(d) => Ok(d),
-            LogEntry::Reward(_) => Err(StoreError::Corrupt {
+            LogEntry::Reward(_) | LogEntry::Adjustment(_) => Err(StoreError::Corrupt {
                 what: "decision",
-                message: "a reward".into(),
+                message: "not a decision".into(),
             }),
         }
     };
@@ -386,6 +386,8 @@ fn downgrade_to_schema2(db: &sled::Db) -> Result<(), StoreError> {
                         };
                         rewards.insert(seq.to_be_bytes(), encode(&old))?;
                     }
+                    // Schema 2 had no adjustments (returns): the downgrade drops them.
+                    LogEntry::Adjustment(_) => {}
                 }
             }
             b'E' => {
@@ -417,6 +419,8 @@ fn downgrade_to_schema2(db: &sled::Db) -> Result<(), StoreError> {
                 };
                 events.insert(rest, encode(&old))?;
             }
+            // Settled slots (returns) did not exist in schema 2.
+            b'S' => {}
             _ => {
                 pending.insert(rest, &[])?;
             }

@@ -5,8 +5,9 @@ use std::path::Path;
 use super::migrate;
 use super::records::{decode, encode, RECORD_VERSION};
 use super::{
-    CampaignSnapshot, ConfigStore, DecisionRecord, EventRecord, FlushFuture, LogEntry, LogRecord,
-    LogStore, RewardEntry, RewardRecord, SendEventRecord, ShopperRecord, ShopperStore, StoreError,
+    AdjustmentEntry, AdjustmentRecord, CampaignSnapshot, ConfigStore, DecisionRecord, EventRecord,
+    FlushFuture, LogEntry, LogRecord, LogStore, LoggedAction, RewardEntry, RewardRecord,
+    SendEventRecord, SettledSlot, ShopperRecord, ShopperStore, StoreError,
 };
 
 /// Schema of the trees and keys below; bump on an incompatible change. Version 2 keyed
@@ -24,10 +25,14 @@ pub(super) const LEGACY_SEQ_KEY: &[u8] = b"schema1_last_decision_seq";
 pub(super) const LOG: u8 = b'L';
 pub(super) const EVENT: u8 = b'E';
 pub(super) const PENDING: u8 = b'P';
+/// Settled slots: what adjustments (returns) correct ([`SettledSlot`]).
+pub(super) const SETTLED: u8 = b'S';
 
 /// postcard's tag of [`LogEntry::Reward`], the byte after the version byte: lets readers skip
 /// entries of the other kind without decoding them.
 const REWARD_TAG: u8 = 1;
+/// postcard's tag of [`LogEntry::Adjustment`].
+const ADJUSTMENT_TAG: u8 = 2;
 
 /// Embedded store in one directory.
 #[derive(Clone)]
@@ -145,6 +150,26 @@ fn split_log_key(k: &[u8]) -> Result<(&str, u64), StoreError> {
 
 fn is_reward(value: &[u8]) -> bool {
     value.first() == Some(&RECORD_VERSION) && value.get(1) == Some(&REWARD_TAG)
+}
+
+fn is_adjustment(value: &[u8]) -> bool {
+    value.first() == Some(&RECORD_VERSION) && value.get(1) == Some(&ADJUSTMENT_TAG)
+}
+
+/// `S` ++ campaign ++ 0 ++ event id ++ 0: the prefix of an event's settled slots.
+fn settled_prefix(campaign: &str, event_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(campaign.len() + event_id.len() + 7);
+    k.push(SETTLED);
+    push_event_key(&mut k, campaign, event_id);
+    k.push(0);
+    k
+}
+
+/// `S` ++ campaign ++ 0 ++ event id ++ 0 ++ slot.
+fn settled_key(campaign: &str, event_id: &str, slot: u32) -> Vec<u8> {
+    let mut k = settled_prefix(campaign, event_id);
+    k.extend_from_slice(&slot.to_be_bytes());
+    k
 }
 
 fn decode_event(campaign: &str, event_id: &str, v: &[u8]) -> Result<EventRecord, StoreError> {
@@ -266,7 +291,40 @@ impl SledStore {
                 Ok(LogRecord::Decision(d))
             }
             LogEntry::Reward(r) => Ok(LogRecord::Reward(self.join_reward(campaign, seq, r)?)),
+            LogEntry::Adjustment(a) => Ok(LogRecord::Adjustment(
+                self.join_adjustment(campaign, seq, a)?,
+            )),
         }
+    }
+
+    /// An adjustment entry joined to its decision's action and vector; when neither the
+    /// decision nor the join state holds the vector any more, the action comes with an empty
+    /// one (learners that read vectors then have nothing to correct).
+    fn join_adjustment(
+        &self,
+        campaign: &str,
+        seq: u64,
+        entry: AdjustmentEntry,
+    ) -> Result<AdjustmentRecord, StoreError> {
+        let slot = entry.slot as usize;
+        let action = match self.decision(campaign, entry.decision_seq)? {
+            Some(d) => d.actions.into_iter().nth(slot),
+            None => self
+                .event(campaign, &entry.event_id)?
+                .and_then(|e| e.kept_action(slot)),
+        }
+        .filter(|a| a.id == entry.action)
+        .unwrap_or_else(|| LoggedAction {
+            id: entry.action.clone(),
+            probability: 1.0,
+            x: Default::default(),
+        });
+        Ok(AdjustmentRecord {
+            seq,
+            campaign: campaign.to_string(),
+            entry,
+            action,
+        })
     }
 
     /// A reward entry joined to its decision's action and vector: from the decision's log
@@ -362,9 +420,12 @@ impl LogStore for SledStore {
         let Some(v) = self.log.get(log_key(campaign, seq))? else {
             return Ok(None);
         };
+        if is_reward(&v) || is_adjustment(&v) {
+            return Ok(None);
+        }
         match self.log_record(campaign, seq, &v)? {
             LogRecord::Decision(d) => Ok(Some(d)),
-            LogRecord::Reward(_) => Ok(None),
+            LogRecord::Reward(_) | LogRecord::Adjustment(_) => Ok(None),
         }
     }
 
@@ -392,6 +453,14 @@ impl LogStore for SledStore {
                 value: r.value,
             });
             batch.insert(log_key(&r.campaign, r.seq), encode(&entry));
+            batch.insert(
+                settled_key(&r.campaign, &r.event_id, r.slot),
+                encode(&SettledSlot {
+                    action: r.action.id.clone(),
+                    value: r.value,
+                    adjustments: Vec::new(),
+                }),
+            );
         }
         if close {
             batch.remove(pending_key(
@@ -402,6 +471,68 @@ impl LogStore for SledStore {
         }
         self.log.apply_batch(batch)?;
         Ok(())
+    }
+
+    fn settled(
+        &self,
+        campaign: &str,
+        event_id: &str,
+    ) -> Result<Vec<(u32, SettledSlot)>, StoreError> {
+        let prefix = settled_prefix(campaign, event_id);
+        self.log
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                let slot = k
+                    .get(prefix.len()..)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map(u32::from_be_bytes)
+                    .ok_or_else(|| StoreError::Corrupt {
+                        what: "settled key",
+                        message: format!("{} bytes", k.len()),
+                    })?;
+                Ok((slot, decode("settled slot", &v)?))
+            })
+            .collect()
+    }
+
+    fn commit_adjustment(
+        &self,
+        adjustment: &AdjustmentRecord,
+        slot: &SettledSlot,
+    ) -> Result<(), StoreError> {
+        let e = &adjustment.entry;
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            log_key(&adjustment.campaign, adjustment.seq),
+            encode(&LogEntry::Adjustment(e.clone())),
+        );
+        batch.insert(
+            settled_key(&adjustment.campaign, &e.event_id, e.slot),
+            encode(slot),
+        );
+        self.log.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn adjustments(
+        &self,
+        campaign: &str,
+    ) -> Box<dyn Iterator<Item = Result<AdjustmentRecord, StoreError>> + '_> {
+        let campaign = campaign.to_string();
+        Box::new(
+            self.log_range(&campaign.clone(), 0)
+                .filter_map(move |kv| match kv {
+                    Ok((seq, v)) if is_adjustment(&v) => Some(self.log_record(&campaign, seq, &v)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .filter_map(|r| match r {
+                    Ok(LogRecord::Adjustment(a)) => Some(Ok(a)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                }),
+        )
     }
 
     fn due_events(&self, now_ms: u64, limit: usize) -> Result<Vec<(String, String)>, StoreError> {
@@ -464,10 +595,10 @@ impl LogStore for SledStore {
         Box::new(
             self.log_range(&campaign.clone(), after)
                 .filter_map(move |kv| match kv {
-                    Ok((_, v)) if is_reward(&v) => None,
+                    Ok((_, v)) if is_reward(&v) || is_adjustment(&v) => None,
                     Ok((seq, v)) => Some(self.log_record(&campaign, seq, &v).map(|r| match r {
                         LogRecord::Decision(d) => Some(d),
-                        LogRecord::Reward(_) => None,
+                        LogRecord::Reward(_) | LogRecord::Adjustment(_) => None,
                     })),
                     Err(e) => Some(Err(e)),
                 })
@@ -489,7 +620,7 @@ impl LogStore for SledStore {
                 })
                 .filter_map(|r| match r {
                     Ok(LogRecord::Reward(r)) => Some(Ok(r)),
-                    Ok(LogRecord::Decision(_)) => None,
+                    Ok(LogRecord::Decision(_) | LogRecord::Adjustment(_)) => None,
                     Err(e) => Some(Err(e)),
                 }),
         )
@@ -504,7 +635,7 @@ impl LogStore for SledStore {
             .range(log_key(campaign, 0)..=log_key(campaign, up_to))
         {
             let (k, v) = kv?;
-            if is_reward(&v) {
+            if is_reward(&v) || is_adjustment(&v) {
                 rewards += 1;
             } else {
                 // A decision whose window is still open hands its vectors to its join state:
@@ -531,7 +662,7 @@ impl LogStore for SledStore {
     }
 
     fn delete_campaign_log(&self, campaign: &str) -> Result<(), StoreError> {
-        for family in [LOG, EVENT] {
+        for family in [LOG, EVENT, SETTLED] {
             let mut prefix = vec![family];
             prefix.extend_from_slice(campaign.as_bytes());
             prefix.push(0);
