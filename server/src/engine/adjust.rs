@@ -363,3 +363,253 @@ impl AdjustedValues {
             .map(|(_, v)| *v)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::{json, Value};
+    use tailor_wire::{DecideRequest, RewardRequest};
+
+    use super::*;
+    use crate::campaign::CampaignConfig;
+    use crate::engine::{reports, DecideInput};
+    use crate::store::SledStore;
+
+    fn close(a: &Value, b: &Value, path: &str) {
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) => {
+                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+                assert!(
+                    (x - y).abs() <= 1e-9 * x.abs().max(1.0),
+                    "{path}: {x} vs {y}"
+                );
+            }
+            (Value::Array(x), Value::Array(y)) => {
+                assert_eq!(x.len(), y.len(), "{path}");
+                for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                    close(x, y, &format!("{path}[{i}]"));
+                }
+            }
+            (Value::Object(x), Value::Object(y)) => {
+                assert_eq!(x.len(), y.len(), "{path}");
+                for (k, v) in x {
+                    close(v, &y[k], &format!("{path}.{k}"));
+                }
+            }
+            _ => assert_eq!(a, b, "{path}"),
+        }
+    }
+
+    /// The incremental per-action and lift reports equal the fold over the logs.
+    fn reports_match_the_fold(engine: &Engine, campaign: &str) -> Value {
+        let range = engine.campaign(campaign).unwrap().config.reward_range;
+        let store = engine.store().as_ref();
+        let actions = serde_json::to_value(engine.actions_report(campaign).unwrap()).unwrap();
+        let folded = reports::fold(
+            store,
+            campaign,
+            range,
+            None,
+            reports::ActionsFold::default(),
+        );
+        close(
+            &actions,
+            &serde_json::to_value(folded.unwrap()).unwrap(),
+            "actions",
+        );
+        let lift = serde_json::to_value(engine.lift_report(campaign, 3_600).unwrap()).unwrap();
+        let folded = reports::fold(store, campaign, range, None, reports::LiftFold::new(3_600));
+        close(
+            &lift,
+            &serde_json::to_value(folded.unwrap()).unwrap(),
+            "lift",
+        );
+        actions
+    }
+
+    fn decide(engine: &Engine, campaign: &str, id: &str, k: usize) -> Vec<String> {
+        let request = DecideRequest {
+            candidates: ["a", "b", "c"]
+                .iter()
+                .map(|id| serde_json::from_value(json!({ "id": id })).unwrap())
+                .collect(),
+            event_id: Some(id.into()),
+            k: Some(k),
+            ..Default::default()
+        };
+        let d = engine
+            .decide_items(campaign, DecideInput::from_request(&request).unwrap())
+            .unwrap();
+        d.actions.into_iter().map(|a| a.id).collect()
+    }
+
+    async fn reward(engine: &Engine, campaign: &str, id: &str, action: &str, value: f64) {
+        let req = RewardRequest {
+            value,
+            action_id: Some(action.into()),
+            reward_id: None,
+            campaign: None,
+        };
+        engine.reward(campaign, id, req).await.unwrap();
+    }
+
+    fn adjust(value: Option<f64>, delta: Option<f64>, id: Option<&str>) -> AdjustRequest {
+        AdjustRequest {
+            value,
+            delta,
+            adjustment_id: id.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    fn posterior(engine: &Engine, campaign: &str, action: &str) -> (f64, f64) {
+        let rt = engine.campaign(campaign).unwrap();
+        let learner = rt.learner.read();
+        learner.policies[0].1.beta_posterior(action).unwrap()
+    }
+
+    /// Issue 22 item 4: a return corrects learning and reports once, repeats are duplicates,
+    /// every refusal names its reason, and a restart (replay past the snapshot, or a snapshot
+    /// holding the adjustment) applies it exactly once.
+    #[tokio::test]
+    async fn an_adjustment_applies_once_to_learning_and_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 1 << 20, 100).unwrap());
+        let mut engine = Engine::open(store.clone(), Default::default()).unwrap();
+        for c in [
+            json!({"id": "shop", "policy": {"type": "thompson"}}),
+            json!({"id": "summed", "policy": {"type": "thompson"},
+                   "reward_aggregation": "sum", "reward_range": [0.0, 5.0]}),
+        ] {
+            let c: CampaignConfig = serde_json::from_value(c).unwrap();
+            engine.create_campaign(c).unwrap();
+        }
+        let served = decide(&engine, "shop", "e1", 2);
+        let (first, second) = (served[0].clone(), served[1].clone());
+        reward(&engine, "shop", "e1", &first, 1.0).await;
+        reward(&engine, "shop", "e1", &second, 1.0).await;
+        decide(&engine, "shop", "e2", 1);
+        let learned = posterior(&engine, "shop", &first);
+        reports_match_the_fold(&engine, "shop");
+
+        // The return: 1 becomes 0, once.
+        let r = engine
+            .adjust("shop", "e1", adjust(Some(0.0), None, Some("ret-1")))
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status, r.previous, r.value),
+            (AdjustStatus::Accepted, 1.0, 0.0)
+        );
+        assert_eq!(r.action_id, first);
+        let returned = posterior(&engine, "shop", &first);
+        assert_eq!(returned, (learned.0 - 1.0, learned.1 + 1.0));
+        let again = engine
+            .adjust("shop", "e1", adjust(Some(0.0), None, Some("ret-1")))
+            .await
+            .unwrap();
+        assert_eq!(again.status, AdjustStatus::Duplicate);
+        assert_eq!(posterior(&engine, "shop", &first), returned);
+        let actions = reports_match_the_fold(&engine, "shop");
+        let row = |id: &str| {
+            actions
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["id"] == id)
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(row(&first)["reward_sum"], 0.0, "{actions}");
+        assert_eq!(row(&second)["reward_sum"], 1.0, "{actions}");
+
+        // Refusals.
+        let err = |e: EngineError| match e {
+            EngineError::Invalid { field, .. } => format!("400 {field}"),
+            EngineError::EventNotFound { .. } => "404".into(),
+            EngineError::NoReward { .. } => "409".into(),
+            EngineError::ReturnWindowClosed { .. } => "410".into(),
+            other => format!("{other}"),
+        };
+        let now = now_ms();
+        let cases = [
+            ("nope", adjust(Some(0.0), None, None), now, "404"),
+            ("e2", adjust(Some(0.0), None, None), now, "409"),
+            ("e1", adjust(Some(2.0), None, Some("x")), now, "400 value"),
+            ("e1", adjust(None, Some(-1.0), Some("y")), now, "400 delta"),
+            ("e1", adjust(Some(1.0), Some(1.0), None), now, "400 delta"),
+            ("e1", adjust(None, None, None), now, "400 value"),
+            ("e1", adjust(Some(f64::NAN), None, None), now, "400 value"),
+            (
+                "e1",
+                adjust(Some(1.0), None, Some("")),
+                now,
+                "400 adjustment_id",
+            ),
+            (
+                "e1",
+                adjust(Some(1.0), None, Some("late")),
+                now + 31 * 86_400_000,
+                "410",
+            ),
+        ];
+        for (event, req, at, want) in cases {
+            let got = engine.adjust_at("shop", event, &req, at).unwrap_err();
+            assert_eq!(err(got), want, "{event} {req:?}");
+        }
+        // A repeat stays a duplicate after the window closed (a retry is answered, not refused).
+        let late = engine.adjust_at(
+            "shop",
+            "e1",
+            &adjust(Some(0.0), None, Some("ret-1")),
+            now + 40 * 86_400_000,
+        );
+        assert_eq!(late.unwrap().status, AdjustStatus::Duplicate);
+
+        // Summed rewards are adjustable once the window applied them.
+        let s = decide(&engine, "summed", "s1", 1);
+        reward(&engine, "summed", "s1", &s[0], 2.0).await;
+        let early = engine.adjust_at("summed", "s1", &adjust(None, Some(-1.0), None), now);
+        assert_eq!(err(early.unwrap_err()), "409");
+        engine.sweep(u64::MAX).unwrap();
+        let r = engine
+            .adjust("summed", "s1", adjust(None, Some(-1.5), None))
+            .await
+            .unwrap();
+        assert_eq!((r.previous, r.value), (2.0, 0.5));
+        reports_match_the_fold(&engine, "summed");
+
+        // A restart replays the adjustment past the snapshot once; a snapshot that holds it
+        // is not corrected again.
+        // (The sweep above also closed e2's window with its default reward.)
+        let before = reports_match_the_fold(&engine, "shop");
+        let returned = posterior(&engine, "shop", &first);
+        drop(engine);
+        engine = Engine::open(store.clone(), Default::default()).unwrap();
+        assert_eq!(posterior(&engine, "shop", &first), returned);
+        close(
+            &reports_match_the_fold(&engine, "shop"),
+            &before,
+            "replayed",
+        );
+        engine.snapshot_all().unwrap();
+        engine
+            .adjust("shop", "e1", adjust(None, Some(1.0), Some("exchange")))
+            .await
+            .unwrap();
+        engine.snapshot_all().unwrap();
+        drop(engine);
+        engine = Engine::open(store.clone(), Default::default()).unwrap();
+        assert_eq!(
+            posterior(&engine, "shop", &first),
+            (returned.0 + 1.0, returned.1 - 1.0)
+        );
+        let actions = reports_match_the_fold(&engine, "shop");
+        let total: f64 = (actions.as_array().unwrap().iter())
+            .map(|a| a["reward_sum"].as_f64().unwrap())
+            .sum();
+        assert_eq!(total, 2.0, "{actions}");
+        assert_eq!(store.adjustments("shop").count(), 2);
+    }
+}
