@@ -13,6 +13,7 @@ mod ope;
 mod openapi;
 mod personalizer;
 mod plugins;
+mod returns;
 mod rewards;
 mod schemathesis;
 mod sdk;

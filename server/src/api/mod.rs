@@ -7,6 +7,7 @@ pub mod audit_api;
 pub mod auth;
 pub mod body;
 pub mod control_api;
+pub mod csv;
 pub mod decide_api;
 pub mod error;
 pub mod keys_api;
