@@ -207,10 +207,10 @@ mod tests {
         });
         assert_eq!(
             to_csv(&report),
-            "actions.id,actions.exposures,actions.posterior.estimate,actions.posterior.low,actions.tags\r\n\
-             \"a,b\",3,0.5,0.1,\r\n\
-             \"say \"\"hi\"\"\nnow\",1,0.25,0.0,\r\n\
-             \"'=HYPERLINK(\"\"x\"\")\",0,,,x;y\r\n"
+            "actions.exposures,actions.id,actions.posterior.estimate,actions.posterior.low,actions.tags\r\n\
+             3,\"a,b\",0.5,0.1,\r\n\
+             1,\"say \"\"hi\"\"\nnow\",0.25,0.0,\r\n\
+             0,\"'=HYPERLINK(\"\"x\"\")\",,,x;y\r\n"
         );
         // Arrays of objects under an object explode into rows carrying the parent's columns;
         // negative numbers stay numbers.
@@ -220,9 +220,9 @@ mod tests {
         ]});
         assert_eq!(
             to_csv(&series),
-            "bucket_seconds,policies.policy,policies.points.start,policies.points.reward\r\n\
-             3600,thompson,0,-1.5\r\n\
-             3600,thompson,3600,2\r\n\
+            "bucket_seconds,policies.policy,policies.points.reward,policies.points.start\r\n\
+             3600,thompson,-1.5,0\r\n\
+             3600,thompson,2,3600\r\n\
              3600,baseline,,\r\n"
         );
         // An empty report is an empty file.
