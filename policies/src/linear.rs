@@ -202,6 +202,32 @@ impl Ridge {
         }
     }
 
+    /// Correct an already learned reward at `x` by `delta` (a return turning a purchase's 1
+    /// into 0 is `delta = -1`): `b += delta·x` and `θ += delta·A⁻¹x`. `A` (and so `A⁻¹` and the
+    /// Cholesky factor) is unchanged: the observation is the same vector with another reward.
+    /// Exact without forgetting; with it, the correction enters at full weight, as a fresh
+    /// reward would (the original's weight has decayed since).
+    pub(crate) fn adjust(&mut self, x: &SparseVec, delta: f64) {
+        let d = self.d;
+        let n = x.idx.partition_point(|&i| (i as usize) < d);
+        let (idx, val) = (&x.idx[..n], &x.val[..n]);
+        if !delta.is_finite() || idx.is_empty() {
+            return;
+        }
+        for (&i, &v) in idx.iter().zip(val) {
+            self.b[i as usize] += delta * v;
+        }
+        for (r, t) in self.theta.iter_mut().enumerate() {
+            let row = &self.a_inv[r * d..r * d + d];
+            let u: f64 = idx
+                .iter()
+                .zip(val)
+                .map(|(&j, &v)| row[j as usize] * v)
+                .sum();
+            *t += delta * u;
+        }
+    }
+
     /// Recompute `A⁻¹`, `θ` and the Cholesky factor exactly from `A` and `b`.
     pub(crate) fn refresh(&mut self) {
         let d = self.d;

@@ -51,6 +51,8 @@ use crate::propensity::{
 use crate::sparse_linear::DiagRidge;
 use crate::{PolicyError, SparseVec};
 
+mod adjust;
+
 /// A candidate as a policy sees it: its id and its feature vector in this context.
 #[derive(Debug, Clone, Copy)]
 pub struct Arm<'a> {

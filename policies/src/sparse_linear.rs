@@ -151,6 +151,20 @@ impl DiagRidge {
         }
     }
 
+    /// Correct an already learned reward at `x` by `delta`: `θᵢ += delta·xᵢ/pᵢ`, the ridge
+    /// correction `delta·A⁻¹x` under this model's diagonal `A`; the precisions are unchanged
+    /// (same vector, another reward). As approximate as the diagonal model itself.
+    pub(crate) fn adjust(&mut self, x: &SparseVec, delta: f64) {
+        if self.w.is_empty() || !delta.is_finite() {
+            return;
+        }
+        let (idx, val) = self.inside(x);
+        for (&i, &v) in idx.iter().zip(val) {
+            let [t, e] = self.w[i as usize];
+            self.w[i as usize] = [t + delta * v / self.precision(e), e];
+        }
+    }
+
     /// Dimensions holding anything learned (what the serialized form stores).
     pub fn touched(&self) -> usize {
         self.w

@@ -11,7 +11,12 @@ use tokio::task::JoinHandle;
 use crate::decision::{DecideOptions, Decision, FallbackReason};
 use crate::error::{is_transient_status, Error};
 use crate::rewards::{Backoff, Counters, Sender, Shared, ShutdownReport, MAX_BATCH};
-use crate::wire::{BatchReward, CampaignStats, DecideRequest, DecideResponse};
+use crate::wire::{
+    AdjustRequest, AdjustResponse, BatchReward, CampaignStats, DecideRequest, DecideResponse,
+};
+
+/// Attempts [`Client::adjust`] makes before giving up on a transient failure.
+pub const ADJUST_ATTEMPTS: u32 = 4;
 
 /// Settings of a [`Client`]; every one has a default suited to a storefront.
 #[derive(Debug, Clone)]
@@ -437,6 +442,80 @@ impl Client {
     /// The client's counters right now.
     pub fn counters(&self) -> Counters {
         self.inner.shared.counters()
+    }
+
+    /// Correct a reward already applied to `event_id` (a return: `AdjustRequest { value:
+    /// Some(0.0), .. }` turns a purchase's 1 into 0; or send `delta`). Sent at once, not queued:
+    /// returns once the server made it durable, with the slot's reward before and after.
+    ///
+    /// Without an `adjustment_id` the client makes a unique one, so retries of this call (on a
+    /// timeout, a lost connection or a 5xx, up to [`ADJUST_ATTEMPTS`] attempts) are applied once
+    /// and two calls are two adjustments. If the same return may reach this call twice (an
+    /// at-least-once pipeline), pass a stable `adjustment_id` such as the return's id. A 4xx is
+    /// returned as [`Error::Server`]: 404 unknown event, 409 `no_reward` (nothing applied yet),
+    /// 410 `return_window_closed`, 400 a value outside the campaign's `reward_range`.
+    pub async fn adjust(
+        &self,
+        event_id: &str,
+        mut request: AdjustRequest,
+    ) -> Result<AdjustResponse, Error> {
+        let invalid = |field, message: &str| Error::InvalidArgument {
+            field,
+            message: message.to_string(),
+        };
+        if event_id.is_empty() {
+            return Err(invalid("event_id", "must not be empty"));
+        }
+        match (request.value, request.delta) {
+            (Some(v), None) | (None, Some(v)) if v.is_finite() => {}
+            (Some(_), Some(_)) => return Err(invalid("delta", "send value or delta, not both")),
+            _ => return Err(invalid("value", "send a finite value (or delta)")),
+        }
+        match &request.adjustment_id {
+            Some(id) if id.is_empty() || id.len() > 256 => {
+                return Err(invalid("adjustment_id", "must be 1-256 characters"));
+            }
+            Some(_) => {}
+            None => {
+                let seq = self.inner.reward_seq.fetch_add(1, Ordering::Relaxed);
+                request.adjustment_id =
+                    Some(format!("sdk-adj-{:016x}-{seq}", self.inner.reward_prefix));
+            }
+        }
+        let url = endpoint(&self.inner.base, &["v1", "events", event_id, "adjust"]);
+        let timeout = self.inner.request_timeout;
+        let mut pause = Duration::from_millis(100);
+        let mut attempt = 1;
+        loop {
+            let call = async {
+                let response = self
+                    .inner
+                    .http
+                    .post(url.clone())
+                    .json(&request)
+                    .send()
+                    .await?;
+                let status = response.status().as_u16();
+                Ok::<_, reqwest::Error>((status, response.bytes().await?))
+            };
+            let outcome = match tokio::time::timeout(timeout, call).await {
+                Err(_) => Err(Error::Timeout(timeout)),
+                Ok(Err(e)) => Err(Error::Transport(e)),
+                Ok(Ok((status, body))) if (200..300).contains(&status) => {
+                    return serde_json::from_slice(&body).map_err(|e| Error::Decode(e.to_string()))
+                }
+                Ok(Ok((status, body))) if !is_transient_status(status) => {
+                    return Err(Error::from_body(status, &body))
+                }
+                Ok(Ok((status, body))) => Err(Error::from_body(status, &body)),
+            };
+            if attempt >= ADJUST_ATTEMPTS {
+                return outcome;
+            }
+            attempt += 1;
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+        }
     }
 
     /// `GET /admin/v1/campaigns/{campaign}/stats`.

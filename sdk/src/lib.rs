@@ -70,7 +70,7 @@ mod error;
 mod rewards;
 pub use tailor_wire as wire;
 
-pub use client::{Client, ClientBuilder};
+pub use client::{Client, ClientBuilder, ADJUST_ATTEMPTS};
 pub use decision::{DecideOptions, Decision, DecisionSource, FallbackReason};
 pub use error::Error;
 pub use rewards::{Counters, ShutdownReport};

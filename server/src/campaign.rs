@@ -44,6 +44,11 @@ pub struct CampaignConfig {
     /// How long after a decision rewards are accepted.
     #[serde(default = "default_wait")]
     pub reward_wait_seconds: f64,
+    /// How long after a decision its applied rewards may still be adjusted (returns:
+    /// `POST /v1/events/{id}/adjust`); default 30 days, at most 365 days, at least the reward
+    /// window.
+    #[serde(default = "default_return_window")]
+    pub return_window_seconds: f64,
     /// Reward applied to a slot that got none within the window (inside `reward_range`).
     #[serde(default)]
     pub default_reward: f64,
@@ -148,6 +153,8 @@ struct CampaignConfigWire {
     featurizer: Option<FeaturizerConfig>,
     #[serde(default = "default_wait")]
     reward_wait_seconds: f64,
+    #[serde(default = "default_return_window")]
+    return_window_seconds: f64,
     #[serde(default)]
     default_reward: f64,
     #[serde(default)]
@@ -195,6 +202,7 @@ impl From<CampaignConfigWire> for CampaignConfig {
             shadow_policies: w.shadow_policies,
             featurizer,
             reward_wait_seconds: w.reward_wait_seconds,
+            return_window_seconds: w.return_window_seconds,
             default_reward: w.default_reward,
             reward_range: w.reward_range,
             reward_out_of_range: w.reward_out_of_range,
@@ -461,6 +469,15 @@ fn default_wait() -> f64 {
     600.0
 }
 
+/// The default return window: 30 days.
+pub const DEFAULT_RETURN_WINDOW_SECONDS: f64 = 30.0 * 86_400.0;
+/// The longest return window: 365 days.
+pub const MAX_RETURN_WINDOW_SECONDS: f64 = 365.0 * 86_400.0;
+
+fn default_return_window() -> f64 {
+    DEFAULT_RETURN_WINDOW_SECONDS
+}
+
 /// What a campaign decides.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -559,6 +576,15 @@ impl CampaignConfig {
             return Err(EngineError::invalid(
                 "reward_wait_seconds",
                 "must be a number of seconds above 0 and at most 2592000 (30 days)",
+            ));
+        }
+        if !(self.return_window_seconds.is_finite()
+            && self.return_window_seconds >= self.reward_wait_seconds
+            && self.return_window_seconds <= MAX_RETURN_WINDOW_SECONDS)
+        {
+            return Err(EngineError::invalid(
+                "return_window_seconds",
+                "must be a number of seconds at least reward_wait_seconds and at most 31536000 (365 days)",
             ));
         }
         if !(self.exploration.is_finite() && (0.0..=1.0).contains(&self.exploration)) {
@@ -698,6 +724,11 @@ impl CampaignConfig {
                 ),
             )),
         }
+    }
+
+    /// The return window in milliseconds.
+    pub fn return_window_ms(&self) -> u64 {
+        (self.return_window_seconds * 1000.0).round() as u64
     }
 
     pub fn reward_wait_ms(&self) -> u64 {

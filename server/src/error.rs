@@ -27,6 +27,13 @@ pub enum EngineError {
     AmbiguousEvent { id: String, campaigns: Vec<String> },
     #[error("the reward window of event {id:?} has closed")]
     RewardWindowClosed { id: String },
+    /// An adjustment (return) to a slot with no applied reward yet (none received, a `sum`
+    /// window still open, or a deferred decision never activated).
+    #[error("event {id:?} has no applied reward to adjust{detail}")]
+    NoReward { id: String, detail: String },
+    /// An adjustment after the campaign's `return_window_seconds` (counted from the decision).
+    #[error("the return window of event {id:?} has closed")]
+    ReturnWindowClosed { id: String },
     /// A plugin refused to let the decision proceed (campaign configured to refuse on failure).
     #[error("{message}")]
     Unavailable { message: String },

@@ -14,6 +14,7 @@ mod ope;
 mod openapi;
 mod personalizer;
 mod plugins;
+mod returns;
 mod rewards;
 mod schemathesis;
 mod sdk;

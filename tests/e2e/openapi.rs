@@ -13,6 +13,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/events/{event_id}/reward"),
     ("post", "/v1/campaigns/{campaign}/events/{event_id}/reward"),
     ("post", "/v1/rewards"),
+    ("post", "/v1/events/{event_id}/adjust"),
+    ("post", "/v1/campaigns/{campaign}/events/{event_id}/adjust"),
     ("post", "/admin/v1/campaigns"),
     ("get", "/admin/v1/campaigns"),
     ("get", "/admin/v1/campaigns/{id}"),

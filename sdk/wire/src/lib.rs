@@ -125,6 +125,57 @@ pub struct RewardResponse {
     pub status: RewardStatus,
 }
 
+/// `POST /v1/events/{event_id}/adjust` and `POST /v1/campaigns/{campaign}/events/{event_id}/adjust`:
+/// correct a reward already applied (a return turns a purchase's 1 into 0). Exactly one of
+/// `value` (the slot's new reward) and `delta` (added to its current reward) is sent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AdjustRequest {
+    /// The slot's reward from now on (inside the campaign's `reward_range`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// Added to the slot's current reward (the result inside `reward_range`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<f64>,
+    /// For multi-slot decisions: the action whose reward is corrected (default: the first
+    /// slot's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_id: Option<String>,
+    /// Idempotency key (1-256 characters): a repeat with the same key is a duplicate. Without
+    /// one, a repeat of the same `value` (or the same `delta`) is taken as a duplicate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adjustment_id: Option<String>,
+    /// The campaign of the decision, as for rewards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<String>,
+}
+
+/// What happened to an adjustment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum AdjustStatus {
+    /// Logged durably, learned from and counted in the reports.
+    Accepted,
+    /// The same adjustment was already applied; nothing changed.
+    Duplicate,
+}
+
+/// Answer to an adjustment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AdjustResponse {
+    pub event_id: String,
+    pub status: AdjustStatus,
+    /// The action whose reward was corrected.
+    pub action_id: String,
+    /// The slot's reward before this adjustment and after it (for a duplicate: the current
+    /// reward, twice).
+    pub previous: f64,
+    pub value: f64,
+}
+
 /// Error body of every 4xx/5xx: `{"error": {...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

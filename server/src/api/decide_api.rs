@@ -21,7 +21,7 @@ use crate::keys::Principal;
 /// campaign when it is scoped, so a scoped key never learns whether another campaign holds the
 /// id; for an unscoped key, the one live campaign holding it (404 when none, 409
 /// `ambiguous_event` listing them when several: such a key sees every campaign).
-fn event_campaign(
+pub(super) fn event_campaign(
     state: &AppState,
     who: &Principal,
     event_id: &str,
@@ -53,7 +53,7 @@ fn event_campaign(
 }
 
 /// The campaign named by the path and/or the body; they must agree.
-fn named_campaign<'a>(
+pub(super) fn named_campaign<'a>(
     in_path: Option<&'a str>,
     in_body: Option<&'a str>,
 ) -> Result<Option<&'a str>, EngineError> {

@@ -1,11 +1,13 @@
 //! HTTP API. One module per area, each with `configure`; handlers only extract, call the engine
 //! and map the result.
 
+pub mod adjust_api;
 pub mod admin_api;
 pub mod audit_api;
 pub mod auth;
 pub mod body;
 pub mod control_api;
+pub mod csv;
 pub mod decide_api;
 pub mod error;
 pub mod keys_api;
@@ -52,6 +54,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(query::config());
     let mut r = auth::Routes::new(cfg);
     decide_api::configure(&mut r);
+    adjust_api::configure(&mut r);
     admin_api::configure(&mut r);
     preview_api::configure(&mut r);
     ops_api::configure(&mut r);

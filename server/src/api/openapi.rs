@@ -20,15 +20,15 @@ pub use crate::engine::reports::{
 };
 pub use crate::keys::{KeyInfo, Role};
 pub use tailor_wire::{
-    CampaignStats, DecideRequest, DecideResponse, ErrorBody, RewardBatchRequest,
-    RewardBatchResponse, RewardRequest, RewardResponse,
+    AdjustRequest, AdjustResponse, CampaignStats, DecideRequest, DecideResponse, ErrorBody,
+    RewardBatchRequest, RewardBatchResponse, RewardRequest, RewardResponse,
 };
 
 use super::auth::{Access, Routes};
 use super::status;
 use super::{
-    admin_api, audit_api, control_api, decide_api, keys_api, ope_api, ops_api, plugins_api,
-    preview_api, reports_api, send_time_api, shoppers_api, validate_api,
+    adjust_api, admin_api, audit_api, control_api, decide_api, keys_api, ope_api, ops_api,
+    plugins_api, preview_api, reports_api, send_time_api, shoppers_api, validate_api,
 };
 
 /// `GET /admin/v1/campaigns`.
@@ -167,6 +167,8 @@ impl Modify for TransportResponses {
         decide_api::reward,
         decide_api::reward_in_campaign,
         decide_api::reward_batch,
+        adjust_api::adjust,
+        adjust_api::adjust_in_campaign,
         admin_api::create,
         admin_api::list,
         admin_api::get,

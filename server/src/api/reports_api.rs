@@ -7,8 +7,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::auth::{Access, Authorized, Routes, Scope};
+use super::csv::{self, Format};
 use super::error::ApiError;
-use super::status;
 use super::AppState;
 use crate::engine::reports;
 use crate::error::EngineError;
@@ -38,6 +38,21 @@ struct Query {
     history_path: Option<String>,
     /// Affinity: smallest number of exposures of a pair to report it.
     min_exposures: Option<u64>,
+    /// `json` (default) or `csv` (docs/reports.md); `Accept: text/csv` also asks for CSV.
+    format: Option<String>,
+}
+
+/// The format asked for, and the file name a CSV answer is downloaded as.
+fn output(
+    req: &HttpRequest,
+    q: &Query,
+    id: &str,
+    report: &str,
+) -> Result<(Format, String), EngineError> {
+    Ok((
+        csv::format(req, q.format.as_deref())?,
+        format!("{id}-{report}"),
+    ))
 }
 
 fn query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, EngineError> {
@@ -59,6 +74,7 @@ fn bucket(q: &Query) -> Result<u64, EngineError> {
 async fn read<R, T>(
     state: &AppState,
     id: &str,
+    out: (Format, String),
     f: impl FnOnce(&crate::engine::Engine, &str) -> Result<T, EngineError> + Send + 'static,
     wrap: impl FnOnce(T) -> R + Send + 'static,
 ) -> Result<HttpResponse, ApiError>
@@ -69,12 +85,14 @@ where
     state.engine.campaign(id)?;
     let engine = state.engine.clone();
     let id = id.to_string();
-    let out = web::block(move || f(&engine, &id).map(wrap))
-        .await
-        .map_err(|e| EngineError::Unavailable {
-            message: format!("report worker failed: {e}"),
-        })??;
-    Ok(status::ok(out))
+    let body = web::block(move || {
+        f(&engine, &id).map(|t| serde_json::to_value(wrap(t)).expect("a report serializes"))
+    })
+    .await
+    .map_err(|e| EngineError::Unavailable {
+        message: format!("report worker failed: {e}"),
+    })??;
+    Ok(csv::respond(&body, out.0, &out.1))
 }
 
 /// Fold the campaign's logs into a report off the async threads (one decision at a time), then
@@ -82,6 +100,7 @@ where
 async fn report<F, R>(
     state: &AppState,
     id: &str,
+    out: (Format, String),
     history_path: Option<String>,
     fold: F,
     wrap: impl FnOnce(F::Out) -> R + Send + 'static,
@@ -93,15 +112,15 @@ where
     state.engine.campaign(id)?;
     let engine = state.engine.clone();
     let id = id.to_string();
-    let out = web::block(move || {
+    let body = web::block(move || {
         let out = engine.fold_report(&id, history_path.as_deref(), fold)?;
-        Ok::<_, EngineError>(wrap(out))
+        Ok::<_, EngineError>(serde_json::to_value(wrap(out)).expect("a report serializes"))
     })
     .await
     .map_err(|e| EngineError::Unavailable {
         message: format!("report worker failed: {e}"),
     })??;
-    Ok(status::ok(out))
+    Ok(csv::respond(&body, out.0, &out.1))
 }
 
 #[utoipa::path(
@@ -110,7 +129,7 @@ where
     operation_id = "report_actions",
     tag = "reports",
     summary = "Per action: exposures, reward rate, posterior interval",
-    params(("id" = String, Path, description = "Campaign id")),
+    params(("id" = String, Path, description = "Campaign id"), ("format" = Option<String>, Query, description = "json (default) or csv; `Accept: text/csv` also answers CSV")),
     responses(
         (status = 200, body = crate::api::openapi::ActionsReport),
         (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
@@ -124,10 +143,11 @@ async fn actions(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let _: Query = query(&req)?;
+    let q: Query = query(&req)?;
     read(
         &state,
         &id,
+        output(&req, &q, &id, "actions")?,
         |e, id| e.actions_report(id),
         |a| serde_json::json!({ "actions": a }),
     )
@@ -140,7 +160,7 @@ async fn actions(
     operation_id = "report_lift",
     tag = "reports",
     summary = "Personalized vs holdout, overall and per bucket",
-    params(("id" = String, Path, description = "Campaign id"), ("bucket_seconds" = Option<u64>, Query, description = "Time-series bucket width, default 86400")),
+    params(("id" = String, Path, description = "Campaign id"), ("bucket_seconds" = Option<u64>, Query, description = "Time-series bucket width, default 86400"), ("format" = Option<String>, Query, description = "json (default) or csv; `Accept: text/csv` also answers CSV")),
     responses(
         (status = 200, body = crate::api::openapi::LiftReport),
         (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
@@ -156,7 +176,8 @@ async fn lift(
 ) -> Result<HttpResponse, ApiError> {
     let q: Query = query(&req)?;
     let b = bucket(&q)?;
-    read(&state, &id, move |e, id| e.lift_report(id, b), |l| l).await
+    let out = output(&req, &q, &id, "lift")?;
+    read(&state, &id, out, move |e, id| e.lift_report(id, b), |l| l).await
 }
 
 #[utoipa::path(
@@ -165,7 +186,7 @@ async fn lift(
     operation_id = "report_hidden_gems",
     tag = "reports",
     summary = "Rarely shown actions that do well",
-    params(("id" = String, Path, description = "Campaign id"), ("max_share" = Option<f64>, Query, description = "Largest exposure share that counts as rarely shown, in (0, 1]")),
+    params(("id" = String, Path, description = "Campaign id"), ("max_share" = Option<f64>, Query, description = "Largest exposure share that counts as rarely shown, in (0, 1]"), ("format" = Option<String>, Query, description = "json (default) or csv; `Accept: text/csv` also answers CSV")),
     responses(
         (status = 200, body = crate::api::openapi::GemsReport),
         (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
@@ -189,6 +210,7 @@ async fn gems(
     read(
         &state,
         &id,
+        output(&req, &q, &id, "hidden-gems")?,
         move |e, id| e.gems_report(id, max_share),
         |g| g,
     )
@@ -201,7 +223,7 @@ async fn gems(
     operation_id = "report_affinity",
     tag = "reports",
     summary = "Category affinity: shoppers who bought X shown items of Y",
-    params(("id" = String, Path, description = "Campaign id"), ("history_path" = Option<String>, Query, description = "Dotted context path of the history categories, default history.categories"), ("min_exposures" = Option<u64>, Query, description = "Smallest exposures of a reported pair, default 10")),
+    params(("id" = String, Path, description = "Campaign id"), ("history_path" = Option<String>, Query, description = "Dotted context path of the history categories, default history.categories"), ("min_exposures" = Option<u64>, Query, description = "Smallest exposures of a reported pair, default 10"), ("format" = Option<String>, Query, description = "json (default) or csv; `Accept: text/csv` also answers CSV")),
     responses(
         (status = 200, body = crate::api::openapi::AffinityReport),
         (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
@@ -225,7 +247,8 @@ async fn affinity(
     }
     let min = q.min_exposures.unwrap_or(10);
     let fold = reports::AffinityFold::new(&path, min);
-    report(&state, &id, Some(path), fold, |a| a).await
+    let out = output(&req, &q, &id, "affinity")?;
+    report(&state, &id, out, Some(path), fold, |a| a).await
 }
 
 #[utoipa::path(
@@ -234,7 +257,7 @@ async fn affinity(
     operation_id = "report_policies",
     tag = "reports",
     summary = "Reward over time per policy",
-    params(("id" = String, Path, description = "Campaign id"), ("bucket_seconds" = Option<u64>, Query, description = "Time-series bucket width, default 86400")),
+    params(("id" = String, Path, description = "Campaign id"), ("bucket_seconds" = Option<u64>, Query, description = "Time-series bucket width, default 86400"), ("format" = Option<String>, Query, description = "json (default) or csv; `Accept: text/csv` also answers CSV")),
     responses(
         (status = 200, body = crate::api::openapi::PoliciesReport),
         (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
@@ -253,6 +276,7 @@ async fn policies(
     read(
         &state,
         &id,
+        output(&req, &q, &id, "policies")?,
         move |e, id| e.policies_report(id, b),
         move |p| serde_json::json!({ "bucket_seconds": b, "policies": p }),
     )
@@ -265,7 +289,7 @@ async fn policies(
     operation_id = "report_policy_values",
     tag = "reports",
     summary = "Estimated reward over time of the serving and every shadow policy (replay + SNIPS)",
-    params(("id" = String, Path, description = "Campaign id"), ("bucket_seconds" = Option<u64>, Query, description = "Time-series bucket width, default 86400")),
+    params(("id" = String, Path, description = "Campaign id"), ("bucket_seconds" = Option<u64>, Query, description = "Time-series bucket width, default 86400"), ("format" = Option<String>, Query, description = "json (default) or csv; `Accept: text/csv` also answers CSV")),
     responses(
         (status = 200, body = crate::ope::ValueSeriesReport),
         (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
@@ -281,12 +305,16 @@ async fn policy_values(
 ) -> Result<HttpResponse, ApiError> {
     let q: Query = query(&req)?;
     let b = bucket(&q)?;
+    let (format, name) = output(&req, &q, &id, "policy-values")?;
     let rt = state.engine.campaign(&id)?;
     let engine = state.engine.clone();
-    let out = web::block(move || crate::ope::value_series(&engine, &rt, b))
-        .await
-        .map_err(|e| EngineError::Unavailable {
-            message: format!("report worker failed: {e}"),
-        })??;
-    Ok(status::ok(out))
+    let body = web::block(move || {
+        crate::ope::value_series(&engine, &rt, b)
+            .map(|v| serde_json::to_value(v).expect("a report serializes"))
+    })
+    .await
+    .map_err(|e| EngineError::Unavailable {
+        message: format!("report worker failed: {e}"),
+    })??;
+    Ok(csv::respond(&body, format, &name))
 }

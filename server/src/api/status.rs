@@ -34,6 +34,8 @@ pub fn classify(e: &ApiError) -> (StatusCode, &'static str) {
             E::EventIdConflict { .. } => (StatusCode::CONFLICT, "event_id_conflict"),
             E::AmbiguousEvent { .. } => (StatusCode::CONFLICT, "ambiguous_event"),
             E::RewardWindowClosed { .. } => (StatusCode::GONE, "reward_window_closed"),
+            E::NoReward { .. } => (StatusCode::CONFLICT, "no_reward"),
+            E::ReturnWindowClosed { .. } => (StatusCode::GONE, "return_window_closed"),
             E::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             E::KeyNotFound { .. } => (StatusCode::NOT_FOUND, "key_not_found"),
             E::ShopperNotFound { .. } => (StatusCode::NOT_FOUND, "shopper_not_found"),
@@ -185,6 +187,8 @@ mod tests {
             (E::AmbiguousEvent { id: s(), campaigns: vec![] }.into(), 409, "ambiguous_event", 409, "Conflict"),
             // The one difference: Personalizer had no 410.
             (E::RewardWindowClosed { id: s() }.into(), 410, "reward_window_closed", 400, "BadRequest"),
+            (E::NoReward { id: s(), detail: s() }.into(), 409, "no_reward", 409, "Conflict"),
+            (E::ReturnWindowClosed { id: s() }.into(), 410, "return_window_closed", 410, "BadRequest"),
             (E::Unavailable { message: s() }.into(), 503, "unavailable", 503, "ServiceUnavailable"),
             (E::KeyNotFound { id: s() }.into(), 404, "key_not_found", 404, "ResourceNotFound"),
             (E::ShopperNotFound { id: s() }.into(), 404, "shopper_not_found", 404, "ResourceNotFound"),

@@ -17,6 +17,7 @@
 //! and window closing; `model.rs` model files and log deletion; `records.rs` what handlers read
 //! through the engine.
 
+mod adjust;
 mod background;
 mod decide;
 mod durability;

@@ -36,6 +36,11 @@ impl Engine {
                         self.learn(rt, &r)?;
                         replayed_rewards += 1;
                     }
+                    // Numbered under the join lock like rewards, and covered by `reward_seq`.
+                    LogRecord::Adjustment(a) if a.seq > reward_seq => {
+                        self.learn_adjustment(rt, &a);
+                        replayed_rewards += 1;
+                    }
                     _ => {}
                 }
             }

@@ -27,7 +27,7 @@ use super::reports::{self, ActionReport, GemsReport, LiftReport, PolicySeries};
 use super::{Books, Engine};
 use crate::error::EngineError;
 use crate::ope::log::RewardIndex;
-use crate::store::{DecisionRecord, RewardRecord, Store};
+use crate::store::{AdjustmentEntry, DecisionRecord, RewardRecord, Store};
 
 /// Name of the snapshot entry (in `CampaignSnapshot.policies`) holding the aggregates.
 pub(super) const SNAPSHOT_ENTRY: &str = "reports.aggregates";
@@ -354,6 +354,45 @@ impl ReportBook {
             .1 += value;
     }
 
+    /// Count an adjustment (a return): `slot` of the decision `e.event_id` now holds `e.value`
+    /// instead of `e.previous`. A decision still waiting for another slot's reward is corrected
+    /// in place; a settled one through the outcome the entry recorded.
+    pub(crate) fn on_adjust(&mut self, e: &AdjustmentEntry) {
+        let delta = e.value - e.previous;
+        self.binary &= (0.0..=1.0).contains(&e.value);
+        let key = self.key(&e.event_id);
+        let (before, hour, holdout, policy) = match self.open.get_mut(&key) {
+            Some(open) => {
+                let before = open.outcome;
+                open.outcome += delta;
+                if let Some(slot) = open.slots.as_mut().and_then(|v| v.get_mut(e.slot as usize)) {
+                    *slot = Some(e.value);
+                }
+                (before, open.hour, open.holdout, open.policy)
+            }
+            None => (
+                e.outcome_before,
+                hour_of(e.decision_at_ms),
+                e.holdout,
+                self.policy_index(&e.policy),
+            ),
+        };
+        let t = self.tally(&e.action);
+        t.sum += delta;
+        t.sum_sq += e.value * e.value - e.previous * e.previous;
+        t.rewarded =
+            (t.rewarded + u64::from(e.value > 0.0)).saturating_sub(u64::from(e.previous > 0.0));
+        let after = before + delta;
+        let m = self.hours.entry(hour).or_default().arm(holdout);
+        m.sum += delta;
+        m.sum_sq += after * after - before * before;
+        self.policies[usize::from(policy)]
+            .1
+            .entry(hour)
+            .or_default()
+            .1 += delta;
+    }
+
     /// Once a day of decision time, drop decisions and parked rewards long past their windows.
     fn forget_stale(&mut self, hour: u32) {
         if hour <= self.newest_hour {
@@ -475,8 +514,9 @@ pub(crate) fn build(
                 })
             }),
     )?;
+    let (adjusted, adjusted_binary) = super::adjust::adjusted_values(store, campaign, reward_seq)?;
     let mut book = ReportBook {
-        binary: rewards.binary(),
+        binary: rewards.binary() && adjusted_binary,
         ..ReportBook::default()
     };
     for d in store.decisions(campaign, 0) {
@@ -491,7 +531,10 @@ pub(crate) fn build(
         let key = book.key(&d.event_id);
         for (i, a) in d.actions.iter().enumerate() {
             let Ok(slot) = u32::try_from(i) else { break };
-            if let Some(v) = rewards.get(&d.event_id, slot) {
+            let v = adjusted
+                .get(&d.event_id, slot)
+                .or_else(|| rewards.get(&d.event_id, slot));
+            if let Some(v) = v {
                 book.apply(key, slot, &a.id, v);
             }
         }

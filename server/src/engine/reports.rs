@@ -99,6 +99,8 @@ pub fn fold<F: RowFold>(
             })
         }),
     )?;
+    // Adjustments (returns) replace the reward of the slot they name.
+    let (adjusted, adjusted_binary) = super::adjust::adjusted_values(store, campaign, u64::MAX)?;
     for d in store.decisions(campaign, 0) {
         let d = d?;
         if d.campaign != campaign {
@@ -108,7 +110,11 @@ pub fn fold<F: RowFold>(
             .map(|i| {
                 u32::try_from(i)
                     .ok()
-                    .and_then(|slot| rewards.get(&d.event_id, slot))
+                    .and_then(|slot| {
+                        adjusted
+                            .get(&d.event_id, slot)
+                            .or_else(|| rewards.get(&d.event_id, slot))
+                    })
                     .unwrap_or(0.0)
             })
             .collect();
@@ -130,7 +136,7 @@ pub fn fold<F: RowFold>(
             categories,
         });
     }
-    Ok(f.finish(rewards.binary()))
+    Ok(f.finish(rewards.binary() && adjusted_binary))
 }
 
 fn history_of(req: &Value, path: &str) -> Vec<String> {

@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use super::records::{decode, encode, DecisionRecordV2, EventRecordV1, EventRecordV2};
 use super::segments::Segments;
 use super::sled_store::{
-    is_reward, join_key, log_key, pending_key, push_event_key, segments_dir, split_log_key,
+    is_decision, join_key, log_key, pending_key, push_event_key, segments_dir, split_log_key,
     LEGACY_SEQ_KEY, LOG, PENDING, SCHEMA_KEY,
 };
 use super::{
@@ -263,7 +263,7 @@ pub(super) fn v3_to_v4(db: &sled::Db, segments: &Segments) -> Result<u64, StoreE
     let mut moved = 0u64;
     for kv in log.scan_prefix([LOG]) {
         let (k, v) = kv?;
-        if is_reward(&v) {
+        if !is_decision(&v) {
             continue;
         }
         let (campaign, seq) = split_log_key(&k)?;
@@ -296,7 +296,7 @@ pub(super) fn finish_v4(db: &sled::Db) -> Result<(), StoreError> {
     let mut n = 0;
     for kv in log.scan_prefix([LOG]) {
         let (k, v) = kv?;
-        if !is_reward(&v) {
+        if is_decision(&v) {
             batch.remove(k);
             n += 1;
             if n == CHUNK {
@@ -434,9 +434,9 @@ fn downgrade_to_schema2(db: &sled::Db) -> Result<(), StoreError> {
             })?;
         match decode::<LogEntry>("log entry", &v)? {
             LogEntry::Decision(d) => Ok(d),
-            LogEntry::Reward(_) => Err(StoreError::Corrupt {
+            LogEntry::Reward(_) | LogEntry::Adjustment(_) => Err(StoreError::Corrupt {
                 what: "decision",
-                message: "a reward".into(),
+                message: "not a decision".into(),
             }),
         }
     };
@@ -483,6 +483,8 @@ fn downgrade_to_schema2(db: &sled::Db) -> Result<(), StoreError> {
                         };
                         rewards.insert(seq.to_be_bytes(), encode(&old))?;
                     }
+                    // Schema 2 had no adjustments (returns): the downgrade drops them.
+                    LogEntry::Adjustment(_) => {}
                 }
             }
             b'E' => {
@@ -514,6 +516,8 @@ fn downgrade_to_schema2(db: &sled::Db) -> Result<(), StoreError> {
                 };
                 events.insert(rest, encode(&old))?;
             }
+            // Settled slots (returns) did not exist in schema 2.
+            b'S' => {}
             _ => {
                 pending.insert(rest, &[])?;
             }
@@ -805,7 +809,7 @@ mod tests {
         assert!(meta.get(V4_CLEANUP_KEY).unwrap().is_none());
         // Decisions live in the segment files now; `log` keeps only rewards among `L` entries.
         let log = db.open_tree("log").unwrap();
-        assert!(log.scan_prefix([LOG]).all(|kv| is_reward(&kv.unwrap().1)));
+        assert!(!log.scan_prefix([LOG]).any(|kv| is_decision(&kv.unwrap().1)));
         assert!(s.decisions("c2", 0).count() > 0);
         let names = db.tree_names();
         for old in V2_TREES {

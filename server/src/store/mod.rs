@@ -12,10 +12,14 @@
 //!     from the log, pruned to a marker when its window closes;
 //!   - `P` ++ deadline (big-endian) ++ campaign ++ 0 ++ event id: reward windows still open.
 //!
+//!   - `S` ++ campaign ++ 0 ++ event id ++ 0 ++ slot (big-endian u32): the applied reward of a
+//!     slot as adjustments (returns) see it ([`SettledSlot`]), kept past the join state's pruning.
+//!
 //! A decision is appended to its segment under its campaign's books lock (so a campaign's frames
 //! are in sequence order), then its `E` and `P` entries go in one sled batch; a reward is one
-//! batch of its `L` entry, the new `E` and (when the window closes) the `P` removal. A flush
-//! syncs the segments before sled, so a durable join state never names a decision that is not.
+//! batch of its `L` entry, the new `E`, its slot's `S` and (when the window closes) the `P`
+//! removal; an adjustment is one batch of its `L` entry and its slot's new `S`. A flush syncs
+//! the segments before sled, so a durable join state never names a decision that is not.
 //! Readers merge a campaign's decisions and rewards by sequence number. Sequence numbers come
 //! from one generator, so they increase within each campaign and never repeat.
 //!
@@ -42,9 +46,9 @@ use std::pin::Pin;
 #[doc(hidden)]
 pub use migrate::downgrade_to_schema1;
 pub use records::{
-    CampaignSnapshot, Counters, DecisionRecord, EventRecord, LogEntry, LoggedAction, PinnedSlots,
-    RewardEntry, RewardKind, RewardRecord, SendEventRecord, ServedAction, ShopperRecord, SlotState,
-    MAX_LOGGED_REQUEST,
+    AdjustmentEntry, AdjustmentRecord, CampaignSnapshot, Counters, DecisionRecord, EventRecord,
+    LogEntry, LoggedAction, PinnedSlots, RewardEntry, RewardKind, RewardRecord, SendEventRecord,
+    ServedAction, SettledSlot, ShopperRecord, SlotState, MAX_LOGGED_REQUEST,
 };
 pub use sled_store::SledStore;
 
@@ -96,6 +100,28 @@ pub trait LogStore: Send + Sync + 'static {
         rewards: &[RewardRecord],
         close: bool,
     ) -> Result<(), StoreError>;
+
+    /// The applied rewards of `event_id`'s slots (slot, state), in slot order: what an
+    /// adjustment corrects. Slots without an applied reward are absent.
+    fn settled(
+        &self,
+        campaign: &str,
+        event_id: &str,
+    ) -> Result<Vec<(u32, SettledSlot)>, StoreError>;
+
+    /// In one atomic batch: append the adjustment to its campaign's log and store its slot's
+    /// new settled state (`S` key of `adjustment.entry.event_id`, slot `adjustment.entry.slot`).
+    fn commit_adjustment(
+        &self,
+        adjustment: &AdjustmentRecord,
+        slot: &SettledSlot,
+    ) -> Result<(), StoreError>;
+
+    /// The adjustments of `campaign`'s log, in order (reports' folds).
+    fn adjustments(
+        &self,
+        campaign: &str,
+    ) -> Box<dyn Iterator<Item = Result<AdjustmentRecord, StoreError>> + '_>;
 
     /// (campaign, event id) of the events whose reward window ended at or before `now_ms`,
     /// oldest first.
@@ -229,4 +255,5 @@ impl<T: LogStore + ConfigStore + ShopperStore> Store for T {}
 pub enum LogRecord {
     Decision(DecisionRecord),
     Reward(RewardRecord),
+    Adjustment(AdjustmentRecord),
 }

@@ -283,6 +283,58 @@ pub struct RewardEntry {
 pub enum LogEntry {
     Decision(DecisionRecord),
     Reward(RewardEntry),
+    /// A correction of a slot's applied reward (a return): tag 2.
+    Adjustment(AdjustmentEntry),
+}
+
+/// A correction of an applied reward as its campaign's log stores it (`L` ++ campaign ++ 0 ++
+/// seq, like a reward). Self-contained for the reports (the decision's time, arm, policy and
+/// outcome before it); the action's vector is joined back from the decision by `decision_seq`
+/// when read, as a reward's is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdjustmentEntry {
+    pub event_id: String,
+    pub decision_seq: u64,
+    /// When the adjustment was applied.
+    pub at_ms: u64,
+    pub slot: u32,
+    /// The slot's served action id.
+    pub action: String,
+    /// The slot's reward before this adjustment, and after it.
+    pub previous: f64,
+    pub value: f64,
+    /// The decision's outcome (sum of its slots' applied rewards) before this adjustment.
+    pub outcome_before: f64,
+    /// The decision's time, holdout flag and serving policy.
+    pub decision_at_ms: u64,
+    pub holdout: bool,
+    pub policy: String,
+    /// The idempotency key (hash of `adjustment_id`, or of the sent value).
+    pub key: u64,
+}
+
+/// An adjustment as read back: its log entry with the served action (and its vector, when the
+/// decision is still in the log; an empty vector otherwise).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdjustmentRecord {
+    pub seq: u64,
+    pub campaign: String,
+    pub entry: AdjustmentEntry,
+    pub action: LoggedAction,
+}
+
+/// The applied reward of one slot as adjustments see it (`S` ++ campaign ++ 0 ++ event id ++ 0
+/// ++ slot in tree `log`): written in the batch of the reward it records, then rewritten in the
+/// batch of each adjustment. Outlives the join state's pruning (returns come after the reward
+/// window), like the join state's marker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettledSlot {
+    /// The served action id.
+    pub action: String,
+    /// The slot's reward as learned now (after any adjustments).
+    pub value: f64,
+    /// Idempotency keys of the adjustments applied.
+    pub adjustments: Vec<u64>,
 }
 
 /// Per-action counters kept with a campaign.

@@ -8,8 +8,9 @@ use super::migrate;
 use super::records::{decode, encode, RECORD_VERSION};
 use super::segments::Segments;
 use super::{
-    CampaignSnapshot, ConfigStore, DecisionRecord, EventRecord, FlushFuture, LogEntry, LogRecord,
-    LogStore, RewardEntry, RewardRecord, SendEventRecord, ShopperRecord, ShopperStore, StoreError,
+    AdjustmentEntry, AdjustmentRecord, CampaignSnapshot, ConfigStore, DecisionRecord, EventRecord,
+    FlushFuture, LogEntry, LogRecord, LogStore, LoggedAction, RewardEntry, RewardRecord,
+    SendEventRecord, SettledSlot, ShopperRecord, ShopperStore, StoreError,
 };
 
 /// Schema of the trees and keys below; bump on an incompatible change. Version 2 keyed
@@ -29,10 +30,14 @@ pub(super) const LEGACY_SEQ_KEY: &[u8] = b"schema1_last_decision_seq";
 pub(super) const LOG: u8 = b'L';
 pub(super) const EVENT: u8 = b'E';
 pub(super) const PENDING: u8 = b'P';
+/// Settled slots: what adjustments (returns) correct ([`SettledSlot`]).
+pub(super) const SETTLED: u8 = b'S';
 
 /// postcard's tag of [`LogEntry::Reward`], the byte after the version byte: lets readers skip
 /// entries of the other kind without decoding them.
 const REWARD_TAG: u8 = 1;
+/// postcard's tag of [`LogEntry::Adjustment`].
+const ADJUSTMENT_TAG: u8 = 2;
 
 /// Embedded store in one directory.
 #[derive(Clone)]
@@ -174,8 +179,33 @@ pub(super) fn split_log_key(k: &[u8]) -> Result<(&str, u64), StoreError> {
     Ok((campaign, seq))
 }
 
+/// A decision entry (postcard tag 0) in the `log` tree: only a schema 3 → 4 migration leaves one.
+pub(super) fn is_decision(value: &[u8]) -> bool {
+    value.first() == Some(&RECORD_VERSION) && value.get(1) == Some(&0)
+}
+
 pub(super) fn is_reward(value: &[u8]) -> bool {
     value.first() == Some(&RECORD_VERSION) && value.get(1) == Some(&REWARD_TAG)
+}
+
+fn is_adjustment(value: &[u8]) -> bool {
+    value.first() == Some(&RECORD_VERSION) && value.get(1) == Some(&ADJUSTMENT_TAG)
+}
+
+/// `S` ++ campaign ++ 0 ++ event id ++ 0: the prefix of an event's settled slots.
+fn settled_prefix(campaign: &str, event_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(campaign.len() + event_id.len() + 7);
+    k.push(SETTLED);
+    push_event_key(&mut k, campaign, event_id);
+    k.push(0);
+    k
+}
+
+/// `S` ++ campaign ++ 0 ++ event id ++ 0 ++ slot.
+fn settled_key(campaign: &str, event_id: &str, slot: u32) -> Vec<u8> {
+    let mut k = settled_prefix(campaign, event_id);
+    k.extend_from_slice(&slot.to_be_bytes());
+    k
 }
 
 fn decode_event(campaign: &str, event_id: &str, v: &[u8]) -> Result<EventRecord, StoreError> {
@@ -307,7 +337,40 @@ impl SledStore {
                 Ok(LogRecord::Decision(d))
             }
             LogEntry::Reward(r) => Ok(LogRecord::Reward(self.join_reward(campaign, seq, r)?)),
+            LogEntry::Adjustment(a) => Ok(LogRecord::Adjustment(
+                self.join_adjustment(campaign, seq, a)?,
+            )),
         }
+    }
+
+    /// An adjustment entry joined to its decision's action and vector; when neither the
+    /// decision nor the join state holds the vector any more, the action comes with an empty
+    /// one (learners that read vectors then have nothing to correct).
+    fn join_adjustment(
+        &self,
+        campaign: &str,
+        seq: u64,
+        entry: AdjustmentEntry,
+    ) -> Result<AdjustmentRecord, StoreError> {
+        let slot = entry.slot as usize;
+        let action = match self.decision(campaign, entry.decision_seq)? {
+            Some(d) => d.actions.into_iter().nth(slot),
+            None => self
+                .event(campaign, &entry.event_id)?
+                .and_then(|e| e.kept_action(slot)),
+        }
+        .filter(|a| a.id == entry.action)
+        .unwrap_or_else(|| LoggedAction {
+            id: entry.action.clone(),
+            probability: 1.0,
+            x: Default::default(),
+        });
+        Ok(AdjustmentRecord {
+            seq,
+            campaign: campaign.to_string(),
+            entry,
+            action,
+        })
     }
 
     /// A reward entry joined to its decision's action and vector: from the decision's log
@@ -350,8 +413,8 @@ impl SledStore {
         })
     }
 
-    /// The reward entries of `campaign`'s log above `after` (the `log` tree; decisions a
-    /// migration cut short left there are skipped: they are in the segments too).
+    /// The reward and adjustment entries of `campaign`'s log above `after` (the `log` tree;
+    /// decisions a migration cut short left there are skipped: they are in the segments too).
     fn reward_range(
         &self,
         campaign: &str,
@@ -361,7 +424,9 @@ impl SledStore {
         self.log
             .range(log_key(campaign, after.saturating_add(1))..end)
             .filter_map(|kv| match kv {
-                Ok((k, v)) if is_reward(&v) => Some(split_log_key(&k).map(|(_, seq)| (seq, v))),
+                Ok((k, v)) if is_reward(&v) || is_adjustment(&v) => {
+                    Some(split_log_key(&k).map(|(_, seq)| (seq, v)))
+                }
                 Ok(_) => None,
                 Err(e) => Some(Err(e.into())),
             })
@@ -463,6 +528,14 @@ impl LogStore for SledStore {
                 value: r.value,
             });
             batch.insert(log_key(&r.campaign, r.seq), encode(&entry));
+            batch.insert(
+                settled_key(&r.campaign, &r.event_id, r.slot),
+                encode(&SettledSlot {
+                    action: r.action.id.clone(),
+                    value: r.value,
+                    adjustments: Vec::new(),
+                }),
+            );
         }
         if close {
             batch.remove(pending_key(
@@ -473,6 +546,68 @@ impl LogStore for SledStore {
         }
         self.log.apply_batch(batch)?;
         Ok(())
+    }
+
+    fn settled(
+        &self,
+        campaign: &str,
+        event_id: &str,
+    ) -> Result<Vec<(u32, SettledSlot)>, StoreError> {
+        let prefix = settled_prefix(campaign, event_id);
+        self.log
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                let slot = k
+                    .get(prefix.len()..)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map(u32::from_be_bytes)
+                    .ok_or_else(|| StoreError::Corrupt {
+                        what: "settled key",
+                        message: format!("{} bytes", k.len()),
+                    })?;
+                Ok((slot, decode("settled slot", &v)?))
+            })
+            .collect()
+    }
+
+    fn commit_adjustment(
+        &self,
+        adjustment: &AdjustmentRecord,
+        slot: &SettledSlot,
+    ) -> Result<(), StoreError> {
+        let e = &adjustment.entry;
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            log_key(&adjustment.campaign, adjustment.seq),
+            encode(&LogEntry::Adjustment(e.clone())),
+        );
+        batch.insert(
+            settled_key(&adjustment.campaign, &e.event_id, e.slot),
+            encode(slot),
+        );
+        self.log.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn adjustments(
+        &self,
+        campaign: &str,
+    ) -> Box<dyn Iterator<Item = Result<AdjustmentRecord, StoreError>> + '_> {
+        let campaign = campaign.to_string();
+        Box::new(
+            self.reward_range(&campaign.clone(), 0)
+                .filter_map(move |kv| match kv {
+                    Ok((seq, v)) if is_adjustment(&v) => Some(self.log_record(&campaign, seq, &v)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .filter_map(|r| match r {
+                    Ok(LogRecord::Adjustment(a)) => Some(Ok(a)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                }),
+        )
     }
 
     fn due_events(&self, now_ms: u64, limit: usize) -> Result<Vec<(String, String)>, StoreError> {
@@ -556,7 +691,7 @@ impl LogStore for SledStore {
                 })
                 .filter_map(|r| match r {
                     Ok(LogRecord::Reward(r)) => Some(Ok(r)),
-                    Ok(LogRecord::Decision(_)) => None,
+                    Ok(LogRecord::Decision(_) | LogRecord::Adjustment(_)) => None,
                     Err(e) => Some(Err(e)),
                 }),
         )
@@ -571,7 +706,7 @@ impl LogStore for SledStore {
             .range(log_key(campaign, 0)..=log_key(campaign, up_to))
         {
             let (k, v) = kv?;
-            if is_reward(&v) {
+            if is_reward(&v) || is_adjustment(&v) {
                 rewards += 1;
             }
             batch.remove(k);
@@ -601,7 +736,7 @@ impl LogStore for SledStore {
     }
 
     fn delete_campaign_log(&self, campaign: &str) -> Result<(), StoreError> {
-        for family in [LOG, EVENT] {
+        for family in [LOG, EVENT, SETTLED] {
             let mut prefix = vec![family];
             prefix.extend_from_slice(campaign.as_bytes());
             prefix.push(0);
