@@ -135,7 +135,7 @@ async fn previews_match_decides_log_nothing_and_decisions_explain() {
             let (s, r) = server
                 .post(
                     &format!("/v1/events/warm-{i}/reward"),
-                    &json!({"value": value, "action": id}),
+                    &json!({"value": value, "action_id": id}),
                 )
                 .await;
             assert_eq!(s, 200, "{r}");
@@ -414,7 +414,7 @@ async fn pins_hold_in_their_window_and_never_outside_it() {
             let (s, r) = server
                 .post(
                     &format!("/v1/events/d-{i}/reward"),
-                    &json!({"value": reward, "action": id}),
+                    &json!({"value": reward, "action_id": id}),
                 )
                 .await;
             assert_eq!(s, 200, "{r}");

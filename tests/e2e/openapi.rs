@@ -22,6 +22,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/admin/v1/campaigns/{id}"),
     ("get", "/admin/v1/campaigns/{id}/stats"),
     ("post", "/admin/v1/campaigns/{id}/validate"),
+    ("post", "/admin/v1/campaigns/{id}/preview"),
+    (
+        "get",
+        "/admin/v1/campaigns/{id}/decisions/{event_id}/explain",
+    ),
     ("post", "/admin/v1/campaigns/{id}/pause"),
     ("post", "/admin/v1/campaigns/{id}/resume"),
     ("put", "/admin/v1/campaigns/{id}/holdout"),

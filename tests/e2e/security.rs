@@ -171,8 +171,11 @@ fn allowed(caller: Caller, method: &str, path: &str) -> bool {
     }
     match caller {
         Caller::Nobody => false,
+        // A preview changes nothing, so viewers may run it (issue 22).
         Caller::Viewer => {
-            path.starts_with("/v1/") || (path.starts_with("/admin/") && method == "GET")
+            path.starts_with("/v1/")
+                || (path.starts_with("/admin/") && method == "GET")
+                || (method == "POST" && path.starts_with("/admin/") && path.ends_with("/preview"))
         }
         Caller::DecideElsewhere => {
             (path.starts_with("/v1/") && !path.starts_with("/v1/campaigns/home"))

@@ -313,6 +313,48 @@ mod tests {
         assert_eq!(plan.policy_slots(4), 2);
     }
 
+    /// Decision entries written before `pinned` existed (one byte shorter: the empty list's
+    /// length) decode with no pinned slot; pinned slots round-trip.
+    #[test]
+    fn decision_records_before_pins_still_decode() {
+        use crate::store::{
+            decode_record, encode_record, DecisionRecord, LogEntry, LoggedAction, PinnedSlots,
+        };
+        let mut d = DecisionRecord {
+            seq: 0,
+            event_id: "e".into(),
+            campaign: String::new(),
+            at_ms: 1,
+            deadline_ms: 2,
+            policy: "thompson".into(),
+            seed: 3,
+            holdout: false,
+            explore: true,
+            actions: vec![LoggedAction {
+                id: "a".into(),
+                probability: 1.0,
+                x: Default::default(),
+            }],
+            candidates: 4,
+            request: Vec::new(),
+            removed: vec![("p".into(), "b".into(), 1)],
+            candidate_set: 5,
+            pinned: PinnedSlots(vec![0]),
+        };
+        let bytes = encode_record(&LogEntry::Decision(d.clone()));
+        let LogEntry::Decision(back) = decode_record::<LogEntry>("t", &bytes).unwrap() else {
+            panic!("a decision");
+        };
+        assert_eq!(back, d);
+        d.pinned = PinnedSlots::default();
+        let mut old = encode_record(&LogEntry::Decision(d.clone()));
+        assert_eq!(old.pop(), Some(0), "the empty list is the last byte");
+        let LogEntry::Decision(back) = decode_record::<LogEntry>("t", &old).unwrap() else {
+            panic!("a decision");
+        };
+        assert_eq!(back, d);
+    }
+
     #[test]
     fn baseline_puts_promoted_first_and_keeps_ties_in_order() {
         let plan = Plan {
