@@ -20,3 +20,4 @@ mod security;
 mod send_time;
 mod simulate;
 mod transport;
+mod variety;

@@ -311,7 +311,10 @@ impl Engine {
         // `Value`s, built from the body only for a campaign with plugins (and for a features
         // object that repeats a key, which a `Value` resolves to its last value).
         let chain = rt.chain.read().clone();
-        let values = if !chain.is_empty() || req.repeats_keys() {
+        let values = if !chain.is_empty()
+            || req.repeats_keys()
+            || super::promotions::reads_attributes(&rt.config)
+        {
             Some(ItemsRequest::values(&input.raw)?)
         } else {
             None
@@ -419,47 +422,64 @@ impl Engine {
         }
         // Holdout shoppers always get the control order (baseline), and are marked as such.
         let holdout = super::holdout::in_holdout(&rt.config, req.shopper_id.as_deref());
+        // Variety limits, running promotions and the wall clock (docs/variety.md).
+        let slate = super::promotions::SlateInputs::build(
+            &rt.config,
+            values.as_ref(),
+            &stage.eligible,
+            |i| req.id(i).to_string(),
+        );
         // `first`: each eligible candidate's probability of the first slot, when asked for.
-        let (policy, choices, first) =
-            if holdout || rt.config.status != CampaignStatus::Active || stage.fallback.is_some() {
-                let choices = (0..k)
+        let (policy, choices, first) = if holdout
+            || rt.config.status != CampaignStatus::Active
+            || stage.fallback.is_some()
+        {
+            let choices = if slate.limited() {
+                tailor_policies::policy::ordered_slate(stage.eligible.len(), k, &slate.rules())
+            } else {
+                (0..k)
                     .map(|index| Choice {
                         index,
                         probability: 1.0,
                     })
-                    .collect();
-                let first = req.distribution.then(|| {
-                    (0..stage.eligible.len())
-                        .map(|i| if i == 0 { 1.0 } else { 0.0 })
-                        .collect()
-                });
-                (BASELINE.to_string(), choices, first)
-            } else {
-                let arms: Vec<Arm<'_>> = stage
-                    .eligible
-                    .iter()
-                    .map(|&i| Arm {
-                        id: req.id(i),
-                        x: vectors.get(i).unwrap_or(&empty),
-                    })
-                    .collect();
-                let mut rng = Pcg64Mcg::seed_from_u64(seed);
-                let learner = rt.learner.read();
-                let (name, policy) = learner.serving();
-                let choices = policy
-                    .choose_with_exploration(&arms, k, explore, rt.config.exploration, &mut rng)
-                    .map_err(|e| EngineError::policy("policy", e))?;
-                let first = if req.distribution {
-                    Some(
-                        policy
-                            .first_slot_distribution(&arms, explore, rt.config.exploration)
-                            .map_err(|e| EngineError::policy("policy", e))?,
-                    )
-                } else {
-                    None
-                };
-                (name.to_string(), choices, first)
+                    .collect()
             };
+            let first = req.distribution.then(|| {
+                (0..stage.eligible.len())
+                    .map(|i| if i == 0 { 1.0 } else { 0.0 })
+                    .collect()
+            });
+            (BASELINE.to_string(), choices, first)
+        } else {
+            let arms: Vec<Arm<'_>> = stage
+                .eligible
+                .iter()
+                .map(|&i| Arm {
+                    id: req.id(i),
+                    x: vectors.get(i).unwrap_or(&empty),
+                })
+                .collect();
+            let mut rng = Pcg64Mcg::seed_from_u64(seed);
+            let learner = rt.learner.read();
+            let (name, policy) = learner.serving();
+            let exploration = rt.config.exploration;
+            let choices = if slate.is_plain() {
+                policy.choose_with_exploration(&arms, k, explore, exploration, &mut rng)
+            } else {
+                policy.choose_slate(&arms, k, explore, exploration, &slate.rules(), &mut rng)
+            }
+            .map_err(|e| EngineError::policy("policy", e))?;
+            let first = if req.distribution {
+                Some(
+                    policy
+                        .first_slot_distribution_with(&arms, explore, exploration, &slate.rules())
+                        .map_err(|e| EngineError::policy("policy", e))?,
+                )
+            } else {
+                None
+            };
+            (name.to_string(), choices, first)
+        };
         let distribution = first.map(|p| {
             stage
                 .eligible

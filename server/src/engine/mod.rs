@@ -24,6 +24,7 @@ pub mod featurize;
 pub mod holdout;
 mod model;
 pub mod parse;
+pub(crate) mod promotions;
 mod records;
 mod recovery;
 mod report_book;
