@@ -234,7 +234,7 @@ async fn variety_and_promotion_settings_are_validated() {
         "id": "good", "policy": {"type": "thompson"}, "half_life": "7d",
         "variety": {"attribute": "brand", "max_per_value": 1, "diversity": 0.5},
         "promotions": [{"id": "summer", "starts_at": "2026-06-01T00:00:00Z", "ends_at": "2026-06-08T00:00:00Z",
-                        "attribute": "brand", "value": "acme", "exploration": 0.2}]
+                        "attribute": "brand", "value": "acme", "exploration": 0.2, "reset": "none"}]
     });
     server.create_campaign(good.clone()).await;
     let (_, c) = server.get("/admin/v1/campaigns/good").await;
