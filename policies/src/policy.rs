@@ -1302,12 +1302,24 @@ impl Policy {
         explore: bool,
         exploration: f64,
     ) -> Result<Vec<f64>, PolicyError> {
+        self.first_slot_distribution_at(arms, explore, exploration, None)
+    }
+
+    /// [`first_slot_distribution`](Self::first_slot_distribution) with posteriors aged to
+    /// `at_ms` under a wall-clock half-life.
+    pub(crate) fn first_slot_distribution_at(
+        &self,
+        arms: &[Arm<'_>],
+        explore: bool,
+        exploration: f64,
+        at_ms: Option<u64>,
+    ) -> Result<Vec<f64>, PolicyError> {
         if arms.is_empty() {
             return Err(PolicyError::NoCandidates);
         }
         // The scorer's draws are not used by `probability`; a fixed seed keeps this pure.
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
-        let scorer = self.scorer(arms, explore, self.clock(None), &mut rng);
+        let scorer = self.scorer(arms, explore, self.clock(at_ms), &mut rng);
         let eps = if explore { exploration } else { 0.0 };
         let remaining: Vec<usize> = (0..arms.len()).collect();
         let n = arms.len() as f64;

@@ -230,8 +230,8 @@ impl Policy {
     }
 
     /// The probability that the first slot of [`choose_slate`](Self::choose_slate) is each
-    /// candidate, without drawing (the limit and the diversity share cannot act on the first
-    /// slot; a promotion's exploration can).
+    /// candidate, without drawing, at the rules' time (the limit and the diversity share cannot
+    /// act on the first slot; a promotion's exploration can).
     pub fn first_slot_distribution_with(
         &self,
         arms: &[Arm<'_>],
@@ -247,10 +247,10 @@ impl Policy {
         };
         let promoted = rules.promoted.iter().filter(|&&b| b).count();
         if promo == 0.0 || promoted == 0 {
-            return self.first_slot_distribution(arms, explore, exploration);
+            return self.first_slot_distribution_at(arms, explore, exploration, rules.now_ms);
         }
         rules.check(arms.len())?;
-        let mut p = self.first_slot_distribution(arms, explore, 0.0)?;
+        let mut p = self.first_slot_distribution_at(arms, explore, 0.0, rules.now_ms)?;
         let n = arms.len() as f64;
         for (i, pi) in p.iter_mut().enumerate() {
             let u = if rules.promoted[i] {
