@@ -8,7 +8,7 @@ use rand_pcg::Pcg64Mcg;
 use std::cell::RefCell;
 
 use tailor_policies::features::VectorScratch;
-use tailor_policies::{Arm, Choice, SparseVec};
+use tailor_policies::{Arm, SparseVec};
 use tailor_wire::{ChosenAction, DecideRequest, DecideResponse, SendTimeRequest, SendTimeResponse};
 
 use super::parse::ItemsRequest;
@@ -429,57 +429,49 @@ impl Engine {
             &stage.eligible,
             |i| req.id(i).to_string(),
         );
+        let rules = slate.rules();
         // `first`: each eligible candidate's probability of the first slot, when asked for.
-        let (policy, choices, first) = if holdout
-            || rt.config.status != CampaignStatus::Active
-            || stage.fallback.is_some()
-        {
-            let choices = if slate.limited() {
-                tailor_policies::policy::ordered_slate(stage.eligible.len(), k, &slate.rules())
+        let (policy, choices, first) =
+            if holdout || rt.config.status != CampaignStatus::Active || stage.fallback.is_some() {
+                // The order sent, skipping what a variety limit excludes.
+                let choices =
+                    tailor_policies::policy::ordered_slate(stage.eligible.len(), k, &rules);
+                let first = req.distribution.then(|| {
+                    (0..stage.eligible.len())
+                        .map(|i| if i == 0 { 1.0 } else { 0.0 })
+                        .collect()
+                });
+                (BASELINE.to_string(), choices, first)
             } else {
-                (0..k)
-                    .map(|index| Choice {
-                        index,
-                        probability: 1.0,
+                let arms: Vec<Arm<'_>> = stage
+                    .eligible
+                    .iter()
+                    .map(|&i| Arm {
+                        id: req.id(i),
+                        x: vectors.get(i).unwrap_or(&empty),
                     })
-                    .collect()
+                    .collect();
+                let mut rng = Pcg64Mcg::seed_from_u64(seed);
+                let learner = rt.learner.read();
+                let (name, policy) = learner.serving();
+                let e = rt.config.exploration;
+                let choices = if slate.is_plain() {
+                    policy.choose_with_exploration(&arms, k, explore, e, &mut rng)
+                } else {
+                    policy.choose_slate(&arms, k, explore, e, &rules, &mut rng)
+                }
+                .map_err(|e| EngineError::policy("policy", e))?;
+                let first = if req.distribution {
+                    Some(
+                        policy
+                            .first_slot_distribution_with(&arms, explore, e, &rules)
+                            .map_err(|e| EngineError::policy("policy", e))?,
+                    )
+                } else {
+                    None
+                };
+                (name.to_string(), choices, first)
             };
-            let first = req.distribution.then(|| {
-                (0..stage.eligible.len())
-                    .map(|i| if i == 0 { 1.0 } else { 0.0 })
-                    .collect()
-            });
-            (BASELINE.to_string(), choices, first)
-        } else {
-            let arms: Vec<Arm<'_>> = stage
-                .eligible
-                .iter()
-                .map(|&i| Arm {
-                    id: req.id(i),
-                    x: vectors.get(i).unwrap_or(&empty),
-                })
-                .collect();
-            let mut rng = Pcg64Mcg::seed_from_u64(seed);
-            let learner = rt.learner.read();
-            let (name, policy) = learner.serving();
-            let exploration = rt.config.exploration;
-            let choices = if slate.is_plain() {
-                policy.choose_with_exploration(&arms, k, explore, exploration, &mut rng)
-            } else {
-                policy.choose_slate(&arms, k, explore, exploration, &slate.rules(), &mut rng)
-            }
-            .map_err(|e| EngineError::policy("policy", e))?;
-            let first = if req.distribution {
-                Some(
-                    policy
-                        .first_slot_distribution_with(&arms, explore, exploration, &slate.rules())
-                        .map_err(|e| EngineError::policy("policy", e))?,
-                )
-            } else {
-                None
-            };
-            (name.to_string(), choices, first)
-        };
         let distribution = first.map(|p| {
             stage
                 .eligible

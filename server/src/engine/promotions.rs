@@ -140,11 +140,6 @@ impl SlateInputs {
         self.groups.is_empty() && self.promoted.is_empty() && self.now_ms.is_none()
     }
 
-    /// Whether a per-value limit applies (the baseline order must respect it too).
-    pub(crate) fn limited(&self) -> bool {
-        self.max_per_value > 0 && !self.groups.is_empty()
-    }
-
     pub(crate) fn rules(&self) -> SlateRules<'_> {
         SlateRules {
             groups: &self.groups,
