@@ -15,8 +15,9 @@ use tailor_sim::send_time;
 /// Options of `tailor simulate`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SimulateArgs {
-    /// `retail` (products, the default) or `send-time` (when to send a daily message; see
-    /// `tailor_sim::send_time`).
+    /// `retail` (products, the default), `send-time` (when to send a daily message; see
+    /// `tailor_sim::send_time`) or `variety` (a five-slot carousel for a variety-seeking
+    /// shopper, with and without a per-category limit; see `tailor_sim::variety`).
     #[arg(long, default_value = "retail")]
     pub scenario: String,
     /// Send-time scenario: shoppers.
@@ -108,7 +109,25 @@ pub fn run(args: &SimulateArgs, settings: &Settings) -> anyhow::Result<()> {
             }
             return Ok(());
         }
-        other => bail!("--scenario must be retail or send-time, got {other:?}"),
+        "variety" => {
+            // A variety-seeking shopper and a five-slot carousel, in process (docs/variety.md).
+            let s = tailor_sim::variety::VarietySettings {
+                seed: args.seed,
+                rounds: args.rounds,
+                products: args.products,
+                candidates: args.candidates,
+                policies: if args.policies.is_empty() {
+                    tailor_sim::variety::VarietySettings::default().policies
+                } else {
+                    args.policies.clone()
+                },
+                ..Default::default()
+            };
+            let results = tailor_sim::variety::run(&s, &tailor_sim::variety::MODES)?;
+            print!("{}", tailor_sim::variety::table(&s, &results));
+            return Ok(());
+        }
+        other => bail!("--scenario must be retail, send-time or variety, got {other:?}"),
     }
     let names = if args.policies.is_empty() {
         retail::default_policies(args.shift)

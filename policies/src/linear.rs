@@ -228,6 +228,21 @@ impl Ridge {
         }
     }
 
+    /// Discount every piece of evidence by `gamma` toward the prior (`A ← γA + (1-γ)λI`,
+    /// `b ← γb`) without learning anything: a promotion's reset. `gamma = 0` is the prior.
+    pub(crate) fn discount(&mut self, gamma: f64) {
+        let d = self.d;
+        let gamma = gamma.clamp(0.0, 1.0);
+        for i in 0..d {
+            for j in 0..d {
+                self.a[i * d + j] *= gamma;
+            }
+            self.a[i * d + i] += (1.0 - gamma) * self.lambda;
+            self.b[i] *= gamma;
+        }
+        self.refresh();
+    }
+
     /// Recompute `A⁻¹`, `θ` and the Cholesky factor exactly from `A` and `b`.
     pub(crate) fn refresh(&mut self) {
         let d = self.d;

@@ -52,6 +52,10 @@ use crate::sparse_linear::DiagRidge;
 use crate::{PolicyError, SparseVec};
 
 mod adjust;
+mod forgetting;
+mod slate;
+
+pub use slate::{ordered_slate, SlateRules};
 
 /// A candidate as a policy sees it: its id and its feature vector in this context.
 #[derive(Debug, Clone, Copy)]
@@ -566,6 +570,7 @@ impl PolicyConfig {
             rewards: 0,
             decay,
             state,
+            time: None,
         })
     }
 }
@@ -715,6 +720,31 @@ pub struct Policy {
     /// Per-reward discount `γ` (1 = no forgetting).
     decay: f64,
     state: State,
+    /// Forgetting in wall-clock time, set by the caller after building or loading
+    /// ([`Policy::set_time_half_life`]); not part of the encoded state, whose layout older
+    /// snapshots share. Its clock is kept by the caller ([`Policy::time_clock`]).
+    #[serde(skip)]
+    time: Option<TimeDecay>,
+}
+
+/// Wall-clock forgetting: evidence stamped at `then` weighs `2^(-(now - then)/half_life)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct TimeDecay {
+    half_life_ms: f64,
+    /// Time of the latest update (ms since the epoch; 0 before any).
+    last_ms: u64,
+}
+
+/// The weight left, `now_ms` later, on evidence stamped at `then_ms` under a half-life of
+/// `half_life_ms`: `2^(-(now - then)/half_life)`, 1 when `now <= then` (a clock that went back
+/// never adds weight).
+pub fn time_weight(half_life_ms: f64, then_ms: u64, now_ms: u64) -> f64 {
+    let dt = now_ms.saturating_sub(then_ms) as f64;
+    if dt == 0.0 {
+        1.0
+    } else {
+        (-dt / half_life_ms * std::f64::consts::LN_2).exp()
+    }
 }
 
 const _: () = {
@@ -724,7 +754,7 @@ const _: () = {
 };
 
 /// How one `choose` call scores candidates, shared by all its slots.
-enum Scorer<'a> {
+pub(crate) enum Scorer<'a> {
     /// Independent draws with known marginals (Thompson-style).
     Beta {
         draws: Vec<f64>,
@@ -927,7 +957,7 @@ impl Scorer<'_> {
         }
     }
 
-    fn pick<R: Rng + ?Sized>(&self, remaining: &[usize], rng: &mut R) -> usize {
+    pub(crate) fn pick<R: Rng + ?Sized>(&self, remaining: &[usize], rng: &mut R) -> usize {
         match self {
             Scorer::Beta { draws, .. } | Scorer::Student { draws, .. } => {
                 argmax_first(remaining, draws)
@@ -959,7 +989,7 @@ impl Scorer<'_> {
     }
 
     /// Probability that `pick` over `remaining` returns `i`.
-    fn probability(&self, i: usize, remaining: &[usize]) -> f64 {
+    pub(crate) fn probability(&self, i: usize, remaining: &[usize]) -> f64 {
         let n = remaining.len();
         if n == 1 {
             return 1.0;
@@ -1145,23 +1175,43 @@ impl Policy {
         self.rewards
     }
 
-    /// `γ^(now - then)`, the weight left on evidence stamped at `then`.
-    fn age_weight(&self, then: u64) -> f64 {
-        if self.decay == 1.0 {
-            1.0
-        } else {
-            self.decay.powf(self.rewards.saturating_sub(then) as f64)
+    /// The weight left at `now` on evidence stamped at `then`: `γ^(now - then)` on the reward
+    /// clock, or the wall-clock half-life's weight ([`time_weight`]).
+    fn age_weight(&self, then: u64, now: u64) -> f64 {
+        match self.time {
+            Some(t) => time_weight(t.half_life_ms, then, now),
+            None if self.decay == 1.0 => 1.0,
+            None => self.decay.powf(now.saturating_sub(then) as f64),
         }
     }
 
-    fn beta_params(&self, b: &BetaArms, id: &str) -> (f64, f64) {
-        self.beta_arm(b, id).0
+    /// The forgetting clock's reading: the reward count, or under a wall-clock half-life the
+    /// time `at_ms` (never before the latest update; without one, the latest update's time).
+    fn clock(&self, at_ms: Option<u64>) -> u64 {
+        match self.time {
+            Some(t) => at_ms.unwrap_or(t.last_ms).max(t.last_ms),
+            None => self.rewards,
+        }
+    }
+
+    /// Whether posteriors only change on update (so per-arm CDF tables can be cached).
+    fn static_posteriors(&self) -> bool {
+        self.decay == 1.0 && self.time.is_none()
+    }
+
+    fn beta_params(&self, b: &BetaArms, id: &str, now: u64) -> (f64, f64) {
+        self.beta_arm(b, id, now).0
     }
 
     /// An arm's posterior and, without forgetting (where posteriors only change on update), its
     /// CDF table.
-    fn beta_arm<'s>(&self, b: &'s BetaArms, id: &str) -> ((f64, f64), Option<&'s BetaTable>) {
-        let tables = self.decay == 1.0;
+    fn beta_arm<'s>(
+        &self,
+        b: &'s BetaArms,
+        id: &str,
+        now: u64,
+    ) -> ((f64, f64), Option<&'s BetaTable>) {
+        let tables = self.static_posteriors();
         match b.arms.get(id) {
             None => {
                 let t = tables.then(|| {
@@ -1172,7 +1222,7 @@ impl Policy {
                 (b.prior, t.flatten())
             }
             Some(arm) => {
-                let w = self.age_weight(arm.clock);
+                let w = self.age_weight(arm.clock, now);
                 let p = (b.prior.0 + w * arm.successes, b.prior.1 + w * arm.failures);
                 let t = tables.then(|| arm.table.get_or_init(|| BetaTable::new(p.0, p.1)).as_ref());
                 (p, t.flatten())
@@ -1180,20 +1230,20 @@ impl Policy {
         }
     }
 
-    fn nig_posterior(&self, g: &NigArms, id: &str) -> Nig {
+    fn nig_posterior(&self, g: &NigArms, id: &str, now: u64) -> Nig {
         match g.arms.get(id) {
             None => g.prior,
             Some(e) => {
-                let k = self.age_weight(e.clock);
+                let k = self.age_weight(e.clock, now);
                 g.prior.posterior(e.weight * k, e.mean, e.m2 * k)
             }
         }
     }
 
     /// An arm's posterior and, without forgetting, the CDF table of its Student-t marginal.
-    fn nig_arm<'s>(&self, g: &'s NigArms, id: &str) -> (Nig, Option<&'s StudentTable>) {
-        let tables = self.decay == 1.0;
-        let p = self.nig_posterior(g, id);
+    fn nig_arm<'s>(&self, g: &'s NigArms, id: &str, now: u64) -> (Nig, Option<&'s StudentTable>) {
+        let tables = self.static_posteriors();
+        let p = self.nig_posterior(g, id, now);
         let cell = match g.arms.get(id) {
             None => &g.prior_table,
             Some(e) => &e.table,
@@ -1208,7 +1258,7 @@ impl Policy {
     /// Posterior `(alpha, beta)` of a Beta-Bernoulli arm (None for other policies).
     pub fn beta_posterior(&self, id: &str) -> Option<(f64, f64)> {
         match &self.state {
-            State::Beta(b) => Some(self.beta_params(b, id)),
+            State::Beta(b) => Some(self.beta_params(b, id, self.clock(None))),
             _ => None,
         }
     }
@@ -1218,7 +1268,7 @@ impl Policy {
     pub fn normal_inverse_gamma_posterior(&self, id: &str) -> Option<(f64, f64, f64, f64)> {
         match &self.state {
             State::Gaussian(g) => {
-                let p = self.nig_posterior(g, id);
+                let p = self.nig_posterior(g, id, self.clock(None));
                 Some((p.mean, p.count, p.shape, p.scale))
             }
             _ => None,
@@ -1230,10 +1280,10 @@ impl Policy {
     pub fn estimate(&self, arm: Arm<'_>) -> Option<f64> {
         match &self.state {
             State::Beta(b) => {
-                let (a, bb) = self.beta_params(b, arm.id);
+                let (a, bb) = self.beta_params(b, arm.id, self.clock(None));
                 Some(a / (a + bb))
             }
-            State::Gaussian(g) => Some(self.nig_posterior(g, arm.id).mean),
+            State::Gaussian(g) => Some(self.nig_posterior(g, arm.id, self.clock(None)).mean),
             State::LinUcb { model, .. } | State::LinTs { model, .. } => Some(model.mean(arm.x)),
             State::SparseLinUcb { model, .. } => Some(model.mean(arm.x)),
             State::LinUcbDisjoint { arms, .. } => {
@@ -1247,7 +1297,15 @@ impl Policy {
         }
     }
 
-    fn scorer<R: Rng + ?Sized>(&self, arms: &[Arm<'_>], explore: bool, rng: &mut R) -> Scorer<'_> {
+    /// How one `choose` call scores `arms`, with posteriors aged to the forgetting clock's
+    /// reading `now` ([`Policy::clock`]).
+    pub(crate) fn scorer<R: Rng + ?Sized>(
+        &self,
+        arms: &[Arm<'_>],
+        explore: bool,
+        now: u64,
+        rng: &mut R,
+    ) -> Scorer<'_> {
         let mut scratch = Vec::new();
         let greedy = |scores: Vec<f64>| Scorer::Scores {
             scores,
@@ -1259,14 +1317,14 @@ impl Policy {
                     return greedy(
                         arms.iter()
                             .map(|a| {
-                                let (al, be) = self.beta_params(b, a.id);
+                                let (al, be) = self.beta_params(b, a.id, now);
                                 al / (al + be)
                             })
                             .collect(),
                     );
                 }
                 let (params, tables): (Vec<(f64, f64)>, Vec<Option<&BetaTable>>) =
-                    arms.iter().map(|a| self.beta_arm(b, a.id)).unzip();
+                    arms.iter().map(|a| self.beta_arm(b, a.id, now)).unzip();
                 let draws = params
                     .iter()
                     .map(|&(a, b)| sample_beta(a, b, rng))
@@ -1281,12 +1339,12 @@ impl Policy {
                 if !explore {
                     return greedy(
                         arms.iter()
-                            .map(|a| self.nig_posterior(g, a.id).mean)
+                            .map(|a| self.nig_posterior(g, a.id, now).mean)
                             .collect(),
                     );
                 }
                 let (post, tables): (Vec<Nig>, Vec<Option<&StudentTable>>) =
-                    arms.iter().map(|a| self.nig_arm(g, a.id)).unzip();
+                    arms.iter().map(|a| self.nig_arm(g, a.id, now)).unzip();
                 let draws = post
                     .iter()
                     .map(|p| {
@@ -1456,7 +1514,7 @@ impl Policy {
             });
         }
         let eps = if explore { exploration } else { 0.0 };
-        let scorer = self.scorer(arms, explore, rng);
+        let scorer = self.scorer(arms, explore, self.clock(None), rng);
         let k = k.min(arms.len());
         let mut remaining: Vec<usize> = (0..arms.len()).collect();
         let mut out = Vec::with_capacity(k);
@@ -1509,7 +1567,7 @@ impl Policy {
         }
         check_boosts(arms, boosts)?;
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
-        let scorer = self.scorer(arms, explore, &mut rng);
+        let scorer = self.scorer(arms, explore, self.clock(None), &mut rng);
         let eps = if explore { exploration } else { 0.0 };
         let remaining: Vec<usize> = (0..arms.len()).collect();
         Ok((0..arms.len())
@@ -1528,12 +1586,12 @@ impl Policy {
         let mut scratch = Vec::new();
         let (mean, sd, score) = match &self.state {
             State::Beta(b) => {
-                let (a, bb) = self.beta_params(b, arm.id);
+                let (a, bb) = self.beta_params(b, arm.id, self.clock(None));
                 let s = a + bb;
                 (a / s, Some((a * bb / (s * s * (s + 1.0))).sqrt()), None)
             }
             State::Gaussian(g) => {
-                let (loc, scale, dof) = self.nig_posterior(g, arm.id).marginal();
+                let (loc, scale, dof) = self.nig_posterior(g, arm.id, self.clock(None)).marginal();
                 let sd = if dof > 2.0 {
                     scale * (dof / (dof - 2.0)).sqrt()
                 } else {
@@ -1590,12 +1648,24 @@ impl Policy {
         explore: bool,
         exploration: f64,
     ) -> Result<Vec<f64>, PolicyError> {
+        self.first_slot_distribution_at(arms, explore, exploration, None)
+    }
+
+    /// [`first_slot_distribution`](Self::first_slot_distribution) with posteriors aged to
+    /// `at_ms` under a wall-clock half-life.
+    pub(crate) fn first_slot_distribution_at(
+        &self,
+        arms: &[Arm<'_>],
+        explore: bool,
+        exploration: f64,
+        at_ms: Option<u64>,
+    ) -> Result<Vec<f64>, PolicyError> {
         if arms.is_empty() {
             return Err(PolicyError::NoCandidates);
         }
         // The scorer's draws are not used by `probability`; a fixed seed keeps this pure.
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
-        let scorer = self.scorer(arms, explore, &mut rng);
+        let scorer = self.scorer(arms, explore, self.clock(at_ms), &mut rng);
         let eps = if explore { exploration } else { 0.0 };
         let remaining: Vec<usize> = (0..arms.len()).collect();
         let n = arms.len() as f64;
@@ -1611,18 +1681,39 @@ impl Policy {
     /// from the serving one). Non-finite rewards are ignored; Beta-Bernoulli clamps rewards into
     /// [0, 1].
     pub fn update(&mut self, arm: Arm<'_>, reward: f64, propensity: f64) {
+        self.learn(arm, reward, propensity, None);
+    }
+
+    /// [`update`](Self::update) for a reward that happened at `at_ms` (ms since the epoch):
+    /// under a wall-clock half-life ([`set_time_half_life`](Self::set_time_half_life)) older
+    /// evidence is first discounted by the time elapsed since it was learned; otherwise the time
+    /// is ignored. Replaying the same rewards with the same times gives the same state.
+    pub fn update_at(&mut self, arm: Arm<'_>, reward: f64, propensity: f64, at_ms: u64) {
+        self.learn(arm, reward, propensity, Some(at_ms));
+    }
+
+    fn learn(&mut self, arm: Arm<'_>, reward: f64, propensity: f64, at_ms: Option<u64>) {
         let _ = propensity;
         if !reward.is_finite() {
             return;
         }
+        let time = self.time;
+        let now = self.clock(at_ms);
+        // Per-arm evidence: the weight left on it now, and the stamp it gets. On the reward
+        // clock every reward ages all evidence by one step (this one included: `· γ`, stamped
+        // `now + 1`); in wall-clock time only the time elapsed counts.
         let gamma = self.decay;
-        let now = self.rewards;
-        let age = |then: u64| {
-            if gamma == 1.0 {
-                1.0
-            } else {
-                gamma.powf(now.saturating_sub(then) as f64)
-            }
+        let age = |then: u64| match time {
+            Some(t) => time_weight(t.half_life_ms, then, now),
+            None if gamma == 1.0 => 1.0,
+            None => gamma.powf(now.saturating_sub(then) as f64) * gamma,
+        };
+        let stamp = if time.is_some() { now } else { now + 1 };
+        // Shared models: discounted once per update, by one step or by the time since the last.
+        let shared = match time {
+            Some(t) if t.last_ms > 0 => time_weight(t.half_life_ms, t.last_ms, now),
+            Some(_) => 1.0,
+            None => gamma,
         };
         match &mut self.state {
             State::Beta(b) => {
@@ -1633,12 +1724,12 @@ impl Policy {
                     clock: now,
                     table: OnceLock::new(),
                 });
-                let w = age(e.clock) * gamma;
+                let w = age(e.clock);
                 e.successes = e.successes * w + r;
                 e.failures = e.failures * w + (1.0 - r);
-                e.clock = now + 1;
+                e.clock = stamp;
                 e.table = OnceLock::new();
-                if gamma == 1.0 {
+                if gamma == 1.0 && time.is_none() {
                     // Build the CDF table now, on the reward path, rather than on the next
                     // decide.
                     let (a, bb) = (b.prior.0 + e.successes, b.prior.1 + e.failures);
@@ -1653,7 +1744,7 @@ impl Policy {
                     clock: now,
                     table: OnceLock::new(),
                 });
-                let k = age(e.clock) * gamma;
+                let k = age(e.clock);
                 let (w, mean, m2) = (e.weight * k, e.mean, e.m2 * k);
                 // Weighted Welford: stable for large revenues where Σr² - (Σr)²/n would cancel.
                 let w1 = w + 1.0;
@@ -1662,9 +1753,9 @@ impl Policy {
                 e.weight = w1;
                 e.mean = mean1;
                 e.m2 = m2 + d * (reward - mean1);
-                e.clock = now + 1;
+                e.clock = stamp;
                 e.table = OnceLock::new();
-                if gamma == 1.0 {
+                if gamma == 1.0 && time.is_none() {
                     // The table depends only on the degrees of freedom 2·(α₀ + w/2); build it
                     // now, on the reward path, rather than on the next decide.
                     let dof = 2.0 * g.prior.shape + w1;
@@ -1672,9 +1763,9 @@ impl Policy {
                 }
             }
             State::LinUcb { model, .. } | State::LinTs { model, .. } => {
-                model.update(arm.x, reward, gamma)
+                model.update(arm.x, reward, shared)
             }
-            State::SparseLinUcb { model, .. } => model.update(arm.x, reward, gamma),
+            State::SparseLinUcb { model, .. } => model.update(arm.x, reward, shared),
             State::LinUcbDisjoint { lambda, arms, .. } => {
                 let dim = self.dimension;
                 let lambda = *lambda;
@@ -1690,11 +1781,14 @@ impl Policy {
                     e.1 += (reward - e.1) / w;
                     e.0 = w;
                 }
-                Estimates::Ridge(r) => r.update(arm.x, reward, gamma),
+                Estimates::Ridge(r) => r.update(arm.x, reward, shared),
             },
             State::Uniform | State::Fixed => return,
         }
         self.rewards += 1;
+        if let Some(t) = &mut self.time {
+            t.last_ms = now;
+        }
     }
 }
 

@@ -165,6 +165,24 @@ impl DiagRidge {
         }
     }
 
+    /// Discount every dimension's evidence by `gamma` toward the prior without learning (a
+    /// promotion's reset); `gamma = 0` forgets everything, weights included.
+    pub(crate) fn discount(&mut self, gamma: f64) {
+        if gamma <= 0.0 {
+            self.w = Vec::new();
+            self.g = 1.0;
+            return;
+        }
+        if gamma < 1.0 {
+            self.g *= gamma;
+            if self.g < RESCALE_BELOW {
+                let g = self.g;
+                self.w.iter_mut().for_each(|w| w[1] *= g);
+                self.g = 1.0;
+            }
+        }
+    }
+
     /// Dimensions holding anything learned (what the serialized form stores).
     pub fn touched(&self) -> usize {
         self.w

@@ -6,6 +6,12 @@ use tailor_policies::{FeaturizerConfig, PolicyConfig, RewardRange};
 use crate::error::EngineError;
 pub use crate::merchandising::Merchandising;
 
+mod variety;
+pub use variety::{
+    parse_duration_ms, parse_time, Promotion, PromotionWindow, ResetAt, VarietySettings,
+    MAX_PROMOTIONS,
+};
+
 /// A decision point: what it ranks, how it learns, how rewards join.
 ///
 /// Deserialized through [`CampaignConfigWire`] so that the defaults of `policy` and
@@ -102,6 +108,21 @@ pub struct CampaignConfig {
     /// Items campaigns: pins and boosts with time windows (docs/merchandising.md).
     #[serde(default, skip_serializing_if = "Merchandising::is_empty")]
     pub merchandising: Merchandising,
+    // -- Variety, wall-clock forgetting, promotions (issue 22 items 3, 6; docs/variety.md).
+    /// Items campaigns: limit how many slots of one answer share a value of a candidate
+    /// attribute, and/or prefer values the answer does not hold yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variety: Option<VarietySettings>,
+    /// Items campaigns: forget learned evidence with this half-life in wall-clock time (`"7d"`,
+    /// `"36h"`, `"90m"`, `"2w"`), from the rewards' own times. Policies that forget per reward
+    /// (their own `half_life`) or keep per-arm models (`linucb_disjoint`, `epsilon_greedy` with
+    /// the mean estimator) are refused with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub half_life: Option<String>,
+    /// Items campaigns: time windows that raise exploration over some items and/or reset what
+    /// was learned about them when they start and end (at most 32).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promotions: Vec<Promotion>,
 }
 
 fn default_policy() -> PolicyConfig {
@@ -183,6 +204,13 @@ struct CampaignConfigWire {
     send_time: Option<SendTimeSettings>,
     #[serde(default)]
     merchandising: Merchandising,
+    // -- Variety, wall-clock forgetting, promotions (docs/variety.md).
+    #[serde(default)]
+    variety: Option<VarietySettings>,
+    #[serde(default)]
+    half_life: Option<String>,
+    #[serde(default)]
+    promotions: Vec<Promotion>,
 }
 
 impl From<CampaignConfigWire> for CampaignConfig {
@@ -217,6 +245,10 @@ impl From<CampaignConfigWire> for CampaignConfig {
             slots: w.slots,
             send_time: w.send_time,
             merchandising: w.merchandising,
+            // -- Variety, wall-clock forgetting, promotions.
+            variety: w.variety,
+            half_life: w.half_life,
+            promotions: w.promotions,
         }
     }
 }
@@ -647,6 +679,23 @@ impl CampaignConfig {
                 return Err(EngineError::invalid("plugins", "every entry needs a name"));
             }
         }
+        variety::validate(
+            self.kind == CampaignKind::Items,
+            self.variety.as_ref(),
+            self.half_life.as_deref(),
+            &self.promotions,
+            &mut self.all_policies(),
+        )?;
+        // A slate drawn under variety limits, promotions or a wall-clock half-life applies no
+        // factors (engine/decide.rs): refuse the boosts that would silently do nothing.
+        if !self.merchandising.boosts.is_empty()
+            && (self.variety.is_some() || self.half_life.is_some() || !self.promotions.is_empty())
+        {
+            return Err(EngineError::invalid(
+                "merchandising.boosts",
+                "boosts cannot be combined with variety, half_life or promotions yet",
+            ));
+        }
         match self.kind {
             CampaignKind::Items => {
                 if self.slots.is_some() {
@@ -729,6 +778,12 @@ impl CampaignConfig {
     /// The return window in milliseconds.
     pub fn return_window_ms(&self) -> u64 {
         (self.return_window_seconds * 1000.0).round() as u64
+    }
+
+    /// The wall-clock half-life in ms, when `half_life` is set (validated).
+    pub fn half_life_ms(&self) -> Option<f64> {
+        let h = self.half_life.as_deref()?;
+        parse_duration_ms("half_life", h).ok()
     }
 
     pub fn reward_wait_ms(&self) -> u64 {

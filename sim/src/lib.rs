@@ -4,6 +4,8 @@
 //! * [`retail`]: shoppers and a catalog; which product to show (`tailor simulate`).
 //! * [`send_time`]: shoppers with engagement hours; when to send a daily message
 //!   (`tailor simulate --scenario send-time`).
+//! * [`variety`]: a variety-seeking shopper and a five-slot carousel; slates with and without a
+//!   per-category limit (`tailor simulate --scenario variety`).
 //!
 //! Pure: no HTTP, no store, no terminal. The `tailor` binary (`cli/`) plays the retail world over
 //! HTTP against a real server, draws progress bars and writes files; the benches decide for the
@@ -14,6 +16,7 @@
 
 pub mod retail;
 pub mod send_time;
+pub mod variety;
 
 use tailor_policies::PolicyError;
 use tailor_server::error::EngineError;

@@ -23,3 +23,4 @@ mod send_time;
 mod simulate;
 mod transport;
 mod validate;
+mod variety;

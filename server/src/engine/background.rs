@@ -43,6 +43,9 @@ impl Engine {
                 if let Err(e) = me.sweep(now_ms()) {
                     tracing::error!(error = %e, "closing reward windows failed");
                 }
+                if let Err(e) = me.promotion_tick(now_ms()).await {
+                    tracing::error!(error = %e, "applying promotion boundaries failed");
+                }
             }
         });
         let me = self.clone();

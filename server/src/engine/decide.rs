@@ -362,10 +362,15 @@ impl Engine {
         // `Value`s, built from the body only for a campaign with plugins (and for a features
         // object that repeats a key, which a `Value` resolves to its last value).
         let chain = rt.chain.read().clone();
-        // Merchandising rules open now; boosts read the candidates' attributes.
+        // Merchandising rules open now; boosts read the candidates' attributes, as do variety
+        // limits and promotions.
         let now = now_ms();
         let rules = super::merch::OpenRules::at(&rt.config.merchandising, now);
-        let values = if !chain.is_empty() || req.repeats_keys() || !rules.boosts.is_empty() {
+        let values = if !chain.is_empty()
+            || req.repeats_keys()
+            || !rules.boosts.is_empty()
+            || super::promotions::reads_attributes(&rt.config)
+        {
             Some(ItemsRequest::values(&input.raw)?)
         } else {
             None
@@ -482,6 +487,18 @@ impl Engine {
         let plan = super::merch::plan(&rules, req, values.as_ref(), &stage, k, preview.is_some());
         let free = plan.free(stage.eligible.len());
         let slots = plan.policy_slots(k);
+        // Variety limits, running promotions and the wall clock (docs/variety.md), over the
+        // candidates the policy chooses among. With any of them the slate is drawn under
+        // these rules, and factors (plugin multipliers; boosts are refused with them) are not
+        // applied. Pinned slots do not count toward a variety limit.
+        let free_requests: Vec<usize> = free.iter().map(|&pos| stage.eligible[pos]).collect();
+        let slate = super::promotions::SlateInputs::build(
+            &rt.config,
+            values.as_ref(),
+            &free_requests,
+            |i| req.id(i).to_string(),
+        );
+        let slate_rules = slate.rules();
         let want_first = req.distribution || preview.is_some();
         // `first`: each free candidate's probability of the first slot, when asked for.
         let (policy, chosen, first) = if holdout
@@ -489,14 +506,19 @@ impl Engine {
             || stage.fallback.is_some()
         {
             let order = plan.baseline_order(&free);
-            let chosen: Vec<Choice> = order
-                .iter()
-                .take(slots)
-                .map(|&index| Choice {
-                    index,
-                    probability: 1.0,
-                })
-                .collect();
+            let chosen: Vec<Choice> = if slate.is_plain() {
+                order
+                    .iter()
+                    .take(slots)
+                    .map(|&index| Choice {
+                        index,
+                        probability: 1.0,
+                    })
+                    .collect()
+            } else {
+                // The order sent, skipping what a variety limit excludes.
+                tailor_policies::policy::ordered_slate(free.len(), slots, &slate_rules)
+            };
             let first = want_first.then(|| {
                 let mut p = vec![0.0; free.len()];
                 if let Some(&top) = order.first() {
@@ -523,6 +545,9 @@ impl Engine {
             let (name, policy) = learner.serving();
             let chosen = match (&factors, arms.is_empty()) {
                 (_, true) => Ok(Vec::new()),
+                (_, false) if !slate.is_plain() => {
+                    policy.choose_slate(&arms, slots, explore, exploration, &slate_rules, &mut rng)
+                }
                 (None, false) => {
                     policy.choose_with_exploration(&arms, slots, explore, exploration, &mut rng)
                 }
@@ -534,6 +559,12 @@ impl Engine {
             let first = if want_first && !arms.is_empty() {
                 Some(
                     match &factors {
+                        _ if !slate.is_plain() => policy.first_slot_distribution_with(
+                            &arms,
+                            explore,
+                            exploration,
+                            &slate_rules,
+                        ),
                         None => policy.first_slot_distribution(&arms, explore, exploration),
                         Some(f) => {
                             policy.first_slot_distribution_boosted(&arms, explore, exploration, f)

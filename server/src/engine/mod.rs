@@ -27,6 +27,7 @@ mod merch;
 mod model;
 pub mod parse;
 pub mod preview;
+pub(crate) mod promotions;
 mod records;
 mod recovery;
 mod report_book;

@@ -116,6 +116,9 @@ impl Engine {
                 let (n, slot) = &mut learner.policies[i];
                 if let Some((_, p)) = decoded.iter().find(|(dn, _)| dn == n) {
                     *slot = p.clone();
+                    // The file carries no wall clock: imported evidence starts ageing now.
+                    let _ = slot.set_time_half_life(rt.config.half_life_ms());
+                    slot.restamp(super::now_ms());
                     names.push(n.clone());
                 }
             }
@@ -144,6 +147,8 @@ impl Engine {
                     .config()
                     .build(dim)
                     .map_err(|e| EngineError::policy("policy", e))?;
+                let _ = slot.set_time_half_life(rt.config.half_life_ms());
+                slot.restamp(super::now_ms());
             }
             Ok(())
         })

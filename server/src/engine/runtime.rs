@@ -19,6 +19,8 @@ use crate::store::{CampaignSnapshot, Counters, RewardRecord};
 pub(crate) struct Learner {
     /// (name, runtime); the serving policy is first.
     pub policies: Vec<(String, Policy)>,
+    /// Promotion boundaries already applied (`engine/promotions.rs`).
+    pub marks: std::collections::BTreeSet<String>,
 }
 
 impl Learner {
@@ -29,13 +31,15 @@ impl Learner {
 
     pub(super) fn learn(&mut self, r: &RewardRecord) {
         for (_, p) in &mut self.policies {
-            p.update(
+            // At the reward's logged time: wall-clock forgetting replays alike.
+            p.update_at(
                 Arm {
                     id: &r.action.id,
                     x: &r.action.x,
                 },
                 r.value,
                 r.action.probability,
+                r.at_ms,
             );
         }
     }
@@ -149,13 +153,19 @@ impl CampaignRuntime {
             };
             policies.push((name, p));
         }
+        let marks = previous
+            .as_ref()
+            .map(|(l, _)| l.marks.clone())
+            .unwrap_or_default();
+        let mut learner = Learner { policies, marks };
+        super::promotions::prepare(&config, &mut learner);
         let books = previous.map(|(_, b)| b).unwrap_or_default();
         let send_time = send_time::SendTimeRuntime::new(&config)?;
         Ok(Self {
             send_time,
             salt: xxhash_rust::xxh3::xxh3_64(config.id.as_bytes()),
             featurizer,
-            learner: RwLock::new(Learner { policies }),
+            learner: RwLock::new(learner),
             books: Mutex::new(books),
             joins: Mutex::new(()),
             snapshot_mark: AtomicU64::new(0),
@@ -206,6 +216,7 @@ pub(crate) fn snapshot_of(
                 report_book::SNAPSHOT_ENTRY.to_string(),
                 books.reports.encode(),
             )])
+            .chain(super::promotions::snapshot_entries(learner))
             .collect(),
         counters: books
             .counters
@@ -246,6 +257,7 @@ impl CampaignRuntime {
                 }
             }
         }
+        super::promotions::restore(&self.config, &mut learner, &snap.policies);
         books.reports = report_book::ReportBook::from_snapshot(
             (snap.policies.iter())
                 .find(|(n, _)| n == report_book::SNAPSHOT_ENTRY)
