@@ -11,6 +11,7 @@ mod killloop;
 mod memory;
 mod ope;
 mod openapi;
+mod optimize;
 mod personalizer;
 mod plugins;
 mod rewards;
