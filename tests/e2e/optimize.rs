@@ -174,12 +174,8 @@ async fn optimization_finds_a_planted_better_alpha_and_applies_it_audited() {
     );
     let id = started["id"].as_str().unwrap().to_string();
     let url = format!("{base}/{id}");
-    let ev = until_done(
-        || server.get(&format!("/admin/v1/campaigns/opt/evaluations/{id}")),
-        "status",
-        &["running"],
-    )
-    .await;
+    let ev_path = format!("/admin/v1/campaigns/opt/evaluations/{id}");
+    let ev = until_done(|| server.get(&ev_path), "status", &["running"]).await;
     assert_eq!(ev["status"], "succeeded", "{ev}");
     let opt = &ev["optimization"];
     assert_eq!(opt["truncated"], false);
