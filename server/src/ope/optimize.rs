@@ -183,6 +183,17 @@ fn list<T: Clone>(
     Ok(v)
 }
 
+/// `v` without repeated values, in first-seen order (a repeated value would be a repeated name).
+fn unique<T: PartialEq>(v: Vec<T>) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(v.len());
+    for x in v {
+        if !out.contains(&x) {
+            out.push(x);
+        }
+    }
+    out
+}
+
 fn numbers(
     field: &str,
     given: &Option<Vec<f64>>,
@@ -190,7 +201,7 @@ fn numbers(
     ok: impl Fn(f64) -> bool,
     what: &str,
 ) -> Result<Vec<f64>, EngineError> {
-    let mut v = list(field, given, default)?;
+    let v = list(field, given, default)?;
     for (i, x) in v.iter().enumerate() {
         if !(x.is_finite() && ok(*x)) {
             return Err(EngineError::invalid_owned(
@@ -199,8 +210,7 @@ fn numbers(
             ));
         }
     }
-    v.dedup_by(|a, b| a == b);
-    Ok(v)
+    Ok(unique(v))
 }
 
 /// `lambda` and `half_life` of the serving policy, kept by every candidate that has them.
@@ -309,7 +319,7 @@ pub fn plan(campaign: &CampaignConfig, spec: &GridSpec) -> Result<Plan, EngineEr
     ]
     .map(String::from)
     .to_vec();
-    let mut policies = list("grid.policies", &spec.policies, default_policies)?;
+    let policies = list("grid.policies", &spec.policies, default_policies)?;
     for (i, p) in policies.iter().enumerate() {
         if !SEARCHABLE.contains(&p.as_str()) {
             return Err(EngineError::invalid_owned(
@@ -321,7 +331,7 @@ pub fn plan(campaign: &CampaignConfig, spec: &GridSpec) -> Result<Plan, EngineEr
             ));
         }
     }
-    policies.dedup();
+    let policies = unique(policies);
     let alpha = numbers(
         "grid.alpha",
         &spec.alpha,
@@ -353,7 +363,7 @@ pub fn plan(campaign: &CampaignConfig, spec: &GridSpec) -> Result<Plan, EngineEr
     let mut default_dims = vec![64, 4096, 65536, campaign.featurizer.dimension];
     default_dims.sort_unstable();
     default_dims.dedup();
-    let mut dimension = list("grid.dimension", &spec.dimension, default_dims)?;
+    let dimension = list("grid.dimension", &spec.dimension, default_dims)?;
     for (i, &d) in dimension.iter().enumerate() {
         if !(1..=tailor_policies::features::MAX_DIMENSION).contains(&d) {
             return Err(EngineError::invalid_owned(
@@ -365,13 +375,12 @@ pub fn plan(campaign: &CampaignConfig, spec: &GridSpec) -> Result<Plan, EngineEr
             ));
         }
     }
-    dimension.dedup();
-    let mut interactions = list(
+    let dimension = unique(dimension);
+    let interactions = unique(list(
         "grid.interactions",
         &spec.interactions,
         vec![campaign.featurizer.interactions],
-    )?;
-    interactions.dedup();
+    )?);
     let max_candidates = spec.max_candidates.unwrap_or(DEFAULT_MAX_CANDIDATES);
     if !(1..=MAX_CANDIDATES).contains(&max_candidates) {
         return Err(EngineError::invalid_owned(
@@ -1103,6 +1112,16 @@ mod tests {
         // sparse: 3 alphas; linucb: 2 (α = 0 is not a LinUCB); × 2 dims × 2 interactions × 2
         // explorations.
         assert_eq!(p.settings.len(), (3 + 2) * 2 * 2 * 2);
+        // Repeated values are searched once.
+        let repeated = GridSpec {
+            alpha: Some(vec![0.1, 1.0, 0.1, 0.0]),
+            dimension: Some(vec![64, 256, 64]),
+            ..spec
+        };
+        assert_eq!(
+            plan(&c, &repeated).unwrap().settings.len(),
+            (3 + 2) * 2 * 2 * 2
+        );
     }
 
     #[test]
