@@ -660,7 +660,7 @@ fn evaluation_view(doc: &Value, with_content: bool) -> Value {
         },
         "jobId": ev.id,
     });
-    if let Some(opt) = &ev.optimization {
+    if let (Some(opt), ope::Status::Succeeded) = (&ev.optimization, ev.status) {
         // Personalizer names the optimization's pick; without a winner it is the policy running.
         out["optimalPolicy"] = json!(opt.winner.as_deref().unwrap_or(&opt.serving.setting.name));
     }
