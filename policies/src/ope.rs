@@ -351,6 +351,16 @@ impl Default for RewardModelConfig {
 impl RewardModelConfig {
     /// Validate and build for vectors of `dimension`.
     pub fn build(&self, dimension: usize) -> Result<RewardModel, PolicyError> {
+        self.build_bounded(dimension, MAX_DENSE_DIMENSION)
+    }
+
+    /// [`build`](Self::build), keeping a dense ridge only up to `max_dense` dimensions (the
+    /// diagonal above): a search over many feature spaces bounds its cost per update with it.
+    pub fn build_bounded(
+        &self,
+        dimension: usize,
+        max_dense: usize,
+    ) -> Result<RewardModel, PolicyError> {
         Ok(match *self {
             RewardModelConfig::Ridge { lambda } => {
                 if !(lambda.is_finite() && lambda > 0.0) {
@@ -362,7 +372,7 @@ impl RewardModelConfig {
                 // A dense ridge keeps dimension² numbers: past the dense policies' bound (the
                 // default 2^16 hashed space) the reward model keeps the diagonal, as
                 // `sparse_linucb` does.
-                if dimension > MAX_DENSE_DIMENSION {
+                if dimension > max_dense.min(MAX_DENSE_DIMENSION) {
                     RewardModel::DiagRidge(DiagRidge::new(dimension, lambda))
                 } else {
                     RewardModel::Ridge(Ridge::new(dimension, lambda, false))

@@ -44,6 +44,12 @@ pub enum EngineError {
     /// A send-time decision inside the shopper's frequency cap.
     #[error("the shopper already has a send within the campaign's frequency cap; the next send may go out at {next_allowed} (pass it as `earliest`)")]
     FrequencyCapped { next_allowed: String },
+    #[error("evaluation {id:?} does not exist")]
+    EvaluationNotFound { id: String },
+    /// The request cannot be carried out in the resource's current state (e.g. applying an
+    /// optimization whose campaign changed since it started).
+    #[error("{field}: {message}")]
+    Conflict { field: String, message: String },
     #[error(transparent)]
     Storage(#[from] StoreError),
 }
@@ -81,6 +87,7 @@ impl EngineError {
     pub fn field(&self) -> Option<&str> {
         match self {
             Self::Invalid { field, .. } => Some(field),
+            Self::Conflict { field, .. } => Some(field),
             Self::EventIdConflict { .. } => Some("event_id"),
             Self::AmbiguousEvent { .. } => Some("campaign"),
             Self::FrequencyCapped { .. } => Some("earliest"),

@@ -12,6 +12,7 @@ mod memory;
 mod merchandising;
 mod ope;
 mod openapi;
+mod optimize;
 mod personalizer;
 mod plugins;
 mod returns;

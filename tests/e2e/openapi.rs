@@ -40,6 +40,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/admin/v1/campaigns/{id}/evaluations"),
     ("get", "/admin/v1/campaigns/{id}/evaluations"),
     ("get", "/admin/v1/campaigns/{id}/evaluations/{eval}"),
+    ("post", "/admin/v1/campaigns/{id}/evaluations/{eval}/apply"),
     ("get", "/admin/v1/campaigns/{id}/shadow"),
     ("get", "/admin/v1/campaigns/{id}/log"),
     ("get", "/admin/v1/keys"),

@@ -1,16 +1,17 @@
 //! `/admin/v1/campaigns/{id}/...`: off-policy evaluations, the shadow report and the log export.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::auth::{Access, Authorized, Routes, Scope};
+use super::auth::{self, Access, Authorized, Routes, Scope};
 use super::body;
 use super::error::ApiError;
 use super::query::Query;
 use super::status;
+use crate::audit::Change;
 use crate::error::EngineError;
 use crate::ope::export::{write_chunks, ExportError, CHUNK_BYTES};
-use crate::ope::{self, EvaluationRequest, Mode, Role};
+use crate::ope::{self, optimize, EvaluationRequest, Mode, Role};
 
 pub fn configure(r: &mut Routes) {
     let read = Access::viewer(Scope::Path("id"));
@@ -21,6 +22,11 @@ pub fn configure(r: &mut Routes) {
     )
     .get("/admin/v1/campaigns/{id}/evaluations", read, list)
     .get("/admin/v1/campaigns/{id}/evaluations/{eval}", read, get)
+    .post(
+        "/admin/v1/campaigns/{id}/evaluations/{eval}/apply",
+        Access::editor(Scope::Path("id")),
+        apply,
+    )
     .get("/admin/v1/campaigns/{id}/shadow", read, shadow)
     .get("/admin/v1/campaigns/{id}/log", read, export);
 }
@@ -47,13 +53,14 @@ fn blocking_error(e: actix_web::error::BlockingError) -> ApiError {
     path = "/admin/v1/campaigns/{id}/evaluations",
     operation_id = "create_evaluation",
     tag = "evaluation",
-    summary = "Run and store an off-policy evaluation (docs/evaluation.md)",
+    summary = "Run and store an off-policy evaluation (docs/evaluation.md), or start a policy optimization with `\"optimize\": true` (docs/optimization.md; answered `status: running`, finished in the background)",
     params(("id" = String, Path, description = "Campaign id")),
     request_body = Object,
     responses(
         (status = 201, description = "The stored evaluation", body = Object),
         (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "Too many optimizations running", body = crate::api::openapi::ErrorBody),
         (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
     )
@@ -75,7 +82,7 @@ async fn create(
     let ev = web::block(move || ope::run_and_store(&engine, &id, request))
         .await
         .map_err(blocking_error)??;
-    tracing::info!(campaign = %ev.campaign, evaluation = %ev.id, used = ev.used, "evaluation stored");
+    tracing::info!(campaign = %ev.campaign, evaluation = %ev.id, status = ?ev.status, used = ev.used, "evaluation stored");
     Ok(status::created(ev))
 }
 
@@ -110,25 +117,117 @@ async fn list(state: Authorized, id: web::Path<String>) -> Result<HttpResponse, 
     responses(
         (status = 200, body = Object),
         (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such campaign or evaluation", body = crate::api::openapi::ErrorBody),
         (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
     )
 )]
-async fn get(
-    state: Authorized,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
-    let (id, eval) = path.into_inner();
-    let found = ope::list(&state.engine, &id)?
+async fn get(state: Authorized, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let id = super::path::segment(&req, "id")?;
+    let eval = super::path::segment(&req, "eval")?;
+    Ok(status::ok(find_evaluation(&state, &id, &eval)?))
+}
+
+fn find_evaluation(
+    state: &Authorized,
+    id: &str,
+    eval: &str,
+) -> Result<ope::Evaluation, EngineError> {
+    ope::list(&state.engine, id)?
         .into_iter()
-        .find(|e| e.id == eval);
-    match found {
-        Some(e) => Ok(status::ok(e)),
-        None => {
-            Err(EngineError::invalid_owned("evaluation", format!("no evaluation {eval:?}")).into())
-        }
-    }
+        .find(|e| e.id == eval)
+        .ok_or_else(|| EngineError::EvaluationNotFound {
+            id: eval.to_string(),
+        })
+}
+
+/// Body of `POST .../evaluations/{eval}/apply` (optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ApplyBody {
+    /// The candidate to apply, by name (default: the winner).
+    candidate: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/admin/v1/campaigns/{id}/evaluations/{eval}/apply",
+    operation_id = "apply_evaluation",
+    tag = "evaluation",
+    summary = "Apply an optimization's winner (or the candidate named in `{\"candidate\"}`) to the campaign: its policy, feature space and exploration (docs/optimization.md). Audited.",
+    params(("id" = String, Path, description = "Campaign id"), ("eval" = String, Path, description = "Evaluation id")),
+    request_body = Object,
+    responses(
+        (status = 200, description = "`{\"applied\": name, \"before\", \"after\", \"campaign\"}`", body = Object),
+        (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such campaign or evaluation", body = crate::api::openapi::ErrorBody),
+        (status = 409, description = "Not a finished optimization, no winner, or the campaign changed since it started", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
+async fn apply(
+    state: Authorized,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let id = super::path::segment(&req, "id")?;
+    let eval = super::path::segment(&req, "eval")?;
+    let raw = body::read(payload, state.body_limit).await?;
+    let body: ApplyBody = if raw.iter().all(u8::is_ascii_whitespace) {
+        ApplyBody::default()
+    } else {
+        body::parse(&raw)?
+    };
+    let ev = find_evaluation(&state, &id, &eval)?;
+    let applied = apply_evaluation(
+        &state,
+        &req,
+        &ev,
+        body.candidate.as_deref(),
+        "evaluation.apply",
+    )
+    .await?;
+    Ok(status::ok(applied))
+}
+
+/// Apply `candidate` (default: the winner) of the optimization `ev` to its campaign, audited as
+/// `action` by the caller's key with the learning settings before and after. Shared with
+/// Personalizer's `applyFromEvaluation`.
+pub(crate) async fn apply_evaluation(
+    state: &super::AppState,
+    req: &HttpRequest,
+    ev: &ope::Evaluation,
+    candidate: Option<&str>,
+    action: &str,
+) -> Result<serde_json::Value, ApiError> {
+    let setting = optimize::chosen(ev, candidate)?;
+    let current = state.engine.campaign(&ev.campaign)?.config.clone();
+    let mut config = current.clone();
+    optimize::apply_setting(&mut config, ev, setting)?;
+    let rt = state.engine.update_campaign(config)?;
+    let before = optimize::settings_of(&current);
+    let after = optimize::settings_of(&rt.config);
+    auth::audit(
+        state,
+        req,
+        Change {
+            action: action.to_string(),
+            campaign: Some(ev.campaign.clone()),
+            target: Some(ev.id.clone()),
+            before: before.clone(),
+            after: after.clone(),
+        },
+    )
+    .await?;
+    tracing::info!(campaign = %ev.campaign, evaluation = %ev.id, applied = %setting.name, "optimization applied");
+    Ok(serde_json::json!({
+        "evaluation": ev.id,
+        "applied": setting.name,
+        "before": before,
+        "after": after,
+        "campaign": rt.config,
+    }))
 }
 
 /// The shadow report: for every configured policy, how often it would have served what was

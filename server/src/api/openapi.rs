@@ -196,6 +196,7 @@ impl Modify for TransportResponses {
         ope_api::create,
         ope_api::list,
         ope_api::get,
+        ope_api::apply,
         ope_api::shadow,
         ope_api::export,
         send_time_api::best_slots,

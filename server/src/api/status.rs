@@ -40,6 +40,8 @@ pub fn classify(e: &ApiError) -> (StatusCode, &'static str) {
             E::KeyNotFound { .. } => (StatusCode::NOT_FOUND, "key_not_found"),
             E::ShopperNotFound { .. } => (StatusCode::NOT_FOUND, "shopper_not_found"),
             E::FrequencyCapped { .. } => (StatusCode::TOO_MANY_REQUESTS, "frequency_capped"),
+            E::EvaluationNotFound { .. } => (StatusCode::NOT_FOUND, "evaluation_not_found"),
+            E::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
             E::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
         },
         ApiError::Transport(e) => match e {

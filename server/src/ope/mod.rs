@@ -20,6 +20,7 @@
 
 pub mod export;
 pub mod log;
+pub mod optimize;
 
 use std::collections::BTreeMap;
 
@@ -74,6 +75,11 @@ pub struct EvaluationRequest {
     pub reward_model: RewardModelConfig,
     pub candidates: Vec<CandidateSpec>,
     pub guards: Option<Guards>,
+    /// Search a grid of learning settings instead (docs/optimization.md): runs in the
+    /// background; the stored document says `status: running` until it is done.
+    pub optimize: bool,
+    /// The settings searched when `optimize` is set (every field optional).
+    pub grid: Option<optimize::GridSpec>,
 }
 
 /// Why a policy is in an evaluation.
@@ -115,11 +121,27 @@ pub struct SlotValue {
     pub refused: Option<Refusal>,
 }
 
+/// Whether an evaluation is done. Plain evaluations are stored done; optimizations run in the
+/// background.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Running,
+    #[default]
+    Succeeded,
+    Failed,
+}
+
 /// A stored evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     /// `ev-<n>`; empty for evaluations of a file.
     pub id: String,
+    #[serde(default)]
+    pub status: Status,
+    /// Why a `failed` evaluation failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     pub campaign: String,
     pub created_ms: u64,
     pub from_ms: Option<u64>,
@@ -139,6 +161,9 @@ pub struct Evaluation {
     /// The logging policy's own value (mean logged reward).
     pub logging: Option<OnPolicy>,
     pub policies: Vec<PolicyValue>,
+    /// The grid searched, each candidate's estimate and the winner (optimizations only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimization: Option<optimize::Optimization>,
 }
 
 struct Spec {
@@ -191,7 +216,6 @@ impl Evaluator {
             .featurizer
             .build()
             .map_err(|e| EngineError::policy("featurizer", e))?;
-        let dim = featurizer.dimension();
         let replay = request.mode == Mode::Replay;
         let mut specs = Vec::new();
         for (i, pc) in campaign.all_policies().enumerate() {
@@ -245,6 +269,22 @@ impl Evaluator {
                 learns: !has_live,
             });
         }
+        Self::from_specs(campaign, featurizer, request, specs, live, usize::MAX)
+    }
+
+    /// An evaluator of `specs` over vectors of `featurizer` (one feature space of an
+    /// optimization); the reward model keeps a dense ridge only up to `max_dense_model`
+    /// dimensions.
+    fn from_specs(
+        campaign: &CampaignConfig,
+        featurizer: Featurizer,
+        request: EvaluationRequest,
+        specs: Vec<Spec>,
+        live: Option<&[(String, Policy)]>,
+        max_dense_model: usize,
+    ) -> Result<Self, EngineError> {
+        let dim = featurizer.dimension();
+        let replay = request.mode == Mode::Replay;
         let mut targets = Vec::with_capacity(specs.len());
         for s in &specs {
             let live_state = (!s.learns && !replay)
@@ -266,7 +306,7 @@ impl Evaluator {
         }
         let model = request
             .reward_model
-            .build(dim)
+            .build_bounded(dim, max_dense_model)
             .map_err(|e| EngineError::policy("reward_model", e))?;
         // Estimates stay in the campaign's reward range or are marked unreliable.
         let run = OffPolicyRun::new(request.guards.unwrap_or_default(), model, targets)
@@ -372,6 +412,8 @@ impl Evaluator {
             .collect();
         Evaluation {
             id: String::new(),
+            status: Status::Succeeded,
+            error: None,
             campaign: self.campaign.clone(),
             created_ms: 0,
             from_ms: self.request.from_ms,
@@ -385,6 +427,7 @@ impl Evaluator {
             missing_propensity: report.missing_propensity,
             logging: report.logging,
             policies,
+            optimization: None,
         }
     }
 }
@@ -461,12 +504,30 @@ pub fn evaluate_campaign(
     Ok(ev.finish())
 }
 
-/// Evaluate and store; the stored document is returned.
+/// Evaluate and store; the stored document is returned. An optimization is stored `running` and
+/// continues on a background thread.
 pub fn run_and_store(
-    engine: &Engine,
+    engine: &std::sync::Arc<Engine>,
     campaign: &str,
     request: EvaluationRequest,
 ) -> Result<Evaluation, EngineError> {
+    if request.optimize {
+        let id = format!("ev-{}", engine.store().next_seq()?);
+        return optimize::start(
+            engine,
+            campaign,
+            &id,
+            request,
+            serde_json::Map::new(),
+            Vec::new(),
+        );
+    }
+    if request.grid.is_some() {
+        return Err(EngineError::invalid(
+            "grid",
+            "is only read with \"optimize\": true",
+        ));
+    }
     let rt = engine.campaign(campaign)?;
     let mut ev = evaluate_campaign(engine, &rt, request)?;
     ev.id = format!("ev-{}", engine.store().next_seq()?);
@@ -481,10 +542,12 @@ pub fn list(engine: &Engine, campaign: &str) -> Result<Vec<Evaluation>, EngineEr
     engine.campaign(campaign)?;
     let mut out = Vec::new();
     for json in engine.store().evaluations(campaign)? {
-        let ev: Evaluation = serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
-            what: "evaluation",
-            message: e.to_string(),
-        })?;
+        let mut ev: Evaluation =
+            serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
+                what: "evaluation",
+                message: e.to_string(),
+            })?;
+        optimize::settle(&mut ev);
         out.push(ev);
     }
     out.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));

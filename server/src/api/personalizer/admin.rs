@@ -19,7 +19,7 @@ use crate::campaign::{CampaignConfig, CampaignStatus, RewardAggregation};
 use crate::engine::now_ms;
 use crate::error::EngineError;
 use crate::keys::Role as KeyRole;
-use crate::ope::{self, CandidateSpec, EvaluationRequest, Mode, Role};
+use crate::ope::{self, optimize, CandidateSpec, EvaluationRequest, Mode, Role};
 
 /// Largest model file accepted by `PUT model`.
 const MODEL_LIMIT: usize = 256 << 20;
@@ -119,10 +119,45 @@ async fn feature_importances() -> Result<HttpResponse, PzError> {
     Err(PzError::not_implemented("featureImportances"))
 }
 
-async fn apply_from_evaluation() -> Result<HttpResponse, PzError> {
-    Err(PzError::not_implemented(
-        "configurations/applyFromEvaluation (set the policy with PUT configurations/policy)",
-    ))
+/// Body of `applyFromEvaluation` (Azure's `PolicyReferenceContract`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PolicyReference {
+    evaluation_id: String,
+    /// A policy of the evaluation's results (default: its optimal policy).
+    #[serde(default)]
+    policy_name: Option<String>,
+}
+
+/// Apply a policy found by a policy-optimization evaluation: its policy, feature space and
+/// exploration become the campaign's (audited). 204, as Azure answers.
+async fn apply_from_evaluation(
+    state: Authorized,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, PzError> {
+    let campaign = campaign_of(&req)?;
+    let raw = body::read(payload, state.body_limit).await?;
+    let body: PolicyReference = body::parse(&raw)?;
+    crate::campaign::validate_id("evaluationId", &body.evaluation_id)?;
+    let ev = ope::list(&state.engine, &campaign)?
+        .into_iter()
+        .find(|e| e.id == body.evaluation_id)
+        .ok_or_else(|| {
+            PzError::not_found(format!(
+                "evaluation {:?} does not exist",
+                body.evaluation_id
+            ))
+        })?;
+    crate::api::ope_api::apply_evaluation(
+        &state,
+        &req,
+        &ev,
+        body.policy_name.as_deref(),
+        "personalizer.applyFromEvaluation",
+    )
+    .await?;
+    Ok(status::no_content())
 }
 
 /// The campaign's stored Personalizer settings (an object).
@@ -596,10 +631,11 @@ fn evaluation_id(req: &HttpRequest) -> Result<String, PzError> {
 /// A stored evaluation (Tailor's document, with the Personalizer request beside it) in
 /// Personalizer's shape.
 fn evaluation_view(doc: &Value, with_content: bool) -> Value {
-    let ev: ope::Evaluation = match serde_json::from_value(doc.clone()) {
+    let mut ev: ope::Evaluation = match serde_json::from_value(doc.clone()) {
         Ok(ev) => ev,
         Err(_) => return Value::Null,
     };
+    optimize::settle(&mut ev);
     let meta = doc.get("personalizer").cloned().unwrap_or(Value::Null);
     let start = meta["startTime"]
         .as_str()
@@ -617,9 +653,17 @@ fn evaluation_view(doc: &Value, with_content: bool) -> Value {
         "endTime": end,
         "creationTime": created,
         "evaluationType": "Manual",
-        "status": "Succeeded",
+        "status": match ev.status {
+            ope::Status::Running => "Running",
+            ope::Status::Succeeded => "Succeeded",
+            ope::Status::Failed => "Failed",
+        },
         "jobId": ev.id,
     });
+    if let (Some(opt), ope::Status::Succeeded) = (&ev.optimization, ev.status) {
+        // Personalizer names the optimization's pick; without a winner it is the policy running.
+        out["optimalPolicy"] = json!(opt.winner.as_deref().unwrap_or(&opt.serving.setting.name));
+    }
     if with_content {
         let arguments: Vec<(String, String)> = meta["policies"]
             .as_array()
@@ -645,11 +689,22 @@ fn evaluation_view(doc: &Value, with_content: bool) -> Value {
                     Role::Candidate => "OfflineExperimentation",
                 };
                 let source = if p.name == "uniform" { "Random" } else { source };
+                // An optimization's candidates carry their own feature space.
+                let featurizer = ev
+                    .optimization
+                    .as_ref()
+                    .and_then(|o| {
+                        std::iter::once(&o.serving)
+                            .chain(&o.candidates)
+                            .find(|c| c.setting.name == p.name)
+                    })
+                    .map(|c| c.setting.featurizer.clone())
+                    .unwrap_or_default();
                 let args = arguments
                     .iter()
                     .find(|(n, _)| *n == p.name)
                     .map(|(_, a)| a.clone())
-                    .unwrap_or_else(|| vw::render(&p.config, &Default::default()));
+                    .unwrap_or_else(|| vw::render(&p.config, &featurizer));
                 let summary = match &p.estimate {
                     Some(e) => {
                         if best.as_ref().is_none_or(|(v, _)| e.dr.value > *v) {
@@ -679,7 +734,7 @@ fn evaluation_view(doc: &Value, with_content: bool) -> Value {
             "off-policy evaluation (doubly robust) over {} of {} decisions",
             ev.used, ev.decisions
         ));
-        if let Some((_, name)) = best {
+        if let (Some((_, name)), None) = (best, &ev.optimization) {
             out["optimalPolicy"] = json!(name);
         }
         out["tailor"] = doc.clone();
@@ -772,9 +827,15 @@ async fn create_evaluation(
             .into());
         }
     }
-    let featurizer = state.engine.campaign(&campaign)?.config.featurizer.clone();
+    let config = state.engine.campaign(&campaign)?.config.clone();
+    let featurizer = config.featurizer.clone();
+    let optimizing = ["enableOfflineExperimentation", "enablePolicyOptimization"]
+        .iter()
+        .any(|f| body[*f] == Value::Bool(true));
+    let mut searched = Vec::new();
     let mut candidates = Vec::new();
     let mut kept_policies = Vec::new();
+    let mut featurizers = Vec::new();
     for (i, p) in body["policies"]
         .as_array()
         .into_iter()
@@ -786,12 +847,51 @@ async fn create_evaluation(
         let mapped = vw::parse(&settings.arguments, &featurizer).map_err(|e| {
             EngineError::invalid_owned(&format!("policies[{i}].arguments"), e.to_string())
         })?;
+        kept_policies.push(json!({"name": settings.name, "arguments": settings.arguments}));
         candidates.push(CandidateSpec {
-            name: Some(settings.name.clone()),
+            name: Some(settings.name),
             policy: Some(mapped.policy),
             exploration: 0.0,
         });
-        kept_policies.push(json!({"name": settings.name, "arguments": settings.arguments}));
+        featurizers.push(mapped.featurizer);
+    }
+    if optimizing {
+        // The listed policies are searched beside the grid, each with its own feature space.
+        for (c, f) in candidates.into_iter().zip(featurizers) {
+            searched.push(optimize::Setting {
+                name: c.name.unwrap_or_default(),
+                policy: c.policy.unwrap_or_default(),
+                featurizer: f,
+                exploration: config.exploration,
+            });
+        }
+        let request = EvaluationRequest {
+            from_ms,
+            to_ms,
+            mode: Mode::Replay,
+            optimize: true,
+            ..Default::default()
+        };
+        let mut extra = Map::new();
+        extra.insert(
+            "personalizer".into(),
+            json!({
+                "name": name,
+                "startTime": body["startTime"],
+                "endTime": body["endTime"],
+                "policies": kept_policies,
+                "enableOfflineExperimentation": true,
+            }),
+        );
+        let engine = state.engine.clone();
+        let (c, i) = (campaign.clone(), id.clone());
+        let running =
+            web::block(move || optimize::start(&engine, &c, &i, request, extra, searched))
+                .await
+                .map_err(blocking)??;
+        let mut doc = serde_json::to_value(&running).expect("evaluation as JSON");
+        doc["personalizer"] = json!({"name": name});
+        return Ok(status::ok(evaluation_view(&doc, true)));
     }
     let request = EvaluationRequest {
         from_ms,
