@@ -5,6 +5,7 @@ pub mod admin_api;
 pub mod audit_api;
 pub mod auth;
 pub mod body;
+pub mod cluster_api;
 pub mod control_api;
 pub mod decide_api;
 pub mod error;
@@ -51,6 +52,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     let mut r = auth::Routes::new(cfg);
     decide_api::configure(&mut r);
     admin_api::configure(&mut r);
+    cluster_api::configure(&mut r);
     ops_api::configure(&mut r);
     plugins_api::configure(&mut r);
     ope_api::configure(&mut r);

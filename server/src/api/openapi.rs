@@ -27,8 +27,8 @@ pub use tailor_wire::{
 use super::auth::{Access, Routes};
 use super::status;
 use super::{
-    admin_api, audit_api, control_api, decide_api, keys_api, ope_api, ops_api, plugins_api,
-    reports_api, send_time_api, shoppers_api,
+    admin_api, audit_api, cluster_api, control_api, decide_api, keys_api, ope_api, ops_api,
+    plugins_api, reports_api, send_time_api, shoppers_api,
 };
 
 /// `GET /admin/v1/campaigns`.
@@ -173,6 +173,7 @@ impl Modify for TransportResponses {
         admin_api::update,
         admin_api::delete,
         admin_api::stats,
+        cluster_api::digest,
         control_api::pause,
         control_api::resume,
         control_api::holdout,

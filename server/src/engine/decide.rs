@@ -218,6 +218,32 @@ pub(super) fn event_for(d: &DecisionRecord) -> EventRecord {
     }
 }
 
+/// What [`Engine::choose_items`] decided.
+#[derive(Debug)]
+pub(crate) enum Ranked {
+    /// A retried event id: the recorded decision.
+    Recorded(DecideResponse),
+    /// A new decision, not yet logged.
+    New {
+        decision: DecisionRecord,
+        defer: bool,
+        /// The first slot's distribution, when the request asked for it.
+        distribution: Option<Vec<ChosenAction>>,
+    },
+}
+
+/// The answer to a new decision, before it is logged (cluster mode answers once it is in the
+/// stream).
+pub(crate) fn response_of_decision(
+    d: &DecisionRecord,
+    distribution: Option<Vec<ChosenAction>>,
+) -> DecideResponse {
+    DecideResponse {
+        distribution,
+        ..response_of(&event_for(d), false)
+    }
+}
+
 fn response_of(event: &EventRecord, replayed: bool) -> DecideResponse {
     DecideResponse {
         event_id: event.event_id.clone(),
@@ -277,6 +303,51 @@ impl Engine {
         rt: Arc<CampaignRuntime>,
         input: DecideInput,
     ) -> Result<DecideResponse, EngineError> {
+        match self.choose_items(rt.clone(), input)? {
+            Ranked::Recorded(response) => Ok(response),
+            Ranked::New {
+                decision,
+                defer,
+                distribution,
+            } => {
+                let event = self.log_decision(rt, decision, defer)?;
+                Ok(DecideResponse {
+                    distribution,
+                    ..response_of(&event, false)
+                })
+            }
+        }
+    }
+
+    /// The recorded decision of a retried event id, if this campaign holds it: the same
+    /// candidates get it back (`replayed`), others are an [`EngineError::EventIdConflict`].
+    pub(crate) fn replayed_decision(
+        &self,
+        campaign: &str,
+        event_id: &str,
+        candidate_set: u64,
+    ) -> Result<Option<DecideResponse>, EngineError> {
+        let Some(existing) = self.store.event(campaign, event_id)? else {
+            return Ok(None);
+        };
+        if existing.candidate_set != 0 && existing.candidate_set != candidate_set {
+            let id = event_id
+                .split(super::SLOT_SEPARATOR)
+                .next()
+                .unwrap_or(event_id);
+            return Err(EngineError::EventIdConflict { id: id.to_string() });
+        }
+        Ok(Some(response_of(&self.recorded(existing)?, true)))
+    }
+
+    /// Choose action(s) for one item request without logging: the decision to log (by
+    /// [`Engine::log_decision`], here or, in cluster mode, by every replica applying it from the
+    /// stream), or the recorded answer to a retried event id.
+    pub(crate) fn choose_items(
+        &self,
+        rt: Arc<CampaignRuntime>,
+        input: DecideInput,
+    ) -> Result<Ranked, EngineError> {
         let campaign = rt.config.id.as_str();
         let req = &input.request;
 
@@ -296,13 +367,8 @@ impl Engine {
         // plugin or featurizing work is spent on it; the same id over other candidates is a
         // different decision, and says so rather than serving an action not offered.
         if let Some(id) = &event_id {
-            if let Some(existing) = self.store.event(campaign, id)? {
-                if existing.candidate_set != 0 && existing.candidate_set != candidate_set {
-                    return Err(EngineError::EventIdConflict {
-                        id: req.event_id.clone().unwrap_or_default(),
-                    });
-                }
-                return Ok(response_of(&self.recorded(existing)?, true));
+            if let Some(response) = self.replayed_decision(campaign, id, candidate_set)? {
+                return Ok(Ranked::Recorded(response));
             }
         }
 
@@ -514,10 +580,10 @@ impl Engine {
             removed: stage.removed,
             candidate_set,
         };
-        let event = self.log_decision(rt.clone(), decision, input.defer)?;
-        Ok(DecideResponse {
+        Ok(Ranked::New {
+            decision,
+            defer: input.defer,
             distribution,
-            ..response_of(&event, false)
         })
     }
 
@@ -540,7 +606,7 @@ impl Engine {
     /// Number a decision and count its exposures on the live runtime, then log it with its
     /// join state in one batch: the one place decisions are logged (items and send time).
     /// `decision.seq` is assigned here.
-    pub(super) fn log_decision(
+    pub(crate) fn log_decision(
         &self,
         mut rt: Arc<CampaignRuntime>,
         mut decision: DecisionRecord,
