@@ -61,7 +61,8 @@ async fn consume(engine: &Arc<Engine>, cluster: &Arc<Cluster>) -> Result<(), Str
                 Outcome::Done
             }
         };
-        if own {
+        // Only rewards and config changes have a request waiting for what applying decided.
+        if own && !matches!(outcome, Outcome::Done) {
             cluster.put_outcome(seq, outcome);
         }
         cluster.set_applied(seq);

@@ -57,7 +57,23 @@ impl Engine {
             deferred: defer,
             decision,
         };
-        let (seq, duplicate) = cluster.publish(cluster.subject(campaign), &event).await?;
+        // NATS unreachable: serve from the local posteriors, unlogged (its rewards will be
+        // unknown), rather than fail the page.
+        let unlogged = || {
+            metrics::counter!("tailor_cluster_unlogged_decisions_total").increment(1);
+        };
+        if !cluster.connected() {
+            unlogged();
+            return Ok(response);
+        }
+        let (seq, duplicate) = match cluster.publish(cluster.subject(campaign), &event).await {
+            Ok(ack) => ack,
+            Err(e) => {
+                tracing::warn!(error = %e, "decision not in the cluster log; served unlogged");
+                unlogged();
+                return Ok(response);
+            }
+        };
         if !duplicate {
             return Ok(response);
         }
@@ -166,7 +182,8 @@ impl Engine {
             .await
             .map_err(|e| {
                 // The bucket answers a stale revision with "wrong last sequence".
-                if e.to_string().contains("wrong last sequence") {
+                let text = format!("{e} {e:?}");
+                if text.contains("wrong last sequence") || text.contains("WrongLastSequence") {
                     EngineError::ConfigConflict {
                         id: id.to_string(),
                         revision,
@@ -217,6 +234,11 @@ impl Cluster {
     ) -> Result<RewardResponse, EngineError> {
         check_reward_request(&req)?;
         engine.campaign(campaign)?;
+        if !self.connected() {
+            return Err(EngineError::Unavailable {
+                message: "cluster mode: NATS is unreachable; retry the reward later".into(),
+            });
+        }
         let event = Event::Reward {
             campaign: campaign.to_string(),
             event_id: event_id.to_string(),
