@@ -42,8 +42,15 @@ async fn consume(engine: &Arc<Engine>, cluster: &Arc<Cluster>) -> Result<(), Str
         .await
         .map_err(|e| e.to_string())?;
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-    while let Some(message) = messages.next().await {
-        let message = message.map_err(|e| e.to_string())?;
+    // Every replica publishes its clock each `tick_ms`: a consumer that hears nothing for a few
+    // ticks is broken (seen after a NATS restart) and is created again.
+    let idle = Duration::from_millis((cluster.settings().tick_ms * 3).max(1_000));
+    loop {
+        let message = match tokio::time::timeout(idle, messages.next()).await {
+            Ok(Some(message)) => message.map_err(|e| e.to_string())?,
+            Ok(None) => break,
+            Err(_) => return Err(format!("no event for {idle:?}")),
+        };
         let info = message.info().map_err(|e| e.to_string())?;
         let seq = info.stream_sequence;
         if seq <= cluster.applied() {
