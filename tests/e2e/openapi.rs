@@ -19,6 +19,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("put", "/admin/v1/campaigns/{id}"),
     ("delete", "/admin/v1/campaigns/{id}"),
     ("get", "/admin/v1/campaigns/{id}/stats"),
+    ("get", "/admin/v1/campaigns/{id}/digest"),
     ("post", "/admin/v1/campaigns/{id}/pause"),
     ("post", "/admin/v1/campaigns/{id}/resume"),
     ("put", "/admin/v1/campaigns/{id}/holdout"),
