@@ -48,6 +48,10 @@ enum Command {
         /// `<data-dir>/admin.key` on first start).
         #[arg(long, env = "TAILOR_ADMIN_KEY", hide_env_values = true)]
         admin_key: Option<String>,
+        /// Cluster mode: the NATS server(s) with JetStream, comma-separated
+        /// (`nats://127.0.0.1:4222`); sets `[cluster] servers` (docs/scale-out.md).
+        #[arg(long)]
+        cluster: Option<String>,
     },
     /// Print the effective configuration and exit.
     Config,
@@ -150,7 +154,11 @@ fn main() -> anyhow::Result<()> {
             data_dir,
             plugin_dir,
             admin_key,
+            cluster,
         } => {
+            if let Some(c) = cluster {
+                settings.cluster.servers = c.split(',').map(|s| s.trim().to_string()).collect();
+            }
             if let Some(k) = admin_key {
                 settings.auth.admin_key = Some(k);
             }
@@ -180,7 +188,9 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let running = tailor_server::start(&settings).context("starting the server")?;
+        let running = tailor_server::start_async(&settings)
+            .await
+            .context("starting the server")?;
         tracing::info!(addr = %running.addr, data_dir = %settings.storage.data_dir.display(), "listening");
         let handle = running.server.handle();
         let server = tokio::spawn(running.server);

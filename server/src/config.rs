@@ -20,6 +20,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub transport: TransportSettings,
     pub rate_limits: RateLimitSettings,
+    pub cluster: crate::cluster::ClusterSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -273,6 +274,7 @@ impl Settings {
         }
         self.transport.validate()?;
         self.rate_limits.validate()?;
+        self.cluster.validate()?;
         Ok(())
     }
 

@@ -16,6 +16,10 @@ pub enum EngineError {
     CampaignNotFound { id: String },
     #[error("campaign {id:?} already exists")]
     CampaignExists { id: String },
+    /// Cluster mode: the campaign's config changed since the revision this write was based on
+    /// (another replica saved first); read it again and retry.
+    #[error("campaign {id:?} was changed by another writer since revision {revision}; read it again and retry")]
+    ConfigConflict { id: String, revision: u64 },
     #[error("event {id:?} is unknown")]
     EventNotFound { id: String },
     /// A replayed event id whose candidate set differs from the recorded decision's.

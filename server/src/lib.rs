@@ -6,6 +6,7 @@
 pub mod api;
 pub mod audit;
 pub mod campaign;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod error;
@@ -88,11 +89,23 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
     #[error("binding {addr}: {source}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// [`start`], then in cluster mode join the cluster: returns once this replica has applied
+/// the stream up to its end at joining (docs/scale-out.md).
+pub async fn start_async(settings: &Settings) -> Result<Running, StartError> {
+    let running = start(settings)?;
+    if settings.cluster.enabled() {
+        cluster::Cluster::join(&running.engine, &settings.cluster).await?;
+    }
+    Ok(running)
 }
 
 /// Open the store, recover state, bind, and return the (not yet awaited) server.
@@ -107,6 +120,9 @@ pub fn start(settings: &Settings) -> Result<Running, StartError> {
         settings.storage.cache_capacity_bytes,
         settings.storage.flush_every_ms,
     )?);
+    if settings.cluster.enabled() {
+        cluster::clear_local_state(&*store)?;
+    }
     let plugins = Arc::new(match &settings.plugins.dir {
         Some(dir) => plugins::PluginHost::open(dir),
         None => plugins::PluginHost::empty(),

@@ -2,6 +2,7 @@
 //! One test binary for the workspace so it links once.
 
 mod browser;
+mod cluster;
 mod control_room;
 mod defaults;
 mod event_ids;

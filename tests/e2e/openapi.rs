@@ -27,6 +27,7 @@ const ROUTES: &[(&str, &str)] = &[
         "get",
         "/admin/v1/campaigns/{id}/decisions/{event_id}/explain",
     ),
+    ("get", "/admin/v1/campaigns/{id}/digest"),
     ("post", "/admin/v1/campaigns/{id}/pause"),
     ("post", "/admin/v1/campaigns/{id}/resume"),
     ("put", "/admin/v1/campaigns/{id}/holdout"),

@@ -54,7 +54,7 @@ async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let raw = body::read(payload, state.body_limit).await?;
     let config: CampaignConfig = body::parse(&raw)?;
-    let rt = state.engine.create_campaign(config)?;
+    let rt = state.engine.create_campaign_replicated(config).await?;
     let change = Change {
         action: "campaign.create".into(),
         campaign: Some(rt.config.id.clone()),
@@ -138,7 +138,7 @@ async fn update(
         return Err(EngineError::invalid("id", "does not match the campaign in the path").into());
     }
     let before = json_of(&state.engine.campaign(&id)?.config);
-    let rt = state.engine.update_campaign(config)?;
+    let rt = state.engine.update_campaign_replicated(config).await?;
     let change = Change {
         action: "campaign.update".into(),
         campaign: Some(rt.config.id.clone()),
@@ -171,7 +171,7 @@ async fn delete(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let before = json_of(&state.engine.campaign(&id)?.config);
-    state.engine.delete_campaign(&id)?;
+    state.engine.delete_campaign_replicated(&id).await?;
     let change = Change {
         action: "campaign.delete".into(),
         campaign: Some(id.clone()),

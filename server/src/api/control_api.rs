@@ -32,7 +32,7 @@ pub(crate) async fn change_campaign(
     let before = state.engine.campaign(id)?.config.clone();
     let mut config = before.clone();
     change(&mut config)?;
-    let rt = state.engine.update_campaign(config)?;
+    let rt = state.engine.update_campaign_replicated(config).await?;
     auth::audit(
         state,
         req,

@@ -121,9 +121,12 @@ async fn decide(
     // The body's shape follows the campaign's kind; the engine checks the kind again.
     let response = match state.engine.campaign(&path)?.config.kind {
         // Parsed straight into hashed features; the body is kept for the decision log.
-        CampaignKind::Items => {
-            status::ok(state.engine.decide_items(&path, DecideInput::parse(raw)?)?)
-        }
+        CampaignKind::Items => status::ok(
+            state
+                .engine
+                .decide_items_replicated(&path, DecideInput::parse(raw)?)
+                .await?,
+        ),
         CampaignKind::SendTime => {
             let request: SendTimeRequest = body::parse(&raw)?;
             status::ok(state.engine.decide_send_time(&path, request)?)

@@ -6,6 +6,7 @@ pub mod admin_api;
 pub mod audit_api;
 pub mod auth;
 pub mod body;
+pub mod cluster_api;
 pub mod control_api;
 pub mod csv;
 pub mod decide_api;
@@ -57,6 +58,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     adjust_api::configure(&mut r);
     admin_api::configure(&mut r);
     preview_api::configure(&mut r);
+    cluster_api::configure(&mut r);
     ops_api::configure(&mut r);
     plugins_api::configure(&mut r);
     ope_api::configure(&mut r);

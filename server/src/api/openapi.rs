@@ -27,8 +27,8 @@ pub use tailor_wire::{
 use super::auth::{Access, Routes};
 use super::status;
 use super::{
-    adjust_api, admin_api, audit_api, control_api, decide_api, keys_api, ope_api, ops_api,
-    plugins_api, preview_api, reports_api, send_time_api, shoppers_api, validate_api,
+    adjust_api, admin_api, audit_api, cluster_api, control_api, decide_api, keys_api, ope_api,
+    ops_api, plugins_api, preview_api, reports_api, send_time_api, shoppers_api, validate_api,
 };
 
 /// `GET /admin/v1/campaigns`.
@@ -178,6 +178,7 @@ impl Modify for TransportResponses {
         validate_api::validate,
         preview_api::preview,
         preview_api::explain,
+        cluster_api::digest,
         control_api::pause,
         control_api::resume,
         control_api::holdout,

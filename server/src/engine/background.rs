@@ -40,6 +40,11 @@ impl Engine {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                // In cluster mode windows close on stream time, as each replica applies the
+                // stream (crate::cluster), never on this clock.
+                if me.cluster().is_some() {
+                    continue;
+                }
                 if let Err(e) = me.sweep(now_ms()) {
                     tracing::error!(error = %e, "closing reward windows failed");
                 }

@@ -25,12 +25,6 @@ struct PreviewAsk {
     seed: Option<u64>,
 }
 
-/// What the items path produced: a logged decision, or a preview that logged nothing.
-enum Ranked {
-    Decided(DecideResponse),
-    Previewed(Box<super::preview::Preview>),
-}
-
 /// Largest number of candidates in one decision.
 pub const MAX_CANDIDATES: usize = 10_000;
 /// Longest accepted id (event, candidate, shopper).
@@ -230,6 +224,34 @@ pub(super) fn event_for(d: &DecisionRecord) -> EventRecord {
     }
 }
 
+/// What the items path ([`Engine::choose_items`]) produced.
+#[derive(Debug)]
+pub(crate) enum Ranked {
+    /// A retried event id: the recorded decision.
+    Recorded(DecideResponse),
+    /// A new decision, not yet logged (a decide logs it; cluster mode publishes it first).
+    New {
+        decision: DecisionRecord,
+        defer: bool,
+        /// The first slot's distribution, when the request asked for it.
+        distribution: Option<Vec<ChosenAction>>,
+    },
+    /// A preview: nothing logged, learned or counted.
+    Previewed(Box<super::preview::Preview>),
+}
+
+/// The answer to a new decision, before it is logged (cluster mode answers once it is in the
+/// stream).
+pub(crate) fn response_of_decision(
+    d: &DecisionRecord,
+    distribution: Option<Vec<ChosenAction>>,
+) -> DecideResponse {
+    DecideResponse {
+        distribution,
+        ..response_of(&event_for(d), false)
+    }
+}
+
 fn response_of(event: &EventRecord, replayed: bool) -> DecideResponse {
     DecideResponse {
         event_id: event.event_id.clone(),
@@ -289,10 +311,53 @@ impl Engine {
         rt: Arc<CampaignRuntime>,
         input: DecideInput,
     ) -> Result<DecideResponse, EngineError> {
-        match self.rank_or_preview(rt, input, None)? {
-            Ranked::Decided(response) => Ok(response),
+        match self.rank_or_preview(rt.clone(), input, None)? {
+            Ranked::Recorded(response) => Ok(response),
+            Ranked::New {
+                decision,
+                defer,
+                distribution,
+            } => {
+                let event = self.log_decision(rt, decision, defer)?;
+                Ok(DecideResponse {
+                    distribution,
+                    ..response_of(&event, false)
+                })
+            }
             Ranked::Previewed(_) => unreachable!("a decide is not a preview"),
         }
+    }
+
+    /// Choose action(s) for one item request without logging: the decision to log (by
+    /// [`Engine::log_decision`], here or, in cluster mode, by every replica applying it from the
+    /// stream), or the recorded answer to a retried event id.
+    pub(crate) fn choose_items(
+        &self,
+        rt: Arc<CampaignRuntime>,
+        input: DecideInput,
+    ) -> Result<Ranked, EngineError> {
+        self.rank_or_preview(rt, input, None)
+    }
+
+    /// The recorded decision of a retried event id, if this campaign holds it: the same
+    /// candidates get it back (`replayed`), others are an [`EngineError::EventIdConflict`].
+    pub(crate) fn replayed_decision(
+        &self,
+        campaign: &str,
+        event_id: &str,
+        candidate_set: u64,
+    ) -> Result<Option<DecideResponse>, EngineError> {
+        let Some(existing) = self.store.event(campaign, event_id)? else {
+            return Ok(None);
+        };
+        if existing.candidate_set != 0 && existing.candidate_set != candidate_set {
+            let id = event_id
+                .split(super::SLOT_SEPARATOR)
+                .next()
+                .unwrap_or(event_id);
+            return Err(EngineError::EventIdConflict { id: id.to_string() });
+        }
+        Ok(Some(response_of(&self.recorded(existing)?, true)))
     }
 
     /// Answer an items request as [`Engine::decide_items`] would, without logging, learning,
@@ -314,7 +379,7 @@ impl Engine {
         }
         match self.rank_or_preview(rt, input, Some(PreviewAsk { seed }))? {
             Ranked::Previewed(p) => Ok(*p),
-            Ranked::Decided(_) => unreachable!("a preview logs nothing"),
+            Ranked::Recorded(_) | Ranked::New { .. } => unreachable!("a preview logs nothing"),
         }
     }
 
@@ -344,16 +409,8 @@ impl Engine {
         // plugin or featurizing work is spent on it; the same id over other candidates is a
         // different decision, and says so rather than serving an action not offered.
         if let (Some(id), None) = (&event_id, &preview) {
-            if let Some(existing) = self.store.event(campaign, id)? {
-                if existing.candidate_set != 0 && existing.candidate_set != candidate_set {
-                    return Err(EngineError::EventIdConflict {
-                        id: req.event_id.clone().unwrap_or_default(),
-                    });
-                }
-                return Ok(Ranked::Decided(response_of(
-                    &self.recorded(existing)?,
-                    true,
-                )));
+            if let Some(response) = self.replayed_decision(campaign, id, candidate_set)? {
+                return Ok(Ranked::Recorded(response));
             }
         }
 
@@ -666,11 +723,11 @@ impl Engine {
             candidate_set,
             pinned: PinnedSlots(pinned),
         };
-        let event = self.log_decision(rt.clone(), decision, input.defer)?;
-        Ok(Ranked::Decided(DecideResponse {
+        Ok(Ranked::New {
+            decision,
+            defer: input.defer,
             distribution,
-            ..response_of(&event, false)
-        }))
+        })
     }
 
     /// The join state of a logged event with its served actions: a pruned one (its window
@@ -693,7 +750,7 @@ impl Engine {
     /// campaign's log (a memory copy) under the books lock, so a campaign's log is in sequence
     /// order; then write its join state and open window in one batch. The one place decisions
     /// are logged (items and send time). `decision.seq` is assigned here.
-    pub(super) fn log_decision(
+    pub(crate) fn log_decision(
         &self,
         mut rt: Arc<CampaignRuntime>,
         mut decision: DecisionRecord,

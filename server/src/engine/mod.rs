@@ -38,15 +38,16 @@ pub mod send_time;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
 
 pub(crate) use decide::check_items_request;
 pub use decide::DecideInput;
+pub(crate) use decide::{response_of_decision, Ranked};
 pub use durability::GroupCommit;
-pub(crate) use reward::check_reward_request;
+pub(crate) use reward::{check_reward_request, reward_key};
 pub use reward::{slot_event_id, SLOT_SEPARATOR};
 pub use runtime::CampaignRuntime;
 pub(crate) use runtime::{snapshot_of, Books, Learner};
@@ -77,6 +78,8 @@ pub struct Engine {
     admin: Mutex<()>,
     settings: EngineSettings,
     plugins: Arc<PluginHost>,
+    /// Cluster mode (docs/scale-out.md): set once, before the server takes requests.
+    cluster: OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -146,6 +149,7 @@ impl Engine {
             admin: Mutex::new(()),
             settings,
             plugins,
+            cluster: OnceLock::new(),
         });
         engine.replay()?;
         Ok(engine)
@@ -173,6 +177,19 @@ impl Engine {
     /// increment; no store call).
     pub(crate) fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The cluster this replica belongs to, in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Enter cluster mode: from now on decisions, rewards and campaign changes go through the
+    /// stream. Only once, before requests are served.
+    pub(crate) fn attach_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        if self.cluster.set(cluster).is_err() {
+            tracing::warn!("cluster attached twice; keeping the first");
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

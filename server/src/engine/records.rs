@@ -9,6 +9,13 @@ impl Engine {
     /// The store answers (readiness).
     pub fn ready(&self) -> Result<(), EngineError> {
         self.store.next_seq()?;
+        if let Some(cluster) = self.cluster() {
+            if !cluster.connected() {
+                return Err(EngineError::Unavailable {
+                    message: "cluster mode: NATS is unreachable; rewards are refused until it is back (decides too: they are answered once in the stream)".into(),
+                });
+            }
+        }
         Ok(())
     }
 

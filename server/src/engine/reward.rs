@@ -8,7 +8,8 @@ use crate::campaign::RewardAggregation;
 use crate::error::EngineError;
 use crate::store::{EventRecord, RewardKind, RewardRecord, StoreError};
 
-fn reward_key(req: &RewardRequest) -> u64 {
+/// A reward's idempotency key in its slot's join state.
+pub(crate) fn reward_key(req: &RewardRequest) -> u64 {
     match &req.reward_id {
         Some(id) => xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), 1),
         // Without an idempotency key, an identical value is taken as a repeat.
@@ -90,7 +91,10 @@ impl Engine {
         event_id: &str,
         req: RewardRequest,
     ) -> Result<RewardResponse, EngineError> {
-        let status = self.join_one(campaign, event_id, &req)?;
+        if let Some(cluster) = self.cluster() {
+            return cluster.reward(self, campaign, event_id, req).await;
+        }
+        let status = self.join_one(campaign, event_id, &req, now_ms())?;
         // A duplicate may race the original's flush; acknowledge it only once durable too.
         self.commit.wait().await?;
         Ok(RewardResponse {
@@ -105,10 +109,13 @@ impl Engine {
         &self,
         items: Vec<(String, String, RewardRequest)>,
     ) -> Result<Vec<Result<RewardResponse, EngineError>>, EngineError> {
+        if let Some(cluster) = self.cluster() {
+            return Ok(cluster.reward_batch(self, items).await);
+        }
         let results: Vec<_> = items
             .into_iter()
             .map(|(campaign, event_id, req)| {
-                self.join_one(&campaign, &event_id, &req)
+                self.join_one(&campaign, &event_id, &req, now_ms())
                     .map(|status| RewardResponse { event_id, status })
             })
             .collect();
@@ -116,15 +123,18 @@ impl Engine {
         Ok(results)
     }
 
-    fn join_one(
+    /// Join one reward received at `now` (ms; in cluster mode the stream time of its message)
+    /// under its campaign's join lock; nothing waits for durability.
+    pub(crate) fn join_one(
         &self,
         campaign: &str,
         event_id: &str,
         req: &RewardRequest,
+        now: u64,
     ) -> Result<RewardStatus, EngineError> {
         check_reward_request(req)?;
         let rt = self.campaign(campaign)?;
-        let status = self.with_live(rt, |rt| self.join(rt, event_id, req))?;
+        let status = self.with_live(rt, |rt| self.join(rt, event_id, req, now))?;
         metrics::counter!("tailor_rewards_total", "campaign" => campaign.to_string(), "status" => status_label(status))
             .increment(1);
         Ok(status)
@@ -136,6 +146,7 @@ impl Engine {
         rt: &CampaignRuntime,
         event_id: &str,
         req: &RewardRequest,
+        now: u64,
     ) -> Result<RewardStatus, EngineError> {
         let not_found = || EngineError::EventNotFound {
             id: event_id.to_string(),
@@ -150,7 +161,6 @@ impl Engine {
         }
         // Checked against the config the reward joins under, before anything is written.
         let value = rt.config.admit_reward("value", req.value)?;
-        let now = now_ms();
         if event.is_pruned() {
             // Pruned at its deadline: only late rewards reach it.
             return Err(EngineError::RewardWindowClosed {
@@ -361,7 +371,7 @@ impl Engine {
                 return Ok(closed);
             }
             for (campaign, event_id) in &due {
-                if !self.close_window(campaign, event_id)? {
+                if !self.close_window(campaign, event_id, now)? {
                     // Its campaign (and so its join state) is gone: without this the sweep
                     // would meet it forever.
                     self.store.drop_orphan_pending(campaign, event_id, now)?;
@@ -371,7 +381,7 @@ impl Engine {
         }
     }
 
-    fn close_window(&self, campaign: &str, event_id: &str) -> Result<bool, EngineError> {
+    fn close_window(&self, campaign: &str, event_id: &str, now: u64) -> Result<bool, EngineError> {
         let Ok(rt) = self.campaign(campaign) else {
             return Ok(false);
         };
@@ -408,7 +418,7 @@ impl Engine {
                 deferred: false,
                 ..event.clone()
             };
-            self.apply(rt, &event, &pruned, &applied, now_ms(), true)?;
+            self.apply(rt, &event, &pruned, &applied, now, true)?;
             Ok(true)
         })
     }
