@@ -214,6 +214,7 @@ fn bench_stages(c: &mut Criterion) {
                     removed: Vec::new(),
                     candidate_set: 1,
                     pinned: Default::default(),
+                    audience: Default::default(),
                 };
                 let event = EventRecord {
                     event_id: decision.event_id.clone(),

@@ -85,6 +85,7 @@ fn log(
             removed: Vec::new(),
             candidate_set: 0,
             pinned: Default::default(),
+            audience: Default::default(),
         };
         let mut event = EventRecord {
             event_id: event_id.clone(),

@@ -89,6 +89,11 @@ pub struct CampaignConfig {
     /// hundred bytes per decision (docs/event-log.md).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub log_requests: bool,
+    /// Items campaigns: a top-level context field (e.g. `"segment"`) whose value cuts the
+    /// reports by audience (`GET .../reports/audiences`, docs/reports.md). At most
+    /// [`crate::engine::MAX_AUDIENCES`] values are told apart; later ones count as `"other"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience_field: Option<String>,
     /// Ordered plugin chain (see docs/plugins.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<PluginRef>,
@@ -195,6 +200,8 @@ struct CampaignConfigWire {
     #[serde(default)]
     log_requests: bool,
     #[serde(default)]
+    audience_field: Option<String>,
+    #[serde(default)]
     plugins: Vec<PluginRef>,
     #[serde(default)]
     personalizer: Option<serde_json::Value>,
@@ -240,6 +247,7 @@ impl From<CampaignConfigWire> for CampaignConfig {
             holdout: w.holdout,
             holdout_salt: w.holdout_salt,
             log_requests: w.log_requests,
+            audience_field: w.audience_field,
             plugins: w.plugins,
             personalizer: w.personalizer,
             slots: w.slots,
@@ -686,6 +694,25 @@ impl CampaignConfig {
             &self.promotions,
             &mut self.all_policies(),
         )?;
+        if let Some(f) = &self.audience_field {
+            if f.is_empty()
+                || f.len() > 64
+                || !f
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            {
+                return Err(EngineError::invalid(
+                    "audience_field",
+                    "a context field name of 1 to 64 characters from [A-Za-z0-9_.-]",
+                ));
+            }
+            if self.kind != CampaignKind::Items {
+                return Err(EngineError::invalid(
+                    "audience_field",
+                    "only items campaigns have audience reports",
+                ));
+            }
+        }
         // A slate drawn under variety limits, promotions or a wall-clock half-life applies no
         // factors (engine/decide.rs): refuse the boosts that would silently do nothing.
         if !self.merchandising.boosts.is_empty()

@@ -281,6 +281,7 @@ mod tests {
             removed: vec![("floor".into(), "sku-2".into(), 1)],
             candidate_set: 11,
             pinned: Default::default(),
+            audience: Default::default(),
         };
         let event = EventRecord {
             event_id: "ev-1".into(),

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `tailor` binary on port 0 with a temporary sled directory.
 //! One test binary for the workspace so it links once.
 
+mod audiences;
 mod browser;
 mod cluster;
 mod control_room;

@@ -34,6 +34,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("put", "/admin/v1/campaigns/{id}/policy"),
     ("get", "/admin/v1/campaigns/{id}/reports/actions"),
     ("get", "/admin/v1/campaigns/{id}/reports/lift"),
+    ("get", "/admin/v1/campaigns/{id}/reports/audiences"),
     ("get", "/admin/v1/campaigns/{id}/reports/hidden-gems"),
     ("get", "/admin/v1/campaigns/{id}/reports/affinity"),
     ("get", "/admin/v1/campaigns/{id}/reports/policies"),

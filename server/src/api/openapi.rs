@@ -16,7 +16,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
 pub use crate::audit::AuditEntry;
 pub use crate::campaign::CampaignConfig;
 pub use crate::engine::reports::{
-    ActionReport, AffinityReport, GemsReport, LiftReport, PolicySeries,
+    ActionReport, AffinityReport, AudienceReport, AudiencesReport, GemsReport, LiftReport,
+    PolicySeries,
 };
 pub use crate::keys::{KeyInfo, Role};
 pub use tailor_wire::{
@@ -190,6 +191,7 @@ impl Modify for TransportResponses {
         audit_api::list,
         reports_api::actions,
         reports_api::lift,
+        reports_api::audiences,
         reports_api::gems,
         reports_api::affinity,
         reports_api::policies,

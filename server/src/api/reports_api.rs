@@ -17,6 +17,11 @@ pub fn configure(r: &mut Routes) {
     let read = Access::viewer(Scope::Path("id"));
     r.get("/admin/v1/campaigns/{id}/reports/actions", read, actions)
         .get("/admin/v1/campaigns/{id}/reports/lift", read, lift)
+        .get(
+            "/admin/v1/campaigns/{id}/reports/audiences",
+            read,
+            audiences,
+        )
         .get("/admin/v1/campaigns/{id}/reports/hidden-gems", read, gems)
         .get("/admin/v1/campaigns/{id}/reports/affinity", read, affinity)
         .get("/admin/v1/campaigns/{id}/reports/policies", read, policies)
@@ -178,6 +183,40 @@ async fn lift(
     let b = bucket(&q)?;
     let out = output(&req, &q, &id, "lift")?;
     read(&state, &id, out, move |e, id| e.lift_report(id, b), |l| l).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/admin/v1/campaigns/{id}/reports/audiences",
+    operation_id = "report_audiences",
+    tag = "reports",
+    summary = "Per-action results, lift and reward over time per value of the campaign's audience_field",
+    description = "One entry per value of the context field the campaign names in `audience_field` (at most 20 values, later ones as `other`; `(none)` when the context lacked it), counted from decisions logged while the field was set. `small_sample` flags an audience with fewer than 30 personalized or holdout decisions. `bucket_seconds` must be a whole number of hours.",
+    params(("id" = String, Path, description = "Campaign id"), ("bucket_seconds" = Option<u64>, Query, description = "Time-series bucket width, a multiple of 3600, default 86400"), ("format" = Option<String>, Query, description = "json (default) or csv; `Accept: text/csv` also answers CSV")),
+    responses(
+        (status = 200, body = crate::api::openapi::AudiencesReport),
+        (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+    )
+)]
+async fn audiences(
+    state: Authorized,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let q: Query = query(&req)?;
+    let b = bucket(&q)?;
+    let out = output(&req, &q, &id, "audiences")?;
+    read(
+        &state,
+        &id,
+        out,
+        move |e, id| e.audiences_report(id, b),
+        |a| a,
+    )
+    .await
 }
 
 #[utoipa::path(

@@ -303,6 +303,7 @@ impl Engine {
             c.reward_sum += e.value - e.previous;
         }
         books.reports.on_adjust(e);
+        books.audiences.on_adjust(e);
         books.reward_seq = books.reward_seq.max(a.seq);
     }
 }

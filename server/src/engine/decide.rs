@@ -16,13 +16,40 @@ use super::{featurize, now_ms, CampaignRuntime, Engine};
 use crate::campaign::{CampaignKind, CampaignStatus};
 use crate::error::EngineError;
 use crate::store::{
-    DecisionRecord, EventRecord, LoggedAction, PinnedSlots, ServedAction, SlotState,
+    Audience, DecisionRecord, EventRecord, LoggedAction, PinnedSlots, ServedAction, SlotState,
     MAX_LOGGED_REQUEST,
 };
 
 /// What a preview asks of the items path ([`Engine::preview_items`]).
 struct PreviewAsk {
     seed: Option<u64>,
+}
+
+/// Distinct audience values a campaign's reports tell apart; later values count as
+/// [`OTHER_AUDIENCE`].
+pub const MAX_AUDIENCES: usize = 20;
+/// The audience of decisions past the first [`MAX_AUDIENCES`] values.
+pub const OTHER_AUDIENCE: &str = "other";
+/// The audience of decisions whose context lacks the field.
+pub const NO_AUDIENCE: &str = "(none)";
+
+/// The audience a context value names: strings as they are (at most 64 bytes, cut at a
+/// character boundary), numbers and booleans as written; other values name none.
+fn audience_value(v: &serde_json::Value) -> Option<String> {
+    let mut s = match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::Bool(b) => b.to_string(),
+        _ => return None,
+    };
+    if s.len() > 64 {
+        let mut cut = 64;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    Some(s)
 }
 
 /// Largest number of candidates in one decision.
@@ -427,6 +454,7 @@ impl Engine {
             || req.repeats_keys()
             || !rules.boosts.is_empty()
             || super::promotions::reads_attributes(&rt.config)
+            || rt.config.audience_field.is_some()
         {
             Some(ItemsRequest::values(&input.raw)?)
         } else {
@@ -722,6 +750,13 @@ impl Engine {
             removed: stage.removed,
             candidate_set,
             pinned: PinnedSlots(pinned),
+            audience: Audience(rt.config.audience_field.as_deref().map(|field| {
+                values
+                    .as_ref()
+                    .and_then(|v| v.context.get(field))
+                    .and_then(audience_value)
+                    .unwrap_or_else(|| NO_AUDIENCE.to_string())
+            })),
         };
         Ok(Ranked::New {
             decision,

@@ -340,6 +340,7 @@ mod tests {
             removed: vec![("p".into(), "b".into(), 1)],
             candidate_set: 5,
             pinned: PinnedSlots(vec![0]),
+            audience: Default::default(),
         };
         let bytes = encode_record(&LogEntry::Decision(d.clone()));
         let LogEntry::Decision(back) = decode_record::<LogEntry>("t", &bytes).unwrap() else {

@@ -44,8 +44,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use parking_lot::{Mutex, RwLock};
 
 pub(crate) use decide::check_items_request;
-pub use decide::DecideInput;
 pub(crate) use decide::{response_of_decision, Ranked};
+pub use decide::{DecideInput, MAX_AUDIENCES, NO_AUDIENCE, OTHER_AUDIENCE};
 pub use durability::GroupCommit;
 pub(crate) use reward::{check_reward_request, reward_key};
 pub use reward::{slot_event_id, SLOT_SEPARATOR};
@@ -421,6 +421,7 @@ mod tests {
             removed: Vec::new(),
             candidate_set: 0,
             pinned: Default::default(),
+            audience: Default::default(),
         };
         let mut event = decide::event_for(&decision);
         store.log_decision(&decision, &event).unwrap();

@@ -133,6 +133,7 @@ impl Engine {
         let up_to = self.with_books(campaign, |_, books, _| {
             // The reports forget the deleted decisions too (they are computed from the logs).
             books.reports.clear();
+            books.audiences.clear();
             Ok(books.decision_seq.max(books.reward_seq))
         })?;
         Ok(self.store.delete_log(campaign, up_to)?)

@@ -31,6 +31,8 @@ use crate::store::{AdjustmentEntry, DecisionRecord, RewardRecord, Store};
 
 /// Name of the snapshot entry (in `CampaignSnapshot.policies`) holding the aggregates.
 pub(super) const SNAPSHOT_ENTRY: &str = "reports.aggregates";
+/// Name of the snapshot entry holding the aggregates cut by audience.
+pub(super) const AUDIENCES_ENTRY: &str = "reports.audiences";
 /// First byte of the entry: the encoding's version.
 const VERSION: u8 = 1;
 /// Width of the kept time buckets. A report's `bucket_seconds` that is a multiple of it is
@@ -48,6 +50,8 @@ pub(crate) struct DecisionFacts<'a> {
     pub deadline_ms: u64,
     pub holdout: bool,
     pub policy: &'a str,
+    /// The decision's audience value, when its campaign names an audience field.
+    pub audience: Option<&'a str>,
 }
 
 impl<'a> DecisionFacts<'a> {
@@ -58,6 +62,7 @@ impl<'a> DecisionFacts<'a> {
             deadline_ms: d.deadline_ms,
             holdout: d.holdout,
             policy: &d.policy,
+            audience: d.audience.0.as_deref(),
         }
     }
 }
@@ -198,6 +203,80 @@ impl Default for ReportBook {
     }
 }
 
+/// The aggregates cut by the campaign's audience field: one [`ReportBook`] per audience value,
+/// in order of first appearance (at most [`super::MAX_AUDIENCES`], then
+/// [`super::OTHER_AUDIENCE`]). A reward or adjustment is counted in the book whose decision
+/// waits for it; an adjustment to a decision already settled is counted in the campaign's
+/// book only.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct AudienceBooks {
+    values: Vec<String>,
+    books: Vec<ReportBook>,
+}
+
+impl AudienceBooks {
+    /// The books a snapshot entry holds; empty when there is none or it is unreadable.
+    pub(crate) fn from_snapshot(entry: Option<&[u8]>) -> Self {
+        match entry.and_then(|b| b.split_first()) {
+            Some((&VERSION, rest)) => postcard::from_bytes(rest).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "audience aggregates unreadable; starting them empty");
+                Self::default()
+            }),
+            _ => Self::default(),
+        }
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = vec![VERSION];
+        out.extend(postcard::to_stdvec(self).expect("postcard encoding of audience aggregates"));
+        out
+    }
+
+    pub(crate) fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    fn index(&mut self, value: &str) -> usize {
+        if let Some(i) = self.values.iter().position(|v| v == value) {
+            return i;
+        }
+        let name = if self.values.len() < super::MAX_AUDIENCES {
+            value
+        } else {
+            super::OTHER_AUDIENCE
+        };
+        if let Some(i) = self.values.iter().position(|v| v == name) {
+            return i;
+        }
+        self.values.push(name.to_string());
+        self.books.push(ReportBook::default());
+        self.books.len() - 1
+    }
+
+    pub(crate) fn on_decision<'a>(
+        &mut self,
+        facts: &DecisionFacts<'_>,
+        actions: impl Iterator<Item = &'a str>,
+    ) {
+        if let Some(audience) = facts.audience {
+            let i = self.index(audience);
+            self.books[i].on_decision(facts, actions);
+        }
+    }
+
+    pub(crate) fn on_reward(&mut self, r: &RewardRecord) {
+        if let Some(b) = self.books.iter_mut().find(|b| b.holds(&r.event_id)) {
+            b.on_reward(r);
+        }
+    }
+
+    pub(crate) fn on_adjust(&mut self, e: &AdjustmentEntry) {
+        if let Some(b) = self.books.iter_mut().find(|b| b.holds(&e.event_id)) {
+            b.on_adjust(e);
+        }
+    }
+}
+
 fn hour_of(ms: u64) -> u32 {
     u32::try_from(ms / BUCKET_MS).unwrap_or(u32::MAX)
 }
@@ -296,6 +375,18 @@ impl ReportBook {
                 self.apply(key, p.slot, &p.action, p.value);
             }
         }
+    }
+
+    /// Whether the decision `event_id` is counted here and still waits for a reward.
+    fn holds(&self, event_id: &str) -> bool {
+        self.open.contains_key(&self.key(event_id))
+    }
+
+    /// Decisions counted: (personalized, holdout).
+    fn decisions(&self) -> (u64, u64) {
+        self.hours
+            .values()
+            .fold((0, 0), |(p, h), a| (p + a.personalized.n, h + a.holdout.n))
     }
 
     /// Count an applied reward (its value already within the campaign's range).
@@ -620,6 +711,49 @@ impl Engine {
         self.fold_report(campaign, None, reports::LiftFold::new(bucket_seconds))
     }
 
+    /// The campaign's reports cut by its `audience_field`: per audience value, the per-action
+    /// results, lift over the holdout with its interval, and reward over time per policy, with
+    /// the small-sample caveat. `bucket_seconds` must be a whole number of hours.
+    pub fn audiences_report(
+        &self,
+        campaign: &str,
+        bucket_seconds: u64,
+    ) -> Result<reports::AudiencesReport, EngineError> {
+        if !hourly(bucket_seconds) {
+            return Err(EngineError::invalid(
+                "bucket_seconds",
+                "audience reports come in whole hours (a multiple of 3600)",
+            ));
+        }
+        let rt = self.campaign(campaign)?;
+        let field = rt.config.audience_field.clone();
+        let books = rt.books.lock();
+        let audiences = books
+            .audiences
+            .values
+            .iter()
+            .zip(&books.audiences.books)
+            .map(|(name, b)| {
+                let (personalized, holdout) = b.decisions();
+                reports::AudienceReport {
+                    audience: name.clone(),
+                    decisions: personalized + holdout,
+                    holdout_decisions: holdout,
+                    small_sample: personalized < reports::SMALL_SAMPLE
+                        || holdout < reports::SMALL_SAMPLE,
+                    actions: reports::actions_of(tallies(b.actions_copy()), b.binary),
+                    lift: b.lift(bucket_seconds),
+                    policies: b.policies(bucket_seconds),
+                }
+            })
+            .collect();
+        Ok(reports::AudiencesReport {
+            field,
+            small_sample_below: reports::SMALL_SAMPLE,
+            audiences,
+        })
+    }
+
     /// Reward over time per policy: from the aggregates when `bucket_seconds` is a whole
     /// number of hours, else folded over the log.
     pub fn policies_report(
@@ -935,6 +1069,7 @@ mod tests {
                     deadline_ms: at_ms + 3_600_000,
                     holdout,
                     policy,
+                    audience: None,
                 },
                 actions.iter().map(String::as_str),
             );

@@ -443,6 +443,34 @@ pub struct LiftPoint {
     pub lift: Lift,
 }
 
+/// Decisions below which an audience's figures are flagged `small_sample`.
+pub const SMALL_SAMPLE: u64 = 30;
+
+/// The reports of one audience value (`GET .../reports/audiences`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AudienceReport {
+    /// The value of the campaign's `audience_field`; `other` past the first 20 values,
+    /// `(none)` when the context lacked the field.
+    pub audience: String,
+    pub decisions: u64,
+    pub holdout_decisions: u64,
+    /// Fewer than `small_sample_below` personalized or holdout decisions: the rates and the
+    /// lift interval are too wide to act on.
+    pub small_sample: bool,
+    pub actions: Vec<ActionReport>,
+    pub lift: LiftReport,
+    pub policies: Vec<PolicySeries>,
+}
+
+/// Reports cut by audience.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AudiencesReport {
+    /// The campaign's `audience_field` (none: the campaign has no audience reports).
+    pub field: Option<String>,
+    pub small_sample_below: u64,
+    pub audiences: Vec<AudienceReport>,
+}
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LiftReport {
     #[serde(flatten)]

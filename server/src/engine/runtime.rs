@@ -54,6 +54,8 @@ pub(crate) struct Books {
     pub decision_seq: u64,
     pub reward_seq: u64,
     pub reports: report_book::ReportBook,
+    /// The same aggregates cut by the campaign's audience field.
+    pub audiences: report_book::AudienceBooks,
 }
 
 impl Books {
@@ -62,6 +64,7 @@ impl Books {
         c.rewards += 1;
         c.reward_sum += r.value;
         self.reports.on_reward(r);
+        self.audiences.on_reward(r);
         self.rewards += 1;
         self.reward_seq = self.reward_seq.max(r.seq);
     }
@@ -73,6 +76,7 @@ impl Books {
         actions: impl Iterator<Item = &'a str> + Clone,
     ) {
         self.reports.on_decision(facts, actions.clone());
+        self.audiences.on_decision(facts, actions.clone());
         for id in actions {
             match self.counters.get_mut(id) {
                 Some(c) => c.exposures += 1,
@@ -212,10 +216,16 @@ pub(crate) fn snapshot_of(
                 )
             })
             .chain(send_time.map(|s| (send_time::SNAPSHOT_ENTRY.to_string(), s.encode())))
-            .chain([(
-                report_book::SNAPSHOT_ENTRY.to_string(),
-                books.reports.encode(),
-            )])
+            .chain([
+                (
+                    report_book::SNAPSHOT_ENTRY.to_string(),
+                    books.reports.encode(),
+                ),
+                (
+                    report_book::AUDIENCES_ENTRY.to_string(),
+                    books.audiences.encode(),
+                ),
+            ])
             .chain(super::promotions::snapshot_entries(learner))
             .collect(),
         counters: books
@@ -261,6 +271,11 @@ impl CampaignRuntime {
         books.reports = report_book::ReportBook::from_snapshot(
             (snap.policies.iter())
                 .find(|(n, _)| n == report_book::SNAPSHOT_ENTRY)
+                .map(|(_, b)| b.as_slice()),
+        );
+        books.audiences = report_book::AudienceBooks::from_snapshot(
+            (snap.policies.iter())
+                .find(|(n, _)| n == report_book::AUDIENCES_ENTRY)
                 .map(|(_, b)| b.as_slice()),
         );
         books.counters = snap.counters.into_iter().collect();

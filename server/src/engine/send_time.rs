@@ -637,6 +637,7 @@ impl Engine {
             removed,
             candidate_set: 0,
             pinned: Default::default(),
+            audience: Default::default(),
         };
         // The send event first: a decision in the log always has it (recovery relies on it).
         self.store.put_send_event(

@@ -197,6 +197,7 @@ fn copy_v2_into_log(db: &sled::Db) -> Result<Migrated, StoreError> {
             removed: d.removed,
             candidate_set,
             pinned: Default::default(),
+            audience: Default::default(),
         };
         batch.insert(
             log_key(&record.campaign, record.seq),
@@ -905,6 +906,7 @@ mod tests {
                 removed: d.removed,
                 candidate_set,
                 pinned: Default::default(),
+                audience: Default::default(),
             };
             let event = EventRecord {
                 event_id: record.event_id.clone(),

@@ -46,9 +46,9 @@ use std::pin::Pin;
 #[doc(hidden)]
 pub use migrate::downgrade_to_schema1;
 pub use records::{
-    AdjustmentEntry, AdjustmentRecord, CampaignSnapshot, Counters, DecisionRecord, EventRecord,
-    LogEntry, LoggedAction, PinnedSlots, RewardEntry, RewardKind, RewardRecord, SendEventRecord,
-    ServedAction, SettledSlot, ShopperRecord, SlotState, MAX_LOGGED_REQUEST,
+    AdjustmentEntry, AdjustmentRecord, Audience, CampaignSnapshot, Counters, DecisionRecord,
+    EventRecord, LogEntry, LoggedAction, PinnedSlots, RewardEntry, RewardKind, RewardRecord,
+    SendEventRecord, ServedAction, SettledSlot, ShopperRecord, SlotState, MAX_LOGGED_REQUEST,
 };
 pub use sled_store::SledStore;
 

@@ -78,6 +78,23 @@ pub struct DecisionRecord {
     /// Keep it the last field: entries written before it existed decode with none.
     #[serde(default)]
     pub pinned: PinnedSlots,
+    /// The value of the campaign's `audience_field` in the request's context, when it names
+    /// one (reports by audience). After `pinned`, and decoded as leniently: entries written
+    /// before it existed end before it.
+    #[serde(default)]
+    pub audience: Audience,
+}
+
+/// A decision's audience value (see [`DecisionRecord::audience`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Audience(pub Option<String>);
+
+impl<'de> Deserialize<'de> for Audience {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Audience(
+            Option::<String>::deserialize(d).unwrap_or_default(),
+        ))
+    }
 }
 
 /// The 0-based slots of a decision that a pin filled. Off-policy evaluation leaves them out of

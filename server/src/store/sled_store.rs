@@ -1044,6 +1044,7 @@ mod tests {
             removed: vec![],
             candidate_set: 0,
             pinned: Default::default(),
+            audience: Default::default(),
         }
     }
 
