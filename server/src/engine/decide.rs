@@ -16,8 +16,7 @@ use super::{featurize, now_ms, CampaignRuntime, Engine};
 use crate::campaign::{CampaignKind, CampaignStatus};
 use crate::error::EngineError;
 use crate::store::{
-    Audience, DecisionRecord, EventRecord, LoggedAction, PinnedSlots, ServedAction, SlotState,
-    MAX_LOGGED_REQUEST,
+    Audience, DecisionRecord, EventRecord, LoggedAction, PinnedSlots, MAX_LOGGED_REQUEST,
 };
 
 /// What a preview asks of the items path ([`Engine::preview_items`]).
@@ -227,28 +226,7 @@ fn id_hash(id: &str) -> u64 {
 
 /// The join state of a freshly logged decision.
 pub(super) fn event_for(d: &DecisionRecord) -> EventRecord {
-    EventRecord {
-        event_id: d.event_id.clone(),
-        campaign: d.campaign.clone(),
-        decision_seq: d.seq,
-        at_ms: d.at_ms,
-        deadline_ms: d.deadline_ms,
-        policy: d.policy.clone(),
-        holdout: d.holdout,
-        slots: vec![SlotState::default(); d.actions.len()],
-        actions: d
-            .actions
-            .iter()
-            .map(|a| ServedAction {
-                id: a.id.clone(),
-                probability: a.probability,
-            })
-            .collect(),
-        closed: false,
-        candidate_set: d.candidate_set,
-        deferred: false,
-        vectors: Vec::new(),
-    }
+    EventRecord::of_decision(d)
 }
 
 /// What the items path ([`Engine::choose_items`]) produced.

@@ -312,7 +312,8 @@ pub(super) fn finish_v4(db: &sled::Db) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Test fixture: move a schema 4 store's decisions back into `log` (the schema 3 layout).
+/// Test fixture: move a schema 5 (or 4) store's decisions back into `log` (the schema 3
+/// layout), writing the join states schema 5 held in memory only.
 fn downgrade_to_schema3(dir: &std::path::Path, db: &sled::Db) -> Result<(), StoreError> {
     let root = segments_dir(dir);
     let segments = Segments::open(&root)?;
@@ -320,6 +321,16 @@ fn downgrade_to_schema3(dir: &std::path::Path, db: &sled::Db) -> Result<(), Stor
     for campaign in segments.campaigns() {
         for frame in segments.scan(&campaign, 0) {
             let (seq, v) = frame?;
+            // Schema 5 held untouched open windows in memory only: schema 4 had them in sled.
+            if let LogEntry::Decision(mut d) = decode("decision", &v)? {
+                if log.get(join_key(&campaign, &d.event_id))?.is_none() {
+                    d.seq = seq;
+                    d.campaign = campaign.clone();
+                    let e = EventRecord::of_decision(&d);
+                    log.insert(join_key(&campaign, &d.event_id), encode(&e))?;
+                    log.insert(pending_key(d.deadline_ms, &campaign, &d.event_id), &[])?;
+                }
+            }
             log.insert(log_key(&campaign, seq), v)?;
         }
     }
@@ -805,7 +816,7 @@ mod tests {
         let meta = db.open_tree("meta").unwrap();
         assert_eq!(
             meta.get(SCHEMA_KEY).unwrap().unwrap().as_ref(),
-            &4u32.to_be_bytes()
+            &5u32.to_be_bytes()
         );
         assert!(meta.get(V4_CLEANUP_KEY).unwrap().is_none());
         // Decisions live in the segment files now; `log` keeps only rewards among `L` entries.

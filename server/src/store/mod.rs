@@ -16,7 +16,10 @@
 //!     slot as adjustments (returns) see it ([`SettledSlot`]), kept past the join state's pruning.
 //!
 //! A decision is appended to its segment under its campaign's books lock (so a campaign's frames
-//! are in sequence order), then its `E` and `P` entries go in one sled batch; a reward is one
+//! are in sequence order) and its open window is held in memory (`open_windows.rs`): its `E` and
+//! `P` entries are written only when something changes its join state (a reward, an activation)
+//! or memory is full, and after a crash the held windows are rebuilt from the frames past each
+//! campaign's mark. Deferred decisions go to sled at once. A reward is one
 //! batch of its `L` entry, the new `E`, its slot's `S` and (when the window closes) the `P`
 //! removal; an adjustment is one batch of its `L` entry and its slot's new `S`. A flush syncs
 //! the segments before sled, so a durable join state never names a decision that is not.
@@ -33,6 +36,7 @@
 //! Event ids are unique per campaign, not globally. `migrate.rs` converts older stores at open.
 
 mod migrate;
+mod open_windows;
 mod records;
 mod segments;
 mod sled_store;

@@ -173,6 +173,33 @@ pub struct EventRecord {
 }
 
 impl EventRecord {
+    /// The join state a decision starts with (not deferred): everything in it comes from the
+    /// decision's log entry.
+    pub fn of_decision(d: &DecisionRecord) -> Self {
+        Self {
+            event_id: d.event_id.clone(),
+            campaign: d.campaign.clone(),
+            decision_seq: d.seq,
+            at_ms: d.at_ms,
+            deadline_ms: d.deadline_ms,
+            policy: d.policy.clone(),
+            holdout: d.holdout,
+            slots: vec![SlotState::default(); d.actions.len()],
+            actions: d
+                .actions
+                .iter()
+                .map(|a| ServedAction {
+                    id: a.id.clone(),
+                    probability: a.probability,
+                })
+                .collect(),
+            closed: false,
+            candidate_set: d.candidate_set,
+            deferred: false,
+            vectors: Vec::new(),
+        }
+    }
+
     /// Pruned at its deadline: only the marker that answers late rewards and replays is left.
     pub fn is_pruned(&self) -> bool {
         self.closed && self.slots.is_empty()

@@ -5,6 +5,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::migrate;
+use super::open_windows::OpenWindows;
 use super::records::{decode, encode, RECORD_VERSION};
 use super::segments::Segments;
 use super::{
@@ -18,13 +19,22 @@ use super::{
 /// version 3 moved the global `decisions` and `rewards` logs, `events`, `pending` and
 /// `deferred` into the campaign-partitioned tree `log` (see the module docs of `store`).
 /// Version 4 moved the decisions out of sled into each campaign's segment files
-/// (`segments.rs`); rewards, join states and open windows stay in `log`.
+/// (`segments.rs`); rewards, join states and open windows stay in `log`. Version 5 keeps the
+/// join states of untouched open windows in memory only (`open_windows.rs`), rebuilt from the
+/// segments past each campaign's mark (`open/` ++ campaign in `meta`).
 /// [`migrate`] converts older stores at open.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 pub(super) const SCHEMA_KEY: &[u8] = b"schema_version";
 /// Meta key: the highest decision seq logged before the store moved to schema 2 (absent when the
 /// store was created at 2 or later). See [`LogStore::legacy_decision_seq`].
 pub(super) const LEGACY_SEQ_KEY: &[u8] = b"schema1_last_decision_seq";
+
+/// Meta key of a campaign's open-window mark: `open/` ++ campaign -> big-endian seq.
+fn mark_key(campaign: &str) -> Vec<u8> {
+    let mut k = b"open/".to_vec();
+    k.extend_from_slice(campaign.as_bytes());
+    k
+}
 
 /// Key families of the `log` tree.
 pub(super) const LOG: u8 = b'L';
@@ -53,7 +63,44 @@ pub struct SledStore {
     send_events: sled::Tree,
     /// The campaigns' decision logs (`<dir>/logs`).
     segments: Arc<Segments>,
+    /// Join states of open windows nothing has changed yet (not in sled), and their marks.
+    marks: Arc<Marks>,
     legacy_decision_seq: u64,
+}
+
+/// The open windows held in memory, and what persisting their marks needs.
+struct Marks {
+    open: OpenWindows,
+    db: sled::Db,
+    meta: sled::Tree,
+    /// The marks last persisted.
+    written: parking_lot::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+impl Marks {
+    /// Persist each campaign's mark once everything written to sled so far is durable, so a
+    /// persisted mark never passes a join state whose sled write could still be lost.
+    fn persist(&self) -> Result<(), StoreError> {
+        let marks = self.open.marks();
+        let changed: Vec<_> = {
+            let written = self.written.lock();
+            marks
+                .into_iter()
+                .filter(|(c, m)| written.get(c) != Some(m))
+                .collect()
+        };
+        if changed.is_empty() {
+            return Ok(());
+        }
+        self.db.flush()?;
+        let mut batch = sled::Batch::default();
+        for (c, m) in &changed {
+            batch.insert(mark_key(c), &m.to_be_bytes());
+        }
+        self.meta.apply_batch(batch)?;
+        self.written.lock().extend(changed);
+        Ok(())
+    }
 }
 
 /// Directory of the decision segment files inside a store directory.
@@ -62,17 +109,22 @@ pub(super) fn segments_dir(dir: &Path) -> std::path::PathBuf {
 }
 
 /// Write out and fsync the decision logs every `every`, until the store is dropped: the bound
-/// on how long an answered decision stays only in memory.
-fn start_log_syncer(segments: Weak<Segments>, every: Duration) {
+/// on how long an answered decision stays only in memory. Then persist the open-window marks.
+fn start_log_syncer(segments: Weak<Segments>, marks: Weak<Marks>, every: Duration) {
     let spawned = std::thread::Builder::new()
         .name("tailor-log-sync".into())
         .spawn(move || loop {
             std::thread::sleep(every);
-            let Some(segments) = segments.upgrade() else {
+            let (Some(segments), Some(marks)) = (segments.upgrade(), marks.upgrade()) else {
                 return;
             };
             if let Err(e) = segments.sync() {
                 tracing::error!(error = %e, "decision log sync failed");
+                continue;
+            }
+            drop(segments);
+            if let Err(e) = marks.persist() {
+                tracing::error!(error = %e, "open-window marks not persisted");
             }
         });
     if let Err(e) = spawned {
@@ -252,9 +304,15 @@ impl SledStore {
                 }
                 if found == 3 {
                     migrate::v3_to_v4(&db, &segments)?;
-                } else if found == SCHEMA_VERSION {
+                    found = 4;
+                } else if found == 4 || found == SCHEMA_VERSION {
                     migrate::finish_v4(&db)?;
-                } else {
+                }
+                if found == 4 {
+                    // 4 -> 5 changes no data: the first open-window rebuild (no marks yet)
+                    // reads every frame and finds every join state in sled.
+                    meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                } else if found != SCHEMA_VERSION {
                     return Err(StoreError::Schema {
                         found,
                         expected: SCHEMA_VERSION,
@@ -274,11 +332,13 @@ impl SledStore {
                 meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
             }
         }
-        start_log_syncer(
-            Arc::downgrade(&segments),
-            Duration::from_millis(flush_every_ms.max(1)),
-        );
-        Ok(Self {
+        let marks = Arc::new(Marks {
+            open: OpenWindows::new(super::open_windows::DEFAULT_LIMIT),
+            db: db.clone(),
+            meta,
+            written: Default::default(),
+        });
+        let store = Self {
             campaigns: db.open_tree("campaigns")?,
             policy_state: db.open_tree("policy_state")?,
             log: db.open_tree("log")?,
@@ -288,9 +348,86 @@ impl SledStore {
             shopper_tokens: db.open_tree("shopper_tokens")?,
             send_events: db.open_tree("send_events")?,
             segments,
+            marks,
             legacy_decision_seq,
             db,
-        })
+        };
+        store.rebuild_open_windows()?;
+        start_log_syncer(
+            Arc::downgrade(&store.segments),
+            Arc::downgrade(&store.marks),
+            Duration::from_millis(flush_every_ms.max(1)),
+        );
+        Ok(store)
+    }
+
+    /// Hold again the open windows that were only in memory: every decision frame from its
+    /// campaign's mark on whose join state is not in sled.
+    fn rebuild_open_windows(&self) -> Result<(), StoreError> {
+        let mut held = 0usize;
+        for campaign in self.segments.campaigns() {
+            let mark = match self.marks.meta.get(mark_key(&campaign))? {
+                Some(v) => {
+                    u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                        what: "open-window mark",
+                        message: "not 8 bytes".into(),
+                    })?)
+                }
+                None => 0,
+            };
+            for frame in self.segments.scan(&campaign, mark.saturating_sub(1)) {
+                let (seq, v) = frame?;
+                let d = decode_decision(&campaign, seq, &v)?;
+                if self.log.contains_key(join_key(&campaign, &d.event_id))? {
+                    continue;
+                }
+                self.hold_or_write(&EventRecord::of_decision(&d))?;
+                held += 1;
+            }
+        }
+        if held > 0 {
+            tracing::info!(held, "open reward windows rebuilt from the decision logs");
+        }
+        Ok(())
+    }
+
+    /// Hold a fresh join state in memory, or write it to sled when memory is full or its id
+    /// is already held.
+    fn hold_or_write(&self, event: &EventRecord) -> Result<(), StoreError> {
+        let open = &self.marks.open;
+        if open.over_limit()
+            || !open.insert(
+                &event.campaign,
+                event.decision_seq,
+                event.deadline_ms,
+                &event.event_id,
+            )
+        {
+            self.write_open(event)?;
+        }
+        Ok(())
+    }
+
+    /// Write an open event's join state and its open-window entry to sled in one batch.
+    fn write_open(&self, event: &EventRecord) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(join_key(&event.campaign, &event.event_id), encode(event));
+        batch.insert(
+            pending_key(event.deadline_ms, &event.campaign, &event.event_id),
+            &[],
+        );
+        self.log.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// The join state of a held event, rebuilt from its decision's frame.
+    fn held_event(&self, campaign: &str, seq: u64) -> Result<Option<EventRecord>, StoreError> {
+        Ok(self
+            .segments
+            .get(campaign, seq)?
+            .map(|v| decode_decision(campaign, seq, &v))
+            .transpose()?
+            .map(|d| EventRecord::of_decision(&d)))
     }
 }
 
@@ -474,21 +611,37 @@ impl LogStore for SledStore {
 
     fn append_decision(&self, decision: &DecisionRecord) -> Result<(), StoreError> {
         self.segments
-            .append(&decision.campaign, decision.seq, &encode_decision(decision))
+            .append(&decision.campaign, decision.seq, &encode_decision(decision))?;
+        // Held from the append on (under the caller's books lock, in seq order), so a mark
+        // never passes a decision whose join state is on its way to sled.
+        self.marks.open.insert(
+            &decision.campaign,
+            decision.seq,
+            decision.deadline_ms,
+            &decision.event_id,
+        );
+        Ok(())
     }
 
     fn index_decision(&self, event: &EventRecord) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        batch.insert(join_key(&event.campaign, &event.event_id), encode(event));
-        batch.insert(
-            pending_key(event.deadline_ms, &event.campaign, &event.event_id),
-            &[],
-        );
-        self.log.apply_batch(batch)?;
+        let open = &self.marks.open;
+        let held = open.seq_of(&event.campaign, &event.event_id) == Some(event.decision_seq);
+        if !held || event.deferred || open.over_limit() {
+            // Sled first, then out of memory: never in neither.
+            self.write_open(event)?;
+            if held {
+                open.remove(&event.campaign, &event.event_id);
+            }
+        }
         self.segments.maybe_write_out(&event.campaign)
     }
 
     fn event(&self, campaign: &str, event_id: &str) -> Result<Option<EventRecord>, StoreError> {
+        if let Some(seq) = self.marks.open.seq_of(campaign, event_id) {
+            if let Some(e) = self.held_event(campaign, seq)? {
+                return Ok(Some(e));
+            }
+        }
         self.log
             .get(join_key(campaign, event_id))?
             .map(|v| decode_event(campaign, event_id, &v))
@@ -503,6 +656,16 @@ impl LogStore for SledStore {
     }
 
     fn put_event(&self, event: &EventRecord) -> Result<(), StoreError> {
+        if self
+            .marks
+            .open
+            .seq_of(&event.campaign, &event.event_id)
+            .is_some()
+        {
+            self.write_open(event)?;
+            self.marks.open.remove(&event.campaign, &event.event_id);
+            return Ok(());
+        }
         self.log
             .insert(join_key(&event.campaign, &event.event_id), encode(event))?;
         Ok(())
@@ -516,8 +679,20 @@ impl LogStore for SledStore {
     ) -> Result<(), StoreError> {
         self.segments
             .write_through(&event.campaign, event.decision_seq)?;
+        let held = self
+            .marks
+            .open
+            .seq_of(&event.campaign, &event.event_id)
+            .is_some();
         let mut batch = sled::Batch::default();
         batch.insert(join_key(&event.campaign, &event.event_id), encode(event));
+        if held && !close {
+            // Leaving memory with its window still open.
+            batch.insert(
+                pending_key(event.deadline_ms, &event.campaign, &event.event_id),
+                &[],
+            );
+        }
         for r in rewards {
             let entry = LogEntry::Reward(RewardEntry {
                 event_id: r.event_id.clone(),
@@ -537,7 +712,7 @@ impl LogStore for SledStore {
                 }),
             );
         }
-        if close {
+        if close && !held {
             batch.remove(pending_key(
                 event.deadline_ms,
                 &event.campaign,
@@ -545,6 +720,9 @@ impl LogStore for SledStore {
             ));
         }
         self.log.apply_batch(batch)?;
+        if held {
+            self.marks.open.remove(&event.campaign, &event.event_id);
+        }
         Ok(())
     }
 
@@ -613,14 +791,24 @@ impl LogStore for SledStore {
     fn due_events(&self, now_ms: u64, limit: usize) -> Result<Vec<(String, String)>, StoreError> {
         let mut end = vec![PENDING];
         end.extend_from_slice(&now_ms.saturating_add(1).to_be_bytes());
-        self.log
+        let mut due = self
+            .log
             .range([PENDING].as_slice()..end.as_slice())
             .take(limit)
             .map(|kv| {
                 let (k, _) = kv?;
-                Ok(split_event_key(k.get(9..).unwrap_or_default()))
+                let deadline = k
+                    .get(1..9)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map_or(0, u64::from_be_bytes);
+                let (campaign, id) = split_event_key(k.get(9..).unwrap_or_default());
+                Ok((deadline, campaign, id))
             })
-            .collect()
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        due.extend(self.marks.open.due(now_ms, limit));
+        due.sort();
+        due.truncate(limit);
+        Ok(due.into_iter().map(|(_, c, id)| (c, id)).collect())
     }
 
     fn drop_orphan_pending(
@@ -629,6 +817,7 @@ impl LogStore for SledStore {
         event_id: &str,
         now_ms: u64,
     ) -> Result<(), StoreError> {
+        self.marks.open.remove_due(campaign, event_id, now_ms);
         let wanted = event_key(campaign, event_id);
         let mut end = vec![PENDING];
         end.extend_from_slice(&now_ms.saturating_add(1).to_be_bytes());
@@ -698,6 +887,14 @@ impl LogStore for SledStore {
     }
 
     fn delete_log(&self, campaign: &str, up_to: u64) -> Result<(u64, u64), StoreError> {
+        // Held join states need their frames: write them to sled first (the vectors follow
+        // below, as for every open window).
+        for (id, seq) in self.marks.open.up_to(campaign, up_to) {
+            if let Some(e) = self.held_event(campaign, seq)? {
+                self.write_open(&e)?;
+            }
+            self.marks.open.remove(campaign, &id);
+        }
         let (mut decisions, mut rewards) = (0, 0);
         let mut batch = sled::Batch::default();
         let mut n = 0;
@@ -736,6 +933,9 @@ impl LogStore for SledStore {
     }
 
     fn delete_campaign_log(&self, campaign: &str) -> Result<(), StoreError> {
+        self.marks.open.drop_campaign(campaign);
+        self.marks.written.lock().remove(campaign);
+        self.marks.meta.remove(mark_key(campaign))?;
         for family in [LOG, EVENT, SETTLED] {
             let mut prefix = vec![family];
             prefix.extend_from_slice(campaign.as_bytes());
@@ -1109,6 +1309,51 @@ mod tests {
         // Not yet due: kept.
         s.drop_orphan_pending("c", "e1", 500).unwrap();
         assert_eq!(s.due_events(5_000, 10).unwrap(), vec![pair("c", "e1")]);
+    }
+
+    /// Untouched open windows are held in memory only, and rebuilt after a restart from the
+    /// frames past the persisted mark; a reward or a close moves a join state to sled.
+    #[test]
+    fn held_windows_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
+            let e1 = log(&s, "c", 1, "e1", 1_000);
+            log(&s, "c", 2, "e2", 2_000);
+            let e3 = log(&s, "c", 3, "e3", 3_000);
+            assert_eq!(s.marks.open.len(), 3);
+            assert!(
+                !s.log.contains_key(join_key("c", "e2")).unwrap(),
+                "nothing in sled at decide time"
+            );
+            // A reward moves e1 to sled with its window still open; e3's window closes.
+            let mut rewarded = e1.clone();
+            rewarded.slots[0].value = 1.0;
+            s.commit_rewards(&rewarded, &[reward(&e1, 4, 1.0)], false)
+                .unwrap();
+            let mut pruned = e3.clone();
+            pruned.actions.clear();
+            pruned.slots.clear();
+            pruned.closed = true;
+            s.commit_rewards(&pruned, &[], true).unwrap();
+            assert_eq!(s.marks.open.len(), 1);
+            s.segments.sync().unwrap();
+            s.marks.persist().unwrap();
+            // Past the mark: only in the frames (and memory) when the process dies.
+            log(&s, "c", 5, "e5", 5_000);
+            s.segments.sync().unwrap();
+            s.db.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
+        assert_eq!(s.marks.open.len(), 2, "e2 and e5 held again");
+        assert_eq!(
+            s.due_events(10_000, 10).unwrap(),
+            vec![pair("c", "e1"), pair("c", "e2"), pair("c", "e5")]
+        );
+        assert_eq!(s.event("c", "e1").unwrap().unwrap().slots[0].value, 1.0);
+        assert_eq!(s.event("c", "e5").unwrap().unwrap().decision_seq, 5);
+        assert!(s.event("c", "e3").unwrap().unwrap().is_pruned());
+        assert_eq!(s.due_events(2_000, 10).unwrap().len(), 2);
     }
 
     #[test]
