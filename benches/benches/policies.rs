@@ -277,7 +277,7 @@ fn bench_wide(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new(format!("choose+update/{kind}"), d), |b| {
             b.iter(|| {
                 let c = p.choose(&arms, 1, true, &mut rng).expect("candidates")[0];
-                let r = if c.index % 3 == 0 { 1.0 } else { 0.0 };
+                let r = if c.index.is_multiple_of(3) { 1.0 } else { 0.0 };
                 p.update(arms[c.index], r, c.probability);
             })
         });

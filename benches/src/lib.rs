@@ -21,7 +21,7 @@ pub fn decide_body(n: usize, seed: u64) -> Value {
         .collect();
     json!({
         "context": {
-            "device": if seed % 2 == 0 { "mobile" } else { "desktop" },
+            "device": if seed.is_multiple_of(2) { "mobile" } else { "desktop" },
             "shopper": {"segment": format!("seg-{}", seed % 4), "recent": ["shoes", "denim"]},
         },
         "candidates": candidates,

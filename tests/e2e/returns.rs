@@ -39,7 +39,7 @@ fn reward_of(i: usize) -> f64 {
 
 fn return_of(i: usize) -> (Value, f64) {
     let id = format!("rma-{i}");
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         let value = 0.125 * (i % 3) as f64;
         (json!({"value": value, "adjustment_id": id}), value)
     } else {

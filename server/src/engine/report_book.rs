@@ -651,7 +651,7 @@ fn tallies(copy: Vec<(String, ActionTally)>) -> BTreeMap<String, reports::Tally>
 
 /// Whether a time-series width is served from the hourly aggregates.
 fn hourly(bucket_seconds: u64) -> bool {
-    bucket_seconds > 0 && (bucket_seconds * 1000) % BUCKET_MS == 0
+    bucket_seconds > 0 && (bucket_seconds * 1000).is_multiple_of(BUCKET_MS)
 }
 
 impl Engine {

@@ -89,7 +89,7 @@ mod tests {
             "at_ms": 1_700_000_000_000u64 + i,
             "context": {"device": "mobile"},
             "candidates": [{"id": "a", "features": {"price": 1.5}}, {"id": "b"}],
-            "actions": [LogAction { id: "a".into(), probability: Some(0.5), reward: (i % 3 == 0).then_some(1.0), pinned: false }],
+            "actions": [LogAction { id: "a".into(), probability: Some(0.5), reward: i.is_multiple_of(3).then_some(1.0), pinned: false }],
             "policy": "thompson",
         }))
         .unwrap()

@@ -101,7 +101,10 @@ impl OpenWindows {
             return;
         };
         if let Some(&seq) = c.by_id.get(event_id) {
-            if c.by_seq.get(&seq).is_some_and(|(deadline, _)| *deadline <= now) {
+            if c.by_seq
+                .get(&seq)
+                .is_some_and(|(deadline, _)| *deadline <= now)
+            {
                 c.remove_seq(seq);
             }
         }
