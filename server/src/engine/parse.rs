@@ -40,7 +40,7 @@ pub struct ItemsRequest {
     ids: String,
     /// Every candidate's hashed feature entries, one bag after the other.
     features: Vec<(u64, u64, f64)>,
-    /// Where the `context` key ends in the body (see [`Spans`]).
+    /// Where the `context` key ends in the body (for [`read_values`](Self::read_values)).
     context_at: Option<u32>,
     /// Every `context`, `features` and `attributes` key present was located in the body: the
     /// parts a campaign reads as `Value`s can be read from their spans
