@@ -158,6 +158,9 @@ fn mix(a: u64, b: u64, seed: u64) -> u64 {
     xxh3_64_with_seed(&buf, seed)
 }
 
+/// Largest dimension [`SparseVec::from_pairs_below`] sorts by counting.
+const COUNTING_SORT_MAX: usize = 1024;
+
 /// A sparse vector in the featurizer's dimension: sorted unique indices with values.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SparseVec {
@@ -182,6 +185,45 @@ impl SparseVec {
         // The general sort, even for a candidate's few dozen pairs: a hand-written insertion
         // sort measured slower (featurizing 100 LinUCB candidates: 66-74 µs vs 52-54 µs).
         pairs.sort_unstable_by_key(|p| p.0);
+        Self::from_sorted(pairs)
+    }
+
+    /// [`from_pairs_in`](Self::from_pairs_in) for pairs whose indices are below `dim`, sorted by
+    /// counting when `dim` is small next to the number of pairs (the usual dense-policy
+    /// dimensions), else as there. `sorted` and `counts` are the caller's reused buffers; the
+    /// result is the same vector, bit for bit.
+    pub fn from_pairs_below(
+        pairs: &mut [(u32, f64)],
+        dim: usize,
+        sorted: &mut Vec<(u32, f64)>,
+        counts: &mut Vec<u32>,
+    ) -> Self {
+        if dim > COUNTING_SORT_MAX || dim > 8 * pairs.len() {
+            return Self::from_pairs_in(pairs);
+        }
+        counts.clear();
+        counts.resize(dim + 1, 0);
+        for p in pairs.iter() {
+            counts[p.0 as usize + 1] += 1;
+        }
+        // Running sums: `counts[i]` becomes the number of pairs below index `i`.
+        let mut below = 0;
+        for c in counts.iter_mut() {
+            below += *c;
+            *c = below;
+        }
+        sorted.clear();
+        sorted.resize(pairs.len(), (0, 0.0));
+        for &p in pairs.iter() {
+            let slot = &mut counts[p.0 as usize];
+            sorted[*slot as usize] = p;
+            *slot += 1;
+        }
+        Self::from_sorted(sorted)
+    }
+
+    /// The vector of pairs sorted by index (any order within an index).
+    fn from_sorted(pairs: &mut [(u32, f64)]) -> Self {
         // Three or more values on one index are summed in a fixed order (two sum the same
         // either way); collisions are rare, so this costs one scan.
         let mut run = 0;
@@ -368,7 +410,12 @@ impl Featurizer {
                 }
             }
         }
-        SparseVec::from_pairs_in(pairs)
+        SparseVec::from_pairs_below(
+            pairs,
+            self.config.dimension,
+            &mut scratch.sorted,
+            &mut scratch.counts,
+        )
     }
 }
 
@@ -382,6 +429,8 @@ pub struct ContextKeys(Vec<(u64, f64)>);
 pub struct VectorScratch {
     pairs: Vec<(u32, f64)>,
     action_keys: Vec<(u64, f64)>,
+    sorted: Vec<(u32, f64)>,
+    counts: Vec<u32>,
 }
 
 #[cfg(test)]
@@ -529,6 +578,35 @@ mod tests {
         ));
         b.push_hashed_numeric(1, 2, 0.0);
         assert_eq!(a, b);
+    }
+
+    /// Sorting by counting gives the general sort's vectors, bit for bit, with many collisions.
+    #[test]
+    fn counting_sort_matches_the_general_sort() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let (mut sorted, mut counts) = (Vec::new(), Vec::new());
+        for dim in [1usize, 2, 7, 32, 64, 1024] {
+            for _ in 0..50 {
+                let n = rng.gen_range(1..200);
+                let pairs: Vec<(u32, f64)> = (0..n)
+                    .map(|_| {
+                        let v = if rng.gen_bool(0.1) {
+                            0.0
+                        } else {
+                            rng.gen_range(-3.0..3.0)
+                        };
+                        (rng.gen_range(0..dim as u32), v)
+                    })
+                    .collect();
+                let want = SparseVec::from_pairs(pairs.clone());
+                let mut p = pairs.clone();
+                let got = SparseVec::from_pairs_below(&mut p, dim, &mut sorted, &mut counts);
+                assert_eq!(got, want, "dim {dim}");
+                let bits = |v: &SparseVec| v.val.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "dim {dim}");
+            }
+        }
     }
 
     #[test]

@@ -45,19 +45,32 @@ pub const MIN_PROPENSITY: f64 = 1e-9;
 
 /// Mass an effective support may leave out on each side.
 pub(crate) const TAIL: f64 = 1e-10;
-/// Below this the product of the other candidates' CDFs is treated as zero.
-const NEGLIGIBLE: f64 = 1e-13;
+/// Below this the product of the other candidates' CDFs is treated as zero: the integrand left
+/// out is at most this times the chosen density, so the integral loses at most this much.
+const NEGLIGIBLE: f64 = 1e-9;
+/// In the product an other candidate's tabulated CDF is taken as 0 below its `PRODUCT_TAIL`
+/// quantile and as 1 above its `1 − PRODUCT_TAIL` quantile (a tighter range than its support,
+/// which holds all but [`TAIL`]). The first costs at most `PRODUCT_TAIL` in all (the product is
+/// below it there), the second at most `PRODUCT_TAIL` per other candidate (≤ 1e-6 for 100).
+pub(crate) const PRODUCT_TAIL: f64 = 1e-8;
 const BISECTIONS: usize = 6;
 /// Widest first cut of the range, in spreads of the chosen distribution.
 const PANEL_SDS: f64 = 12.0;
 /// A panel is accepted when its Kronrod and Gauss results differ by at most this much (the
-/// Kronrod result, which is used, is far more accurate than the difference).
-const PANEL_TOL: f64 = 1e-5;
+/// Kronrod result, which is used, is far more accurate than the difference: at 1e-4 the worst
+/// propensity error measured is 2.5e-5, docs/propensities.md).
+const PANEL_TOL: f64 = 1e-4;
 /// Most panels one integral is cut into.
 const MAX_PANELS: usize = 16;
 /// Standard deviations of a Student-t draw's support when no table sets it (the tails of a
 /// small-ν t are wider; see [`StudentMarginal::new`]).
 const SUPPORT_SDS: f64 = 9.0;
+
+#[cfg(test)]
+thread_local! {
+    /// Products and CDF evaluations in them (test statistics).
+    pub(crate) static COUNTS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
 
 /// A one-dimensional distribution that [`max_probability`] can integrate over.
 pub(crate) trait Marginal {
@@ -110,6 +123,8 @@ pub(crate) fn max_probability<M: Marginal>(chosen: &M, others: &[(M, u32)]) -> f
     // G(x) = Π F_j(x)^c_j, multiplied directly (no logs) and abandoned once negligible: the
     // factors are ≤ 1, so the running product only shrinks.
     let g_at = |node: &M::Node| -> f64 {
+        #[cfg(test)]
+        COUNTS.with(|c| c.set((c.get().0 + 1, c.get().1)));
         let x = M::x_of_node(node);
         let mut prod = 1.0;
         for &(m, c, mlo, mhi) in &active {
@@ -119,6 +134,8 @@ pub(crate) fn max_probability<M: Marginal>(chosen: &M, others: &[(M, u32)]) -> f
             if x <= mlo {
                 return 0.0;
             }
+            #[cfg(test)]
+            COUNTS.with(|c| c.set((c.get().0, c.get().1 + 1)));
             let f = m.cdf(node);
             prod *= if c == 1 { f } else { f.powi(c) };
             if prod < NEGLIGIBLE {
@@ -395,15 +412,18 @@ const GL5: [(f64, f64); 5] = [
     (0.906_179_845_938_664, 0.236_926_885_056_189_1),
 ];
 
-/// A CDF tabulated for quintic Hermite interpolation: value, slope and curvature at 65 uniform
-/// knots of a variable `v` over `[lo, hi]`; a lookup is one multiply-add chain.
+/// A CDF tabulated for quintic Hermite interpolation from its value, slope and curvature at 65
+/// uniform knots of a variable `v` over `[lo, hi]`, kept as each interval's polynomial in the
+/// interval's own `u ∈ [0, 1]`: a lookup is one multiply-add chain.
 #[derive(Debug, Clone)]
 pub(crate) struct Quintic {
     lo: f64,
     hi: f64,
     inv_h: f64,
-    /// `(F(v_k), h·F'(v_k), h²·F''(v_k))`.
-    knots: Box<[[f64; 3]]>,
+    /// `F` at `lo` and at `hi`.
+    ends: (f64, f64),
+    /// Coefficients of `u⁰ … u⁵` on each interval.
+    coefs: Box<[[f64; 6]]>,
 }
 
 impl Quintic {
@@ -438,31 +458,65 @@ impl Quintic {
         for (k, knot) in knots.iter_mut().enumerate() {
             knot[0] += drift * k as f64 / TABLE_INTERVALS as f64;
         }
+        let coefs = knots
+            .windows(2)
+            .map(|w| {
+                let ([p0, d0, s0], [p1, d1, s1]) = (w[0], w[1]);
+                let dp = p1 - p0;
+                [
+                    p0,
+                    d0,
+                    0.5 * s0,
+                    10.0 * dp - 6.0 * d0 - 4.0 * d1 - 1.5 * s0 + 0.5 * s1,
+                    -15.0 * dp + 8.0 * d0 + 7.0 * d1 + 1.5 * s0 - s1,
+                    6.0 * dp - 3.0 * (d0 + d1) - 0.5 * (s0 - s1),
+                ]
+            })
+            .collect();
         Self {
             lo,
             hi,
             inv_h: 1.0 / h,
-            knots: knots.into_boxed_slice(),
+            ends: (knots[0][0], knots[TABLE_INTERVALS][0]),
+            coefs,
         }
+    }
+
+    /// The `v` where the tabulated CDF reaches `p` (the knot interval, then bisection).
+    fn quantile(&self, p: f64) -> f64 {
+        let h = 1.0 / self.inv_h;
+        let k = self.coefs.iter().skip(1).position(|c| c[0] >= p);
+        let k = match k {
+            _ if self.ends.0 >= p => return self.lo,
+            Some(k) => k + 1,
+            None if self.ends.1 >= p => TABLE_INTERVALS,
+            None => return self.hi,
+        };
+        let (mut a, mut b) = (self.lo + h * (k - 1) as f64, self.lo + h * k as f64);
+        for _ in 0..30 {
+            let mid = 0.5 * (a + b);
+            if self.eval(mid) < p {
+                a = mid;
+            } else {
+                b = mid;
+            }
+        }
+        b.min(self.hi)
     }
 
     #[inline]
     fn eval(&self, v: f64) -> f64 {
         if v <= self.lo {
-            return self.knots[0][0];
+            return self.ends.0;
         }
         if v >= self.hi {
-            return self.knots[TABLE_INTERVALS][0];
+            return self.ends.1;
         }
         let t = (v - self.lo) * self.inv_h;
         let k = (t as usize).min(TABLE_INTERVALS - 1);
         let u = t - k as f64;
-        let ([p0, d0, s0], [p1, d1, s1]) = (self.knots[k], self.knots[k + 1]);
-        let dp = p1 - p0;
-        let c3 = 10.0 * dp - 6.0 * d0 - 4.0 * d1 - 1.5 * s0 + 0.5 * s1;
-        let c4 = -15.0 * dp + 8.0 * d0 + 7.0 * d1 + 1.5 * s0 - s1;
-        let c5 = 6.0 * dp - 3.0 * (d0 + d1) - 0.5 * (s0 - s1);
-        (p0 + u * (d0 + u * (0.5 * s0 + u * (c3 + u * (c4 + u * c5))))).clamp(0.0, 1.0)
+        let [c0, c1, c2, c3, c4, c5] = self.coefs[k];
+        (c0 + u * (c1 + u * (c2 + u * (c3 + u * (c4 + u * c5))))).clamp(0.0, 1.0)
     }
 }
 
@@ -497,17 +551,10 @@ impl BetaTable {
             beta_cdf_with(a, b, lnb, hi),
             dens,
         );
-        // The support formula is generous (Beta(1, 20) reaches 1, its 1 − 1e-10 quantile is
-        // 0.68): the outermost knots still within TAIL of 0 and 1 bound a tighter one, which
-        // lets the integrand skip this arm over more of the range.
-        let h = (hi - lo) / TABLE_INTERVALS as f64;
-        let first = q.knots.iter().rposition(|k| k[0] <= TAIL).unwrap_or(0);
-        let last = q
-            .knots
-            .iter()
-            .position(|k| k[0] >= 1.0 - TAIL)
-            .unwrap_or(TABLE_INTERVALS);
-        let tight = (lo + h * first as f64, lo + h * last as f64);
+        // The support formula is generous (Beta(1, 20) reaches 1, its 1 − 1e-8 quantile is
+        // 0.60): as another candidate this arm counts in the product only between its
+        // PRODUCT_TAIL quantiles, read from the table.
+        let tight = (q.quantile(PRODUCT_TAIL), q.quantile(1.0 - PRODUCT_TAIL));
         Some(Self(q, tight))
     }
 
@@ -563,6 +610,9 @@ pub(crate) struct StudentTable {
     table: Quintic,
     /// Where the t CDF leaves all but [`TAIL`] below (and, by symmetry, above).
     t_max: f64,
+    /// Where it leaves [`PRODUCT_TAIL`] (from the table): the range another candidate counts in
+    /// the product.
+    t_cut: f64,
 }
 
 impl StudentTable {
@@ -606,10 +656,13 @@ impl StudentTable {
         };
         let t_lo = tail(u_max);
         let table = Quintic::build(-u_max, u_max, t_lo, 1.0 - t_lo, dens);
+        let u_cut = -table.quantile(PRODUCT_TAIL);
+        let t_of = |u: f64| u * dof.sqrt() / (1.0 - u * u).sqrt();
         Some(Self {
             dof,
             table,
-            t_max: u_max * dof.sqrt() / (1.0 - u_max * u_max).sqrt(),
+            t_max: t_of(u_max),
+            t_cut: t_of(u_cut.clamp(0.0, u_max)),
         })
     }
 
@@ -876,8 +929,8 @@ impl<'a> StudentMarginal<'a> {
             dof,
             ln_norm: f64::NAN,
             lnb: f64::NAN,
-            lo: loc - table.t_max * scale,
-            hi: loc + table.t_max * scale,
+            lo: loc - table.t_cut * scale,
+            hi: loc + table.t_cut * scale,
             table: Some(table),
         }
     }
@@ -1556,6 +1609,7 @@ mod accuracy {
                 })
                 .collect(),
         ));
+        out.push(("~20 rewards per arm (the choose bench)", twenty_per_arm()));
         out.push((
             "narrow others, wide new arm",
             std::iter::once(B(1.0, 1.0))
@@ -1584,6 +1638,24 @@ mod accuracy {
                 .collect(),
         ));
         out
+    }
+
+    /// The posteriors of `benches/policies.rs`'s `choose/thompson/d32/100`: 2,000 seeded rewards
+    /// over 100 arms at success rates 5–18 %, on the Beta(1, 1) prior (many Beta(1–4, ~18)
+    /// posteriors, several shared).
+    pub(super) fn twenty_per_arm() -> Vec<Exact> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(1);
+        let mut counts = [(1.0, 1.0); 100];
+        for _ in 0..2000 {
+            let i = rng.gen_range(0..100);
+            if rng.gen::<f64>() < 0.05 + 0.2 * (i % 3) as f64 / 3.0 {
+                counts[i].0 += 1.0;
+            } else {
+                counts[i].1 += 1.0;
+            }
+        }
+        counts.iter().map(|&(a, b)| Exact::Beta(a, b)).collect()
     }
 
     /// Worst absolute error of the policies' propensities against the reference over `chosen`
@@ -1623,6 +1695,66 @@ mod accuracy {
             eprintln!("{name}: worst error {worst:.2e}, |sum - 1| {sum:.2e}");
             assert!(worst < 1e-4, "{name}: {worst:e}");
             assert!(sum < 1e-4, "{name}: sum off by {sum:e}");
+        }
+    }
+
+    /// Time per propensity of the two 100-arm Beta shapes, tables built beforehand, weighted by
+    /// each arm's chance of being the one served (what a choose pays on average): `cargo test
+    /// --release -p tailor-policies --lib accuracy::timing -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn timing() {
+        for (name, arms) in scenarios() {
+            if arms.len() < 100 || matches!(arms[0], Exact::Student(..)) {
+                continue;
+            }
+            let params: Vec<(f64, f64)> = arms
+                .iter()
+                .map(|a| match *a {
+                    Exact::Beta(a, b) => (a, b),
+                    Exact::Student(..) => unreachable!(),
+                })
+                .collect();
+            let tables: Vec<Option<BetaTable>> =
+                params.iter().map(|&(a, b)| BetaTable::new(a, b)).collect();
+            let one = |i: usize| {
+                let items: Vec<((u64, u64), Option<&BetaTable>)> = (0..params.len())
+                    .filter(|&j| j != i)
+                    .map(|j| {
+                        let (a, b) = params[j];
+                        ((a.to_bits(), b.to_bits()), tables[j].as_ref())
+                    })
+                    .collect();
+                let others = group(items, |(a, b), t| {
+                    let (a, b) = (f64::from_bits(a), f64::from_bits(b));
+                    match t {
+                        Some(t) => BetaMarginal::tabulated(a, b, t),
+                        None => BetaMarginal::new(a, b),
+                    }
+                });
+                let (a, b) = params[i];
+                max_probability(&BetaMarginal::chosen(a, b, tables[i].as_ref()), &others)
+            };
+            let reps = 50;
+            let (mut time, mut products, mut cdfs, mut sum) = (0.0, 0.0, 0.0, 0.0);
+            for i in 0..params.len() {
+                let p = one(i);
+                sum += p;
+                COUNTS.with(|c| c.set((0, 0)));
+                let t0 = std::time::Instant::now();
+                for _ in 0..reps {
+                    std::hint::black_box(one(std::hint::black_box(i)));
+                }
+                let per = t0.elapsed().as_secs_f64() / reps as f64;
+                let (g, c) = COUNTS.with(|c| c.get());
+                time += p * per;
+                products += p * g as f64 / reps as f64;
+                cdfs += p * c as f64 / reps as f64;
+            }
+            eprintln!(
+                "{name}: {:.1} µs per propensity, {products:.0} products, {cdfs:.0} CDFs (sum {sum:.6})",
+                time * 1e6,
+            );
         }
     }
 

@@ -428,13 +428,19 @@ impl Engine {
         // limits and promotions.
         let now = now_ms();
         let rules = super::merch::OpenRules::at(&rt.config.merchandising, now);
-        let values = if !chain.is_empty()
-            || req.repeats_keys()
-            || !rules.boosts.is_empty()
-            || super::promotions::reads_attributes(&rt.config)
-            || rt.config.audience_field.is_some()
-        {
+        // Boosts, variety limits, promotions and the audience field read a few parts as
+        // `Value`s: those are read from where the parse found them, not from the whole body.
+        let reads_attributes = super::promotions::reads_attributes(&rt.config);
+        let values = if !chain.is_empty() || req.repeats_keys() {
             Some(ItemsRequest::values(&input.raw)?)
+        } else if !rules.boosts.is_empty() || reads_attributes || rt.config.audience_field.is_some()
+        {
+            let wants = super::parse::Wants {
+                context_field: rt.config.audience_field.as_deref(),
+                attributes: !rules.boosts.is_empty() || reads_attributes,
+                feature_keys: super::promotions::attribute_names(&rt.config),
+            };
+            Some(req.read_values(&input.raw, &wants)?)
         } else {
             None
         };

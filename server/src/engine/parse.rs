@@ -11,6 +11,7 @@
 //! one, for the SDK and the OpenAPI document): unknown fields, missing `candidates` or `id`, and
 //! wrong types are refused as before, naming the JSON path (`candidates[2].id`).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -39,6 +40,12 @@ pub struct ItemsRequest {
     ids: String,
     /// Every candidate's hashed feature entries, one bag after the other.
     features: Vec<(u64, u64, f64)>,
+    /// Where the `context` key ends in the body (for [`read_values`](Self::read_values)).
+    context_at: Option<u32>,
+    /// Every `context`, `features` and `attributes` key present was located in the body: the
+    /// parts a campaign reads as `Value`s can be read from their spans
+    /// ([`read_values`](Self::read_values)). False only when such a key was written with escapes.
+    spans_ok: bool,
 }
 
 /// One candidate of an [`ItemsRequest`]: ranges into its arenas.
@@ -49,6 +56,9 @@ pub(crate) struct CandidateEntry {
     pub(crate) status: BagStatus,
     /// `attributes` is absent, `null` or an object.
     pub(crate) attributes_ok: bool,
+    /// Where the `features` and `attributes` keys end in the body, when present.
+    features_at: Option<u32>,
+    attributes_at: Option<u32>,
 }
 
 const FIELDS: &[&str] = &[
@@ -82,16 +92,20 @@ impl ItemsRequest {
                 message: "a JSON body is required".into(),
             });
         }
-        let mut buffers = WalkBuffers::default();
+        let mut buffers = POOL.with(|p| std::mem::take(&mut p.borrow_mut().walk));
+        buffers.path = ErrorPath::default();
         let mut de = serde_json::Deserializer::from_slice(body);
         let request = RequestSeed {
             buffers: &mut buffers,
+            body: Body(body.as_ptr() as usize, body.len()),
         }
         .deserialize(&mut de)
         .map_err(|e| MalformedBody {
             field: buffers.path.render(),
             message: e.to_string(),
-        })?;
+        });
+        POOL.with(|p| p.borrow_mut().walk = buffers);
+        let request = request?;
         de.end().map_err(|e| MalformedBody {
             field: "body".into(),
             message: e.to_string(),
@@ -104,6 +118,39 @@ impl ItemsRequest {
     pub fn values(body: &[u8]) -> Result<DecideRequest, EngineError> {
         // The body already parsed, so this does not fail on a body `parse` accepted.
         serde_json::from_slice(body).map_err(|e| EngineError::invalid_owned("body", e.to_string()))
+    }
+
+    /// The parts of the request `wants` names, as `Value`s in a `DecideRequest` whose other
+    /// parts are empty (ids, unasked keys), read from where the parse located them in `body`
+    /// (the body this request was parsed from) rather than by parsing the whole body again. A
+    /// body whose `context`, `features` or `attributes` keys held escapes is parsed whole
+    /// ([`values`](Self::values)).
+    pub fn read_values(
+        &self,
+        body: &[u8],
+        wants: &Wants<'_>,
+    ) -> Result<DecideRequest, EngineError> {
+        if !self.spans_ok {
+            return Self::values(body);
+        }
+        let mut out = DecideRequest::default();
+        if let (Some(field), Some(at)) = (wants.context_field, self.context_at) {
+            out.context = value_at(body, at, PickKeys(&[field]))?;
+        }
+        if wants.attributes || !wants.feature_keys.is_empty() {
+            out.candidates.reserve(self.candidates.len());
+            for c in &self.candidates {
+                let mut candidate = tailor_wire::Candidate::new(String::new());
+                if let (true, Some(at)) = (wants.attributes, c.attributes_at) {
+                    candidate.attributes = value_at(body, at, PhantomData::<serde_json::Value>)?;
+                }
+                if let (false, Some(at)) = (wants.feature_keys.is_empty(), c.features_at) {
+                    candidate.features = value_at(body, at, PickKeys(&wants.feature_keys))?;
+                }
+                out.candidates.push(candidate);
+            }
+        }
+        Ok(out)
     }
 
     /// Number of candidates.
@@ -159,6 +206,167 @@ impl ItemsRequest {
     }
 }
 
+/// What a campaign reads from a decide request as `Value`s besides its features
+/// ([`ItemsRequest::read_values`]).
+#[derive(Debug, Default)]
+pub struct Wants<'a> {
+    /// This top-level context field (the campaign's `audience_field`).
+    pub context_field: Option<&'a str>,
+    /// Every candidate's `attributes` (boosts, variety limits, promotions).
+    pub attributes: bool,
+    /// These top-level keys of every candidate's `features` (variety and promotions read an
+    /// attribute from the features when the attributes lack it).
+    pub feature_keys: Vec<&'a str>,
+}
+
+/// The value whose key ends at `key_end` in `body` (after the closing quote, optional
+/// whitespace and the colon), through `seed`. The body parsed already, so this does not fail.
+fn value_at<'de, S: DeserializeSeed<'de>>(
+    body: &'de [u8],
+    key_end: u32,
+    seed: S,
+) -> Result<S::Value, EngineError> {
+    let rest = body.get(key_end as usize + 1..).unwrap_or_default();
+    let colon = rest.iter().position(|&b| b == b':');
+    let from = colon.map_or(rest.len(), |c| c + 1);
+    let mut de = serde_json::Deserializer::from_slice(&rest[from..]);
+    seed.deserialize(&mut de)
+        .map_err(|e| EngineError::invalid_owned("body", e.to_string()))
+}
+
+/// An object's entries under the given keys as a `Value` object (the last of a repeated key,
+/// as a `Value` parse keeps); anything but an object is `null`, as `Value::get` finds nothing
+/// in it.
+struct PickKeys<'k>(&'k [&'k str]);
+
+impl<'de> DeserializeSeed<'de> for PickKeys<'_> {
+    type Value = serde_json::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<serde_json::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PickKeys<'_> {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<serde_json::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            if self.0.contains(&key.as_ref()) {
+                out.insert(key.into_owned(), map.next_value()?);
+            } else {
+                map.next_value::<de::IgnoredAny>()?;
+            }
+        }
+        Ok(serde_json::Value::Object(out))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<serde_json::Value, A::Error> {
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<serde_json::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<serde_json::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<serde_json::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<serde_json::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<serde_json::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<serde_json::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+}
+
+/// Buffers of parsed requests, kept per thread for the next parse on it: a decide's arenas
+/// (ids, feature entries, candidates) come back when its request is dropped, so a worker
+/// serving requests of one shape allocates them once.
+#[derive(Default)]
+struct Pool {
+    walk: WalkBuffers,
+    ids: Vec<String>,
+    entries: Vec<Vec<(u64, u64, f64)>>,
+    candidates: Vec<Vec<CandidateEntry>>,
+}
+
+/// Largest arena kept for reuse, in elements (a 10,000-candidate request's arenas are let go).
+const POOL_KEEP: usize = 1 << 14;
+/// Arenas of each kind kept per thread.
+const POOL_DEPTH: usize = 2;
+
+thread_local! {
+    static POOL: std::cell::RefCell<Pool> = std::cell::RefCell::new(Pool::default());
+}
+
+impl ItemsRequest {
+    /// An empty request whose arenas come from this thread's pool.
+    fn recycled() -> Self {
+        POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            ItemsRequest {
+                event_id: None,
+                k: None,
+                shopper_id: None,
+                explore: None,
+                distribution: false,
+                context: p.entries.pop().unwrap_or_default(),
+                context_status: BagStatus::default(),
+                candidates: p.candidates.pop().unwrap_or_default(),
+                ids: p.ids.pop().unwrap_or_default(),
+                features: p.entries.pop().unwrap_or_default(),
+                context_at: None,
+                spans_ok: false,
+            }
+        })
+    }
+}
+
+impl Drop for ItemsRequest {
+    fn drop(&mut self) {
+        let keep = |cap: usize| cap > 0 && cap <= POOL_KEEP;
+        let _ = POOL.try_with(|p| {
+            let Ok(mut p) = p.try_borrow_mut() else {
+                return;
+            };
+            if keep(self.ids.capacity()) && p.ids.len() < POOL_DEPTH {
+                let mut v = std::mem::take(&mut self.ids);
+                v.clear();
+                p.ids.push(v);
+            }
+            for v in [&mut self.features, &mut self.context] {
+                if keep(v.capacity()) && p.entries.len() < 2 * POOL_DEPTH {
+                    let mut v = std::mem::take(v);
+                    v.clear();
+                    p.entries.push(v);
+                }
+            }
+            if keep(self.candidates.capacity()) && p.candidates.len() < POOL_DEPTH {
+                let mut v = std::mem::take(&mut self.candidates);
+                v.clear();
+                p.candidates.push(v);
+            }
+        });
+    }
+}
+
 /// The next value of `map` through `seed`, and whether the value itself was reached.
 fn tracked<'de, A: MapAccess<'de>, S: DeserializeSeed<'de>>(
     map: &mut A,
@@ -174,6 +382,21 @@ fn tracked<'de, A: MapAccess<'de>, S: DeserializeSeed<'de>>(
 
 struct RequestSeed<'a> {
     buffers: &'a mut WalkBuffers,
+    body: Body,
+}
+
+/// The body being parsed, as an address range: keys borrowed from it are located by pointer.
+#[derive(Clone, Copy)]
+struct Body(usize, usize);
+
+impl Body {
+    /// Where `key`, borrowed from the body, ends in it (its closing quote); None for a key that
+    /// was not borrowed (it held escapes).
+    fn end_of(self, key: &Cow<'_, str>) -> Option<u32> {
+        let Cow::Borrowed(k) = key else { return None };
+        let at = (k.as_ptr() as usize).checked_sub(self.0)? + k.len();
+        (at < self.1).then_some(at as u32)
+    }
 }
 
 impl<'de> DeserializeSeed<'de> for RequestSeed<'_> {
@@ -205,8 +428,9 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ItemsRequest, A::Error> {
-        let buffers = self.buffers;
-        let mut req = ItemsRequest::default();
+        let (buffers, body) = (self.buffers, self.body);
+        let mut req = ItemsRequest::recycled();
+        req.spans_ok = true;
         let mut seen = [false; 7];
         let mut candidates_seen = false;
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
@@ -220,6 +444,8 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
             }
             match field {
                 0 => {
+                    req.context_at = body.end_of(&key);
+                    req.spans_ok &= req.context_at.is_some();
                     let r = tracked(
                         &mut map,
                         FeaturesSeed {
@@ -236,6 +462,7 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
                         CandidatesSeed {
                             req: &mut req,
                             buffers,
+                            body,
                         },
                     );
                     at_key(buffers, &key, r)?;
@@ -259,6 +486,7 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
 struct CandidatesSeed<'a> {
     req: &'a mut ItemsRequest,
     buffers: &'a mut WalkBuffers,
+    body: Body,
 }
 
 impl<'de> DeserializeSeed<'de> for CandidatesSeed<'_> {
@@ -288,6 +516,7 @@ impl<'de> Visitor<'de> for CandidatesSeed<'_> {
                 seed: CandidateSeed {
                     req: &mut *req,
                     buffers: &mut *self.buffers,
+                    body: self.body,
                 },
                 entered: &mut entered,
             });
@@ -308,6 +537,7 @@ impl<'de> Visitor<'de> for CandidatesSeed<'_> {
 struct CandidateSeed<'a> {
     req: &'a mut ItemsRequest,
     buffers: &'a mut WalkBuffers,
+    body: Body,
 }
 
 impl<'de> DeserializeSeed<'de> for CandidateSeed<'_> {
@@ -350,6 +580,8 @@ impl<'de> Visitor<'de> for CandidateSeed<'_> {
                     entry.id = from..req.ids.len() as u32;
                 }
                 1 => {
+                    entry.features_at = self.body.end_of(&key);
+                    req.spans_ok &= entry.features_at.is_some();
                     let r = tracked(
                         &mut map,
                         FeaturesSeed {
@@ -361,6 +593,8 @@ impl<'de> Visitor<'de> for CandidateSeed<'_> {
                     at_key(buffers, &key, r)?;
                 }
                 _ => {
+                    entry.attributes_at = self.body.end_of(&key);
+                    req.spans_ok &= entry.attributes_at.is_some();
                     let r = tracked(&mut map, ShapeSeed(&mut buffers.path));
                     entry.attributes_ok = at_key(buffers, &key, r)?;
                 }
@@ -687,6 +921,136 @@ mod tests {
         assert_eq!(plain[1].1, featurizer.vector(&context, "q", &q));
         let p = featurize::features("f", &json!({"b": {"c": 2, "d": "x"}})).unwrap();
         assert_eq!(plain[0].1, featurizer.vector(&context, "p", &p));
+    }
+
+    /// What boosts, variety, promotions and the audience field read, from the spans the parse
+    /// located: the same `Value`s as the whole body parsed again.
+    #[test]
+    fn read_values_match_the_whole_parse() {
+        let bodies = [
+            r#"{"context": {"tier": "gold", "x": {"tier": 1}}, "candidates": [{"id": "a", "attributes": {"brand": "b", "tags": ["x", 1.5]}, "features": {"brand": "f", "p": 2}}, {"id": "b"}, {"id": "c", "attributes": null, "features": null}]}"#,
+            // Whitespace around the colon, keys in another order, a repeated top-level key.
+            "{\"candidates\" :[ {\"features\"\n :\t{\"brand\": 3, \"brand\": true}, \"id\": \"a\", \"attributes\" : {\"n\": {\"m\": 1e3}}}], \"context\"  :  {\"tier\": 12345678901234567890, \"tier\": 0.1}}",
+            // Escaped keys: the whole body is parsed again.
+            r#"{"cont\u0065xt": {"tier": "t"}, "candidates": [{"id": "a", "attributes": {"brand": "x"}}]}"#,
+            r#"{"candidates": [{"id": "a", "attrib\u0075tes": {"brand": "x"}, "features": {"brand": 1}}]}"#,
+            // A context that is not an object, no context at all.
+            r#"{"context": null, "candidates": [{"id": "a", "features": {"brand": [1, 2]}}]}"#,
+            r#"{"candidates": [{"id": "a", "attributes": {}}], "k": 1}"#,
+        ];
+        let wants = Wants {
+            context_field: Some("tier"),
+            attributes: true,
+            feature_keys: vec!["brand", "p"],
+        };
+        for body in bodies {
+            let req = ItemsRequest::parse(body.as_bytes()).unwrap();
+            let got = req.read_values(body.as_bytes(), &wants).unwrap();
+            let all = ItemsRequest::values(body.as_bytes()).unwrap();
+            assert_eq!(got.context.get("tier"), all.context.get("tier"), "{body}");
+            assert_eq!(got.candidates.len(), all.candidates.len(), "{body}");
+            for (g, a) in got.candidates.iter().zip(&all.candidates) {
+                assert_eq!(g.attributes, a.attributes, "{body}");
+                for key in ["brand", "p", "other"] {
+                    let want = if key == "other" {
+                        None
+                    } else {
+                        a.features.get(key)
+                    };
+                    assert_eq!(g.features.get(key), want, "{body}: {key}");
+                }
+            }
+        }
+        // Only what is asked for is read.
+        let body = bodies[0].as_bytes();
+        let req = ItemsRequest::parse(body).unwrap();
+        let only = req
+            .read_values(
+                body,
+                &Wants {
+                    context_field: Some("tier"),
+                    ..Wants::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(only.context, json!({"tier": "gold"}));
+        assert!(only.candidates.is_empty());
+    }
+
+    /// Through the engine: a campaign with a variety limit and an audience field serves and
+    /// records the same from spans as from the whole body parsed again (escaped keys force the
+    /// whole parse).
+    #[tokio::test]
+    async fn variety_and_audiences_read_from_spans_as_from_the_whole_body() {
+        use crate::campaign::CampaignConfig;
+        use crate::engine::{DecideInput, Engine};
+        use crate::store::{SledStore, Store};
+        use std::sync::Arc;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 1 << 20, 100).unwrap());
+        let engine = Engine::open(store, Default::default()).unwrap();
+        let config: CampaignConfig = serde_json::from_value(json!({
+            "id": "v", "policy": {"type": "thompson"}, "audience_field": "tier",
+            "variety": {"attribute": "brand", "max_per_value": 1}
+        }))
+        .unwrap();
+        engine.create_campaign(config).unwrap();
+        let candidates: Vec<Value> = (0..12)
+            .map(|i| {
+                let mut c = json!({"id": format!("p{i}")});
+                if i % 3 == 0 {
+                    c["features"] = json!({"brand": format!("b{}", i % 4), "x": i});
+                } else {
+                    c["attributes"] = json!({"brand": format!("b{}", i % 2)});
+                }
+                c
+            })
+            .collect();
+        let served = |event: &str, escaped: bool| {
+            let body = json!({"context": {"tier": "gold", "n": 1}, "candidates": candidates,
+                "k": 4, "distribution": true, "event_id": event});
+            let mut text = serde_json::to_string(&body).unwrap();
+            if escaped {
+                text = text
+                    .replace(r#""attributes""#, r#""attribut\u0065s""#)
+                    .replace(r#""context""#, r#""cont\u0065xt""#);
+            }
+            let response = engine
+                .decide_items("v", DecideInput::parse(text.into_bytes()).unwrap())
+                .unwrap();
+            let seq = engine
+                .store()
+                .event("v", event)
+                .unwrap()
+                .unwrap()
+                .decision_seq;
+            let decision = engine.store().decision("v", seq).unwrap().unwrap();
+            let mut brands: Vec<String> = response
+                .actions
+                .iter()
+                .map(|a| {
+                    let i: usize = a.id[1..].parse().unwrap();
+                    let c = &candidates[i];
+                    c["attributes"]["brand"]
+                        .as_str()
+                        .or(c["features"]["brand"].as_str())
+                        .unwrap()
+                        .to_string()
+                })
+                .collect();
+            brands.sort();
+            (response.distribution, decision.audience, brands)
+        };
+        let (spans, spans_audience, brands) = served("e1", false);
+        let (whole, whole_audience, _) = served("e2", true);
+        assert_eq!(spans, whole);
+        assert_eq!(spans_audience, whole_audience);
+        assert_eq!(spans_audience.0.as_deref(), Some("gold"));
+        // At most one served candidate per brand.
+        let mut unique = brands.clone();
+        unique.dedup();
+        assert_eq!(unique, brands);
     }
 
     #[test]

@@ -59,6 +59,16 @@ pub(crate) fn reads_attributes(config: &CampaignConfig) -> bool {
     config.variety.is_some() || config.promotions.iter().any(|p| p.attribute.is_some())
 }
 
+/// The attributes [`attribute`] reads (from the features when the attributes lack them).
+pub(crate) fn attribute_names(config: &CampaignConfig) -> Vec<&str> {
+    let variety = config.variety.iter().map(|v| v.attribute.as_str());
+    let promotions = config
+        .promotions
+        .iter()
+        .filter_map(|p| p.attribute.as_deref());
+    variety.chain(promotions).collect()
+}
+
 /// Whether a promotion covers candidate `i` with id `id`.
 fn covers(p: &Promotion, request: Option<&DecideRequest>, i: usize, id: &str) -> bool {
     if p.whole_campaign() || p.items.iter().any(|x| x == id) {
