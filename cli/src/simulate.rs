@@ -40,7 +40,8 @@ pub struct SimulateArgs {
     /// Comma-separated policies (see `--help`); default: uniform, fixed, epsilon_greedy,
     /// thompson, linucb, linear_thompson, and with `--shift` also thompson_forgetting and
     /// linucb_forgetting. Known: thompson, thompson_forgetting, gaussian_thompson, linucb,
-    /// linucb_forgetting, linucb_disjoint, linear_thompson, epsilon_greedy, uniform, fixed.
+    /// linucb_forgetting, linucb_disjoint, linear_thompson, epsilon_greedy, uniform, fixed,
+    /// sparse_linucb (the default of a campaign created without a policy, over 2^16 dimensions).
     #[arg(long, value_delimiter = ',')]
     pub policies: Vec<String>,
     /// Seed of the world, the shoppers and the coin flips.

@@ -152,6 +152,12 @@ pub fn contender(name: &str, half_life: f64, dimension: usize) -> Result<Contend
             lambda: 1.0,
             half_life: None,
         },
+        // What a campaign created without a policy gets (docs/learning.md), in its own space.
+        "sparse_linucb" => PolicyConfig::SparseLinUcb {
+            alpha: 0.2,
+            lambda: 1.0,
+            half_life: None,
+        },
         "uniform" => PolicyConfig::Uniform {},
         "fixed" => PolicyConfig::Fixed {},
         other => return Err(SimError::UnknownPolicy(other.to_string())),
@@ -162,7 +168,11 @@ pub fn contender(name: &str, half_life: f64, dimension: usize) -> Result<Contend
     };
     policy.validate().map_err(refused)?;
     let featurizer = FeaturizerConfig {
-        dimension,
+        dimension: if matches!(policy, PolicyConfig::SparseLinUcb { .. }) {
+            1 << 16
+        } else {
+            dimension
+        },
         interactions: true,
         // Per-arm models see no cross features of their own id; they need the context alone.
         context_features: matches!(policy, PolicyConfig::LinUcbDisjoint { .. }),
