@@ -6,7 +6,9 @@ use tailor_policies::{FeaturizerConfig, PolicyConfig, RewardRange};
 use crate::error::EngineError;
 pub use crate::merchandising::Merchandising;
 
+mod autopilot;
 mod variety;
+pub use autopilot::AutopilotSettings;
 pub use variety::{
     parse_duration_ms, parse_time, Promotion, PromotionWindow, ResetAt, VarietySettings,
     MAX_PROMOTIONS,
@@ -128,6 +130,12 @@ pub struct CampaignConfig {
     /// was learned about them when they start and end (at most 32).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub promotions: Vec<Promotion>,
+    /// Items campaigns: run a policy optimization over the recent log on a schedule and switch
+    /// to a setting whose interval clears the serving one's (docs/optimization.md#autopilot).
+    /// Off by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub autopilot: Option<AutopilotSettings>,
 }
 
 fn default_policy() -> PolicyConfig {
@@ -218,6 +226,8 @@ struct CampaignConfigWire {
     half_life: Option<String>,
     #[serde(default)]
     promotions: Vec<Promotion>,
+    #[serde(default)]
+    autopilot: Option<AutopilotSettings>,
 }
 
 impl From<CampaignConfigWire> for CampaignConfig {
@@ -257,6 +267,7 @@ impl From<CampaignConfigWire> for CampaignConfig {
             variety: w.variety,
             half_life: w.half_life,
             promotions: w.promotions,
+            autopilot: w.autopilot,
         }
     }
 }
@@ -760,6 +771,9 @@ impl CampaignConfig {
                     ));
                 }
             }
+        }
+        if let Some(a) = &self.autopilot {
+            a.validate(self)?;
         }
         Ok(())
     }

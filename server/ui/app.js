@@ -4,6 +4,7 @@ import { COLORS, bucketLabel, bucketName, timeChart } from "./charts.js";
 import { fill, initEditor, loadPluginNames } from "./editor.js";
 import { initPreview, resetPreview } from "./preview.js";
 import { renderAudit } from "./audit.js";
+import { renderAutopilot } from "./autopilot.js";
 
 async function start() {
   $("key").value = session.key;
@@ -105,7 +106,7 @@ async function loadReports(id) {
   const bucket = Number($("bucket").value);
   // One failing report shows its error in its own place; the others still render.
   const get = (path) => api("GET", path).catch((e) => ({ failed: e.message }));
-  const [lift, policies, values, gems, affinity, actions, audit] = await Promise.all([
+  const [lift, policies, values, gems, affinity, actions, audit, autopilot] = await Promise.all([
     get(base + "lift?bucket_seconds=" + bucket),
     get(base + "policies?bucket_seconds=" + bucket),
     get(base + "policy-values?bucket_seconds=" + bucket),
@@ -113,6 +114,7 @@ async function loadReports(id) {
     get(base + "affinity"),
     get(base + "actions"),
     get("/admin/v1/audit?limit=50&campaign=" + encodeURIComponent(id)),
+    get(campaignPath(id, "/autopilot")),
   ]);
   if (session.current !== id) return; // another campaign was opened meanwhile
   render("reward-chart", policies, () => renderPolicies(policies));
@@ -134,6 +136,7 @@ async function loadReports(id) {
     resetPreview(actions.actions ? actions.actions.map((a) => a.id) : []);
   }
   render("audit", audit, () => renderAudit($("audit"), audit.entries));
+  render("autopilot", autopilot, () => renderAutopilot($("autopilot"), autopilot));
 }
 
 function render(id, data, fn) {

@@ -11,6 +11,7 @@ const ACTIONS = {
   "campaign.policy": "switched the serving policy",
   "key.create": "created an API key",
   "key.revoke": "revoked an API key",
+  "autopilot.switch": "switched to a better setting (autopilot)",
 };
 
 // Settings named for people; anything else shows its config path.

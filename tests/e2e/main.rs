@@ -2,6 +2,7 @@
 //! One test binary for the workspace so it links once.
 
 mod audiences;
+mod autopilot;
 mod browser;
 mod cluster;
 mod control_room;

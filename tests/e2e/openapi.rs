@@ -44,6 +44,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/admin/v1/campaigns/{id}/evaluations/{eval}"),
     ("post", "/admin/v1/campaigns/{id}/evaluations/{eval}/apply"),
     ("get", "/admin/v1/campaigns/{id}/shadow"),
+    ("get", "/admin/v1/campaigns/{id}/autopilot"),
     ("get", "/admin/v1/campaigns/{id}/log"),
     ("get", "/admin/v1/keys"),
     ("post", "/admin/v1/keys"),

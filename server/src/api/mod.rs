@@ -5,6 +5,7 @@ pub mod adjust_api;
 pub mod admin_api;
 pub mod audit_api;
 pub mod auth;
+pub mod autopilot_api;
 pub mod body;
 pub mod cluster_api;
 pub mod control_api;
@@ -62,6 +63,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     ops_api::configure(&mut r);
     plugins_api::configure(&mut r);
     ope_api::configure(&mut r);
+    autopilot_api::configure(&mut r);
     keys_api::configure(&mut r);
     audit_api::configure(&mut r);
     control_api::configure(&mut r);

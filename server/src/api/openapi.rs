@@ -28,8 +28,9 @@ pub use tailor_wire::{
 use super::auth::{Access, Routes};
 use super::status;
 use super::{
-    adjust_api, admin_api, audit_api, cluster_api, control_api, decide_api, keys_api, ope_api,
-    ops_api, plugins_api, preview_api, reports_api, send_time_api, shoppers_api, validate_api,
+    adjust_api, admin_api, audit_api, autopilot_api, cluster_api, control_api, decide_api,
+    keys_api, ope_api, ops_api, plugins_api, preview_api, reports_api, send_time_api, shoppers_api,
+    validate_api,
 };
 
 /// `GET /admin/v1/campaigns`.
@@ -202,6 +203,7 @@ impl Modify for TransportResponses {
         ope_api::apply,
         ope_api::shadow,
         ope_api::export,
+        autopilot_api::get,
         send_time_api::best_slots,
         send_time_api::concentration,
         send_time_api::slot_rates,

@@ -18,6 +18,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("editor.js", JS, include_str!("../../ui/editor.js")),
     ("preview.js", JS, include_str!("../../ui/preview.js")),
     ("audit.js", JS, include_str!("../../ui/audit.js")),
+    ("autopilot.js", JS, include_str!("../../ui/autopilot.js")),
     (
         "style.css",
         "text/css; charset=utf-8",

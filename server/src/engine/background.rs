@@ -1,4 +1,5 @@
-//! Background duties: closing reward windows, snapshotting what changed, shopper retention.
+//! Background duties: closing reward windows, snapshotting what changed, shopper retention, the
+//! autopilot (`ope/autopilot.rs`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ impl Engine {
     /// Background duties: closing reward windows and snapshotting. Runs until the process ends.
     pub fn spawn_background(self: &Arc<Self>) {
         send_time::spawn_prior_refresh(self.clone());
+        crate::ope::autopilot::spawn(self.clone());
         let me = self.clone();
         tokio::spawn(async move {
             let mut tick =

@@ -258,10 +258,22 @@ impl Engine {
     /// switching the serving policy to a shadow one is warm.
     pub fn update_campaign(
         &self,
+        config: CampaignConfig,
+    ) -> Result<Arc<CampaignRuntime>, EngineError> {
+        self.update_campaign_if(config, |_| Ok(()))
+    }
+
+    /// [`Engine::update_campaign`] when `expect` accepts the config it replaces, checked under
+    /// the admin lock (compare-and-set: a change that landed since the caller read the config
+    /// is refused by `expect`, never overwritten).
+    pub fn update_campaign_if(
+        &self,
         mut config: CampaignConfig,
+        expect: impl FnOnce(&CampaignConfig) -> Result<(), EngineError>,
     ) -> Result<Arc<CampaignRuntime>, EngineError> {
         let _admin = self.admin.lock();
         let old = self.campaign(&config.id)?;
+        expect(&old.config)?;
         // Keep holdout assignments stable unless the admin sets a new salt on purpose.
         if config.holdout_salt.is_empty() {
             config.holdout_salt = old.config.holdout_salt.clone();

@@ -18,6 +18,7 @@
 //! what they would have known then. In `current` mode the configured policies are evaluated with
 //! the state they have now (optimistic: that state learned from the same rewards).
 
+pub mod autopilot;
 pub mod export;
 pub mod log;
 pub mod optimize;
@@ -542,6 +543,9 @@ pub fn list(engine: &Engine, campaign: &str) -> Result<Vec<Evaluation>, EngineEr
     engine.campaign(campaign)?;
     let mut out = Vec::new();
     for json in engine.store().evaluations(campaign)? {
+        if autopilot::is_state_doc(&json) {
+            continue;
+        }
         let mut ev: Evaluation =
             serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
                 what: "evaluation",

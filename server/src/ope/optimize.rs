@@ -761,7 +761,23 @@ fn running_key(campaign: &str, id: &str) -> String {
 }
 
 /// Takes the optimization off [`RUNNING`] however its thread ends.
-struct Registration(String);
+pub(crate) struct Registration(String);
+
+/// A place among the [`MAX_RUNNING`] optimizations of this process for evaluation `id` of
+/// `campaign` (manual ones and the autopilot's share it), or 503 when they are all taken.
+pub(crate) fn register(campaign: &str, id: &str) -> Result<Registration, EngineError> {
+    let key = running_key(campaign, id);
+    let mut running = RUNNING.lock();
+    if running.len() >= MAX_RUNNING {
+        return Err(EngineError::Unavailable {
+            message: format!(
+                "{MAX_RUNNING} optimizations are running; start this one when one has finished"
+            ),
+        });
+    }
+    running.push(key.clone());
+    Ok(Registration(key))
+}
 
 impl Drop for Registration {
     fn drop(&mut self) {
@@ -781,7 +797,7 @@ pub fn settle(ev: &mut Evaluation) {
     }
 }
 
-fn store_doc(
+pub(crate) fn store_doc(
     engine: &Engine,
     ev: &Evaluation,
     extra: &serde_json::Map<String, Value>,
@@ -862,19 +878,7 @@ pub fn start(
             "the listed policies' feature spaces are too large to search beside the grid",
         ));
     }
-    let key = running_key(campaign, id);
-    let registration = {
-        let mut running = RUNNING.lock();
-        if running.len() >= MAX_RUNNING {
-            return Err(EngineError::Unavailable {
-                message: format!(
-                    "{MAX_RUNNING} optimizations are running; start this one when one has finished"
-                ),
-            });
-        }
-        running.push(key.clone());
-        Registration(key)
-    };
+    let registration = register(campaign, id)?;
     let created_ms = now_ms();
     let pending = Evaluation {
         id: id.to_string(),
