@@ -176,6 +176,33 @@ pub trait LogStore: Send + Sync + 'static {
 
     /// Make every write so far durable.
     fn flush(&self) -> FlushFuture;
+
+    /// Log retention (docs/security/memory.md): remove `campaign`'s log entries up to the last
+    /// decision logged at or before `before_ms` with seq <= `max_seq` (learned state covering
+    /// them must be snapshotted first), and with each removed decision the keys kept about its
+    /// event: its join-state marker once its window has closed, its settled slots (`S`) and its
+    /// send-time event. A decision whose window is still open keeps its join state (with its
+    /// vectors, as [`Self::delete_log`]). Idempotent: a crash part way is finished by the next
+    /// call.
+    fn expire_log(
+        &self,
+        campaign: &str,
+        before_ms: u64,
+        max_seq: u64,
+    ) -> Result<Expired, StoreError>;
+}
+
+/// What one [`LogStore::expire_log`] removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Expired {
+    /// The last sequence number removed (0: nothing).
+    pub up_to: u64,
+    /// Decision frames removed.
+    pub decisions: u64,
+    /// Reward and adjustment entries removed.
+    pub rewards: u64,
+    /// Join-state markers, settled slots and send-time events removed.
+    pub keys: u64,
 }
 
 /// Campaign configs, learned-state snapshots, stored evaluations, API keys and the audit trail.

@@ -791,6 +791,62 @@ impl LogStore for SledStore {
             Ok(())
         })
     }
+
+    fn expire_log(
+        &self,
+        campaign: &str,
+        before_ms: u64,
+        max_seq: u64,
+    ) -> Result<super::Expired, StoreError> {
+        let mut out = super::Expired::default();
+        // Pass 1, oldest first: find the last decision to go and drop the keys of its event.
+        // Decisions are appended in seq order with the wall clock, so the first decision logged
+        // after `before_ms` ends the run (a clock step back only delays retention).
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for d in self.decision_scan(campaign, 0) {
+            let d = d?;
+            if d.at_ms > before_ms || d.seq > max_seq {
+                break;
+            }
+            out.up_to = d.seq;
+            let jk = join_key(campaign, &d.event_id);
+            if let Some(v) = self.log.get(&jk)? {
+                let e = decode_event(campaign, &d.event_id, &v)?;
+                // A window still open keeps everything (its rewards and returns may come); an
+                // event id reused after an earlier expiry names a newer decision: its keys are
+                // that decision's.
+                if !e.closed || e.decision_seq != d.seq {
+                    continue;
+                }
+                batch.remove(jk);
+                out.keys += 1;
+                n += 1;
+            }
+            for kv in self.log.scan_prefix(settled_prefix(campaign, &d.event_id)) {
+                batch.remove(kv?.0);
+                out.keys += 1;
+                n += 1;
+            }
+            let sk = event_key(campaign, &d.event_id);
+            if self.send_events.remove(&sk)?.is_some() {
+                out.keys += 1;
+            }
+            if n >= 4096 {
+                self.log.apply_batch(std::mem::take(&mut batch))?;
+                n = 0;
+            }
+        }
+        self.log.apply_batch(batch)?;
+        if out.up_to == 0 {
+            return Ok(out);
+        }
+        // Pass 2: the frames and the reward entries (an open window keeps its vectors).
+        let (decisions, rewards) = self.delete_log(campaign, out.up_to)?;
+        out.decisions = decisions;
+        out.rewards = rewards;
+        Ok(out)
+    }
 }
 
 /// Two iterators of (seq, item), each in seq order, merged into one in seq order.
