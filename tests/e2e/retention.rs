@@ -10,11 +10,12 @@ use serde_json::{json, Value};
 
 use crate::harness::Server;
 
-/// 0.0001 days = 8.64 s: longer than the 5 s windows below, so windows close first.
+/// 0.0002 days = 17.28 s; with the 10 s return window below and its margin (the window
+/// itself), a log entry goes 20 s after it was logged, when every window has closed.
 const RETENTION: &[(&str, &str)] = &[
     ("TAILOR__ENGINE__SWEEP_INTERVAL_MS", "50"),
     ("TAILOR__ENGINE__SNAPSHOT_INTERVAL_MS", "200"),
-    ("TAILOR__STORAGE__LOG_RETENTION_DAYS", "0.0001"),
+    ("TAILOR__STORAGE__LOG_RETENTION_DAYS", "0.0002"),
     ("TAILOR__STORAGE__LOG_RETENTION_INTERVAL_MS", "200"),
 ];
 
@@ -40,13 +41,17 @@ async fn logged(server: &Server, campaign: &str) -> usize {
     text.lines().count() - 1
 }
 
-/// What must survive retention: counters and report aggregates.
-async fn learned(server: &Server, campaign: &str) -> (Value, Value, Value) {
-    let mut stats = server.stats(campaign).await;
-    // Wall-clock fields are not state.
-    if let Some(o) = stats.as_object_mut() {
+/// Wall-clock fields are not state.
+fn timeless(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
         o.retain(|k, _| !k.ends_with("_ms") && !k.ends_with("_at"));
     }
+    v
+}
+
+/// What must survive retention: counters and report aggregates.
+async fn learned(server: &Server, campaign: &str) -> (Value, Value, Value) {
+    let stats = timeless(server.stats(campaign).await);
     let (s, actions) = server
         .get(&format!("/admin/v1/campaigns/{campaign}/reports/actions"))
         .await;
@@ -55,7 +60,7 @@ async fn learned(server: &Server, campaign: &str) -> (Value, Value, Value) {
         .get(&format!("/admin/v1/campaigns/{campaign}/reports/policies"))
         .await;
     assert_eq!(s, 200, "{policies}");
-    (stats, actions, policies)
+    (stats, timeless(actions), timeless(policies))
 }
 
 #[tokio::test]
@@ -64,11 +69,11 @@ async fn retention_deletes_old_log_entries_and_keeps_what_was_learned() {
     let mut server = Server::start(dir.path(), RETENTION).await;
     server
         .create_campaign(json!({"id": "short", "policy": {"type": "thompson"},
-            "reward_wait_seconds": 5, "return_window_seconds": 5, "log_requests": true}))
+            "reward_wait_seconds": 10, "return_window_seconds": 10, "log_requests": true}))
         .await;
     server
         .create_campaign(json!({"id": "long", "policy": {"type": "thompson"},
-            "reward_wait_seconds": 5, "return_window_seconds": 3600}))
+            "reward_wait_seconds": 10, "return_window_seconds": 3600}))
         .await;
     for i in 0..60 {
         for c in ["short", "long"] {
@@ -96,20 +101,21 @@ async fn retention_deletes_old_log_entries_and_keeps_what_was_learned() {
         .await;
     assert_eq!(s, 200, "{v}");
 
-    // Every window closes (default rewards applied) before anything is old enough to go.
+    // Every window closes (default rewards applied, 10 s) before anything is old enough to go
+    // (20 s): what was learned then no longer changes.
+    tokio::time::sleep(Duration::from_secs(11)).await;
     let start = Instant::now();
-    let before = loop {
-        let l = learned(&server, "short").await;
-        if l.0["rewards"] == 60 {
-            break l;
+    let mut before = learned(&server, "short").await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = learned(&server, "short").await;
+        if now == before {
+            break;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "windows: {}",
-            l.0
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        before = now;
+        assert!(start.elapsed() < Duration::from_secs(60), "still changing");
+    }
+    assert_eq!(before.0["decisions"], 60, "{}", before.0);
     let long_before = learned(&server, "long").await;
 
     // The short campaign's log empties; the long one (return window of an hour) keeps its 60.

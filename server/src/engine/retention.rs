@@ -16,7 +16,10 @@ use std::time::Duration;
 use super::{now_ms, Engine};
 use crate::config::StorageSettings;
 use crate::error::EngineError;
-use crate::store::Expired;
+use crate::store::{expire_margin_ms, Expired};
+
+/// Decisions removed per store call.
+const EXPIRE_ROUND: usize = 100_000;
 
 /// When and what the retention task deletes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +57,10 @@ impl Engine {
             if rt.retired.load(Ordering::Acquire) {
                 continue;
             }
-            let keep = retention_ms.max(rt.config.return_window_ms());
+            // The return window and a margin for the sweeper's lag first: every reward and
+            // return of a decision taken is in the log (and goes with it).
+            let window = rt.config.return_window_ms();
+            let keep = retention_ms.max(window + expire_margin_ms(window));
             let Some(before) = now_ms.checked_sub(keep) else {
                 continue;
             };
@@ -67,9 +73,26 @@ impl Engine {
             if covered == 0 {
                 continue;
             }
-            let gone = self.store.expire_log(&rt.config.id, before, covered)?;
-            if gone.up_to > 0 {
-                out.push((rt.config.id.clone(), gone));
+            // In rounds, so sled's batch and the segment lock stay small.
+            let mut total = Expired::default();
+            loop {
+                let gone = self.store.expire_log(
+                    &rt.config.id,
+                    before,
+                    covered,
+                    rt.config.return_window_ms(),
+                    EXPIRE_ROUND,
+                )?;
+                total.up_to = total.up_to.max(gone.up_to);
+                total.decisions += gone.decisions;
+                total.rewards += gone.rewards;
+                total.keys += gone.keys;
+                if gone.up_to == 0 || (gone.decisions as usize) < EXPIRE_ROUND {
+                    break;
+                }
+            }
+            if total.up_to > 0 {
+                out.push((rt.config.id.clone(), total));
             }
         }
         Ok(out)
