@@ -134,10 +134,10 @@ impl RewardIndex {
         Self::build_with(values, false)
     }
 
-    fn values_of<E>(
-        campaign: &str,
-        rewards: impl Iterator<Item = Result<RewardRecord, E>>,
-    ) -> impl Iterator<Item = Result<(String, u32, f64), E>> + '_ {
+    fn values_of<'a, E: 'a>(
+        campaign: &'a str,
+        rewards: impl Iterator<Item = Result<RewardRecord, E>> + 'a,
+    ) -> impl Iterator<Item = Result<(String, u32, f64), E>> + 'a {
         rewards.filter_map(move |r| match r {
             Ok(r) if r.campaign != campaign => None,
             Ok(r) => Some(Ok((r.event_id, r.slot, r.value))),
