@@ -12,7 +12,13 @@
 #
 # Environment: TAILOR_BIN, LOADGEN_BIN (default target/release/...), SAMPLE (seconds, default
 # 10), LOG_REQUESTS=1 (the soak's campaign logs its requests: what the export reads), and any
-# TAILOR__* setting (e.g. TAILOR__STORAGE__CACHE_CAPACITY_BYTES).
+# TAILOR__* setting (e.g. TAILOR__STORAGE__CACHE_CAPACITY_BYTES, TAILOR__STORAGE__LOG_RETENTION_DAYS).
+# CAMPAIGN_JSON (soak): the campaign `load` to create first instead of loadgen's default, e.g.
+# '{"id":"load","policy":{"type":"thompson"},"featurizer":{"dimension":32},
+#   "reward_wait_seconds":60,"return_window_seconds":60}' (retention keeps a log at least as long
+# as its campaign's return window, 30 days by default).
+# SMAPS=1 (soak): also print the server's anonymous and file-backed resident memory (smaps_rollup)
+# at each sample, to stderr.
 # Build first: cargo build --release -p tailor-cli --bin tailor -p tailor-benches --bin loadgen
 set -euo pipefail
 
@@ -51,6 +57,22 @@ soak)
     dir=${2:?data dir}
     start_server "$dir"
     trap stop_server EXIT
+    if [ -n "${CAMPAIGN_JSON:-}" ]; then
+        curl -sf -o /dev/null -H "Authorization: Bearer $KEY" -H 'content-type: application/json' \
+            -d "$CAMPAIGN_JSON" "http://$ADDR/admin/v1/campaigns"
+    fi
+    if [ -n "${SMAPS:-}" ]; then
+        (
+            t=0
+            while kill -0 "$PID" 2>/dev/null; do
+                awk -v t="$t" 'BEGIN { printf "smaps t=%ss", t }
+                    /^(Rss|Anonymous|Private_Clean|Shared_Clean):/ { printf " %s%.1fMB", $1, $2 / 1024 }
+                    END { print "" }' "/proc/$PID/smaps_rollup" >&2 2>/dev/null || true
+                sleep "$SAMPLE"
+                t=$((t + SAMPLE))
+            done
+        ) &
+    fi
     "$LOADGEN" soak --url "http://$ADDR" --key "$KEY" --pid "$PID" \
         --seconds "${3:-600}" --concurrency "${4:-256}" --candidates "${5:-10}" \
         --decisions "${6:-0}" --sample-seconds "$SAMPLE" --prefix "soak-$(date +%s)" \
@@ -71,7 +93,7 @@ export)
     echo "server VmRSS after export $(mem "$PID" VmRSS) MB, peak (VmHWM) $(mem "$PID" VmHWM) MB"
     ;;
 *)
-    sed -n '2,17p' "$0"
+    sed -n '2,/^set -euo/p' "$0" | sed '$d'
     exit 2
     ;;
 esac

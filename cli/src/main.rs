@@ -5,6 +5,7 @@
 
 /// mimalloc: the decide path allocates many small objects (JSON values, feature vectors)
 /// from several worker threads, where glibc malloc spends a quarter of the CPU.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

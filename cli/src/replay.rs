@@ -340,6 +340,9 @@ fn write_policy(out: &mut impl Write, p: &PolicyValue) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// sled's page cache for `tailor export`.
+const EXPORT_CACHE_CAPACITY_BYTES: u64 = 4 << 20;
+
 /// `tailor export`: a campaign's decision log from the data directory to JSON lines.
 pub fn export(
     settings: &Settings,
@@ -349,9 +352,14 @@ pub fn export(
     to_ms: Option<u64>,
 ) -> anyhow::Result<()> {
     let dir = &settings.storage.data_dir;
+    // One pass over the reward entries and the segment files: sled's page cache would only
+    // hold pages never read again (docs/security/memory.md).
     let store = SledStore::open(
         dir,
-        settings.storage.cache_capacity_bytes,
+        settings
+            .storage
+            .cache_capacity_bytes
+            .min(EXPORT_CACHE_CAPACITY_BYTES),
         settings.storage.flush_every_ms,
     )
     .with_context(|| {

@@ -44,6 +44,12 @@ pub struct StorageSettings {
     /// sled page cache size in bytes, counted as sled counts it (the on-disk size of the cached
     /// pages; their in-memory form takes about twice that, see docs/security/memory.md).
     pub cache_capacity_bytes: u64,
+    /// Log retention in days (docs/security/memory.md): a campaign's decisions, rewards and the
+    /// keys kept about their events are deleted once older than this and older than the
+    /// campaign's return window, after its learned state is snapshotted. 0 keeps logs forever.
+    pub log_retention_days: f64,
+    /// How often the retention task looks for expired log entries, in milliseconds.
+    pub log_retention_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,12 +182,19 @@ pub const DEFAULT_CACHE_CAPACITY_BYTES: u64 = 64 << 20;
 /// Smallest accepted page cache.
 pub const MIN_CACHE_CAPACITY_BYTES: u64 = 1 << 20;
 
+/// Default log retention: 90 days (Personalizer's default data retention).
+pub const DEFAULT_LOG_RETENTION_DAYS: f64 = 90.0;
+/// Longest log retention accepted (other than 0, forever): 100 years.
+pub const MAX_LOG_RETENTION_DAYS: f64 = 36_500.0;
+
 impl Default for StorageSettings {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./tailor-data"),
             flush_every_ms: 200,
             cache_capacity_bytes: DEFAULT_CACHE_CAPACITY_BYTES,
+            log_retention_days: DEFAULT_LOG_RETENTION_DAYS,
+            log_retention_interval_ms: 3_600_000,
         }
     }
 }
@@ -250,6 +263,19 @@ impl Settings {
             return Err(invalid(
                 "storage.cache_capacity_bytes",
                 "must be at least 1048576 (1 MiB)",
+            ));
+        }
+        let days = self.storage.log_retention_days;
+        if !(days.is_finite() && (0.0..=MAX_LOG_RETENTION_DAYS).contains(&days)) {
+            return Err(invalid(
+                "storage.log_retention_days",
+                "must be 0 (keep logs forever) or a positive number of days, at most 36500",
+            ));
+        }
+        if self.storage.log_retention_interval_ms == 0 {
+            return Err(invalid(
+                "storage.log_retention_interval_ms",
+                "must be positive",
             ));
         }
         if self.storage.flush_every_ms == 0 {
@@ -421,6 +447,21 @@ mod tests {
         assert!(e.contains("storage.cache_capacity_bytes"), "{e}");
         s.storage.cache_capacity_bytes = MIN_CACHE_CAPACITY_BYTES;
         s.validate().unwrap();
+        for bad in [-1.0, f64::NAN, f64::INFINITY, MAX_LOG_RETENTION_DAYS + 1.0] {
+            let mut s = Settings::default();
+            s.storage.log_retention_days = bad;
+            let e = s.validate().unwrap_err().to_string();
+            assert!(e.contains("storage.log_retention_days"), "{bad}: {e}");
+        }
+        for good in [0.0, 0.00001, 30.0, MAX_LOG_RETENTION_DAYS] {
+            let mut s = Settings::default();
+            s.storage.log_retention_days = good;
+            s.validate().unwrap();
+        }
+        let mut s = Settings::default();
+        s.storage.log_retention_interval_ms = 0;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("storage.log_retention_interval_ms"), "{e}");
     }
 
     #[test]

@@ -139,6 +139,7 @@ pub fn start(settings: &Settings) -> Result<Running, StartError> {
     let audit = Arc::new(audit::AuditLog::new(store.clone()));
     let engine = Engine::open_with_plugins(store, settings.engine.clone(), plugins)?;
     engine.spawn_background();
+    engine.spawn_retention(engine::RetentionSettings::of(&settings.storage));
     let t = &settings.transport;
     let workers = settings.worker_count();
     let plan = limits::plan_connections(t, workers)?;

@@ -18,6 +18,7 @@ mod openapi;
 mod optimize;
 mod personalizer;
 mod plugins;
+mod retention;
 mod returns;
 mod rewards;
 mod schemathesis;

@@ -114,7 +114,7 @@ impl RewardIndex {
         campaign: &str,
         rewards: impl Iterator<Item = Result<RewardRecord, E>>,
     ) -> Result<Self, E> {
-        Self::build_with(campaign, rewards, false)
+        Self::build_with(Self::values_of(campaign, rewards), false)
     }
 
     /// As [`RewardIndex::build`], but an (event, slot) holding several rewards gets their sum,
@@ -123,12 +123,30 @@ impl RewardIndex {
         campaign: &str,
         rewards: impl Iterator<Item = Result<RewardRecord, E>>,
     ) -> Result<Self, E> {
-        Self::build_with(campaign, rewards, true)
+        Self::build_with(Self::values_of(campaign, rewards), true)
+    }
+
+    /// As [`RewardIndex::build`] from one campaign's (event id, slot, value) triples
+    /// ([`crate::store::LogStore::reward_values`]: no decision is read).
+    pub fn build_from_values<E>(
+        values: impl Iterator<Item = Result<(String, u32, f64), E>>,
+    ) -> Result<Self, E> {
+        Self::build_with(values, false)
+    }
+
+    fn values_of<'a, E: 'a>(
+        campaign: &'a str,
+        rewards: impl Iterator<Item = Result<RewardRecord, E>> + 'a,
+    ) -> impl Iterator<Item = Result<(String, u32, f64), E>> + 'a {
+        rewards.filter_map(move |r| match r {
+            Ok(r) if r.campaign != campaign => None,
+            Ok(r) => Some(Ok((r.event_id, r.slot, r.value))),
+            Err(e) => Some(Err(e)),
+        })
     }
 
     fn build_with<E>(
-        campaign: &str,
-        rewards: impl Iterator<Item = Result<RewardRecord, E>>,
+        values: impl Iterator<Item = Result<(String, u32, f64), E>>,
         sum: bool,
     ) -> Result<Self, E> {
         let mut index = Self {
@@ -136,17 +154,14 @@ impl RewardIndex {
             entries: Vec::new(),
             binary: true,
         };
-        for r in rewards {
-            let r = r?;
-            if r.campaign != campaign {
-                continue;
-            }
-            index.binary &= (0.0..=1.0).contains(&r.value);
-            let key = index.key(&r.event_id);
+        for v in values {
+            let (event_id, slot, value) = v?;
+            index.binary &= (0.0..=1.0).contains(&value);
+            let key = index.key(&event_id);
             index.entries.push(RewardEntry {
                 key,
-                slot: r.slot,
-                value: if sum { 0.0 + r.value } else { r.value },
+                slot,
+                value: if sum { 0.0 + value } else { value },
             });
         }
         // Stable: equal (key, slot) stay in log order, so `dedup_by` sees the first one first.

@@ -443,7 +443,8 @@ fn split(o: Result<Estimates, Refusal>) -> (Option<Estimates>, Option<Refusal>) 
 /// The applied rewards of `campaign`, indexed for [`log_lines`]: one pass over the reward log,
 /// keeping 32 bytes per reward (see [`RewardIndex`]).
 pub fn reward_index(store: &dyn Store, campaign: &str) -> Result<RewardIndex, StoreError> {
-    RewardIndex::build(campaign, store.rewards(campaign))
+    // The reward entries carry their event id, slot and value: no decision is read.
+    RewardIndex::build_from_values(store.reward_values(campaign))
 }
 
 /// The decision log of `campaign` in `[from_ms, to_ms)`, joined with the rewards of `index`, in

@@ -54,6 +54,7 @@ pub use records::{
     EventRecord, LogEntry, LoggedAction, PinnedSlots, RewardEntry, RewardKind, RewardRecord,
     SendEventRecord, ServedAction, SettledSlot, ShopperRecord, SlotState, MAX_LOGGED_REQUEST,
 };
+pub(crate) use sled_store::expire_margin_ms;
 pub use sled_store::SledStore;
 
 /// Storage failures. The engine maps these to 500s; they never carry user input.
@@ -180,6 +181,43 @@ pub trait LogStore: Send + Sync + 'static {
 
     /// Make every write so far durable.
     fn flush(&self) -> FlushFuture;
+
+    /// Log retention (docs/security/memory.md): remove at most `limit` of `campaign`'s oldest
+    /// decisions, those logged at or before `before_ms` with seq <= `max_seq` (learned state
+    /// covering them must be snapshotted first) and older by `settle_ms` (the return window)
+    /// and a margin than the entry at `max_seq`, stopping at the first whose window is still
+    /// open; with them go their rewards and adjustments (also those logged later, up to
+    /// `max_seq`), the entries before them, and the keys kept about their events: join-state
+    /// marker, settled slots (`S`) and send-time event. Idempotent: a crash part way is
+    /// finished by the next call.
+    fn expire_log(
+        &self,
+        campaign: &str,
+        before_ms: u64,
+        max_seq: u64,
+        settle_ms: u64,
+        limit: usize,
+    ) -> Result<Expired, StoreError>;
+
+    /// The rewards of `campaign`'s log as (event id, slot, value), in order, without reading
+    /// their decisions (what a reward index needs; adjustments are not included).
+    fn reward_values(
+        &self,
+        campaign: &str,
+    ) -> Box<dyn Iterator<Item = Result<(String, u32, f64), StoreError>> + '_>;
+}
+
+/// What one [`LogStore::expire_log`] removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Expired {
+    /// The last sequence number removed (0: nothing).
+    pub up_to: u64,
+    /// Decision frames removed.
+    pub decisions: u64,
+    /// Reward and adjustment entries removed.
+    pub rewards: u64,
+    /// Join-state markers, settled slots and send-time events removed.
+    pub keys: u64,
 }
 
 /// Campaign configs, learned-state snapshots, stored evaluations, API keys and the audit trail.

@@ -991,6 +991,139 @@ impl LogStore for SledStore {
             Ok(())
         })
     }
+
+    fn expire_log(
+        &self,
+        campaign: &str,
+        before_ms: u64,
+        max_seq: u64,
+        settle_ms: u64,
+        limit: usize,
+    ) -> Result<super::Expired, StoreError> {
+        let mut out = super::Expired::default();
+        // When the last entry the snapshot covers was logged: a decision's rewards and returns
+        // are logged within `settle_ms` of it (plus the sweeper's lag), so a decision older than
+        // that by a margin has all of them at or below `max_seq`, where they can go with it.
+        let covered_at = match self.decision(campaign, max_seq)? {
+            Some(d) => d.at_ms,
+            None => match self.log.get(log_key(campaign, max_seq))? {
+                Some(v) => match decode::<LogEntry>("log entry", &v)? {
+                    LogEntry::Reward(r) => r.at_ms,
+                    LogEntry::Adjustment(a) => a.at_ms,
+                    LogEntry::Decision(d) => d.at_ms,
+                },
+                None => return Ok(out),
+            },
+        };
+        // Everything logged is covered: no later entry can name these decisions (the caller
+        // takes only decisions whose return window has passed).
+        let before_ms = if self.last_seq(campaign)? <= max_seq {
+            before_ms
+        } else {
+            before_ms.min(
+                covered_at
+                    .saturating_sub(settle_ms)
+                    .saturating_sub(expire_margin_ms(settle_ms)),
+            )
+        };
+        // Pass 1, oldest first: the decisions to go, and the keys sled keeps about their events.
+        // Decisions are appended in seq order with the wall clock, so the first decision logged
+        // after `before_ms` ends the run (a clock step back only delays retention); so does the
+        // first whose window is still open (the sweeper is behind).
+        let mut batch = sled::Batch::default();
+        for d in self.decision_scan(campaign, 0) {
+            let d = d?;
+            if d.at_ms > before_ms || d.seq > max_seq || out.decisions as usize >= limit {
+                break;
+            }
+            let jk = join_key(campaign, &d.event_id);
+            let own = match self.log.get(&jk)? {
+                Some(v) => {
+                    let e = decode_event(campaign, &d.event_id, &v)?;
+                    if e.decision_seq == d.seq && !e.closed {
+                        break;
+                    }
+                    // An event id decided again after an earlier expiry: its keys are the newer
+                    // decision's.
+                    e.decision_seq == d.seq
+                }
+                None => true,
+            };
+            out.up_to = d.seq;
+            out.decisions += 1;
+            if !own {
+                continue;
+            }
+            batch.remove(jk);
+            out.keys += 1;
+            for kv in self.log.scan_prefix(settled_prefix(campaign, &d.event_id)) {
+                batch.remove(kv?.0);
+                out.keys += 1;
+            }
+            let sk = event_key(campaign, &d.event_id);
+            if self.send_events.contains_key(&sk)? {
+                self.send_events.remove(&sk)?;
+                out.keys += 1;
+            }
+        }
+        if out.up_to == 0 {
+            return Ok(out);
+        }
+        // Pass 2: rewards and returns of those decisions logged after the last of them (up to
+        // what the snapshot covers), so no reward is left naming a decision that is gone.
+        let mut late = 0;
+        for kv in self
+            .log
+            .range(log_key(campaign, out.up_to + 1)..=log_key(campaign, max_seq))
+        {
+            let (k, v) = kv?;
+            let decision_seq = if is_reward(&v) || is_adjustment(&v) {
+                match decode::<LogEntry>("log entry", &v)? {
+                    LogEntry::Reward(r) => r.decision_seq,
+                    LogEntry::Adjustment(a) => a.decision_seq,
+                    LogEntry::Decision(_) => continue,
+                }
+            } else {
+                continue;
+            };
+            if decision_seq <= out.up_to {
+                batch.remove(k);
+                late += 1;
+            }
+        }
+        self.log.apply_batch(batch)?;
+        // Pass 3: the frames and the entries up to the last decision.
+        let (decisions, rewards) = self.delete_log(campaign, out.up_to)?;
+        out.decisions = decisions;
+        out.rewards = rewards + late;
+        Ok(out)
+    }
+
+    fn reward_values(
+        &self,
+        campaign: &str,
+    ) -> Box<dyn Iterator<Item = Result<(String, u32, f64), StoreError>> + '_> {
+        Box::new(
+            self.reward_range(campaign, 0)
+                .filter_map(|kv| match kv {
+                    Ok((_, v)) if is_reward(&v) => {
+                        Some(decode::<LogEntry>("log entry", &v).map(|e| match e {
+                            LogEntry::Reward(r) => Some((r.event_id, r.slot, r.value)),
+                            _ => None,
+                        }))
+                    }
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .filter_map(Result::transpose),
+        )
+    }
+}
+
+/// Margin past a decision's return window before retention takes it (`expire_log`): the
+/// window sweeper's lag in logging a default reward; the window itself when shorter.
+pub(crate) fn expire_margin_ms(return_window_ms: u64) -> u64 {
+    return_window_ms.min(10 * 60_000)
 }
 
 /// Two iterators of (seq, item), each in seq order, merged into one in seq order.
@@ -1533,5 +1666,54 @@ mod tests {
         }
         let err = SledStore::open(dir.path(), 1 << 20, 100).unwrap_err();
         assert!(err.to_string().contains("schema version 99"), "{err}");
+    }
+
+    /// Retention: closed decisions up to the first open window go with their rewards (also one
+    /// logged after them), join-state markers and settled slots; what stays still reads.
+    #[test]
+    fn expire_log_takes_closed_decisions_with_their_keys_and_late_rewards() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
+        let close = |e: &EventRecord| {
+            let mut e = e.clone();
+            e.actions.clear();
+            e.slots.clear();
+            e.closed = true;
+            e
+        };
+        let e1 = log(&s, "c", 1, "e1", 1_000);
+        let e2 = log(&s, "c", 2, "e2", 1_000);
+        let e3 = log(&s, "c", 3, "e3", 9_000);
+        log(&s, "other", 4, "e1", 1_000);
+        // e1's reward is logged after e2's decision: it must go with e1.
+        s.commit_rewards(&close(&e1), &[reward(&e1, 5, 1.0)], true)
+            .unwrap();
+        s.commit_rewards(&close(&e2), &[], true).unwrap();
+        s.commit_rewards(&e3, &[reward(&e3, 6, 0.5)], false)
+            .unwrap();
+        assert_eq!(s.settled("c", "e1").unwrap().len(), 1);
+        // Nothing past what the snapshot covers, nor newer than `before_ms`.
+        let none = s.expire_log("c", 0, 0, 0, 10).unwrap();
+        assert_eq!(none, crate::store::Expired::default());
+
+        let gone = s.expire_log("c", 0, 6, 0, 10).unwrap();
+        assert_eq!(
+            (gone.up_to, gone.decisions, gone.rewards),
+            (2, 2, 1),
+            "{gone:?}"
+        );
+        assert!(gone.keys >= 3, "two markers and a settled slot: {gone:?}");
+        assert!(s.event("c", "e1").unwrap().is_none());
+        assert!(s.event("c", "e2").unwrap().is_none());
+        assert!(s.settled("c", "e1").unwrap().is_empty());
+        // The open window stays whole, and every remaining reward still joins its decision.
+        assert_eq!(s.event("c", "e3").unwrap().unwrap().decision_seq, 3);
+        let left: Vec<_> = s.decisions("c", 0).map(|d| d.unwrap().seq).collect();
+        assert_eq!(left, vec![3]);
+        let rewards: Vec<_> = s.rewards("c").collect::<Result<_, _>>().unwrap();
+        assert_eq!(rewards, vec![reward(&e3, 6, 0.5)]);
+        // Other campaigns are untouched; a second call finds nothing (the open window stops it).
+        assert!(s.event("other", "e1").unwrap().is_some());
+        assert_eq!(s.expire_log("c", 0, 6, 0, 10).unwrap().up_to, 0);
     }
 }
