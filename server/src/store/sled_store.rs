@@ -1036,6 +1036,10 @@ impl LogStore for SledStore {
             if d.at_ms > before_ms || d.seq > max_seq || out.decisions as usize >= limit {
                 break;
             }
+            if self.marks.open.seq_of(campaign, &d.event_id) == Some(d.seq) {
+                // Its window is open, held in memory.
+                break;
+            }
             let jk = join_key(campaign, &d.event_id);
             let own = match self.log.get(&jk)? {
                 Some(v) => {
