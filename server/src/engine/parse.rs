@@ -392,6 +392,7 @@ struct Body(usize, usize);
 impl Body {
     /// Where `key`, borrowed from the body, ends in it (its closing quote); None for a key that
     /// was not borrowed (it held escapes).
+    #[allow(clippy::ptr_arg)] // The `Cow` matters: only a borrowed key lies in the body.
     fn end_of(self, key: &Cow<'_, str>) -> Option<u32> {
         let Cow::Borrowed(k) = key else { return None };
         let at = (k.as_ptr() as usize).checked_sub(self.0)? + k.len();
