@@ -4,6 +4,7 @@
 mod audiences;
 mod browser;
 mod cluster;
+mod cluster_snapshot;
 mod control_room;
 mod defaults;
 mod event_ids;
