@@ -59,7 +59,11 @@ async fn consume(engine: &Arc<Engine>, cluster: &Arc<Cluster>) -> Result<(), Str
         if seq > cluster.applied() + 1 {
             // Retention dropped events this replica never applied: it must be restarted (it
             // then starts from the newest snapshot; docs/scale-out.md).
-            tracing::error!(seq, applied = cluster.applied(), "the stream moved past events this replica never applied; restart it");
+            tracing::error!(
+                seq,
+                applied = cluster.applied(),
+                "the stream moved past events this replica never applied; restart it"
+            );
             metrics::counter!("tailor_cluster_gaps_total").increment(1);
         }
         let own = message

@@ -227,7 +227,12 @@ pub(crate) async fn start(
         // A snapshot past the stream's end belongs to a stream since deleted and recreated.
         let fits = i.seq <= last && i.seq + 1 >= first;
         if !fits {
-            tracing::warn!(snapshot_seq = i.seq, first, last, "the newest snapshot does not fit the stream; not used");
+            tracing::warn!(
+                snapshot_seq = i.seq,
+                first,
+                last,
+                "the newest snapshot does not fit the stream; not used"
+            );
         }
         fits
     });
@@ -279,7 +284,10 @@ pub(crate) async fn run(cluster: Arc<Cluster>, buckets: Buckets) {
         done = index;
         match buckets
             .claims
-            .create(format!("s{index}"), cluster.node().as_bytes().to_vec().into())
+            .create(
+                format!("s{index}"),
+                cluster.node().as_bytes().to_vec().into(),
+            )
             .await
         {
             Ok(_) => {}
