@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use crate::harness::Server;
 
 /// The `nats-server` binary the setup script installs.
-fn nats_bin() -> PathBuf {
+pub(crate) fn nats_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("TAILOR_NATS_SERVER") {
         return PathBuf::from(p);
     }
@@ -32,7 +32,7 @@ fn nats_bin() -> PathBuf {
     p
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -128,23 +128,23 @@ async fn replica(nats: &Nats, dir: &Path, name: &str) -> Server {
 
 const ITEMS: [(&str, f64); 4] = [("a", 0.1), ("b", 0.2), ("c", 0.6), ("d", 0.15)];
 
-fn decide_body(event_id: &str) -> Value {
+pub(crate) fn decide_body(event_id: &str) -> Value {
     json!({
         "event_id": event_id,
         "candidates": ITEMS.iter().map(|(id, _)| json!({"id": id})).collect::<Vec<_>>()
     })
 }
 
-fn chosen(decision: &Value) -> String {
+pub(crate) fn chosen(decision: &Value) -> String {
     decision["actions"][0]["id"].as_str().unwrap().to_string()
 }
 
-fn click_rate(item: &str) -> f64 {
+pub(crate) fn click_rate(item: &str) -> f64 {
     ITEMS.iter().find(|(id, _)| *id == item).unwrap().1
 }
 
 /// Poll until every replica reports the same digest of `campaign`; returns it.
-async fn converged(replicas: &[&Server], campaign: &str) -> Value {
+pub(crate) async fn converged(replicas: &[&Server], campaign: &str) -> Value {
     let mut last = Vec::new();
     for _ in 0..200 {
         last.clear();
@@ -168,7 +168,7 @@ async fn converged(replicas: &[&Server], campaign: &str) -> Value {
 
 /// Strip what may differ between replicas' stats documents (none should): the whole document
 /// is compared.
-async fn stats_of(replicas: &[&Server], campaign: &str) -> Vec<Value> {
+pub(crate) async fn stats_of(replicas: &[&Server], campaign: &str) -> Vec<Value> {
     let mut out = Vec::new();
     for r in replicas {
         out.push(r.stats(campaign).await);
@@ -177,7 +177,7 @@ async fn stats_of(replicas: &[&Server], campaign: &str) -> Vec<Value> {
 }
 
 /// Poll `server` until it serves `campaign`; the time it took.
-async fn until_served(server: &Server, campaign: &str) -> Duration {
+pub(crate) async fn until_served(server: &Server, campaign: &str) -> Duration {
     let started = Instant::now();
     loop {
         let (s, _) = server.get(&format!("/admin/v1/campaigns/{campaign}")).await;

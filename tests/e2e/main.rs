@@ -5,6 +5,7 @@ mod audiences;
 mod autopilot;
 mod browser;
 mod cluster;
+mod cluster_snapshot;
 mod control_room;
 mod defaults;
 mod event_ids;

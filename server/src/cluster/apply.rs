@@ -56,6 +56,16 @@ async fn consume(engine: &Arc<Engine>, cluster: &Arc<Cluster>) -> Result<(), Str
         if seq <= cluster.applied() {
             continue;
         }
+        if seq > cluster.applied() + 1 {
+            // Retention dropped events this replica never applied: it must be restarted (it
+            // then starts from the newest snapshot; docs/scale-out.md).
+            tracing::error!(
+                seq,
+                applied = cluster.applied(),
+                "the stream moved past events this replica never applied; restart it"
+            );
+            metrics::counter!("tailor_cluster_gaps_total").increment(1);
+        }
         let own = message
             .headers
             .as_ref()
@@ -73,6 +83,7 @@ async fn consume(engine: &Arc<Engine>, cluster: &Arc<Cluster>) -> Result<(), Str
             cluster.put_outcome(seq, outcome);
         }
         cluster.set_applied(seq);
+        super::snapshot::serve_request(engine, cluster);
     }
     Err("the consumer's message stream ended".into())
 }

@@ -98,6 +98,7 @@ impl Engine {
             config.holdout_salt = crate::engine::holdout::new_salt();
         }
         config.validate()?;
+        super::snapshot::check_reward_wait(cluster.settings(), &config)?;
         if self.campaign(&config.id).is_ok() {
             return Err(EngineError::CampaignExists { id: config.id });
         }
@@ -144,6 +145,7 @@ impl Engine {
             checked.personalizer = old.config.personalizer.clone();
         }
         checked.validate()?;
+        super::snapshot::check_reward_wait(cluster.settings(), &checked)?;
         let json = serde_json::to_vec(&config).expect("JSON encoding of a config");
         let new_revision = cluster
             .configs()

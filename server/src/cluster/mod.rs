@@ -20,6 +20,7 @@ pub mod apply;
 pub mod digest;
 mod entry;
 pub mod event;
+pub mod snapshot;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,6 +62,12 @@ pub struct ClusterSettings {
     pub ack_timeout_ms: u64,
     /// JetStream's de-duplication window: a retry within it is recognized by message id.
     pub duplicate_window_s: u64,
+    /// The object-store bucket of snapshots (`cluster/snapshot.rs`).
+    pub snapshot_bucket: String,
+    /// One snapshot per this many seconds of stream time, taken by one replica.
+    pub snapshot_interval_s: u64,
+    /// The stream's `max_age`: at least the longest reward wait plus the snapshot interval.
+    pub retention_s: u64,
 }
 
 impl Default for ClusterSettings {
@@ -75,6 +82,9 @@ impl Default for ClusterSettings {
             tick_ms: 1_000,
             ack_timeout_ms: 5_000,
             duplicate_window_s: 600,
+            snapshot_bucket: "tailor_snapshots".into(),
+            snapshot_interval_s: 300,
+            retention_s: 7 * 86_400,
         }
     }
 }
@@ -146,6 +156,30 @@ impl ClusterSettings {
                 format!("{} is outside 1..=86400", self.duplicate_window_s),
             );
         }
+        if !name_ok(&self.snapshot_bucket) {
+            return invalid(
+                "cluster.snapshot_bucket",
+                "1-64 of A-Z a-z 0-9 _ -".to_string(),
+            );
+        }
+        if !(1..=86_400).contains(&self.snapshot_interval_s) {
+            return invalid(
+                "cluster.snapshot_interval_s",
+                format!("{} is outside 1..=86400", self.snapshot_interval_s),
+            );
+        }
+        // At least two snapshot intervals and the de-duplication window (JetStream requires
+        // the window to fit the retention); at most a year.
+        let floor = (2 * self.snapshot_interval_s).max(self.duplicate_window_s);
+        if !(floor..=365 * 86_400).contains(&self.retention_s) {
+            return invalid(
+                "cluster.retention_s",
+                format!(
+                    "{} is outside {floor}..=31536000 (at least twice cluster.snapshot_interval_s and cluster.duplicate_window_s)",
+                    self.retention_s
+                ),
+            );
+        }
         Ok(())
     }
 }
@@ -193,6 +227,8 @@ pub struct Cluster {
     outcomes: Mutex<HashMap<u64, Outcome>>,
     /// The config revision each campaign was last applied at.
     revisions: Mutex<HashMap<String, u64>>,
+    /// A snapshot asked of the applier (`snapshot.rs`).
+    snapshots: snapshot::Requests,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -283,11 +319,15 @@ impl Cluster {
             stream_time: AtomicU64::new(0),
             outcomes: Mutex::new(HashMap::new()),
             revisions: Mutex::new(HashMap::new()),
+            snapshots: Default::default(),
         });
         engine.attach_cluster(cluster.clone());
+        let buckets = snapshot::prepare(&cluster).await?;
+        snapshot::start(engine, &cluster, &buckets).await?;
         let end = cluster.stream_end().await?;
         tokio::spawn(apply::run(engine.clone(), cluster.clone()));
         tokio::spawn(ticker(cluster.clone()));
+        tokio::spawn(snapshot::run(cluster.clone(), buckets));
         tracing::info!(node = %cluster.node, stream = %settings.stream, end, "catching up with the stream");
         let mut rx = cluster.applied.subscribe();
         while *rx.borrow_and_update() < end {

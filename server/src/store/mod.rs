@@ -174,6 +174,12 @@ pub trait LogStore: Send + Sync + 'static {
     /// Event ids of `campaign` starting with `prefix` whose decision is deferred.
     fn deferred_with_prefix(&self, campaign: &str, prefix: &str)
         -> Result<Vec<String>, StoreError>;
+    /// Every join state of `campaign` (open and pruned markers), in event id order: what a
+    /// cluster snapshot carries (crate::cluster::snapshot).
+    fn join_states(
+        &self,
+        campaign: &str,
+    ) -> Box<dyn Iterator<Item = Result<EventRecord, StoreError>> + '_>;
     /// The highest decision seq logged before the store moved to schema 2, 0 when it was
     /// created at 2 or later: events up to it may carry ids built the schema 1 way
     /// (Personalizer multi-slot `{eventId}/{slotId}`).

@@ -971,6 +971,22 @@ impl LogStore for SledStore {
         Ok(out)
     }
 
+    fn join_states(
+        &self,
+        campaign: &str,
+    ) -> Box<dyn Iterator<Item = Result<EventRecord, StoreError>> + '_> {
+        let campaign = campaign.to_string();
+        Box::new(
+            self.log
+                .scan_prefix(join_key(&campaign, ""))
+                .map(move |kv| {
+                    let (k, v) = kv?;
+                    let (_, id) = split_event_key(&k[1..]);
+                    decode_event(&campaign, &id, &v)
+                }),
+        )
+    }
+
     fn legacy_decision_seq(&self) -> u64 {
         self.legacy_decision_seq
     }
