@@ -4,11 +4,13 @@
 mod audiences;
 mod browser;
 mod cluster;
+mod cluster_share;
 mod control_room;
 mod defaults;
 mod event_ids;
 mod foundation;
 mod harness;
+mod if_match;
 mod killloop;
 mod memory;
 mod merchandising;

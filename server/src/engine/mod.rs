@@ -21,6 +21,7 @@ mod adjust;
 mod background;
 mod decide;
 mod durability;
+pub mod etag;
 pub mod featurize;
 pub mod holdout;
 mod merch;
@@ -258,10 +259,23 @@ impl Engine {
     /// switching the serving policy to a shadow one is warm.
     pub fn update_campaign(
         &self,
+        config: CampaignConfig,
+    ) -> Result<Arc<CampaignRuntime>, EngineError> {
+        self.update_campaign_if(config, None)
+    }
+
+    /// [`Engine::update_campaign`], carried out only while the campaign's `ETag` passes
+    /// `if_match` (checked under the admin lock: atomic with the write), else 412.
+    pub fn update_campaign_if(
+        &self,
         mut config: CampaignConfig,
+        if_match: Option<&etag::IfMatch>,
     ) -> Result<Arc<CampaignRuntime>, EngineError> {
         let _admin = self.admin.lock();
         let old = self.campaign(&config.id)?;
+        if let Some(m) = if_match {
+            m.check(&config.id, &self.campaign_etag(&old))?;
+        }
         // Keep holdout assignments stable unless the admin sets a new salt on purpose.
         if config.holdout_salt.is_empty() {
             config.holdout_salt = old.config.holdout_salt.clone();
@@ -299,7 +313,20 @@ impl Engine {
     }
 
     pub fn delete_campaign(&self, id: &str) -> Result<(), EngineError> {
+        self.delete_campaign_if(id, None)
+    }
+
+    /// [`Engine::delete_campaign`], only while the campaign's `ETag` passes `if_match`.
+    pub fn delete_campaign_if(
+        &self,
+        id: &str,
+        if_match: Option<&etag::IfMatch>,
+    ) -> Result<(), EngineError> {
         let _admin = self.admin.lock();
+        if let Some(m) = if_match {
+            let rt = self.campaign(id)?;
+            m.check(id, &self.campaign_etag(&rt))?;
+        }
         let old = self
             .campaigns
             .write()
