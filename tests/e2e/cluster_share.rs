@@ -22,7 +22,7 @@ async fn replica(nats: &Nats, dir: &Path, name: &str) -> Server {
 }
 
 /// Poll a condition (an expression that may `.await`) every 10 ms until it holds; panics after
-/// 20 s. Evaluates to how long it took.
+/// 20 s. Evaluates to when it started polling (`.elapsed()`: how long it took).
 macro_rules! until {
     ($what:expr, $cond:expr) => {{
         let started = Instant::now();
@@ -34,7 +34,7 @@ macro_rules! until {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        started.elapsed()
+        started
     }};
 }
 
@@ -193,7 +193,7 @@ async fn keys_and_audit_are_shared() {
     let id = created["id"].as_str().unwrap().to_string();
     assert_eq!(whoami(&a, &key).await, 200);
     for r in [&b, &c] {
-        let lag = until!("the new key works", whoami(r, &key).await == 200);
+        let lag = until!("the new key works", whoami(r, &key).await == 200).elapsed();
         eprintln!("key honoured by {} after {lag:?}", r.base);
     }
     // The new key works for changes on another replica: a campaign created with it on C.
@@ -218,7 +218,7 @@ async fn keys_and_audit_are_shared() {
     assert_eq!(status, 200);
     assert_eq!(whoami(&b, &key).await, 401);
     for r in [&a, &c] {
-        let lag = until!("the revoked key is refused", whoami(r, &key).await == 401);
+        let lag = until!("the revoked key is refused", whoami(r, &key).await == 401).elapsed();
         eprintln!("revocation honoured by {} after {lag:?}", r.base);
     }
     let (_, keys) = c.get("/admin/v1/keys").await;
@@ -300,6 +300,29 @@ async fn send(server: &Server, body: Value) -> (u16, Value) {
 
 async fn shopper_of(server: &Server, shopper: &str) -> (u16, Value) {
     server.get(&format!("/admin/v1/shoppers/{shopper}")).await
+}
+
+/// What a replica holds about a shopper, without what depends on the time of asking
+/// (`trials` decays with the clock).
+async fn shopper_facts(server: &Server, shopper: &str) -> (u16, Vec<Value>) {
+    let (s, v) = shopper_of(server, shopper).await;
+    let facts = v["campaigns"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .map(|c| {
+                    json!([
+                        c["campaign"],
+                        c["last_send_at"],
+                        c["last_seen_at"],
+                        c["slots_learned"],
+                        c["state_bytes"]
+                    ])
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (s, facts)
 }
 
 /// Send-time decisions travel in the stream (the frequency cap, the send event and the
