@@ -113,7 +113,8 @@ async fn stale_edits_are_refused_with_412_single_node() {
         let mut a = base.clone();
         a["exploration"] = json!(0.01 * f64::from(round + 1));
         let mut b = base.clone();
-        b["exploration"] = json!(0.3);
+        // Distinct from every earlier save: a save that changes nothing keeps the tag.
+        b["exploration"] = json!(0.3 + 0.01 * f64::from(round));
         let (x, y) = tokio::join!(
             write_tagged(&server, "home", Some(&a), Some(&tag)),
             write_tagged(&server, "home", Some(&b), Some(&tag))
