@@ -25,6 +25,10 @@ pub struct AuditEntry {
     pub target: Option<String>,
     pub before: Value,
     pub after: Value,
+    /// Cluster mode: the replica that wrote the entry (`seq` is then its position in the
+    /// cluster's audit stream, the same on every replica).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 /// A change about to be appended.
@@ -40,6 +44,8 @@ pub struct Change {
 /// Appends and reads audit entries.
 pub struct AuditLog {
     store: Arc<dyn Store>,
+    /// Cluster mode: entries go to the cluster's audit stream (`cluster/audit.rs`).
+    pub(crate) shared: std::sync::OnceLock<crate::cluster::audit::SharedAudit>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -53,11 +59,22 @@ pub const MAX_LIMIT: usize = 1_000;
 
 impl AuditLog {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self {
+            store,
+            shared: std::sync::OnceLock::new(),
+        }
     }
 
-    /// Append durably: returns once the entry is flushed.
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Append durably: returns once the entry is flushed (cluster mode: once the cluster's
+    /// audit stream acknowledged it and this replica mirrored it).
     pub async fn append(&self, key_id: &str, change: Change) -> Result<AuditEntry, EngineError> {
+        if let Some(shared) = self.shared.get() {
+            return shared.append(self, key_id, change).await;
+        }
         let entry = AuditEntry {
             seq: self.store.next_seq()?,
             at_ms: crate::engine::now_ms(),
@@ -67,6 +84,7 @@ impl AuditLog {
             target: change.target,
             before: change.before,
             after: change.after,
+            replica: None,
         };
         let json = serde_json::to_vec(&entry).expect("JSON encoding of an audit entry");
         self.store.append_audit(entry.seq, &json)?;

@@ -20,6 +20,10 @@ pub enum EngineError {
     /// (another replica saved first); read it again and retry.
     #[error("campaign {id:?} was changed by another writer since revision {revision}; read it again and retry")]
     ConfigConflict { id: String, revision: u64 },
+    /// `If-Match` named a version of the campaign's config that is no longer current (someone
+    /// saved since it was read); read it again and retry.
+    #[error("campaign {id:?} was changed since the version named in If-Match (its ETag is now {current}); read it again and retry")]
+    PreconditionFailed { id: String, current: String },
     #[error("event {id:?} is unknown")]
     EventNotFound { id: String },
     /// A replayed event id whose candidate set differs from the recorded decision's.
@@ -92,6 +96,7 @@ impl EngineError {
         match self {
             Self::Invalid { field, .. } => Some(field),
             Self::Conflict { field, .. } => Some(field),
+            Self::PreconditionFailed { .. } => Some("If-Match"),
             Self::EventIdConflict { .. } => Some("event_id"),
             Self::AmbiguousEvent { .. } => Some("campaign"),
             Self::FrequencyCapped { .. } => Some("earliest"),

@@ -123,6 +123,8 @@ pub struct KeyRing {
     store: Arc<dyn Store>,
     keys: RwLock<HashMap<String, KeyRecord>>,
     bootstrap: [u8; 32],
+    /// Cluster mode: the key-value bucket every replica's keys live in (`cluster/keys.rs`).
+    pub(crate) shared: std::sync::OnceLock<async_nats::jetstream::kv::Store>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -146,6 +148,7 @@ impl KeyRing {
             store,
             keys: RwLock::new(keys),
             bootstrap: sha256(bootstrap.as_bytes()),
+            shared: std::sync::OnceLock::new(),
         })
     }
 
@@ -184,6 +187,20 @@ impl KeyRing {
         label: Option<String>,
         created_by: &str,
     ) -> Result<(KeyInfo, String), EngineError> {
+        let (record, key) = self.prepare(role, campaign, label, created_by)?;
+        let info = KeyInfo::from(&record);
+        self.insert(record)?;
+        Ok((info, key))
+    }
+
+    /// A new key's record (checked) and its secret, not stored yet.
+    pub(crate) fn prepare(
+        &self,
+        role: Role,
+        campaign: Option<String>,
+        label: Option<String>,
+        created_by: &str,
+    ) -> Result<(KeyRecord, String), EngineError> {
         if let Some(c) = &campaign {
             crate::campaign::validate_id("campaign", c)?;
         }
@@ -204,10 +221,41 @@ impl KeyRing {
             created_by: created_by.to_string(),
             revoked_ms: None,
         };
-        self.store.put_key(&id, &to_json(&record))?;
-        let info = KeyInfo::from(&record);
-        self.keys.write().insert(id, record);
-        Ok((info, key))
+        Ok((record, key))
+    }
+
+    /// Store and serve a key record.
+    pub(crate) fn insert(&self, record: KeyRecord) -> Result<(), StoreError> {
+        self.store.put_key(&record.id, &to_json(&record))?;
+        self.keys.write().insert(record.id.clone(), record);
+        Ok(())
+    }
+
+    /// Take a record another replica wrote (cluster mode). A revocation is never undone: a
+    /// record revoked here stays revoked. Returns whether anything changed.
+    pub(crate) fn merge(&self, mut record: KeyRecord) -> Result<bool, StoreError> {
+        let mut keys = self.keys.write();
+        if let Some(have) = keys.get(&record.id) {
+            if record.revoked_ms.is_none() {
+                record.revoked_ms = have.revoked_ms;
+            }
+            if *have == record {
+                return Ok(false);
+            }
+        }
+        self.store.put_key(&record.id, &to_json(&record))?;
+        keys.insert(record.id.clone(), record);
+        Ok(true)
+    }
+
+    /// A stored key's record.
+    pub(crate) fn record(&self, id: &str) -> Option<KeyRecord> {
+        self.keys.read().get(id).cloned()
+    }
+
+    /// Every stored key's record.
+    pub(crate) fn records(&self) -> Vec<KeyRecord> {
+        self.keys.read().values().cloned().collect()
     }
 
     /// Revoke a key; it stops working at once. Revoking twice keeps the first time.

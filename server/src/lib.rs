@@ -71,6 +71,9 @@ pub struct Running {
     pub addr: SocketAddr,
     pub engine: Arc<Engine>,
     pub server: actix_web::dev::Server,
+    /// The API keys and the audit trail (shared through the cluster in cluster mode).
+    pub keys: Arc<keys::KeyRing>,
+    pub audit: Arc<audit::AuditLog>,
 }
 
 /// Why the server did not start.
@@ -103,7 +106,9 @@ pub enum StartError {
 pub async fn start_async(settings: &Settings) -> Result<Running, StartError> {
     let running = start(settings)?;
     if settings.cluster.enabled() {
-        cluster::Cluster::join(&running.engine, &settings.cluster).await?;
+        let cluster = cluster::Cluster::join(&running.engine, &settings.cluster).await?;
+        cluster::keys::start(&cluster, &running.keys).await?;
+        cluster::audit::start(&cluster, &running.audit).await?;
     }
     Ok(running)
 }
@@ -153,8 +158,8 @@ pub fn start(settings: &Settings) -> Result<Running, StartError> {
         engine: engine.clone(),
         body_limit: settings.server.body_limit_bytes,
         metrics: metrics_handle(),
-        keys,
-        audit,
+        keys: keys.clone(),
+        audit: audit.clone(),
         transport: api::transport::TransportState {
             in_flight: limits::InFlight::new(t.max_in_flight, t.overload_retry_after_s),
             body_timeout: Duration::from_millis(t.body_timeout_ms),
@@ -188,5 +193,7 @@ pub fn start(settings: &Settings) -> Result<Running, StartError> {
         addr,
         engine,
         server,
+        keys,
+        audit,
     })
 }

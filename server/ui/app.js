@@ -1,5 +1,5 @@
 // Tailor control room: reads and changes campaigns through the admin API with the typed key.
-import { $, api, campaignPath, canEdit, el, esc, num, pct, session, status, table } from "./util.js";
+import { $, api, campaignPath, canEdit, el, esc, num, pct, request, session, status, table } from "./util.js";
 import { COLORS, bucketLabel, bucketName, timeChart } from "./charts.js";
 import { fill, initEditor, loadPluginNames } from "./editor.js";
 import { initPreview, resetPreview } from "./preview.js";
@@ -75,7 +75,7 @@ async function openCampaign(id, focus) {
   session.current = id;
   history.replaceState(null, "", "#" + encodeURIComponent(id));
   markCurrent();
-  const c = await api("GET", campaignPath(id));
+  const { data: c, etag } = await request("GET", campaignPath(id));
   showCampaignSections(true);
   $("title").textContent = c.id;
   $("summary").textContent = c.kind.replace("_", " ") + " campaign, " + c.status.replace("_", " ") + "; serving " + c.policy.type +
@@ -94,7 +94,7 @@ async function openCampaign(id, focus) {
   $("holdout").value = c.holdout || 0;
   for (const e of document.querySelectorAll("#overview [data-edit]")) e.disabled = !canEdit();
   $("preview").hidden = c.kind !== "items";
-  fill("edit", c);
+  fill("edit", c, etag);
   if (focus) $("title").focus();
   await loadReports(id);
 }

@@ -32,6 +32,7 @@ const UNITS = [["seconds", 1], ["minutes", 60], ["hours", 3600], ["days", 86400]
 const state = {
   mode: "create", // or "edit"
   loaded: null, // the config as loaded (edit) or {} (create)
+  etag: null, // the loaded config's version (ETag), sent as If-Match on save
   plugins: [], // names of loaded plugins, for suggestions
   onSaved: null,
   seq: 0,
@@ -114,7 +115,7 @@ export function initEditor({ onSaved }) {
   $("editor-form").addEventListener("input", scheduleCheck);
   $("editor-form").addEventListener("change", scheduleCheck);
   $("editor-form").addEventListener("submit", (ev) => { ev.preventDefault(); save(); });
-  $("editor-reset").addEventListener("click", () => fill(state.mode, state.loaded));
+  $("editor-reset").addEventListener("click", () => fill(state.mode, state.loaded, state.etag));
 }
 
 /// Loaded plugin names (for the name suggestions); a campaign-scoped key may not list them.
@@ -133,8 +134,9 @@ export async function loadPluginNames() {
 }
 
 /// Fill the form: mode "create" (an empty campaign) or "edit" (config as loaded).
-export function fill(mode, config) {
+export function fill(mode, config, etag) {
   state.mode = mode;
+  state.etag = etag || null;
   state.loaded = JSON.parse(JSON.stringify(config || {}));
   const c = state.loaded;
   const root = $("editor-fields");
@@ -520,11 +522,21 @@ async function save() {
   try {
     const saved = state.mode === "create"
       ? await api("POST", "/admin/v1/campaigns", config)
-      : await api("PUT", campaignPath(config.id), config);
+      : await api("PUT", campaignPath(config.id), config, state.etag ? { "If-Match": state.etag } : undefined);
     setCheck("", true);
     status(state.mode === "create" ? "Created campaign " + saved.id + "." : "Saved.");
     if (state.onSaved) await state.onSaved(saved.id, state.mode);
   } catch (e) {
+    if (e.status === 412 || e.code === "config_conflict") {
+      // Someone saved this campaign since it was loaded: their change is not overwritten.
+      const msg = "Not saved: this campaign was changed by someone else since you opened it. " +
+        "Reload the page to see their change, then make your edit again.";
+      setCheck(msg, false);
+      status(msg, true);
+      $("editor-error").textContent = msg;
+      $("editor-error").focus();
+      return;
+    }
     const input = showError(e.field || "", e.message);
     setCheck("Not saved: " + (e.field ? e.field + " — " : "") + e.message, false);
     status("Not saved: " + e.message, true);

@@ -20,8 +20,14 @@ export class ApiError extends Error {
   }
 }
 
-export async function api(method, path, body) {
-  const opts = { method, headers: { Authorization: "Bearer " + session.key } };
+export async function api(method, path, body, headers) {
+  return (await request(method, path, body, headers)).data;
+}
+
+/// `api` answering `{data, etag}`: the response's ETag (a campaign config's version, sent back as
+/// If-Match on save).
+export async function request(method, path, body, headers) {
+  const opts = { method, headers: Object.assign({ Authorization: "Bearer " + session.key }, headers || {}) };
   if (body !== undefined) {
     opts.headers["content-type"] = "application/json";
     opts.body = JSON.stringify(body);
@@ -34,7 +40,7 @@ export async function api(method, path, body) {
     const err = (data && data.error) || {};
     throw new ApiError(err.message || r.status + " " + r.statusText, r.status, err.field, err.code);
   }
-  return data;
+  return { data, etag: r.headers.get("ETag") };
 }
 
 export const campaignPath = (id, rest) => "/admin/v1/campaigns/" + encodeURIComponent(id) + (rest || "");

@@ -9,12 +9,30 @@ use super::status;
 use super::{auth, body};
 use crate::audit::Change;
 use crate::campaign::CampaignConfig;
+use crate::engine::etag::IfMatch;
 use crate::engine::CampaignRuntime;
 use crate::error::EngineError;
 use crate::keys::Principal;
 
 fn json_of(config: &CampaignConfig) -> serde_json::Value {
     serde_json::to_value(config).expect("campaign config as JSON")
+}
+
+/// The request's `If-Match` header, if any (a value that is not text matches nothing).
+pub(crate) fn if_match(req: &HttpRequest) -> Option<IfMatch> {
+    req.headers()
+        .get(actix_web::http::header::IF_MATCH)
+        .map(|v| v.to_str().map_or(IfMatch::Tags(Vec::new()), IfMatch::parse))
+}
+
+/// A campaign's config with its `ETag`.
+fn config_with_etag(state: &Authorized, rt: &CampaignRuntime) -> HttpResponse {
+    status::ok_builder()
+        .insert_header((
+            actix_web::http::header::ETAG,
+            state.engine.campaign_etag(rt),
+        ))
+        .json(&rt.config)
 }
 
 pub fn configure(r: &mut Routes) {
@@ -98,14 +116,17 @@ async fn list(state: Authorized, who: Principal) -> HttpResponse {
     summary = "A campaign's config",
     params(("id" = String, Path, description = "Campaign id")),
     responses(
-        (status = 200, body = crate::api::openapi::CampaignConfig),
+        (status = 200, body = crate::api::openapi::CampaignConfig, headers(
+            ("ETag" = String, description = "The config's version: send it back as `If-Match` on PUT or DELETE")
+        )),
         (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
         (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
     )
 )]
 async fn get(state: Authorized, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    Ok(status::ok(&state.engine.campaign(&id)?.config))
+    let rt = state.engine.campaign(&id)?;
+    Ok(config_with_etag(&state, &rt))
 }
 
 #[utoipa::path(
@@ -114,12 +135,19 @@ async fn get(state: Authorized, id: web::Path<String>) -> Result<HttpResponse, A
     operation_id = "update_campaign",
     tag = "campaigns",
     summary = "Replace a campaign's config (learned state of kept policies stays)",
-    params(("id" = String, Path, description = "Campaign id")),
+    params(
+        ("id" = String, Path, description = "Campaign id"),
+        ("If-Match" = Option<String>, Header, description = "The `ETag` of the config this edit is based on (or `*`): saved only if the campaign still has it, else 412. Without it the save is unconditional")
+    ),
     request_body = crate::api::openapi::CampaignConfig,
     responses(
-        (status = 200, body = crate::api::openapi::CampaignConfig),
+        (status = 200, body = crate::api::openapi::CampaignConfig, headers(
+            ("ETag" = String, description = "The saved config's version")
+        )),
         (status = 400, description = "Invalid input; `error.field` names it", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
+        (status = 409, description = "Cluster mode: another replica saved first (`config_conflict`)", body = crate::api::openapi::ErrorBody),
+        (status = 412, description = "`If-Match` names a version that is no longer current: someone saved since; `error.field` is `If-Match`", body = crate::api::openapi::ErrorBody),
         (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
     )
@@ -138,7 +166,10 @@ async fn update(
         return Err(EngineError::invalid("id", "does not match the campaign in the path").into());
     }
     let before = json_of(&state.engine.campaign(&id)?.config);
-    let rt = state.engine.update_campaign_replicated(config).await?;
+    let rt = state
+        .engine
+        .update_campaign_replicated_if(config, if_match(&req).as_ref())
+        .await?;
     let change = Change {
         action: "campaign.update".into(),
         campaign: Some(rt.config.id.clone()),
@@ -148,7 +179,7 @@ async fn update(
     };
     auth::audit(&state, &req, change).await?;
     tracing::info!(campaign = %rt.config.id, policy = rt.config.policy.kind(), "campaign updated");
-    Ok(status::ok(&rt.config))
+    Ok(config_with_etag(&state, &rt))
 }
 
 #[utoipa::path(
@@ -157,10 +188,15 @@ async fn update(
     operation_id = "delete_campaign",
     tag = "campaigns",
     summary = "Delete a campaign",
-    params(("id" = String, Path, description = "Campaign id")),
+    params(
+        ("id" = String, Path, description = "Campaign id"),
+        ("If-Match" = Option<String>, Header, description = "The `ETag` of the config this deletion is based on (or `*`): deleted only if the campaign still has it, else 412")
+    ),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such campaign", body = crate::api::openapi::ErrorBody),
+        (status = 409, description = "Cluster mode: another replica saved first (`config_conflict`)", body = crate::api::openapi::ErrorBody),
+        (status = 412, description = "`If-Match` names a version that is no longer current; `error.field` is `If-Match`", body = crate::api::openapi::ErrorBody),
         (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
     )
@@ -171,7 +207,10 @@ async fn delete(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let before = json_of(&state.engine.campaign(&id)?.config);
-    state.engine.delete_campaign_replicated(&id).await?;
+    state
+        .engine
+        .delete_campaign_replicated_if(&id, if_match(&req).as_ref())
+        .await?;
     let change = Change {
         action: "campaign.delete".into(),
         campaign: Some(id.clone()),

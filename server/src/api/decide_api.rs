@@ -129,7 +129,12 @@ async fn decide(
         ),
         CampaignKind::SendTime => {
             let request: SendTimeRequest = body::parse(&raw)?;
-            status::ok(state.engine.decide_send_time(&path, request)?)
+            status::ok(
+                state
+                    .engine
+                    .decide_send_time_replicated(&path, request)
+                    .await?,
+            )
         }
     };
     metrics::histogram!("tailor_decide_seconds").record(started.elapsed().as_secs_f64());

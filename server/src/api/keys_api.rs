@@ -73,7 +73,8 @@ async fn create(
     let body: CreateKey = body::parse(&raw)?;
     let (info, key) = state
         .keys
-        .create(body.role, body.campaign, body.label, &who.key_id)?;
+        .create_replicated(body.role, body.campaign, body.label, &who.key_id)
+        .await?;
     auth::audit(
         &state,
         &req,
@@ -127,7 +128,7 @@ async fn revoke(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let (before, after) = state.keys.revoke(&id)?;
+    let (before, after) = state.keys.revoke_replicated(&id).await?;
     auth::audit(
         &state,
         &req,

@@ -205,7 +205,7 @@ pub(crate) async fn apply_evaluation(
     let current = state.engine.campaign(&ev.campaign)?.config.clone();
     let mut config = current.clone();
     optimize::apply_setting(&mut config, ev, setting)?;
-    let rt = state.engine.update_campaign(config)?;
+    let rt = state.engine.update_campaign_replicated(config).await?;
     let before = optimize::settings_of(&current);
     let after = optimize::settings_of(&rt.config);
     auth::audit(

@@ -74,7 +74,7 @@ async fn delete(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let removed = state.engine.delete_shopper(&id)?;
+    let removed = state.engine.delete_shopper_replicated(&id).await?;
     state.engine.durable().await?;
     let change = Change {
         action: "shopper.delete".into(),

@@ -31,6 +31,9 @@ pub fn classify(e: &ApiError) -> (StatusCode, &'static str) {
             E::CampaignNotFound { .. } => (StatusCode::NOT_FOUND, "campaign_not_found"),
             E::CampaignExists { .. } => (StatusCode::CONFLICT, "campaign_exists"),
             E::ConfigConflict { .. } => (StatusCode::CONFLICT, "config_conflict"),
+            E::PreconditionFailed { .. } => {
+                (StatusCode::PRECONDITION_FAILED, "precondition_failed")
+            }
             E::EventNotFound { .. } => (StatusCode::NOT_FOUND, "event_not_found"),
             E::EventIdConflict { .. } => (StatusCode::CONFLICT, "event_id_conflict"),
             E::AmbiguousEvent { .. } => (StatusCode::CONFLICT, "ambiguous_event"),
@@ -186,6 +189,7 @@ mod tests {
             (E::CampaignNotFound { id: s() }.into(), 404, "campaign_not_found", 404, "ResourceNotFound"),
             (E::CampaignExists { id: s() }.into(), 409, "campaign_exists", 409, "Conflict"),
             (E::ConfigConflict { id: s(), revision: 1 }.into(), 409, "config_conflict", 409, "Conflict"),
+            (E::PreconditionFailed { id: s(), current: s() }.into(), 412, "precondition_failed", 412, "BadRequest"),
             (E::EventNotFound { id: s() }.into(), 404, "event_not_found", 404, "ResourceNotFound"),
             (E::EventIdConflict { id: s() }.into(), 409, "event_id_conflict", 409, "Conflict"),
             (E::AmbiguousEvent { id: s(), campaigns: vec![] }.into(), 409, "ambiguous_event", 409, "Conflict"),

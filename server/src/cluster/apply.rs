@@ -127,6 +127,22 @@ pub(crate) fn apply(engine: &Engine, cluster: &Cluster, event: Event, seq: u64) 
             change,
         } => Outcome::Config(apply_config(engine, cluster, &campaign, revision, change)),
         Event::Tick { .. } => Outcome::Done,
+        Event::ShopperDeleted { shopper } => Outcome::Count(engine.delete_shopper(&shopper)),
+        Event::SendTime {
+            campaign,
+            shopper,
+            send_event,
+            mut decision,
+        } => {
+            decision.campaign = campaign;
+            super::send_time::apply(engine, &shopper, send_event, decision);
+            Outcome::Done
+        }
+        Event::Activate {
+            campaign,
+            event_id,
+            slots,
+        } => Outcome::Count(super::activate::apply(engine, &campaign, &event_id, slots)),
     };
     if now > 0 {
         if let Err(e) = engine.sweep(now) {

@@ -9,6 +9,7 @@ use tailor_wire::{DecideResponse, RewardRequest, RewardResponse, RewardStatus};
 use super::event::{config_key, ConfigChange, Event};
 use super::{Cluster, Outcome};
 use crate::campaign::{CampaignConfig, CampaignKind};
+use crate::engine::etag::{revision_etag, IfMatch};
 use crate::engine::{
     check_reward_request, now_ms, response_of_decision, reward_key, CampaignRuntime, DecideInput,
     Engine, Ranked,
@@ -125,16 +126,26 @@ impl Engine {
         &self,
         config: CampaignConfig,
     ) -> Result<Arc<CampaignRuntime>, EngineError> {
+        self.update_campaign_replicated_if(config, None).await
+    }
+
+    /// [`Engine::update_campaign_replicated`] only while the campaign's `ETag` passes
+    /// `if_match`, else 412. In cluster mode the compare-and-set is on the revision the tag
+    /// names, in the bucket: a write based on an older read fails even when another replica
+    /// wrote in between.
+    pub async fn update_campaign_replicated_if(
+        &self,
+        config: CampaignConfig,
+        if_match: Option<&IfMatch>,
+    ) -> Result<Arc<CampaignRuntime>, EngineError> {
         let Some(cluster) = self.cluster() else {
-            return self.update_campaign(config);
+            return self.update_campaign_if(config, |old| match if_match {
+                Some(m) => m.check(&old.config.id, &self.campaign_etag(old)),
+                None => Ok(()),
+            });
         };
         let old = self.campaign(&config.id)?;
-        let revision =
-            cluster
-                .revision(&config.id)
-                .ok_or_else(|| EngineError::CampaignNotFound {
-                    id: config.id.clone(),
-                })?;
+        let revision = expected_revision(cluster, &config.id, if_match)?;
         // Checked here with what the engine fills in, so a bad config is a 400 before anything
         // is written.
         let mut checked = config.clone();
@@ -157,7 +168,13 @@ impl Engine {
                     revision,
                 },
                 _ => unavailable("campaign", &e),
-            })?;
+            });
+        let new_revision = match new_revision {
+            Err(EngineError::ConfigConflict { .. }) if if_match.is_some() => {
+                return Err(stale(cluster, &config.id, revision).await)
+            }
+            other => other?,
+        };
         self.config_change(
             cluster,
             &config.id,
@@ -171,15 +188,23 @@ impl Engine {
     /// Delete a campaign ([`Engine::delete_campaign`]); in cluster mode with compare-and-set on
     /// the revision this replica applied.
     pub async fn delete_campaign_replicated(&self, id: &str) -> Result<(), EngineError> {
+        self.delete_campaign_replicated_if(id, None).await
+    }
+
+    /// [`Engine::delete_campaign_replicated`] only while the campaign's `ETag` passes
+    /// `if_match`, else 412 (in cluster mode: compare-and-set on the revision it names).
+    pub async fn delete_campaign_replicated_if(
+        &self,
+        id: &str,
+        if_match: Option<&IfMatch>,
+    ) -> Result<(), EngineError> {
         let Some(cluster) = self.cluster() else {
-            return self.delete_campaign(id);
+            return self.delete_campaign_if(id, if_match);
         };
         self.campaign(id)?;
-        let revision = cluster
-            .revision(id)
-            .ok_or_else(|| EngineError::CampaignNotFound { id: id.to_string() })?;
+        let revision = expected_revision(cluster, id, if_match)?;
         let key = config_key(id);
-        cluster
+        let deleted = cluster
             .configs()
             .delete_expect_revision(&key, Some(revision))
             .await
@@ -194,7 +219,13 @@ impl Engine {
                 } else {
                     unavailable("deletion", &e)
                 }
-            })?;
+            });
+        match deleted {
+            Err(EngineError::ConfigConflict { .. }) if if_match.is_some() => {
+                return Err(stale(cluster, id, revision).await)
+            }
+            other => other?,
+        }
         let deleted_at = match cluster.configs().entry(&key).await {
             Ok(Some(entry)) => entry.revision,
             _ => revision + 1,
@@ -290,6 +321,46 @@ impl Cluster {
             out.push(self.reward(engine, &campaign, &event_id, req).await);
         }
         out
+    }
+}
+
+/// The bucket revision a write of `campaign` compares against: the one applied here, or with
+/// `If-Match`, the revision its tag names (a tag naming an older one than applied here is 412
+/// at once; a newer one — read from a replica ahead of this one — is left to the bucket).
+fn expected_revision(
+    cluster: &Cluster,
+    campaign: &str,
+    if_match: Option<&IfMatch>,
+) -> Result<u64, EngineError> {
+    let local = cluster
+        .revision(campaign)
+        .ok_or_else(|| EngineError::CampaignNotFound {
+            id: campaign.to_string(),
+        })?;
+    let Some(m) = if_match else {
+        return Ok(local);
+    };
+    if m.matches(&revision_etag(local)) {
+        return Ok(local);
+    }
+    match m.revisions().into_iter().max() {
+        Some(named) if named > local => Ok(named),
+        _ => Err(EngineError::PreconditionFailed {
+            id: campaign.to_string(),
+            current: revision_etag(local),
+        }),
+    }
+}
+
+/// The 412 of a compare-and-set that lost in the bucket, naming the bucket's current revision.
+async fn stale(cluster: &Cluster, campaign: &str, expected: u64) -> EngineError {
+    let current = match cluster.configs().entry(config_key(campaign)).await {
+        Ok(Some(entry)) => entry.revision,
+        _ => expected,
+    };
+    EngineError::PreconditionFailed {
+        id: campaign.to_string(),
+        current: revision_etag(current),
     }
 }
 

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::{xxh3_128_with_seed, xxh3_64_with_seed};
 
-use crate::store::DecisionRecord;
+use crate::store::{DecisionRecord, SendEventRecord};
 
 /// Version byte before every encoded event.
 const EVENT_VERSION: u8 = 1;
@@ -38,6 +38,24 @@ pub enum Event {
     },
     /// A replica's clock, so reward windows close on stream time without traffic.
     Tick { at_ms: u64 },
+    /// Everything stored about a send-time shopper is deleted, on every replica
+    /// (`cluster/shoppers.rs`).
+    ShopperDeleted { shopper: String },
+    /// A send-time decision answered by one replica: every replica claims the shopper's
+    /// frequency cap, writes the send event and logs the decision (`cluster/send_time.rs`).
+    SendTime {
+        campaign: String,
+        shopper: String,
+        send_event: SendEventRecord,
+        decision: DecisionRecord,
+    },
+    /// A deferred decision activated (Personalizer `activate`); `slots`: every deferred slot
+    /// of a multi-slot event (`cluster/activate.rs`).
+    Activate {
+        campaign: String,
+        event_id: String,
+        slots: bool,
+    },
 }
 
 /// A campaign config change.
@@ -71,6 +89,9 @@ impl Event {
         match self {
             Event::Decision {
                 campaign, decision, ..
+            }
+            | Event::SendTime {
+                campaign, decision, ..
             } => Some(format!(
                 "d.{:032x}",
                 pair_hash(campaign, &decision.event_id)
@@ -103,16 +124,18 @@ impl Event {
                 "c.{:016x}.{revision}",
                 xxh3_64_with_seed(campaign.as_bytes(), 0)
             )),
-            Event::Tick { .. } => None,
+            Event::Tick { .. } | Event::ShopperDeleted { .. } | Event::Activate { .. } => None,
         }
     }
 
     /// The stream time this event carries, if any.
     pub fn at_ms(&self) -> Option<u64> {
         match self {
-            Event::Decision { decision, .. } => Some(decision.at_ms),
+            Event::Decision { decision, .. } | Event::SendTime { decision, .. } => {
+                Some(decision.at_ms)
+            }
             Event::Reward { at_ms, .. } | Event::Tick { at_ms } => Some(*at_ms),
-            Event::Config { .. } => None,
+            Event::Config { .. } | Event::ShopperDeleted { .. } | Event::Activate { .. } => None,
         }
     }
 }

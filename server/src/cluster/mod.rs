@@ -16,10 +16,15 @@
 //! travels). The engine's entry points for handlers are in `entry.rs`; the digest of learned
 //! state in `digest.rs`.
 
+mod activate;
 pub mod apply;
+pub mod audit;
 pub mod digest;
 mod entry;
 pub mod event;
+pub mod keys;
+mod send_time;
+mod shoppers;
 pub mod snapshot;
 
 use std::collections::HashMap;
@@ -205,6 +210,8 @@ fn js_err(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> ClusterError
 pub(crate) enum Outcome {
     Reward(Result<RewardStatus, EngineError>),
     Config(Result<(), EngineError>),
+    /// How many things an event removed here (a shopper deletion's campaign states).
+    Count(Result<usize, EngineError>),
     /// Applied with nothing to report (a decision, a tick).
     Done,
 }
@@ -499,13 +506,24 @@ impl Cluster {
     }
 }
 
-/// Cluster mode starts from the stream: the campaigns, logs and snapshots a previous run left
-/// in the local store are dropped first (keys and audit stay). The local store is a cache.
+/// Cluster mode starts from the stream: the campaigns, logs, snapshots and send-time shopper
+/// states a previous run left in the local store are dropped first (keys and audit stay). The
+/// local store is a cache.
 pub fn clear_local_state(store: &dyn crate::store::Store) -> Result<(), crate::store::StoreError> {
     for (id, _) in store.campaigns()? {
         store.delete_snapshot(&id)?;
         store.delete_campaign_log(&id)?;
         store.delete_campaign(&id)?;
+    }
+    // Send-time shopper states are rebuilt from the stream too (send-time decisions and
+    // shopper deletions are events).
+    let mut shoppers = Vec::new();
+    for item in store.all_shopper_states() {
+        let (shopper, campaign, _) = item?;
+        shoppers.push((shopper, campaign));
+    }
+    for (shopper, campaign) in &shoppers {
+        store.remove_shopper_state(shopper, campaign)?;
     }
     Ok(())
 }

@@ -21,6 +21,7 @@ mod adjust;
 mod background;
 mod decide;
 mod durability;
+pub mod etag;
 pub mod featurize;
 pub mod holdout;
 mod image;
@@ -267,17 +268,18 @@ impl Engine {
         self.update_campaign_if(config, |_| Ok(()))
     }
 
-    /// [`Engine::update_campaign`] when `expect` accepts the config it replaces, checked under
+    /// [`Engine::update_campaign`] when `expect` accepts the runtime it replaces, checked under
     /// the admin lock (compare-and-set: a change that landed since the caller read the config
-    /// is refused by `expect`, never overwritten).
+    /// is refused by `expect` (an `If-Match` that no longer matches, an optimization over an
+    /// older config), never overwritten).
     pub fn update_campaign_if(
         &self,
         mut config: CampaignConfig,
-        expect: impl FnOnce(&CampaignConfig) -> Result<(), EngineError>,
+        expect: impl FnOnce(&CampaignRuntime) -> Result<(), EngineError>,
     ) -> Result<Arc<CampaignRuntime>, EngineError> {
         let _admin = self.admin.lock();
         let old = self.campaign(&config.id)?;
-        expect(&old.config)?;
+        expect(&old)?;
         // Keep holdout assignments stable unless the admin sets a new salt on purpose.
         if config.holdout_salt.is_empty() {
             config.holdout_salt = old.config.holdout_salt.clone();
@@ -315,7 +317,20 @@ impl Engine {
     }
 
     pub fn delete_campaign(&self, id: &str) -> Result<(), EngineError> {
+        self.delete_campaign_if(id, None)
+    }
+
+    /// [`Engine::delete_campaign`], only while the campaign's `ETag` passes `if_match`.
+    pub fn delete_campaign_if(
+        &self,
+        id: &str,
+        if_match: Option<&etag::IfMatch>,
+    ) -> Result<(), EngineError> {
         let _admin = self.admin.lock();
+        if let Some(m) = if_match {
+            let rt = self.campaign(id)?;
+            m.check(id, &self.campaign_etag(&rt))?;
+        }
         let old = self
             .campaigns
             .write()

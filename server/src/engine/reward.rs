@@ -310,7 +310,11 @@ impl Engine {
 
     /// Clear the deferral of one event under its campaign's join lock: `None` when there is no
     /// such event, else whether it was deferred.
-    fn activate_one(&self, campaign: &str, event_id: &str) -> Result<Option<bool>, EngineError> {
+    pub(crate) fn activate_one(
+        &self,
+        campaign: &str,
+        event_id: &str,
+    ) -> Result<Option<bool>, EngineError> {
         self.with_live(self.campaign(campaign)?, |rt| {
             let Some(mut event) = self.store.event(&rt.config.id, event_id)? else {
                 return Ok(None);

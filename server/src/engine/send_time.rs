@@ -411,6 +411,20 @@ fn segment_of(settings: &SendTimeSettings, context: &Value) -> Option<String> {
 }
 
 /// A fresh record's token; never 0.
+/// What [`Engine::plan_send`] decided.
+#[derive(Debug)]
+pub(crate) enum SendPlan {
+    /// The recorded answer of a retried event id.
+    Replayed(SendTimeResponse),
+    /// A new decision: the answer, and what logging it writes.
+    New {
+        response: SendTimeResponse,
+        shopper: String,
+        send_event: SendEventRecord,
+        decision: DecisionRecord,
+    },
+}
+
 fn new_token() -> u64 {
     rand::random::<u64>().max(1)
 }
@@ -474,6 +488,35 @@ impl Engine {
         rt: Arc<CampaignRuntime>,
         req: SendTimeRequest,
     ) -> Result<SendTimeResponse, EngineError> {
+        match self.plan_send(rt.clone(), req, true)? {
+            SendPlan::Replayed(response) => Ok(response),
+            SendPlan::New {
+                response,
+                send_event,
+                decision,
+                ..
+            } => {
+                // The send event first: a decision in the log always has it (recovery relies
+                // on it).
+                self.store
+                    .put_send_event(&rt.config.id, &decision.event_id, &send_event)?;
+                self.log_decision(rt, decision, false)?;
+                Ok(response)
+            }
+        }
+    }
+
+    /// Choose when to send: the recorded answer of a retried event id, or a new decision with
+    /// its send event. With `claim` (single-node) the shopper's frequency cap is claimed (their
+    /// record written) under their lock, atomically with the choice; without (cluster mode)
+    /// nothing is written: every replica claims it when it applies the decision
+    /// ([`Engine::commit_send_time`]).
+    pub(crate) fn plan_send(
+        &self,
+        rt: Arc<CampaignRuntime>,
+        req: SendTimeRequest,
+        claim: bool,
+    ) -> Result<SendPlan, EngineError> {
         let sendt = rt
             .send_time
             .as_ref()
@@ -492,14 +535,14 @@ impl Engine {
                 let at = Timestamp::from_millisecond(ev.send_at_ms as i64)
                     .map_err(|e| EngineError::invalid_owned("event_id", e.to_string()))?;
                 let tz = TimeZone::get(&ev.timezone).unwrap_or(TimeZone::UTC);
-                return Ok(SendTimeResponse {
+                return Ok(SendPlan::Replayed(SendTimeResponse {
                     event_id: existing.event_id.clone(),
                     slot: slot_of(&sendt.specs[index], index, at, &tz),
                     send_at: at.to_string(),
                     probability: existing.actions.first().map_or(1.0, |a| a.probability),
                     policy: existing.policy.clone(),
                     replayed: true,
-                });
+                }));
             }
         }
 
@@ -606,8 +649,10 @@ impl Engine {
             rec.last_send_ms = rec.last_send_ms.max(send_at_ms);
             rec.last_seen_ms = now;
             let token = rec.token;
-            self.store
-                .put_shopper(&req.shopper_id, &rt.config.id, rec)?;
+            if claim {
+                self.store
+                    .put_shopper(&req.shopper_id, &rt.config.id, rec)?;
+            }
             (index, probability, send_at, token, policy)
         };
 
@@ -639,27 +684,68 @@ impl Engine {
             pinned: Default::default(),
             audience: Default::default(),
         };
-        // The send event first: a decision in the log always has it (recovery relies on it).
-        self.store.put_send_event(
-            &rt.config.id,
-            &event_id,
-            &SendEventRecord {
-                token,
-                segment,
-                slot: index as u16,
-                send_at_ms,
-                timezone: req.timezone.clone(),
+        let send_event = SendEventRecord {
+            token,
+            segment,
+            slot: index as u16,
+            send_at_ms,
+            timezone: req.timezone.clone(),
+        };
+        Ok(SendPlan::New {
+            response: SendTimeResponse {
+                event_id,
+                slot: slot_of(spec, index, send_at, &tz),
+                send_at: send_at.to_string(),
+                probability,
+                policy,
+                replayed: false,
             },
-        )?;
-        self.log_decision(rt.clone(), decision, false)?;
-        Ok(SendTimeResponse {
-            event_id,
-            slot: slot_of(spec, index, send_at, &tz),
-            send_at: send_at.to_string(),
-            probability,
-            policy,
-            replayed: false,
+            shopper: req.shopper_id,
+            send_event,
+            decision,
         })
+    }
+
+    /// Cluster mode: apply a send-time decision from the stream — claim the shopper's frequency
+    /// cap (their record, created with the decider's token when they have none), write the send
+    /// event (with the token of the shopper's record) and log the decision. The same on every
+    /// replica, in stream order.
+    pub(crate) fn commit_send_time(
+        &self,
+        rt: Arc<CampaignRuntime>,
+        shopper: &str,
+        mut send_event: SendEventRecord,
+        decision: DecisionRecord,
+    ) -> Result<(), EngineError> {
+        let Some(sendt) = rt.send_time.as_ref() else {
+            return Err(EngineError::invalid(
+                "campaign",
+                "is not a send_time campaign",
+            ));
+        };
+        let now = decision.at_ms;
+        {
+            let _guard = sendt.stripe(shopper).lock();
+            let mut record = self
+                .store
+                .shopper(shopper, &rt.config.id)?
+                .filter(|r| r.last_seen_ms.saturating_add(sendt.retention_ms()) >= now);
+            let rec = record.get_or_insert_with(|| ShopperRecord {
+                token: send_event.token,
+                last_send_ms: 0,
+                last_seen_ms: now,
+                last_reward_seq: 0,
+                counts: Default::default(),
+            });
+            rec.last_send_ms = rec.last_send_ms.max(send_event.send_at_ms);
+            rec.last_seen_ms = rec.last_seen_ms.max(now);
+            send_event.token = rec.token;
+            self.store.put_shopper(shopper, &rt.config.id, rec)?;
+        }
+        self.store
+            .put_send_event(&rt.config.id, &decision.event_id, &send_event)?;
+        self.log_decision(rt, decision, false)?;
+        Ok(())
     }
 
     /// Learn one applied reward of a send-time campaign: population counts, and the shopper's

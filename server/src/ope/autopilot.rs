@@ -449,7 +449,7 @@ fn run_once(
     next.featurizer = setting.featurizer.clone();
     next.exploration = setting.exploration;
     let switched = engine.update_campaign_if(next, |current| {
-        if optimize::fingerprint(current) == opt.config_fingerprint {
+        if optimize::fingerprint(&current.config) == opt.config_fingerprint {
             Ok(())
         } else {
             Err(EngineError::Conflict {

@@ -226,7 +226,7 @@ fn candidates_of(actions: &[RankableAction]) -> Result<Vec<Candidate>, EngineErr
 
 /// One decision through the engine; the decide body is logged as Tailor's own (so off-policy
 /// evaluation and log export read it like any other decision).
-fn decide(
+async fn decide(
     state: &AppState,
     campaign: &str,
     request: DecideRequest,
@@ -243,7 +243,7 @@ fn decide(
     input.defer = defer;
     input.log_request = true;
     input.slot = slot;
-    state.engine.decide_items(campaign, input)
+    state.engine.decide_items_replicated(campaign, input).await
 }
 
 async fn rank(
@@ -286,6 +286,7 @@ async fn rank(
         r.defer_activation.unwrap_or(false),
         None,
     )
+    .await
     .map_err(|e| PzError::for_actions(e, &picked))?;
     let chosen = &response.actions[0];
     let ranking = ranking_of(
@@ -508,6 +509,7 @@ async fn rank_multi(
             // The engine event is `slot_event_id(event_id, slot)`, apart from single-slot ids.
             Some(s.id.clone()),
         )
+        .await
         .map_err(|e| PzError::for_actions(e, &picked))?;
         let chosen = response.actions[0].id.clone();
         taken.insert(chosen.clone());
@@ -575,7 +577,10 @@ async fn activate(state: Authorized, req: HttpRequest) -> Result<HttpResponse, P
     let campaign = campaign_of(&req)?;
     let event_id = event_id_of(&req)?;
     check_scope(&state, &campaign, &event_id)?;
-    state.engine.activate(&campaign, &event_id).await?;
+    state
+        .engine
+        .activate_replicated(&campaign, &event_id)
+        .await?;
     Ok(status::no_content())
 }
 
@@ -622,6 +627,9 @@ async fn reward_multi(
 async fn activate_multi(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let event_id = event_id_of(&req)?;
-    state.engine.activate_slots(&campaign, &event_id).await?;
+    state
+        .engine
+        .activate_slots_replicated(&campaign, &event_id)
+        .await?;
     Ok(status::no_content())
 }
