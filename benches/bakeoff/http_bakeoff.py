@@ -23,6 +23,7 @@ import http.client
 import json
 import os
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -216,6 +217,8 @@ def main():
     ap.add_argument("--json", help="also write every run's numbers here")
     ap.add_argument("--dump", help="write each stream and seed as CSV (label first) and exit")
     a = ap.parse_args()
+    # A SIGTERM still stops the server and removes its data directory (the `finally` below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     names = [s[0] for s in SHAPES] + DATASETS
     names = [n for n in names if a.streams in n]

@@ -66,10 +66,13 @@ impl Engine {
             };
             // Only what the snapshot in the store covers: recovery replays the log after its
             // positions, so nothing it needs is ever deleted (whatever snapshot task ran last).
+            // Every entry up to the larger of the two is in it: decisions are numbered and
+            // counted under the books lock, rewards and returns numbered and learned under the
+            // join lock, and the snapshot holds both (as `delete_logs` relies on).
             let Some(snap) = self.store.snapshot(&rt.config.id)? else {
                 continue;
             };
-            let covered = snap.decision_seq.min(snap.reward_seq);
+            let covered = snap.decision_seq.max(snap.reward_seq);
             if covered == 0 {
                 continue;
             }
