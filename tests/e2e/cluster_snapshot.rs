@@ -98,16 +98,20 @@ async fn replica_joining_after_retention_reaches_the_same_digest() {
     let started = Instant::now();
     let mut round = 0usize;
     loop {
-        let (d, r) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let (d, r) = if round.is_multiple_of(2) {
+            (&a, &b)
+        } else {
+            (&b, &a)
+        };
         let event = format!("early-{round}");
         let item = decide(d, &event).await;
-        if round % 3 != 0 {
+        if !round.is_multiple_of(3) {
             let value = f64::from(u8::from(rng.gen_bool(click_rate(&item))));
             let (s, body) = reward(r, &event, value).await;
             assert_eq!(s, 200, "{body}");
         }
         round += 1;
-        if round % 20 == 0 && metric(&a, "tailor_cluster_stream_first_seq").await > 1.0 {
+        if round.is_multiple_of(20) && metric(&a, "tailor_cluster_stream_first_seq").await > 1.0 {
             break;
         }
         assert!(

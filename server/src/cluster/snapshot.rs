@@ -74,11 +74,14 @@ impl ClusterImage {
     }
 }
 
+/// Where the applier sends a built image (or why it could not build one).
+type ImageReply = oneshot::Sender<Result<Vec<u8>, String>>;
+
 /// A pending request for an image, served by the applier between two events.
 #[derive(Default)]
 pub(crate) struct Requests {
     requested: AtomicBool,
-    reply: Mutex<Option<oneshot::Sender<Result<Vec<u8>, String>>>>,
+    reply: Mutex<Option<ImageReply>>,
 }
 
 impl std::fmt::Debug for Requests {

@@ -975,6 +975,8 @@ impl LogStore for SledStore {
         &self,
         campaign: &str,
     ) -> Box<dyn Iterator<Item = Result<EventRecord, StoreError>> + '_> {
+        let held = self.marks.open.up_to(campaign, u64::MAX);
+        let held_campaign = campaign.to_string();
         let campaign = campaign.to_string();
         Box::new(
             self.log
@@ -983,7 +985,13 @@ impl LogStore for SledStore {
                     let (k, v) = kv?;
                     let (_, id) = split_event_key(&k[1..]);
                     decode_event(&campaign, &id, &v)
-                }),
+                })
+                // Untouched open windows held in memory: their join states from their frames.
+                .chain(
+                    held.into_iter().filter_map(move |(_, seq)| {
+                        self.held_event(&held_campaign, seq).transpose()
+                    }),
+                ),
         )
     }
 
