@@ -73,7 +73,7 @@ async fn retention_deletes_old_log_entries_and_keeps_what_was_learned() {
         .await;
     server
         .create_campaign(json!({"id": "long", "policy": {"type": "thompson"},
-            "reward_wait_seconds": 10, "return_window_seconds": 3600}))
+            "reward_wait_seconds": 10, "return_window_seconds": 3600, "log_requests": true}))
         .await;
     for i in 0..60 {
         for c in ["short", "long"] {
