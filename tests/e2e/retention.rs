@@ -132,6 +132,7 @@ async fn retention_deletes_old_log_entries_and_keeps_what_was_learned() {
     // What was learned and counted is unchanged, now and after a restart.
     assert_eq!(learned(&server, "short").await, before);
     assert_eq!(learned(&server, "long").await, long_before);
+    server.stop();
     server.restart().await;
     assert_eq!(learned(&server, "short").await, before);
     assert_eq!(learned(&server, "long").await, long_before);
