@@ -73,7 +73,7 @@ async fn retention_deletes_old_log_entries_and_keeps_what_was_learned() {
         .await;
     server
         .create_campaign(json!({"id": "long", "policy": {"type": "thompson"},
-            "reward_wait_seconds": 10, "return_window_seconds": 3600}))
+            "reward_wait_seconds": 10, "return_window_seconds": 3600, "log_requests": true}))
         .await;
     for i in 0..60 {
         for c in ["short", "long"] {
@@ -132,6 +132,7 @@ async fn retention_deletes_old_log_entries_and_keeps_what_was_learned() {
     // What was learned and counted is unchanged, now and after a restart.
     assert_eq!(learned(&server, "short").await, before);
     assert_eq!(learned(&server, "long").await, long_before);
+    server.stop();
     server.restart().await;
     assert_eq!(learned(&server, "short").await, before);
     assert_eq!(learned(&server, "long").await, long_before);
