@@ -3,69 +3,15 @@
 //! it; a campaign where nothing clears the serving setting is kept; bad settings are a 400
 //! naming the field.
 
-use rand::{Rng, SeedableRng};
-use rand_pcg::Pcg64Mcg;
 use serde_json::{json, Value};
 
 use crate::harness::{client_with, Server};
+use crate::optimize::simulate_with as simulate;
 
 const FAST: &[(&str, &str)] = &[
     ("TAILOR__ENGINE__SWEEP_INTERVAL_MS", "50"),
     ("TAILOR__ENGINE__SNAPSHOT_INTERVAL_MS", "300"),
 ];
-
-const SEGMENTS: usize = 4;
-const ITEMS: [&str; 4] = ["sku-0", "sku-1", "sku-2", "sku-3"];
-
-/// `n` decisions of `campaign` with a reward for each (click rate `rate(segment, item)`), in
-/// waves of 20.
-async fn simulate(
-    server: &Server,
-    campaign: &str,
-    n: usize,
-    seed: u64,
-    rate: fn(usize, usize) -> f64,
-) {
-    let mut rng = Pcg64Mcg::seed_from_u64(seed);
-    for wave in 0..n / 20 {
-        let mut tasks = Vec::new();
-        for j in 0..20 {
-            let i = wave * 20 + j;
-            let segment = rng.gen_range(0..SEGMENTS);
-            let body = json!({
-                "event_id": format!("{campaign}-{i}"),
-                "context": {"segment": format!("s{segment}")},
-                "candidates": ITEMS.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
-            });
-            let client = server.client.clone();
-            let url = server.url(&format!("/v1/campaigns/{campaign}/decide"));
-            tasks.push((
-                segment,
-                tokio::spawn(async move {
-                    let r = client.post(url).json(&body).send().await.unwrap();
-                    assert_eq!(r.status(), 200);
-                    r.json::<Value>().await.unwrap()
-                }),
-            ));
-        }
-        let mut rewards = Vec::new();
-        for (segment, t) in tasks {
-            let d = t.await.unwrap();
-            let id = d["actions"][0]["id"].as_str().unwrap();
-            let item = ITEMS.iter().position(|x| *x == id).unwrap();
-            let v = if rng.gen_bool(rate(segment, item)) {
-                1.0
-            } else {
-                0.0
-            };
-            rewards.push(json!({"event_id": d["event_id"], "value": v, "action_id": id}));
-        }
-        let (status, body) = server
-            .post("/v1/rewards", &json!({ "rewards": rewards }))
-            .await;
-        assert_eq!(status, 200, "{body}");
-    }
-}
 
 /// Each segment has one clearly best item.
 fn planted(segment: usize, item: usize) -> f64 {

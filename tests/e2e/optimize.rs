@@ -27,6 +27,19 @@ fn rate(segment: usize, item: usize) -> f64 {
 
 /// `n` decisions of `campaign` with a reward for each, in waves of 20.
 async fn simulate(server: &Server, campaign: &str, n: usize, seed: u64) {
+    simulate_with(server, campaign, n, seed, rate).await
+}
+
+/// `n` decisions of `campaign` (context: one of [`SEGMENTS`] segments; candidates [`ITEMS`]),
+/// each rewarded with probability `rate(segment, item)`, in waves of 20. Shared with the
+/// autopilot test.
+pub(crate) async fn simulate_with(
+    server: &Server,
+    campaign: &str,
+    n: usize,
+    seed: u64,
+    rate: fn(usize, usize) -> f64,
+) {
     let mut rng = Pcg64Mcg::seed_from_u64(seed);
     for wave in 0..n / 20 {
         let mut tasks = Vec::new();
