@@ -500,16 +500,8 @@ async fn personalizer_surface_across_replicas() {
         assert_eq!(s, 201, "{r}");
         let value = if r["rewardActionId"] == "salad" { 1 } else { 0 };
         let path = format!("/events/{id}/reward");
-        // The reward route checks the event on the replica it reached: until that replica
-        // applied the rank (milliseconds), 404 — retried, as a client does.
-        let mut answer = pz(rewarder, &path, json!({ "value": value })).await;
-        for _ in 0..100 {
-            if answer.0 != 404 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            answer = pz(rewarder, &path, json!({ "value": value })).await;
-        }
+        // Sent to the other replica at once: its read barrier waits until it applied the rank.
+        let answer = pz(rewarder, &path, json!({ "value": value })).await;
         assert_eq!(answer.0, 204, "{id}: {}", answer.1);
     }
     let digest = digests_agree(&[&a, &b], "lunch").await;

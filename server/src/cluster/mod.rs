@@ -377,6 +377,19 @@ impl Cluster {
         Ok(info.state.last_sequence)
     }
 
+    /// A read barrier: wait until this replica applied everything the stream held when called
+    /// (so a decision another replica answered before now is known here). 503 when NATS is
+    /// unreachable or the replica does not catch up within the ack timeout.
+    pub async fn catch_up(&self) -> Result<(), EngineError> {
+        let end = self
+            .stream_end()
+            .await
+            .map_err(|e| EngineError::Unavailable {
+                message: format!("cluster mode: {e}"),
+            })?;
+        self.wait_applied(end).await
+    }
+
     /// Publish `event` and wait for JetStream's acknowledgement: (sequence, duplicate). A
     /// failure is a 503 (the client retries; the message id makes the retry safe).
     pub(crate) async fn publish(

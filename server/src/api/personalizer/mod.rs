@@ -522,12 +522,36 @@ async fn rank_multi(
 }
 
 /// The event must belong to the key's campaign; another loop's events do not exist for it.
-fn check_scope(state: &AppState, campaign: &str, event_id: &str) -> Result<(), PzError> {
+async fn check_scope(state: &AppState, campaign: &str, event_id: &str) -> Result<(), PzError> {
     if state.engine.event_exists(campaign, event_id)? {
-        Ok(())
-    } else {
-        Err(PzError::not_found(format!("event {event_id:?} is unknown")))
+        return Ok(());
     }
+    // In cluster mode the rank may have been answered by another replica a moment ago: look
+    // again once this replica applied the stream up to now.
+    if let Some(cluster) = state.engine.cluster() {
+        cluster.catch_up().await?;
+        if state.engine.event_exists(campaign, event_id)? {
+            return Ok(());
+        }
+    }
+    Err(PzError::not_found(format!("event {event_id:?} is unknown")))
+}
+
+/// [`Engine::slot_event`], with the same read barrier as [`check_scope`] in cluster mode.
+async fn slot_event(
+    state: &AppState,
+    campaign: &str,
+    event_id: &str,
+    slot: &str,
+) -> Result<Option<String>, PzError> {
+    if let Some(id) = state.engine.slot_event(campaign, event_id, slot)? {
+        return Ok(Some(id));
+    }
+    let Some(cluster) = state.engine.cluster() else {
+        return Ok(None);
+    };
+    cluster.catch_up().await?;
+    Ok(state.engine.slot_event(campaign, event_id, slot)?)
 }
 
 /// Personalizer counted every reward call (with `sum` aggregation two rewards of 1 make 2), so
@@ -554,7 +578,7 @@ async fn reward(
     let event_id = event_id_of(&req)?;
     let raw = body::read(payload, state.body_limit).await?;
     let r: wire::RewardRequest = body::parse(&raw)?;
-    check_scope(&state, &campaign, &event_id)?;
+    check_scope(&state, &campaign, &event_id).await?;
     let out = state
         .engine
         .reward(
@@ -576,7 +600,7 @@ async fn reward(
 async fn activate(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let event_id = event_id_of(&req)?;
-    check_scope(&state, &campaign, &event_id)?;
+    check_scope(&state, &campaign, &event_id).await?;
     state
         .engine
         .activate_replicated(&campaign, &event_id)
@@ -601,7 +625,7 @@ async fn reward_multi(
     }
     let mut items = Vec::with_capacity(r.reward.len());
     for s in &r.reward {
-        let Some(id) = state.engine.slot_event(&campaign, &event_id, &s.slot_id)? else {
+        let Some(id) = slot_event(&state, &campaign, &event_id, &s.slot_id).await? else {
             return Err(PzError::not_found(format!(
                 "event {event_id:?} has no slot {:?}",
                 s.slot_id
