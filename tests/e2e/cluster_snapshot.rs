@@ -90,6 +90,19 @@ async fn replica_joining_after_retention_reaches_the_same_digest() {
     }))
     .await;
     until_served(&b, "home").await;
+    // A send-time campaign: the frequency cap a send claims is shopper state, which a
+    // snapshot must carry to a replica that never saw the send.
+    a.create_campaign(json!({
+        "id": "email", "kind": "send_time", "slots": "hour_of_day",
+        "reward_wait_seconds": 8, "send_time": {"frequency_cap_hours": 48}
+    }))
+    .await;
+    let send = |shopper: &str| {
+        json!({"shopper_id": shopper, "timezone": "Europe/Madrid",
+               "earliest": "2031-05-01T00:00:00Z"})
+    };
+    let (s, v) = a.post("/v1/campaigns/email/decide", &send("carol")).await;
+    assert_eq!(s, 200, "{v}");
 
     // Load until retention has dropped the start of the stream: decide on one replica,
     // reward on the other; a third of the decisions get no reward (their windows close with
@@ -152,6 +165,15 @@ async fn replica_joining_after_retention_reaches_the_same_digest() {
         first > 1.0,
         "the stream still started at {first}: retention dropped nothing"
     );
+
+    // Carol's cap came with the snapshot (her send is long out of the retained stream).
+    let (s, v) = c.post("/v1/campaigns/email/decide", &send("carol")).await;
+    assert_eq!(
+        s, 429,
+        "the cap claimed on A before the snapshot holds on C: {v}"
+    );
+    let (s, v) = c.post("/v1/campaigns/email/decide", &send("dave")).await;
+    assert_eq!(s, 200, "{v}");
 
     // Rewards after the snapshot point for decisions it holds open, on every replica: each is
     // joined the same way everywhere (accepted, or 410 once its window closed).

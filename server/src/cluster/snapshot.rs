@@ -42,7 +42,8 @@ use crate::error::EngineError;
 /// The object holding the newest snapshot.
 pub const OBJECT: &str = "newest";
 /// Version byte before an encoded image.
-const IMAGE_VERSION: u8 = 1;
+/// 2: campaign images carry send-time shopper states and send events.
+const IMAGE_VERSION: u8 = 2;
 
 /// The replicated state after applying the stream up to `seq`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{to_json, Engine};
 use crate::campaign::CampaignConfig;
 use crate::error::EngineError;
-use crate::store::{CampaignSnapshot, EventRecord};
+use crate::store::{CampaignSnapshot, EventRecord, SendEventRecord, ShopperRecord};
 
 /// One campaign in a cluster snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,6 +21,10 @@ pub struct CampaignImage {
     pub state: CampaignSnapshot,
     /// (event id, join state). An open window's state carries its decision's vectors.
     pub events: Vec<(String, EventRecord)>,
+    /// Send-time campaigns: (shopper id, state): frequency caps and per-shopper learning.
+    pub shoppers: Vec<(String, ShopperRecord)>,
+    /// Send-time campaigns: (event id, send event): what a send's reward joins.
+    pub sends: Vec<(String, SendEventRecord)>,
 }
 
 impl Engine {
@@ -40,10 +44,23 @@ impl Engine {
             }
             events.push((e.event_id.clone(), e));
         }
+        let mut shoppers = Vec::new();
+        let mut sends = Vec::new();
+        if rt.send_time.is_some() {
+            for s in self.store.all_shopper_states() {
+                let (shopper, campaign, record) = s?;
+                if campaign == id {
+                    shoppers.push((shopper, record));
+                }
+            }
+            sends = self.store.send_events(id)?;
+        }
         Ok(CampaignImage {
             config: to_json(&rt.config),
             state,
             events,
+            shoppers,
+            sends,
         })
     }
 
@@ -71,6 +88,14 @@ impl Engine {
             } else {
                 self.store.index_decision(&e)?;
             }
+        }
+        for (shopper, mut record) in image.shoppers {
+            // A reward seq of the taking replica's log: this log starts over.
+            record.last_reward_seq = 0;
+            self.store.put_shopper(&shopper, &id, &record)?;
+        }
+        for (event_id, send) in image.sends {
+            self.store.put_send_event(&id, &event_id, &send)?;
         }
         self.store.put_snapshot(&id, &rt.snapshot())?;
         Ok(())

@@ -291,6 +291,8 @@ pub trait ShopperStore: Send + Sync + 'static {
         campaign: &str,
         event_id: &str,
     ) -> Result<Option<SendEventRecord>, StoreError>;
+    /// Every (event id, send event) of `campaign`, in key order (cluster snapshots).
+    fn send_events(&self, campaign: &str) -> Result<Vec<(String, SendEventRecord)>, StoreError>;
 }
 
 /// Everything the engine needs from a store. Every method is atomic on its own.

@@ -1373,6 +1373,16 @@ impl ShopperStore for SledStore {
             .map(|v| decode("send event", &v))
             .transpose()
     }
+
+    fn send_events(&self, campaign: &str) -> Result<Vec<(String, SendEventRecord)>, StoreError> {
+        self.send_events
+            .scan_prefix(event_key(campaign, ""))
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((split_event_key(&k).1, decode("send event", &v)?))
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
