@@ -122,7 +122,7 @@ mod tests {
         assert!(!IfMatch::parse("r3").matches("\"r3\""), "unquoted");
         assert!(!IfMatch::parse("").matches("\"r3\""));
         assert!(IfMatch::parse("*").matches("\"anything\""));
-        let long = format!("\"r1\",{}", " ".repeat(MAX_IF_MATCH));
+        let long = format!("\"r1\",{}", "\"x\",".repeat(MAX_IF_MATCH / 4));
         assert!(!IfMatch::parse(&long).matches("\"r1\""));
         assert_eq!(
             IfMatch::parse("\"r-1\", \"r\", \"rx\"").revisions(),
