@@ -52,6 +52,8 @@ const ADJUSTMENT_TAG: u8 = 2;
 /// Embedded store in one directory.
 #[derive(Clone)]
 pub struct SledStore {
+    /// Declared first so it is dropped first: the syncer stops before the trees close.
+    syncer: Arc<SyncerGuard>,
     db: sled::Db,
     campaigns: sled::Tree,
     policy_state: sled::Tree,
@@ -110,11 +112,24 @@ pub(super) fn segments_dir(dir: &Path) -> std::path::PathBuf {
 
 /// Write out and fsync the decision logs every `every`, until the store is dropped: the bound
 /// on how long an answered decision stays only in memory. Then persist the open-window marks.
-fn start_log_syncer(segments: Weak<Segments>, marks: Weak<Marks>, every: Duration) {
+/// Dropping the returned guard (with the last clone of the store) stops the thread and waits
+/// for it, so the sled directory's lock is released when the store is gone.
+fn start_log_syncer(segments: Weak<Segments>, marks: Weak<Marks>, every: Duration) -> SyncerGuard {
+    let stop = Arc::new((parking_lot::Mutex::new(false), parking_lot::Condvar::new()));
+    let signal = stop.clone();
     let spawned = std::thread::Builder::new()
         .name("tailor-log-sync".into())
         .spawn(move || loop {
-            std::thread::sleep(every);
+            {
+                let (stopped, wake) = &*signal;
+                let mut stopped = stopped.lock();
+                if !*stopped {
+                    wake.wait_for(&mut stopped, every);
+                }
+                if *stopped {
+                    return;
+                }
+            }
             let (Some(segments), Some(marks)) = (segments.upgrade(), marks.upgrade()) else {
                 return;
             };
@@ -127,8 +142,30 @@ fn start_log_syncer(segments: Weak<Segments>, marks: Weak<Marks>, every: Duratio
                 tracing::error!(error = %e, "open-window marks not persisted");
             }
         });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "could not start the decision log syncer; decisions are made durable by reward flushes only");
+    let thread = match spawned {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::error!(error = %e, "could not start the decision log syncer; decisions are made durable by reward flushes only");
+            None
+        }
+    };
+    SyncerGuard { stop, thread }
+}
+
+/// Stops the log syncer thread when dropped, and waits for it.
+struct SyncerGuard {
+    stop: Arc<(parking_lot::Mutex<bool>, parking_lot::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for SyncerGuard {
+    fn drop(&mut self) {
+        let (stopped, wake) = &*self.stop;
+        *stopped.lock() = true;
+        wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -338,7 +375,11 @@ impl SledStore {
             meta,
             written: Default::default(),
         });
-        let store = Self {
+        let mut store = Self {
+            syncer: Arc::new(SyncerGuard {
+                stop: Default::default(),
+                thread: None,
+            }),
             campaigns: db.open_tree("campaigns")?,
             policy_state: db.open_tree("policy_state")?,
             log: db.open_tree("log")?,
@@ -353,11 +394,11 @@ impl SledStore {
             db,
         };
         store.rebuild_open_windows()?;
-        start_log_syncer(
+        store.syncer = Arc::new(start_log_syncer(
             Arc::downgrade(&store.segments),
             Arc::downgrade(&store.marks),
             Duration::from_millis(flush_every_ms.max(1)),
-        );
+        ));
         Ok(store)
     }
 
