@@ -509,3 +509,48 @@ async fn personalizer_surface_across_replicas() {
     assert_eq!(digest["rewards"], 41, "{digest}");
     assert_eq!(a.stats("lunch").await, b.stats("lunch").await);
 }
+
+/// Promotion boundaries pass on stream time in cluster mode: every replica resets the named
+/// items at the same point of the stream (the digests agree afterwards) and records the
+/// boundary in its audit trail, once.
+#[tokio::test]
+async fn promotion_boundaries_apply_on_every_replica() {
+    use crate::variety::{first_slot, promotion_entries, rfc3339, teach};
+    let nats = Nats::start();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = replica(&nats, dirs[0].path(), "a").await;
+    let b = replica(&nats, dirs[1].path(), "b").await;
+    let mut campaign = json!({"id": "promo", "policy": {"type": "thompson"}});
+    a.create_campaign(campaign.clone()).await;
+    served(&b, "promo").await;
+    teach(&a, "promo", "p0", 1.0, 20, "a").await;
+    digests_agree(&[&a, &b], "promo").await;
+    let (p0, _, p2) = first_slot(&b, "promo", "before").await;
+    assert!(p0 > 0.9 && p2 < 0.1, "learned on A, served by B: {p0} {p2}");
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    campaign["promotions"] = json!([{
+        "id": "launch", "starts_at": rfc3339(now - 1), "ends_at": rfc3339(now + 3_600),
+        "items": ["p0"], "reset": "start"
+    }]);
+    let (s, v) = b.put("/admin/v1/campaigns/promo", &campaign).await;
+    assert_eq!(s, 200, "{v}");
+    for r in [&a, &b] {
+        until!(
+            format!("the boundary on {}", r.base),
+            !promotion_entries(r, "promo").await.is_empty()
+        );
+    }
+    digests_agree(&[&a, &b], "promo").await;
+    for (r, tag) in [(&a, "after-a"), (&b, "after-b")] {
+        let (p0, _, p2) = first_slot(r, "promo", tag).await;
+        assert_eq!(p0, p2, "p0 back at the prior on {}", r.base);
+        let entries = promotion_entries(r, "promo").await;
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        assert_eq!(entries[0]["action"], "promotion.start");
+        assert_eq!(entries[0]["after"]["moved"][0]["states"], 1);
+    }
+}

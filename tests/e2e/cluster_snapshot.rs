@@ -66,6 +66,11 @@ async fn reward(r: &Server, event: &str, value: f64) -> (u16, Value) {
     .await
 }
 
+async fn adjust(r: &Server, event: &str, body: Value) -> (u16, Value) {
+    r.post(&format!("/v1/campaigns/home/events/{event}/adjust"), &body)
+        .await
+}
+
 /// A replica that joins after retention dropped the start of the stream starts from the
 /// newest object-store snapshot plus the tail, and reaches the same digest and stats as the
 /// replicas that applied everything — including decisions whose windows were open at the
@@ -138,6 +143,26 @@ async fn replica_joining_after_retention_reaches_the_same_digest() {
     for i in 0..30 {
         decide(if i % 2 == 0 { &a } else { &b }, &format!("open-{i}")).await;
     }
+    // A return before the snapshot: rewarded on B, corrected on A (through the stream).
+    let (s, body) = reward(&b, "open-0", 1.0).await;
+    assert_eq!(
+        (s, body["status"].clone()),
+        (200, json!("accepted")),
+        "{body}"
+    );
+    let rma = json!({"value": 0.0, "adjustment_id": "rma-0"});
+    let (s, body) = adjust(&a, "open-0", rma.clone()).await;
+    assert_eq!(
+        (s, body["status"].clone()),
+        (200, json!("accepted")),
+        "{body}"
+    );
+    let (s, body) = adjust(&b, "open-0", rma.clone()).await;
+    assert_eq!(
+        (s, body["status"].clone()),
+        (200, json!("duplicate")),
+        "{body}"
+    );
     let after_open = applied(&a).await;
     let mut snapshot_seq = 0.0;
     for _ in 0..300 {
@@ -174,6 +199,30 @@ async fn replica_joining_after_retention_reaches_the_same_digest() {
     );
     let (s, v) = c.post("/v1/campaigns/email/decide", &send("dave")).await;
     assert_eq!(s, 200, "{v}");
+    // The settled slot came with the snapshot: the return is a duplicate on C too, and a
+    // further correction made on C is applied on every replica (the digests below).
+    let (s, body) = adjust(&c, "open-0", rma).await;
+    assert_eq!(
+        (s, body["status"].clone()),
+        (200, json!("duplicate")),
+        "{body}"
+    );
+    let (s, body) = adjust(
+        &c,
+        "open-0",
+        json!({"value": 1.0, "adjustment_id": "rma-0b"}),
+    )
+    .await;
+    assert_eq!(
+        (s, body["status"].clone()),
+        (200, json!("accepted")),
+        "{body}"
+    );
+    assert_eq!(
+        (body["previous"].clone(), body["value"].clone()),
+        (json!(0.0), json!(1.0)),
+        "{body}"
+    );
 
     // Rewards after the snapshot point for decisions it holds open, on every replica: each is
     // joined the same way everywhere (accepted, or 410 once its window closed).

@@ -245,7 +245,7 @@ async fn variety_and_promotion_settings_are_validated() {
 
 /// First-slot probabilities of p0 (learned), p1 (learned poor) and p2 (never rewarded), from a
 /// decision that asks for its distribution (exact, no sampling).
-async fn first_slot(server: &Server, campaign: &str, tag: &str) -> (f64, f64, f64) {
+pub(crate) async fn first_slot(server: &Server, campaign: &str, tag: &str) -> (f64, f64, f64) {
     let (s, d) = server
         .post(
             &format!("/v1/campaigns/{campaign}/decide"),
@@ -267,7 +267,14 @@ async fn first_slot(server: &Server, campaign: &str, tag: &str) -> (f64, f64, f6
 }
 
 /// Serve `id` alone `n` times and reward each with `value`.
-async fn teach(server: &Server, campaign: &str, id: &str, value: f64, n: usize, tag: &str) {
+pub(crate) async fn teach(
+    server: &Server,
+    campaign: &str,
+    id: &str,
+    value: f64,
+    n: usize,
+    tag: &str,
+) {
     let mut rewards = Vec::new();
     for i in 0..n {
         let event = format!("{tag}-{i}");
@@ -286,7 +293,28 @@ async fn teach(server: &Server, campaign: &str, id: &str, value: f64, n: usize, 
     assert_eq!(s, 200, "{v}");
 }
 
-async fn promotion_entries(server: &Server, campaign: &str) -> Vec<Value> {
+/// `secs` since the epoch as an RFC 3339 UTC time.
+pub(crate) fn rfc3339(secs: i64) -> String {
+    let (d, s) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since the epoch to a civil date (Howard Hinnant's algorithm).
+    let z = d + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        s / 3_600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+pub(crate) async fn promotion_entries(server: &Server, campaign: &str) -> Vec<Value> {
     let (s, v) = server
         .get(&format!("/admin/v1/audit?campaign={campaign}"))
         .await;
@@ -320,25 +348,6 @@ async fn a_promotion_start_resets_its_items_once_and_is_audited() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let rfc3339 = |secs: i64| {
-        let (d, s) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-        // Days since the epoch to a civil date (Howard Hinnant's algorithm).
-        let z = d + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        format!(
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-            s / 3_600,
-            s / 60 % 60,
-            s % 60
-        )
-    };
     campaign["promotions"] = json!([{
         "id": "launch", "starts_at": rfc3339(now - 1), "ends_at": rfc3339(now + 3_600),
         "items": ["p0"], "reset": "start"

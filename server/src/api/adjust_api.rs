@@ -100,7 +100,10 @@ async fn adjust_one(
     let request: AdjustRequest = body::parse(&raw)?;
     let named = named_campaign(in_path.as_deref(), request.campaign.as_deref())?;
     let campaign = event_campaign(&state, &who, &event_id, named)?;
-    let response = state.engine.adjust(&campaign, &event_id, request).await?;
+    let response = state
+        .engine
+        .adjust_replicated(&campaign, &event_id, request)
+        .await?;
     metrics::histogram!("tailor_adjust_seconds").record(started.elapsed().as_secs_f64());
     Ok(status::ok(response))
 }

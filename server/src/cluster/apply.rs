@@ -143,10 +143,46 @@ pub(crate) fn apply(engine: &Engine, cluster: &Cluster, event: Event, seq: u64) 
             event_id,
             slots,
         } => Outcome::Count(super::activate::apply(engine, &campaign, &event_id, slots)),
+        Event::Adjust {
+            campaign,
+            event_id,
+            at_ms,
+            value,
+            delta,
+            action_id,
+            adjustment_id,
+        } => {
+            let req = tailor_wire::AdjustRequest {
+                value,
+                delta,
+                action_id,
+                adjustment_id,
+                campaign: None,
+            };
+            Outcome::Adjust(super::adjust::apply(
+                engine, &campaign, &event_id, &req, at_ms,
+            ))
+        }
     };
     if now > 0 {
         if let Err(e) = engine.sweep(now) {
             tracing::error!(seq, error = %e, "closing reward windows on stream time failed");
+        }
+        // Promotion boundaries too pass on stream time: every replica applies one at the same
+        // point of the stream.
+        match engine.apply_promotions(now) {
+            Ok(applied) if applied.is_empty() => {}
+            Ok(applied) => {
+                let store = engine.store().clone();
+                tokio::spawn(async move {
+                    if let Err(e) = applied.audit(store).await {
+                        tracing::error!(error = %e, "promotion boundaries applied but not audited");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::error!(seq, error = %e, "applying promotion boundaries on stream time failed")
+            }
         }
     }
     outcome

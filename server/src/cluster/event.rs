@@ -56,6 +56,17 @@ pub enum Event {
         event_id: String,
         slots: bool,
     },
+    /// A return (`POST .../adjust`) as received; `at_ms` is the receiving replica's clock, the
+    /// stream time its return window is judged at (`cluster/adjust.rs`).
+    Adjust {
+        campaign: String,
+        event_id: String,
+        at_ms: u64,
+        value: Option<f64>,
+        delta: Option<f64>,
+        action_id: Option<String>,
+        adjustment_id: Option<String>,
+    },
 }
 
 /// A campaign config change.
@@ -124,7 +135,10 @@ impl Event {
                 "c.{:016x}.{revision}",
                 xxh3_64_with_seed(campaign.as_bytes(), 0)
             )),
-            Event::Tick { .. } | Event::ShopperDeleted { .. } | Event::Activate { .. } => None,
+            Event::Tick { .. }
+            | Event::ShopperDeleted { .. }
+            | Event::Activate { .. }
+            | Event::Adjust { .. } => None,
         }
     }
 
@@ -134,7 +148,9 @@ impl Event {
             Event::Decision { decision, .. } | Event::SendTime { decision, .. } => {
                 Some(decision.at_ms)
             }
-            Event::Reward { at_ms, .. } | Event::Tick { at_ms } => Some(*at_ms),
+            Event::Reward { at_ms, .. } | Event::Tick { at_ms } | Event::Adjust { at_ms, .. } => {
+                Some(*at_ms)
+            }
             Event::Config { .. } | Event::ShopperDeleted { .. } | Event::Activate { .. } => None,
         }
     }

@@ -17,6 +17,7 @@
 //! state in `digest.rs`.
 
 mod activate;
+mod adjust;
 pub mod apply;
 pub mod audit;
 pub mod digest;
@@ -209,6 +210,7 @@ fn js_err(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> ClusterError
 #[derive(Debug)]
 pub(crate) enum Outcome {
     Reward(Result<RewardStatus, EngineError>),
+    Adjust(Result<tailor_wire::AdjustResponse, EngineError>),
     Config(Result<(), EngineError>),
     /// How many things an event removed here (a shopper deletion's campaign states).
     Count(Result<usize, EngineError>),

@@ -43,7 +43,8 @@ use crate::error::EngineError;
 pub const OBJECT: &str = "newest";
 /// Version byte before an encoded image.
 /// 2: campaign images carry send-time shopper states and send events.
-const IMAGE_VERSION: u8 = 2;
+/// 3: and the settled slots returns correct.
+const IMAGE_VERSION: u8 = 3;
 
 /// The replicated state after applying the stream up to `seq`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -211,9 +212,14 @@ async fn newest(buckets: &Buckets) -> Result<Option<ClusterImage>, ClusterError>
         .read_to_end(&mut bytes)
         .await
         .map_err(|e| js_err("snapshot download")(&e))?;
-    ClusterImage::decode(&bytes)
-        .map(Some)
-        .map_err(|e| js_err("snapshot decode")(&e))
+    match ClusterImage::decode(&bytes) {
+        Ok(image) => Ok(Some(image)),
+        Err(e) => {
+            // Say, written by an older version: not used; the next one this version takes is.
+            tracing::warn!(error = %e, "the newest snapshot cannot be read by this version; not used");
+            Ok(None)
+        }
+    }
 }
 
 /// Start this replica from the newest snapshot when there is one the stream's tail continues;

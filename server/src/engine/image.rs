@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{to_json, Engine};
 use crate::campaign::CampaignConfig;
 use crate::error::EngineError;
-use crate::store::{CampaignSnapshot, EventRecord, SendEventRecord, ShopperRecord};
+use crate::store::{CampaignSnapshot, EventRecord, SendEventRecord, SettledSlot, ShopperRecord};
 
 /// One campaign in a cluster snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +25,9 @@ pub struct CampaignImage {
     pub shoppers: Vec<(String, ShopperRecord)>,
     /// Send-time campaigns: (event id, send event): what a send's reward joins.
     pub sends: Vec<(String, SendEventRecord)>,
+    /// (event id, slot, settled state): what returns (`/adjust`) correct, and their
+    /// idempotency keys.
+    pub settled: Vec<(String, u32, SettledSlot)>,
 }
 
 impl Engine {
@@ -34,8 +37,12 @@ impl Engine {
         let rt = self.campaign(id)?;
         let state = rt.snapshot();
         let mut events = Vec::new();
+        let mut settled = Vec::new();
         for e in self.store.join_states(id) {
             let mut e = e?;
+            for (slot, state) in self.store.settled(id, &e.event_id)? {
+                settled.push((e.event_id.clone(), slot, state));
+            }
             if !e.is_pruned() && e.vectors.is_empty() {
                 // The vectors live in the decision's frame of this replica's log.
                 if let Some(d) = self.store.decision(id, e.decision_seq)? {
@@ -61,6 +68,7 @@ impl Engine {
             events,
             shoppers,
             sends,
+            settled,
         })
     }
 
@@ -96,6 +104,9 @@ impl Engine {
         }
         for (event_id, send) in image.sends {
             self.store.put_send_event(&id, &event_id, &send)?;
+        }
+        for (event_id, slot, state) in image.settled {
+            self.store.put_settled(&id, &event_id, slot, &state)?;
         }
         self.store.put_snapshot(&id, &rt.snapshot())?;
         Ok(())

@@ -258,6 +258,10 @@ fn due(config: &CampaignConfig, learner: &Learner, now: u64) -> bool {
     current != learner.marks.len()
 }
 
+/// The boundaries applied by one tick, to be audited ([`PromotionsApplied::audit`]).
+#[must_use = "audit the boundaries applied"]
+pub(crate) struct PromotionsApplied(Vec<Applied>);
+
 /// A boundary applied by one tick, for the audit.
 struct Applied {
     campaign: String,
@@ -274,6 +278,16 @@ impl Engine {
     /// Apply every promotion boundary that has passed by `now` and was not applied yet, then
     /// audit each. Returns how many were applied.
     pub async fn promotion_tick(&self, now: u64) -> Result<usize, EngineError> {
+        let applied = self.apply_promotions(now)?;
+        let n = applied.0.len();
+        applied.audit(self.store.clone()).await?;
+        Ok(n)
+    }
+
+    /// Apply every promotion boundary that has passed by `now` and was not applied yet; the
+    /// audit entries are left to the caller (cluster mode applies boundaries on stream time,
+    /// inside the applier, and audits off it).
+    pub(crate) fn apply_promotions(&self, now: u64) -> Result<PromotionsApplied, EngineError> {
         let mut applied = Vec::new();
         for rt in self.campaigns() {
             if rt.config.promotions.is_empty() {
@@ -343,8 +357,23 @@ impl Engine {
             })?;
             applied.extend(done);
         }
-        let audit = AuditLog::new(self.store.clone());
-        for a in &applied {
+        Ok(PromotionsApplied(applied))
+    }
+}
+
+impl PromotionsApplied {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Append an audit entry per boundary (to `store`'s audit tree: in cluster mode each
+    /// replica records the boundaries it applied).
+    pub(crate) async fn audit(
+        self,
+        store: std::sync::Arc<dyn crate::store::Store>,
+    ) -> Result<(), EngineError> {
+        let audit = AuditLog::new(store);
+        for a in &self.0 {
             tracing::info!(campaign = %a.campaign, promotion = %a.promotion, end = a.end, reset = a.reset, "promotion boundary applied");
             audit
                 .append(
@@ -369,7 +398,7 @@ impl Engine {
                 )
                 .await?;
         }
-        Ok(applied.len())
+        Ok(())
     }
 }
 

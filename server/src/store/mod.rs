@@ -114,6 +114,15 @@ pub trait LogStore: Send + Sync + 'static {
         event_id: &str,
     ) -> Result<Vec<(u32, SettledSlot)>, StoreError>;
 
+    /// Store a slot's settled state as it is (a cluster snapshot restoring another replica's).
+    fn put_settled(
+        &self,
+        campaign: &str,
+        event_id: &str,
+        slot: u32,
+        state: &SettledSlot,
+    ) -> Result<(), StoreError>;
+
     /// In one atomic batch: append the adjustment to its campaign's log and store its slot's
     /// new settled state (`S` key of `adjustment.entry.event_id`, slot `adjustment.entry.slot`).
     fn commit_adjustment(

@@ -790,6 +790,18 @@ impl LogStore for SledStore {
             .collect()
     }
 
+    fn put_settled(
+        &self,
+        campaign: &str,
+        event_id: &str,
+        slot: u32,
+        state: &SettledSlot,
+    ) -> Result<(), StoreError> {
+        self.log
+            .insert(settled_key(campaign, event_id, slot), encode(state))?;
+        Ok(())
+    }
+
     fn commit_adjustment(
         &self,
         adjustment: &AdjustmentRecord,
