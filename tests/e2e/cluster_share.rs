@@ -508,6 +508,74 @@ async fn personalizer_surface_across_replicas() {
     assert_eq!(digest["decisions"], 41, "{digest}");
     assert_eq!(digest["rewards"], 41, "{digest}");
     assert_eq!(a.stats("lunch").await, b.stats("lunch").await);
+
+    // Model operations go through the stream: reset on B, the model exported before it
+    // imported on A, the logs deleted on B — each the same on both replicas.
+    use reqwest::Method;
+    let (s, v) = a
+        .post(
+            "/admin/v1/keys",
+            &json!({"role": "editor", "campaign": "lunch"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let editor = v["key"].as_str().unwrap().to_string();
+    let admin = |method: Method, server: &Server, path: &str| {
+        http.request(method, server.url(&format!("/personalizer/v1.0{path}")))
+            .header("Ocp-Apim-Subscription-Key", editor.as_str())
+    };
+    until!(
+        "B honours the editor key",
+        admin(Method::GET, &b, "/model/properties")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+    );
+    let r = admin(Method::GET, &a, "/model").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let model = r.bytes().await.unwrap();
+    let r = admin(Method::DELETE, &b, "/model").send().await.unwrap();
+    assert_eq!(r.status(), 204, "{:?}", r.text().await);
+    let reset = digests_agree(&[&a, &b], "lunch").await;
+    assert_ne!(reset["digest"], digest["digest"], "reset on both: {reset}");
+    let r = admin(Method::PUT, &a, "/model")
+        .body(model)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "{:?}", r.text().await);
+    let imported = digests_agree(&[&a, &b], "lunch").await;
+    assert_ne!(
+        imported["digest"], reset["digest"],
+        "imported on both: {imported}"
+    );
+    // A file that is not a model is refused where it arrives, and changes nothing.
+    let r = admin(Method::PUT, &b, "/model")
+        .body("not a model")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        digests_agree(&[&a, &b], "lunch").await["digest"],
+        imported["digest"]
+    );
+    let r = admin(Method::DELETE, &b, "/logs").send().await.unwrap();
+    assert_eq!(r.status(), 204, "{:?}", r.text().await);
+    for r in [&a, &b] {
+        until!(format!("logs deleted on {}", r.base), {
+            let v: Value = admin(Method::GET, r, "/logs/properties")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["dateRange"] == json!({})
+        });
+    }
 }
 
 /// Promotion boundaries pass on stream time in cluster mode: every replica resets the named

@@ -163,6 +163,7 @@ pub(crate) fn apply(engine: &Engine, cluster: &Cluster, event: Event, seq: u64) 
                 engine, &campaign, &event_id, &req, at_ms,
             ))
         }
+        Event::Model { campaign, change } => super::model::apply(engine, &campaign, change, now),
     };
     if now > 0 {
         if let Err(e) = engine.sweep(now) {

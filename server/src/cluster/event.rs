@@ -67,6 +67,22 @@ pub enum Event {
         action_id: Option<String>,
         adjustment_id: Option<String>,
     },
+    /// A model operation of the Personalizer surface (`cluster/model.rs`).
+    Model {
+        campaign: String,
+        change: ModelChange,
+    },
+}
+
+/// What a [`Event::Model`] does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ModelChange {
+    /// A model file exported by `GET model`.
+    Import(Vec<u8>),
+    /// Every policy starts fresh.
+    Reset,
+    /// The campaign's decision and reward logs are deleted up to this point.
+    DeleteLogs,
 }
 
 /// A campaign config change.
@@ -138,7 +154,8 @@ impl Event {
             Event::Tick { .. }
             | Event::ShopperDeleted { .. }
             | Event::Activate { .. }
-            | Event::Adjust { .. } => None,
+            | Event::Adjust { .. }
+            | Event::Model { .. } => None,
         }
     }
 
@@ -151,7 +168,10 @@ impl Event {
             Event::Reward { at_ms, .. } | Event::Tick { at_ms } | Event::Adjust { at_ms, .. } => {
                 Some(*at_ms)
             }
-            Event::Config { .. } | Event::ShopperDeleted { .. } | Event::Activate { .. } => None,
+            Event::Config { .. }
+            | Event::ShopperDeleted { .. }
+            | Event::Activate { .. }
+            | Event::Model { .. } => None,
         }
     }
 }

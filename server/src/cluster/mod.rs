@@ -24,6 +24,7 @@ pub mod digest;
 mod entry;
 pub mod event;
 pub mod keys;
+mod model;
 mod send_time;
 mod shoppers;
 pub mod snapshot;
@@ -211,6 +212,10 @@ fn js_err(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> ClusterError
 pub(crate) enum Outcome {
     Reward(Result<RewardStatus, EngineError>),
     Adjust(Result<tailor_wire::AdjustResponse, EngineError>),
+    /// A model import: the policies replaced.
+    Imported(Result<Vec<String>, EngineError>),
+    /// A log deletion: (decisions, rewards) deleted here.
+    Deleted(Result<(u64, u64), EngineError>),
     Config(Result<(), EngineError>),
     /// How many things an event removed here (a shopper deletion's campaign states).
     Count(Result<usize, EngineError>),
@@ -361,6 +366,11 @@ impl Cluster {
     /// The stream time (largest event time applied), ms since the epoch.
     pub fn stream_time(&self) -> u64 {
         self.stream_time.load(Ordering::Acquire)
+    }
+
+    /// The largest message the NATS server takes (its `max_payload`).
+    pub fn max_payload(&self) -> usize {
+        self.client.server_info().max_payload
     }
 
     /// Whether the NATS connection is up.

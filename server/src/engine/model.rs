@@ -67,6 +67,15 @@ impl Engine {
     /// Refused (nothing changed) when the featurizer differs or no policy matches. Returns the
     /// names of the policies replaced.
     pub fn import_model(&self, campaign: &str, bytes: &[u8]) -> Result<Vec<String>, EngineError> {
+        self.import_model_at(campaign, bytes, super::now_ms())
+    }
+
+    /// Check that `bytes` is a model file this server can read, without importing it.
+    pub(crate) fn check_model_file(bytes: &[u8]) -> Result<(), EngineError> {
+        Self::decode_model(bytes).map(|_| ())
+    }
+
+    fn decode_model(bytes: &[u8]) -> Result<(ModelFile, Vec<(String, Policy)>), EngineError> {
         let file: ModelFile = bytes
             .strip_prefix(MAGIC.as_slice())
             .and_then(|rest| postcard::from_bytes(rest).ok())
@@ -85,6 +94,18 @@ impl Engine {
             })?;
             decoded.push((name.clone(), p));
         }
+        Ok((file, decoded))
+    }
+
+    /// [`Engine::import_model`] with imported evidence starting to age at `now` (ms): cluster
+    /// replicas pass the stream time, so they all hold the same state.
+    pub(crate) fn import_model_at(
+        &self,
+        campaign: &str,
+        bytes: &[u8],
+        now: u64,
+    ) -> Result<Vec<String>, EngineError> {
+        let (file, decoded) = Self::decode_model(bytes)?;
         self.with_books(campaign, |rt, _books, learner| {
             if file.featurizer != rt.config.featurizer {
                 return Err(EngineError::invalid(
@@ -118,7 +139,7 @@ impl Engine {
                     *slot = p.clone();
                     // The file carries no wall clock: imported evidence starts ageing now.
                     let _ = slot.set_time_half_life(rt.config.half_life_ms());
-                    slot.restamp(super::now_ms());
+                    slot.restamp(now);
                     names.push(n.clone());
                 }
             }
@@ -141,6 +162,11 @@ impl Engine {
 
     /// Forget everything learned: every policy starts fresh (counters are kept).
     pub fn reset_model(&self, campaign: &str) -> Result<(), EngineError> {
+        self.reset_model_at(campaign, super::now_ms())
+    }
+
+    /// [`Engine::reset_model`] with the fresh policies' clocks at `now` (ms).
+    pub(crate) fn reset_model_at(&self, campaign: &str, now: u64) -> Result<(), EngineError> {
         self.with_books(campaign, |rt, _books, learner| {
             let dim = rt.featurizer.dimension();
             for (_, slot) in learner.policies.iter_mut() {
@@ -149,7 +175,7 @@ impl Engine {
                     .build(dim)
                     .map_err(|e| EngineError::policy("policy", e))?;
                 let _ = slot.set_time_half_life(rt.config.half_life_ms());
-                slot.restamp(super::now_ms());
+                slot.restamp(now);
             }
             Ok(())
         })

@@ -549,7 +549,10 @@ async fn import_model(
 ) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
     let raw = body::read(payload, MODEL_LIMIT).await?;
-    let names = state.engine.import_model(&campaign, &raw)?;
+    let names = state
+        .engine
+        .import_model_replicated(&campaign, raw.to_vec())
+        .await?;
     update(&state, &req, &campaign, "personalizer.model.import", |c| {
         set_stored(c, "modelCreated", json!(time::format_ms(now_ms())));
         Ok(())
@@ -561,7 +564,7 @@ async fn import_model(
 
 async fn reset_model(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
-    state.engine.reset_model(&campaign)?;
+    state.engine.reset_model_replicated(&campaign).await?;
     update(&state, &req, &campaign, "personalizer.model.reset", |c| {
         set_stored(c, "modelCreated", json!(time::format_ms(now_ms())));
         Ok(())
@@ -586,11 +589,7 @@ async fn model_properties(state: Authorized, req: HttpRequest) -> Result<HttpRes
 
 async fn delete_logs(state: Authorized, req: HttpRequest) -> Result<HttpResponse, PzError> {
     let campaign = campaign_of(&req)?;
-    let engine = state.engine.clone();
-    let id = campaign.clone();
-    let (d, r) = web::block(move || engine.delete_logs(&id))
-        .await
-        .map_err(blocking)??;
+    let (d, r) = state.engine.delete_logs_replicated(&campaign).await?;
     auth::audit(
         &state,
         &req,
