@@ -592,7 +592,7 @@ fn rekey(
 /// hold. Not used by the server; the end-to-end migration test starts from it.
 #[doc(hidden)]
 pub fn downgrade_to_schema1(dir: &std::path::Path) -> Result<(), StoreError> {
-    let db = sled::Config::new().path(dir).open()?;
+    let db = crate::store::sled_store::open_waiting_for_lock(&sled::Config::new().path(dir))?;
     downgrade_to_schema3(dir, &db)?;
     downgrade_to_schema2(&db)?;
     let old_id = |id: &str| id.replace(crate::engine::SLOT_SEPARATOR, "/");
@@ -708,7 +708,8 @@ mod tests {
     /// missing (a crash after its decision was logged); `ghost` was deferred and never decided;
     /// `e2` got a reward.
     fn write_schema1(dir: &std::path::Path) {
-        let db = sled::open(dir).unwrap();
+        let db = crate::store::sled_store::open_waiting_for_lock(&sled::Config::new().path(dir))
+            .unwrap();
         let t = |name: &str| db.open_tree(name).unwrap();
         t("meta").insert(SCHEMA_KEY, &1u32.to_be_bytes()).unwrap();
         for (seq, id, c) in [(1u64, "a+b/c%d==", "c1"), (2, "e2", "c2"), (3, "e3", "c2")] {
@@ -755,7 +756,8 @@ mod tests {
 
     /// Every tree but `meta`, as (tree, key, value) rows.
     fn dump(dir: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
-        let db = sled::open(dir).unwrap();
+        let db = crate::store::sled_store::open_waiting_for_lock(&sled::Config::new().path(dir))
+            .unwrap();
         let mut rows = Vec::new();
         for name in db.tree_names() {
             if name.as_ref() == b"meta" {
@@ -853,7 +855,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_schema1(dir.path());
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = crate::store::sled_store::open_waiting_for_lock(
+                &sled::Config::new().path(dir.path()),
+            )
+            .unwrap();
             let events = db.open_tree("events").unwrap();
             let mut done = Migrated::default();
             rekey(&db.open_tree("pending").unwrap(), 8, &mut done, |id, v| {
@@ -885,7 +890,10 @@ mod tests {
         let cut = tempfile::tempdir().unwrap();
         write_schema1(cut.path());
         {
-            let db = sled::open(cut.path()).unwrap();
+            let db = crate::store::sled_store::open_waiting_for_lock(
+                &sled::Config::new().path(cut.path()),
+            )
+            .unwrap();
             v1_to_v2(&db).unwrap();
             copy_v2_into_log(&db).unwrap();
             db.flush().unwrap();
@@ -949,7 +957,10 @@ mod tests {
         }
         downgrade_to_schema1(dir.path()).unwrap();
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = crate::store::sled_store::open_waiting_for_lock(
+                &sled::Config::new().path(dir.path()),
+            )
+            .unwrap();
             assert!(db
                 .open_tree("events")
                 .unwrap()

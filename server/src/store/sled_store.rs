@@ -311,14 +311,36 @@ fn encode_decision(d: &DecisionRecord) -> Vec<u8> {
     out
 }
 
+/// How long an open waits for the directory's lock to be released.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Open `config`'s database, waiting up to [`LOCK_WAIT`] while its file lock is held: the
+/// background threads of a database just dropped in this process (sled's flusher and I/O
+/// pool) can hold it a moment longer. Another process holding it is still refused, after the
+/// wait.
+pub(super) fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 impl SledStore {
     /// Open (or create) the store in `dir`, converting an older schema first.
     pub fn open(dir: &Path, cache_capacity: u64, flush_every_ms: u64) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_capacity)
-            .flush_every_ms(Some(flush_every_ms))
-            .open()?;
+            .flush_every_ms(Some(flush_every_ms));
+        let db = open_waiting_for_lock(&config)?;
         let meta = db.open_tree("meta")?;
         let segments = Arc::new(Segments::open(&segments_dir(dir))?);
         let mut legacy_decision_seq = 0;
