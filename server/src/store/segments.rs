@@ -742,6 +742,68 @@ impl Segments {
         Ok(())
     }
 
+    /// For retention, which deletes whole segments only: the largest `last_seq` of a segment
+    /// (not the head) whose frames are all at or below `stop`, 0 when there is none. When the
+    /// head segment holds frames at or below `stop`, it is sealed first (O(1): the buffer is
+    /// written out and later appends go to a new file), so a campaign's segments each span at
+    /// most one retention interval and none outlives its frames by more.
+    pub(super) fn whole_segments_up_to(
+        &self,
+        campaign: &str,
+        stop: u64,
+    ) -> Result<u64, StoreError> {
+        let Some(log) = self.log(campaign) else {
+            return Ok(0);
+        };
+        let mut log = log.lock();
+        if let Some(head) = log.segments.last() {
+            if head.last_seq > 0 && head.first_seq <= stop {
+                let next = log.last_seq() + 1;
+                log.roll(next)?;
+            }
+        }
+        let n = log.segments.len();
+        Ok(log.segments[..n.saturating_sub(1)]
+            .iter()
+            .take_while(|seg| seg.last_seq <= stop)
+            .map(|seg| seg.last_seq)
+            .max()
+            .unwrap_or(0))
+    }
+
+    /// Remove `campaign`'s segments (never the head) whose frames are all at or below `up_to`.
+    /// The lock is held only to detach them from the log: their files are deleted after, so
+    /// appends and reads never wait on it (a reader that started before keeps its open file).
+    pub(super) fn delete_whole_segments(
+        &self,
+        campaign: &str,
+        up_to: u64,
+    ) -> Result<(), StoreError> {
+        let Some(log) = self.log(campaign) else {
+            return Ok(());
+        };
+        let (gone, dir) = {
+            let mut log = log.lock();
+            let n = log.segments.len();
+            let k = log.segments[..n.saturating_sub(1)]
+                .iter()
+                .take_while(|seg| seg.last_seq <= up_to)
+                .count();
+            if k == 0 {
+                return Ok(());
+            }
+            log.dir_unsynced = true;
+            (log.segments.drain(..k).collect::<Vec<_>>(), log.dir.clone())
+        };
+        for seg in gone {
+            fs::remove_file(&seg.path).map_err(io_err("log segment"))?;
+        }
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("log directory"))?;
+        Ok(())
+    }
+
     /// Rewrite frames of every campaign: `change` returns a new payload for a frame to change.
     /// Segments with no change are left untouched. Returns how many frames changed.
     pub(super) fn rewrite_all(

@@ -424,6 +424,31 @@ impl SledStore {
         Ok(store)
     }
 
+    /// Remove `campaign`'s sled log entries (rewards, returns, legacy decisions) up to `up_to`,
+    /// in batches. Returns how many rewards and returns went.
+    fn delete_entries_up_to(&self, campaign: &str, up_to: u64) -> Result<u64, StoreError> {
+        let mut rewards = 0;
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for kv in self
+            .log
+            .range(log_key(campaign, 0)..=log_key(campaign, up_to))
+        {
+            let (k, v) = kv?;
+            if is_reward(&v) || is_adjustment(&v) {
+                rewards += 1;
+            }
+            batch.remove(k);
+            n += 1;
+            if n == 4096 {
+                self.log.apply_batch(std::mem::take(&mut batch))?;
+                n = 0;
+            }
+        }
+        self.log.apply_batch(batch)?;
+        Ok(rewards)
+    }
+
     /// Hold again the open windows that were only in memory: every decision frame from its
     /// campaign's mark on whose join state is not in sled.
     fn rebuild_open_windows(&self) -> Result<(), StoreError> {
@@ -970,25 +995,8 @@ impl LogStore for SledStore {
             }
             self.marks.open.remove(campaign, &id);
         }
-        let (mut decisions, mut rewards) = (0, 0);
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for kv in self
-            .log
-            .range(log_key(campaign, 0)..=log_key(campaign, up_to))
-        {
-            let (k, v) = kv?;
-            if is_reward(&v) || is_adjustment(&v) {
-                rewards += 1;
-            }
-            batch.remove(k);
-            n += 1;
-            if n == 4096 {
-                self.log.apply_batch(std::mem::take(&mut batch))?;
-                n = 0;
-            }
-        }
-        self.log.apply_batch(batch)?;
+        let mut decisions = 0;
+        let rewards = self.delete_entries_up_to(campaign, up_to)?;
         // Join states first: a decision whose window is still open hands its vectors to its
         // join state before its frame goes (its rewards and its default reward still need them).
         self.segments.delete_up_to(campaign, up_to, |_, v| {
@@ -1125,37 +1133,51 @@ impl LogStore for SledStore {
                     .saturating_sub(expire_margin_ms(settle_ms)),
             )
         };
-        // Pass 1, oldest first: the decisions to go, and the keys sled keeps about their events.
-        // Decisions are appended in seq order with the wall clock, so the first decision logged
-        // after `before_ms` ends the run (a clock step back only delays retention); so does the
-        // first whose window is still open (the sweeper is behind).
-        let mut batch = sled::Batch::default();
+        // Pass 1, oldest first: how far the decisions may go. Decisions are appended in seq
+        // order with the wall clock, so the first decision logged after `before_ms` ends the
+        // run (a clock step back only delays retention); so does the first whose window is
+        // still open (the sweeper is behind).
+        let mut stop = 0;
         for d in self.decision_scan(campaign, 0) {
             let d = d?;
-            if d.at_ms > before_ms || d.seq > max_seq || out.decisions as usize >= limit {
+            if d.at_ms > before_ms || d.seq > max_seq {
                 break;
             }
             if self.marks.open.seq_of(campaign, &d.event_id) == Some(d.seq) {
                 // Its window is open, held in memory.
                 break;
             }
-            let jk = join_key(campaign, &d.event_id);
-            let own = match self.log.get(&jk)? {
-                Some(v) => {
-                    let e = decode_event(campaign, &d.event_id, &v)?;
-                    if e.decision_seq == d.seq && !e.closed {
-                        break;
-                    }
-                    // An event id decided again after an earlier expiry: its keys are the newer
-                    // decision's.
-                    e.decision_seq == d.seq
+            if let Some(v) = self.log.get(join_key(campaign, &d.event_id))? {
+                let e = decode_event(campaign, &d.event_id, &v)?;
+                if e.decision_seq == d.seq && !e.closed {
+                    break;
                 }
-                None => true,
-            };
-            out.up_to = d.seq;
+            }
+            stop = d.seq;
+        }
+        if stop == 0 {
+            return Ok(out);
+        }
+        // Whole segments only: deleting part of one would rewrite it under the campaign's log
+        // lock, stalling its decides (issue 17). What a partly expired segment holds goes with
+        // it on a later pass.
+        out.up_to = self.segments.whole_segments_up_to(campaign, stop)?;
+        // Pass 2: the keys sled keeps about the events that go, in batches of `limit`.
+        let mut batch = sled::Batch::default();
+        let mut batched = 0;
+        for d in self.decision_scan(campaign, 0) {
+            let d = d?;
+            if d.seq > out.up_to {
+                break;
+            }
             out.decisions += 1;
-            if !own {
-                continue;
+            let jk = join_key(campaign, &d.event_id);
+            if let Some(v) = self.log.get(&jk)? {
+                // An event id decided again after an earlier expiry: its keys are the newer
+                // decision's.
+                if decode_event(campaign, &d.event_id, &v)?.decision_seq != d.seq {
+                    continue;
+                }
             }
             batch.remove(jk);
             out.keys += 1;
@@ -1168,11 +1190,16 @@ impl LogStore for SledStore {
                 self.send_events.remove(&sk)?;
                 out.keys += 1;
             }
+            batched += 1;
+            if batched >= limit.max(1) {
+                self.log.apply_batch(std::mem::take(&mut batch))?;
+                batched = 0;
+            }
         }
         if out.up_to == 0 {
             return Ok(out);
         }
-        // Pass 2: rewards and returns of those decisions logged after the last of them (up to
+        // Pass 3: rewards and returns of those decisions logged after the last of them (up to
         // what the snapshot covers), so no reward is left naming a decision that is gone.
         let mut late = 0;
         for kv in self
@@ -1195,9 +1222,9 @@ impl LogStore for SledStore {
             }
         }
         self.log.apply_batch(batch)?;
-        // Pass 3: the frames and the entries up to the last decision.
-        let (decisions, rewards) = self.delete_log(campaign, out.up_to)?;
-        out.decisions = decisions;
+        // Pass 4: the entries up to the last decision, then its whole segments.
+        let rewards = self.delete_entries_up_to(campaign, out.up_to)?;
+        self.segments.delete_whole_segments(campaign, out.up_to)?;
         out.rewards = rewards + late;
         Ok(out)
     }
@@ -1809,24 +1836,39 @@ mod tests {
         let none = s.expire_log("c", 0, 0, 0, 10).unwrap();
         assert_eq!(none, crate::store::Expired::default());
 
+        // Whole segments only: e1 and e2 share theirs with e3, whose window is open, so
+        // nothing goes yet (the segment is sealed: later decisions start a new one).
         let gone = s.expire_log("c", 0, 6, 0, 10).unwrap();
+        assert_eq!(gone, crate::store::Expired::default());
+        assert!(s.event("c", "e1").unwrap().is_some());
+        let e7 = log(&s, "c", 7, "e7", 9_500);
+        assert_eq!(e7.decision_seq, 7);
+        s.commit_rewards(&close(&e3), &[], true).unwrap();
+
+        let gone = s.expire_log("c", 0, 7, 0, 10).unwrap();
         assert_eq!(
             (gone.up_to, gone.decisions, gone.rewards),
-            (2, 2, 1),
+            (3, 3, 2),
             "{gone:?}"
         );
-        assert!(gone.keys >= 3, "two markers and a settled slot: {gone:?}");
-        assert!(s.event("c", "e1").unwrap().is_none());
-        assert!(s.event("c", "e2").unwrap().is_none());
+        assert!(gone.keys >= 4, "three markers and a settled slot: {gone:?}");
+        for e in ["e1", "e2", "e3"] {
+            assert!(s.event("c", e).unwrap().is_none(), "{e}");
+        }
         assert!(s.settled("c", "e1").unwrap().is_empty());
-        // The open window stays whole, and every remaining reward still joins its decision.
-        assert_eq!(s.event("c", "e3").unwrap().unwrap().decision_seq, 3);
+        // The open window stays whole, in the new segment.
+        assert_eq!(s.event("c", "e7").unwrap().unwrap().decision_seq, 7);
         let left: Vec<_> = s.decisions("c", 0).map(|d| d.unwrap().seq).collect();
-        assert_eq!(left, vec![3]);
+        assert_eq!(left, vec![7]);
         let rewards: Vec<_> = s.rewards("c").collect::<Result<_, _>>().unwrap();
-        assert_eq!(rewards, vec![reward(&e3, 6, 0.5)]);
+        assert!(rewards.is_empty(), "{rewards:?}");
         // Other campaigns are untouched; a second call finds nothing (the open window stops it).
         assert!(s.event("other", "e1").unwrap().is_some());
-        assert_eq!(s.expire_log("c", 0, 6, 0, 10).unwrap().up_to, 0);
+        assert_eq!(s.expire_log("c", 0, 7, 0, 10).unwrap().up_to, 0);
+        // The segments left open again as they are.
+        drop(s);
+        let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
+        let left: Vec<_> = s.decisions("c", 0).map(|d| d.unwrap().seq).collect();
+        assert_eq!(left, vec![7]);
     }
 }
