@@ -583,7 +583,7 @@ async fn personalizer_surface_across_replicas() {
 /// boundary in its audit trail, once.
 #[tokio::test]
 async fn promotion_boundaries_apply_on_every_replica() {
-    use crate::variety::{first_slot, promotion_entries, rfc3339, teach};
+    use crate::variety::{first_slot, promotion_entries, start_launch_promotion, teach};
     let nats = Nats::start();
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let a = replica(&nats, dirs[0].path(), "a").await;
@@ -596,14 +596,7 @@ async fn promotion_boundaries_apply_on_every_replica() {
     let (p0, _, p2) = first_slot(&b, "promo", "before").await;
     assert!(p0 > 0.9 && p2 < 0.1, "learned on A, served by B: {p0} {p2}");
 
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    campaign["promotions"] = json!([{
-        "id": "launch", "starts_at": rfc3339(now - 1), "ends_at": rfc3339(now + 3_600),
-        "items": ["p0"], "reset": "start"
-    }]);
+    start_launch_promotion(&mut campaign);
     let (s, v) = b.put("/admin/v1/campaigns/promo", &campaign).await;
     assert_eq!(s, 200, "{v}");
     for r in [&a, &b] {

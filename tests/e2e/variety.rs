@@ -293,8 +293,21 @@ pub(crate) async fn teach(
     assert_eq!(s, 200, "{v}");
 }
 
+/// Add to `campaign` the promotion `launch` of p0 that started a second ago (for an hour),
+/// resetting p0 toward the prior at its start.
+pub(crate) fn start_launch_promotion(campaign: &mut Value) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    campaign["promotions"] = json!([{
+        "id": "launch", "starts_at": rfc3339(now - 1), "ends_at": rfc3339(now + 3_600),
+        "items": ["p0"], "reset": "start"
+    }]);
+}
+
 /// `secs` since the epoch as an RFC 3339 UTC time.
-pub(crate) fn rfc3339(secs: i64) -> String {
+fn rfc3339(secs: i64) -> String {
     let (d, s) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Days since the epoch to a civil date (Howard Hinnant's algorithm).
     let z = d + 719_468;
@@ -344,14 +357,7 @@ async fn a_promotion_start_resets_its_items_once_and_is_audited() {
     assert!(p0 > 0.9 && p1 < p2, "learned: {p0} {p1} {p2}");
 
     // A promotion of p0 that started a second ago, resetting at its start.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    campaign["promotions"] = json!([{
-        "id": "launch", "starts_at": rfc3339(now - 1), "ends_at": rfc3339(now + 3_600),
-        "items": ["p0"], "reset": "start"
-    }]);
+    start_launch_promotion(&mut campaign);
     let (s, v) = server.put("/admin/v1/campaigns/promo", &campaign).await;
     assert_eq!(s, 200, "{v}");
 
