@@ -1292,6 +1292,14 @@ impl ConfigStore for SledStore {
 
     fn delete_campaign(&self, id: &str) -> Result<(), StoreError> {
         self.campaigns.remove(id.as_bytes())?;
+        // Its evaluations and autopilot state go with it: a campaign created again under the
+        // same id starts without them.
+        let evaluations = self.db.open_tree("evaluations")?;
+        let mut batch = sled::Batch::default();
+        for kv in evaluations.scan_prefix(event_key(id, "")) {
+            batch.remove(kv?.0);
+        }
+        evaluations.apply_batch(batch)?;
         Ok(())
     }
 
@@ -1582,6 +1590,19 @@ mod tests {
         // Not yet due: kept.
         s.drop_orphan_pending("c", "e1", 500).unwrap();
         assert_eq!(s.due_events(5_000, 10).unwrap(), vec![pair("c", "e1")]);
+    }
+
+    #[test]
+    fn a_deleted_campaign_takes_its_evaluations_along() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
+        s.put_campaign("c", b"{}").unwrap();
+        s.put_evaluation("c", "ev1", b"1").unwrap();
+        s.put_evaluation("c", "_autopilot", b"2").unwrap();
+        s.put_evaluation("c2", "ev1", b"3").unwrap();
+        s.delete_campaign("c").unwrap();
+        assert!(s.evaluations("c").unwrap().is_empty());
+        assert_eq!(s.evaluations("c2").unwrap(), vec![b"3".to_vec()]);
     }
 
     /// Untouched open windows are held in memory only, and rebuilt after a restart from the
