@@ -56,6 +56,11 @@ VW_CONFIGS = {
 # Tailor campaign bodies (the id is added per run).
 TAILOR_CONFIGS = {
     "Tailor defaults": {"kind": "items"},
+    # The default policy at a smaller exploration (the alpha sweep of docs/learning.md).
+    "Tailor sparse_linucb a=0.1": {
+        "kind": "items",
+        "policy": {"type": "sparse_linucb", "alpha": 0.1},
+    },
     "Tailor linucb a=1 d=64": {
         "kind": "items",
         "policy": {"type": "linucb", "alpha": 1.0},
