@@ -145,8 +145,14 @@ class Tailor:
         self.headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}
 
     def call(self, method, path, body=None):
-        self.conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                          headers=self.headers)
+        payload = json.dumps(body) if body is not None else None
+        try:
+            self.conn.request(method, path, body=payload, headers=self.headers)
+        except (BrokenPipeError, ConnectionResetError):
+            # The server closed the idle keep-alive connection (the VW runs take a while):
+            # nothing was sent, so sending again on a new connection is safe.
+            self.conn.close()
+            self.conn.request(method, path, body=payload, headers=self.headers)
         r = self.conn.getresponse()
         data = r.read()
         if r.status >= 300:

@@ -289,10 +289,17 @@ impl Engine {
     /// inside the applier, and audits off it).
     pub(crate) fn apply_promotions(&self, now: u64) -> Result<PromotionsApplied, EngineError> {
         let mut applied = Vec::new();
-        for rt in self.campaigns() {
-            if rt.config.promotions.is_empty() {
-                continue;
-            }
+        // Cluster mode calls this for every applied event: only campaigns with promotions are
+        // looked at (none: no allocation), in id order.
+        let mut with_promotions: Vec<_> = self
+            .campaigns
+            .read()
+            .values()
+            .filter(|rt| !rt.config.promotions.is_empty())
+            .cloned()
+            .collect();
+        with_promotions.sort_by(|a, b| a.config.id.cmp(&b.config.id));
+        for rt in with_promotions {
             if !due(&rt.config, &rt.learner.read(), now) {
                 continue;
             }
