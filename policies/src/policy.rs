@@ -267,7 +267,7 @@ fn default_epsilon() -> f64 {
 }
 
 /// `sparse_linucb`'s default bonus width (docs/learning.md: chosen by the bake-off).
-pub const DEFAULT_SPARSE_ALPHA: f64 = 0.2;
+pub const DEFAULT_SPARSE_ALPHA: f64 = 0.1;
 
 fn default_sparse_alpha() -> f64 {
     DEFAULT_SPARSE_ALPHA

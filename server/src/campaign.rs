@@ -32,7 +32,7 @@ pub struct CampaignConfig {
     /// The serving policy, tagged by `type`: `sparse_linucb`, `thompson`, `gaussian_thompson`,
     /// `linucb`, `linucb_disjoint`, `linear_thompson`, `epsilon_greedy`, `uniform` or `fixed`,
     /// with its parameters (e.g. `{"type": "thompson", "prior_alpha": 1, "prior_beta": 1}`).
-    /// Omitted, an `items` campaign gets `{"type": "sparse_linucb", "alpha": 0.2}`, which learns
+    /// Omitted, an `items` campaign gets `{"type": "sparse_linucb", "alpha": 0.1}`, which learns
     /// from the context (docs/learning.md). Send-time campaigns serve with their own hierarchical
     /// model (`send_time`) and may omit it; it then defaults to per-slot Thompson sampling, which
     /// learns the global per-slot rates alongside.

@@ -154,7 +154,7 @@ pub fn contender(name: &str, half_life: f64, dimension: usize) -> Result<Contend
         },
         // What a campaign created without a policy gets (docs/learning.md), in its own space.
         "sparse_linucb" => PolicyConfig::SparseLinUcb {
-            alpha: 0.2,
+            alpha: tailor_policies::policy::DEFAULT_SPARSE_ALPHA,
             lambda: 1.0,
             half_life: None,
         },
