@@ -40,11 +40,7 @@ impl Engine {
     ) -> Result<usize, EngineError> {
         let cluster = self.cluster().expect("called in cluster mode");
         self.campaign(campaign)?;
-        if !cluster.connected() {
-            return Err(EngineError::Unavailable {
-                message: "cluster mode: NATS is unreachable; retry the activation later".into(),
-            });
-        }
+        cluster.require_connected("the activation")?;
         let event = Event::Activate {
             campaign: campaign.to_string(),
             event_id: event_id.to_string(),

@@ -25,11 +25,7 @@ impl Engine {
             return self.adjust(campaign, event_id, req).await;
         };
         self.campaign(campaign)?;
-        if !cluster.connected() {
-            return Err(EngineError::Unavailable {
-                message: "cluster mode: NATS is unreachable; retry the adjustment later".into(),
-            });
-        }
+        cluster.require_connected("the adjustment")?;
         let event = Event::Adjust {
             campaign: campaign.to_string(),
             event_id: event_id.to_string(),

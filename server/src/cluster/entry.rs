@@ -268,11 +268,7 @@ impl Cluster {
     ) -> Result<RewardResponse, EngineError> {
         check_reward_request(&req)?;
         engine.campaign(campaign)?;
-        if !self.connected() {
-            return Err(EngineError::Unavailable {
-                message: "cluster mode: NATS is unreachable; retry the reward later".into(),
-            });
-        }
+        self.require_connected("the reward")?;
         let event = Event::Reward {
             campaign: campaign.to_string(),
             event_id: event_id.to_string(),

@@ -373,6 +373,17 @@ impl Cluster {
         self.client.server_info().max_payload
     }
 
+    /// A 503 naming `what` to retry when the NATS connection is down: changes that must go
+    /// through the stream are refused rather than applied only here.
+    pub(crate) fn require_connected(&self, what: &str) -> Result<(), EngineError> {
+        if self.connected() {
+            return Ok(());
+        }
+        Err(EngineError::Unavailable {
+            message: format!("cluster mode: NATS is unreachable; retry {what} later"),
+        })
+    }
+
     /// Whether the NATS connection is up.
     pub fn connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected

@@ -85,11 +85,7 @@ impl Engine {
     ) -> Result<Outcome, EngineError> {
         let cluster = self.cluster().expect("called in cluster mode");
         self.campaign(campaign)?;
-        if !cluster.connected() {
-            return Err(EngineError::Unavailable {
-                message: "cluster mode: NATS is unreachable; retry later".into(),
-            });
-        }
+        cluster.require_connected("the change")?;
         let event = Event::Model {
             campaign: campaign.to_string(),
             change,

@@ -44,12 +44,7 @@ impl Engine {
             };
         // Unlike an item decide, a send is not answered unlogged: its frequency cap would not
         // be claimed anywhere.
-        if !cluster.connected() {
-            return Err(EngineError::Unavailable {
-                message: "cluster mode: NATS is unreachable; retry the send-time decide later"
-                    .into(),
-            });
-        }
+        cluster.require_connected("the send-time decide")?;
         let event = Event::SendTime {
             campaign: campaign.to_string(),
             shopper,

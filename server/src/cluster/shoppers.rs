@@ -18,11 +18,7 @@ impl Engine {
         if shopper.is_empty() || shopper.len() > 256 || shopper.chars().any(char::is_control) {
             return self.delete_shopper(shopper);
         }
-        if !cluster.connected() {
-            return Err(EngineError::Unavailable {
-                message: "cluster mode: NATS is unreachable; retry the deletion later".into(),
-            });
-        }
+        cluster.require_connected("the deletion")?;
         let event = Event::ShopperDeleted {
             shopper: shopper.to_string(),
         };
