@@ -300,31 +300,11 @@ pub(crate) fn start_launch_promotion(campaign: &mut Value) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
+    let rfc3339 = |secs: i64| tailor_server::api::personalizer::time::format_ms(secs as u64 * 1000);
     campaign["promotions"] = json!([{
         "id": "launch", "starts_at": rfc3339(now - 1), "ends_at": rfc3339(now + 3_600),
         "items": ["p0"], "reset": "start"
     }]);
-}
-
-/// `secs` since the epoch as an RFC 3339 UTC time.
-fn rfc3339(secs: i64) -> String {
-    let (d, s) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Days since the epoch to a civil date (Howard Hinnant's algorithm).
-    let z = d + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        s / 3_600,
-        s / 60 % 60,
-        s % 60
-    )
 }
 
 pub(crate) async fn promotion_entries(server: &Server, campaign: &str) -> Vec<Value> {

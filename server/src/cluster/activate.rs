@@ -46,9 +46,10 @@ impl Engine {
             event_id: event_id.to_string(),
             slots,
         };
-        let (seq, _) = cluster.publish(cluster.subject(campaign), &event).await?;
-        cluster.wait_applied(seq).await?;
-        match cluster.take_outcome(seq) {
+        match cluster
+            .publish_and_apply(cluster.subject(campaign), &event)
+            .await?
+        {
             Some(Outcome::Count(result)) => result,
             _ => Ok(0),
         }

@@ -35,26 +35,14 @@ impl Engine {
             action_id: req.action_id,
             adjustment_id: req.adjustment_id,
         };
-        let (seq, _) = cluster
-            .publish_unkeyed(cluster.subject(campaign), &event)
-            .await?;
-        cluster.wait_applied(seq).await?;
-        match cluster.take_outcome(seq) {
+        match cluster
+            .publish_and_apply(cluster.subject(campaign), &event)
+            .await?
+        {
             Some(Outcome::Adjust(result)) => result,
             _ => Err(EngineError::Unavailable {
                 message: "the adjustment is in the cluster log but its outcome was not kept here; retry it (a repeat is answered duplicate)".into(),
             }),
         }
     }
-}
-
-/// Apply an adjustment at the stream time it carries.
-pub(crate) fn apply(
-    engine: &Engine,
-    campaign: &str,
-    event_id: &str,
-    req: &AdjustRequest,
-    at_ms: u64,
-) -> Result<AdjustResponse, EngineError> {
-    engine.adjust_at(campaign, event_id, req, at_ms)
 }

@@ -159,9 +159,8 @@ pub(crate) fn apply(engine: &Engine, cluster: &Cluster, event: Event, seq: u64) 
                 adjustment_id,
                 campaign: None,
             };
-            Outcome::Adjust(super::adjust::apply(
-                engine, &campaign, &event_id, &req, at_ms,
-            ))
+            // At the publisher's clock: the return window is judged the same everywhere.
+            Outcome::Adjust(engine.adjust_at(&campaign, &event_id, &req, at_ms))
         }
         Event::Model { campaign, change } => super::model::apply(engine, &campaign, change, now),
     };

@@ -457,6 +457,18 @@ impl Cluster {
         Ok((ack.sequence, ack.duplicate))
     }
 
+    /// Publish `event` (without a message id), wait until this replica applied it, and take
+    /// what applying it decided here: the path of every change answered once applied.
+    pub(crate) async fn publish_and_apply(
+        &self,
+        subject: String,
+        event: &Event,
+    ) -> Result<Option<Outcome>, EngineError> {
+        let (seq, _) = self.publish_unkeyed(subject, event).await?;
+        self.wait_applied(seq).await?;
+        Ok(self.take_outcome(seq))
+    }
+
     /// The subject of `campaign`'s events.
     pub(crate) fn subject(&self, campaign: &str) -> String {
         event::campaign_subject(&self.settings.subject_prefix, campaign)

@@ -90,11 +90,10 @@ impl Engine {
             campaign: campaign.to_string(),
             change,
         };
-        let (seq, _) = cluster
-            .publish_unkeyed(cluster.subject(campaign), &event)
-            .await?;
-        cluster.wait_applied(seq).await?;
-        cluster.take_outcome(seq).ok_or_else(lost)
+        cluster
+            .publish_and_apply(cluster.subject(campaign), &event)
+            .await?
+            .ok_or_else(lost)
     }
 }
 

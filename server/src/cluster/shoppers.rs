@@ -23,9 +23,7 @@ impl Engine {
             shopper: shopper.to_string(),
         };
         let subject = format!("{}.shopper", cluster.settings().subject_prefix);
-        let (seq, _) = cluster.publish(subject, &event).await?;
-        cluster.wait_applied(seq).await?;
-        match cluster.take_outcome(seq) {
+        match cluster.publish_and_apply(subject, &event).await? {
             Some(Outcome::Count(result)) => result,
             _ => Ok(0),
         }
