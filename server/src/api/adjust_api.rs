@@ -43,7 +43,8 @@ pub fn configure(r: &mut Routes) {
         (status = 409, description = "`no_reward`: the slot has no applied reward yet; `ambiguous_event`: several campaigns hold the id", body = crate::api::openapi::ErrorBody),
         (status = 410, description = "`return_window_closed`: the return window has closed", body = crate::api::openapi::ErrorBody),
         (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
-        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "Cluster mode: NATS is unreachable (or the stream did not take the adjustment); retry it (a repeat is answered `duplicate`)", body = crate::api::openapi::ErrorBody)
     )
 )]
 async fn adjust(
@@ -74,7 +75,8 @@ async fn adjust(
         (status = 409, description = "`no_reward`: the slot has no applied reward yet", body = crate::api::openapi::ErrorBody),
         (status = 410, description = "`return_window_closed`: the return window has closed", body = crate::api::openapi::ErrorBody),
         (status = 401, description = "No key, or an unknown or revoked one", body = crate::api::openapi::ErrorBody),
-        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody)
+        (status = 403, description = "The key's role or campaign scope does not allow this", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "Cluster mode: NATS is unreachable (or the stream did not take the adjustment); retry it (a repeat is answered `duplicate`)", body = crate::api::openapi::ErrorBody)
     )
 )]
 async fn adjust_in_campaign(
