@@ -43,7 +43,7 @@ impl GroupCommit {
                 if target <= done {
                     continue;
                 }
-                match store.flush().await {
+                match store.commit_log().await {
                     Ok(()) => {
                         done = target;
                         let _ = inner.flushed.send_replace(Ok(target));

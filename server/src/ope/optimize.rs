@@ -775,6 +775,8 @@ pub(crate) fn register(campaign: &str, id: &str) -> Result<Registration, EngineE
             ),
         });
     }
+    // A new run under an id that finished before: only its own result counts.
+    FINISHED.lock().retain(|k| *k != key);
     running.push(key.clone());
     Ok(Registration(key))
 }
@@ -785,10 +787,29 @@ impl Drop for Registration {
     }
 }
 
+/// `campaign/id` of the optimizations whose thread stored its result in this process (the
+/// most recent [`FINISHED_KEPT`]): a reader that met the `running` document just before the
+/// result replaced it must not call it interrupted.
+static FINISHED: Mutex<std::collections::VecDeque<String>> =
+    parking_lot::const_mutex(std::collections::VecDeque::new());
+const FINISHED_KEPT: usize = 1024;
+
+fn mark_finished(key: String) {
+    let mut finished = FINISHED.lock();
+    if finished.len() >= FINISHED_KEPT {
+        finished.pop_front();
+    }
+    finished.push_back(key);
+}
+
 /// A stored `running` evaluation no thread is working on any more (the server stopped while it
-/// ran) is reported `failed`.
+/// ran) is reported `failed`. One whose thread finished after the document was read stays
+/// `running` in this answer (its result is stored; the next read has it).
 pub fn settle(ev: &mut Evaluation) {
-    if ev.status == Status::Running && !RUNNING.lock().contains(&running_key(&ev.campaign, &ev.id))
+    let key = running_key(&ev.campaign, &ev.id);
+    if ev.status == Status::Running
+        && !RUNNING.lock().contains(&key)
+        && !FINISHED.lock().contains(&key)
     {
         ev.status = Status::Failed;
         ev.error = Some(
@@ -937,8 +958,11 @@ pub fn start(
                 }
             };
             if still_stored(&engine, &done.campaign, &done.id) {
-                if let Err(e) = store_doc(&engine, &done, &extra) {
-                    tracing::error!(campaign = %done.campaign, evaluation = %done.id, error = %e, "optimization result not stored");
+                match store_doc(&engine, &done, &extra) {
+                    Ok(()) => mark_finished(running_key(&done.campaign, &done.id)),
+                    Err(e) => {
+                        tracing::error!(campaign = %done.campaign, evaluation = %done.id, error = %e, "optimization result not stored")
+                    }
                 }
             }
         })

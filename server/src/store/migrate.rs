@@ -818,7 +818,7 @@ mod tests {
         let meta = db.open_tree("meta").unwrap();
         assert_eq!(
             meta.get(SCHEMA_KEY).unwrap().unwrap().as_ref(),
-            &5u32.to_be_bytes()
+            &crate::store::sled_store::SCHEMA_VERSION.to_be_bytes()
         );
         assert!(meta.get(V4_CLEANUP_KEY).unwrap().is_none());
         // Decisions live in the segment files now; `log` keeps only rewards among `L` entries.

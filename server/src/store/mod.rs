@@ -35,6 +35,7 @@
 //!
 //! Event ids are unique per campaign, not globally. `migrate.rs` converts older stores at open.
 
+mod journal;
 mod migrate;
 mod open_windows;
 mod records;
@@ -196,6 +197,12 @@ pub trait LogStore: Send + Sync + 'static {
 
     /// Make every write so far durable.
     fn flush(&self) -> FlushFuture;
+
+    /// Make every write to the campaigns' logs so far durable (decisions, rewards, join
+    /// states, returns): what a reward's acknowledgement waits for. Cheaper than
+    /// [`flush`](Self::flush): the segment files and the log journal are fsynced, sled is not
+    /// flushed.
+    fn commit_log(&self) -> FlushFuture;
 
     /// Log retention (docs/security/memory.md): remove at most `limit` of `campaign`'s oldest
     /// decisions, those logged at or before `before_ms` with seq <= `max_seq` (learned state

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use super::journal::{LogBatch, LogTree};
 use super::migrate;
 use super::open_windows::OpenWindows;
 use super::records::{decode, encode, RECORD_VERSION};
@@ -21,9 +22,10 @@ use super::{
 /// Version 4 moved the decisions out of sled into each campaign's segment files
 /// (`segments.rs`); rewards, join states and open windows stay in `log`. Version 5 keeps the
 /// join states of untouched open windows in memory only (`open_windows.rs`), rebuilt from the
-/// segments past each campaign's mark (`open/` ++ campaign in `meta`).
+/// segments past each campaign's mark (`open/` ++ campaign in `meta`). Version 6 writes the
+/// `log` tree through a journal (`journal.rs`, `<dir>/journal`) replayed at open.
 /// [`migrate`] converts older stores at open.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 pub(super) const SCHEMA_KEY: &[u8] = b"schema_version";
 /// Meta key: the highest decision seq logged before the store moved to schema 2 (absent when the
 /// store was created at 2 or later). See [`LogStore::legacy_decision_seq`].
@@ -57,7 +59,8 @@ pub struct SledStore {
     db: sled::Db,
     campaigns: sled::Tree,
     policy_state: sled::Tree,
-    log: sled::Tree,
+    /// Rewards, join states, open windows, settled slots: written only through its journal.
+    log: Arc<LogTree>,
     api_keys: sled::Tree,
     audit: sled::Tree,
     shoppers: sled::Tree,
@@ -111,10 +114,16 @@ pub(super) fn segments_dir(dir: &Path) -> std::path::PathBuf {
 }
 
 /// Write out and fsync the decision logs every `every`, until the store is dropped: the bound
-/// on how long an answered decision stays only in memory. Then persist the open-window marks.
+/// on how long an answered decision stays only in memory. Then persist the open-window marks
+/// and checkpoint the log journal.
 /// Dropping the returned guard (with the last clone of the store) stops the thread and waits
 /// for it, so the sled directory's lock is released when the store is gone.
-fn start_log_syncer(segments: Weak<Segments>, marks: Weak<Marks>, every: Duration) -> SyncerGuard {
+fn start_log_syncer(
+    segments: Weak<Segments>,
+    marks: Weak<Marks>,
+    log: Weak<LogTree>,
+    every: Duration,
+) -> SyncerGuard {
     let stop = Arc::new((parking_lot::Mutex::new(false), parking_lot::Condvar::new()));
     let signal = stop.clone();
     let spawned = std::thread::Builder::new()
@@ -140,6 +149,11 @@ fn start_log_syncer(segments: Weak<Segments>, marks: Weak<Marks>, every: Duratio
             drop(segments);
             if let Err(e) = marks.persist() {
                 tracing::error!(error = %e, "open-window marks not persisted");
+            }
+            if let Some(log) = log.upgrade() {
+                if let Err(e) = log.checkpoint(&marks.db) {
+                    tracing::error!(error = %e, "log journal checkpoint failed");
+                }
             }
         });
     let thread = match spawned {
@@ -364,12 +378,14 @@ impl SledStore {
                 if found == 3 {
                     migrate::v3_to_v4(&db, &segments)?;
                     found = 4;
-                } else if found == 4 || found == SCHEMA_VERSION {
+                } else if found == 4 || found == 5 || found == SCHEMA_VERSION {
                     migrate::finish_v4(&db)?;
                 }
-                if found == 4 {
+                if found == 4 || found == 5 {
                     // 4 -> 5 changes no data: the first open-window rebuild (no marks yet)
-                    // reads every frame and finds every join state in sled.
+                    // reads every frame and finds every join state in sled. 5 -> 6 neither:
+                    // the journal starts empty (the version keeps a schema 5 binary from
+                    // opening a store whose journal it would ignore).
                     meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
                 } else if found != SCHEMA_VERSION {
                     return Err(StoreError::Schema {
@@ -404,7 +420,11 @@ impl SledStore {
             }),
             campaigns: db.open_tree("campaigns")?,
             policy_state: db.open_tree("policy_state")?,
-            log: db.open_tree("log")?,
+            log: Arc::new(LogTree::open(
+                &db,
+                db.open_tree("log")?,
+                &dir.join("journal"),
+            )?),
             api_keys: db.open_tree("api_keys")?,
             audit: db.open_tree("audit")?,
             shoppers: db.open_tree("shoppers")?,
@@ -419,6 +439,7 @@ impl SledStore {
         store.syncer = Arc::new(start_log_syncer(
             Arc::downgrade(&store.segments),
             Arc::downgrade(&store.marks),
+            Arc::downgrade(&store.log),
             Duration::from_millis(flush_every_ms.max(1)),
         ));
         Ok(store)
@@ -428,7 +449,7 @@ impl SledStore {
     /// in batches. Returns how many rewards and returns went.
     fn delete_entries_up_to(&self, campaign: &str, up_to: u64) -> Result<u64, StoreError> {
         let mut rewards = 0;
-        let mut batch = sled::Batch::default();
+        let mut batch = LogBatch::default();
         let mut n = 0;
         for kv in self
             .log
@@ -441,11 +462,11 @@ impl SledStore {
             batch.remove(k);
             n += 1;
             if n == 4096 {
-                self.log.apply_batch(std::mem::take(&mut batch))?;
+                self.log.apply(std::mem::take(&mut batch))?;
                 n = 0;
             }
         }
-        self.log.apply_batch(batch)?;
+        self.log.apply(batch)?;
         Ok(rewards)
     }
 
@@ -498,13 +519,13 @@ impl SledStore {
 
     /// Write an open event's join state and its open-window entry to sled in one batch.
     fn write_open(&self, event: &EventRecord) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = LogBatch::default();
         batch.insert(join_key(&event.campaign, &event.event_id), encode(event));
         batch.insert(
             pending_key(event.deadline_ms, &event.campaign, &event.event_id),
-            &[],
+            [],
         );
-        self.log.apply_batch(batch)?;
+        self.log.apply(batch)?;
         Ok(())
     }
 
@@ -772,13 +793,13 @@ impl LogStore for SledStore {
             .open
             .seq_of(&event.campaign, &event.event_id)
             .is_some();
-        let mut batch = sled::Batch::default();
+        let mut batch = LogBatch::default();
         batch.insert(join_key(&event.campaign, &event.event_id), encode(event));
         if held && !close {
             // Leaving memory with its window still open.
             batch.insert(
                 pending_key(event.deadline_ms, &event.campaign, &event.event_id),
-                &[],
+                [],
             );
         }
         for r in rewards {
@@ -807,7 +828,7 @@ impl LogStore for SledStore {
                 &event.event_id,
             ));
         }
-        self.log.apply_batch(batch)?;
+        self.log.apply(batch)?;
         if held {
             self.marks.open.remove(&event.campaign, &event.event_id);
         }
@@ -855,7 +876,7 @@ impl LogStore for SledStore {
         slot: &SettledSlot,
     ) -> Result<(), StoreError> {
         let e = &adjustment.entry;
-        let mut batch = sled::Batch::default();
+        let mut batch = LogBatch::default();
         batch.insert(
             log_key(&adjustment.campaign, adjustment.seq),
             encode(&LogEntry::Adjustment(e.clone())),
@@ -864,7 +885,7 @@ impl LogStore for SledStore {
             settled_key(&adjustment.campaign, &e.event_id, e.slot),
             encode(slot),
         );
-        self.log.apply_batch(batch)?;
+        self.log.apply(batch)?;
         Ok(())
     }
 
@@ -1023,17 +1044,17 @@ impl LogStore for SledStore {
             let mut prefix = vec![family];
             prefix.extend_from_slice(campaign.as_bytes());
             prefix.push(0);
-            let mut batch = sled::Batch::default();
+            let mut batch = LogBatch::default();
             let mut n = 0;
             for kv in self.log.scan_prefix(&prefix) {
                 batch.remove(kv?.0);
                 n += 1;
                 if n == 4096 {
-                    self.log.apply_batch(std::mem::take(&mut batch))?;
+                    self.log.apply(std::mem::take(&mut batch))?;
                     n = 0;
                 }
             }
-            self.log.apply_batch(batch)?;
+            self.log.apply(batch)?;
         }
         self.segments.delete_campaign(campaign)
     }
@@ -1096,6 +1117,24 @@ impl LogStore for SledStore {
                 })??;
             db.flush_async().await?;
             Ok(())
+        })
+    }
+
+    fn commit_log(&self) -> FlushFuture {
+        let segments = self.segments.clone();
+        let log = self.log.clone();
+        Box::pin(async move {
+            // Decisions first: a join state made durable must never name a decision that is
+            // not.
+            tokio::task::spawn_blocking(move || {
+                segments.sync()?;
+                log.sync()
+            })
+            .await
+            .map_err(|e| StoreError::Corrupt {
+                what: "log commit",
+                message: e.to_string(),
+            })?
         })
     }
 
@@ -1163,7 +1202,7 @@ impl LogStore for SledStore {
         // it on a later pass.
         out.up_to = self.segments.whole_segments_up_to(campaign, stop)?;
         // Pass 2: the keys sled keeps about the events that go, in batches of `limit`.
-        let mut batch = sled::Batch::default();
+        let mut batch = LogBatch::default();
         let mut batched = 0;
         for d in self.decision_scan(campaign, 0) {
             let d = d?;
@@ -1192,7 +1231,7 @@ impl LogStore for SledStore {
             }
             batched += 1;
             if batched >= limit.max(1) {
-                self.log.apply_batch(std::mem::take(&mut batch))?;
+                self.log.apply(std::mem::take(&mut batch))?;
                 batched = 0;
             }
         }
@@ -1221,7 +1260,7 @@ impl LogStore for SledStore {
                 late += 1;
             }
         }
-        self.log.apply_batch(batch)?;
+        self.log.apply(batch)?;
         // Pass 4: the entries up to the last decision, then its whole segments.
         let rewards = self.delete_entries_up_to(campaign, out.up_to)?;
         self.segments.delete_whole_segments(campaign, out.up_to)?;
