@@ -76,16 +76,15 @@ pub struct SledStore {
 /// The open windows held in memory, and what persisting their marks needs.
 struct Marks {
     open: OpenWindows,
-    db: sled::Db,
     meta: sled::Tree,
     /// The marks last persisted.
     written: parking_lot::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Marks {
-    /// Persist each campaign's mark once everything written to sled so far is durable, so a
-    /// persisted mark never passes a join state whose sled write could still be lost.
-    fn persist(&self) -> Result<(), StoreError> {
+    /// Persist each campaign's mark once every log write so far is durable (the journal
+    /// synced), so a persisted mark never passes a join state whose write could still be lost.
+    fn persist(&self, log: &LogTree) -> Result<(), StoreError> {
         let marks = self.open.marks();
         let changed: Vec<_> = {
             let written = self.written.lock();
@@ -97,7 +96,7 @@ impl Marks {
         if changed.is_empty() {
             return Ok(());
         }
-        self.db.flush()?;
+        log.sync()?;
         let mut batch = sled::Batch::default();
         for (c, m) in &changed {
             batch.insert(mark_key(c), &m.to_be_bytes());
@@ -147,13 +146,14 @@ fn start_log_syncer(
                 continue;
             }
             drop(segments);
-            if let Err(e) = marks.persist() {
+            let Some(log) = log.upgrade() else {
+                return;
+            };
+            if let Err(e) = marks.persist(&log) {
                 tracing::error!(error = %e, "open-window marks not persisted");
             }
-            if let Some(log) = log.upgrade() {
-                if let Err(e) = log.checkpoint(&marks.db) {
-                    tracing::error!(error = %e, "log journal checkpoint failed");
-                }
+            if let Err(e) = log.checkpoint() {
+                tracing::error!(error = %e, "log writes not drained into sled");
             }
         });
     let thread = match spawned {
@@ -409,7 +409,6 @@ impl SledStore {
         }
         let marks = Arc::new(Marks {
             open: OpenWindows::new(super::open_windows::DEFAULT_LIMIT),
-            db: db.clone(),
             meta,
             written: Default::default(),
         });
@@ -953,8 +952,8 @@ impl LogStore for SledStore {
 
     fn last_seq(&self, campaign: &str) -> Result<u64, StoreError> {
         let (start, end) = log_bounds(campaign);
-        let rewards = match self.log.range(start..end).next_back() {
-            Some(kv) => split_log_key(&kv?.0)?.1,
+        let rewards = match self.log.last_key(start..end)? {
+            Some(k) => split_log_key(&k)?.1,
             None => 0,
         };
         Ok(rewards.max(self.segments.last_seq(campaign)))
@@ -1106,15 +1105,19 @@ impl LogStore for SledStore {
     fn flush(&self) -> FlushFuture {
         let db = self.db.clone();
         let segments = self.segments.clone();
+        let log = self.log.clone();
         Box::pin(async move {
-            // Decisions first: a join state sled makes durable must never name a decision that
-            // is not (rewards are acknowledged after this whole flush).
-            tokio::task::spawn_blocking(move || segments.sync())
-                .await
-                .map_err(|e| StoreError::Corrupt {
-                    what: "decision log sync",
-                    message: e.to_string(),
-                })??;
+            // Decisions first: a join state made durable must never name a decision that is
+            // not. Then the log's pending writes into sled, then every other tree.
+            tokio::task::spawn_blocking(move || {
+                segments.sync()?;
+                log.drain()
+            })
+            .await
+            .map_err(|e| StoreError::Corrupt {
+                what: "decision log sync",
+                message: e.to_string(),
+            })??;
             db.flush_async().await?;
             Ok(())
         })
@@ -1671,7 +1674,7 @@ mod tests {
             s.commit_rewards(&pruned, &[], true).unwrap();
             assert_eq!(s.marks.open.len(), 1);
             s.segments.sync().unwrap();
-            s.marks.persist().unwrap();
+            s.marks.persist(&s.log).unwrap();
             // Past the mark: only in the frames (and memory) when the process dies.
             log(&s, "c", 5, "e5", 5_000);
             s.segments.sync().unwrap();
