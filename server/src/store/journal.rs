@@ -152,6 +152,8 @@ impl<'a> Reader<'a> {
 
 /// Writes not yet in sled: newest value of each key (`None`: removed).
 type Table = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+/// One pending write: key, and its value or `None` for a removal.
+type Entry = (Vec<u8>, Option<Vec<u8>>);
 
 /// What `apply` changes, under one lock.
 struct Tables {
@@ -493,7 +495,7 @@ impl LogTree {
     }
 
     /// The pending writes with keys in `range`, newest value per key, in key order.
-    fn pending_in(&self, range: (Bound<&[u8]>, Bound<&[u8]>)) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    fn pending_in(&self, range: (Bound<&[u8]>, Bound<&[u8]>)) -> Vec<Entry> {
         let t = self.tables.lock();
         let mut merged: Table = match &t.frozen {
             Some(f) => f
@@ -572,11 +574,11 @@ impl Drop for LogTree {
 /// Sled's entries merged with the pending writes (which win; a pending removal hides the key).
 pub(super) struct Merged {
     sled: std::iter::Peekable<sled::Iter>,
-    pending: std::iter::Peekable<std::vec::IntoIter<(Vec<u8>, Option<Vec<u8>>)>>,
+    pending: std::iter::Peekable<std::vec::IntoIter<Entry>>,
 }
 
 impl Merged {
-    fn new(sled: sled::Iter, pending: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Self {
+    fn new(sled: sled::Iter, pending: Vec<Entry>) -> Self {
         Self {
             sled: sled.peekable(),
             pending: pending.into_iter().peekable(),
