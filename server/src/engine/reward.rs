@@ -6,7 +6,7 @@ use tailor_wire::{RewardRequest, RewardResponse, RewardStatus};
 use super::{now_ms, CampaignRuntime, Engine};
 use crate::campaign::RewardAggregation;
 use crate::error::EngineError;
-use crate::store::{EventRecord, RewardKind, RewardRecord, StoreError};
+use crate::store::{EventRecord, LoggedAction, RewardKind, RewardRecord, StoreError};
 
 /// A reward's idempotency key in its slot's join state.
 pub(crate) fn reward_key(req: &RewardRequest) -> u64 {
@@ -151,9 +151,9 @@ impl Engine {
         let not_found = || EngineError::EventNotFound {
             id: event_id.to_string(),
         };
-        let mut event = self
+        let (mut event, logged) = self
             .store
-            .event(&rt.config.id, event_id)?
+            .event_with_actions(&rt.config.id, event_id)?
             .ok_or_else(not_found)?;
         // A deferred decision that was never activated is not learned from.
         if event.deferred {
@@ -214,18 +214,21 @@ impl Engine {
         // Closed once every slot is applied; the window's entry stays until its deadline, when
         // the sweeper prunes the join state.
         event.closed = event.slots.iter().all(|s| s.applied);
-        self.apply(rt, &event, &event, &applied, now, false)?;
+        self.apply(rt, &event, &event, logged, &applied, now, false)?;
         Ok(RewardStatus::Accepted)
     }
 
     /// Log the rewards `applied` ((slot, kind, value)) of `event` with its new join state
-    /// `state` in one batch, then hand them to the learners. The caller holds the campaign's join lock, so the
-    /// campaign's rewards are numbered, logged and learned in one order.
+    /// `state` in one batch, then hand them to the learners. `logged`: the decision's served
+    /// actions when the caller already read them. The caller holds the campaign's join lock,
+    /// so the campaign's rewards are numbered, logged and learned in one order.
+    #[allow(clippy::too_many_arguments)]
     fn apply(
         &self,
         rt: &CampaignRuntime,
         event: &EventRecord,
         state: &EventRecord,
+        logged: Option<Vec<LoggedAction>>,
         applied: &[(usize, RewardKind, f64)],
         at_ms: u64,
         close: bool,
@@ -234,11 +237,14 @@ impl Engine {
         if !applied.is_empty() {
             // The vectors are in the decision's log entry, or in the join state when the log was
             // deleted while the window was open.
-            let logged = match self.store.decision(&event.campaign, event.decision_seq)? {
-                Some(d) => d.actions,
-                None => (0..event.actions.len())
-                    .map_while(|slot| event.kept_action(slot))
-                    .collect::<Vec<_>>(),
+            let logged = match logged {
+                Some(actions) => actions,
+                None => match self.store.decision(&event.campaign, event.decision_seq)? {
+                    Some(d) => d.actions,
+                    None => (0..event.actions.len())
+                        .map_while(|slot| event.kept_action(slot))
+                        .collect::<Vec<_>>(),
+                },
             };
             if logged.is_empty() {
                 // A crash kept the join state but not the decision's frame (it was answered
@@ -390,7 +396,8 @@ impl Engine {
             return Ok(false);
         };
         self.with_live(rt, |rt| {
-            let Some(event) = self.store.event(&rt.config.id, event_id)? else {
+            let Some((event, logged)) = self.store.event_with_actions(&rt.config.id, event_id)?
+            else {
                 return Ok(false);
             };
             let mut applied = Vec::new();
@@ -422,7 +429,7 @@ impl Engine {
                 deferred: false,
                 ..event.clone()
             };
-            self.apply(rt, &event, &pruned, &applied, now, true)?;
+            self.apply(rt, &event, &pruned, logged, &applied, now, true)?;
             Ok(true)
         })
     }

@@ -58,6 +58,9 @@ pub use records::{
 pub(crate) use sled_store::expire_margin_ms;
 pub use sled_store::SledStore;
 
+/// A join state with its decision's served actions, when they were read to build it.
+pub type EventWithActions = (EventRecord, Option<Vec<LoggedAction>>);
+
 /// Storage failures. The engine maps these to 500s; they never carry user input.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -93,6 +96,15 @@ pub trait LogStore: Send + Sync + 'static {
     }
     /// The join state of `event_id` in `campaign`.
     fn event(&self, campaign: &str, event_id: &str) -> Result<Option<EventRecord>, StoreError>;
+    /// The join state of `event_id` with its decision's served actions when building it read
+    /// them anyway (an open window held in memory), so a join need not read the decision again.
+    fn event_with_actions(
+        &self,
+        campaign: &str,
+        event_id: &str,
+    ) -> Result<Option<EventWithActions>, StoreError> {
+        Ok(self.event(campaign, event_id)?.map(|e| (e, None)))
+    }
     /// The decision logged under `seq` in `campaign`.
     fn decision(&self, campaign: &str, seq: u64) -> Result<Option<DecisionRecord>, StoreError>;
     /// Replace the join state of an event (its window stays as it is).

@@ -756,6 +756,20 @@ impl LogStore for SledStore {
             .transpose()
     }
 
+    fn event_with_actions(
+        &self,
+        campaign: &str,
+        event_id: &str,
+    ) -> Result<Option<super::EventWithActions>, StoreError> {
+        if let Some(seq) = self.marks.open.seq_of(campaign, event_id) {
+            if let Some(v) = self.segments.get(campaign, seq)? {
+                let d = decode_decision(campaign, seq, &v)?;
+                return Ok(Some((EventRecord::of_decision(&d), Some(d.actions))));
+            }
+        }
+        Ok(self.event(campaign, event_id)?.map(|e| (e, None)))
+    }
+
     fn decision(&self, campaign: &str, seq: u64) -> Result<Option<DecisionRecord>, StoreError> {
         self.segments
             .get(campaign, seq)?
