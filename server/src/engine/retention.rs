@@ -19,7 +19,11 @@ use crate::error::EngineError;
 use crate::store::{expire_margin_ms, Expired};
 
 /// Decisions removed per store call.
-const EXPIRE_ROUND: usize = 100_000;
+const EXPIRE_ROUND: usize = 20_000;
+/// After each round the pass rests as long as the round took (at most this long), so a pass
+/// that deletes a whole segment's decisions takes at most about half of one core from the
+/// requests being served.
+const MAX_REST: Duration = Duration::from_secs(1);
 
 /// When and what the retention task deletes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +83,7 @@ impl Engine {
             // In rounds, so sled's batch and the segment lock stay small.
             let mut total = Expired::default();
             loop {
+                let round = std::time::Instant::now();
                 let gone = self.store.expire_log(
                     &rt.config.id,
                     before,
@@ -93,6 +98,7 @@ impl Engine {
                 if gone.up_to == 0 || (gone.decisions as usize) < EXPIRE_ROUND {
                     break;
                 }
+                std::thread::sleep(round.elapsed().min(MAX_REST));
             }
             if total.up_to > 0 {
                 out.push((rt.config.id.clone(), total));
