@@ -528,6 +528,32 @@ impl SledStore {
         Ok(())
     }
 
+    /// On a blocking thread, fsync the segment files, then the log journal (`drain`: and move
+    /// its pending writes into sled). Decisions first: a join state made durable must never
+    /// name a decision that is not.
+    fn sync_logs(
+        &self,
+        drain: bool,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
+        let segments = self.segments.clone();
+        let log = self.log.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                segments.sync()?;
+                if drain {
+                    log.drain()
+                } else {
+                    log.sync()
+                }
+            })
+            .await
+            .map_err(|e| StoreError::Corrupt {
+                what: "log sync",
+                message: e.to_string(),
+            })?
+        }
+    }
+
     /// The join state of a held event, rebuilt from its decision's frame.
     fn held_event(&self, campaign: &str, seq: u64) -> Result<Option<EventRecord>, StoreError> {
         Ok(self
@@ -1118,41 +1144,16 @@ impl LogStore for SledStore {
 
     fn flush(&self) -> FlushFuture {
         let db = self.db.clone();
-        let segments = self.segments.clone();
-        let log = self.log.clone();
+        let logs = self.sync_logs(true);
         Box::pin(async move {
-            // Decisions first: a join state made durable must never name a decision that is
-            // not. Then the log's pending writes into sled, then every other tree.
-            tokio::task::spawn_blocking(move || {
-                segments.sync()?;
-                log.drain()
-            })
-            .await
-            .map_err(|e| StoreError::Corrupt {
-                what: "decision log sync",
-                message: e.to_string(),
-            })??;
+            logs.await?;
             db.flush_async().await?;
             Ok(())
         })
     }
 
     fn commit_log(&self) -> FlushFuture {
-        let segments = self.segments.clone();
-        let log = self.log.clone();
-        Box::pin(async move {
-            // Decisions first: a join state made durable must never name a decision that is
-            // not.
-            tokio::task::spawn_blocking(move || {
-                segments.sync()?;
-                log.sync()
-            })
-            .await
-            .map_err(|e| StoreError::Corrupt {
-                what: "log commit",
-                message: e.to_string(),
-            })?
-        })
+        Box::pin(self.sync_logs(false))
     }
 
     fn expire_log(
