@@ -96,7 +96,7 @@ impl Engine {
         }
         let status = self.join_one(campaign, event_id, &req, now_ms())?;
         // A duplicate may race the original's flush; acknowledge it only once durable too.
-        self.commit.wait().await?;
+        self.commit_for([campaign]).await?;
         Ok(RewardResponse {
             event_id: event_id.to_string(),
             status,
@@ -112,6 +112,9 @@ impl Engine {
         if let Some(cluster) = self.cluster() {
             return Ok(cluster.reward_batch(self, items).await);
         }
+        let mut campaigns: Vec<String> = items.iter().map(|(c, _, _)| c.clone()).collect();
+        campaigns.sort_unstable();
+        campaigns.dedup();
         let results: Vec<_> = items
             .into_iter()
             .map(|(campaign, event_id, req)| {
@@ -119,7 +122,8 @@ impl Engine {
                     .map(|status| RewardResponse { event_id, status })
             })
             .collect();
-        self.commit.wait().await?;
+        self.commit_for(campaigns.iter().map(String::as_str))
+            .await?;
         Ok(results)
     }
 

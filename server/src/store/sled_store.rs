@@ -1,7 +1,6 @@
 //! The sled implementation of the store traits.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -71,9 +70,6 @@ pub struct SledStore {
     segments: Arc<Segments>,
     /// Join states of open windows nothing has changed yet (not in sled), and their marks.
     marks: Arc<Marks>,
-    /// A send-time decision wrote a shopper state or send event (sled trees outside the log
-    /// journal) that the next log commit must flush: its rewards' learning reads them back.
-    send_time_unflushed: Arc<AtomicBool>,
     legacy_decision_seq: u64,
 }
 
@@ -435,7 +431,6 @@ impl SledStore {
             send_events: db.open_tree("send_events")?,
             segments,
             marks,
-            send_time_unflushed: Arc::new(AtomicBool::new(false)),
             legacy_decision_seq,
             db,
         };
@@ -534,28 +529,22 @@ impl SledStore {
     }
 
     /// On a blocking thread, fsync the segment files, then the log journal (`drain`: and move
-    /// its pending writes into sled), then flush sled if a send-time decision wrote to it.
-    /// Decisions first: a join state made durable must never name a decision that is not.
+    /// its pending writes into sled). Decisions first: a join state made durable must never
+    /// name a decision that is not.
     fn sync_logs(
         &self,
         drain: bool,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
         let segments = self.segments.clone();
         let log = self.log.clone();
-        let db = self.db.clone();
-        let send_time = self.send_time_unflushed.clone();
         async move {
             tokio::task::spawn_blocking(move || {
                 segments.sync()?;
                 if drain {
-                    log.drain()?;
+                    log.drain()
                 } else {
-                    log.sync()?;
+                    log.sync()
                 }
-                if send_time.swap(false, Ordering::AcqRel) {
-                    db.flush()?;
-                }
-                Ok(())
             })
             .await
             .map_err(|e| StoreError::Corrupt {
@@ -1456,7 +1445,6 @@ impl ShopperStore for SledStore {
         campaign: &str,
         record: &ShopperRecord,
     ) -> Result<(), StoreError> {
-        self.send_time_unflushed.store(true, Ordering::Release);
         let key = shopper_key(shopper, campaign);
         // Token first: a state whose token entry is missing could not learn from rewards.
         self.shopper_tokens
@@ -1537,7 +1525,6 @@ impl ShopperStore for SledStore {
         event_id: &str,
         record: &SendEventRecord,
     ) -> Result<(), StoreError> {
-        self.send_time_unflushed.store(true, Ordering::Release);
         self.send_events
             .insert(event_key(campaign, event_id), encode(record))?;
         Ok(())
