@@ -479,6 +479,7 @@ impl PolicyConfig {
                     prior: (prior_alpha, prior_beta),
                     arms: IdMap::default(),
                     prior_table: OnceLock::new(),
+                    stale: Vec::new(),
                 }),
                 decay_of(half_life)?,
             ),
@@ -498,6 +499,7 @@ impl PolicyConfig {
                     },
                     arms: IdMap::default(),
                     prior_table: OnceLock::new(),
+                    stale: Vec::new(),
                 }),
                 decay_of(half_life)?,
             ),
@@ -603,6 +605,19 @@ impl Hasher for IdHasher {
 
 type IdMap<V> = HashMap<String, V, IdHash>;
 
+/// Most arms queued for [`Policy::warm`]; past it the queue is dropped and decides build the
+/// tables they need (only a caller that never warms gets there).
+const MAX_STALE: usize = 65_536;
+
+/// Queue `id` for [`Policy::warm`]. An arm is queued when its built table is dropped (or it is
+/// new), so it is queued at most once between warms unless a decide rebuilt its table.
+fn queue_stale(stale: &mut Vec<String>, id: &str) {
+    if stale.len() >= MAX_STALE {
+        stale.clear();
+    }
+    stale.push(id.to_owned());
+}
+
 /// Beta-Bernoulli evidence of one arm above the prior.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct BetaArm {
@@ -621,6 +636,9 @@ struct BetaArms {
     arms: IdMap<BetaArm>,
     #[serde(skip)]
     prior_table: OnceLock<Option<BetaTable>>,
+    /// Arms whose table an update dropped, to rebuild in [`Policy::warm`].
+    #[serde(skip)]
+    stale: Vec<String>,
 }
 
 /// Normal-Inverse-Gamma parameters (prior, or posterior when built from statistics).
@@ -653,6 +671,9 @@ struct NigArms {
     arms: IdMap<Welford>,
     #[serde(skip)]
     prior_table: OnceLock<Option<StudentTable>>,
+    /// Arms whose table an update dropped, to rebuild in [`Policy::warm`].
+    #[serde(skip)]
+    stale: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1692,6 +1713,33 @@ impl Policy {
         self.learn(arm, reward, propensity, Some(at_ms));
     }
 
+    /// Rebuild the CDF tables that updates dropped (Thompson and Gaussian Thompson without
+    /// forgetting), so the next decide finds them built. An update only queues its arm: a
+    /// caller applying many rewards warms once after them, and each changed arm is tabulated
+    /// once, not once per reward. Without a warm the next decide builds what it needs.
+    pub fn warm(&mut self) {
+        match &mut self.state {
+            State::Beta(b) => {
+                for id in b.stale.drain(..) {
+                    if let Some(e) = b.arms.get(&id) {
+                        let (a, bb) = (b.prior.0 + e.successes, b.prior.1 + e.failures);
+                        e.table.get_or_init(|| BetaTable::new(a, bb));
+                    }
+                }
+            }
+            State::Gaussian(g) => {
+                for id in g.stale.drain(..) {
+                    if let Some(e) = g.arms.get(&id) {
+                        // The table depends only on the degrees of freedom 2·(α₀ + w/2).
+                        let dof = 2.0 * g.prior.shape + e.weight;
+                        e.table.get_or_init(|| StudentTable::new(dof));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn learn(&mut self, arm: Arm<'_>, reward: f64, propensity: f64, at_ms: Option<u64>) {
         let _ = propensity;
         if !reward.is_finite() {
@@ -1718,22 +1766,23 @@ impl Policy {
         match &mut self.state {
             State::Beta(b) => {
                 let r = reward.clamp(0.0, 1.0);
-                let e = b.arms.entry(arm.id.to_owned()).or_insert_with(|| BetaArm {
-                    successes: 0.0,
-                    failures: 0.0,
-                    clock: now,
-                    table: OnceLock::new(),
+                let mut new = false;
+                let e = b.arms.entry(arm.id.to_owned()).or_insert_with(|| {
+                    new = true;
+                    BetaArm {
+                        successes: 0.0,
+                        failures: 0.0,
+                        clock: now,
+                        table: OnceLock::new(),
+                    }
                 });
                 let w = age(e.clock);
                 e.successes = e.successes * w + r;
                 e.failures = e.failures * w + (1.0 - r);
                 e.clock = stamp;
-                e.table = OnceLock::new();
-                if gamma == 1.0 && time.is_none() {
-                    // Build the CDF table now, on the reward path, rather than on the next
-                    // decide.
-                    let (a, bb) = (b.prior.0 + e.successes, b.prior.1 + e.failures);
-                    e.table.get_or_init(|| BetaTable::new(a, bb));
+                let dropped = e.table.take().is_some();
+                if gamma == 1.0 && time.is_none() && (dropped || new) {
+                    queue_stale(&mut b.stale, arm.id);
                 }
             }
             State::Gaussian(g) => {
@@ -1744,6 +1793,7 @@ impl Policy {
                     clock: now,
                     table: OnceLock::new(),
                 });
+                let dropped = e.table.take().is_some();
                 let k = age(e.clock);
                 let (w, mean, m2) = (e.weight * k, e.mean, e.m2 * k);
                 // Weighted Welford: stable for large revenues where Σr² - (Σr)²/n would cancel.
@@ -1754,12 +1804,8 @@ impl Policy {
                 e.mean = mean1;
                 e.m2 = m2 + d * (reward - mean1);
                 e.clock = stamp;
-                e.table = OnceLock::new();
-                if gamma == 1.0 && time.is_none() {
-                    // The table depends only on the degrees of freedom 2·(α₀ + w/2); build it
-                    // now, on the reward path, rather than on the next decide.
-                    let dof = 2.0 * g.prior.shape + w1;
-                    e.table.get_or_init(|| StudentTable::new(dof));
+                if gamma == 1.0 && time.is_none() && (dropped || w == 0.0) {
+                    queue_stale(&mut g.stale, arm.id);
                 }
             }
             State::LinUcb { model, .. } | State::LinTs { model, .. } => {

@@ -393,3 +393,45 @@ fn snapshots_from_before_the_tables_decode() {
 const THOMPSON_BEFORE: &str = "00000000000000f03f000000000000f03f000807000000000000f03f00000000000000f03f000000000000f03f03016200000000000000000000000000000040050163000000000000f03f000000000000f03f0601610000000000000840000000000000000007";
 /// `{"type":"gaussian_thompson","prior_mean":2}` after the same rewards.
 const GAUSSIAN_BEFORE: &str = "010000000000000040000000000000f03f000000000000f03f000000000000f03f000807000000000000f03f010000000000000040000000000000f03f000000000000f03f000000000000f03f0301620000000000000040000000000000000000000000000000000501630000000000000040000000000000e03f000000000000e03f06016100000000000008405555555555550140555555555555094007";
+
+/// Rewards only queue their arms' tables; `warm` builds them. Whether a table was built by
+/// `warm` after a batch of rewards or on demand by the next decide, the choices and their
+/// reported probabilities are the same.
+#[test]
+fn warming_after_many_rewards_changes_no_choice_or_probability() {
+    for json in [r#"{"type":"thompson"}"#, r#"{"type":"gaussian_thompson"}"#] {
+        let (ids, xs) = id_vectors(8, 16);
+        let a = arms(&ids, &xs);
+        let mut cold = build(json, 16);
+        let mut r = rng(5);
+        for k in 0..600 {
+            let i = r.gen_range(0..a.len());
+            let v = if r.gen::<f64>() < 0.1 + 0.05 * i as f64 {
+                1.0
+            } else {
+                0.0
+            };
+            cold.update_at(a[i], v, 0.5, 1_000 + k);
+        }
+        let mut warm = cold.clone();
+        warm.warm();
+        // Warming twice is the same as once (the queue is drained).
+        warm.warm();
+        let dist_cold = cold.first_slot_distribution(&a, true, 0.0).unwrap();
+        let dist_warm = warm.first_slot_distribution(&a, true, 0.0).unwrap();
+        for (c, w) in dist_cold.iter().zip(&dist_warm) {
+            assert!((c - w).abs() < 1e-12, "{json}: {c} vs {w}");
+        }
+        assert!((dist_warm.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{json}");
+        let (mut r1, mut r2) = (rng(9), rng(9));
+        for _ in 0..200 {
+            let c = cold.choose(&a, 2, true, &mut r1).unwrap();
+            let w = warm.choose(&a, 2, true, &mut r2).unwrap();
+            assert_eq!(c.len(), w.len());
+            for (c, w) in c.iter().zip(&w) {
+                assert_eq!(c.index, w.index, "{json}");
+                assert!((c.probability - w.probability).abs() < 1e-12, "{json}");
+            }
+        }
+    }
+}

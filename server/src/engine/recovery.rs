@@ -44,6 +44,7 @@ impl Engine {
                     _ => {}
                 }
             }
+            rt.learner.write().warm();
             rt.snapshot_mark.store(rt.mark(), Ordering::Release);
         }
         tracing::info!(

@@ -1,6 +1,8 @@
 //! The reward path: join by event id, apply or hold per the campaign's aggregation, and close
 //! reward windows (default rewards) exactly once.
 
+use std::sync::Arc;
+
 use tailor_wire::{RewardRequest, RewardResponse, RewardStatus};
 
 use super::{now_ms, CampaignRuntime, Engine};
@@ -55,7 +57,7 @@ impl Engine {
         ids.sort();
         let mut found = Vec::new();
         for c in ids {
-            if self.store.event(&c, event_id)?.is_some() {
+            if self.store.has_event(&c, event_id)? {
                 found.push(c);
             }
         }
@@ -115,13 +117,21 @@ impl Engine {
         let mut campaigns: Vec<String> = items.iter().map(|(c, _, _)| c.clone()).collect();
         campaigns.sort_unstable();
         campaigns.dedup();
+        let mut learned: Vec<Arc<CampaignRuntime>> = Vec::new();
         let results: Vec<_> = items
             .into_iter()
             .map(|(campaign, event_id, req)| {
-                self.join_one(&campaign, &event_id, &req, now_ms())
-                    .map(|status| RewardResponse { event_id, status })
+                let (status, rt) = self.join_unwarmed(&campaign, &event_id, &req, now_ms())?;
+                if !learned.iter().any(|l| Arc::ptr_eq(l, &rt)) {
+                    learned.push(rt);
+                }
+                Ok(RewardResponse { event_id, status })
             })
             .collect();
+        // Each changed arm's posterior table is rebuilt once for the batch, not per reward.
+        for rt in learned {
+            rt.learner.write().warm();
+        }
         self.commit_for(campaigns.iter().map(String::as_str))
             .await?;
         Ok(results)
@@ -136,12 +146,29 @@ impl Engine {
         req: &RewardRequest,
         now: u64,
     ) -> Result<RewardStatus, EngineError> {
+        let (status, rt) = self.join_unwarmed(campaign, event_id, req, now)?;
+        rt.learner.write().warm();
+        Ok(status)
+    }
+
+    /// [`join_one`](Self::join_one) leaving the posterior tables the reward changed to the
+    /// caller's [`Learner::warm`](super::runtime::Learner::warm); returns the campaign it
+    /// joined in.
+    fn join_unwarmed(
+        &self,
+        campaign: &str,
+        event_id: &str,
+        req: &RewardRequest,
+        now: u64,
+    ) -> Result<(RewardStatus, Arc<CampaignRuntime>), EngineError> {
         check_reward_request(req)?;
         let rt = self.campaign(campaign)?;
-        let status = self.with_live(rt, |rt| self.join(rt, event_id, req, now))?;
+        let (status, rt) = self.with_live(rt, |rt| {
+            Ok((self.join(rt, event_id, req, now)?, rt.clone()))
+        })?;
         metrics::counter!("tailor_rewards_total", "campaign" => campaign.to_string(), "status" => status_label(status))
             .increment(1);
-        Ok(status)
+        Ok((status, rt))
     }
 
     /// Join one reward; the caller holds the campaign's join lock.
@@ -391,6 +418,14 @@ impl Engine {
                     self.store.drop_orphan_pending(campaign, event_id, now)?;
                 }
                 closed += 1;
+            }
+            let mut campaigns: Vec<&str> = due.iter().map(|(c, _)| c.as_str()).collect();
+            campaigns.sort_unstable();
+            campaigns.dedup();
+            for c in campaigns {
+                if let Ok(rt) = self.campaign(c) {
+                    rt.learner.write().warm();
+                }
             }
         }
     }

@@ -43,6 +43,14 @@ impl Learner {
             );
         }
     }
+
+    /// Rebuild the posterior tables the rewards learned since the last call dropped
+    /// ([`Policy::warm`]): once per changed arm, off the decide path.
+    pub(super) fn warm(&mut self) {
+        for (_, p) in &mut self.policies {
+            p.warm();
+        }
+    }
 }
 
 /// Counters and log watermarks of one campaign.

@@ -96,6 +96,10 @@ pub trait LogStore: Send + Sync + 'static {
     }
     /// The join state of `event_id` in `campaign`.
     fn event(&self, campaign: &str, event_id: &str) -> Result<Option<EventRecord>, StoreError>;
+    /// Whether `campaign` holds a join state for `event_id` (without building it).
+    fn has_event(&self, campaign: &str, event_id: &str) -> Result<bool, StoreError> {
+        Ok(self.event(campaign, event_id)?.is_some())
+    }
     /// The join state of `event_id` with its decision's served actions when building it read
     /// them anyway (an open window held in memory), so a join need not read the decision again.
     fn event_with_actions(

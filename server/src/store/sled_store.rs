@@ -782,6 +782,13 @@ impl LogStore for SledStore {
             .transpose()
     }
 
+    fn has_event(&self, campaign: &str, event_id: &str) -> Result<bool, StoreError> {
+        // A held window's frame is durable or still buffered: a crash that lost it also
+        // lost the window (held windows are rebuilt from the frames).
+        Ok(self.marks.open.seq_of(campaign, event_id).is_some()
+            || self.log.contains_key(join_key(campaign, event_id))?)
+    }
+
     fn event_with_actions(
         &self,
         campaign: &str,
