@@ -8,7 +8,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use rand::SeedableRng;
 use rand_pcg::Pcg64Mcg;
-use tailor_benches::decide_body;
+use tailor_benches::{decide_body, target_shapes};
 use tailor_policies::{Arm, Featurizer, FeaturizerConfig, Policy, PolicyConfig, SparseVec};
 use tailor_sdk::wire::DecideRequest;
 use tailor_server::campaign::CampaignConfig;
@@ -68,29 +68,6 @@ fn bench_decide(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench_decide, bench_from_bytes, bench_stages);
-
-/// 100 candidates with ids only and 8 numeric context features: the shape of issue 18's
-/// Thompson target.
-fn ids_only_body(n: usize) -> Vec<u8> {
-    let context: serde_json::Map<String, serde_json::Value> = (0..8)
-        .map(|i| (format!("f{i}"), serde_json::json!(0.125 + i as f64 * 1.5)))
-        .collect();
-    let candidates: Vec<serde_json::Value> = (0..n)
-        .map(|i| serde_json::json!({"id": format!("sku-{i}")}))
-        .collect();
-    serde_json::to_vec(&serde_json::json!({"context": context, "candidates": candidates})).unwrap()
-}
-
-/// The two shapes of issue 18's in-process targets: (campaign, body).
-fn target_shapes() -> [(&'static str, Vec<u8>); 2] {
-    [
-        ("thompson", ids_only_body(100)),
-        (
-            "linucb_d32",
-            serde_json::to_vec(&decide_body(100, 1)).unwrap(),
-        ),
-    ]
-}
 
 /// In-process decide from the request bytes: parse, validate, featurize, choose, log (sled).
 fn bench_from_bytes(c: &mut Criterion) {

@@ -27,3 +27,26 @@ pub fn decide_body(n: usize, seed: u64) -> Value {
         "candidates": candidates,
     })
 }
+
+/// 100 candidates with ids only and 8 numeric context features: the shape of issue 18's
+/// Thompson target.
+pub fn ids_only_body(n: usize) -> Vec<u8> {
+    let context: serde_json::Map<String, Value> = (0..8)
+        .map(|i| (format!("f{i}"), json!(0.125 + i as f64 * 1.5)))
+        .collect();
+    let candidates: Vec<Value> = (0..n).map(|i| json!({"id": format!("sku-{i}")})).collect();
+    serde_json::to_vec(&json!({"context": context, "candidates": candidates}))
+        .expect("a JSON value encodes")
+}
+
+/// The two shapes of issue 18's in-process targets: (campaign, body). The campaigns are
+/// `thompson` and `linucb_d32` (LinUCB, alpha 1), both with a 32-dimension featurizer.
+pub fn target_shapes() -> [(&'static str, Vec<u8>); 2] {
+    [
+        ("thompson", ids_only_body(100)),
+        (
+            "linucb_d32",
+            serde_json::to_vec(&decide_body(100, 1)).expect("a JSON value encodes"),
+        ),
+    ]
+}

@@ -224,43 +224,35 @@ impl SparseVec {
 
     /// The vector of pairs sorted by index (any order within an index).
     fn from_sorted(pairs: &mut [(u32, f64)]) -> Self {
-        // Three or more values on one index are summed in a fixed order (two sum the same
-        // either way); collisions are rare, so this costs one scan.
-        let mut run = 0;
-        while run < pairs.len() {
-            let mut end = run + 1;
-            while end < pairs.len() && pairs[end].0 == pairs[run].0 {
-                end += 1;
-            }
-            if end - run > 2 {
-                pairs[run..end].sort_unstable_by(|a, b| a.1.total_cmp(&b.1));
-            }
-            run = end;
-        }
-        let pairs = &*pairs;
         let mut out = SparseVec {
             idx: Vec::with_capacity(pairs.len()),
             val: Vec::with_capacity(pairs.len()),
         };
-        for &(i, v) in pairs {
-            if out.idx.last() == Some(&i) {
-                *out.val.last_mut().expect("idx and val have equal length") += v;
-            } else {
+        let mut run = 0;
+        while run < pairs.len() {
+            let i = pairs[run].0;
+            let mut end = run + 1;
+            while end < pairs.len() && pairs[end].0 == i {
+                end += 1;
+            }
+            let sum = match &mut pairs[run..end] {
+                [(_, a)] => *a,
+                // Two sum the same in either order.
+                [(_, a), (_, b)] => *a + *b,
+                // Three or more values on one index are summed in ascending order, so the sum
+                // does not depend on the order they came in; collisions are rare and short.
+                more => {
+                    insertion_sort_by_value(more);
+                    more[1..].iter().fold(more[0].1, |acc, p| acc + p.1)
+                }
+            };
+            // Collisions may cancel exactly; a stored zero would only cost time.
+            if sum != 0.0 {
                 out.idx.push(i);
-                out.val.push(v);
+                out.val.push(sum);
             }
+            run = end;
         }
-        // Collisions may cancel exactly; a stored zero would only cost time.
-        let mut k = 0;
-        for j in 0..out.idx.len() {
-            if out.val[j] != 0.0 {
-                out.idx[k] = out.idx[j];
-                out.val[k] = out.val[j];
-                k += 1;
-            }
-        }
-        out.idx.truncate(k);
-        out.val.truncate(k);
         out
     }
 
@@ -282,6 +274,18 @@ impl SparseVec {
             .iter()
             .zip(&self.val)
             .map(|(&i, &v)| (i as usize, v))
+    }
+}
+
+/// Sort a short run of pairs by value (`f64::total_cmp`): collisions on one index are a few
+/// pairs, where this beats a general sort's set-up.
+fn insertion_sort_by_value(run: &mut [(u32, f64)]) {
+    for k in 1..run.len() {
+        let mut j = k;
+        while j > 0 && run[j - 1].1.total_cmp(&run[j].1).is_gt() {
+            run.swap(j - 1, j);
+            j -= 1;
+        }
     }
 }
 
