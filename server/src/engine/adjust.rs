@@ -108,7 +108,7 @@ impl Engine {
     ) -> Result<AdjustResponse, EngineError> {
         let response = self.adjust_at(campaign, event_id, &req, now_ms())?;
         // A duplicate may race the original's flush; acknowledge it only once durable too.
-        self.commit_for([campaign]).await?;
+        self.commit.wait().await?;
         Ok(response)
     }
 

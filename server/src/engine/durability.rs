@@ -23,19 +23,9 @@ struct Inner {
     flushed: watch::Sender<Result<u64, String>>,
 }
 
-/// What a group commit makes durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    /// The campaigns' logs (segment files and the log journal): rewards, join states, returns.
-    Log,
-    /// Every tree (a full flush): also what send-time decisions wrote at decide time (send
-    /// events, shopper tokens), which their rewards' learning reads back after a crash.
-    All,
-}
-
 impl GroupCommit {
     /// Start the flusher task on the current tokio runtime.
-    pub fn start(store: Arc<dyn Store>, scope: Scope) -> Self {
+    pub fn start(store: Arc<dyn Store>) -> Self {
         let (tx, _) = watch::channel(Ok(0));
         let inner = Arc::new(Inner {
             requested: AtomicU64::new(0),
@@ -53,11 +43,7 @@ impl GroupCommit {
                 if target <= done {
                     continue;
                 }
-                let flushed = match scope {
-                    Scope::Log => store.commit_log().await,
-                    Scope::All => store.flush().await,
-                };
-                match flushed {
+                match store.commit_log().await {
                     Ok(()) => {
                         done = target;
                         let _ = inner.flushed.send_replace(Ok(target));

@@ -77,10 +77,7 @@ pub struct Engine {
     /// The last log sequence number handed out (decisions and rewards, every campaign): above
     /// everything in any log or snapshot when the engine opened, so numbers never repeat.
     seq: AtomicU64,
-    /// Group commits: of the campaigns' logs, and of everything (for send-time campaigns,
-    /// whose decisions write send events and shopper tokens to sled at decide time).
     commit: GroupCommit,
-    commit_all: GroupCommit,
     campaigns: RwLock<HashMap<String, Arc<CampaignRuntime>>>,
     /// Serializes campaign create/update/delete.
     admin: Mutex<()>,
@@ -151,8 +148,7 @@ impl Engine {
         }
         let engine = Arc::new(Self {
             seq: AtomicU64::new(last_seq),
-            commit: GroupCommit::start(store.clone(), durability::Scope::Log),
-            commit_all: GroupCommit::start(store.clone(), durability::Scope::All),
+            commit: GroupCommit::start(store.clone()),
             store,
             campaigns: RwLock::new(campaigns),
             admin: Mutex::new(()),
@@ -179,23 +175,6 @@ impl Engine {
                 continue;
             }
             return f(&rt);
-        }
-    }
-
-    /// Wait until what was written for `campaigns` so far is durable: their logs, and for a
-    /// send-time campaign every tree (its rewards' learning reads the send event and shopper
-    /// token its decision wrote to sled).
-    pub(crate) async fn commit_for<'a>(
-        &self,
-        campaigns: impl IntoIterator<Item = &'a str>,
-    ) -> Result<(), StoreError> {
-        let all = campaigns
-            .into_iter()
-            .any(|c| self.campaign(c).is_ok_and(|rt| rt.send_time.is_some()));
-        if all {
-            self.commit_all.wait().await
-        } else {
-            self.commit.wait().await
         }
     }
 

@@ -98,7 +98,7 @@ impl Engine {
         }
         let status = self.join_one(campaign, event_id, &req, now_ms())?;
         // A duplicate may race the original's flush; acknowledge it only once durable too.
-        self.commit_for([campaign]).await?;
+        self.commit.wait().await?;
         Ok(RewardResponse {
             event_id: event_id.to_string(),
             status,
@@ -114,9 +114,6 @@ impl Engine {
         if let Some(cluster) = self.cluster() {
             return Ok(cluster.reward_batch(self, items).await);
         }
-        let mut campaigns: Vec<String> = items.iter().map(|(c, _, _)| c.clone()).collect();
-        campaigns.sort_unstable();
-        campaigns.dedup();
         let mut learned: Vec<Arc<CampaignRuntime>> = Vec::new();
         let results: Vec<_> = items
             .into_iter()
@@ -132,8 +129,7 @@ impl Engine {
         for rt in learned {
             rt.learner.write().warm();
         }
-        self.commit_for(campaigns.iter().map(String::as_str))
-            .await?;
+        self.commit.wait().await?;
         Ok(results)
     }
 

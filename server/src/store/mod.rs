@@ -216,8 +216,9 @@ pub trait LogStore: Send + Sync + 'static {
 
     /// Make every write to the campaigns' logs so far durable (decisions, rewards, join
     /// states, returns): what a reward's acknowledgement waits for. Cheaper than
-    /// [`flush`](Self::flush): the segment files and the log journal are fsynced, sled is not
-    /// flushed.
+    /// [`flush`](Self::flush): the segment files and the log journal are fsynced; sled is
+    /// flushed only when a send-time decision wrote a shopper state or send event since the
+    /// last commit (a reward's learning reads them back after a crash).
     fn commit_log(&self) -> FlushFuture;
 
     /// Log retention (docs/security/memory.md): remove at most `limit` of `campaign`'s oldest

@@ -1,6 +1,7 @@
 //! The sled implementation of the store traits.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -70,6 +71,9 @@ pub struct SledStore {
     segments: Arc<Segments>,
     /// Join states of open windows nothing has changed yet (not in sled), and their marks.
     marks: Arc<Marks>,
+    /// A send-time decision wrote a shopper state or send event (sled trees outside the log
+    /// journal) that the next log commit must flush: its rewards' learning reads them back.
+    send_time_unflushed: Arc<AtomicBool>,
     legacy_decision_seq: u64,
 }
 
@@ -431,6 +435,7 @@ impl SledStore {
             send_events: db.open_tree("send_events")?,
             segments,
             marks,
+            send_time_unflushed: Arc::new(AtomicBool::new(false)),
             legacy_decision_seq,
             db,
         };
@@ -529,22 +534,28 @@ impl SledStore {
     }
 
     /// On a blocking thread, fsync the segment files, then the log journal (`drain`: and move
-    /// its pending writes into sled). Decisions first: a join state made durable must never
-    /// name a decision that is not.
+    /// its pending writes into sled), then flush sled if a send-time decision wrote to it.
+    /// Decisions first: a join state made durable must never name a decision that is not.
     fn sync_logs(
         &self,
         drain: bool,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
         let segments = self.segments.clone();
         let log = self.log.clone();
+        let db = self.db.clone();
+        let send_time = self.send_time_unflushed.clone();
         async move {
             tokio::task::spawn_blocking(move || {
                 segments.sync()?;
                 if drain {
-                    log.drain()
+                    log.drain()?;
                 } else {
-                    log.sync()
+                    log.sync()?;
                 }
+                if send_time.swap(false, Ordering::AcqRel) {
+                    db.flush()?;
+                }
+                Ok(())
             })
             .await
             .map_err(|e| StoreError::Corrupt {
@@ -1462,6 +1473,9 @@ impl ShopperStore for SledStore {
                 self.shopper_tokens.remove(old.token.to_be_bytes())?;
             }
         }
+        // After the writes: a commit that takes the flag flushes them; set before, a commit
+        // could take it and flush before they land, leaving them to no commit.
+        self.send_time_unflushed.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -1534,6 +1548,8 @@ impl ShopperStore for SledStore {
     ) -> Result<(), StoreError> {
         self.send_events
             .insert(event_key(campaign, event_id), encode(record))?;
+        // After the write (see `put_shopper`).
+        self.send_time_unflushed.store(true, Ordering::Release);
         Ok(())
     }
 
