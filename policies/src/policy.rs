@@ -605,17 +605,13 @@ impl Hasher for IdHasher {
 
 type IdMap<V> = HashMap<String, V, IdHash>;
 
-/// Most arms queued for [`Policy::warm`]; past it the queue is dropped and decides build the
-/// tables they need (only a caller that never warms gets there).
-const MAX_STALE: usize = 65_536;
-
-/// Queue `id` for [`Policy::warm`]. An arm is queued when its built table is dropped (or it is
-/// new), so it is queued at most once between warms unless a decide rebuilt its table.
-fn queue_stale(stale: &mut Vec<String>, id: &str) {
-    if stale.len() >= MAX_STALE {
-        stale.clear();
+/// Queue arm `id` for [`Policy::warm`] unless it is queued already (`queued` is the arm's
+/// flag), so the queue holds each arm at most once.
+fn queue_stale(stale: &mut Vec<String>, queued: &mut bool, id: &str) {
+    if !*queued {
+        *queued = true;
+        stale.push(id.to_owned());
     }
-    stale.push(id.to_owned());
 }
 
 /// Beta-Bernoulli evidence of one arm above the prior.
@@ -628,6 +624,9 @@ struct BetaArm {
     /// The posterior CDF table, rebuilt after each update and after loading (not persisted).
     #[serde(skip)]
     table: OnceLock<Option<BetaTable>>,
+    /// In its policy's queue for [`Policy::warm`].
+    #[serde(skip)]
+    queued: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -663,6 +662,9 @@ struct Welford {
     /// loading (not persisted).
     #[serde(skip)]
     table: OnceLock<Option<StudentTable>>,
+    /// In its policy's queue for [`Policy::warm`].
+    #[serde(skip)]
+    queued: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1721,7 +1723,8 @@ impl Policy {
         match &mut self.state {
             State::Beta(b) => {
                 for id in b.stale.drain(..) {
-                    if let Some(e) = b.arms.get(&id) {
+                    if let Some(e) = b.arms.get_mut(&id) {
+                        e.queued = false;
                         let (a, bb) = (b.prior.0 + e.successes, b.prior.1 + e.failures);
                         e.table.get_or_init(|| BetaTable::new(a, bb));
                     }
@@ -1729,7 +1732,8 @@ impl Policy {
             }
             State::Gaussian(g) => {
                 for id in g.stale.drain(..) {
-                    if let Some(e) = g.arms.get(&id) {
+                    if let Some(e) = g.arms.get_mut(&id) {
+                        e.queued = false;
                         // The table depends only on the degrees of freedom 2·(α₀ + w/2).
                         let dof = 2.0 * g.prior.shape + e.weight;
                         e.table.get_or_init(|| StudentTable::new(dof));
@@ -1766,23 +1770,20 @@ impl Policy {
         match &mut self.state {
             State::Beta(b) => {
                 let r = reward.clamp(0.0, 1.0);
-                let mut new = false;
-                let e = b.arms.entry(arm.id.to_owned()).or_insert_with(|| {
-                    new = true;
-                    BetaArm {
-                        successes: 0.0,
-                        failures: 0.0,
-                        clock: now,
-                        table: OnceLock::new(),
-                    }
+                let e = b.arms.entry(arm.id.to_owned()).or_insert_with(|| BetaArm {
+                    successes: 0.0,
+                    failures: 0.0,
+                    clock: now,
+                    table: OnceLock::new(),
+                    queued: false,
                 });
                 let w = age(e.clock);
                 e.successes = e.successes * w + r;
                 e.failures = e.failures * w + (1.0 - r);
                 e.clock = stamp;
-                let dropped = e.table.take().is_some();
-                if gamma == 1.0 && time.is_none() && (dropped || new) {
-                    queue_stale(&mut b.stale, arm.id);
+                e.table = OnceLock::new();
+                if gamma == 1.0 && time.is_none() {
+                    queue_stale(&mut b.stale, &mut e.queued, arm.id);
                 }
             }
             State::Gaussian(g) => {
@@ -1792,8 +1793,8 @@ impl Policy {
                     m2: 0.0,
                     clock: now,
                     table: OnceLock::new(),
+                    queued: false,
                 });
-                let dropped = e.table.take().is_some();
                 let k = age(e.clock);
                 let (w, mean, m2) = (e.weight * k, e.mean, e.m2 * k);
                 // Weighted Welford: stable for large revenues where Σr² - (Σr)²/n would cancel.
@@ -1804,8 +1805,9 @@ impl Policy {
                 e.mean = mean1;
                 e.m2 = m2 + d * (reward - mean1);
                 e.clock = stamp;
-                if gamma == 1.0 && time.is_none() && (dropped || w == 0.0) {
-                    queue_stale(&mut g.stale, arm.id);
+                e.table = OnceLock::new();
+                if gamma == 1.0 && time.is_none() {
+                    queue_stale(&mut g.stale, &mut e.queued, arm.id);
                 }
             }
             State::LinUcb { model, .. } | State::LinTs { model, .. } => {

@@ -12,15 +12,11 @@
 //! Run it twice with different `--decides` and divide the difference of the totals by the
 //! difference of the counts: instructions per decide, set-up excluded.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
-use tailor_benches::target_shapes;
-use tailor_server::campaign::CampaignConfig;
-use tailor_server::config::Settings;
-use tailor_server::engine::{DecideInput, Engine};
-use tailor_server::store::{SledStore, Store};
+use tailor_benches::{create_target_campaigns, engine, target_shapes};
+use tailor_server::engine::DecideInput;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -43,22 +39,9 @@ fn main() -> anyhow::Result<()> {
         .find(|(n, _)| *n == args.shape)
         .ok_or_else(|| anyhow::anyhow!("unknown shape {:?}", args.shape))?;
     let dir = tempfile::tempdir()?;
-    let settings = Settings::default();
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(
-        dir.path(),
-        settings.storage.cache_capacity_bytes,
-        settings.storage.flush_every_ms,
-    )?);
     let rt = tokio::runtime::Runtime::new()?;
-    let engine = rt.block_on(async { Engine::open(store, settings.engine.clone()) })?;
-    let policy = match name {
-        "thompson" => serde_json::json!({"type": "thompson"}),
-        _ => serde_json::json!({"type": "linucb", "alpha": 1.0}),
-    };
-    let config: CampaignConfig = serde_json::from_value(serde_json::json!({
-        "id": name, "policy": policy, "featurizer": {"dimension": 32}
-    }))?;
-    engine.create_campaign(config)?;
+    let engine = engine(dir.path(), &rt);
+    create_target_campaigns(&engine);
     let decide = || -> anyhow::Result<()> {
         engine.decide_items(name, DecideInput::parse(raw.clone())?)?;
         Ok(())

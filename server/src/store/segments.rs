@@ -384,34 +384,25 @@ impl CampaignLog {
         let mut pos = seg.start_for(seq);
         // The frame is within one index interval (plus the frame itself) of its index point:
         // read that span at once and walk its headers in memory, not a read per header.
-        let window = self.read_at(i, pos, (end - pos).min(2 * INDEX_EVERY) as usize)?;
-        let mut off = 0;
-        while off + HEADER <= window.len() {
-            let h: [u8; HEADER] = window[off..off + HEADER].try_into().expect("header");
-            let (len, _, at) = parse_header(&h);
-            let start = off + HEADER;
-            if at == seq {
-                return match window.get(start..start + len as usize) {
-                    Some(payload) => Ok(Some(payload.to_vec())),
-                    None => self.read_at(i, pos + start as u64, len as usize).map(Some),
-                };
-            }
-            if at > seq {
-                return Ok(None);
-            }
-            off = start + len as usize;
-        }
-        pos += off as u64;
         while pos + HEADER as u64 <= end {
-            let h: [u8; HEADER] = self.read_at(i, pos, HEADER)?.try_into().expect("header");
-            let (len, _, at) = parse_header(&h);
-            if at == seq {
-                return self.read_at(i, pos + HEADER as u64, len as usize).map(Some);
+            let window = self.read_at(i, pos, (end - pos).min(2 * INDEX_EVERY) as usize)?;
+            let mut off = 0;
+            while off + HEADER <= window.len() {
+                let h: [u8; HEADER] = window[off..off + HEADER].try_into().expect("header");
+                let (len, _, at) = parse_header(&h);
+                let start = off + HEADER;
+                if at == seq {
+                    return match window.get(start..start + len as usize) {
+                        Some(payload) => Ok(Some(payload.to_vec())),
+                        None => self.read_at(i, pos + start as u64, len as usize).map(Some),
+                    };
+                }
+                if at > seq {
+                    return Ok(None);
+                }
+                off = start + len as usize;
             }
-            if at > seq {
-                return Ok(None);
-            }
-            pos += HEADER as u64 + len as u64;
+            pos += off as u64;
         }
         Ok(None)
     }

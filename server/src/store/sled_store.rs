@@ -533,12 +533,13 @@ impl SledStore {
         Ok(())
     }
 
-    /// On a blocking thread, fsync the segment files, then the log journal (`drain`: and move
-    /// its pending writes into sled), then flush sled if a send-time decision wrote to it.
-    /// Decisions first: a join state made durable must never name a decision that is not.
+    /// On a blocking thread, fsync the segment files, then the log journal, then flush sled if
+    /// a send-time decision wrote to it since the last commit; `full`: drain the journal's
+    /// pending writes into sled and flush every tree. Decisions first: a join state made
+    /// durable must never name a decision that is not.
     fn sync_logs(
         &self,
-        drain: bool,
+        full: bool,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
         let segments = self.segments.clone();
         let log = self.log.clone();
@@ -547,12 +548,13 @@ impl SledStore {
         async move {
             tokio::task::spawn_blocking(move || {
                 segments.sync()?;
-                if drain {
+                if full {
                     log.drain()?;
                 } else {
                     log.sync()?;
                 }
-                if send_time.swap(false, Ordering::AcqRel) {
+                // Cleared before the flush: a write after it sets it again for the next one.
+                if send_time.swap(false, Ordering::AcqRel) || full {
                     db.flush()?;
                 }
                 Ok(())
@@ -1161,13 +1163,7 @@ impl LogStore for SledStore {
     }
 
     fn flush(&self) -> FlushFuture {
-        let db = self.db.clone();
-        let logs = self.sync_logs(true);
-        Box::pin(async move {
-            logs.await?;
-            db.flush_async().await?;
-            Ok(())
-        })
+        Box::pin(self.sync_logs(true))
     }
 
     fn commit_log(&self) -> FlushFuture {
