@@ -31,6 +31,7 @@ pub struct ClientBuilder {
     retry_initial: Duration,
     retry_max: Duration,
     pool_max_idle_per_host: usize,
+    pool_idle_timeout: Duration,
     pub(crate) drop_grace: Duration,
 }
 
@@ -48,6 +49,7 @@ impl ClientBuilder {
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
             pool_max_idle_per_host: 64,
+            pool_idle_timeout: Duration::from_secs(4),
             drop_grace: Duration::from_secs(5),
         }
     }
@@ -103,6 +105,14 @@ impl ClientBuilder {
         self
     }
 
+    /// How long an idle keep-alive connection is kept (default 4 s). Keep it below the server's
+    /// keep-alive (`transport.keep_alive_ms`, 5 s by default, or a proxy's): a request written
+    /// on a connection the server is closing at that moment fails instead of being answered.
+    pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.pool_idle_timeout = timeout;
+        self
+    }
+
     /// How long the reward sender keeps delivering after the last handle is dropped without
     /// [`Client::shutdown`] (default 5 s).
     pub fn drop_grace(mut self, grace: Duration) -> Self {
@@ -143,7 +153,7 @@ impl ClientBuilder {
             .user_agent(concat!("tailor-sdk/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(self.connect_timeout)
             .pool_max_idle_per_host(self.pool_max_idle_per_host)
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(self.pool_idle_timeout)
             .tcp_nodelay(true)
             .build()
             .map_err(Error::Transport)?;

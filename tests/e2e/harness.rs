@@ -11,7 +11,9 @@ use serde_json::Value;
 /// The bootstrap editor key every test server starts with (`TAILOR_ADMIN_KEY`).
 pub const ADMIN_KEY: &str = "e2e-admin-key-0123456789abcdef";
 
-/// A client that sends `Authorization: Bearer <key>` on every request.
+/// A client that sends `Authorization: Bearer <key>` on every request. Idle connections are
+/// dropped after 2 s, before the server's 5 s keep-alive closes them: a request written on a
+/// connection the server is closing at that moment fails, which loaded CI runs met.
 pub fn client_with(key: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
@@ -20,6 +22,7 @@ pub fn client_with(key: &str) -> reqwest::Client {
     );
     reqwest::Client::builder()
         .default_headers(headers)
+        .pool_idle_timeout(Duration::from_secs(2))
         .build()
         .unwrap()
 }

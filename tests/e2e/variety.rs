@@ -73,9 +73,12 @@ async fn carousels(
             let url = server.url(&format!("/v1/campaigns/{campaign}/decide"));
             let body = json!({"candidates": catalog(), "k": 5, "event_id": format!("{tag}-{j}")});
             tasks.push(tokio::spawn(async move {
-                let r = client.post(url).json(&body).send().await.unwrap();
-                assert_eq!(r.status().as_u16(), 200);
-                r.json::<Value>().await.unwrap()
+                let r = client.post(url).json(&body).send().await;
+                let r = r.unwrap_or_else(|e| panic!("decide {j}: {e:?}"));
+                let status = r.status().as_u16();
+                let v = r.json::<Value>().await.unwrap();
+                assert_eq!(status, 200, "decide {j}: {v}");
+                v
             }));
         }
         let mut rewards = Vec::new();
