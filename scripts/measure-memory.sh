@@ -6,6 +6,9 @@
 #       Start a server on DATA_DIR, load it with `loadgen soak` (decides with fresh event ids, a
 #       reward for every fourth), print the RSS curve (TSV: seconds, decisions, errors, VmRSS MB,
 #       VmHWM MB) every SAMPLE seconds, stop it. DECISIONS > 0 stops after that many decisions.
+#   scripts/measure-memory.sh settle DATA_DIR [SECONDS]
+#       Start an idle server on DATA_DIR for SECONDS (default 40) so the reward windows a soak
+#       left open close, stop it, print the bytes of the data directory's parts.
 #   scripts/measure-memory.sh export DATA_DIR [CAMPAIGN]
 #       Start a fresh server on DATA_DIR, stream GET /admin/v1/campaigns/CAMPAIGN/log to a counter,
 #       print lines, bytes, seconds and the server's VmRSS before and VmHWM (peak) after.
@@ -77,6 +80,14 @@ soak)
         --seconds "${3:-600}" --concurrency "${4:-256}" --candidates "${5:-10}" \
         --decisions "${6:-0}" --sample-seconds "$SAMPLE" --prefix "soak-$(date +%s)" \
         ${LOG_REQUESTS:+--log-requests}
+    ;;
+settle)
+    dir=${2:?data dir}
+    start_server "$dir"
+    sleep "${3:-40}"
+    stop_server
+    du -sb "$dir"/*
+    du -sb "$dir"
     ;;
 export)
     dir=${2:?data dir}

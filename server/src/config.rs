@@ -50,6 +50,11 @@ pub struct StorageSettings {
     pub log_retention_days: f64,
     /// How often the retention task looks for expired log entries, in milliseconds.
     pub log_retention_interval_ms: u64,
+    /// Compress sled's pages with zstd (docs/event-log.md#compressed-pages): about half the
+    /// data directory per decision, for ~10 µs of CPU per page sled writes (a third less
+    /// mixed throughput on two cores). Applies to a data directory when it is created; one
+    /// created otherwise keeps its setting.
+    pub compress_pages: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -195,6 +200,7 @@ impl Default for StorageSettings {
             cache_capacity_bytes: DEFAULT_CACHE_CAPACITY_BYTES,
             log_retention_days: DEFAULT_LOG_RETENTION_DAYS,
             log_retention_interval_ms: 3_600_000,
+            compress_pages: false,
         }
     }
 }

@@ -120,10 +120,11 @@ pub fn start(settings: &Settings) -> Result<Running, StartError> {
         path: data_dir.clone(),
         source,
     })?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(
+    let store: Arc<dyn Store> = Arc::new(SledStore::open_with(
         &settings.storage.data_dir,
         settings.storage.cache_capacity_bytes,
         settings.storage.flush_every_ms,
+        settings.storage.compress_pages,
     )?);
     if settings.cluster.enabled() {
         cluster::clear_local_state(&*store)?;

@@ -447,3 +447,97 @@ async fn adjust_answers_and_the_sdk() {
         "{e}"
     );
 }
+
+/// A window that closes with the default reward keeps no settled entry per slot (store schema
+/// 7: the compact marker and the decision's frame stand for it). Returns still find such a
+/// slot, with the default as its previous value, next to a slot a real reward settled; a late
+/// reward is still `410` and a replayed decide still gets its recorded answer, also after a
+/// `kill -9`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_closed_with_the_default_reward_can_be_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server =
+        Server::start(dir.path(), &[("TAILOR__ENGINE__SWEEP_INTERVAL_MS", "50")]).await;
+    server
+        .create_campaign(json!({"id": "carts", "policy": {"type": "thompson"},
+            "reward_wait_seconds": 1.0, "return_window_seconds": 600.0, "default_reward": 0.25}))
+        .await;
+    let body = json!({"candidates": [{"id": "a"}, {"id": "b"}, {"id": "c"}], "event_id": "cart-1", "k": 2});
+    let (status, d) = server.post("/v1/campaigns/carts/decide", &body).await;
+    assert_eq!(status, 200, "{d}");
+    let first = d["actions"][0]["id"].as_str().unwrap().to_string();
+    let second = d["actions"][1]["id"].as_str().unwrap().to_string();
+    let (status, r) = server
+        .post(
+            "/v1/campaigns/carts/events/cart-1/reward",
+            &json!({"value": 1.0, "action_id": first}),
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+
+    // Until the window closes the unrewarded slot has nothing to return (409); then it has the
+    // default.
+    let mut waited = 0;
+    let r = loop {
+        let (status, r) = server
+            .post(
+                "/v1/campaigns/carts/events/cart-1/adjust",
+                &json!({"value": 0.75, "action_id": second, "adjustment_id": "rma-1"}),
+            )
+            .await;
+        if status == 200 {
+            break r;
+        }
+        assert_eq!(
+            (status, r["error"]["code"].as_str()),
+            (409, Some("no_reward")),
+            "{r}"
+        );
+        waited += 1;
+        assert!(waited < 300, "the window never closed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (
+            r["status"].as_str(),
+            r["previous"].as_f64(),
+            r["value"].as_f64()
+        ),
+        (Some("accepted"), Some(0.25), Some(0.75)),
+        "{r}"
+    );
+
+    server.kill9();
+    server.restart().await;
+    for (event_action, value, previous) in [(&second, 0.75, 0.75), (&first, 0.5, 1.0)] {
+        let (status, r) = server
+            .post(
+                "/v1/campaigns/carts/events/cart-1/adjust",
+                &json!({"value": value, "action_id": event_action}),
+            )
+            .await;
+        assert_eq!(status, 200, "{r}");
+        assert_eq!(r["previous"].as_f64(), Some(previous), "{r}");
+    }
+    let (status, r) = server
+        .post(
+            "/v1/campaigns/carts/events/cart-1/reward",
+            &json!({"value": 1.0, "action_id": second}),
+        )
+        .await;
+    assert_eq!(
+        (status, r["error"]["code"].as_str()),
+        (410, Some("reward_window_closed")),
+        "{r}"
+    );
+    let (status, again) = server.post("/v1/campaigns/carts/decide", &body).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["actions"], d["actions"], "the recorded answer");
+    let mut other = body.clone();
+    other["candidates"] = json!([{"id": "x"}, {"id": "y"}]);
+    let (status, e) = server.post("/v1/campaigns/carts/decide", &other).await;
+    assert_eq!(
+        status, 409,
+        "another candidate set under a closed event id: {e}"
+    );
+}

@@ -154,11 +154,8 @@ impl Engine {
                 .ok_or_else(|| EngineError::EventNotFound {
                     id: event_id.to_string(),
                 })?;
-        let mut settled = self.store.settled(campaign, event_id)?;
-        if settled.is_empty() {
-            // Rewards applied before settled slots were kept: the open join state knows them.
-            settled = legacy_settled(&event);
-        }
+        // Explicit entries, or what the join state or its marker says each slot settled at.
+        let settled = self.store.settled(campaign, event_id)?;
         let slot = match &req.action_id {
             None => 0,
             Some(a) => {
@@ -306,23 +303,6 @@ impl Engine {
         books.audiences.on_adjust(e);
         books.reward_seq = books.reward_seq.max(a.seq);
     }
-}
-
-/// The applied rewards of an open join state, for rewards applied before settled slots existed.
-fn legacy_settled(event: &EventRecord) -> Vec<(u32, SettledSlot)> {
-    (event.slots.iter().zip(&event.actions).enumerate())
-        .filter(|(_, (s, _))| s.applied)
-        .map(|(i, (s, a))| {
-            (
-                i as u32,
-                SettledSlot {
-                    action: a.id.clone(),
-                    value: s.value,
-                    adjustments: Vec::new(),
-                },
-            )
-        })
-        .collect()
 }
 
 /// The latest adjusted value of each (event, slot) among `campaign`'s adjustments with seq at

@@ -456,10 +456,21 @@ impl Engine {
                     });
                 }
             }
+            // A join state holding its vectors (the log was deleted while the window was
+            // open) keeps them and its actions: its rewards join to them, not to a frame.
+            let frame_gone = !event.vectors.is_empty();
             let pruned = EventRecord {
-                actions: Vec::new(),
+                actions: if frame_gone {
+                    event.actions.clone()
+                } else {
+                    Vec::new()
+                },
                 slots: Vec::new(),
-                vectors: Vec::new(),
+                vectors: if frame_gone {
+                    event.vectors.clone()
+                } else {
+                    Vec::new()
+                },
                 closed: true,
                 deferred: false,
                 ..event.clone()

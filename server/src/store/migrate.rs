@@ -592,7 +592,9 @@ fn rekey(
 /// hold. Not used by the server; the end-to-end migration test starts from it.
 #[doc(hidden)]
 pub fn downgrade_to_schema1(dir: &std::path::Path) -> Result<(), StoreError> {
-    let db = crate::store::sled_store::open_waiting_for_lock(&sled::Config::new().path(dir))?;
+    let db = crate::store::sled_store::open_waiting_for_lock(
+        &crate::store::sled_store::sled_config(dir, false),
+    )?;
     downgrade_to_schema3(dir, &db)?;
     downgrade_to_schema2(&db)?;
     let old_id = |id: &str| id.replace(crate::engine::SLOT_SEPARATOR, "/");
@@ -708,8 +710,10 @@ mod tests {
     /// missing (a crash after its decision was logged); `ghost` was deferred and never decided;
     /// `e2` got a reward.
     fn write_schema1(dir: &std::path::Path) {
-        let db = crate::store::sled_store::open_waiting_for_lock(&sled::Config::new().path(dir))
-            .unwrap();
+        let db = crate::store::sled_store::open_waiting_for_lock(
+            &crate::store::sled_store::sled_config(dir, false),
+        )
+        .unwrap();
         let t = |name: &str| db.open_tree(name).unwrap();
         t("meta").insert(SCHEMA_KEY, &1u32.to_be_bytes()).unwrap();
         for (seq, id, c) in [(1u64, "a+b/c%d==", "c1"), (2, "e2", "c2"), (3, "e3", "c2")] {
@@ -756,8 +760,10 @@ mod tests {
 
     /// Every tree but `meta`, as (tree, key, value) rows.
     fn dump(dir: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
-        let db = crate::store::sled_store::open_waiting_for_lock(&sled::Config::new().path(dir))
-            .unwrap();
+        let db = crate::store::sled_store::open_waiting_for_lock(
+            &crate::store::sled_store::sled_config(dir, false),
+        )
+        .unwrap();
         let mut rows = Vec::new();
         for name in db.tree_names() {
             if name.as_ref() == b"meta" {
@@ -856,7 +862,7 @@ mod tests {
         write_schema1(dir.path());
         {
             let db = crate::store::sled_store::open_waiting_for_lock(
-                &sled::Config::new().path(dir.path()),
+                &crate::store::sled_store::sled_config(dir.path(), false),
             )
             .unwrap();
             let events = db.open_tree("events").unwrap();
@@ -891,7 +897,7 @@ mod tests {
         write_schema1(cut.path());
         {
             let db = crate::store::sled_store::open_waiting_for_lock(
-                &sled::Config::new().path(cut.path()),
+                &crate::store::sled_store::sled_config(cut.path(), false),
             )
             .unwrap();
             v1_to_v2(&db).unwrap();
@@ -958,7 +964,7 @@ mod tests {
         downgrade_to_schema1(dir.path()).unwrap();
         {
             let db = crate::store::sled_store::open_waiting_for_lock(
-                &sled::Config::new().path(dir.path()),
+                &crate::store::sled_store::sled_config(dir.path(), false),
             )
             .unwrap();
             assert!(db

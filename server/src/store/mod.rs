@@ -9,19 +9,21 @@
 //!   - `L` ++ campaign ++ 0 ++ seq (big-endian): the campaign's rewards ([`LogEntry::Reward`],
 //!     postcard behind a version byte), naming their decision by sequence number;
 //!   - `E` ++ campaign ++ 0 ++ event id: the join state of a decision ([`EventRecord`]), derived
-//!     from the log, pruned to a marker when its window closes;
+//!     from the log, pruned to a compact marker when its window closes (schema 7: the
+//!     decision's seq and each slot's settled value; the rest is read back from the frame);
 //!   - `P` ++ deadline (big-endian) ++ campaign ++ 0 ++ event id: reward windows still open.
 //!
 //!   - `S` ++ campaign ++ 0 ++ event id ++ 0 ++ slot (big-endian u32): the applied reward of a
-//!     slot as adjustments (returns) see it ([`SettledSlot`]), kept past the join state's pruning.
+//!     slot as adjustments (returns) see it ([`SettledSlot`]), once a return adjusted it (the
+//!     other slots are answered by the open join state or the compact marker).
 //!
 //! A decision is appended to its segment under its campaign's books lock (so a campaign's frames
 //! are in sequence order) and its open window is held in memory (`open_windows.rs`): its `E` and
 //! `P` entries are written only when something changes its join state (a reward, an activation)
 //! or memory is full, and after a crash the held windows are rebuilt from the frames past each
 //! campaign's mark. Deferred decisions go to sled at once. A reward is one
-//! batch of its `L` entry, the new `E`, its slot's `S` and (when the window closes) the `P`
-//! removal; an adjustment is one batch of its `L` entry and its slot's new `S`. A flush syncs
+//! batch of its `L` entry, the new `E` and (when the window closes) the `P` removal; an
+//! adjustment is one batch of its `L` entry and its slot's new `S`. A flush syncs
 //! the segments before sled, so a durable join state never names a decision that is not.
 //! Readers merge a campaign's decisions and rewards by sequence number. Sequence numbers come
 //! from one generator, so they increase within each campaign and never repeat.
@@ -56,7 +58,7 @@ pub use records::{
     SendEventRecord, ServedAction, SettledSlot, ShopperRecord, SlotState, MAX_LOGGED_REQUEST,
 };
 pub(crate) use sled_store::expire_margin_ms;
-pub use sled_store::SledStore;
+pub use sled_store::{sled_config, SledStore};
 
 /// A join state with its decision's served actions, when they were read to build it.
 pub type EventWithActions = (EventRecord, Option<Vec<LoggedAction>>);

@@ -216,6 +216,45 @@ impl EventRecord {
     }
 }
 
+/// Version byte of a [`ClosedMarker`]: a join state pruned when its window closed, in its
+/// compact form (store schema 7).
+pub(crate) const MARKER_VERSION: u8 = 2;
+
+/// A closed window's join state as written when its decision's frame is in the segments: the
+/// decision's sequence number and what each slot settled at. Everything else the marker
+/// answers with (time, deadline, policy, holdout, candidate set, the served ids) is read back
+/// from the frame, and a slot keeps a settled-slot entry of its own only once a return
+/// adjusts it. About 20 bytes instead of the full pruned record's ~45 and a ~50-byte entry
+/// per slot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ClosedMarker {
+    pub decision_seq: u64,
+    /// Each slot's reward as applied when the window closed (`None`: nothing was, e.g. a
+    /// deferred decision never activated). A slot's settled-slot entry takes precedence.
+    pub settled: Vec<Option<f64>>,
+}
+
+impl ClosedMarker {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = vec![MARKER_VERSION];
+        out.extend(postcard::to_stdvec(self).expect("postcard encoding of a marker"));
+        out
+    }
+
+    /// The marker, when `bytes` is one (else a full [`EventRecord`] or something corrupt).
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Result<Self, StoreError>> {
+        match bytes.split_first() {
+            Some((&MARKER_VERSION, rest)) => {
+                Some(postcard::from_bytes(rest).map_err(|e| StoreError::Corrupt {
+                    what: "closed marker",
+                    message: e.to_string(),
+                }))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// [`DecisionRecord`] as schema 2 stored it (tree `decisions`; read by the migration only).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct DecisionRecordV2 {

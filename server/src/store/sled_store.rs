@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::journal::{LogBatch, LogTree};
 use super::migrate;
 use super::open_windows::OpenWindows;
-use super::records::{decode, encode, RECORD_VERSION};
+use super::records::{decode, encode, ClosedMarker, RECORD_VERSION};
 use super::segments::Segments;
 use super::{
     AdjustmentEntry, AdjustmentRecord, CampaignSnapshot, ConfigStore, DecisionRecord, EventRecord,
@@ -24,9 +24,12 @@ use super::{
 /// (`segments.rs`); rewards, join states and open windows stay in `log`. Version 5 keeps the
 /// join states of untouched open windows in memory only (`open_windows.rs`), rebuilt from the
 /// segments past each campaign's mark (`open/` ++ campaign in `meta`). Version 6 writes the
-/// `log` tree through a journal (`journal.rs`, `<dir>/journal`) replayed at open.
+/// `log` tree through a journal (`journal.rs`, `<dir>/journal`) replayed at open. Version 7
+/// prunes a closed window's join state to a compact marker ([`ClosedMarker`]: seq and settled
+/// values), keeps a settled-slot entry only for a slot a return adjusted, and writes rewards
+/// without the event id their decision's frame holds.
 /// [`migrate`] converts older stores at open.
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 pub(super) const SCHEMA_KEY: &[u8] = b"schema_version";
 /// Meta key: the highest decision seq logged before the store moved to schema 2 (absent when the
 /// store was created at 2 or later). See [`LogStore::legacy_decision_seq`].
@@ -308,6 +311,35 @@ fn settled_prefix(campaign: &str, event_id: &str) -> Vec<u8> {
     k
 }
 
+/// Settled slots by slot number.
+type SlotStates = Vec<(u32, SettledSlot)>;
+
+/// The slots of an open join state whose reward was applied, as returns see them.
+fn applied_slots(e: &EventRecord) -> impl Iterator<Item = (u32, SettledSlot)> + '_ {
+    (0u32..)
+        .zip(e.slots.iter().zip(&e.actions))
+        .filter(|(_, (s, _))| s.applied)
+        .map(|(slot, (s, a))| {
+            let settled = SettledSlot {
+                action: a.id.clone(),
+                value: s.value,
+                adjustments: Vec::new(),
+            };
+            (slot, settled)
+        })
+}
+
+/// The slot of a settled-slot key under `prefix`.
+fn settled_slot_of(prefix: &[u8], k: &[u8]) -> Result<u32, StoreError> {
+    k.get(prefix.len()..)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt {
+            what: "settled key",
+            message: format!("{} bytes", k.len()),
+        })
+}
+
 /// `S` ++ campaign ++ 0 ++ event id ++ 0 ++ slot.
 fn settled_key(campaign: &str, event_id: &str, slot: u32) -> Vec<u8> {
     let mut k = settled_prefix(campaign, event_id);
@@ -320,6 +352,48 @@ fn decode_event(campaign: &str, event_id: &str, v: &[u8]) -> Result<EventRecord,
     e.campaign = campaign.to_string();
     e.event_id = event_id.to_string();
     Ok(e)
+}
+
+/// The pruned join state a [`ClosedMarker`] stands for, completed from its decision's frame.
+/// Without the frame (deleting a log rewrites its markers in full first, so only a damaged
+/// store gets here) the time fields are 0 and the candidate set unknown.
+fn marker_event(
+    campaign: &str,
+    event_id: &str,
+    decision_seq: u64,
+    d: Option<&DecisionRecord>,
+) -> EventRecord {
+    EventRecord {
+        event_id: event_id.to_string(),
+        campaign: campaign.to_string(),
+        decision_seq,
+        at_ms: d.map_or(0, |d| d.at_ms),
+        deadline_ms: d.map_or(0, |d| d.deadline_ms),
+        policy: d.map(|d| d.policy.clone()).unwrap_or_default(),
+        holdout: d.is_some_and(|d| d.holdout),
+        actions: Vec::new(),
+        slots: Vec::new(),
+        closed: true,
+        candidate_set: d.map_or(0, |d| d.candidate_set),
+        deferred: false,
+        vectors: Vec::new(),
+    }
+}
+
+/// What the retention and deferral scans need of a stored join state — its decision's seq,
+/// `closed`, `deferred` — without reading a marker's frame.
+fn peek_join_state(
+    campaign: &str,
+    event_id: &str,
+    v: &[u8],
+) -> Result<(u64, bool, bool), StoreError> {
+    match ClosedMarker::decode(v) {
+        Some(m) => Ok((m?.decision_seq, true, false)),
+        None => {
+            let e = decode_event(campaign, event_id, v)?;
+            Ok((e.decision_seq, e.closed, e.deferred))
+        }
+    }
 }
 
 fn encode_decision(d: &DecisionRecord) -> Vec<u8> {
@@ -351,11 +425,49 @@ pub(super) fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db, S
     }
 }
 
+/// zstd level of a compressed store's pages (what costs is not the level but sled creating a
+/// compressor for every page it writes, ~10 µs).
+const COMPRESSION_LEVEL: i32 = 1;
+
+/// sled's settings for the store in `dir`: its pages compressed when the store was created
+/// so (`compress_new` for a store not created yet). sled refuses to change that across
+/// restarts, so it is read back from the `conf` file sled writes beside its data.
+pub fn sled_config(dir: &Path, compress_new: bool) -> sled::Config {
+    let compressed = match std::fs::read(dir.join("conf")) {
+        // sled's persisted parameters: text lines, then a checksum.
+        Ok(conf) => conf
+            .split(|b| *b == b'\n')
+            .any(|line| line == b"use_compression: true"),
+        Err(_) => compress_new,
+    };
+    sled::Config::new()
+        .path(dir)
+        .use_compression(compressed)
+        .compression_factor(COMPRESSION_LEVEL)
+}
+
 impl SledStore {
     /// Open (or create) the store in `dir`, converting an older schema first.
     pub fn open(dir: &Path, cache_capacity: u64, flush_every_ms: u64) -> Result<Self, StoreError> {
-        let config = sled::Config::new()
-            .path(dir)
+        Self::open_with(dir, cache_capacity, flush_every_ms, false)
+    }
+
+    /// [`SledStore::open`], creating a new store with its pages compressed when
+    /// `compress_pages` (an existing store keeps how it was created: logged when that differs).
+    pub fn open_with(
+        dir: &Path,
+        cache_capacity: u64,
+        flush_every_ms: u64,
+        compress_pages: bool,
+    ) -> Result<Self, StoreError> {
+        let config = sled_config(dir, compress_pages);
+        if config.use_compression != compress_pages {
+            tracing::warn!(
+                compressed = config.use_compression,
+                "storage.compress_pages applies to new data directories; this one keeps how it was created"
+            );
+        }
+        let config = config
             .cache_capacity(cache_capacity)
             .flush_every_ms(Some(flush_every_ms));
         let db = open_waiting_for_lock(&config)?;
@@ -382,14 +494,16 @@ impl SledStore {
                 if found == 3 {
                     migrate::v3_to_v4(&db, &segments)?;
                     found = 4;
-                } else if found == 4 || found == 5 || found == SCHEMA_VERSION {
+                } else if (4..=SCHEMA_VERSION).contains(&found) {
                     migrate::finish_v4(&db)?;
                 }
-                if found == 4 || found == 5 {
+                if (4..SCHEMA_VERSION).contains(&found) {
                     // 4 -> 5 changes no data: the first open-window rebuild (no marks yet)
                     // reads every frame and finds every join state in sled. 5 -> 6 neither:
                     // the journal starts empty (the version keeps a schema 5 binary from
-                    // opening a store whose journal it would ignore).
+                    // opening a store whose journal it would ignore). 6 -> 7 neither: full
+                    // markers and settled slots still read; the version keeps a schema 6
+                    // binary from meeting compact markers it cannot decode.
                     meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
                 } else if found != SCHEMA_VERSION {
                     return Err(StoreError::Schema {
@@ -567,6 +681,98 @@ impl SledStore {
         }
     }
 
+    /// What each slot of a closing window settled at — a return's `S` entry, else the reward
+    /// applied while the window was open (its join state in sled, unless `held`), else this
+    /// batch's — and the compact marker that keeps it when the decision's frame is in the
+    /// segments (the `S` entries no return adjusted then go, in `batch`). Without the frame,
+    /// no marker: the settled slots no `S` entry holds yet are returned, to be written as `S`
+    /// entries beside the full pruned record (which keeps no values).
+    fn close_window(
+        &self,
+        event: &EventRecord,
+        held: bool,
+        rewards: &[RewardRecord],
+        batch: &mut LogBatch,
+    ) -> Result<(Option<ClosedMarker>, SlotStates), StoreError> {
+        let (campaign, event_id) = (&event.campaign, &event.event_id);
+        let mut settled: Vec<(u32, SettledSlot)> = Vec::new();
+        let prefix = settled_prefix(campaign, event_id);
+        let mut returned = Vec::new();
+        for kv in self.log.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            let slot = settled_slot_of(&prefix, &k)?;
+            let s: SettledSlot = decode("settled slot", &v)?;
+            returned.push((k, s.adjustments.is_empty()));
+            settled.push((slot, s));
+        }
+        let prior = match held {
+            true => None,
+            false => match self.log.get(join_key(campaign, event_id))? {
+                Some(v) if ClosedMarker::decode(&v).is_none() => {
+                    Some(decode_event(campaign, event_id, &v)?)
+                }
+                _ => None,
+            },
+        };
+        let applied = prior.iter().flat_map(applied_slots);
+        let batched = rewards.iter().map(|r| {
+            let s = SettledSlot {
+                action: r.action.id.clone(),
+                value: r.value,
+                adjustments: Vec::new(),
+            };
+            (r.slot, s)
+        });
+        for (slot, s) in applied.chain(batched) {
+            if !settled.iter().any(|(known, _)| *known == slot) {
+                settled.push((slot, s));
+            }
+        }
+        let frame = match event.vectors.is_empty() {
+            true => self.decision(campaign, event.decision_seq)?,
+            false => None,
+        };
+        let Some(d) = frame else {
+            // Only what no `S` entry holds yet.
+            let new = settled.split_off(returned.len());
+            return Ok((None, new));
+        };
+        let mut values = vec![None; d.actions.len()];
+        for (slot, s) in &settled {
+            if let Some(v) = values.get_mut(*slot as usize) {
+                *v = Some(s.value);
+            }
+        }
+        for (k, unadjusted) in returned {
+            if unadjusted {
+                batch.remove(k);
+            }
+        }
+        let marker = ClosedMarker {
+            decision_seq: event.decision_seq,
+            settled: values,
+        };
+        Ok((Some(marker), Vec::new()))
+    }
+
+    /// A join state as sled holds it: a full record, or a closed marker completed from its
+    /// decision's frame.
+    fn join_state(
+        &self,
+        campaign: &str,
+        event_id: &str,
+        v: &[u8],
+    ) -> Result<EventRecord, StoreError> {
+        match ClosedMarker::decode(v) {
+            None => decode_event(campaign, event_id, v),
+            Some(m) => {
+                let seq = m?.decision_seq;
+                let d = self.decision(campaign, seq)?;
+                Ok(marker_event(campaign, event_id, seq, d.as_ref()))
+            }
+        }
+    }
+
     /// The join state of a held event, rebuilt from its decision's frame.
     fn held_event(&self, campaign: &str, seq: u64) -> Result<Option<EventRecord>, StoreError> {
         Ok(self
@@ -663,11 +869,15 @@ impl SledStore {
         &self,
         campaign: &str,
         seq: u64,
-        r: RewardEntry,
+        mut r: RewardEntry,
     ) -> Result<RewardRecord, StoreError> {
         let slot = r.slot as usize;
         let (action, holdout, policy) = match self.decision(campaign, r.decision_seq)? {
             Some(d) => {
+                if r.event_id.is_empty() {
+                    // Written without it while the frame was there (schema 7).
+                    r.event_id = d.event_id;
+                }
                 let action = d.actions.into_iter().nth(slot);
                 (action, d.holdout, d.policy)
             }
@@ -791,7 +1001,7 @@ impl LogStore for SledStore {
         }
         self.log
             .get(join_key(campaign, event_id))?
-            .map(|v| decode_event(campaign, event_id, &v))
+            .map(|v| self.join_state(campaign, event_id, &v))
             .transpose()
     }
 
@@ -853,7 +1063,27 @@ impl LogStore for SledStore {
             .seq_of(&event.campaign, &event.event_id)
             .is_some();
         let mut batch = LogBatch::default();
-        batch.insert(join_key(&event.campaign, &event.event_id), encode(event));
+        let (marker, settled) = if close && event.is_pruned() {
+            self.close_window(event, held, rewards, &mut batch)?
+        } else {
+            (None, Vec::new())
+        };
+        for (slot, s) in &settled {
+            batch.insert(
+                settled_key(&event.campaign, &event.event_id, *slot),
+                encode(s),
+            );
+        }
+        // A reward names its decision by seq; the event id is read back from the frame, and
+        // kept only when the frame is gone (the log deleted while the window was open).
+        let frame_kept = marker.is_some() || (!close && event.vectors.is_empty());
+        batch.insert(
+            join_key(&event.campaign, &event.event_id),
+            match &marker {
+                Some(m) => m.encode(),
+                None => encode(event),
+            },
+        );
         if held && !close {
             // Leaving memory with its window still open.
             batch.insert(
@@ -863,7 +1093,11 @@ impl LogStore for SledStore {
         }
         for r in rewards {
             let entry = LogEntry::Reward(RewardEntry {
-                event_id: r.event_id.clone(),
+                event_id: if frame_kept {
+                    String::new()
+                } else {
+                    r.event_id.clone()
+                },
                 decision_seq: event.decision_seq,
                 at_ms: r.at_ms,
                 kind: r.kind,
@@ -871,14 +1105,6 @@ impl LogStore for SledStore {
                 value: r.value,
             });
             batch.insert(log_key(&r.campaign, r.seq), encode(&entry));
-            batch.insert(
-                settled_key(&r.campaign, &r.event_id, r.slot),
-                encode(&SettledSlot {
-                    action: r.action.id.clone(),
-                    value: r.value,
-                    adjustments: Vec::new(),
-                }),
-            );
         }
         if close && !held {
             batch.remove(pending_key(
@@ -900,21 +1126,45 @@ impl LogStore for SledStore {
         event_id: &str,
     ) -> Result<Vec<(u32, SettledSlot)>, StoreError> {
         let prefix = settled_prefix(campaign, event_id);
-        self.log
+        let mut out = self
+            .log
             .scan_prefix(&prefix)
             .map(|kv| {
                 let (k, v) = kv?;
-                let slot = k
-                    .get(prefix.len()..)
-                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                    .map(u32::from_be_bytes)
-                    .ok_or_else(|| StoreError::Corrupt {
-                        what: "settled key",
-                        message: format!("{} bytes", k.len()),
-                    })?;
-                Ok((slot, decode("settled slot", &v)?))
+                Ok((settled_slot_of(&prefix, &k)?, decode("settled slot", &v)?))
             })
-            .collect()
+            .collect::<Result<Vec<(u32, SettledSlot)>, StoreError>>()?;
+        // The slots no return adjusted: from the open join state, or from the compact marker
+        // with the served ids from the frame.
+        let implied: Vec<(u32, SettledSlot)> = match self.log.get(join_key(campaign, event_id))? {
+            None => Vec::new(),
+            Some(v) => match ClosedMarker::decode(&v).transpose()? {
+                None => applied_slots(&decode_event(campaign, event_id, &v)?).collect(),
+                Some(marker) => match self.decision(campaign, marker.decision_seq)? {
+                    None => Vec::new(),
+                    Some(d) => (0u32..)
+                        .zip(d.actions)
+                        .zip(marker.settled)
+                        .filter_map(|((slot, a), value)| {
+                            let value = value?;
+                            let s = SettledSlot {
+                                action: a.id,
+                                value,
+                                adjustments: Vec::new(),
+                            };
+                            Some((slot, s))
+                        })
+                        .collect(),
+                },
+            },
+        };
+        for (slot, s) in implied {
+            if !out.iter().any(|(known, _)| *known == slot) {
+                out.push((slot, s));
+            }
+        }
+        out.sort_by_key(|(slot, _)| *slot);
+        Ok(out)
     }
 
     fn put_settled(
@@ -1075,20 +1325,68 @@ impl LogStore for SledStore {
             }
             self.marks.open.remove(campaign, &id);
         }
+        // Rewards that stay (logged after `up_to`) naming a decision that goes: their event
+        // ids, written without them while the frame was there, from the frames before they go.
+        let mut batch = LogBatch::default();
+        for kv in self.reward_range(campaign, up_to) {
+            let (seq, v) = kv?;
+            if !is_reward(&v) {
+                continue;
+            }
+            if let LogEntry::Reward(mut r) = decode("log entry", &v)? {
+                if r.event_id.is_empty() && r.decision_seq <= up_to {
+                    if let Some(d) = self.decision(campaign, r.decision_seq)? {
+                        r.event_id = d.event_id;
+                        batch.insert(log_key(campaign, seq), encode(&LogEntry::Reward(r)));
+                    }
+                }
+            }
+        }
+        self.log.apply(batch)?;
         let mut decisions = 0;
         let rewards = self.delete_entries_up_to(campaign, up_to)?;
         // Join states first: a decision whose window is still open hands its vectors to its
-        // join state before its frame goes (its rewards and its default reward still need them).
-        self.segments.delete_up_to(campaign, up_to, |_, v| {
-            if let LogEntry::Decision(d) = decode("decision", v)? {
-                if let Some(mut e) = self.event(campaign, &d.event_id)? {
+        // join state before its frame goes (its rewards and its default reward still need them);
+        // a compact marker is written out in full, with the settled slots it implied, since
+        // both are read back from the frame. (Under the segment lock: sled only in here.)
+        self.segments.delete_up_to(campaign, up_to, |seq, v| {
+            let LogEntry::Decision(mut d) = decode("decision", v)? else {
+                return Ok(());
+            };
+            decisions += 1;
+            let key = join_key(campaign, &d.event_id);
+            let Some(stored) = self.log.get(&key)? else {
+                return Ok(());
+            };
+            match ClosedMarker::decode(&stored).transpose()? {
+                Some(m) if m.decision_seq == seq => {
+                    d.seq = seq;
+                    let mut batch = LogBatch::default();
+                    let full = marker_event(campaign, &d.event_id, seq, Some(&d));
+                    batch.insert(key, encode(&full));
+                    for ((slot, a), value) in (0u32..).zip(&d.actions).zip(m.settled) {
+                        let sk = settled_key(campaign, &d.event_id, slot);
+                        if let (Some(value), false) = (value, self.log.contains_key(&sk)?) {
+                            batch.insert(
+                                sk,
+                                encode(&SettledSlot {
+                                    action: a.id.clone(),
+                                    value,
+                                    adjustments: Vec::new(),
+                                }),
+                            );
+                        }
+                    }
+                    self.log.apply(batch)?;
+                }
+                Some(_) => {}
+                None => {
+                    let mut e = decode_event(campaign, &d.event_id, &stored)?;
                     if !e.is_pruned() && e.vectors.is_empty() {
                         e.vectors = d.actions.into_iter().map(|a| a.x).collect();
-                        self.log
-                            .insert(join_key(campaign, &d.event_id), encode(&e))?;
+                        self.log.insert(key, encode(&e))?;
                     }
                 }
-                decisions += 1;
             }
             Ok(())
         })?;
@@ -1127,7 +1425,7 @@ impl LogStore for SledStore {
         for kv in self.log.scan_prefix(join_key(campaign, prefix)) {
             let (k, v) = kv?;
             let (_, id) = split_event_key(&k[1..]);
-            if decode_event(campaign, &id, &v)?.deferred {
+            if peek_join_state(campaign, &id, &v)?.2 {
                 out.push(id);
             }
         }
@@ -1147,7 +1445,7 @@ impl LogStore for SledStore {
                 .map(move |kv| {
                     let (k, v) = kv?;
                     let (_, id) = split_event_key(&k[1..]);
-                    decode_event(&campaign, &id, &v)
+                    self.join_state(&campaign, &id, &v)
                 })
                 // Untouched open windows held in memory: their join states from their frames.
                 .chain(
@@ -1219,8 +1517,8 @@ impl LogStore for SledStore {
                 break;
             }
             if let Some(v) = self.log.get(join_key(campaign, &d.event_id))? {
-                let e = decode_event(campaign, &d.event_id, &v)?;
-                if e.decision_seq == d.seq && !e.closed {
+                let (seq, closed, _) = peek_join_state(campaign, &d.event_id, &v)?;
+                if seq == d.seq && !closed {
                     break;
                 }
             }
@@ -1246,7 +1544,7 @@ impl LogStore for SledStore {
             if let Some(v) = self.log.get(&jk)? {
                 // An event id decided again after an earlier expiry: its keys are the newer
                 // decision's.
-                if decode_event(campaign, &d.event_id, &v)?.decision_seq != d.seq {
+                if peek_join_state(campaign, &d.event_id, &v)?.0 != d.seq {
                     continue;
                 }
             }
@@ -1304,13 +1602,21 @@ impl LogStore for SledStore {
         &self,
         campaign: &str,
     ) -> Box<dyn Iterator<Item = Result<(String, u32, f64), StoreError>> + '_> {
+        let owned = campaign.to_string();
+        let campaign = owned.clone();
         Box::new(
-            self.reward_range(campaign, 0)
-                .filter_map(|kv| match kv {
+            self.reward_range(&owned, 0)
+                .filter_map(move |kv| match kv {
                     Ok((_, v)) if is_reward(&v) => {
-                        Some(decode::<LogEntry>("log entry", &v).map(|e| match e {
-                            LogEntry::Reward(r) => Some((r.event_id, r.slot, r.value)),
-                            _ => None,
+                        Some(decode::<LogEntry>("log entry", &v).and_then(|e| match e {
+                            LogEntry::Reward(r) if r.event_id.is_empty() => {
+                                // Written without it while the frame was there: the frame's.
+                                Ok(self
+                                    .decision(&campaign, r.decision_seq)?
+                                    .map(|d| (d.event_id, r.slot, r.value)))
+                            }
+                            LogEntry::Reward(r) => Ok(Some((r.event_id, r.slot, r.value))),
+                            _ => Ok(None),
                         }))
                     }
                     Ok(_) => None,
@@ -1668,6 +1974,187 @@ mod tests {
         assert_eq!(s.due_events(5_000, 10).unwrap(), vec![pair("c", "e1")]);
     }
 
+    /// Schema 7: a window that closes leaves a compact marker (about a tenth of the full
+    /// pruned record) and no settled-slot entry for its default-rewarded slots; what the
+    /// marker and the settled slots answer is unchanged, also after the log is deleted (the
+    /// marker is then written in full, since the frame it reads is gone) and after a reopen.
+    #[test]
+    fn closed_windows_leave_compact_markers_that_answer_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
+        let mut d = decision_in("c", 10, "e1", 1_000);
+        d.at_ms = 400;
+        d.candidate_set = 77;
+        d.holdout = true;
+        let mut b = action();
+        b.id = "b".into();
+        d.actions.push(b.clone());
+        let e = EventRecord::of_decision(&d);
+        s.log_decision(&d, &e).unwrap();
+        let full = EventRecord {
+            actions: Vec::new(),
+            slots: Vec::new(),
+            closed: true,
+            ..e.clone()
+        };
+        // Slot 0 summed to 1, slot 1 got nothing: the default 0.25.
+        let mut summed = reward(&e, 11, 1.0);
+        summed.kind = RewardKind::Sum;
+        let mut default = reward(&e, 12, 0.25);
+        default.kind = RewardKind::Default;
+        default.slot = 1;
+        default.action = b;
+        s.commit_rewards(&full, &[summed, default.clone()], true)
+            .unwrap();
+
+        let stored = s.log.get(join_key("c", "e1")).unwrap().unwrap();
+        assert_eq!(stored[0], super::super::records::MARKER_VERSION);
+        assert!(stored.len() <= 24, "{} bytes", stored.len());
+        assert_eq!(
+            s.log.scan_prefix(settled_prefix("c", "e1")).count(),
+            0,
+            "the marker holds what the slots settled at"
+        );
+        // The rewards name their decision by seq alone; readers get the id from the frame.
+        for kv in s.reward_range("c", 0) {
+            match decode::<LogEntry>("log entry", &kv.unwrap().1).unwrap() {
+                LogEntry::Reward(r) => assert_eq!((r.event_id.as_str(), r.decision_seq), ("", 10)),
+                other => panic!("{other:?}"),
+            }
+        }
+        let ids = |s: &SledStore| {
+            let joined: Vec<_> = s.rewards("c").map(|r| r.unwrap().event_id).collect();
+            let values: Vec<_> = s.reward_values("c").map(|r| r.unwrap()).collect();
+            (joined, values)
+        };
+        assert_eq!(
+            ids(&s),
+            (
+                vec!["e1".to_string(), "e1".to_string()],
+                vec![("e1".to_string(), 0, 1.0), ("e1".to_string(), 1, 0.25)]
+            )
+        );
+        let expected_settled = vec![
+            (
+                0,
+                SettledSlot {
+                    action: "a".into(),
+                    value: 1.0,
+                    adjustments: vec![],
+                },
+            ),
+            (
+                1,
+                SettledSlot {
+                    action: "b".into(),
+                    value: 0.25,
+                    adjustments: vec![],
+                },
+            ),
+        ];
+        let check = |s: &SledStore| {
+            let got = s.event("c", "e1").unwrap().unwrap();
+            assert_eq!(got, full);
+            assert!(got.is_pruned());
+            assert_eq!(s.settled("c", "e1").unwrap(), expected_settled);
+        };
+        check(&s);
+        assert!(s.has_event("c", "e1").unwrap());
+        assert!(s.deferred_with_prefix("c", "e").unwrap().is_empty());
+        assert_eq!(
+            s.join_states("c").map(Result::unwrap).collect::<Vec<_>>(),
+            vec![full.clone()]
+        );
+
+        // A reward applied while a window is open: its join state answers for the slot (no
+        // `S` entry), and the marker at the close.
+        let mut d2 = decision_in("c", 20, "e2", 1_000);
+        d2.actions.push(d.actions[1].clone());
+        let mut open2 = EventRecord::of_decision(&d2);
+        s.log_decision(&d2, &open2).unwrap();
+        (open2.slots[0].value, open2.slots[0].applied) = (1.0, true);
+        s.commit_rewards(&open2, &[reward(&open2, 21, 1.0)], false)
+            .unwrap();
+        assert_eq!(s.log.scan_prefix(settled_prefix("c", "e2")).count(), 0);
+        assert_eq!(s.settled("c", "e2").unwrap(), expected_settled[..1]);
+        let mut default2 = default.clone();
+        (default2.seq, default2.event_id) = (22, "e2".into());
+        let pruned2 = EventRecord {
+            actions: Vec::new(),
+            slots: Vec::new(),
+            closed: true,
+            ..open2.clone()
+        };
+        s.commit_rewards(&pruned2, &[default2], true).unwrap();
+        assert_eq!(s.log.scan_prefix(settled_prefix("c", "e2")).count(), 0);
+        assert_eq!(s.settled("c", "e2").unwrap(), expected_settled);
+
+        // Deleting the log writes the marker and its implied slots out in full.
+        s.delete_log("c", 12).unwrap();
+        assert_eq!(
+            ids(&s).1,
+            vec![("e2".to_string(), 0, 1.0), ("e2".to_string(), 1, 0.25)]
+        );
+        assert!(s.decision("c", 10).unwrap().is_none());
+        let stored = s.log.get(join_key("c", "e1")).unwrap().unwrap();
+        assert_eq!(stored[0], RECORD_VERSION);
+        check(&s);
+
+        // A window open when its log is deleted keeps its vectors in its join state, and so
+        // does its marker at the close: its rewards still join to an action.
+        let mut d3 = decision_in("c", 30, "e3", 1_000);
+        d3.actions.push(d.actions[1].clone());
+        s.log_decision(&d3, &EventRecord::of_decision(&d3)).unwrap();
+        s.delete_log("c", 30).unwrap();
+        let open3 = s.event("c", "e3").unwrap().unwrap();
+        assert_eq!(open3.vectors.len(), 2);
+        s.commit_rewards(&open3, &[reward(&open3, 31, 1.0)], false)
+            .unwrap();
+        let mut default3 = default.clone();
+        (default3.seq, default3.event_id) = (32, "e3".into());
+        let pruned3 = EventRecord {
+            slots: Vec::new(),
+            closed: true,
+            ..open3.clone()
+        };
+        s.commit_rewards(&pruned3, &[default3], true).unwrap();
+        let joined: Vec<_> = s.rewards("c").map(|r| r.unwrap()).collect();
+        assert_eq!(
+            joined
+                .iter()
+                .map(|r| (r.event_id.as_str(), r.action.id.as_str()))
+                .collect::<Vec<_>>(),
+            [("e3", "a"), ("e3", "b")]
+        );
+        drop(s);
+        let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
+        check(&s);
+    }
+
+    /// A store created with `compress_pages` compresses its pages and opens so whatever the
+    /// setting; one created without stays so (sled refuses a change across restarts).
+    #[test]
+    fn new_stores_compress_and_older_ones_keep_their_setting() {
+        let conf = |dir: &Path| {
+            String::from_utf8_lossy(&std::fs::read(dir.join("conf")).unwrap()).into_owned()
+        };
+        let new = tempfile::tempdir().unwrap();
+        drop(SledStore::open_with(new.path(), 1 << 20, 100, true).unwrap());
+        assert!(conf(new.path()).contains("use_compression: true"));
+        let s = SledStore::open(new.path(), 1 << 20, 100).unwrap();
+        log(&s, "c", 1, "e1", 1_000);
+        drop(s);
+
+        let old = tempfile::tempdir().unwrap();
+        drop(sled::Config::new().path(old.path()).open().unwrap());
+        let s = SledStore::open_with(old.path(), 1 << 20, 100, true).unwrap();
+        log(&s, "c", 1, "e1", 1_000);
+        drop(s);
+        assert!(conf(old.path()).contains("use_compression: false"));
+        let s = SledStore::open_with(old.path(), 1 << 20, 100, true).unwrap();
+        assert_eq!(s.event("c", "e1").unwrap().unwrap().decision_seq, 1);
+    }
+
     #[test]
     fn a_deleted_campaign_takes_its_evaluations_along() {
         let dir = tempfile::tempdir().unwrap();
@@ -1948,7 +2435,8 @@ mod tests {
             (3, 3, 2),
             "{gone:?}"
         );
-        assert!(gone.keys >= 4, "three markers and a settled slot: {gone:?}");
+        // Their settled slots are in the compact markers (schema 7).
+        assert_eq!(gone.keys, 3, "three markers: {gone:?}");
         for e in ["e1", "e2", "e3"] {
             assert!(s.event("c", e).unwrap().is_none(), "{e}");
         }

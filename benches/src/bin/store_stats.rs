@@ -1,0 +1,51 @@
+//! What a stopped server's sled store holds, by tree and key family: keys, key bytes and value
+//! bytes (the logical size, against the files' size on disk). For the bytes-per-decision figure
+//! (docs/benchmarks.md): `store_stats DATA_DIR`.
+
+use std::collections::BTreeMap;
+
+use clap::Parser;
+
+#[derive(Parser)]
+struct Args {
+    /// The data directory of a stopped server.
+    data_dir: std::path::PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let db = tailor_server::store::sled_config(&args.data_dir, false).open()?;
+    // (tree, family) -> (keys, key bytes, value bytes)
+    let mut rows: BTreeMap<(String, String), (u64, u64, u64)> = BTreeMap::new();
+    for name in db.tree_names() {
+        let tree = db.open_tree(&name)?;
+        let tree_name = String::from_utf8_lossy(&name).into_owned();
+        for kv in tree.iter() {
+            let (k, v) = kv?;
+            // The `log` tree's families are its first byte; other trees are one family.
+            let family = if tree_name == "log" {
+                match k.first() {
+                    Some(b) if b.is_ascii_alphabetic() => {
+                        let version = v.first().copied().unwrap_or(0);
+                        format!("{} (value v{version})", *b as char)
+                    }
+                    _ => "other".into(),
+                }
+            } else {
+                String::new()
+            };
+            let row = rows.entry((tree_name.clone(), family)).or_default();
+            row.0 += 1;
+            row.1 += k.len() as u64;
+            row.2 += v.len() as u64;
+        }
+    }
+    println!("tree\tfamily\tkeys\tkey_bytes\tvalue_bytes");
+    let mut total = 0;
+    for ((tree, family), (n, kb, vb)) in rows {
+        println!("{tree}\t{family}\t{n}\t{kb}\t{vb}");
+        total += kb + vb;
+    }
+    println!("logical bytes\t{total}");
+    Ok(())
+}
