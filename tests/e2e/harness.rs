@@ -118,6 +118,8 @@ impl Server {
         ] {
             let tx = tx.clone();
             std::thread::spawn(move || {
+                // After `Error:`, everything: the causes follow on their own lines.
+                let mut failed = false;
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                     if std::env::var_os("TAILOR_TEST_LOG").is_some() {
                         eprintln!("[tailor] {line}");
@@ -128,7 +130,8 @@ impl Server {
                             let _ = tx.send(addr);
                         }
                     }
-                    if line.contains("Error:") || line.contains("ERROR") {
+                    failed |= line.contains("Error:");
+                    if failed || line.contains("ERROR") {
                         eprintln!("[tailor] {line}");
                     }
                 }

@@ -54,9 +54,8 @@ pub fn stream_name(cluster: &Cluster) -> String {
 pub async fn start(cluster: &Arc<Cluster>, audit: &Arc<AuditLog>) -> Result<(), ClusterError> {
     let name = stream_name(cluster);
     let subject = format!("{}_audit", cluster.settings().subject_prefix);
-    let mut stream = cluster
-        .js()
-        .get_or_create_stream(stream::Config {
+    let mut stream = super::set_up("audit stream", || {
+        cluster.js().get_or_create_stream(stream::Config {
             name: name.clone(),
             subjects: vec![subject.clone()],
             storage: stream::StorageType::File,
@@ -64,8 +63,8 @@ pub async fn start(cluster: &Arc<Cluster>, audit: &Arc<AuditLog>) -> Result<(), 
             allow_direct: true,
             ..Default::default()
         })
-        .await
-        .map_err(|e| js_err("audit stream")(&e))?;
+    })
+    .await?;
     let end = stream
         .info()
         .await

@@ -38,20 +38,23 @@ fn unavailable(e: &dyn std::fmt::Display) -> EngineError {
 /// start watching it.
 pub async fn start(cluster: &Arc<Cluster>, keys: &Arc<KeyRing>) -> Result<(), ClusterError> {
     let name = bucket_name(cluster);
-    let bucket = match cluster.js().get_key_value(&name).await {
-        Ok(kv) => kv,
-        Err(_) => cluster
-            .js()
-            .create_key_value(kv::Config {
-                bucket: name.clone(),
-                history: 1,
-                storage: StorageType::File,
-                num_replicas: cluster.settings().stream_replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| js_err("key bucket")(&e))?,
-    };
+    let bucket = super::set_up("key bucket", || async {
+        match cluster.js().get_key_value(&name).await {
+            Ok(kv) => Ok(kv),
+            Err(_) => cluster
+                .js()
+                .create_key_value(kv::Config {
+                    bucket: name.clone(),
+                    history: 1,
+                    storage: StorageType::File,
+                    num_replicas: cluster.settings().stream_replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    })
+    .await?;
     for record in keys.records() {
         let json = serde_json::to_vec(&record).expect("JSON encoding of a key record");
         match bucket.create(entry_key(&record.id), json.into()).await {

@@ -200,6 +200,32 @@ pub enum ClusterError {
     JetStream { what: &'static str, message: String },
 }
 
+/// How long a JetStream set-up step (opening or creating a stream or bucket) is retried at
+/// start: a NATS cluster that just formed or lost a node answers with errors or timeouts until
+/// its leaders are elected.
+const SET_UP_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Run a JetStream set-up step until it succeeds, every 250 ms for up to [`SET_UP_PATIENCE`];
+/// then its last error, naming `what`.
+pub(crate) async fn set_up<T, E, F, Fut>(what: &'static str, mut step: F) -> Result<T, ClusterError>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        match step().await {
+            Ok(v) => return Ok(v),
+            Err(e) if started.elapsed() < SET_UP_PATIENCE => {
+                tracing::warn!(what, error = %e, "JetStream not ready; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(js_err(what)(&e)),
+        }
+    }
+}
+
 fn js_err(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> ClusterError {
     move |e| ClusterError::JetStream {
         what,
@@ -297,31 +323,23 @@ impl Cluster {
             ..Default::default()
         };
         // Retried: right after a (re)start the server may still be recovering its streams.
-        let mut tries = 0;
-        loop {
-            match js.get_or_create_stream(stream_config.clone()).await {
-                Ok(_) => break,
-                Err(e) if tries < 20 => {
-                    tries += 1;
-                    tracing::warn!(error = %e, "JetStream not ready; retrying");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                Err(e) => return Err(js_err("stream")(&e)),
+        set_up("stream", || js.get_or_create_stream(stream_config.clone())).await?;
+        let configs = set_up("config bucket", || async {
+            match js.get_key_value(&settings.config_bucket).await {
+                Ok(kv) => Ok(kv),
+                Err(_) => js
+                    .create_key_value(kv::Config {
+                        bucket: settings.config_bucket.clone(),
+                        history: 1,
+                        storage: stream::StorageType::File,
+                        num_replicas: settings.stream_replicas,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| e.to_string()),
             }
-        }
-        let configs = match js.get_key_value(&settings.config_bucket).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: settings.config_bucket.clone(),
-                    history: 1,
-                    storage: stream::StorageType::File,
-                    num_replicas: settings.stream_replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| js_err("config bucket")(&e))?,
-        };
+        })
+        .await?;
         let (applied, _) = watch::channel(0u64);
         let cluster = Arc::new(Self {
             settings: settings.clone(),

@@ -147,45 +147,52 @@ pub(crate) async fn prepare(cluster: &Cluster) -> Result<Buckets, ClusterError> 
     let settings = cluster.settings();
     let js = cluster.js();
     let max_age = Duration::from_secs(settings.retention_s);
-    let mut s = js
-        .get_stream(&settings.stream)
-        .await
-        .map_err(|e| js_err("stream info")(&e))?;
-    let info = s.info().await.map_err(|e| js_err("stream info")(&e))?;
+    let info = super::set_up("stream info", || async {
+        let mut s = js
+            .get_stream(&settings.stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        s.info().await.cloned().map_err(|e| e.to_string())
+    })
+    .await?;
     if info.config.max_age != max_age {
         let mut config = info.config.clone();
         config.max_age = max_age;
-        js.update_stream(config)
-            .await
-            .map_err(|e| js_err("stream retention")(&e))?;
+        super::set_up("stream retention", || js.update_stream(config.clone())).await?;
         tracing::info!(stream = %settings.stream, retention_s = settings.retention_s, "stream retention set");
     }
-    let objects = match js.get_object_store(&settings.snapshot_bucket).await {
-        Ok(o) => o,
-        Err(_) => js
-            .create_object_store(object_store::Config {
-                bucket: settings.snapshot_bucket.clone(),
-                storage: stream::StorageType::File,
-                num_replicas: settings.stream_replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| js_err("snapshot bucket")(&e))?,
-    };
-    let claims = match js.get_key_value(claims_bucket(settings)).await {
-        Ok(kv) => kv,
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: claims_bucket(settings),
-                history: 1,
-                max_age,
-                storage: stream::StorageType::File,
-                num_replicas: settings.stream_replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| js_err("snapshot claims bucket")(&e))?,
-    };
+    let objects = super::set_up("snapshot bucket", || async {
+        match js.get_object_store(&settings.snapshot_bucket).await {
+            Ok(o) => Ok(o),
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: settings.snapshot_bucket.clone(),
+                    storage: stream::StorageType::File,
+                    num_replicas: settings.stream_replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    })
+    .await?;
+    let claims = super::set_up("snapshot claims bucket", || async {
+        match js.get_key_value(claims_bucket(settings)).await {
+            Ok(kv) => Ok(kv),
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: claims_bucket(settings),
+                    history: 1,
+                    max_age,
+                    storage: stream::StorageType::File,
+                    num_replicas: settings.stream_replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    })
+    .await?;
     Ok(Buckets { objects, claims })
 }
 
