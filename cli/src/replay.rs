@@ -17,7 +17,7 @@ use tailor_server::ope::log::{LogHeader, LogLine};
 use tailor_server::ope::{
     self, CandidateSpec, Evaluation, EvaluationRequest, Evaluator, Mode, PolicyValue,
 };
-use tailor_server::store::{ConfigStore, SledStore};
+use tailor_server::store::{ConfigStore, OpenOptions, SledStore};
 
 /// Options shared by `evaluate` and `replay`.
 #[derive(Debug, Default, clap::Args)]
@@ -353,14 +353,19 @@ pub fn export(
 ) -> anyhow::Result<()> {
     let dir = &settings.storage.data_dir;
     // One pass over the reward entries and the segment files: sled's page cache would only
-    // hold pages never read again (docs/security/memory.md).
-    let store = SledStore::open(
+    // hold pages never read again; the open reward windows are not held (docs/security/memory.md).
+    let store = SledStore::open_with(
         dir,
-        settings
-            .storage
-            .cache_capacity_bytes
-            .min(EXPORT_CACHE_CAPACITY_BYTES),
-        settings.storage.flush_every_ms,
+        OpenOptions {
+            hold_open_windows: false,
+            ..OpenOptions::serving(
+                settings
+                    .storage
+                    .cache_capacity_bytes
+                    .min(EXPORT_CACHE_CAPACITY_BYTES),
+                settings.storage.flush_every_ms,
+            )
+        },
     )
     .with_context(|| {
         format!(

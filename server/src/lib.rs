@@ -31,7 +31,7 @@ use crate::api::AppState;
 use crate::config::{ConfigError, Settings};
 use crate::engine::Engine;
 use crate::error::EngineError;
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{OpenOptions, SledStore, Store, StoreError};
 
 /// How often queued histogram samples are drained into their buckets.
 const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
@@ -122,9 +122,13 @@ pub fn start(settings: &Settings) -> Result<Running, StartError> {
     })?;
     let store: Arc<dyn Store> = Arc::new(SledStore::open_with(
         &settings.storage.data_dir,
-        settings.storage.cache_capacity_bytes,
-        settings.storage.flush_every_ms,
-        settings.storage.compress_pages,
+        OpenOptions {
+            compress_pages: settings.storage.compress_pages,
+            ..OpenOptions::serving(
+                settings.storage.cache_capacity_bytes,
+                settings.storage.flush_every_ms,
+            )
+        },
     )?);
     if settings.cluster.enabled() {
         cluster::clear_local_state(&*store)?;

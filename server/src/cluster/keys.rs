@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation};
-use async_nats::jetstream::stream::StorageType;
 use futures_util::StreamExt;
 
 use super::{js_err, Cluster, ClusterError};
@@ -38,22 +37,16 @@ fn unavailable(e: &dyn std::fmt::Display) -> EngineError {
 /// start watching it.
 pub async fn start(cluster: &Arc<Cluster>, keys: &Arc<KeyRing>) -> Result<(), ClusterError> {
     let name = bucket_name(cluster);
-    let bucket = super::set_up("key bucket", || async {
-        match cluster.js().get_key_value(&name).await {
-            Ok(kv) => Ok(kv),
-            Err(_) => cluster
-                .js()
-                .create_key_value(kv::Config {
-                    bucket: name.clone(),
-                    history: 1,
-                    storage: StorageType::File,
-                    num_replicas: cluster.settings().stream_replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| e.to_string()),
-        }
-    })
+    let bucket = super::kv_bucket(
+        cluster.js(),
+        cluster.settings(),
+        "key bucket",
+        kv::Config {
+            bucket: name,
+            history: 1,
+            ..Default::default()
+        },
+    )
     .await?;
     for record in keys.records() {
         let json = serde_json::to_vec(&record).expect("JSON encoding of a key record");

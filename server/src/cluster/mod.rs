@@ -226,6 +226,31 @@ where
     }
 }
 
+/// Open the key-value bucket `config.bucket`, or create it with `config` (file storage and the
+/// stream's replicas filled in), retried as a [`set_up`] step named `what`.
+pub(crate) async fn kv_bucket(
+    js: &jetstream::Context,
+    settings: &ClusterSettings,
+    what: &'static str,
+    config: kv::Config,
+) -> Result<kv::Store, ClusterError> {
+    let config = kv::Config {
+        storage: stream::StorageType::File,
+        num_replicas: settings.stream_replicas,
+        ..config
+    };
+    set_up(what, || async {
+        match js.get_key_value(&config.bucket).await {
+            Ok(kv) => Ok(kv),
+            Err(_) => js
+                .create_key_value(config.clone())
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    })
+    .await
+}
+
 fn js_err(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> ClusterError {
     move |e| ClusterError::JetStream {
         what,
@@ -324,21 +349,16 @@ impl Cluster {
         };
         // Retried: right after a (re)start the server may still be recovering its streams.
         set_up("stream", || js.get_or_create_stream(stream_config.clone())).await?;
-        let configs = set_up("config bucket", || async {
-            match js.get_key_value(&settings.config_bucket).await {
-                Ok(kv) => Ok(kv),
-                Err(_) => js
-                    .create_key_value(kv::Config {
-                        bucket: settings.config_bucket.clone(),
-                        history: 1,
-                        storage: stream::StorageType::File,
-                        num_replicas: settings.stream_replicas,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| e.to_string()),
-            }
-        })
+        let configs = kv_bucket(
+            &js,
+            settings,
+            "config bucket",
+            kv::Config {
+                bucket: settings.config_bucket.clone(),
+                history: 1,
+                ..Default::default()
+            },
+        )
         .await?;
         let (applied, _) = watch::channel(0u64);
         let cluster = Arc::new(Self {

@@ -176,22 +176,17 @@ pub(crate) async fn prepare(cluster: &Cluster) -> Result<Buckets, ClusterError> 
         }
     })
     .await?;
-    let claims = super::set_up("snapshot claims bucket", || async {
-        match js.get_key_value(claims_bucket(settings)).await {
-            Ok(kv) => Ok(kv),
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: claims_bucket(settings),
-                    history: 1,
-                    max_age,
-                    storage: stream::StorageType::File,
-                    num_replicas: settings.stream_replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| e.to_string()),
-        }
-    })
+    let claims = super::kv_bucket(
+        js,
+        settings,
+        "snapshot claims bucket",
+        kv::Config {
+            bucket: claims_bucket(settings),
+            history: 1,
+            max_age,
+            ..Default::default()
+        },
+    )
     .await?;
     Ok(Buckets { objects, claims })
 }

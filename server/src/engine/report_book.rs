@@ -26,7 +26,7 @@ use tailor_policies::RewardRange;
 use super::reports::{self, ActionReport, GemsReport, LiftReport, PolicySeries};
 use super::{Books, Engine};
 use crate::error::EngineError;
-use crate::ope::log::RewardIndex;
+use crate::ope::log::ByEvent;
 use crate::store::{AdjustmentEntry, DecisionRecord, RewardRecord, Store};
 
 /// Name of the snapshot entry (in `CampaignSnapshot.policies`) holding the aggregates.
@@ -593,7 +593,7 @@ pub(crate) fn build(
     decision_seq: u64,
     reward_seq: u64,
 ) -> Result<ReportBook, EngineError> {
-    let rewards = RewardIndex::build_summed(
+    let rewards = ByEvent::build_summed(
         campaign,
         store
             .rewards(campaign)

@@ -22,7 +22,7 @@ use tailor_policies::RewardRange;
 
 use super::report_book::Moments;
 use crate::error::EngineError;
-use crate::ope::log::RewardIndex;
+use crate::ope::log::ByEvent;
 use crate::store::Store;
 
 /// z for a two-sided 95% interval.
@@ -90,7 +90,7 @@ pub fn fold<F: RowFold>(
 ) -> Result<F::Out, EngineError> {
     // Logged values are read through the campaign's range: a log written before reward ranges
     // existed may hold any finite value, and clamping keeps every sum finite.
-    let rewards = RewardIndex::build_summed(
+    let rewards = ByEvent::build_summed(
         campaign,
         store.rewards(campaign).map(|r| {
             r.map(|mut r| {

@@ -36,7 +36,7 @@ use crate::campaign::CampaignConfig;
 use crate::engine::{featurize, now_ms, CampaignRuntime, Engine};
 use crate::error::EngineError;
 use crate::store::{Store, StoreError};
-use log::{line_of, LogHeader, LogLine, RewardIndex, LOG_FORMAT_VERSION};
+use log::{line_of, ByDecision, LogHeader, LogLine, LOG_FORMAT_VERSION};
 
 /// How learning policies are evaluated.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -441,10 +441,10 @@ fn split(o: Result<Estimates, Refusal>) -> (Option<Estimates>, Option<Refusal>) 
 }
 
 /// The applied rewards of `campaign`, indexed for [`log_lines`]: one pass over the reward log,
-/// keeping 32 bytes per reward (see [`RewardIndex`]).
-pub fn reward_index(store: &dyn Store, campaign: &str) -> Result<RewardIndex, StoreError> {
-    // The reward entries carry their event id, slot and value: no decision is read.
-    RewardIndex::build_from_values(store.reward_values(campaign))
+/// keeping 24 bytes per reward (see [`ByDecision`]).
+pub fn reward_index(store: &dyn Store, campaign: &str) -> Result<ByDecision, StoreError> {
+    // The reward entries carry their decision's seq, slot and value: no decision is read.
+    ByDecision::build_from_values(store.reward_values(campaign))
 }
 
 /// The decision log of `campaign` in `[from_ms, to_ms)`, joined with the rewards of `index`, in
@@ -456,7 +456,7 @@ pub fn log_lines<'a>(
     campaign: &'a str,
     from_ms: Option<u64>,
     to_ms: Option<u64>,
-    index: &'a RewardIndex,
+    index: &'a ByDecision,
 ) -> impl Iterator<Item = Result<Option<LogLine>, StoreError>> + 'a {
     store.decisions(campaign, 0).filter_map(move |d| {
         let d = match d {

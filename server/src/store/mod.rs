@@ -58,7 +58,7 @@ pub use records::{
     SendEventRecord, ServedAction, SettledSlot, ShopperRecord, SlotState, MAX_LOGGED_REQUEST,
 };
 pub(crate) use sled_store::expire_margin_ms;
-pub use sled_store::{sled_config, SledStore};
+pub use sled_store::{sled_config, OpenOptions, SledStore};
 
 /// A join state with its decision's served actions, when they were read to build it.
 pub type EventWithActions = (EventRecord, Option<Vec<LoggedAction>>);
@@ -240,12 +240,12 @@ pub trait LogStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Expired, StoreError>;
 
-    /// The rewards of `campaign`'s log as (event id, slot, value), in order, without reading
-    /// their decisions (what a reward index needs; adjustments are not included).
+    /// The rewards of `campaign`'s log as (decision seq, slot, value), in order, without
+    /// reading their decisions (what a reward index needs; adjustments are not included).
     fn reward_values(
         &self,
         campaign: &str,
-    ) -> Box<dyn Iterator<Item = Result<(String, u32, f64), StoreError>> + '_>;
+    ) -> Box<dyn Iterator<Item = Result<(u64, u32, f64), StoreError>> + '_>;
 }
 
 /// What one [`LogStore::expire_log`] removed.

@@ -446,20 +446,48 @@ pub fn sled_config(dir: &Path, compress_new: bool) -> sled::Config {
         .compression_factor(COMPRESSION_LEVEL)
 }
 
+/// How [`SledStore::open_with`] opens a data directory.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenOptions {
+    /// sled's page cache, in bytes as sled counts them.
+    pub cache_capacity: u64,
+    /// How often the log syncer flushes sled and the segment files.
+    pub flush_every_ms: u64,
+    /// A new data directory gets zstd-compressed sled pages (an existing one keeps how it was
+    /// created).
+    pub compress_pages: bool,
+    /// Hold the reward windows that were open at the last stop in memory again (a server
+    /// does). The offline readers (`tailor export`) do not: they read the logs, not the join
+    /// state, and would spend memory on every open window.
+    pub hold_open_windows: bool,
+}
+
+impl OpenOptions {
+    /// What a server opens its store with.
+    pub fn serving(cache_capacity: u64, flush_every_ms: u64) -> Self {
+        Self {
+            cache_capacity,
+            flush_every_ms,
+            compress_pages: false,
+            hold_open_windows: true,
+        }
+    }
+}
+
 impl SledStore {
     /// Open (or create) the store in `dir`, converting an older schema first.
     pub fn open(dir: &Path, cache_capacity: u64, flush_every_ms: u64) -> Result<Self, StoreError> {
-        Self::open_with(dir, cache_capacity, flush_every_ms, false)
+        Self::open_with(dir, OpenOptions::serving(cache_capacity, flush_every_ms))
     }
 
-    /// [`SledStore::open`], creating a new store with its pages compressed when
-    /// `compress_pages` (an existing store keeps how it was created: logged when that differs).
-    pub fn open_with(
-        dir: &Path,
-        cache_capacity: u64,
-        flush_every_ms: u64,
-        compress_pages: bool,
-    ) -> Result<Self, StoreError> {
+    /// [`SledStore::open`] with every option.
+    pub fn open_with(dir: &Path, options: OpenOptions) -> Result<Self, StoreError> {
+        let OpenOptions {
+            cache_capacity,
+            flush_every_ms,
+            compress_pages,
+            hold_open_windows,
+        } = options;
         let config = sled_config(dir, compress_pages);
         if config.use_compression != compress_pages {
             tracing::warn!(
@@ -553,7 +581,9 @@ impl SledStore {
             legacy_decision_seq,
             db,
         };
-        store.rebuild_open_windows()?;
+        if hold_open_windows {
+            store.rebuild_open_windows()?;
+        }
         store.syncer = Arc::new(start_log_syncer(
             Arc::downgrade(&store.segments),
             Arc::downgrade(&store.marks),
@@ -1601,22 +1631,14 @@ impl LogStore for SledStore {
     fn reward_values(
         &self,
         campaign: &str,
-    ) -> Box<dyn Iterator<Item = Result<(String, u32, f64), StoreError>> + '_> {
-        let owned = campaign.to_string();
-        let campaign = owned.clone();
+    ) -> Box<dyn Iterator<Item = Result<(u64, u32, f64), StoreError>> + '_> {
         Box::new(
-            self.reward_range(&owned, 0)
+            self.reward_range(campaign, 0)
                 .filter_map(move |kv| match kv {
                     Ok((_, v)) if is_reward(&v) => {
-                        Some(decode::<LogEntry>("log entry", &v).and_then(|e| match e {
-                            LogEntry::Reward(r) if r.event_id.is_empty() => {
-                                // Written without it while the frame was there: the frame's.
-                                Ok(self
-                                    .decision(&campaign, r.decision_seq)?
-                                    .map(|d| (d.event_id, r.slot, r.value)))
-                            }
-                            LogEntry::Reward(r) => Ok(Some((r.event_id, r.slot, r.value))),
-                            _ => Ok(None),
+                        Some(decode::<LogEntry>("log entry", &v).map(|e| match e {
+                            LogEntry::Reward(r) => Some((r.decision_seq, r.slot, r.value)),
+                            _ => None,
                         }))
                     }
                     Ok(_) => None,
@@ -2031,7 +2053,7 @@ mod tests {
             ids(&s),
             (
                 vec!["e1".to_string(), "e1".to_string()],
-                vec![("e1".to_string(), 0, 1.0), ("e1".to_string(), 1, 0.25)]
+                vec![(10, 0, 1.0), (10, 1, 0.25)]
             )
         );
         let expected_settled = vec![
@@ -2091,10 +2113,7 @@ mod tests {
 
         // Deleting the log writes the marker and its implied slots out in full.
         s.delete_log("c", 12).unwrap();
-        assert_eq!(
-            ids(&s).1,
-            vec![("e2".to_string(), 0, 1.0), ("e2".to_string(), 1, 0.25)]
-        );
+        assert_eq!(ids(&s).1, vec![(20, 0, 1.0), (20, 1, 0.25)]);
         assert!(s.decision("c", 10).unwrap().is_none());
         let stored = s.log.get(join_key("c", "e1")).unwrap().unwrap();
         assert_eq!(stored[0], RECORD_VERSION);
@@ -2135,11 +2154,15 @@ mod tests {
     /// setting; one created without stays so (sled refuses a change across restarts).
     #[test]
     fn new_stores_compress_and_older_ones_keep_their_setting() {
+        let compressed = || OpenOptions {
+            compress_pages: true,
+            ..OpenOptions::serving(1 << 20, 100)
+        };
         let conf = |dir: &Path| {
             String::from_utf8_lossy(&std::fs::read(dir.join("conf")).unwrap()).into_owned()
         };
         let new = tempfile::tempdir().unwrap();
-        drop(SledStore::open_with(new.path(), 1 << 20, 100, true).unwrap());
+        drop(SledStore::open_with(new.path(), compressed()).unwrap());
         assert!(conf(new.path()).contains("use_compression: true"));
         let s = SledStore::open(new.path(), 1 << 20, 100).unwrap();
         log(&s, "c", 1, "e1", 1_000);
@@ -2147,11 +2170,11 @@ mod tests {
 
         let old = tempfile::tempdir().unwrap();
         drop(sled::Config::new().path(old.path()).open().unwrap());
-        let s = SledStore::open_with(old.path(), 1 << 20, 100, true).unwrap();
+        let s = SledStore::open_with(old.path(), compressed()).unwrap();
         log(&s, "c", 1, "e1", 1_000);
         drop(s);
         assert!(conf(old.path()).contains("use_compression: false"));
-        let s = SledStore::open_with(old.path(), 1 << 20, 100, true).unwrap();
+        let s = SledStore::open_with(old.path(), compressed()).unwrap();
         assert_eq!(s.event("c", "e1").unwrap().unwrap().decision_seq, 1);
     }
 
