@@ -55,7 +55,7 @@ pub use retention::RetentionSettings;
 pub(crate) use reward::{check_reward_request, reward_key};
 pub use reward::{slot_event_id, SLOT_SEPARATOR};
 pub use runtime::CampaignRuntime;
-pub(crate) use runtime::{snapshot_of, Books, Learner};
+pub(crate) use runtime::{snapshot_of, Books, BooksPart, Learner};
 
 use crate::campaign::CampaignConfig;
 use crate::config::EngineSettings;

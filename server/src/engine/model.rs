@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use tailor_policies::{FeaturizerConfig, Policy};
 
-use super::{snapshot_of, Books, CampaignRuntime, Engine, Learner};
+use super::{snapshot_of, Books, BooksPart, CampaignRuntime, Engine, Learner};
 use crate::error::EngineError;
 
 /// First bytes of every model file.
@@ -34,7 +34,7 @@ impl Engine {
             let out = f(rt, &mut books, &mut learner)?;
             self.store.put_snapshot(
                 &rt.config.id,
-                &snapshot_of(&books, &learner, rt.send_time.as_ref()),
+                &snapshot_of(BooksPart::of(&books), &learner, rt.send_time.as_ref()),
             )?;
             Ok(out)
         })

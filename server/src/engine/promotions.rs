@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use tailor_policies::policy::SlateRules;
 use tailor_wire::DecideRequest;
 
-use super::{now_ms, snapshot_of, Engine, Learner};
+use super::{now_ms, snapshot_of, BooksPart, Engine, Learner};
 use crate::audit::{AuditLog, Change};
 use crate::campaign::{CampaignConfig, Promotion};
 use crate::error::EngineError;
@@ -357,7 +357,7 @@ impl Engine {
                     // The reset and its mark are durable together before anything else learns.
                     self.store.put_snapshot(
                         &rt.config.id,
-                        &snapshot_of(&books, &learner, rt.send_time.as_ref()),
+                        &snapshot_of(BooksPart::of(&books), &learner, rt.send_time.as_ref()),
                     )?;
                 }
                 Ok(done)

@@ -12,14 +12,17 @@ impl Engine {
         let campaigns = self.campaigns.read().clone();
         let (mut replayed_rewards, mut replayed_decisions) = (0u64, 0u64);
         for rt in campaigns.values() {
-            let (decision_seq, reward_seq) = {
+            let (decision_seq, reward_seq, rebuild_from) = {
                 let books = rt.books.lock();
-                (books.decision_seq, books.reward_seq)
+                (books.decision_seq, books.reward_seq, books.rebuild_from())
             };
-            for record in self
-                .store
-                .log_after(&rt.config.id, decision_seq.min(reward_seq))
-            {
+            // From the first decision the report aggregates wait for again, when that is
+            // earlier: what the snapshot covers is only re-settled there, not counted.
+            let mut from = decision_seq.min(reward_seq);
+            if rebuild_from > 0 {
+                from = from.min(rebuild_from - 1);
+            }
+            for record in self.store.log_after(&rt.config.id, from) {
                 match record? {
                     LogRecord::Decision(d) if d.seq > decision_seq => {
                         let facts = report_book::DecisionFacts::of(&d);
@@ -30,18 +33,26 @@ impl Engine {
                         );
                         replayed_decisions += 1;
                     }
-                    LogRecord::Reward(mut r) if r.seq > reward_seq => {
+                    LogRecord::Decision(d) => rt.books.lock().reopen_decision(
+                        &report_book::DecisionFacts::of(&d),
+                        d.actions.iter().map(|a| a.id.as_str()),
+                    ),
+                    LogRecord::Reward(mut r) => {
                         // A log written before reward ranges existed may hold any finite value.
                         r.value = rt.config.reward_range.clamp(r.value);
-                        self.learn(rt, &r)?;
-                        replayed_rewards += 1;
+                        if r.seq > reward_seq {
+                            self.learn(rt, &r)?;
+                            replayed_rewards += 1;
+                        } else {
+                            rt.books.lock().reapply_reward(&r);
+                        }
                     }
                     // Numbered under the join lock like rewards, and covered by `reward_seq`.
                     LogRecord::Adjustment(a) if a.seq > reward_seq => {
                         self.learn_adjustment(rt, &a);
                         replayed_rewards += 1;
                     }
-                    _ => {}
+                    LogRecord::Adjustment(a) => rt.books.lock().reapply_adjustment(&a.entry),
                 }
             }
             rt.learner.write().warm();

@@ -12,7 +12,7 @@ use super::{report_book, send_time};
 use crate::campaign::CampaignConfig;
 use crate::error::EngineError;
 use crate::plugins::PluginChain;
-use crate::store::{CampaignSnapshot, Counters, RewardRecord};
+use crate::store::{AdjustmentEntry, CampaignSnapshot, Counters, RewardRecord};
 
 /// Serving and shadow policies of one campaign.
 #[derive(Debug, Clone)]
@@ -75,6 +75,38 @@ impl Books {
         self.audiences.on_reward(r);
         self.rewards += 1;
         self.reward_seq = self.reward_seq.max(r.seq);
+    }
+
+    /// The first decision recovery counts again into the report aggregates (0: none): their
+    /// snapshot leaves out the recent decisions still waiting for rewards.
+    pub(super) fn rebuild_from(&self) -> u64 {
+        [self.reports.rebuild_from(), self.audiences.rebuild_from()]
+            .into_iter()
+            .filter(|&s| s > 0)
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Recovery, for a decision the snapshot covers: wait again for its rewards.
+    pub(super) fn reopen_decision<'a>(
+        &mut self,
+        facts: &report_book::DecisionFacts<'_>,
+        actions: impl Iterator<Item = &'a str> + Clone,
+    ) {
+        self.reports.reopen(facts, actions.clone());
+        self.audiences.reopen(facts, actions);
+    }
+
+    /// Recovery, for a reward the snapshot covers (the sums hold it already).
+    pub(super) fn reapply_reward(&mut self, r: &RewardRecord) {
+        self.reports.reapply(r);
+        self.audiences.reapply(r);
+    }
+
+    /// Recovery, for an adjustment the snapshot covers.
+    pub(super) fn reapply_adjustment(&mut self, a: &AdjustmentEntry) {
+        self.reports.readjust(a);
+        self.audiences.readjust(a);
     }
 
     pub(super) fn count_decision<'a>(
@@ -187,15 +219,16 @@ impl CampaignRuntime {
         })
     }
 
-    /// Rewards wait while it is taken (the join lock), decides do not: the books are copied and
-    /// released before the learned state is encoded under the learner's read lock, which
-    /// choosing shares. Learned state only changes under the join lock, so the copy and the
-    /// encoding describe the same point of the log.
+    /// Rewards wait while it is taken (the join lock), decides do not: what the snapshot takes
+    /// from the books is copied (the report aggregates encoded, not cloned: they hold an entry
+    /// per decision whose window is open) and the books released before the learned state is
+    /// encoded under the learner's read lock, which choosing shares. Learned state only
+    /// changes under the join lock, so both describe the same point of the log.
     pub(super) fn snapshot(&self) -> CampaignSnapshot {
         let _joins = self.joins.lock();
-        let books = self.books.lock().clone();
+        let books = BooksPart::of(&self.books.lock());
         let learner = self.learner.read();
-        snapshot_of(&books, &learner, self.send_time.as_ref())
+        snapshot_of(books, &learner, self.send_time.as_ref())
     }
 
     /// The log position the in-memory state has reached.
@@ -205,9 +238,38 @@ impl CampaignRuntime {
     }
 }
 
+/// What a snapshot takes from a campaign's [`Books`], taken under the books lock.
+pub(crate) struct BooksPart {
+    reward_seq: u64,
+    decision_seq: u64,
+    reports: Vec<u8>,
+    audiences: Vec<u8>,
+    counters: Vec<(String, Counters)>,
+    decisions: u64,
+    rewards: u64,
+}
+
+impl BooksPart {
+    pub(crate) fn of(books: &Books) -> Self {
+        Self {
+            reward_seq: books.reward_seq,
+            decision_seq: books.decision_seq,
+            reports: books.reports.encode(),
+            audiences: books.audiences.encode(),
+            counters: books
+                .counters
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            decisions: books.decisions,
+            rewards: books.rewards,
+        }
+    }
+}
+
 /// A snapshot of learned state; the caller holds the join lock and the learner's (read).
 pub(crate) fn snapshot_of(
-    books: &Books,
+    books: BooksPart,
     learner: &Learner,
     send_time: Option<&send_time::SendTimeRuntime>,
 ) -> CampaignSnapshot {
@@ -225,22 +287,12 @@ pub(crate) fn snapshot_of(
             })
             .chain(send_time.map(|s| (send_time::SNAPSHOT_ENTRY.to_string(), s.encode())))
             .chain([
-                (
-                    report_book::SNAPSHOT_ENTRY.to_string(),
-                    books.reports.encode(),
-                ),
-                (
-                    report_book::AUDIENCES_ENTRY.to_string(),
-                    books.audiences.encode(),
-                ),
+                (report_book::SNAPSHOT_ENTRY.to_string(), books.reports),
+                (report_book::AUDIENCES_ENTRY.to_string(), books.audiences),
             ])
             .chain(super::promotions::snapshot_entries(learner))
             .collect(),
-        counters: books
-            .counters
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        counters: books.counters,
         decisions: books.decisions,
         rewards: books.rewards,
     }
