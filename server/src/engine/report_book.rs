@@ -203,6 +203,7 @@ struct ReportBookV1 {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 struct OpenV1 {
     hour: u32,
     deadline_hour: u32,
@@ -411,25 +412,35 @@ impl AudienceBooks {
         self.books.len() - 1
     }
 
+    /// The book of the decision's audience, if its campaign names an audience field.
+    pub(crate) fn of_audience(&mut self, facts: &DecisionFacts<'_>) -> Option<&mut ReportBook> {
+        let i = self.index(facts.audience?);
+        Some(&mut self.books[i])
+    }
+
+    /// The book waiting for a reward of `event_id`.
+    pub(crate) fn waiting_for(&mut self, event_id: &str) -> Option<&mut ReportBook> {
+        self.books.iter_mut().find(|b| b.holds(event_id))
+    }
+
     pub(crate) fn on_decision<'a>(
         &mut self,
         facts: &DecisionFacts<'_>,
         actions: impl Iterator<Item = &'a str>,
     ) {
-        if let Some(audience) = facts.audience {
-            let i = self.index(audience);
-            self.books[i].on_decision(facts, actions);
+        if let Some(b) = self.of_audience(facts) {
+            b.on_decision(facts, actions);
         }
     }
 
     pub(crate) fn on_reward(&mut self, r: &RewardRecord) {
-        if let Some(b) = self.books.iter_mut().find(|b| b.holds(&r.event_id)) {
+        if let Some(b) = self.waiting_for(&r.event_id) {
             b.on_reward(r);
         }
     }
 
     pub(crate) fn on_adjust(&mut self, e: &AdjustmentEntry) {
-        if let Some(b) = self.books.iter_mut().find(|b| b.holds(&e.event_id)) {
+        if let Some(b) = self.waiting_for(&e.event_id) {
             b.on_adjust(e);
         }
     }
@@ -442,32 +453,6 @@ impl AudienceBooks {
             .filter(|&s| s > 0)
             .min()
             .unwrap_or(0)
-    }
-
-    /// [`ReportBook::reopen`] in the decision's audience's book.
-    pub(crate) fn reopen<'a>(
-        &mut self,
-        facts: &DecisionFacts<'_>,
-        actions: impl Iterator<Item = &'a str>,
-    ) {
-        if let Some(audience) = facts.audience {
-            let i = self.index(audience);
-            self.books[i].reopen(facts, actions);
-        }
-    }
-
-    /// [`ReportBook::reapply`] in the book waiting for the reward.
-    pub(crate) fn reapply(&mut self, r: &RewardRecord) {
-        if let Some(b) = self.books.iter_mut().find(|b| b.holds(&r.event_id)) {
-            b.reapply(r);
-        }
-    }
-
-    /// [`ReportBook::readjust`] in the book waiting for the adjustment.
-    pub(crate) fn readjust(&mut self, e: &AdjustmentEntry) {
-        if let Some(b) = self.books.iter_mut().find(|b| b.holds(&e.event_id)) {
-            b.readjust(e);
-        }
     }
 }
 
@@ -614,14 +599,27 @@ impl ReportBook {
         t.sum += value;
         t.sum_sq += after * after - before * before;
         t.rewarded = t.rewarded + u64::from(after > 0.0) - u64::from(before > 0.0);
+        self.count_outcome(hour, holdout, policy, value, (old_outcome, new_outcome));
+    }
+
+    /// A decision's outcome moved by `delta` (from `outcome.0` to `outcome.1`): the sums of
+    /// its hour and arm, and its policy's reward sum.
+    fn count_outcome(
+        &mut self,
+        hour: u32,
+        holdout: bool,
+        policy: u16,
+        delta: f64,
+        (before, after): (f64, f64),
+    ) {
         let m = self.hours.entry(hour).or_default().arm(holdout);
-        m.sum += value;
-        m.sum_sq += new_outcome * new_outcome - old_outcome * old_outcome;
+        m.sum += delta;
+        m.sum_sq += after * after - before * before;
         self.policies[usize::from(policy)]
             .1
             .entry(hour)
             .or_default()
-            .1 += value;
+            .1 += delta;
     }
 
     /// Add `value` to `slot` of the open decision `key` (dropped once every slot has a reward):
@@ -735,15 +733,7 @@ impl ReportBook {
         t.sum_sq += e.value * e.value - e.previous * e.previous;
         t.rewarded =
             (t.rewarded + u64::from(e.value > 0.0)).saturating_sub(u64::from(e.previous > 0.0));
-        let after = before + delta;
-        let m = self.hours.entry(hour).or_default().arm(holdout);
-        m.sum += delta;
-        m.sum_sq += after * after - before * before;
-        self.policies[usize::from(policy)]
-            .1
-            .entry(hour)
-            .or_default()
-            .1 += delta;
+        self.count_outcome(hour, holdout, policy, delta, (before, before + delta));
     }
 
     /// Once a day of decision time, drop decisions and parked rewards long past their windows.
@@ -1199,16 +1189,6 @@ mod tests {
     /// (their sequence numbers are unknown, so the log cannot count them again).
     #[test]
     fn version_1_aggregates_keep_their_waiting_decisions() {
-        #[derive(Serialize)]
-        struct OpenV1Out {
-            hour: u32,
-            deadline_hour: u32,
-            policy: u16,
-            holdout: bool,
-            left: u32,
-            outcome: f64,
-            slots: Option<Box<[Option<f64>]>>,
-        }
         let seed = 7;
         let key = ReportBook {
             seed,
@@ -1216,9 +1196,9 @@ mod tests {
         }
         .key("e1");
         let v1 = || {
-            let open: KeyMap<OpenV1Out> = [(
+            let open: KeyMap<OpenV1> = [(
                 key,
-                OpenV1Out {
+                OpenV1 {
                     hour: 5,
                     deadline_hour: 6,
                     policy: 0,

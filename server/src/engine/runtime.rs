@@ -94,19 +94,25 @@ impl Books {
         actions: impl Iterator<Item = &'a str> + Clone,
     ) {
         self.reports.reopen(facts, actions.clone());
-        self.audiences.reopen(facts, actions);
+        if let Some(b) = self.audiences.of_audience(facts) {
+            b.reopen(facts, actions);
+        }
     }
 
     /// Recovery, for a reward the snapshot covers (the sums hold it already).
     pub(super) fn reapply_reward(&mut self, r: &RewardRecord) {
         self.reports.reapply(r);
-        self.audiences.reapply(r);
+        if let Some(b) = self.audiences.waiting_for(&r.event_id) {
+            b.reapply(r);
+        }
     }
 
     /// Recovery, for an adjustment the snapshot covers.
     pub(super) fn reapply_adjustment(&mut self, a: &AdjustmentEntry) {
         self.reports.readjust(a);
-        self.audiences.readjust(a);
+        if let Some(b) = self.audiences.waiting_for(&a.event_id) {
+            b.readjust(a);
+        }
     }
 
     pub(super) fn count_decision<'a>(
