@@ -35,7 +35,7 @@ impl Engine {
     /// applier takes it between two events (it is the only writer of replicated state).
     pub(crate) fn campaign_image(&self, id: &str) -> Result<CampaignImage, EngineError> {
         let rt = self.campaign(id)?;
-        let state = rt.snapshot();
+        let state = rt.image_snapshot();
         let mut events = Vec::new();
         let mut settled = Vec::new();
         for e in self.store.join_states(id) {
@@ -86,6 +86,7 @@ impl Engine {
         state.decision_seq = 0;
         state.reward_seq = 0;
         rt.restore(state);
+        rt.books.lock().forget_waiting_seqs();
         for (event_id, mut e) in image.events {
             e.event_id = event_id;
             e.campaign = id.clone();

@@ -17,6 +17,7 @@
 //! without the entry (a store written before these aggregates existed) gets them built once
 //! from the logs at open.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
@@ -239,7 +240,7 @@ impl From<ReportBookV1> for ReportBook {
             policies: v.policies,
             open: OpenMap {
                 map: open.collect(),
-                rebuild_from: 0,
+                ..OpenMap::default()
             },
             parked: v.parked,
             newest_hour: v.newest_hour,
@@ -265,6 +266,9 @@ struct OpenMap {
     map: KeyMap<Open>,
     /// Restored: decisions from this sequence number on are counted again at start (0: none).
     rebuild_from: u64,
+    /// Set while encoding for a cluster image: every waiting decision is written (the replica
+    /// that restores it has none of their decisions in its log).
+    write_all: Cell<bool>,
 }
 
 impl Serialize for OpenMap {
@@ -272,8 +276,9 @@ impl Serialize for OpenMap {
         let newest = self.map.values().map(|o| o.hour).max().unwrap_or(0);
         let mut rebuild_from = u64::MAX;
         let mut kept: Vec<(&Key, &Open)> = Vec::new();
+        let all = self.write_all.get();
         for (k, o) in &self.map {
-            if o.seq == 0 || o.deadline_hour < newest || o.hour + REBUILD_HOURS <= newest {
+            if all || o.seq == 0 || o.deadline_hour < newest || o.hour + REBUILD_HOURS <= newest {
                 kept.push((k, o));
             } else {
                 rebuild_from = rebuild_from.min(o.seq);
@@ -294,6 +299,7 @@ impl<'de> Deserialize<'de> for OpenMap {
         Ok(Self {
             map: kept.into_iter().collect(),
             rebuild_from,
+            write_all: Cell::new(false),
         })
     }
 }
@@ -391,6 +397,19 @@ impl AudienceBooks {
         out
     }
 
+    /// [`ReportBook::encode_all`] for every audience.
+    pub(crate) fn encode_all(&self) -> Vec<u8> {
+        self.books.iter().for_each(|b| b.open.write_all.set(true));
+        let out = self.encode();
+        self.books.iter().for_each(|b| b.open.write_all.set(false));
+        out
+    }
+
+    /// [`ReportBook::forget_seqs`] for every audience.
+    pub(crate) fn forget_seqs(&mut self) {
+        self.books.iter_mut().for_each(ReportBook::forget_seqs);
+    }
+
     pub(crate) fn clear(&mut self) {
         *self = Self::default();
     }
@@ -483,6 +502,22 @@ impl ReportBook {
                 built: false,
                 ..Self::default()
             },
+        }
+    }
+
+    /// The snapshot entry of a cluster image: every waiting decision written out.
+    pub(crate) fn encode_all(&self) -> Vec<u8> {
+        self.open.write_all.set(true);
+        let out = self.encode();
+        self.open.write_all.set(false);
+        out
+    }
+
+    /// Restored from a cluster image: the waiting decisions' sequence numbers are the taking
+    /// replica's, so they are never counted again from this replica's log.
+    pub(crate) fn forget_seqs(&mut self) {
+        for o in self.open.map.values_mut() {
+            o.seq = 0;
         }
     }
 
@@ -1182,6 +1217,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A cluster image writes every decision still waiting for a reward (the replica restoring
+    /// it has none of them in its log), and the restoring replica keeps waiting for them across
+    /// its own restarts.
+    #[tokio::test]
+    async fn a_cluster_image_carries_every_waiting_decision() {
+        let open = |dir: &std::path::Path| {
+            let store: Arc<dyn Store> = Arc::new(SledStore::open(dir, 1 << 20, 100).unwrap());
+            (
+                Engine::open(store.clone(), Default::default()).unwrap(),
+                store,
+            )
+        };
+        let waiting = |engine: &Engine| {
+            let rt = engine.campaign("c").unwrap();
+            let books = rt.books.lock();
+            (books.reports.pending(), books.reports.rebuild_from())
+        };
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (taker, _) = open(a.path());
+        let config = json!({"id": "c", "policy": {"type": "thompson"}});
+        taker
+            .create_campaign(serde_json::from_value(config).unwrap())
+            .unwrap();
+        stream(&taker, "c", 0, &mut Pcg64Mcg::seed_from_u64(3)).await;
+        let (pending, _) = waiting(&taker);
+        assert!(pending.0 > 0, "{pending:?}");
+
+        let image = taker.campaign_image("c").unwrap();
+        let (replica, store) = open(b.path());
+        replica.restore_image(image).unwrap();
+        assert_eq!(waiting(&replica), (pending, 0));
+        drop(replica);
+        let replica = Engine::open(store, Default::default()).unwrap();
+        assert_eq!(waiting(&replica), (pending, 0), "after a restart");
     }
 
     /// A version-1 entry (every waiting decision written out) still reads: its waiting

@@ -87,6 +87,12 @@ impl Books {
             .unwrap_or(0)
     }
 
+    /// Restored from a cluster image: its waiting decisions are not in this replica's log.
+    pub(super) fn forget_waiting_seqs(&mut self) {
+        self.reports.forget_seqs();
+        self.audiences.forget_seqs();
+    }
+
     /// Recovery, for a decision the snapshot covers: wait again for its rewards.
     pub(super) fn reopen_decision<'a>(
         &mut self,
@@ -231,8 +237,18 @@ impl CampaignRuntime {
     /// encoded under the learner's read lock, which choosing shares. Learned state only
     /// changes under the join lock, so both describe the same point of the log.
     pub(super) fn snapshot(&self) -> CampaignSnapshot {
+        self.snapshot_with(BooksPart::of)
+    }
+
+    /// [`CampaignRuntime::snapshot`] for a cluster image: the report aggregates hold every
+    /// decision still waiting for a reward (the replica restoring it has none of them in its log).
+    pub(super) fn image_snapshot(&self) -> CampaignSnapshot {
+        self.snapshot_with(BooksPart::whole)
+    }
+
+    fn snapshot_with(&self, part: fn(&Books) -> BooksPart) -> CampaignSnapshot {
         let _joins = self.joins.lock();
-        let books = BooksPart::of(&self.books.lock());
+        let books = part(&self.books.lock());
         let learner = self.learner.read();
         snapshot_of(books, &learner, self.send_time.as_ref())
     }
@@ -257,11 +273,24 @@ pub(crate) struct BooksPart {
 
 impl BooksPart {
     pub(crate) fn of(books: &Books) -> Self {
+        Self::with(books, books.reports.encode(), books.audiences.encode())
+    }
+
+    /// With every decision still waiting for a reward written out (a cluster image).
+    fn whole(books: &Books) -> Self {
+        Self::with(
+            books,
+            books.reports.encode_all(),
+            books.audiences.encode_all(),
+        )
+    }
+
+    fn with(books: &Books, reports: Vec<u8>, audiences: Vec<u8>) -> Self {
         Self {
             reward_seq: books.reward_seq,
             decision_seq: books.decision_seq,
-            reports: books.reports.encode(),
-            audiences: books.audiences.encode(),
+            reports,
+            audiences,
             counters: books
                 .counters
                 .iter()
