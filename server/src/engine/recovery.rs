@@ -33,26 +33,32 @@ impl Engine {
                         );
                         replayed_decisions += 1;
                     }
-                    LogRecord::Decision(d) => rt.books.lock().reopen_decision(
-                        &report_book::DecisionFacts::of(&d),
-                        d.actions.iter().map(|a| a.id.as_str()),
-                    ),
-                    LogRecord::Reward(mut r) => {
+                    LogRecord::Decision(d) if rebuild_from > 0 && d.seq >= rebuild_from => {
+                        rt.books.lock().reopen_decision(
+                            &report_book::DecisionFacts::of(&d),
+                            d.actions.iter().map(|a| a.id.as_str()),
+                        );
+                    }
+                    LogRecord::Reward(mut r) if r.seq > reward_seq => {
                         // A log written before reward ranges existed may hold any finite value.
                         r.value = rt.config.reward_range.clamp(r.value);
-                        if r.seq > reward_seq {
-                            self.learn(rt, &r)?;
-                            replayed_rewards += 1;
-                        } else {
-                            rt.books.lock().reapply_reward(&r);
-                        }
+                        self.learn(rt, &r)?;
+                        replayed_rewards += 1;
+                    }
+                    LogRecord::Reward(mut r) if rebuild_from > 0 => {
+                        r.value = rt.config.reward_range.clamp(r.value);
+                        rt.books.lock().reapply_reward(&r);
                     }
                     // Numbered under the join lock like rewards, and covered by `reward_seq`.
                     LogRecord::Adjustment(a) if a.seq > reward_seq => {
                         self.learn_adjustment(rt, &a);
                         replayed_rewards += 1;
                     }
-                    LogRecord::Adjustment(a) => rt.books.lock().reapply_adjustment(&a.entry),
+                    LogRecord::Adjustment(a) if rebuild_from > 0 => {
+                        rt.books.lock().reapply_adjustment(&a.entry);
+                    }
+                    // Covered by the snapshot, and nothing to wait for again.
+                    _ => {}
                 }
             }
             rt.learner.write().warm();
