@@ -1,5 +1,5 @@
 //! What a stopped server's sled store holds, by tree and key family: keys, key bytes and value
-//! bytes (the logical size, against the files' size on disk). For the bytes-per-decision figure
+//! bytes (the logical size), then the bytes on disk of each part of the data directory. For the bytes-per-decision figure
 //! (docs/benchmarks.md): `store_stats DATA_DIR`.
 
 use std::collections::BTreeMap;
@@ -47,5 +47,24 @@ fn main() -> anyhow::Result<()> {
         total += kb + vb;
     }
     println!("logical bytes\t{total}");
+    // What each part of the data directory takes on disk.
+    for part in ["db", "blobs", "logs", "closes", "journal"] {
+        println!("{part} on disk\t{}", dir_bytes(&args.data_dir.join(part)));
+    }
     Ok(())
+}
+
+/// Bytes of the files under `dir` (0 when it does not exist).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::closes::Closes;
 use super::StoreError;
 
 /// Key of the `log` tree holding the LSN of the last batch applied (big-endian). Outside every
@@ -76,17 +77,29 @@ impl LogBatch {
         out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     }
 
-    fn to_sled(&self, lsn: u64) -> sled::Batch {
+    fn to_sled(&self, lsn: u64, closes: &Closes) -> Result<sled::Batch, StoreError> {
         let mut b = sled::Batch::default();
         for (k, v) in &self.ops {
-            match v {
-                Some(v) => b.insert(k.as_slice(), v.as_slice()),
-                None => b.remove(k.as_slice()),
-            }
+            route(&mut b, closes, k, v.as_deref())?;
         }
         b.insert(LSN_KEY, &lsn.to_be_bytes());
-        b
+        Ok(b)
     }
+}
+
+/// Add one write to a sled batch; a closed window's marker goes to the close files instead,
+/// and sled drops the key ([`Closes::take`]).
+fn route(
+    b: &mut sled::Batch,
+    closes: &Closes,
+    k: &[u8],
+    v: Option<&[u8]>,
+) -> Result<(), StoreError> {
+    match v {
+        Some(v) if !closes.take(k, v)? => b.insert(k, v),
+        _ => b.remove(k),
+    }
+    Ok(())
 }
 
 /// Decode the records of one journal file: `(lsn, batch)` in order, up to the first record
@@ -181,6 +194,8 @@ struct Out {
 /// [`LogTree::apply`]; reads see the newest value.
 pub(super) struct LogTree {
     tree: sled::Tree,
+    /// Where the drain sends closed windows' markers.
+    closes: Arc<Closes>,
     dir: PathBuf,
     tables: Mutex<Tables>,
     /// Lock order: `draining` → `out` → `tables`.
@@ -241,7 +256,12 @@ const MAX_ACTIVE: usize = 1 << 16;
 
 impl LogTree {
     /// Open the journal in `dir` over `tree`: apply what sled lost, flush, start a new file.
-    pub(super) fn open(db: &sled::Db, tree: sled::Tree, dir: &Path) -> Result<Self, StoreError> {
+    pub(super) fn open(
+        db: &sled::Db,
+        tree: sled::Tree,
+        dir: &Path,
+        closes: Arc<Closes>,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(io_err("journal directory"))?;
         let recovered = lsn_of(&tree)?;
         let mut lsn = recovered;
@@ -263,7 +283,7 @@ impl LogTree {
                         "journal resumes past sled's recorded LSN"
                     );
                 }
-                tree.apply_batch(batch.to_sled(rec_lsn))?;
+                tree.apply_batch(batch.to_sled(rec_lsn, &closes)?)?;
                 lsn = rec_lsn;
                 replayed += 1;
             }
@@ -282,6 +302,7 @@ impl LogTree {
                 "log writes recovered from the journal"
             );
         }
+        closes.sync()?;
         db.flush()?;
         for &g in &found {
             std::fs::remove_file(dir.join(file_name(g))).map_err(io_err("journal remove"))?;
@@ -290,6 +311,7 @@ impl LogTree {
         let file = Self::create(dir, generation)?;
         Ok(Self {
             tree,
+            closes,
             dir: dir.to_path_buf(),
             tables: Mutex::new(Tables {
                 lsn,
@@ -419,10 +441,7 @@ impl LogTree {
         let mut batch = sled::Batch::default();
         let mut n = 0;
         for (k, v) in table {
-            match v {
-                Some(v) => batch.insert(k.as_slice(), v.as_slice()),
-                None => batch.remove(k.as_slice()),
-            }
+            route(&mut batch, &self.closes, k, v.as_deref())?;
             n += 1;
             if n == DRAIN_CHUNK {
                 self.tree.apply_batch(std::mem::take(&mut batch))?;
@@ -430,6 +449,8 @@ impl LogTree {
             }
         }
         self.tree.apply_batch(batch)?;
+        // The markers before sled: a recorded LSN never passes one the close files could lose.
+        self.closes.sync()?;
         self.tree.flush()?;
         self.tree.insert(LSN_KEY, &lsn.to_be_bytes())?;
         Ok(())
@@ -626,7 +647,8 @@ mod tests {
             .open()
             .unwrap();
         let tree = db.open_tree("log").unwrap();
-        let log = LogTree::open(&db, tree, &dir.join("journal")).unwrap();
+        let closes = Arc::new(Closes::open(&dir.join("closes"), (1, 2)).unwrap());
+        let log = LogTree::open(&db, tree, &dir.join("journal"), closes).unwrap();
         (db, log)
     }
 
@@ -740,7 +762,9 @@ mod tests {
             let mut first = LogBatch::default();
             first.insert(b"E1", b"one");
             first.insert(b"P1", b"");
-            tree.apply_batch(first.to_sled(1)).unwrap();
+            let closes = Closes::open(&dir.path().join("closes"), (1, 2)).unwrap();
+            tree.apply_batch(first.to_sled(1, &closes).unwrap())
+                .unwrap();
             // Something newer than the journal's first record, which replay must not undo
             // (cannot happen in use: every write goes through the journal; here it shows the
             // LSN gate).

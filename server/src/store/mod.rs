@@ -37,6 +37,7 @@
 //!
 //! Event ids are unique per campaign, not globally. `migrate.rs` converts older stores at open.
 
+mod closes;
 mod journal;
 mod migrate;
 mod open_windows;

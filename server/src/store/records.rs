@@ -241,6 +241,16 @@ impl ClosedMarker {
         out
     }
 
+    /// `bytes` as a marker, which they must be.
+    pub(crate) fn decode_bytes(bytes: &[u8]) -> Result<Self, StoreError> {
+        Self::decode(bytes).unwrap_or_else(|| {
+            Err(StoreError::Corrupt {
+                what: "closed marker",
+                message: "not a marker".into(),
+            })
+        })
+    }
+
     /// The marker, when `bytes` is one (else a full [`EventRecord`] or something corrupt).
     pub(crate) fn decode(bytes: &[u8]) -> Option<Result<Self, StoreError>> {
         match bytes.split_first() {

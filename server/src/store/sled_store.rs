@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use super::closes::Closes;
 use super::journal::{LogBatch, LogTree};
 use super::migrate;
 use super::open_windows::OpenWindows;
@@ -27,9 +28,10 @@ use super::{
 /// `log` tree through a journal (`journal.rs`, `<dir>/journal`) replayed at open. Version 7
 /// prunes a closed window's join state to a compact marker ([`ClosedMarker`]: seq and settled
 /// values), keeps a settled-slot entry only for a slot a return adjusted, and writes rewards
-/// without the event id their decision's frame holds.
+/// without the event id their decision's frame holds. Version 8 moves those markers out of
+/// sled into per-campaign close files (`closes.rs`, `<dir>/closes`) as the journal drains.
 /// [`migrate`] converts older stores at open.
-pub const SCHEMA_VERSION: u32 = 7;
+pub const SCHEMA_VERSION: u32 = 8;
 pub(super) const SCHEMA_KEY: &[u8] = b"schema_version";
 /// Meta key: the highest decision seq logged before the store moved to schema 2 (absent when the
 /// store was created at 2 or later). See [`LogStore::legacy_decision_seq`].
@@ -40,6 +42,28 @@ fn mark_key(campaign: &str) -> Vec<u8> {
     let mut k = b"open/".to_vec();
     k.extend_from_slice(campaign.as_bytes());
     k
+}
+
+/// Meta key of the key of the close files' event-id hash (16 bytes, drawn at creation).
+const CLOSES_KEY: &[u8] = b"closes_hash_key";
+
+/// The key of the close files' event-id hash: drawn once, kept for the store's life.
+fn closes_key(meta: &sled::Tree) -> Result<(u64, u64), StoreError> {
+    let bytes: [u8; 16] = match meta.get(CLOSES_KEY)? {
+        Some(v) => v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+            what: "close files key",
+            message: "not 16 bytes".into(),
+        })?,
+        None => {
+            let drawn: [u8; 16] = rand::random();
+            meta.insert(CLOSES_KEY, &drawn)?;
+            meta.flush()?;
+            drawn
+        }
+    };
+    let (a, b) = bytes.split_at(8);
+    let half = |h: &[u8]| u64::from_le_bytes(h.try_into().expect("8 bytes"));
+    Ok((half(a), half(b)))
 }
 
 /// Key families of the `log` tree.
@@ -65,6 +89,8 @@ pub struct SledStore {
     policy_state: sled::Tree,
     /// Rewards, join states, open windows, settled slots: written only through its journal.
     log: Arc<LogTree>,
+    /// Closed windows' markers, which the journal's drain moves out of `log`.
+    closes: Arc<Closes>,
     api_keys: sled::Tree,
     audit: sled::Tree,
     shoppers: sled::Tree,
@@ -380,6 +406,22 @@ fn marker_event(
     }
 }
 
+/// The settled slots a compact marker implies, with the served ids from its decision's frame.
+fn marker_slots(marker: ClosedMarker, d: DecisionRecord) -> SlotStates {
+    (0u32..)
+        .zip(d.actions)
+        .zip(marker.settled)
+        .filter_map(|((slot, a), value)| {
+            let s = SettledSlot {
+                action: a.id,
+                value: value?,
+                adjustments: Vec::new(),
+            };
+            Some((slot, s))
+        })
+        .collect()
+}
+
 /// What the retention and deferral scans need of a stored join state — its decision's seq,
 /// `closed`, `deferred` — without reading a marker's frame.
 fn peek_join_state(
@@ -531,7 +573,10 @@ impl SledStore {
                     // the journal starts empty (the version keeps a schema 5 binary from
                     // opening a store whose journal it would ignore). 6 -> 7 neither: full
                     // markers and settled slots still read; the version keeps a schema 6
-                    // binary from meeting compact markers it cannot decode.
+                    // binary from meeting compact markers it cannot decode. 7 -> 8 neither:
+                    // the markers already in sled still read there (retention takes them);
+                    // the version keeps a schema 7 binary from missing the closed windows
+                    // in the close files (it would hold them open and close them again).
                     meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
                 } else if found != SCHEMA_VERSION {
                     return Err(StoreError::Schema {
@@ -553,6 +598,7 @@ impl SledStore {
                 meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
             }
         }
+        let closes = Arc::new(Closes::open(&dir.join("closes"), closes_key(&meta)?)?);
         let marks = Arc::new(Marks {
             open: OpenWindows::new(super::open_windows::DEFAULT_LIMIT),
             meta,
@@ -569,7 +615,9 @@ impl SledStore {
                 &db,
                 db.open_tree("log")?,
                 &dir.join("journal"),
+                closes.clone(),
             )?),
+            closes,
             api_keys: db.open_tree("api_keys")?,
             audit: db.open_tree("audit")?,
             shoppers: db.open_tree("shoppers")?,
@@ -582,6 +630,7 @@ impl SledStore {
             db,
         };
         if hold_open_windows {
+            store.closes.load_all()?;
             store.rebuild_open_windows()?;
         }
         store.syncer = Arc::new(start_log_syncer(
@@ -635,7 +684,9 @@ impl SledStore {
             for frame in self.segments.scan(&campaign, mark.saturating_sub(1)) {
                 let (seq, v) = frame?;
                 let d = decode_decision(&campaign, seq, &v)?;
-                if self.log.contains_key(join_key(&campaign, &d.event_id))? {
+                if self.log.contains_key(join_key(&campaign, &d.event_id))?
+                    || self.closed_at(&campaign, &d.event_id, seq)?.is_some()
+                {
                     continue;
                 }
                 self.hold_or_write(&EventRecord::of_decision(&d))?;
@@ -801,6 +852,64 @@ impl SledStore {
                 Ok(marker_event(campaign, event_id, seq, d.as_ref()))
             }
         }
+    }
+
+    /// The newest marker of the close files for `event_id` whose decision's frame names it,
+    /// with that decision: a closed window whose join state the journal moved out of sled.
+    fn closed(
+        &self,
+        campaign: &str,
+        event_id: &str,
+    ) -> Result<Option<(ClosedMarker, DecisionRecord)>, StoreError> {
+        for m in self.closes.candidates(campaign, event_id)? {
+            if let Some(d) = self.decision(campaign, m.decision_seq)? {
+                if d.event_id == event_id {
+                    return Ok(Some((m, d)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The join states of `campaign`'s closed windows in the close files that nothing newer
+    /// replaced (sled or the open windows hold no join state for their event ids), each once.
+    fn closed_join_states(&self, campaign: &str) -> Result<Vec<EventRecord>, StoreError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for m in self.closes.all(campaign)?.into_iter().rev() {
+            if !seen.insert(m.decision_seq) {
+                continue;
+            }
+            let Some(d) = self.decision(campaign, m.decision_seq)? else {
+                continue;
+            };
+            if self.marks.open.seq_of(campaign, &d.event_id).is_some()
+                || self.log.contains_key(join_key(campaign, &d.event_id))?
+            {
+                continue;
+            }
+            out.push(marker_event(
+                campaign,
+                &d.event_id,
+                m.decision_seq,
+                Some(&d),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The close files' marker of decision `seq` (whose event id is `event_id`).
+    fn closed_at(
+        &self,
+        campaign: &str,
+        event_id: &str,
+        seq: u64,
+    ) -> Result<Option<ClosedMarker>, StoreError> {
+        Ok(self
+            .closes
+            .candidates(campaign, event_id)?
+            .into_iter()
+            .find(|m| m.decision_seq == seq))
     }
 
     /// The join state of a held event, rebuilt from its decision's frame.
@@ -1029,17 +1138,20 @@ impl LogStore for SledStore {
                 return Ok(Some(e));
             }
         }
-        self.log
-            .get(join_key(campaign, event_id))?
-            .map(|v| self.join_state(campaign, event_id, &v))
-            .transpose()
+        if let Some(v) = self.log.get(join_key(campaign, event_id))? {
+            return self.join_state(campaign, event_id, &v).map(Some);
+        }
+        Ok(self
+            .closed(campaign, event_id)?
+            .map(|(m, d)| marker_event(campaign, event_id, m.decision_seq, Some(&d))))
     }
 
     fn has_event(&self, campaign: &str, event_id: &str) -> Result<bool, StoreError> {
         // A held window's frame is durable or still buffered: a crash that lost it also
         // lost the window (held windows are rebuilt from the frames).
         Ok(self.marks.open.seq_of(campaign, event_id).is_some()
-            || self.log.contains_key(join_key(campaign, event_id))?)
+            || self.log.contains_key(join_key(campaign, event_id))?
+            || self.closed(campaign, event_id)?.is_some())
     }
 
     fn event_with_actions(
@@ -1167,24 +1279,15 @@ impl LogStore for SledStore {
         // The slots no return adjusted: from the open join state, or from the compact marker
         // with the served ids from the frame.
         let implied: Vec<(u32, SettledSlot)> = match self.log.get(join_key(campaign, event_id))? {
-            None => Vec::new(),
+            None => match self.closed(campaign, event_id)? {
+                Some((marker, d)) => marker_slots(marker, d),
+                None => Vec::new(),
+            },
             Some(v) => match ClosedMarker::decode(&v).transpose()? {
                 None => applied_slots(&decode_event(campaign, event_id, &v)?).collect(),
                 Some(marker) => match self.decision(campaign, marker.decision_seq)? {
                     None => Vec::new(),
-                    Some(d) => (0u32..)
-                        .zip(d.actions)
-                        .zip(marker.settled)
-                        .filter_map(|((slot, a), value)| {
-                            let value = value?;
-                            let s = SettledSlot {
-                                action: a.id,
-                                value,
-                                adjustments: Vec::new(),
-                            };
-                            Some((slot, s))
-                        })
-                        .collect(),
+                    Some(d) => marker_slots(marker, d),
                 },
             },
         };
@@ -1385,8 +1488,12 @@ impl LogStore for SledStore {
             };
             decisions += 1;
             let key = join_key(campaign, &d.event_id);
-            let Some(stored) = self.log.get(&key)? else {
-                return Ok(());
+            let stored = match self.log.get(&key)? {
+                Some(v) => v.to_vec(),
+                None => match self.closed_at(campaign, &d.event_id, seq)? {
+                    Some(m) => m.encode(),
+                    None => return Ok(()),
+                },
             };
             match ClosedMarker::decode(&stored).transpose()? {
                 Some(m) if m.decision_seq == seq => {
@@ -1420,6 +1527,7 @@ impl LogStore for SledStore {
             }
             Ok(())
         })?;
+        self.closes.delete_up_to(campaign, up_to)?;
         Ok((decisions, rewards))
     }
 
@@ -1443,6 +1551,9 @@ impl LogStore for SledStore {
             }
             self.log.apply(batch)?;
         }
+        // Markers still in the journal go to the close files before they are deleted.
+        self.log.drain()?;
+        self.closes.delete_campaign(campaign)?;
         self.segments.delete_campaign(campaign)
     }
 
@@ -1468,6 +1579,7 @@ impl LogStore for SledStore {
     ) -> Box<dyn Iterator<Item = Result<EventRecord, StoreError>> + '_> {
         let held = self.marks.open.up_to(campaign, u64::MAX);
         let held_campaign = campaign.to_string();
+        let closed_campaign = campaign.to_string();
         let campaign = campaign.to_string();
         Box::new(
             self.log
@@ -1482,6 +1594,14 @@ impl LogStore for SledStore {
                     held.into_iter().filter_map(move |(_, seq)| {
                         self.held_event(&held_campaign, seq).transpose()
                     }),
+                )
+                // Closed windows in the close files.
+                .chain(
+                    std::iter::once_with(move || self.closed_join_states(&closed_campaign))
+                        .flat_map(|r| match r {
+                            Ok(events) => events.into_iter().map(Ok).collect::<Vec<_>>(),
+                            Err(e) => vec![Err(e)],
+                        }),
                 ),
         )
     }
@@ -1624,6 +1744,7 @@ impl LogStore for SledStore {
         // Pass 4: the entries up to the last decision, then its whole segments.
         let rewards = self.delete_entries_up_to(campaign, out.up_to)?;
         self.segments.delete_whole_segments(campaign, out.up_to)?;
+        self.closes.delete_up_to(campaign, out.up_to)?;
         out.rewards = rewards + late;
         Ok(out)
     }
@@ -2148,6 +2269,103 @@ mod tests {
         drop(s);
         let s = SledStore::open(dir.path(), 1 << 20, 100).unwrap();
         check(&s);
+    }
+
+    /// Schema 8: the journal's drain moves a closed window's marker out of sled into the
+    /// campaign's close files; every read answers as before, after a reopen, after a crash
+    /// that left the markers only in the journal (replayed into the close files, and the
+    /// closed windows not held open again), and after the log is deleted.
+    #[test]
+    fn closed_markers_leave_sled_for_the_close_files() {
+        fn copy_dir(from: &Path, to: &Path) {
+            std::fs::create_dir_all(to).unwrap();
+            for entry in std::fs::read_dir(from).unwrap() {
+                let entry = entry.unwrap();
+                let target = to.join(entry.file_name());
+                if entry.file_type().unwrap().is_dir() {
+                    copy_dir(&entry.path(), &target);
+                } else {
+                    std::fs::copy(entry.path(), target).unwrap();
+                }
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 1 << 20, 60_000).unwrap();
+        let e1 = log(&s, "c", 1, "e1", 1_000);
+        let e2 = log(&s, "c", 2, "e2", 1_000);
+        let e3 = log(&s, "c", 3, "e3", 9_000);
+        let close = |e: &EventRecord, seq: u64, value: f64, kind: RewardKind| {
+            let mut r = reward(e, seq, value);
+            r.kind = kind;
+            let pruned = EventRecord {
+                actions: Vec::new(),
+                slots: Vec::new(),
+                closed: true,
+                ..e.clone()
+            };
+            s.commit_rewards(&pruned, &[r], true).unwrap();
+        };
+        close(&e1, 4, 1.0, RewardKind::Explicit);
+        close(&e2, 5, 0.25, RewardKind::Default);
+        let answers = |s: &SledStore| {
+            let ids = ["e1", "e2", "e3", "nope"];
+            let events: Vec<_> = ids.iter().map(|id| s.event("c", id).unwrap()).collect();
+            let has: Vec<_> = ids.iter().map(|id| s.has_event("c", id).unwrap()).collect();
+            let settled: Vec<_> = ids.iter().map(|id| s.settled("c", id).unwrap()).collect();
+            let mut states: Vec<_> = s.join_states("c").map(Result::unwrap).collect();
+            states.sort_by_key(|e| e.decision_seq);
+            (events, has, settled, states)
+        };
+        let before = answers(&s);
+        assert_eq!(before.1, [true, true, true, false]);
+        assert_eq!(before.2[0][0].1.value, 1.0);
+        assert_eq!(before.2[1][0].1.value, 0.25);
+        assert_eq!(before.3.len(), 3);
+        // The crash: the journal synced, nothing drained.
+        s.log.sync().unwrap();
+        let crashed = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), crashed.path());
+
+        s.log.drain().unwrap();
+        let sled_log = s.db().open_tree("log").unwrap();
+        for id in ["e1", "e2"] {
+            assert!(
+                !sled_log.contains_key(join_key("c", id)).unwrap(),
+                "{id}'s marker left sled"
+            );
+            assert_eq!(s.closes.candidates("c", id).unwrap().len(), 1);
+        }
+        assert_eq!(answers(&s), before);
+        drop((s, sled_log));
+        let s = SledStore::open(dir.path(), 1 << 20, 60_000).unwrap();
+        assert_eq!(answers(&s), before);
+        // A return adjusts a closed slot: its `S` entry wins over the marker.
+        let adjusted = SettledSlot {
+            action: "a".into(),
+            value: 0.0,
+            adjustments: vec![],
+        };
+        s.put_settled("c", "e1", 0, &adjusted).unwrap();
+        assert_eq!(s.settled("c", "e1").unwrap(), [(0, adjusted)]);
+        // Deleting the log writes e1's marker out in full, since its frame goes.
+        s.delete_log("c", 1).unwrap();
+        let full = s.log.get(join_key("c", "e1")).unwrap().unwrap();
+        assert_eq!(full[0], RECORD_VERSION);
+        assert!(s.event("c", "e1").unwrap().unwrap().is_pruned());
+        assert_eq!(s.event("c", "e2").unwrap(), before.0[1]);
+        drop(s);
+
+        // The crashed copy replays the journal: the markers go to its close files, and the
+        // closed windows are not held open again (the sweeper would close them twice).
+        let s = SledStore::open(crashed.path(), 1 << 20, 60_000).unwrap();
+        assert_eq!(s.marks.open.seq_of("c", "e1"), None);
+        assert_eq!(s.marks.open.seq_of("c", "e2"), None);
+        assert_eq!(s.marks.open.seq_of("c", "e3"), Some(3));
+        assert_eq!(s.due_events(u64::MAX, 10).unwrap(), vec![pair("c", "e3")]);
+        assert_eq!(answers(&s), before);
+        let sled_log = s.db().open_tree("log").unwrap();
+        assert!(!sled_log.contains_key(join_key("c", "e2")).unwrap());
+        let _ = e3;
     }
 
     /// A store created with `compress_pages` compresses its pages and opens so whatever the
