@@ -564,7 +564,9 @@ async fn deleting_a_shopper_leaves_nothing_behind() {
     // Nothing in any tree of the store or any decision log file mentions the shopper; the
     // other shopper's logged request is untouched.
     server.stop();
-    let db = sled::open(dir.path()).unwrap();
+    let db = tailor_server::store::sled_config(dir.path(), false)
+        .open()
+        .unwrap();
     let mut blobs: Vec<(String, Vec<u8>)> = Vec::new();
     for name in db.tree_names() {
         for kv in db.open_tree(&name).unwrap().iter() {

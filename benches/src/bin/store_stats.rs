@@ -54,10 +54,11 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Bytes of the files under `dir` (0 when it does not exist).
+/// Bytes of the files under `dir`, or of `dir` when it is a file (0 when it does not exist).
 fn dir_bytes(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
+        // sled's `db` is one file.
+        return std::fs::metadata(dir).map_or(0, |m| m.len());
     };
     entries
         .filter_map(Result::ok)

@@ -15,6 +15,10 @@
 //! recovers a prefix of its batches), flushes, and starts afresh. A record cut short by a crash
 //! was never acknowledged: it ends the replay.
 //!
+//! A drain (and the replay at open) sends a closed window's compact marker to the campaign's
+//! close files instead of sled, where the key is dropped (`closes.rs`); the close files are
+//! fsynced before sled is flushed and the LSN recorded.
+//!
 //! File format (`<data>/journal/<generation>.jnl`): records of length (u32 LE), CRC-32 of the
 //! rest (u32 LE), LSN (u64 LE), then operations: tag (0 insert, 1 remove), key length (u32 LE),
 //! key, and for an insert value length (u32 LE) and value.

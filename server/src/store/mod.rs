@@ -10,7 +10,9 @@
 //!     postcard behind a version byte), naming their decision by sequence number;
 //!   - `E` ++ campaign ++ 0 ++ event id: the join state of a decision ([`EventRecord`]), derived
 //!     from the log, pruned to a compact marker when its window closes (schema 7: the
-//!     decision's seq and each slot's settled value; the rest is read back from the frame);
+//!     decision's seq and each slot's settled value; the rest is read back from the frame),
+//!     which the journal's drain moves to the campaign's close files (schema 8,
+//!     `closes.rs`, `<dir>/closes/c-<campaign>/`);
 //!   - `P` ++ deadline (big-endian) ++ campaign ++ 0 ++ event id: reward windows still open.
 //!
 //!   - `S` ++ campaign ++ 0 ++ event id ++ 0 ++ slot (big-endian u32): the applied reward of a
