@@ -37,7 +37,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use super::records::ClosedMarker;
 use super::StoreError;
@@ -85,6 +85,7 @@ struct CloseFile {
     number: u32,
     path: PathBuf,
     file: Arc<File>,
+    /// Its bytes, the last file's buffered ones included.
     len: u64,
     /// The highest decision seq a record of the file names.
     max_seq: u64,
@@ -101,7 +102,11 @@ struct CampaignCloses {
     /// Older records whose hash the index holds a newer one of (another event id, or a
     /// decision decided again after retention took it).
     more: Vec<(u64, Place)>,
-    /// Files appended to since the last sync.
+    /// Records of the last file not yet written to it: written and fsynced by the next sync,
+    /// so a drain costs one write per campaign, not one per record under the lock lookups
+    /// take.
+    buf: Vec<u8>,
+    /// Files written to since the last sync.
     unsynced: Vec<Arc<File>>,
     dir_unsynced: bool,
 }
@@ -153,9 +158,26 @@ impl CampaignCloses {
             files: Vec::new(),
             index: HashMap::default(),
             more: Vec::new(),
+            buf: Vec::new(),
             unsynced: Vec::new(),
             dir_unsynced: false,
         }
+    }
+
+    /// Write the buffered records to the last file (fsynced by the caller, after the lock).
+    fn write_out(&mut self) -> Result<(), StoreError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let last = self.files.last().expect("buffered records have a file");
+        (&*last.file)
+            .write_all(&self.buf)
+            .map_err(io_err("close file write"))?;
+        if !self.unsynced.iter().any(|f| Arc::ptr_eq(f, &last.file)) {
+            self.unsynced.push(last.file.clone());
+        }
+        self.buf.clear();
+        Ok(())
     }
 
     /// Read every file: index its records, cut a record a crash left short.
@@ -179,7 +201,8 @@ impl CampaignCloses {
                     number,
                     path,
                     file: Arc::new(file),
-                    len: 0,
+                    // Until the cut below: what a duplicate's check reads is on the file.
+                    len: bytes.len() as u64,
                     max_seq: 0,
                 });
                 let mut pos = 0;
@@ -234,15 +257,29 @@ impl CampaignCloses {
                 what: "close file",
                 message: format!("file {number} is gone"),
             })?;
-        let file = &self.files[i].file;
-        let mut head = [0u8; HEADER];
-        file.read_exact_at(&mut head, pos)
-            .map_err(io_err("close file read"))?;
-        let len = usize::from(u16::from_le_bytes([head[0], head[1]]));
-        let mut record = vec![0u8; HEADER + len];
-        record[..HEADER].copy_from_slice(&head);
-        file.read_exact_at(&mut record[HEADER..], pos + HEADER as u64)
-            .map_err(io_err("close file read"))?;
+        let f = &self.files[i];
+        let on_disk = match i + 1 == self.files.len() {
+            true => f.len - self.buf.len() as u64,
+            false => f.len,
+        };
+        let record = if pos >= on_disk {
+            self.buf
+                .get((pos - on_disk) as usize..)
+                .unwrap_or_default()
+                .to_vec()
+        } else {
+            let mut head = [0u8; HEADER];
+            f.file
+                .read_exact_at(&mut head, pos)
+                .map_err(io_err("close file read"))?;
+            let len = usize::from(u16::from_le_bytes([head[0], head[1]]));
+            let mut record = vec![0u8; HEADER + len];
+            record[..HEADER].copy_from_slice(&head);
+            f.file
+                .read_exact_at(&mut record[HEADER..], pos + HEADER as u64)
+                .map_err(io_err("close file read"))?;
+            record
+        };
         let (_, marker, _) = parse_record(&record).ok_or(StoreError::Corrupt {
             what: "close file",
             message: format!("record at {pos} of file {number} does not check"),
@@ -259,6 +296,7 @@ impl CampaignCloses {
         record.extend_from_slice(&hash.to_le_bytes());
         record.extend_from_slice(marker);
         if self.files.last().is_none_or(|f| f.len >= FILE_BYTES) {
+            self.write_out()?;
             let number = self.files.last().map_or(1, |f| f.number + 1);
             fs::create_dir_all(&self.dir).map_err(io_err("close files"))?;
             let path = self.dir.join(file_name(number));
@@ -278,15 +316,10 @@ impl CampaignCloses {
             self.dir_unsynced = true;
         }
         let last = self.files.last_mut().expect("a file to append to");
-        (&*last.file)
-            .write_all(&record)
-            .map_err(io_err("close file write"))?;
         let at = place(last.number, last.len as u32);
         last.len += record.len() as u64;
         last.max_seq = last.max_seq.max(seq);
-        if !self.unsynced.iter().any(|f| Arc::ptr_eq(f, &last.file)) {
-            self.unsynced.push(last.file.clone());
-        }
+        self.buf.extend_from_slice(&record);
         self.insert(hash, at, seq)
     }
 
@@ -312,7 +345,7 @@ impl CampaignCloses {
 pub(super) struct Closes {
     root: PathBuf,
     key: (u64, u64),
-    campaigns: Mutex<HashMap<String, Arc<Mutex<CampaignCloses>>>>,
+    campaigns: RwLock<HashMap<String, Arc<Mutex<CampaignCloses>>>>,
 }
 
 impl Closes {
@@ -336,7 +369,7 @@ impl Closes {
         Ok(Self {
             root: root.to_path_buf(),
             key,
-            campaigns: Mutex::new(campaigns),
+            campaigns: RwLock::new(campaigns),
         })
     }
 
@@ -347,8 +380,11 @@ impl Closes {
     }
 
     fn campaign(&self, campaign: &str) -> Arc<Mutex<CampaignCloses>> {
+        if let Some(c) = self.existing(campaign) {
+            return c;
+        }
         self.campaigns
-            .lock()
+            .write()
             .entry(campaign.to_string())
             .or_insert_with(|| {
                 let dir = self.root.join(format!("c-{campaign}"));
@@ -358,12 +394,12 @@ impl Closes {
     }
 
     fn existing(&self, campaign: &str) -> Option<Arc<Mutex<CampaignCloses>>> {
-        self.campaigns.lock().get(campaign).cloned()
+        self.campaigns.read().get(campaign).cloned()
     }
 
     /// Read every campaign's files now (a server does at open, before it serves).
     pub(super) fn load_all(&self) -> Result<(), StoreError> {
-        let all: Vec<_> = self.campaigns.lock().values().cloned().collect();
+        let all: Vec<_> = self.campaigns.read().values().cloned().collect();
         for c in all {
             c.lock().load()?;
         }
@@ -395,11 +431,12 @@ impl Closes {
 
     /// fsync every file appended to since the last sync (and new directories).
     pub(super) fn sync(&self) -> Result<(), StoreError> {
-        let all: Vec<_> = self.campaigns.lock().values().cloned().collect();
+        let all: Vec<_> = self.campaigns.read().values().cloned().collect();
         let mut root = false;
         for c in all {
             let (files, dir) = {
                 let mut c = c.lock();
+                c.write_out()?;
                 let dir = std::mem::take(&mut c.dir_unsynced).then(|| c.dir.clone());
                 (std::mem::take(&mut c.unsynced), dir)
             };
@@ -437,6 +474,7 @@ impl Closes {
         };
         let mut c = c.lock();
         c.load()?;
+        c.write_out()?;
         let mut out = Vec::new();
         for f in &c.files {
             let mut bytes = vec![0u8; f.len as usize];
@@ -460,6 +498,7 @@ impl Closes {
         };
         let mut c = c.lock();
         c.load()?;
+        c.write_out()?;
         let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut c.files)
             .into_iter()
             .partition(|f| f.max_seq <= up_to);
@@ -482,7 +521,7 @@ impl Closes {
 
     /// Delete every close file of `campaign`.
     pub(super) fn delete_campaign(&self, campaign: &str) -> Result<(), StoreError> {
-        let removed = self.campaigns.lock().remove(campaign);
+        let removed = self.campaigns.write().remove(campaign);
         let dir = match removed {
             Some(c) => c.lock().dir.clone(),
             None => self.root.join(format!("c-{campaign}")),
