@@ -469,8 +469,9 @@ pub(super) fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db, S
 
 /// sled's log segment size for a new store (an existing one keeps its own: sled refuses a
 /// change across restarts). Measured on the 1,000,000-decision soak of docs/benchmarks.md,
-/// sled's file took 307 MB with 64 KiB segments, 235 MB with sled's default 512 KiB, 61 MB
-/// with 2 MiB, 69–73 MB with 4 MiB, 86 MB with 8 MiB and 119 MB with 16 MiB.
+/// sled's file took 307 MB with 64 KiB segments, 235 MB with sled's default 512 KiB, 55–59 MB
+/// with 2 MiB, 67–71 MB with 4 MiB, 84 MB with 8 MiB and 117 MB with 16 MiB
+/// (docs/event-log.md).
 const SEGMENT_SIZE: usize = 2 << 20;
 
 /// zstd level of a compressed store's pages (what costs is not the level but sled creating a
