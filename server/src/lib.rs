@@ -17,6 +17,7 @@ pub mod limits;
 pub mod merchandising;
 pub mod ope;
 pub mod plugins;
+mod prehashed;
 pub mod store;
 
 use std::net::SocketAddr;

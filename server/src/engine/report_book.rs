@@ -19,7 +19,7 @@
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 use tailor_policies::RewardRange;
@@ -128,28 +128,11 @@ impl Hash for Key {
     }
 }
 
-/// The key is already a keyed hash: use it as is.
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
 /// Per hour of decision time: (decisions, reward sum).
 type PolicyHours = BTreeMap<u32, (u64, f64)>;
 
-type KeyMap<V> = HashMap<Key, V, BuildHasherDefault<PassThrough>>;
+/// The key is already a keyed hash: used as it is.
+type KeyMap<V> = HashMap<Key, V, crate::prehashed::PreHashed>;
 
 /// A decision some of whose slots have no reward yet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

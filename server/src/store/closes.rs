@@ -31,7 +31,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -41,6 +41,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::records::ClosedMarker;
 use super::StoreError;
+use crate::prehashed::PreHashed;
 
 /// A file takes no more records past this size (record places are u32).
 const FILE_BYTES: u64 = 8 << 20;
@@ -53,24 +54,6 @@ fn io_err(what: &'static str) -> impl Fn(std::io::Error) -> StoreError {
     move |e| StoreError::Corrupt {
         what,
         message: e.to_string(),
-    }
-}
-
-/// The keys are already hashes: used as they are.
-#[derive(Default)]
-struct Identity(u64);
-
-impl Hasher for Identity {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
     }
 }
 
@@ -98,7 +81,7 @@ struct CampaignCloses {
     /// Oldest first; the last one takes the appends.
     files: Vec<CloseFile>,
     /// Event-id hash -> the newest record with it.
-    index: HashMap<u64, Place, BuildHasherDefault<Identity>>,
+    index: HashMap<u64, Place, PreHashed>,
     /// Older records whose hash the index holds a newer one of (another event id, or a
     /// decision decided again after retention took it).
     more: Vec<(u64, Place)>,
