@@ -541,3 +541,93 @@ async fn slots_closed_with_the_default_reward_can_be_returned() {
         "another candidate set under a closed event id: {e}"
     );
 }
+
+/// Store schema 8: a closed window's marker moves from the journal to its campaign's close file
+/// when the journal drains. A `kill -9` right after hundreds of windows closed (the newest
+/// markers still only in the journal, the older ones in the close files) closes none of them
+/// again: the reward count (explicit and default rewards) is the same after the restart, and
+/// every window still answers a late reward with `410`, a replayed decide with its recorded
+/// answer and a return with what its slot settled at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn closed_windows_close_once_across_kill9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(
+        dir.path(),
+        &[
+            ("TAILOR__ENGINE__SWEEP_INTERVAL_MS", "50"),
+            // Recovery from the log, not from a snapshot.
+            ("TAILOR__ENGINE__SNAPSHOT_INTERVAL_MS", "3600000"),
+        ],
+    )
+    .await;
+    server
+        .create_campaign(json!({"id": "shut", "policy": {"type": "thompson"},
+            "reward_wait_seconds": 1.0, "return_window_seconds": 600.0, "default_reward": 0.25}))
+        .await;
+    let n = 300;
+    let body = |i: usize| json!({"candidates": [{"id": "a"}, {"id": "b"}, {"id": "c"}], "event_id": format!("shut-{i}")});
+    let mut served = Vec::new();
+    for i in 0..n {
+        let (status, d) = server.post("/v1/campaigns/shut/decide", &body(i)).await;
+        assert_eq!(status, 200, "{d}");
+        served.push(d["actions"].clone());
+        if i % 4 == 0 {
+            let (status, r) = server
+                .post(
+                    &format!("/v1/campaigns/shut/events/shut-{i}/reward"),
+                    &json!({"value": 1.0}),
+                )
+                .await;
+            assert_eq!(status, 200, "{r}");
+        }
+    }
+    // Every window closes: one reward per decision, explicit or default.
+    let mut waited = 0;
+    let before = loop {
+        let stats = server.stats("shut").await;
+        if stats["rewards"] == n as u64 {
+            break stats;
+        }
+        assert!(stats["rewards"].as_u64().unwrap() < n as u64, "{stats}");
+        waited += 1;
+        assert!(waited < 300, "the windows never closed: {stats}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    server.kill9();
+    server.restart().await;
+    // Time for the sweeper to close anything recovery wrongly held open again.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let after = server.stats("shut").await;
+    assert_eq!(after["rewards"], before["rewards"], "{before} then {after}");
+    assert_eq!(after["actions"], before["actions"], "{before} then {after}");
+    let closes = dir.path().join("closes").join("c-shut");
+    assert!(
+        std::fs::read_dir(&closes).unwrap().count() > 0,
+        "the markers are in the close files"
+    );
+    for i in (0..n).step_by(7) {
+        let (status, r) = server
+            .post(
+                &format!("/v1/campaigns/shut/events/shut-{i}/reward"),
+                &json!({"value": 1.0}),
+            )
+            .await;
+        assert_eq!(
+            (status, r["error"]["code"].as_str()),
+            (410, Some("reward_window_closed")),
+            "shut-{i}: {r}"
+        );
+        let (status, again) = server.post("/v1/campaigns/shut/decide", &body(i)).await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["actions"], served[i], "shut-{i}: the recorded answer");
+        let (status, r) = server
+            .post(
+                &format!("/v1/campaigns/shut/events/shut-{i}/adjust"),
+                &json!({"value": 0.0, "adjustment_id": format!("rma-{i}")}),
+            )
+            .await;
+        assert_eq!(status, 200, "shut-{i}: {r}");
+        let settled = if i % 4 == 0 { 1.0 } else { 0.25 };
+        assert_eq!(r["previous"].as_f64(), Some(settled), "shut-{i}: {r}");
+    }
+}
