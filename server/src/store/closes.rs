@@ -23,16 +23,20 @@
 //! lookup reads to confirm a match, so a hash collision, or a record whose decision retention
 //! or a log deletion took, finds nothing.
 //!
-//! Durability: records are appended only by the journal's drain, and fsynced before sled is
-//! flushed and the drain's LSN recorded; the journal holds them until then. A crash re-appends
-//! at most the records of the drains sled had not recorded (a duplicate answers alike). A
-//! record cut short by a crash is cut off at the next load. Retention deletes a file once every
+//! Durability: records are appended only by the journal's drain and its replay at open, and
+//! fsynced before sled's LSN records the journal records they came from (the drain records it
+//! after its sled flush, the replay once at its end); the journal holds them until then. A
+//! crash re-appends at most the records of the drains sled had not recorded (a duplicate
+//! answers alike). Buffered records are written at the place the index has for them, so a
+//! write that failed part way is written again over the same bytes. Everything past the last
+//! fsync is in the journal, so a record cut short by a crash, and whatever follows it, is cut
+//! off at the next load. Log deletion makes the full join states that replace a campaign's
+//! markers durable before it deletes their close files. Retention deletes a file once every
 //! decision it names is gone; deleting a campaign deletes its directory.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::hash::Hasher;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -147,14 +151,17 @@ impl CampaignCloses {
         }
     }
 
-    /// Write the buffered records to the last file (fsynced by the caller, after the lock).
+    /// Write the buffered records to the last file (fsynced by the caller, after the lock), at
+    /// the place the index has for them: a write that failed part way is written again over
+    /// the same bytes, never appended after them.
     fn write_out(&mut self) -> Result<(), StoreError> {
         if self.buf.is_empty() {
             return Ok(());
         }
         let last = self.files.last().expect("buffered records have a file");
-        (&*last.file)
-            .write_all(&self.buf)
+        let on_disk = last.len - self.buf.len() as u64;
+        last.file
+            .write_all_at(&self.buf, on_disk)
             .map_err(io_err("close file write"))?;
         if !self.unsynced.iter().any(|f| Arc::ptr_eq(f, &last.file)) {
             self.unsynced.push(last.file.clone());
@@ -177,7 +184,7 @@ impl CampaignCloses {
                 let bytes = fs::read(&path).map_err(io_err("close file read"))?;
                 let file = OpenOptions::new()
                     .read(true)
-                    .append(true)
+                    .write(true)
                     .open(&path)
                     .map_err(io_err("close file open"))?;
                 self.files.push(CloseFile {
@@ -285,8 +292,9 @@ impl CampaignCloses {
             let path = self.dir.join(file_name(number));
             let file = OpenOptions::new()
                 .create(true)
+                .truncate(true)
                 .read(true)
-                .append(true)
+                .write(true)
                 .open(&path)
                 .map_err(io_err("close file create"))?;
             self.files.push(CloseFile {
@@ -420,14 +428,21 @@ impl Closes {
             let (files, dir) = {
                 let mut c = c.lock();
                 c.write_out()?;
-                let dir = std::mem::take(&mut c.dir_unsynced).then(|| c.dir.clone());
+                let dir = c.dir_unsynced.then(|| c.dir.clone());
                 (std::mem::take(&mut c.unsynced), dir)
             };
-            for f in files {
-                f.sync_data().map_err(io_err("close file sync"))?;
+            let synced = files
+                .iter()
+                .try_for_each(|f| f.sync_data().map_err(io_err("close file sync")))
+                .and_then(|()| dir.as_deref().map_or(Ok(()), sync_dir));
+            if let Err(e) = synced {
+                // Still to sync: the next drain (the retry of this one) does.
+                let mut c = c.lock();
+                c.unsynced.extend(files);
+                return Err(e);
             }
-            if let Some(dir) = dir {
-                sync_dir(&dir)?;
+            if dir.is_some() {
+                c.lock().dir_unsynced = false;
                 root = true;
             }
         }
@@ -525,6 +540,8 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     fn marker(seq: u64, value: f64) -> Vec<u8> {

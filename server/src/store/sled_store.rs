@@ -1544,6 +1544,9 @@ impl LogStore for SledStore {
             }
             Ok(())
         })?;
+        // The full records written above are durable before the close files they replace go
+        // (else a crash could bring back closed decisions with neither).
+        self.log.sync()?;
         self.closes.delete_up_to(campaign, up_to)?;
         Ok((decisions, rewards))
     }
